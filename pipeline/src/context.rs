@@ -1,0 +1,211 @@
+//! What a running stage sees: its inputs and outputs by name, the run's seed, a progress
+//! reporter and the cancellation signal. Stages never see paths; everything goes through
+//! the store.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+
+use crate::stage::{BoxError, Output, OutputKind};
+use crate::store::{Store, digest};
+
+/// An artifact committed to the store, as recorded in stage records and manifests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredOutput {
+    /// Store-relative path.
+    pub path: String,
+    pub kind: OutputKind,
+    /// blake3 of the bytes.
+    pub digest: String,
+    pub bytes: u64,
+    /// Rows, for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for OutputKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "table" => Ok(OutputKind::Table),
+            "artifact" => Ok(OutputKind::Artifact),
+            other => Err(serde::de::Error::custom(format!("unknown output kind `{other}`"))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("stage `{stage}` has no input slot `{slot}`")]
+    UnknownInput { stage: String, slot: String },
+    #[error("stage `{stage}` does not declare an output `{name}`; declare it in `writes()`")]
+    UndeclaredOutput { stage: String, name: String },
+    #[error("stage `{stage}` wrote `{name}` twice")]
+    WrittenTwice { stage: String, name: String },
+    #[error("`{path}` is not a readable Parquet table: {message}")]
+    BadTable { path: String, message: String },
+    #[error("the run was cancelled")]
+    Cancelled,
+}
+
+/// Parquet as every stage writes it: zstd, with row-group and page statistics so readers
+/// (DataFusion, DuckDB) can prune, and nothing time-dependent, so equal data gives equal
+/// bytes and equal digests.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("applearner {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Reads a whole Parquet object into record batches.
+pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, ContextError> {
+    let bad = |e: &dyn std::fmt::Display| ContextError::BadTable { path: path.to_string(), message: e.to_string() };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))
+}
+
+/// Context handed to [`crate::Stage::run`].
+pub struct StageContext<'a> {
+    pub(crate) stage: &'a str,
+    pub(crate) run_id: &'a str,
+    pub(crate) seed: u64,
+    pub(crate) store: &'a Store,
+    pub(crate) inputs: BTreeMap<String, StoredOutput>,
+    pub(crate) outputs: Vec<Output>,
+    /// Run-relative folder of this stage's outputs.
+    pub(crate) dir: String,
+    pub(crate) written: Mutex<BTreeMap<String, StoredOutput>>,
+    pub(crate) progress: &'a MultiProgress,
+    pub(crate) cancel: &'a AtomicBool,
+}
+
+impl StageContext<'_> {
+    pub fn stage(&self) -> &str {
+        self.stage
+    }
+
+    pub fn run_id(&self) -> &str {
+        self.run_id
+    }
+
+    /// The run's seed; stages derive their random streams from it.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// The stored input behind a slot (for readers that go to the store themselves).
+    pub fn input(&self, slot: &str) -> Result<&StoredOutput, ContextError> {
+        self.inputs
+            .get(slot)
+            .ok_or_else(|| ContextError::UnknownInput { stage: self.stage.to_string(), slot: slot.to_string() })
+    }
+
+    /// Reads a whole input table.
+    pub fn read_table(&self, slot: &str) -> Result<Vec<RecordBatch>, BoxError> {
+        let input = self.input(slot)?;
+        let bytes = self.store.get(&input.path)?;
+        Ok(read_parquet(&input.path, bytes)?)
+    }
+
+    /// Reads a whole input artifact.
+    pub fn read_artifact(&self, slot: &str) -> Result<Bytes, BoxError> {
+        Ok(self.store.get(&self.input(slot)?.path)?)
+    }
+
+    /// A writer for the declared table `name`: write batches, then `finish` commits it.
+    pub fn table_writer(&self, name: &str, schema: SchemaRef) -> Result<TableWriter<'_>, BoxError> {
+        self.declared(name, OutputKind::Table)?;
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties()))?;
+        Ok(TableWriter { ctx: self, name: name.to_string(), writer, rows: 0 })
+    }
+
+    /// Writes a declared table from batches in one go.
+    pub fn write_table(&self, name: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<(), BoxError> {
+        let mut writer = self.table_writer(name, schema)?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        writer.finish()
+    }
+
+    /// Writes a declared artifact (JSON, HTML, weights…).
+    pub fn write_artifact(&self, name: &str, bytes: impl Into<Bytes>) -> Result<(), BoxError> {
+        self.declared(name, OutputKind::Artifact)?;
+        self.commit(name, OutputKind::Artifact, bytes.into(), None)
+    }
+
+    /// A progress bar for `len` units of work, drawn only on a terminal.
+    pub fn progress(&self, len: u64, message: &str) -> ProgressBar {
+        let bar = self.progress.add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} {bar:30} {pos}/{len} {msg} ({eta})")
+                .expect("the template is valid"),
+        );
+        bar.set_prefix(self.stage.to_string());
+        bar.set_message(message.to_string());
+        bar
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once the run is being stopped; call it between units of work.
+    pub fn check_cancelled(&self) -> Result<(), ContextError> {
+        if self.is_cancelled() { Err(ContextError::Cancelled) } else { Ok(()) }
+    }
+
+    fn declared(&self, name: &str, kind: OutputKind) -> Result<&Output, ContextError> {
+        self.outputs.iter().find(|o| o.name == name && o.kind == kind).ok_or_else(|| {
+            ContextError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() }
+        })
+    }
+
+    fn commit(&self, name: &str, kind: OutputKind, bytes: Bytes, rows: Option<u64>) -> Result<(), BoxError> {
+        let output = self.declared(name, kind)?;
+        if self.written.lock().unwrap().contains_key(name) {
+            return Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() }.into());
+        }
+        let path = format!("{}/{}", self.dir, output.file_name());
+        let stored = StoredOutput { path: path.clone(), kind, digest: digest(&bytes), bytes: bytes.len() as u64, rows };
+        self.store.put(&path, bytes)?;
+        self.written.lock().unwrap().insert(name.to_string(), stored);
+        Ok(())
+    }
+}
+
+/// Writes one table; nothing is visible in the store until `finish`.
+pub struct TableWriter<'a> {
+    ctx: &'a StageContext<'a>,
+    name: String,
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+}
+
+impl TableWriter<'_> {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(), BoxError> {
+        let bytes = self.writer.into_inner()?;
+        self.ctx.commit(&self.name, OutputKind::Table, Bytes::from(bytes), Some(self.rows))
+    }
+}

@@ -1,0 +1,27 @@
+//! AppLearner's pipeline engine.
+//!
+//! A pipeline is a DAG of stages declared in YAML ([`config`]). Each stage kind implements
+//! the [`stage`] contract and is registered by the name users write; the engine validates the
+//! whole config before anything runs, then [`run`]s the stages in topological order (the
+//! independent ones in parallel), skipping those whose content-addressed cache key is
+//! unchanged, and commits every output atomically to the [`store`] (a folder or object
+//! storage). Every run writes its resolved config and a manifest of what produced what.
+
+pub mod config;
+pub mod context;
+pub mod dag;
+pub mod run;
+pub mod stage;
+pub mod store;
+pub mod yaml;
+
+pub use config::{Pipeline, Problems};
+pub use context::{StageContext, StoredOutput};
+pub use run::{RunError, RunOptions, RunReport, Selection};
+pub use stage::{BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary};
+pub use store::Store;
+
+// Stage crates build on these; re-exported so their versions cannot drift.
+pub use arrow;
+pub use parquet;
+pub use schemars;

@@ -1,0 +1,527 @@
+//! Running a pipeline: topological order, independent stages in parallel, the stage cache,
+//! atomic commits and the run manifest.
+//!
+//! Store layout (relative to the store root):
+//!
+//! ```text
+//! runs/<run-id>/config.lock.yaml      the fully resolved config, written first
+//! runs/<run-id>/<stage>/<output>      a stage's tables (.parquet) and artifacts
+//! runs/<run-id>/<stage>/_stage.json   the stage's commit record, written after its outputs
+//! runs/<run-id>/manifest.json         the run manifest, written last
+//! cache/<key>.json                    the record of the run that produced a cache key
+//! ```
+//!
+//! A stage counts as done in a run only when its `_stage.json` exists, and that record is
+//! deleted before a stage reruns, so a stage killed midway leaves nothing a rerun could
+//! mistake for a result; the rerun simply runs it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::Instant;
+
+use bytes::Bytes;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Pipeline;
+use crate::context::{ContextError, StageContext, StoredOutput};
+use crate::stage::{BoxError, Summary, closest};
+use crate::store::{Store, StoreError, digest};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which stages a run executes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Selection {
+    #[default]
+    All,
+    /// Exactly this stage, its inputs read from the same run (one Kubernetes Job / Argo step).
+    Stage(String),
+    /// This stage and everything it depends on.
+    Until(String),
+    /// This stage and everything that depends on it; other inputs come from the same run.
+    From(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Reuse (or name) a run; a new id is made when absent.
+    pub run_id: Option<String>,
+    /// Most stages running at once.
+    pub jobs: usize,
+    pub selection: Selection,
+    /// Rerun these stages even when cached; `["*"]` reruns all.
+    pub force: Vec<String>,
+    /// Draw progress bars (they are hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The stage ran in this run.
+    Ran,
+    /// Its outputs were reused: from an earlier run with the same cache key, or already
+    /// committed in this run.
+    Cached,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// `stage.output` it came from.
+    pub from: String,
+    pub digest: String,
+}
+
+/// What a stage committed: the `_stage.json` of its folder, and its entry in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub kind: String,
+    pub cache_key: String,
+    pub status: Status,
+    /// The run whose work this is (differs from the current run on a cache hit).
+    pub produced_by: String,
+    pub inputs: BTreeMap<String, InputRecord>,
+    pub outputs: BTreeMap<String, StoredOutput>,
+    pub summary: Summary,
+    pub started_at: String,
+    pub duration_ms: u64,
+}
+
+/// The run manifest: what produced what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub applearner: String,
+    pub run_id: String,
+    pub pipeline: String,
+    pub config: String,
+    pub config_digest: String,
+    pub overrides: Vec<String>,
+    pub seed: u64,
+    pub store: String,
+    pub selection: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Committed stages of this run, in pipeline order.
+    pub stages: Vec<StageRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("there is no stage `{name}` in the pipeline{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownStage { name: String, suggestion: Option<String> },
+    #[error("run id `{0}` may only hold letters, digits, `.`, `_` and `-`")]
+    BadRunId(String),
+    #[error("{}", missing_inputs_message(.run_id, .missing, .config))]
+    MissingInputs { run_id: String, config: String, missing: Vec<(String, String)> },
+    #[error("stage `{stage}` failed: {source}")]
+    Stage {
+        stage: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("stage `{stage}` did not write its declared output `{output}` (a bug in the stage kind)")]
+    OutputNotWritten { stage: String, output: String },
+    #[error("the run was cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`{path}` is not a valid record: {message}")]
+    BadRecord { path: String, message: String },
+}
+
+fn missing_inputs_message(run_id: &str, missing: &[(String, String)], config: &str) -> String {
+    let mut text = format!("run `{run_id}` lacks inputs:");
+    for (consumer, producer) in missing {
+        text.push_str(&format!("\n  stage `{consumer}` reads the output of `{producer}`, which is not committed in this run"));
+    }
+    let first = &missing[0].1;
+    text.push_str(&format!(
+        "\n  help: run it first (`applearner run {config} --run-id {run_id} --stage {first}`), or use `--until`"
+    ));
+    text
+}
+
+/// What happened to each stage of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub manifest: Manifest,
+}
+
+impl RunReport {
+    pub fn record(&self, stage: &str) -> Option<&StageRecord> {
+        self.manifest.stages.iter().find(|r| r.stage == stage)
+    }
+}
+
+pub fn run_dir(run_id: &str) -> String {
+    format!("runs/{run_id}")
+}
+
+fn record_path(run_id: &str, stage: &str) -> String {
+    format!("runs/{run_id}/{stage}/_stage.json")
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn new_run_id() -> String {
+    let time = chrono::Utc::now();
+    let salt = blake3::hash(format!("{:?}{}", time, std::process::id()).as_bytes()).to_hex();
+    format!("{}-{}", time.format("%Y%m%dt%H%M%S"), &salt[..6])
+}
+
+fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn load_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>, RunError> {
+    match store.get_opt(path)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RunError::BadRecord { path: path.to_string(), message: e.to_string() }),
+    }
+}
+
+fn put_json<T: Serialize>(store: &Store, path: &str, value: &T) -> Result<(), StoreError> {
+    let mut text = serde_json::to_vec_pretty(value).expect("records serialize");
+    text.push(b'\n');
+    store.put(path, Bytes::from(text))
+}
+
+/// Runs (part of) a pipeline. `config_text` is the config file's content, digested into the
+/// manifest. `cancel` stops the run between units of work (Ctrl-C sets it).
+pub fn run(
+    pipeline: &Pipeline,
+    config_text: &str,
+    store: &Store,
+    options: &RunOptions,
+    cancel: &AtomicBool,
+) -> Result<RunReport, RunError> {
+    let stage_index = |name: &str| {
+        pipeline.index_of(name).ok_or_else(|| RunError::UnknownStage {
+            name: name.to_string(),
+            suggestion: closest(name, pipeline.stages.iter().map(|s| s.name.as_str())).map(str::to_string),
+        })
+    };
+    let n = pipeline.stages.len();
+    let selected: Vec<bool> = match &options.selection {
+        Selection::All => vec![true; n],
+        Selection::Stage(name) => {
+            let i = stage_index(name)?;
+            (0..n).map(|j| j == i).collect()
+        }
+        Selection::Until(name) => {
+            let mut sel = vec![false; n];
+            sel[stage_index(name)?] = true;
+            // Stages are in topological order: walk backwards marking what selected ones read.
+            for j in (0..n).rev() {
+                if sel[j] {
+                    for &u in &pipeline.stages[j].upstream {
+                        sel[u] = true;
+                    }
+                }
+            }
+            sel
+        }
+        Selection::From(name) => {
+            let mut sel = vec![false; n];
+            sel[stage_index(name)?] = true;
+            for j in 0..n {
+                if pipeline.stages[j].upstream.iter().any(|&u| sel[u]) {
+                    sel[j] = true;
+                }
+            }
+            sel
+        }
+    };
+    for name in &options.force {
+        if name != "*" {
+            stage_index(name)?;
+        }
+    }
+    let run_id = match &options.run_id {
+        Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
+        Some(id) => id.clone(),
+        None => new_run_id(),
+    };
+
+    // Inputs from stages this run does not execute must already be committed in it.
+    let mut records: Vec<Option<StageRecord>> = vec![None; n];
+    let mut missing = Vec::new();
+    let needed: BTreeSet<usize> =
+        (0..n).filter(|&j| selected[j]).flat_map(|j| pipeline.stages[j].upstream.clone()).filter(|&u| !selected[u]).collect();
+    for u in needed {
+        let name = &pipeline.stages[u].name;
+        match load_json::<StageRecord>(store, &record_path(&run_id, name))? {
+            Some(rec) => records[u] = Some(rec),
+            None => {
+                for j in (0..n).filter(|&j| selected[j] && pipeline.stages[j].upstream.contains(&u)) {
+                    missing.push((pipeline.stages[j].name.clone(), name.clone()));
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(RunError::MissingInputs { run_id, config: pipeline.file.clone(), missing });
+    }
+
+    let started_at = now();
+    let lock = serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML");
+    store.put(&format!("{}/config.lock.yaml", run_dir(&run_id)), Bytes::from(lock))?;
+    tracing::info!(run_id, store = pipeline.redactor.redact(store.url()), "run started");
+
+    let progress = MultiProgress::with_draw_target(if options.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let forced = |name: &str| options.force.iter().any(|f| f == "*" || f == name);
+    let exec = Executor { pipeline, store, run_id: &run_id, progress: &progress, cancel };
+
+    let first_error: Mutex<Option<RunError>> = Mutex::new(None);
+    let jobs = options.jobs.max(1);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<StageRecord, RunError>)>();
+        let mut started = vec![false; n];
+        let mut running = 0;
+        loop {
+            let stop = cancel.load(Ordering::Relaxed) || first_error.lock().unwrap().is_some();
+            while !stop && running < jobs {
+                let ready = (0..n).find(|&j| {
+                    selected[j] && !started[j] && pipeline.stages[j].upstream.iter().all(|&u| records[u].is_some())
+                });
+                let Some(j) = ready else { break };
+                started[j] = true;
+                running += 1;
+                let upstream: Vec<StageRecord> =
+                    pipeline.stages[j].upstream.iter().map(|&u| records[u].clone().unwrap()).collect();
+                let tx = tx.clone();
+                let exec = &exec;
+                let force = forced(&pipeline.stages[j].name);
+                scope.spawn(move || {
+                    let result = exec.stage(j, &upstream, force);
+                    let _ = tx.send((j, result));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let (j, result) = rx.recv().expect("a worker always reports");
+            running -= 1;
+            match result {
+                Ok(record) => records[j] = Some(record),
+                Err(e) => {
+                    tracing::error!(stage = pipeline.stages[j].name, "{}", pipeline.redactor.redact(&e.to_string()));
+                    first_error.lock().unwrap().get_or_insert(e);
+                    // Let running stages stop early; nothing new starts.
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let error = first_error.into_inner().unwrap();
+    let cancelled = error.is_none() && selected.iter().zip(&records).any(|(s, r)| *s && r.is_none());
+
+    // The manifest covers every stage committed in this run, including earlier partial runs.
+    let mut committed = Vec::new();
+    for (j, spec) in pipeline.stages.iter().enumerate() {
+        let rec = match records[j].take() {
+            Some(r) => Some(r),
+            None => load_json::<StageRecord>(store, &record_path(&run_id, &spec.name))?,
+        };
+        committed.extend(rec);
+    }
+    let status = match (&error, cancelled) {
+        (Some(RunError::Stage { source, .. }), _)
+            if matches!(source.downcast_ref::<ContextError>(), Some(ContextError::Cancelled)) =>
+        {
+            RunStatus::Cancelled
+        }
+        (Some(_), _) => RunStatus::Failed,
+        (None, true) => RunStatus::Cancelled,
+        (None, false) => RunStatus::Succeeded,
+    };
+    let manifest = Manifest {
+        applearner: VERSION.to_string(),
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        config: pipeline.file.clone(),
+        config_digest: digest(config_text.as_bytes()),
+        overrides: pipeline.overrides.iter().map(|o| pipeline.redactor.redact(o)).collect(),
+        seed: pipeline.seed,
+        store: pipeline.redactor.redact(store.url()),
+        selection: format!("{:?}", options.selection),
+        started_at,
+        finished_at: now(),
+        status,
+        error: error.as_ref().map(|e| pipeline.redactor.redact(&e.to_string())),
+        stages: committed,
+    };
+    let manifest_json = pipeline.redactor.redact_json(&serde_json::to_value(&manifest).expect("manifests serialize"));
+    put_json(store, &format!("{}/manifest.json", run_dir(&run_id)), &manifest_json)?;
+    match error {
+        Some(e) => Err(e),
+        None if cancelled => Err(RunError::Cancelled),
+        None => Ok(RunReport { run_id, manifest }),
+    }
+}
+
+struct Executor<'a> {
+    pipeline: &'a Pipeline,
+    store: &'a Store,
+    run_id: &'a str,
+    progress: &'a MultiProgress,
+    cancel: &'a AtomicBool,
+}
+
+impl Executor<'_> {
+    fn stage(&self, j: usize, upstream: &[StageRecord], force: bool) -> Result<StageRecord, RunError> {
+        let spec = &self.pipeline.stages[j];
+        let fail = |source: BoxError| RunError::Stage { stage: spec.name.clone(), source };
+        let mut inputs = BTreeMap::new();
+        let mut input_records = BTreeMap::new();
+        for input in &spec.inputs {
+            let rec = upstream.iter().find(|r| r.stage == input.stage).expect("upstream records are passed in");
+            let stored = rec.outputs.get(&input.output).cloned().ok_or_else(|| RunError::BadRecord {
+                path: record_path(self.run_id, &input.stage),
+                message: format!("it has no output `{}`", input.output),
+            })?;
+            input_records.insert(
+                input.slot.clone(),
+                InputRecord { from: format!("{}.{}", input.stage, input.output), digest: stored.digest.clone() },
+            );
+            inputs.insert(input.slot.clone(), stored);
+        }
+
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"applearner stage cache v1\0");
+        for part in [VERSION, spec.kind, &spec.params.to_string(), &self.pipeline.seed.to_string()] {
+            hasher.update(part.as_bytes());
+            hasher.update(b"\0");
+        }
+        for (slot, input) in &input_records {
+            hasher.update(format!("{slot}={}\0", input.digest).as_bytes());
+        }
+        spec.stage.fingerprint(&mut hasher).map_err(fail)?;
+        let key = hasher.finalize().to_hex().to_string();
+
+        let rec_path = record_path(self.run_id, &spec.name);
+        if !force {
+            if let Some(rec) = self.reuse(&spec.name, &key, &rec_path)? {
+                tracing::info!(stage = spec.name, from_run = rec.produced_by, "cached");
+                return Ok(rec);
+            }
+        }
+
+        // Uncommit first: from here until the new record is written the stage is not done.
+        self.store.delete(&rec_path)?;
+        let started_at = now();
+        let clock = Instant::now();
+        tracing::info!(stage = spec.name, kind = spec.kind, "running");
+        let ctx = StageContext {
+            stage: &spec.name,
+            run_id: self.run_id,
+            seed: self.pipeline.seed,
+            store: self.store,
+            inputs,
+            outputs: spec.outputs.clone(),
+            dir: format!("{}/{}", run_dir(self.run_id), spec.name),
+            written: Mutex::new(BTreeMap::new()),
+            progress: self.progress,
+            cancel: self.cancel,
+        };
+        let summary = spec.stage.run(&ctx).map_err(fail)?;
+        let outputs = ctx.written.into_inner().unwrap();
+        if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
+            return Err(RunError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
+        }
+        let record = StageRecord {
+            stage: spec.name.clone(),
+            kind: spec.kind.to_string(),
+            cache_key: key.clone(),
+            status: Status::Ran,
+            produced_by: self.run_id.to_string(),
+            inputs: input_records,
+            outputs,
+            summary,
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+        };
+        put_json(self.store, &rec_path, &record)?;
+        put_json(self.store, &format!("cache/{key}.json"), &record)?;
+        tracing::info!(stage = spec.name, ms = record.duration_ms, "committed");
+        Ok(record)
+    }
+
+    /// The committed record of this run if it is up to date, or else a copy of a cached
+    /// result from another run with the same key; `None` means the stage must run.
+    fn reuse(&self, stage: &str, key: &str, rec_path: &str) -> Result<Option<StageRecord>, RunError> {
+        if let Some(mut rec) = load_json::<StageRecord>(self.store, rec_path)? {
+            if rec.cache_key == key && self.all_exist(&rec)? {
+                rec.status = Status::Cached;
+                return Ok(Some(rec));
+            }
+        }
+        let Some(cached) = load_json::<StageRecord>(self.store, &format!("cache/{key}.json"))? else {
+            return Ok(None);
+        };
+        if !self.all_exist(&cached)? {
+            return Ok(None); // its run was deleted
+        }
+        self.store.delete(rec_path)?;
+        let dir = format!("{}/{stage}", run_dir(self.run_id));
+        let mut outputs = BTreeMap::new();
+        for (name, out) in &cached.outputs {
+            let file = out.path.rsplit('/').next().expect("paths have a file name");
+            let path = format!("{dir}/{file}");
+            if path != out.path {
+                self.store.copy(&out.path, &path)?;
+            }
+            outputs.insert(name.clone(), StoredOutput { path, ..out.clone() });
+        }
+        let record = StageRecord { stage: stage.to_string(), status: Status::Cached, outputs, ..cached };
+        put_json(self.store, rec_path, &record)?;
+        Ok(Some(record))
+    }
+
+    fn all_exist(&self, rec: &StageRecord) -> Result<bool, RunError> {
+        for out in rec.outputs.values() {
+            if !self.store.exists(&out.path)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Manifests of every run in the store, oldest first.
+pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, RunError> {
+    let mut manifests = Vec::new();
+    for path in store.list("runs")? {
+        if path.ends_with("/manifest.json") && path.matches('/').count() == 2 {
+            manifests.extend(load_json::<Manifest>(store, &path)?);
+        }
+    }
+    manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    Ok(manifests)
+}

@@ -1,0 +1,195 @@
+//! The stage contract and the registry of stage kinds.
+//!
+//! A stage kind is a parameter struct (`serde` + `schemars`, `deny_unknown_fields`, doc
+//! comments that become the user docs of `applearner stages`) implementing [`StageParams`].
+//! Its `build` checks the parameters without I/O and returns the runtime [`Stage`], which
+//! declares the tables it reads and writes; the DAG's edges come from those declarations.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::StageContext;
+use crate::yaml::{DeError, Node, NodeDeserializer};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a stage reports about its work, recorded in the run manifest: counts of rows read,
+/// dropped, repaired… Never silently: anything a stage changed in the data belongs here.
+pub type Summary = serde_json::Map<String, serde_json::Value>;
+
+/// A table (Arrow, persisted as Parquet) or a file artifact (JSON, HTML, model weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Table,
+    Artifact,
+}
+
+/// One thing a stage writes. Artifact names carry their extension (`report.html`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub name: String,
+    pub kind: OutputKind,
+}
+
+impl Output {
+    pub fn table(name: &str) -> Self {
+        Output { name: name.to_string(), kind: OutputKind::Table }
+    }
+
+    pub fn artifact(name: &str) -> Self {
+        Output { name: name.to_string(), kind: OutputKind::Artifact }
+    }
+
+    /// File name inside the stage's folder of the store.
+    pub fn file_name(&self) -> String {
+        match self.kind {
+            OutputKind::Table => format!("{}.parquet", self.name),
+            OutputKind::Artifact => self.name.clone(),
+        }
+    }
+}
+
+/// A built stage: what it reads and writes, and the work itself.
+pub trait Stage: Send + Sync {
+    /// Input slots. Unless the config maps a slot under `inputs:`, it reads the output of the
+    /// same name from whichever single stage writes one.
+    fn reads(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Everything the stage writes; each must be written by `run`, nothing else may be.
+    fn writes(&self) -> Vec<Output>;
+
+    /// Feeds data the stage reads from outside the store (source files, a model folder) into
+    /// the cache key, so that changing a file reruns the stage.
+    fn fingerprint(&self, _hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError>;
+}
+
+/// A problem with one parameter, found by `StageParams::build`.
+#[derive(Debug, Clone)]
+pub struct ParamProblem {
+    /// Path of the parameter below `with:` (`["model", "hidden"]`); empty for the whole block.
+    pub path: Vec<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ParamProblem {
+    pub fn new(path: &[&str], message: impl Into<String>, help: impl Into<String>) -> Self {
+        ParamProblem {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+}
+
+/// The typed, documented parameters of a stage kind.
+pub trait StageParams: DeserializeOwned + Serialize + JsonSchema + 'static {
+    /// The name users write in `uses:`, such as `ingest.prometheus`.
+    const KIND: &'static str;
+
+    /// Checks the parameters (no I/O) and builds the stage.
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>>;
+}
+
+/// Why a stage's `with:` block was refused.
+pub enum BuildError {
+    /// The YAML does not fit the parameter struct (wrong type, unknown or missing key).
+    Shape(DeError),
+    /// The values fit but the stage refused them.
+    Params(Vec<ParamProblem>),
+}
+
+/// A built stage with its resolved parameters (defaults filled in) for hashing and locking.
+pub struct Built {
+    pub params: serde_json::Value,
+    pub stage: Box<dyn Stage>,
+}
+
+/// A registered stage kind.
+pub struct StageKind {
+    pub name: &'static str,
+    pub schema: schemars::Schema,
+    build: fn(&Node) -> Result<Built, BuildError>,
+}
+
+impl StageKind {
+    pub fn build(&self, with: &Node) -> Result<Built, BuildError> {
+        (self.build)(with)
+    }
+
+    /// The parameter names of the kind, for unknown-key suggestions.
+    pub fn param_names(&self) -> Vec<String> {
+        self.schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The kind's description: the doc comment of its parameter struct.
+    pub fn description(&self) -> &str {
+        self.schema.get("description").and_then(|d| d.as_str()).unwrap_or("")
+    }
+}
+
+fn build_kind<P: StageParams>(with: &Node) -> Result<Built, BuildError> {
+    let params: P = NodeDeserializer::deserialize(with).map_err(BuildError::Shape)?;
+    let resolved = serde_json::to_value(&params).expect("parameter structs serialize to JSON");
+    let stage = params.build().map_err(BuildError::Params)?;
+    Ok(Built { params: resolved, stage })
+}
+
+/// Stage kinds by the name users write.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, StageKind>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register<P: StageParams>(&mut self) -> &mut Self {
+        let kind = StageKind {
+            name: P::KIND,
+            schema: schemars::schema_for!(P),
+            build: build_kind::<P>,
+        };
+        let previous = self.kinds.insert(P::KIND, kind);
+        assert!(previous.is_none(), "stage kind {} registered twice", P::KIND);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&StageKind> {
+        self.kinds.get(name)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &StageKind> {
+        self.kinds.values()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}
+
+/// The candidate closest to `word`, when it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

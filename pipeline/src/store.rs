@@ -1,0 +1,220 @@
+//! The artifact store: every byte a stage reads or writes goes through here, so one config
+//! runs on a laptop (`./runs`) and on object storage (`s3://bucket/prefix`) alike.
+//!
+//! Each object is written with a single atomic put (object_store stages local files under a
+//! temporary name and renames them; S3, GCS and Azure make a PUT visible only when complete),
+//! so no reader ever sees half an object.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URL `{url}`: {message}")]
+    Url { url: String, message: String },
+    #[error("`{path}` is not in the store")]
+    NotFound { path: String },
+    #[error("store `{store}`, object `{path}`: {source}")]
+    Io {
+        store: String,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// Where run artifacts live. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    url: String,
+    inner: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    runtime: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+impl Store {
+    /// Opens a store by URL: a folder (`./runs`, `/data/runs`, `file:///data/runs`, created if
+    /// missing), `s3://bucket/prefix`, `gs://…`, `az://…` (credentials from the usual
+    /// environment variables, never from the config) or `memory://`.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let bad = |message: String| StoreError::Url { url: url.to_string(), message };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("applearner-io")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start the I/O runtime: {e}")))?;
+        let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.split_once("://") {
+            None | Some(("file", _)) => {
+                let dir = url.strip_prefix("file://").unwrap_or(url);
+                std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(fs), String::new())
+            }
+            Some((scheme, rest)) => {
+                let prefix = rest.split_once('/').map_or("", |(_, p)| p).trim_matches('/').to_string();
+                let store: Arc<dyn ObjectStore> = match scheme {
+                    "memory" => Arc::new(object_store::memory::InMemory::new()),
+                    "s3" | "s3a" => Arc::new(
+                        object_store::aws::AmazonS3Builder::from_env().with_url(url).build().map_err(|e| bad(e.to_string()))?,
+                    ),
+                    "gs" => Arc::new(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                    "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                        object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                    other => {
+                        return Err(bad(format!(
+                            "unsupported scheme `{other}`; use a folder, file://, s3://, gs://, az:// or memory://"
+                        )));
+                    }
+                };
+                (store, prefix)
+            }
+        };
+        Ok(Store { url: url.to_string(), inner, prefix: ObjectPath::from(prefix), runtime: Arc::new(runtime) })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object_store behind this store and the full path of `path` in it, for readers such
+    /// as DataFusion that talk to object_store directly.
+    pub fn object_store(&self) -> (Arc<dyn ObjectStore>, ObjectPath) {
+        (self.inner.clone(), self.prefix.clone())
+    }
+
+    /// Runs a future on the store's I/O runtime (from synchronous stage code).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    fn full(&self, path: &str) -> ObjectPath {
+        self.prefix.parts().chain(ObjectPath::from(path).parts()).collect()
+    }
+
+    fn io(&self, path: &str, source: object_store::Error) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound { path: path.to_string() },
+            source => StoreError::Io { store: self.url.clone(), path: path.to_string(), source },
+        }
+    }
+
+    /// Writes `bytes` as one atomic put.
+    pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let full = self.full(path);
+        self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.io(path, e))?;
+        Ok(())
+    }
+
+    pub fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let full = self.full(path);
+        self.block_on(async { self.inner.get(&full).await?.bytes().await }).map_err(|e| self.io(path, e))
+    }
+
+    /// `None` when the object does not exist.
+    pub fn get_opt(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.get(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        match self.block_on(self.inner.head(&self.full(path))) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.io(path, e)),
+        }
+    }
+
+    /// Deletes an object; deleting one that is not there is not an error.
+    pub fn delete(&self, path: &str) -> Result<(), StoreError> {
+        match self.block_on(self.inner.delete(&self.full(path))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io(path, e)),
+        }
+    }
+
+    /// Copies an object (a hard link on a local disk, a server-side copy on object storage).
+    pub fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.block_on(self.inner.copy(&self.full(from), &self.full(to))).map_err(|e| self.io(from, e))
+    }
+
+    /// Paths (relative to the store) of every object below `dir`, sorted.
+    pub fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full(dir);
+        let skip = self.prefix.parts().count();
+        let metas: Vec<_> =
+            self.block_on(self.inner.list(Some(&full)).try_collect::<Vec<_>>()).map_err(|e| self.io(dir, e))?;
+        let mut paths: Vec<String> = metas
+            .into_iter()
+            .map(|m| m.location.parts().skip(skip).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .collect();
+        paths.sort();
+        Ok(paths)
+    }
+}
+
+/// The digest recorded for every artifact: blake3 of its bytes, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_store_round_trips_and_lists_below_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("runs").to_str().unwrap()).unwrap();
+        store.put("a/b/x.json", Bytes::from_static(b"{}")).unwrap();
+        store.put("a/y.json", Bytes::from_static(b"[]")).unwrap();
+        assert_eq!(store.get("a/b/x.json").unwrap().as_ref(), b"{}");
+        assert_eq!(store.list("a").unwrap(), vec!["a/b/x.json", "a/y.json"]);
+        assert!(matches!(store.get("nope"), Err(StoreError::NotFound { .. })));
+        store.copy("a/y.json", "c/y.json").unwrap();
+        assert_eq!(store.get("c/y.json").unwrap().as_ref(), b"[]");
+        store.delete("c/y.json").unwrap();
+        store.delete("c/y.json").unwrap();
+        assert!(!store.exists("c/y.json").unwrap());
+    }
+
+    #[test]
+    fn prefixed_memory_store_keeps_paths_relative() {
+        let store = Store::open("memory://bucket/some/prefix").unwrap();
+        store.put("runs/r1/manifest.json", Bytes::from_static(b"1")).unwrap();
+        assert_eq!(store.list("runs").unwrap(), vec!["runs/r1/manifest.json"]);
+        let (inner, prefix) = store.object_store();
+        let full: ObjectPath = prefix.parts().chain(ObjectPath::from("runs/r1/manifest.json").parts()).collect();
+        assert_eq!(full.as_ref(), "some/prefix/runs/r1/manifest.json");
+        assert!(store.block_on(inner.head(&full)).is_ok());
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_with_the_supported_list() {
+        let err = Store::open("ftp://host/x").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme `ftp`") && err.contains("s3://"), "{err}");
+    }
+}

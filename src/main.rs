@@ -1,0 +1,350 @@
+//! The `applearner` command line.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use applearner_pipeline::config::DEFAULT_STORE;
+use applearner_pipeline::context::read_parquet;
+use applearner_pipeline::dag::{self, Format};
+use applearner_pipeline::run::{self, RunStatus};
+use applearner_pipeline::{Pipeline, Registry, RunError, RunOptions, Selection, Store};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// Learn how Kubernetes workloads use CPU and memory, forecast it, and plan resources ahead.
+#[derive(Parser)]
+#[command(name = "applearner", version, about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline (or part of it).
+    Run {
+        config: String,
+        #[command(flatten)]
+        sets: Sets,
+        /// Reuse this run (its committed stages count as done), or name a new one.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Run exactly this stage, reading its inputs from the same run.
+        #[arg(long, conflicts_with_all = ["until", "from"])]
+        stage: Option<String>,
+        /// Run this stage and everything it depends on.
+        #[arg(long, conflicts_with = "from")]
+        until: Option<String>,
+        /// Run this stage and everything that depends on it.
+        #[arg(long)]
+        from: Option<String>,
+        /// Rerun even when cached: all stages, or `--force=STAGE` (repeatable).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "*", value_name = "STAGE")]
+        force: Vec<String>,
+        /// Most stages running at once (default: the number of CPUs).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+    /// Check a config and report every problem in it.
+    Validate {
+        config: String,
+        #[command(flatten)]
+        sets: Sets,
+    },
+    /// Draw a pipeline's DAG.
+    Dag {
+        config: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DagFormat,
+        #[command(flatten)]
+        sets: Sets,
+    },
+    /// List stage kinds and their parameters.
+    Stages {
+        /// Only this kind.
+        kind: Option<String>,
+    },
+    /// Print the schema and first rows of a table in the store.
+    Show {
+        /// Store-relative path, e.g. runs/<run-id>/ingest/samples.parquet.
+        path: String,
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
+    /// List the runs in a store.
+    Runs {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct Sets {
+    /// Override a setting: `seed=7`, `STAGE.PARAM=VALUE` (VALUE is YAML: 3, true, [a, b]).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DagFormat {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+/// Exit codes: 0 success, 1 a stage or the store failed, 2 the config or command line is
+/// wrong, 130 interrupted.
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    applearner_ingest::register(&mut registry);
+    registry
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("APPLEARNER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Reads and validates a config; on problems prints them all and says so.
+fn load(path: &str, sets: &Sets, registry: &Registry) -> anyhow::Result<Result<(Pipeline, String), ExitCode>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config `{path}`"))?;
+    match Pipeline::from_yaml(path, &text, &sets.set, registry) {
+        Ok(p) => Ok(Ok((p, text))),
+        Err(problems) => {
+            eprint!("{problems}");
+            Ok(Err(ExitCode::from(EXIT_INVALID)))
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let registry = registry();
+    match cli.command {
+        Command::Validate { config, sets } => {
+            let (p, _) = match load(&config, &sets, &registry)? {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            println!("{config}: ok, pipeline `{}` with {} stages", p.name, p.stages.len());
+        }
+        Command::Dag { config, format, sets } => {
+            let (p, _) = match load(&config, &sets, &registry)? {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            let format = match format {
+                DagFormat::Text => Format::Text,
+                DagFormat::Mermaid => Format::Mermaid,
+                DagFormat::Dot => Format::Dot,
+            };
+            print!("{}", dag::render(&p, format));
+        }
+        Command::Run { config, sets, run_id, stage, until, from, force, jobs } => {
+            let (p, text) = match load(&config, &sets, &registry)? {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            let selection = match (stage, until, from) {
+                (Some(s), _, _) => Selection::Stage(s),
+                (_, Some(s), _) => Selection::Until(s),
+                (_, _, Some(s)) => Selection::From(s),
+                _ => Selection::All,
+            };
+            let options = RunOptions {
+                run_id,
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                selection,
+                force,
+                progress: !cli.quiet && std::io::stderr().is_terminal(),
+            };
+            let store = Store::open(&p.store).map_err(|e| anyhow::anyhow!(p.redactor.redact(&e.to_string())))?;
+            let cancel = Arc::new(AtomicBool::new(false));
+            let on_signal = cancel.clone();
+            store.block_on(async {
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("interrupted: stopping after the running stages' current step");
+                        on_signal.store(true, Ordering::Relaxed);
+                    }
+                });
+            });
+            return Ok(match run::run(&p, &text, &store, &options, &cancel) {
+                Ok(report) => {
+                    println!("run {} succeeded", report.run_id);
+                    for r in &report.manifest.stages {
+                        let how = match r.status {
+                            run::Status::Ran => format!("ran in {:.1}s", r.duration_ms as f64 / 1000.0),
+                            run::Status::Cached if r.produced_by == report.run_id => "up to date".to_string(),
+                            run::Status::Cached => format!("cached (from run {})", r.produced_by),
+                        };
+                        println!("  {:<20} {how}", r.stage);
+                    }
+                    println!("manifest: {}/{}/manifest.json", p.store, run::run_dir(&report.run_id));
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (RunError::UnknownStage { .. } | RunError::BadRunId(_) | RunError::MissingInputs { .. })) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+                Err(RunError::Cancelled) => ExitCode::from(EXIT_INTERRUPTED),
+                Err(e) => {
+                    eprintln!("error: {}", p.redactor.redact(&format!("{:#}", anyhow::Error::from(e))));
+                    if cancel.load(Ordering::Relaxed) && p.stages.len() == 1 {
+                        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                    }
+                    ExitCode::from(EXIT_FAILED)
+                }
+            });
+        }
+        Command::Stages { kind } => {
+            let kinds: Vec<_> = registry.kinds().filter(|k| kind.as_deref().is_none_or(|n| n == k.name)).collect();
+            if kinds.is_empty() {
+                let known: Vec<&str> = registry.names().collect();
+                eprintln!("error: no stage kind `{}`; known kinds: {}", kind.unwrap_or_default(), known.join(", "));
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+            for k in kinds {
+                print!("{}", describe_kind(k));
+            }
+        }
+        Command::Show { path, store, rows } => {
+            let store = Store::open(&store)?;
+            let bytes = store.get(&path)?;
+            let batches = read_parquet(&path, bytes)?;
+            let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if let Some(first) = batches.first() {
+                println!("{path}: {total} rows");
+                for field in first.schema().fields() {
+                    println!("  {}: {}{}", field.name(), field.data_type(), if field.is_nullable() { " (nullable)" } else { "" });
+                }
+            }
+            let mut head = Vec::new();
+            let mut left = rows;
+            for b in &batches {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.num_rows());
+                head.push(b.slice(0, take));
+                left -= take;
+            }
+            println!("{}", applearner_pipeline::arrow::util::pretty::pretty_format_batches(&head)?);
+        }
+        Command::Runs { store } => {
+            let store = Store::open(&store)?;
+            let runs = run::list_runs(&store)?;
+            if runs.is_empty() {
+                println!("no runs in {}", store.url());
+            }
+            for m in runs {
+                let status = match m.status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::Failed => "failed",
+                    RunStatus::Cancelled => "cancelled",
+                };
+                let ran = m.stages.iter().filter(|s| s.status == run::Status::Ran).count();
+                println!(
+                    "{}  {:<10} {:<20} {} stages ({} ran, {} cached)  {}",
+                    m.run_id,
+                    status,
+                    m.pipeline,
+                    m.stages.len(),
+                    ran,
+                    m.stages.len() - ran,
+                    m.started_at
+                );
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "applearner", &mut std::io::stdout());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user documentation of a stage kind, from its parameter struct's JSON schema (whose
+/// descriptions are the doc comments of the struct and its fields).
+fn describe_kind(kind: &applearner_pipeline::stage::StageKind) -> String {
+    let mut out = format!("{}\n", kind.name);
+    for line in kind.description().lines() {
+        out.push_str(&format!("    {line}\n"));
+    }
+    let schema = kind.schema.as_value();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        out.push_str("  parameters:\n");
+        for (name, prop) in props {
+            let ty = type_name(prop);
+            let default = match prop.get("default") {
+                Some(d) => format!(" = {d}"),
+                None if required.contains(&name.as_str()) => " (required)".to_string(),
+                None => String::new(),
+            };
+            out.push_str(&format!("    {name}: {ty}{default}\n"));
+            if let Some(d) = prop.get("description").and_then(|d| d.as_str()) {
+                for line in d.lines() {
+                    out.push_str(&format!("        {line}\n"));
+                }
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn type_name(prop: &serde_json::Value) -> String {
+    if let Some(r) = prop.get("$ref").and_then(|r| r.as_str()) {
+        return r.rsplit('/').next().unwrap_or(r).to_string();
+    }
+    if let Some(values) = prop.get("enum").and_then(|e| e.as_array()) {
+        return values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" | ");
+    }
+    match prop.get("type") {
+        Some(serde_json::Value::String(t)) if t == "array" => {
+            format!("list of {}", prop.get("items").map(type_name).unwrap_or_else(|| "values".into()))
+        }
+        Some(serde_json::Value::String(t)) => t.clone(),
+        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" | "),
+        _ => "value".to_string(),
+    }
+}

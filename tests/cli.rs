@@ -1,0 +1,139 @@
+//! The `applearner` binary as users drive it, on the configs and data shipped in the repo.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn applearner(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_applearner"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("APPLEARNER_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn configs() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| format!("configs/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn every_shipped_config_validates_and_draws() {
+    for config in configs() {
+        let out = applearner(&["validate", &config]);
+        assert!(out.status.success(), "{config}: {:?}", text(&out));
+        for format in ["text", "mermaid", "dot"] {
+            let out = applearner(&["dag", &config, "--format", format]);
+            let (stdout, stderr) = text(&out);
+            assert!(out.status.success(), "{config} {format}: {stderr}");
+            assert!(stdout.contains("ingest"), "{config} {format}: {stdout}");
+        }
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_position_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(
+        &config,
+        "name: bad\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with:\n      path: [x]\n  clean:\n    use: clean.resample\n",
+    )
+    .unwrap();
+    let out = applearner(&["validate", config.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let shown = config.display().to_string();
+    assert!(stderr.contains(&format!("{shown}:6:7: unknown parameter `path` of ingest.prometheus")), "{stderr}");
+    assert!(stderr.contains("did you mean `paths`?"), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:8:5: unknown key `use` in stage `clean`")), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:7:3: stage `clean` has no `uses:`")), "{stderr}");
+}
+
+#[test]
+fn stages_documents_every_kind_and_its_parameters() {
+    let out = applearner(&["stages"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains("ingest.prometheus"), "{stdout}");
+    assert!(stdout.contains("paths: list of string (required)"), "{stdout}");
+    assert!(stdout.contains("Files, folders (read recursively) or glob patterns"), "{stdout}");
+    let out = applearner(&["stages", "ingest.prometeus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_quickstart_runs_caches_and_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("runs");
+    let store_set = format!("store={}", store.display());
+    let run = |run_id: &str| applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--run-id", run_id]);
+
+    let out = run("first");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("ingest") && stdout.contains("ran in"), "{stdout}");
+    let manifest = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(store.join(format!("runs/{id}/manifest.json"))).unwrap()).unwrap()
+    };
+    let first = manifest("first");
+    let summary = &first["stages"][0]["summary"];
+    // data/README.md: 103 series and 94,451 points per metric.
+    assert_eq!(summary["series"], 206);
+    assert_eq!(summary["points"], 2 * 94_451);
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["overrides"][0], store_set.as_str());
+
+    let out = run("second");
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("cached (from run first)"), "{stdout}");
+
+    // A clean run in a fresh store gives the same bytes.
+    let other = dir.path().join("other");
+    let out = applearner(&["run", "configs/quickstart.yaml", "--set", &format!("store={}", other.display()), "--run-id", "x"]);
+    assert!(out.status.success());
+    let fresh: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(other.join("runs/x/manifest.json")).unwrap()).unwrap();
+    assert_eq!(fresh["stages"][0]["status"], "ran");
+    assert_eq!(fresh["stages"][0]["outputs"], moved(&first["stages"][0]["outputs"], "first", "x"));
+
+    let out = applearner(&["show", "runs/first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("188902 rows"), "{stdout}");
+    assert!(stdout.contains("timestamp: Timestamp(ms, \"UTC\")") || stdout.contains("timestamp: Timestamp(Millisecond"), "{stdout}");
+
+    let out = applearner(&["runs", "--store", store.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("first") && stdout.contains("second") && stdout.contains("succeeded"), "{stdout}");
+}
+
+/// Recorded outputs as another run id would record them.
+fn moved(outputs: &serde_json::Value, from: &str, to: &str) -> serde_json::Value {
+    let mut outputs = outputs.clone();
+    for out in outputs.as_object_mut().unwrap().values_mut() {
+        let path = out["path"].as_str().unwrap().replace(&format!("runs/{from}/"), &format!("runs/{to}/"));
+        out["path"] = path.into();
+    }
+    outputs
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = applearner(&["completions", "bash"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains("_applearner") && stdout.contains("validate"), "{stdout}");
+}

@@ -1,0 +1,5 @@
+//! AppLearner's integration tests: one binary, a module per topic.
+
+mod cli;
+mod engine;
+mod support;
