@@ -25,14 +25,14 @@ stages:
     with: {factor: 3}
 ";
 
-fn store(dir: &Path) -> Store {
+fn store_in(dir: &Path) -> Store {
     Store::open(dir.join("runs").to_str().unwrap()).unwrap()
 }
 
 #[test]
 fn a_dag_runs_in_order_and_writes_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let p = pipeline(CHAIN, &[]);
     let report = run_with(&p, &store, RunOptions::default()).unwrap();
     assert_eq!(report.manifest.status, RunStatus::Succeeded);
@@ -66,7 +66,7 @@ stages:
     with: {group: parallel-test, expect: 2}
 ";
     // Each waits until the other has started: this only completes if both run at once.
-    let report = run_with(&pipeline(yaml, &[]), &store(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
+    let report = run_with(&pipeline(yaml, &[]), &store_in(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
     assert!(report.manifest.stages.iter().all(|r| r.status == Status::Ran));
 }
 
@@ -84,7 +84,7 @@ stages:
     with: {group: serial-test, expect: 2, timeout_ms: 300}
 ";
     let p = pipeline(yaml, &[]);
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let err = applearner_pipeline::run::run(
         &p,
         "",
@@ -103,7 +103,7 @@ stages:
 #[test]
 fn a_rerun_is_cached_and_a_parameter_change_reruns_what_depends_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let first = run_with(&pipeline(CHAIN, &[]), &store, RunOptions::default()).unwrap();
     let second = run_with(&pipeline(CHAIN, &[]), &store, RunOptions::default()).unwrap();
     assert_ne!(first.run_id, second.run_id);
@@ -131,7 +131,7 @@ fn a_rerun_is_cached_and_a_parameter_change_reruns_what_depends_on_it() {
 #[test]
 fn a_changed_source_file_misses_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let file = dir.path().join("input.txt");
     std::fs::write(&file, "one").unwrap();
     let yaml = format!("name: f\nstages:\n  source:\n    uses: test.source\n    with: {{rows: 3, file: '{}'}}\n", file.display());
@@ -146,7 +146,7 @@ fn a_changed_source_file_misses_the_cache() {
 #[test]
 fn set_overrides_are_typed_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let p = pipeline(CHAIN, &["source.rows=4", "seed=11", "triple.factor=0.5"]);
     assert_eq!(p.seed, 11);
     let report = run_with(&p, &store, RunOptions::default()).unwrap();
@@ -162,7 +162,7 @@ fn set_overrides_are_typed_and_recorded() {
 #[test]
 fn stage_with_a_missing_input_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let p = pipeline(CHAIN, &[]);
     let options = RunOptions { run_id: Some("job-1".into()), selection: Selection::Stage("double".into()), ..Default::default() };
     let err = run_with(&p, &store, options.clone()).unwrap_err();
@@ -183,7 +183,7 @@ fn stage_with_a_missing_input_fails_clearly() {
 #[test]
 fn until_and_from_select_ancestors_and_descendants() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     let p = pipeline(CHAIN, &[]);
     let until = RunOptions { run_id: Some("r".into()), selection: Selection::Until("double".into()), ..Default::default() };
     let report = run_with(&p, &store, until).unwrap();
@@ -257,7 +257,7 @@ stages:
     with: {factor: 1}
 ";
     let text = problems(cycle, &[]);
-    assert!(text.contains("test.yaml:4:3: the stages form a cycle: `a` → `b` → `c` → `a`"), "{text}");
+    assert!(text.contains("test.yaml:4:3: the stages form a cycle: `a` → `c` → `b` → `a`"), "{text}");
     assert!(text.contains("stage `stray` (test.scale) reads `numbers`, but no stage writes it"), "{text}");
 }
 
@@ -291,12 +291,12 @@ fn an_alias_bomb_is_refused() {
 #[test]
 fn two_clean_runs_give_identical_digests() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = run_with(&pipeline(CHAIN, &[]), &store(a.path()), RunOptions::default()).unwrap();
-    let second = run_with(&pipeline(CHAIN, &[]), &store(b.path()), RunOptions::default()).unwrap();
+    let first = run_with(&pipeline(CHAIN, &[]), &store_in(a.path()), RunOptions::default()).unwrap();
+    let second = run_with(&pipeline(CHAIN, &[]), &store_in(b.path()), RunOptions::default()).unwrap();
     assert!(second.manifest.stages.iter().all(|r| r.status == Status::Ran));
     assert_eq!(digests(&first), digests(&second));
     assert_eq!(digests(&first).len(), 3);
-    let reseeded = run_with(&pipeline(CHAIN, &["seed=8"]), &store(b.path()), RunOptions::default()).unwrap();
+    let reseeded = run_with(&pipeline(CHAIN, &["seed=8"]), &store_in(b.path()), RunOptions::default()).unwrap();
     assert_ne!(digests(&first), digests(&reseeded));
 }
 
@@ -308,7 +308,7 @@ fn killed_run_child() {
     let dir = std::env::var("APPLEARNER_KILL_DIR").expect("run by a_killed_run_reruns_to_the_same_result");
     let dir = Path::new(&dir);
     let p = pipeline(&killable(dir), &[]);
-    let _ = run_with(&p, &store(dir), RunOptions { run_id: Some("killed".into()), ..Default::default() });
+    let _ = run_with(&p, &store_in(dir), RunOptions { run_id: Some("killed".into()), ..Default::default() });
 }
 
 fn killable(dir: &Path) -> String {
@@ -338,7 +338,7 @@ fn a_killed_run_reruns_to_the_same_result() {
     child.kill().unwrap(); // SIGKILL: no cleanup of any kind
     child.wait().unwrap();
 
-    let store = store(dir.path());
+    let store = store_in(dir.path());
     assert!(store.exists("runs/killed/source/_stage.json").unwrap(), "source finished before the kill");
     assert!(!store.exists("runs/killed/slow/_stage.json").unwrap(), "slow must not look committed");
     assert!(!store.exists("runs/killed/manifest.json").unwrap(), "the manifest is written last");
@@ -349,7 +349,7 @@ fn a_killed_run_reruns_to_the_same_result() {
     assert_eq!(rerun.record("slow").unwrap().status, Status::Ran);
     let clean_dir = tempfile::tempdir().unwrap();
     std::fs::write(clean_dir.path().join("marker"), "no pause").unwrap();
-    let clean = run_with(&pipeline(&killable(clean_dir.path()), &[]), &store(clean_dir.path()), RunOptions::default())
+    let clean = run_with(&pipeline(&killable(clean_dir.path()), &[]), &store_in(clean_dir.path()), RunOptions::default())
         .unwrap();
     // The marker path differs between the two configs, so compare outputs, not cache keys.
     assert_eq!(digests(&rerun), digests(&clean));

@@ -480,7 +480,8 @@ impl Checker<'_> {
             }
         };
         let Some(kind) = self.registry.get(kind_name) else {
-            let help = suggest(kind_name, self.registry.names(), "known kinds are");
+            let names: Vec<&str> = self.registry.names().collect();
+            let help = suggest(kind_name, names.iter().copied(), "known kinds are");
             self.problem(node.get("uses").map_or(key.loc, |n| n.loc), format!("unknown stage kind `{kind_name}`"), help);
             return None;
         };

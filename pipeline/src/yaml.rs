@@ -310,7 +310,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
             Value::Map(entries) if entries.len() == 1 => {
                 visitor.visit_enum(EnumDe { key: &entries[0].0, value: &entries[0].1 })
             }
-            _ => Err(DeError::custom(format!(
+            _ => Err(<DeError as de::Error>::custom(format!(
                 "expected a name or a one-key mapping, found {}",
                 node.type_name()
             ))),
