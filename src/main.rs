@@ -74,7 +74,7 @@ enum Command {
     },
     /// Print the schema and first rows of a table in the store.
     Show {
-        /// Store-relative path, e.g. runs/<run-id>/ingest/samples.parquet.
+        /// Path in the store, e.g. <run-id>/ingest/samples.parquet.
         path: String,
         #[arg(long, default_value = DEFAULT_STORE)]
         store: String,
@@ -215,7 +215,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                         };
                         println!("  {:<20} {how}", r.stage);
                     }
-                    println!("manifest: {}/{}/manifest.json", p.store, run::run_dir(&report.run_id));
+                    println!("manifest: {}/{}/manifest.json", p.redactor.redact(&p.store), report.run_id);
                     ExitCode::SUCCESS
                 }
                 Err(e @ (RunError::UnknownStage { .. } | RunError::BadRunId(_) | RunError::MissingInputs { .. })) => {

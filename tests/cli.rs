@@ -86,7 +86,7 @@ fn the_quickstart_runs_caches_and_reproduces() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("ingest") && stdout.contains("ran in"), "{stdout}");
     let manifest = |id: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(store.join(format!("runs/{id}/manifest.json"))).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(store.join(format!("{id}/manifest.json"))).unwrap()).unwrap()
     };
     let first = manifest("first");
     let summary = &first["stages"][0]["summary"];
@@ -105,11 +105,11 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let out = applearner(&["run", "configs/quickstart.yaml", "--set", &format!("store={}", other.display()), "--run-id", "x"]);
     assert!(out.status.success());
     let fresh: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(other.join("runs/x/manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(other.join("x/manifest.json")).unwrap()).unwrap();
     assert_eq!(fresh["stages"][0]["status"], "ran");
     assert_eq!(fresh["stages"][0]["outputs"], moved(&first["stages"][0]["outputs"], "first", "x"));
 
-    let out = applearner(&["show", "runs/first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
+    let out = applearner(&["show", "first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("188902 rows"), "{stdout}");
@@ -124,7 +124,7 @@ fn the_quickstart_runs_caches_and_reproduces() {
 fn moved(outputs: &serde_json::Value, from: &str, to: &str) -> serde_json::Value {
     let mut outputs = outputs.clone();
     for out in outputs.as_object_mut().unwrap().values_mut() {
-        let path = out["path"].as_str().unwrap().replace(&format!("runs/{from}/"), &format!("runs/{to}/"));
+        let path = out["path"].as_str().unwrap().replacen(&format!("{from}/"), &format!("{to}/"), 1);
         out["path"] = path.into();
     }
     outputs

@@ -38,7 +38,7 @@ fn a_dag_runs_in_order_and_writes_a_manifest() {
     assert_eq!(report.manifest.status, RunStatus::Succeeded);
     let names: Vec<&str> = report.manifest.stages.iter().map(|r| r.stage.as_str()).collect();
     assert_eq!(names, ["source", "double", "triple"]);
-    let run = format!("runs/{}", report.run_id);
+    let run = report.run_id.clone();
     let source = values(&store, &format!("{run}/source/numbers.parquet"));
     let doubled = values(&store, &format!("{run}/double/scaled.parquet"));
     assert_eq!(source.len(), 100);
@@ -113,7 +113,7 @@ fn a_rerun_is_cached_and_a_parameter_change_reruns_what_depends_on_it() {
     }
     assert_eq!(digests(&first), digests(&second));
     // The cached outputs were copied into the new run: it stands on its own.
-    assert!(store.exists(&format!("runs/{}/double/scaled.parquet", second.run_id)).unwrap());
+    assert!(store.exists(&format!("{}/double/scaled.parquet", second.run_id)).unwrap());
 
     let changed = run_with(&pipeline(CHAIN, &["double.factor=5"]), &store, RunOptions::default()).unwrap();
     let status = |name: &str| changed.record(name).unwrap().status;
@@ -170,7 +170,7 @@ fn stage_with_a_missing_input_fails_clearly() {
     let text = err.to_string();
     assert!(text.contains("stage `double` reads the output of `source`, which is not committed"), "{text}");
     assert!(text.contains("--run-id job-1 --stage source"), "{text}");
-    assert!(!store.exists("runs/job-1/manifest.json").unwrap(), "nothing may be written");
+    assert!(!store.exists("job-1/manifest.json").unwrap(), "nothing may be written");
 
     // As a Kubernetes Job per stage would: source first, then double in the same run.
     let source = RunOptions { selection: Selection::Stage("source".into()), ..options.clone() };
@@ -339,9 +339,9 @@ fn a_killed_run_reruns_to_the_same_result() {
     child.wait().unwrap();
 
     let store = store_in(dir.path());
-    assert!(store.exists("runs/killed/source/_stage.json").unwrap(), "source finished before the kill");
-    assert!(!store.exists("runs/killed/slow/_stage.json").unwrap(), "slow must not look committed");
-    assert!(!store.exists("runs/killed/manifest.json").unwrap(), "the manifest is written last");
+    assert!(store.exists("killed/source/_stage.json").unwrap(), "source finished before the kill");
+    assert!(!store.exists("killed/slow/_stage.json").unwrap(), "slow must not look committed");
+    assert!(!store.exists("killed/manifest.json").unwrap(), "the manifest is written last");
 
     let p = pipeline(&killable(dir.path()), &[]);
     let rerun = run_with(&p, &store, RunOptions { run_id: Some("killed".into()), ..Default::default() }).unwrap();

@@ -4,11 +4,11 @@
 //! Store layout (relative to the store root):
 //!
 //! ```text
-//! runs/<run-id>/config.lock.yaml      the fully resolved config, written first
-//! runs/<run-id>/<stage>/<output>      a stage's tables (.parquet) and artifacts
-//! runs/<run-id>/<stage>/_stage.json   the stage's commit record, written after its outputs
-//! runs/<run-id>/manifest.json         the run manifest, written last
-//! cache/<key>.json                    the record of the run that produced a cache key
+//! <run-id>/config.lock.yaml      the fully resolved config, written first
+//! <run-id>/<stage>/<output>      a stage's tables (.parquet) and artifacts
+//! <run-id>/<stage>/_stage.json   the stage's commit record, written after its outputs
+//! <run-id>/manifest.json         the run manifest, written last
+//! _cache/<key>.json              the record of the run that produced a cache key
 //! ```
 //!
 //! A stage counts as done in a run only when its `_stage.json` exists, and that record is
@@ -30,6 +30,9 @@ use crate::stage::{BoxError, Summary, closest};
 use crate::store::{Store, StoreError, digest};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Beside the runs; run ids cannot start with `_`, so it never collides with one.
+const CACHE_DIR: &str = "_cache";
 
 /// Which stages a run executes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -123,7 +126,7 @@ pub enum RunStatus {
 pub enum RunError {
     #[error("there is no stage `{name}` in the pipeline{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
     UnknownStage { name: String, suggestion: Option<String> },
-    #[error("run id `{0}` may only hold letters, digits, `.`, `_` and `-`")]
+    #[error("run id `{0}` may only hold letters, digits, `.`, `_` and `-`, and starts with a letter or digit")]
     BadRunId(String),
     #[error("{}", missing_inputs_message(.run_id, .missing, .config))]
     MissingInputs { run_id: String, config: String, missing: Vec<(String, String)> },
@@ -168,12 +171,8 @@ impl RunReport {
     }
 }
 
-pub fn run_dir(run_id: &str) -> String {
-    format!("runs/{run_id}")
-}
-
 fn record_path(run_id: &str, stage: &str) -> String {
-    format!("runs/{run_id}/{stage}/_stage.json")
+    format!("{run_id}/{stage}/_stage.json")
 }
 
 fn now() -> String {
@@ -189,7 +188,7 @@ fn new_run_id() -> String {
 fn valid_run_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && !id.starts_with('.')
+        && !id.starts_with(['.', '_', '-'])
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -287,7 +286,7 @@ pub fn run(
 
     let started_at = now();
     let lock = serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML");
-    store.put(&format!("{}/config.lock.yaml", run_dir(&run_id)), Bytes::from(lock))?;
+    store.put(&format!("{run_id}/config.lock.yaml"), Bytes::from(lock))?;
     tracing::info!(run_id, store = pipeline.redactor.redact(store.url()), "run started");
 
     let progress = MultiProgress::with_draw_target(if options.progress {
@@ -378,7 +377,7 @@ pub fn run(
         stages: committed,
     };
     let manifest_json = pipeline.redactor.redact_json(&serde_json::to_value(&manifest).expect("manifests serialize"));
-    put_json(store, &format!("{}/manifest.json", run_dir(&run_id)), &manifest_json)?;
+    put_json(store, &format!("{run_id}/manifest.json"), &manifest_json)?;
     match error {
         Some(e) => Err(e),
         None if cancelled => Err(RunError::Cancelled),
@@ -445,7 +444,7 @@ impl Executor<'_> {
             store: self.store,
             inputs,
             outputs: spec.outputs.clone(),
-            dir: format!("{}/{}", run_dir(self.run_id), spec.name),
+            dir: format!("{}/{}", self.run_id, spec.name),
             written: Mutex::new(BTreeMap::new()),
             progress: self.progress,
             cancel: self.cancel,
@@ -468,7 +467,7 @@ impl Executor<'_> {
             duration_ms: clock.elapsed().as_millis() as u64,
         };
         put_json(self.store, &rec_path, &record)?;
-        put_json(self.store, &format!("cache/{key}.json"), &record)?;
+        put_json(self.store, &format!("{CACHE_DIR}/{key}.json"), &record)?;
         tracing::info!(stage = spec.name, ms = record.duration_ms, "committed");
         Ok(record)
     }
@@ -482,14 +481,14 @@ impl Executor<'_> {
                 return Ok(Some(rec));
             }
         }
-        let Some(cached) = load_json::<StageRecord>(self.store, &format!("cache/{key}.json"))? else {
+        let Some(cached) = load_json::<StageRecord>(self.store, &format!("{CACHE_DIR}/{key}.json"))? else {
             return Ok(None);
         };
         if !self.all_exist(&cached)? {
             return Ok(None); // its run was deleted
         }
         self.store.delete(rec_path)?;
-        let dir = format!("{}/{stage}", run_dir(self.run_id));
+        let dir = format!("{}/{stage}", self.run_id);
         let mut outputs = BTreeMap::new();
         for (name, out) in &cached.outputs {
             let file = out.path.rsplit('/').next().expect("paths have a file name");
@@ -517,9 +516,9 @@ impl Executor<'_> {
 /// Manifests of every run in the store, oldest first.
 pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, RunError> {
     let mut manifests = Vec::new();
-    for path in store.list("runs")? {
-        if path.ends_with("/manifest.json") && path.matches('/').count() == 2 {
-            manifests.extend(load_json::<Manifest>(store, &path)?);
+    for dir in store.list_dirs("")? {
+        if !dir.starts_with(CACHE_DIR) {
+            manifests.extend(load_json::<Manifest>(store, &format!("{dir}/manifest.json"))?);
         }
     }
     manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at));

@@ -161,6 +161,21 @@ impl Store {
         self.block_on(self.inner.copy(&self.full(from), &self.full(to))).map_err(|e| self.io(from, e))
     }
 
+    /// The folders directly below `dir` (`""` for the root), sorted.
+    pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full(dir);
+        let skip = self.prefix.parts().count();
+        let listing =
+            self.block_on(self.inner.list_with_delimiter(Some(&full))).map_err(|e| self.io(dir, e))?;
+        let mut dirs: Vec<String> = listing
+            .common_prefixes
+            .into_iter()
+            .map(|p| p.parts().skip(skip).map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
     /// Paths (relative to the store) of every object below `dir`, sorted.
     pub fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let full = self.full(dir);
@@ -206,6 +221,8 @@ mod tests {
         let store = Store::open("memory://bucket/some/prefix").unwrap();
         store.put("runs/r1/manifest.json", Bytes::from_static(b"1")).unwrap();
         assert_eq!(store.list("runs").unwrap(), vec!["runs/r1/manifest.json"]);
+        assert_eq!(store.list_dirs("").unwrap(), vec!["runs"]);
+        assert_eq!(store.list_dirs("runs").unwrap(), vec!["runs/r1"]);
         let (inner, prefix) = store.object_store();
         let full: ObjectPath = prefix.parts().chain(ObjectPath::from("runs/r1/manifest.json").parts()).collect();
         assert_eq!(full.as_ref(), "some/prefix/runs/r1/manifest.json");

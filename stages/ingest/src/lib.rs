@@ -203,14 +203,14 @@ fn parse_value(text: &str) -> Option<f64> {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct SeriesAcc {
     labels: BTreeMap<String, String>,
     points: Vec<(i64, f64)>,
     out_of_order: u64,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Collected {
     series: BTreeMap<(String, u64), SeriesAcc>,
     warnings: Vec<String>,
