@@ -251,7 +251,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(first) = batches.first() {
                 println!("{path}: {total} rows");
                 for field in first.schema().fields() {
-                    println!("  {}: {}{}", field.name(), field.data_type(), if field.is_nullable() { " (nullable)" } else { "" });
+                    println!(
+                        "  {}: {}{}",
+                        field.name(),
+                        field.data_type(),
+                        if field.is_nullable() { " (nullable)" } else { "" }
+                    );
                 }
             }
             let mut head = Vec::new();

@@ -102,7 +102,14 @@ fn the_quickstart_runs_caches_and_reproduces() {
 
     // A clean run in a fresh store gives the same bytes.
     let other = dir.path().join("other");
-    let out = applearner(&["run", "configs/quickstart.yaml", "--set", &format!("store={}", other.display()), "--run-id", "x"]);
+    let out = applearner(&[
+        "run",
+        "configs/quickstart.yaml",
+        "--set",
+        &format!("store={}", other.display()),
+        "--run-id",
+        "x",
+    ]);
     assert!(out.status.success());
     let fresh: serde_json::Value =
         serde_json::from_slice(&std::fs::read(other.join("x/manifest.json")).unwrap()).unwrap();
@@ -113,7 +120,27 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("188902 rows"), "{stdout}");
-    assert!(stdout.contains("timestamp: Timestamp(ms, \"UTC\")") || stdout.contains("timestamp: Timestamp(Millisecond"), "{stdout}");
+    assert!(
+        stdout.contains("timestamp: Timestamp(ms, \"UTC\")") || stdout.contains("timestamp: Timestamp(Millisecond"),
+        "{stdout}"
+    );
+
+    // The lock file reproduces the run: same outputs, bit for bit.
+    let lock = store.join("first/config.lock.yaml");
+    let third = dir.path().join("third");
+    let out = applearner(&[
+        "run",
+        lock.to_str().unwrap(),
+        "--set",
+        &format!("store={}", third.display()),
+        "--run-id",
+        "first",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let relocked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(third.join("first/manifest.json")).unwrap()).unwrap();
+    assert_eq!(relocked["stages"][0]["outputs"], first["stages"][0]["outputs"]);
+    assert_eq!(relocked["stages"][0]["cache_key"], first["stages"][0]["cache_key"]);
 
     let out = applearner(&["runs", "--store", store.to_str().unwrap()]);
     let (stdout, _) = text(&out);
@@ -128,6 +155,64 @@ fn moved(outputs: &serde_json::Value, from: &str, to: &str) -> serde_json::Value
         out["path"] = path.into();
     }
     outputs
+}
+
+#[test]
+fn secrets_from_the_environment_never_reach_the_store_or_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("secret.yaml");
+    // A value only the environment knows; a token would come in the same way.
+    let secret = "data/nezha-k8s/query_range/memory_bytes";
+    std::fs::write(
+        &config,
+        "name: secret\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {paths: ['${APPLEARNER_SECRET_PATH}']}\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let out = Command::new(env!("CARGO_BIN_EXE_applearner"))
+        .args(["-v", "run", config.to_str().unwrap(), "--set", &format!("store={}", store.display())])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("APPLEARNER_SECRET_PATH", secret)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret), "{stdout}{stderr}");
+    let mut files = vec![store.clone()];
+    let mut checked = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{} holds the secret", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} files were written");
+    let lock = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("config.lock.yaml"))
+        .find(|p| p.exists())
+        .unwrap();
+    assert!(std::fs::read_to_string(lock).unwrap().contains("${APPLEARNER_SECRET_PATH}"));
+}
+
+#[test]
+fn force_takes_an_optional_stage_without_eating_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_set = format!("store={}", dir.path().display());
+    let out = applearner(&["run", "--force", "configs/quickstart.yaml", "--set", &store_set]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = applearner(&["run", "--force=ingest", "configs/quickstart.yaml", "--set", &store_set]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("ran in"), "{stdout}");
+    let out = applearner(&["run", "--force=ingset", "configs/quickstart.yaml", "--set", &store_set]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did you mean `ingest`?"), "{stderr}");
 }
 
 #[test]

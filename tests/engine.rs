@@ -66,7 +66,8 @@ stages:
     with: {group: parallel-test, expect: 2}
 ";
     // Each waits until the other has started: this only completes if both run at once.
-    let report = run_with(&pipeline(yaml, &[]), &store_in(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
+    let report =
+        run_with(&pipeline(yaml, &[]), &store_in(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
     assert!(report.manifest.stages.iter().all(|r| r.status == Status::Ran));
 }
 
@@ -122,7 +123,8 @@ fn a_rerun_is_cached_and_a_parameter_change_reruns_what_depends_on_it() {
     assert_eq!(status("triple"), Status::Cached);
 
     let forced =
-        run_with(&pipeline(CHAIN, &[]), &store, RunOptions { force: vec!["source".into()], ..Default::default() }).unwrap();
+        run_with(&pipeline(CHAIN, &[]), &store, RunOptions { force: vec!["source".into()], ..Default::default() })
+            .unwrap();
     assert_eq!(forced.record("source").unwrap().status, Status::Ran);
     // Same bytes again, so what reads them is still cached.
     assert_eq!(forced.record("double").unwrap().status, Status::Cached);
@@ -134,7 +136,10 @@ fn a_changed_source_file_misses_the_cache() {
     let store = store_in(dir.path());
     let file = dir.path().join("input.txt");
     std::fs::write(&file, "one").unwrap();
-    let yaml = format!("name: f\nstages:\n  source:\n    uses: test.source\n    with: {{rows: 3, file: '{}'}}\n", file.display());
+    let yaml = format!(
+        "name: f\nstages:\n  source:\n    uses: test.source\n    with: {{rows: 3, file: '{}'}}\n",
+        file.display()
+    );
     run_with(&pipeline(&yaml, &[]), &store, RunOptions::default()).unwrap();
     let again = run_with(&pipeline(&yaml, &[]), &store, RunOptions::default()).unwrap();
     assert_eq!(again.record("source").unwrap().status, Status::Cached);
@@ -164,7 +169,8 @@ fn stage_with_a_missing_input_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
     let p = pipeline(CHAIN, &[]);
-    let options = RunOptions { run_id: Some("job-1".into()), selection: Selection::Stage("double".into()), ..Default::default() };
+    let options =
+        RunOptions { run_id: Some("job-1".into()), selection: Selection::Stage("double".into()), ..Default::default() };
     let err = run_with(&p, &store, options.clone()).unwrap_err();
     assert!(matches!(err, RunError::MissingInputs { .. }));
     let text = err.to_string();
@@ -185,7 +191,8 @@ fn until_and_from_select_ancestors_and_descendants() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
     let p = pipeline(CHAIN, &[]);
-    let until = RunOptions { run_id: Some("r".into()), selection: Selection::Until("double".into()), ..Default::default() };
+    let until =
+        RunOptions { run_id: Some("r".into()), selection: Selection::Until("double".into()), ..Default::default() };
     let report = run_with(&p, &store, until).unwrap();
     let names: Vec<&str> = report.manifest.stages.iter().map(|r| r.stage.as_str()).collect();
     assert_eq!(names, ["source", "double"]);
@@ -349,8 +356,9 @@ fn a_killed_run_reruns_to_the_same_result() {
     assert_eq!(rerun.record("slow").unwrap().status, Status::Ran);
     let clean_dir = tempfile::tempdir().unwrap();
     std::fs::write(clean_dir.path().join("marker"), "no pause").unwrap();
-    let clean = run_with(&pipeline(&killable(clean_dir.path()), &[]), &store_in(clean_dir.path()), RunOptions::default())
-        .unwrap();
+    let clean =
+        run_with(&pipeline(&killable(clean_dir.path()), &[]), &store_in(clean_dir.path()), RunOptions::default())
+            .unwrap();
     // The marker path differs between the two configs, so compare outputs, not cache keys.
     assert_eq!(digests(&rerun), digests(&clean));
 }

@@ -92,17 +92,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Parses and validates `text` (read from `file`), with `--set` overrides applied.
-    pub fn from_yaml(
-        file: &str,
-        text: &str,
-        overrides: &[String],
-        registry: &Registry,
-    ) -> Result<Pipeline, Problems> {
-        let fail = |list: Vec<Problem>| Problems {
-            file: file.to_string(),
-            overrides: overrides.to_vec(),
-            list,
-        };
+    pub fn from_yaml(file: &str, text: &str, overrides: &[String], registry: &Registry) -> Result<Pipeline, Problems> {
+        let fail = |list: Vec<Problem>| Problems { file: file.to_string(), overrides: overrides.to_vec(), list };
         let mut root = yaml::parse(text).map_err(|e| fail(vec![Problem::new(Loc::Unknown, e, None)]))?;
         let mut problems = Vec::new();
         apply_overrides(&mut root, overrides, &mut problems);
@@ -133,11 +124,8 @@ impl Pipeline {
             .stages
             .iter()
             .map(|s| {
-                let inputs: serde_json::Map<_, _> = s
-                    .inputs
-                    .iter()
-                    .map(|i| (i.slot.clone(), format!("{}.{}", i.stage, i.output).into()))
-                    .collect();
+                let inputs: serde_json::Map<_, _> =
+                    s.inputs.iter().map(|i| (i.slot.clone(), format!("{}.{}", i.stage, i.output).into())).collect();
                 let mut stage = serde_json::json!({ "uses": s.kind });
                 if !inputs.is_empty() {
                     stage["inputs"] = inputs.into();
@@ -174,9 +162,7 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_string(), |acc, (name, value)| acc.replace(value, name))
+        self.secrets.iter().fold(text.to_string(), |acc, (name, value)| acc.replace(value, name))
     }
 
     pub fn redact_json(&self, value: &serde_json::Value) -> serde_json::Value {
@@ -184,9 +170,7 @@ impl Redactor {
         match value {
             J::String(s) => J::String(self.redact(s)),
             J::Array(items) => J::Array(items.iter().map(|v| self.redact_json(v)).collect()),
-            J::Object(map) => {
-                J::Object(map.iter().map(|(k, v)| (k.clone(), self.redact_json(v))).collect())
-            }
+            J::Object(map) => J::Object(map.iter().map(|(k, v)| (k.clone(), self.redact_json(v))).collect()),
             other => other.clone(),
         }
     }
@@ -351,10 +335,9 @@ impl Checker<'_> {
                 Vec::new()
             }
             Some(n) => match n.as_map() {
-                Some(m) if !m.is_empty() => m
-                    .iter()
-                    .filter_map(|(key, stage)| self.stage(key, stage, &variables))
-                    .collect(),
+                Some(m) if !m.is_empty() => {
+                    m.iter().filter_map(|(key, stage)| self.stage(key, stage, &variables)).collect()
+                }
                 _ => {
                     self.problem(n.loc, "`stages` must be a non-empty mapping of stage names to stages", None);
                     Vec::new()
@@ -409,7 +392,11 @@ impl Checker<'_> {
                 rest = tail;
             } else if let Some(body) = after.strip_prefix('{') {
                 let Some(end) = body.find('}') else {
-                    self.problem(loc, format!("unclosed `${{` in `{text}`"), Some("write `${NAME}`, or `$$` for a literal `$`".to_string()));
+                    self.problem(
+                        loc,
+                        format!("unclosed `${{` in `{text}`"),
+                        Some("write `${NAME}`, or `$$` for a literal `$`".to_string()),
+                    );
                     return out;
                 };
                 let name = &body[..end];
@@ -463,7 +450,11 @@ impl Checker<'_> {
             Some(n) => match n.as_map() {
                 Some(m) => m.to_vec(),
                 None => {
-                    self.problem(n.loc, "`inputs` maps input slots to `stage.output`", Some("write for example `inputs: {samples: ingest.samples}`".to_string()));
+                    self.problem(
+                        n.loc,
+                        "`inputs` maps input slots to `stage.output`",
+                        Some("write for example `inputs: {samples: ingest.samples}`".to_string()),
+                    );
                     Vec::new()
                 }
             },
@@ -475,14 +466,22 @@ impl Checker<'_> {
                 return None;
             }
             None => {
-                self.problem(key.loc, format!("stage `{}` has no `uses:`", key.name), Some("name its kind, see `applearner stages`".to_string()));
+                self.problem(
+                    key.loc,
+                    format!("stage `{}` has no `uses:`", key.name),
+                    Some("name its kind, see `applearner stages`".to_string()),
+                );
                 return None;
             }
         };
         let Some(kind) = self.registry.get(kind_name) else {
             let names: Vec<&str> = self.registry.names().collect();
             let help = suggest(kind_name, names.iter().copied(), "known kinds are");
-            self.problem(node.get("uses").map_or(key.loc, |n| n.loc), format!("unknown stage kind `{kind_name}`"), help);
+            self.problem(
+                node.get("uses").map_or(key.loc, |n| n.loc),
+                format!("unknown stage kind `{kind_name}`"),
+                help,
+            );
             return None;
         };
         let mut with = node.get("with").cloned().unwrap_or(Node::new(Value::Map(Vec::new()), node.loc));
@@ -549,7 +548,11 @@ impl Checker<'_> {
             for (k, _) in &c.mapped {
                 if !slots.contains(&k.name) {
                     let help = suggest(&k.name, slots.iter().map(String::as_str), "its input slots are");
-                    self.problem(k.loc, format!("stage `{}` ({}) has no input slot `{}`", c.name, c.kind, k.name), help);
+                    self.problem(
+                        k.loc,
+                        format!("stage `{}` ({}) has no input slot `{}`", c.name, c.kind, k.name),
+                        help,
+                    );
                 }
             }
             let mut inputs = Vec::new();
@@ -604,10 +607,8 @@ impl Checker<'_> {
             .iter()
             .map(|&i| {
                 let (c, inputs) = slots[i].take().unwrap();
-                let mut upstream: Vec<usize> = inputs
-                    .iter()
-                    .map(|inp| position[&names.iter().position(|n| *n == inp.stage).unwrap()])
-                    .collect();
+                let mut upstream: Vec<usize> =
+                    inputs.iter().map(|inp| position[&names.iter().position(|n| *n == inp.stage).unwrap()]).collect();
                 upstream.sort();
                 upstream.dedup();
                 StageSpec {
@@ -643,12 +644,17 @@ impl Checker<'_> {
             let outputs: Vec<String> = producer.stage.writes().into_iter().map(|o| o.name).collect();
             if !outputs.iter().any(|o| o == output) {
                 let help = suggest(output, outputs.iter().map(String::as_str), &format!("`{stage}` writes"));
-                self.problem(loc, format!("stage `{consumer}` reads `{text}`, but `{stage}` writes no `{output}`"), help);
+                self.problem(
+                    loc,
+                    format!("stage `{consumer}` reads `{text}`, but `{stage}` writes no `{output}`"),
+                    help,
+                );
                 return None;
             }
             return Some(InputRef { slot: slot.into(), stage: stage.into(), output: output.into() });
         }
-        let from: Vec<&String> = producers.get(text).map(|v| v.iter().filter(|p| *p != consumer).collect()).unwrap_or_default();
+        let from: Vec<&String> =
+            producers.get(text).map(|v| v.iter().filter(|p| *p != consumer).collect()).unwrap_or_default();
         match from.as_slice() {
             [one] => Some(InputRef { slot: slot.into(), stage: (*one).clone(), output: text.into() }),
             [] => {

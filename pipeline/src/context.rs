@@ -171,9 +171,10 @@ impl StageContext<'_> {
     }
 
     fn declared(&self, name: &str, kind: OutputKind) -> Result<&Output, ContextError> {
-        self.outputs.iter().find(|o| o.name == name && o.kind == kind).ok_or_else(|| {
-            ContextError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() }
-        })
+        self.outputs
+            .iter()
+            .find(|o| o.name == name && o.kind == kind)
+            .ok_or_else(|| ContextError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() })
     }
 
     fn commit(&self, name: &str, kind: OutputKind, bytes: Bytes, rows: Option<u64>) -> Result<(), BoxError> {

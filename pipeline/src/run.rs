@@ -149,7 +149,9 @@ pub enum RunError {
 fn missing_inputs_message(run_id: &str, missing: &[(String, String)], config: &str) -> String {
     let mut text = format!("run `{run_id}` lacks inputs:");
     for (consumer, producer) in missing {
-        text.push_str(&format!("\n  stage `{consumer}` reads the output of `{producer}`, which is not committed in this run"));
+        text.push_str(&format!(
+            "\n  stage `{consumer}` reads the output of `{producer}`, which is not committed in this run"
+        ));
     }
     let first = &missing[0].1;
     text.push_str(&format!(
@@ -267,8 +269,11 @@ pub fn run(
     // Inputs from stages this run does not execute must already be committed in it.
     let mut records: Vec<Option<StageRecord>> = vec![None; n];
     let mut missing = Vec::new();
-    let needed: BTreeSet<usize> =
-        (0..n).filter(|&j| selected[j]).flat_map(|j| pipeline.stages[j].upstream.clone()).filter(|&u| !selected[u]).collect();
+    let needed: BTreeSet<usize> = (0..n)
+        .filter(|&j| selected[j])
+        .flat_map(|j| pipeline.stages[j].upstream.clone())
+        .filter(|&u| !selected[u])
+        .collect();
     for u in needed {
         let name = &pipeline.stages[u].name;
         match load_json::<StageRecord>(store, &record_path(&run_id, name))? {
@@ -425,11 +430,9 @@ impl Executor<'_> {
         let key = hasher.finalize().to_hex().to_string();
 
         let rec_path = record_path(self.run_id, &spec.name);
-        if !force {
-            if let Some(rec) = self.reuse(&spec.name, &key, &rec_path)? {
-                tracing::info!(stage = spec.name, from_run = rec.produced_by, "cached");
-                return Ok(rec);
-            }
+        if !force && let Some(rec) = self.reuse(&spec.name, &key, &rec_path)? {
+            tracing::info!(stage = spec.name, from_run = rec.produced_by, "cached");
+            return Ok(rec);
         }
 
         // Uncommit first: from here until the new record is written the stage is not done.
@@ -475,11 +478,12 @@ impl Executor<'_> {
     /// The committed record of this run if it is up to date, or else a copy of a cached
     /// result from another run with the same key; `None` means the stage must run.
     fn reuse(&self, stage: &str, key: &str, rec_path: &str) -> Result<Option<StageRecord>, RunError> {
-        if let Some(mut rec) = load_json::<StageRecord>(self.store, rec_path)? {
-            if rec.cache_key == key && self.all_exist(&rec)? {
-                rec.status = Status::Cached;
-                return Ok(Some(rec));
-            }
+        if let Some(mut rec) = load_json::<StageRecord>(self.store, rec_path)?
+            && rec.cache_key == key
+            && self.all_exist(&rec)?
+        {
+            rec.status = Status::Cached;
+            return Ok(Some(rec));
         }
         let Some(cached) = load_json::<StageRecord>(self.store, &format!("{CACHE_DIR}/{key}.json"))? else {
             return Ok(None);

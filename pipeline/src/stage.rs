@@ -161,11 +161,7 @@ impl Registry {
     }
 
     pub fn register<P: StageParams>(&mut self) -> &mut Self {
-        let kind = StageKind {
-            name: P::KIND,
-            schema: schemars::schema_for!(P),
-            build: build_kind::<P>,
-        };
+        let kind = StageKind { name: P::KIND, schema: schemars::schema_for!(P), build: build_kind::<P> };
         let previous = self.kinds.insert(P::KIND, kind);
         assert!(previous.is_none(), "stage kind {} registered twice", P::KIND);
         self

@@ -67,7 +67,10 @@ impl Store {
                 let store: Arc<dyn ObjectStore> = match scheme {
                     "memory" => Arc::new(object_store::memory::InMemory::new()),
                     "s3" | "s3a" => Arc::new(
-                        object_store::aws::AmazonS3Builder::from_env().with_url(url).build().map_err(|e| bad(e.to_string()))?,
+                        object_store::aws::AmazonS3Builder::from_env()
+                            .with_url(url)
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?,
                     ),
                     "gs" => Arc::new(
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -165,8 +168,7 @@ impl Store {
     pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let full = self.full(dir);
         let skip = self.prefix.parts().count();
-        let listing =
-            self.block_on(self.inner.list_with_delimiter(Some(&full))).map_err(|e| self.io(dir, e))?;
+        let listing = self.block_on(self.inner.list_with_delimiter(Some(&full))).map_err(|e| self.io(dir, e))?;
         let mut dirs: Vec<String> = listing
             .common_prefixes
             .into_iter()

@@ -87,10 +87,7 @@ impl Node {
 
     /// The entry under `key` when this is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
+        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
     /// A short name of the YAML type, for error messages.
@@ -139,9 +136,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
-            }
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
 }
@@ -197,9 +192,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom(format!("integer {v} is too large")))
+        i64::try_from(v).map(Value::Int).map_err(|_| E::custom(format!("integer {v} is too large")))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -318,11 +311,7 @@ impl<'de, 'a> Deserializer<'de> for NodeDeserializer<'a> {
         .map_err(|e| e.at(node.loc))
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -338,10 +327,7 @@ struct SeqDe<'a> {
 
 impl<'de, 'a> SeqAccess<'de> for SeqDe<'a> {
     type Error = DeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             Some(node) => seed.deserialize(NodeDeserializer(node)).map(Some).map_err(|e| e.at(node.loc)),
             None => Ok(None),
@@ -356,18 +342,13 @@ struct MapDe<'a> {
 
 impl<'de, 'a> MapAccess<'de> for MapDe<'a> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
         self.value = Some(value);
         // An unknown field is reported while its key is read: point at the key.
-        seed.deserialize(key.name.as_str().into_deserializer())
-            .map(Some)
-            .map_err(|e: DeError| e.at(key.loc))
+        seed.deserialize(key.name.as_str().into_deserializer()).map(Some).map_err(|e: DeError| e.at(key.loc))
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let node = self.value.take().expect("next_value_seed is called after next_key_seed");
@@ -383,13 +364,9 @@ struct EnumDe<'a> {
 impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     type Error = DeError;
     type Variant = NodeDeserializer<'a>;
-    fn variant_seed<V: DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, NodeDeserializer<'a>), DeError> {
-        let variant = seed
-            .deserialize(self.key.name.as_str().into_deserializer())
-            .map_err(|e: DeError| e.at(self.key.loc))?;
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDeserializer<'a>), DeError> {
+        let variant =
+            seed.deserialize(self.key.name.as_str().into_deserializer()).map_err(|e: DeError| e.at(self.key.loc))?;
         Ok((variant, NodeDeserializer(self.value)))
     }
 }

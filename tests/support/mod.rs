@@ -102,14 +102,14 @@ impl Stage for Scale {
         vec![Output::table("scaled")]
     }
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        if let Some(marker) = &self.0.pause_once {
-            if !Path::new(marker).exists() {
-                std::fs::write(marker, b"started")?;
-                let until = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < until {
-                    ctx.check_cancelled()?;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        if let Some(marker) = &self.0.pause_once
+            && !Path::new(marker).exists()
+        {
+            std::fs::write(marker, b"started")?;
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                ctx.check_cancelled()?;
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         let batches = ctx.read_table("numbers")?;
@@ -166,7 +166,11 @@ impl Stage for Rendezvous {
             .wait_timeout_while(seen, Duration::from_millis(self.0.timeout_ms), |s| s[&self.0.group] < self.0.expect)
             .unwrap();
         if timeout.timed_out() {
-            return Err(format!("only {} of {} stages of group {} ran at once", seen[&self.0.group], self.0.expect, self.0.group).into());
+            return Err(format!(
+                "only {} of {} stages of group {} ran at once",
+                seen[&self.0.group], self.0.expect, self.0.group
+            )
+            .into());
         }
         ctx.write_artifact("met.json", format!("{{\"group\":\"{}\"}}", self.0.group))?;
         Ok(Summary::new())

@@ -81,11 +81,19 @@ impl StageParams for IngestParams {
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
         if self.paths.is_empty() {
-            problems.push(ParamProblem::new(&["paths"], "no paths given", "list files, folders or globs of saved answers"));
+            problems.push(ParamProblem::new(
+                &["paths"],
+                "no paths given",
+                "list files, folders or globs of saved answers",
+            ));
         }
         for p in &self.paths {
             if let Err(e) = glob::Pattern::new(p) {
-                problems.push(ParamProblem::new(&["paths"], format!("`{p}` is not a valid glob: {e}"), "escape `[`, `]`, `*`, `?` as `[[]`, `[]]`, `[*]`, `[?]`"));
+                problems.push(ParamProblem::new(
+                    &["paths"],
+                    format!("`{p}` is not a valid glob: {e}"),
+                    "escape `[`, `]`, `*`, `?` as `[[]`, `[]]`, `[*]`, `[?]`",
+                ));
             }
         }
         if problems.is_empty() { Ok(Box::new(Ingest { params: self })) } else { Err(problems) }
@@ -287,11 +295,9 @@ impl Collected {
 impl IngestError {
     fn with_help(self) -> Self {
         match self {
-            IngestError::Sample { path, labels, message } => IngestError::Sample {
-                path,
-                labels,
-                message: format!("{message}; set `metric:` to name such series"),
-            },
+            IngestError::Sample { path, labels, message } => {
+                IngestError::Sample { path, labels, message: format!("{message}; set `metric:` to name such series") }
+            }
             other => other,
         }
     }
@@ -366,7 +372,9 @@ impl Stage for Ingest {
             hasher.update(file.to_string_lossy().as_bytes());
             let mut f = std::fs::File::open(&file)
                 .map_err(|source| IngestError::Io { path: file.display().to_string(), source })?;
-            hasher.update_reader(&mut f).map_err(|source| IngestError::Io { path: file.display().to_string(), source })?;
+            hasher
+                .update_reader(&mut f)
+                .map_err(|source| IngestError::Io { path: file.display().to_string(), source })?;
         }
         Ok(())
     }
@@ -405,7 +413,15 @@ impl Stage for Ingest {
             points += acc.points.len() as u64;
             let role = self.params.roles.get(&metric).copied().unwrap_or(Role::Other);
             let extra = extra_labels(&acc.labels);
-            series_rows.push((id, metric.clone(), role, acc.labels.clone(), acc.points[0].0, acc.points[acc.points.len() - 1].0, acc.points.len() as u64));
+            series_rows.push((
+                id,
+                metric.clone(),
+                role,
+                acc.labels.clone(),
+                acc.points[0].0,
+                acc.points[acc.points.len() - 1].0,
+                acc.points.len() as u64,
+            ));
             for (t, v) in acc.points {
                 batch.push(&metric, role, id, &acc.labels, &extra, t, v);
                 if batch.len() == BATCH_ROWS {
@@ -449,7 +465,16 @@ impl SampleBatch {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, metric: &str, role: Role, id: u64, labels: &BTreeMap<String, String>, extra: &str, t: i64, v: f64) {
+    fn push(
+        &mut self,
+        metric: &str,
+        role: Role,
+        id: u64,
+        labels: &BTreeMap<String, String>,
+        extra: &str,
+        t: i64,
+        v: f64,
+    ) {
         if self.labels.is_empty() {
             self.labels = LABEL_COLUMNS.iter().map(|_| StringDictionaryBuilder::new()).collect();
         }
@@ -465,8 +490,11 @@ impl SampleBatch {
     }
 
     fn finish(mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> =
-            vec![Arc::new(self.metric.finish()), Arc::new(self.role.finish()), Arc::new(UInt64Array::from(self.series_id))];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.metric.finish()),
+            Arc::new(self.role.finish()),
+            Arc::new(UInt64Array::from(self.series_id)),
+        ];
         columns.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(self.extra.finish()));
         columns.push(Arc::new(TimestampMillisecondArray::from(self.timestamp).with_timezone("UTC")));
@@ -480,7 +508,8 @@ type SeriesRow = (u64, String, Role, BTreeMap<String, String>, i64, i64, u64);
 fn series_batch(rows: Vec<SeriesRow>) -> RecordBatch {
     let mut metric = StringDictionaryBuilder::<Int32Type>::new();
     let mut role = StringDictionaryBuilder::<Int32Type>::new();
-    let mut labels: Vec<StringDictionaryBuilder<Int32Type>> = LABEL_COLUMNS.iter().map(|_| StringDictionaryBuilder::new()).collect();
+    let mut labels: Vec<StringDictionaryBuilder<Int32Type>> =
+        LABEL_COLUMNS.iter().map(|_| StringDictionaryBuilder::new()).collect();
     let mut all = Vec::new();
     for (_, m, r, l, ..) in &rows {
         metric.append_value(m);
@@ -491,7 +520,10 @@ fn series_batch(rows: Vec<SeriesRow>) -> RecordBatch {
         let without_name: BTreeMap<&String, &String> = l.iter().filter(|(k, _)| *k != "__name__").collect();
         all.push(serde_json::to_string(&without_name).expect("labels serialize"));
     }
-    let ts = |f: fn(&SeriesRow) -> i64| Arc::new(TimestampMillisecondArray::from(rows.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC")) as ArrayRef;
+    let ts = |f: fn(&SeriesRow) -> i64| {
+        Arc::new(TimestampMillisecondArray::from(rows.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC"))
+            as ArrayRef
+    };
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
         Arc::new(metric.finish()),
@@ -517,9 +549,11 @@ mod tests {
 
     #[test]
     fn reads_enveloped_matrix_with_special_values() {
-        let c = collect(r#"{"status":"success","data":{"resultType":"matrix","result":[
+        let c = collect(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[
             {"metric":{"__name__":"m","pod":"p"},"values":[[2,"NaN"],[1,"+Inf"],[3,"-Inf"],[4,"1.5"]]}]},
-            "warnings":["slow"]}"#)
+            "warnings":["slow"]}"#,
+        )
         .unwrap();
         let acc = c.series.values().next().unwrap();
         assert_eq!(acc.points.len(), 4);
