@@ -283,6 +283,27 @@ stages:
 }
 
 #[test]
+fn anchors_aliases_and_merge_keys_are_allowed() {
+    let yaml = "
+name: anchors
+stages:
+  source: {uses: test.source, with: &small {rows: 3}}
+  again: {uses: test.source, with: *small}
+  double: {uses: test.scale, inputs: {numbers: source.numbers}, with: &scale {factor: 2}}
+  more:
+    uses: test.scale
+    inputs: {numbers: again.numbers}
+    with:
+      <<: *scale
+      factor: 4
+";
+    let p = pipeline(yaml, &[]);
+    let params = |name: &str| p.stages[p.index_of(name).unwrap()].params.clone();
+    assert_eq!(params("again"), serde_json::json!({"rows": 3, "file": null}));
+    assert_eq!(params("more"), serde_json::json!({"factor": 4.0, "pause_once": null}));
+}
+
+#[test]
 fn an_alias_bomb_is_refused() {
     let mut yaml = String::from("name: bomb\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..12 {
