@@ -310,46 +310,86 @@ fn describe_kind(kind: &applearner_pipeline::stage::StageKind) -> String {
     for line in kind.description().lines() {
         out.push_str(&format!("    {line}\n"));
     }
+    out.push_str("  parameters:\n");
     let schema = kind.schema.as_value();
+    describe_properties(schema, schema.get("$defs"), "    ", &mut out);
+    out.push('\n');
+    out
+}
+
+fn describe_properties(schema: &serde_json::Value, defs: Option<&serde_json::Value>, indent: &str, out: &mut String) {
     let required: Vec<&str> = schema
         .get("required")
         .and_then(|r| r.as_array())
         .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
         .unwrap_or_default();
-    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
-        out.push_str("  parameters:\n");
-        for (name, prop) in props {
-            let ty = type_name(prop);
-            let default = match prop.get("default") {
-                Some(d) => format!(" = {d}"),
-                None if required.contains(&name.as_str()) => " (required)".to_string(),
-                None => String::new(),
-            };
-            out.push_str(&format!("    {name}: {ty}{default}\n"));
-            if let Some(d) = prop.get("description").and_then(|d| d.as_str()) {
-                for line in d.lines() {
-                    out.push_str(&format!("        {line}\n"));
-                }
+    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else { return };
+    for (name, prop) in props {
+        let target = resolve(prop, defs);
+        let default = match prop.get("default") {
+            Some(serde_json::Value::Null) => String::new(),
+            Some(d) => format!(" = {d}"),
+            None if required.contains(&name.as_str()) => " (required)".to_string(),
+            None => String::new(),
+        };
+        out.push_str(&format!("{indent}{name}: {}{default}\n", type_name(target, defs)));
+        for d in [prop.get("description"), target.get("description")].into_iter().flatten().filter_map(|d| d.as_str()) {
+            for line in d.lines() {
+                out.push_str(&format!("{indent}    {line}\n"));
             }
+            break;
         }
+        describe_properties(target, defs, &format!("{indent}    "), out);
     }
-    out.push('\n');
-    out
 }
 
-fn type_name(prop: &serde_json::Value) -> String {
+/// Follows `$ref` and unwraps `Option` (`anyOf: [T, null]`) to the schema that says what a
+/// value is.
+fn resolve<'a>(prop: &'a serde_json::Value, defs: Option<&'a serde_json::Value>) -> &'a serde_json::Value {
     if let Some(r) = prop.get("$ref").and_then(|r| r.as_str()) {
-        return r.rsplit('/').next().unwrap_or(r).to_string();
+        let name = r.rsplit('/').next().unwrap_or(r);
+        if let Some(def) = defs.and_then(|d| d.get(name)) {
+            return resolve(def, defs);
+        }
     }
+    if let Some(any) = prop.get("anyOf").and_then(|a| a.as_array()) {
+        let non_null: Vec<&serde_json::Value> =
+            any.iter().filter(|v| v.get("type").is_none_or(|t| t != "null")).collect();
+        if let [one] = non_null[..] {
+            return resolve(one, defs);
+        }
+    }
+    prop
+}
+
+fn type_name(prop: &serde_json::Value, defs: Option<&serde_json::Value>) -> String {
+    let prop = resolve(prop, defs);
     if let Some(values) = prop.get("enum").and_then(|e| e.as_array()) {
         return values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" | ");
     }
+    if let Some(variants) = prop.get("oneOf").and_then(|e| e.as_array()) {
+        let names: Vec<String> = variants
+            .iter()
+            .filter_map(|v| v.get("const").or_else(|| v.get("enum").and_then(|e| e.get(0))))
+            .map(|v| v.to_string())
+            .collect();
+        if !names.is_empty() {
+            return names.join(" | ");
+        }
+    }
     match prop.get("type") {
         Some(serde_json::Value::String(t)) if t == "array" => {
-            format!("list of {}", prop.get("items").map(type_name).unwrap_or_else(|| "values".into()))
+            format!("list of {}", prop.get("items").map(|i| type_name(i, defs)).unwrap_or_else(|| "values".into()))
         }
+        Some(serde_json::Value::String(t)) if t == "object" && prop.get("properties").is_some() => "mapping".into(),
+        Some(serde_json::Value::String(t)) if t == "object" => match prop.get("additionalProperties") {
+            Some(values) if values.is_object() => format!("map of {}", type_name(values, defs)),
+            _ => "mapping".into(),
+        },
         Some(serde_json::Value::String(t)) => t.clone(),
-        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(" | "),
+        Some(serde_json::Value::Array(ts)) => {
+            ts.iter().filter_map(|t| t.as_str()).filter(|t| *t != "null").collect::<Vec<_>>().join(" | ")
+        }
         _ => "value".to_string(),
     }
 }

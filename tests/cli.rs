@@ -68,7 +68,11 @@ fn stages_documents_every_kind_and_its_parameters() {
     let (stdout, _) = text(&out);
     assert!(out.status.success());
     assert!(stdout.contains("ingest.prometheus"), "{stdout}");
-    assert!(stdout.contains("paths: list of string (required)"), "{stdout}");
+    assert!(stdout.contains("paths: list of string = []"), "{stdout}");
+    assert!(stdout.contains("format: \"auto\" | \"answer\" | \"legacy\" | \"text\" = \"auto\""), "{stdout}");
+    // Nested parameters are documented in place.
+    assert!(stdout.contains("        url: string (required)"), "{stdout}");
+    assert!(stdout.contains("        step: string = \"60s\""), "{stdout}");
     assert!(stdout.contains("Files, folders (read recursively) or glob patterns"), "{stdout}");
     let out = applearner(&["stages", "ingest.prometeus"]);
     assert_eq!(out.status.code(), Some(2));

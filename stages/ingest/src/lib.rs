@@ -1,46 +1,69 @@
-//! `ingest.prometheus`: Prometheus HTTP API answers saved as files → one long Parquet table
-//! of samples (sorted by metric, series, timestamp) and a table of series.
+//! `ingest.prometheus`: what Prometheus knows about container CPU and memory → one long
+//! Parquet table of samples (sorted by metric, series, timestamp) and a table of series.
 //!
-//! Reads `/api/v1/query_range` (`matrix`) and `/api/v1/query` (`vector`, `matrix`) answers,
-//! with the `{"status","data"}` envelope or as the bare result array client libraries save,
-//! plain or gzipped, from files, folders or glob patterns.
+//! Sources: Prometheus HTTP API answers saved as files ([`answer`]), the original
+//! AppLearner dumps ([`legacy`]), `promtool tsdb dump` and OpenMetrics text ([`text`]), and a
+//! live Prometheus/Thanos ([`live`]).
+
+pub mod answer;
+pub mod legacy;
+pub mod live;
+pub mod series;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
-use applearner_pipeline::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampMillisecondArray, UInt64Array,
-};
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::live::{LiveParams, Pull};
+use crate::series::{Collector, Parsed, samples_schema};
 
 pub fn register(registry: &mut Registry) {
     registry.register::<IngestParams>();
 }
 
-/// Labels that get a column of their own; all others go to the `labels` JSON column.
-pub const LABEL_COLUMNS: [&str; 6] = ["namespace", "pod", "container", "node", "instance", "job"];
-
-/// Reads Prometheus HTTP API answers saved as files (query_range `matrix`, query `vector`
-/// or `matrix`; enveloped or bare; `.json` or `.json.gz`) into the `samples` table (one row
-/// per sample, sorted by metric, series, timestamp) and the `series` table (one row per
-/// series: labels, first and last timestamp, point count).
+/// Reads what Prometheus knows about container CPU and memory into the `samples` table (one
+/// row per sample: metric, role, series id, namespace/pod/container/node/instance/job, other
+/// labels as JSON, UTC timestamp in ms, value; sorted by metric, series, timestamp) and the
+/// `series` table (one row per series: labels, first and last timestamp, point count).
+/// Sources are saved files (`paths`) and/or a live server (`prometheus`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestParams {
-    /// Files, folders (read recursively) or glob patterns (`data/**/*.json.gz`), relative to
-    /// the working directory.
+    /// Files, folders (read recursively) or glob patterns (`dumps/**/*.json.gz`), relative
+    /// to the working directory. Plain or gzipped.
+    #[serde(default)]
     pub paths: Vec<String>,
-    /// Metric name → role. Series of metrics not listed get the role `other`.
+    /// Format of the files: `auto` tells them apart by content; `answer` (Prometheus
+    /// query/query_range JSON), `legacy` (the original AppLearner dumps), `text`
+    /// (`promtool tsdb dump`, Prometheus text or OpenMetrics with timestamps).
+    #[serde(default)]
+    pub format: Format,
+    /// A live Prometheus, Thanos or OpenShift thanos-querier to query.
+    #[serde(default)]
+    pub prometheus: Option<LiveParams>,
+    /// Metric name → role. Metrics not listed get the role `other`.
     #[serde(default = "default_roles")]
     pub roles: BTreeMap<String, Role>,
-    /// Name for series whose answer has no `__name__` label (results of `rate(…)`, sums).
+    /// Name for series of saved answers without a `__name__` label (results of `rate(…)`).
     #[serde(default)]
     pub metric: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Auto,
+    Answer,
+    Legacy,
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -61,18 +84,51 @@ impl Role {
     }
 }
 
-/// The usual container metrics and the recording rules of kube-prometheus.
+/// The usual container metrics, kube-prometheus' recording rules, the default live queries'
+/// names and the original AppLearner dumps.
 fn default_roles() -> BTreeMap<String, Role> {
     [
         ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate", Role::Cpu),
         ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate", Role::Cpu),
-        ("container_cpu_usage_seconds_total", Role::Cpu),
+        ("container_cpu_usage_cores", Role::Cpu),
+        ("container_cpu", Role::Cpu),
         ("container_memory_working_set_bytes", Role::Memory),
-        ("container_memory_rss", Role::Memory),
+        ("container_mem", Role::Memory),
+        ("node_mem", Role::Memory),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no file matches `{0}`; check the path (it is relative to the working directory)")]
+    NoMatch(String),
+    #[error("{origin}: {error}")]
+    Io { origin: String, error: std::io::Error },
+    #[error("{origin}: line {line}, column {column}: {message}")]
+    Json { origin: String, line: usize, column: usize, message: String },
+    #[error(
+        "{origin}: is not a Prometheus API answer (it starts with `{start}`); save the JSON body of /api/v1/query_range"
+    )]
+    NotJson { origin: String, start: String },
+    #[error("{origin}: Prometheus answered `{error_type}`: {error}")]
+    Prometheus { origin: String, error_type: String, error: String },
+    #[error("{origin}: unsupported resultType `{result_type}`; save a query_range (matrix) or query (vector) answer")]
+    ResultType { origin: String, result_type: String },
+    #[error("{origin}: series {labels}: {message}")]
+    Sample { origin: String, labels: String, message: String },
+    #[error("{origin}:{line}: {message}")]
+    Text { origin: String, line: usize, message: String },
+    #[error(
+        "{origin}: a legacy dump is named after its metric; the file name must contain one of container_cpu, container_mem, node_mem"
+    )]
+    LegacyName { origin: String },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 impl StageParams for IngestParams {
@@ -80,11 +136,11 @@ impl StageParams for IngestParams {
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        if self.paths.is_empty() {
+        if self.paths.is_empty() && self.prometheus.is_none() {
             problems.push(ParamProblem::new(
-                &["paths"],
-                "no paths given",
-                "list files, folders or globs of saved answers",
+                &[],
+                "nothing to ingest",
+                "give `paths:` of saved answers or dumps, or `prometheus:`",
             ));
         }
         for p in &self.paths {
@@ -96,28 +152,65 @@ impl StageParams for IngestParams {
                 ));
             }
         }
-        if problems.is_empty() { Ok(Box::new(Ingest { params: self })) } else { Err(problems) }
+        let pull = self.prometheus.as_ref().and_then(|live| resolve_pull(live, &mut problems));
+        if problems.is_empty() { Ok(Box::new(Ingest { params: self, pull })) } else { Err(problems) }
     }
+}
+
+/// Checks a live source and fixes its times (relative times are taken against now, once).
+fn resolve_pull(live: &LiveParams, problems: &mut Vec<ParamProblem>) -> Option<Pull> {
+    let now = chrono::Utc::now();
+    let at = |field: &str| ["prometheus", field].map(str::to_string).to_vec();
+    let mut bad = |field: &str, message: String, help: &str| {
+        problems.push(ParamProblem { path: at(field), message, help: Some(help.to_string()) });
+    };
+    let time_help = "use RFC 3339 (2024-05-01T00:00:00Z), Unix seconds, `now` or `-7d`";
+    let duration_help = "use a number with s, m, h, d or w, such as 60s or 5m";
+    let start = live::parse_time(&live.start, now);
+    let end = live::parse_time(&live.end, now);
+    let step = live::parse_duration(&live.step);
+    let timeout = live::parse_duration(&live.timeout);
+    if start.is_none() {
+        bad("start", format!("`{}` is not a time", live.start), time_help);
+    }
+    if end.is_none() {
+        bad("end", format!("`{}` is not a time", live.end), time_help);
+    }
+    if step.is_none() {
+        bad("step", format!("`{}` is not a duration", live.step), duration_help);
+    }
+    if timeout.is_none() {
+        bad("timeout", format!("`{}` is not a duration", live.timeout), duration_help);
+    }
+    if !live.url.starts_with("http://") && !live.url.starts_with("https://") {
+        bad("url", format!("`{}` is not an http(s) URL", live.url), "write it as http://host:9090 or https://…");
+    }
+    if live.queries.is_empty() {
+        bad("queries", "no queries".into(), "leave `queries` out for the default container CPU and memory queries");
+    }
+    if live.bearer_token_env.is_some() && live.bearer_token_file.is_some() {
+        bad("bearer_token_file", "both a token variable and a token file are given".into(), "keep one of them");
+    }
+    let (start, end, step, timeout) = (start?, end?, step?, timeout?);
+    if start > end {
+        bad("start", "the range starts after it ends".into(), "make `start` earlier than `end`");
+        return None;
+    }
+    // Prometheus answers on the grid start + k·step; aligning the start to the step makes
+    // the grid independent of when the run happens.
+    let start = start.div_euclid(step) * step;
+    Some(Pull {
+        params: live.clone(),
+        start_ms: start,
+        end_ms: end,
+        step_ms: step,
+        timeout: Duration::from_millis(timeout as u64),
+    })
 }
 
 struct Ingest {
     params: IngestParams,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("no file matches `{0}`; check the path (it is relative to the working directory)")]
-    NoMatch(String),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: line {line}, column {column}: {message}")]
-    Json { path: String, line: usize, column: usize, message: String },
-    #[error("{path}: Prometheus answered `{error_type}`: {error}")]
-    Prometheus { path: String, error_type: String, error: String },
-    #[error("{path}: unsupported resultType `{0}`; save a query_range (matrix) or query (vector) answer", .result_type)]
-    ResultType { path: String, result_type: String },
-    #[error("{path}: series {labels}: {message}")]
-    Sample { path: String, labels: String, message: String },
+    pull: Option<Pull>,
 }
 
 impl Ingest {
@@ -138,9 +231,46 @@ impl Ingest {
         files.dedup();
         Ok(files)
     }
+
+    fn parse_file(&self, path: &Path) -> Result<(u64, Parsed), IngestError> {
+        let bytes = read_file(path)?;
+        let source = path.display().to_string();
+        let format = match self.params.format {
+            Format::Auto => sniff(&bytes),
+            f => f,
+        };
+        let parsed = match format {
+            Format::Answer | Format::Auto => answer::parse(&source, &bytes, self.params.metric.as_deref())?,
+            Format::Legacy => legacy::parse(&source, &bytes)?,
+            Format::Text => text::parse(&source, &bytes)?,
+        };
+        Ok((bytes.len() as u64, parsed))
+    }
 }
 
-/// Answer files below a folder, sorted.
+/// Tells formats apart by their first bytes: JSON arrays and objects starting with
+/// `"status"` or `"data"` are API answers, other objects legacy dumps, the rest text.
+fn sniff(bytes: &[u8]) -> Format {
+    let text = &bytes[..bytes.len().min(4096)];
+    let mut rest = text.iter().skip_while(|b| b.is_ascii_whitespace());
+    match rest.next() {
+        Some(b'[') => Format::Answer,
+        Some(b'{') => {
+            let after: Vec<u8> = rest.skip_while(|b| b.is_ascii_whitespace()).take(8).copied().collect();
+            if after.starts_with(b"\"status\"") || after.starts_with(b"\"data\"") || after.starts_with(b"}") {
+                Format::Answer
+            } else if after.starts_with(b"\"") {
+                Format::Legacy
+            } else {
+                Format::Text
+            }
+        }
+        Some(b'<') => Format::Answer, // an HTML error page: the answer parser names it
+        _ => Format::Text,
+    }
+}
+
+/// Input files below a folder, sorted.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -150,7 +280,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(".json") || p.to_string_lossy().ends_with(".json.gz") {
+            } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
                 out.push(p);
             }
         }
@@ -160,207 +290,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, IngestError> {
-    let io = |source| IngestError::Io { path: path.display().to_string(), source };
+    let io = |error| IngestError::Io { origin: path.display().to_string(), error };
     let raw = std::fs::read(path).map_err(io)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 6);
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(io)?;
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| IngestError::Io {
+            origin: path.display().to_string(),
+            error: std::io::Error::new(e.kind(), format!("the gzip stream is damaged or truncated ({e})")),
+        })?;
         Ok(out)
     } else {
         Ok(raw)
     }
 }
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    status: String,
-    #[serde(default)]
-    data: Option<Data>,
-    #[serde(default)]
-    error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    warnings: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Data {
-    result_type: String,
-    result: Vec<SeriesJson>,
-}
-
-#[derive(Deserialize)]
-struct SeriesJson {
-    metric: BTreeMap<String, String>,
-    #[serde(default)]
-    values: Vec<(f64, String)>,
-    #[serde(default)]
-    value: Option<(f64, String)>,
-}
-
-/// Prometheus writes values as strings: decimals, `NaN`, `+Inf`, `-Inf`.
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => text.parse().ok(),
-    }
-}
-
-#[derive(Debug, Default)]
-struct SeriesAcc {
-    labels: BTreeMap<String, String>,
-    points: Vec<(i64, f64)>,
-    out_of_order: u64,
-}
-
-#[derive(Debug, Default)]
-struct Collected {
-    series: BTreeMap<(String, u64), SeriesAcc>,
-    warnings: Vec<String>,
-}
-
-impl Collected {
-    fn add_answer(&mut self, path: &Path, bytes: &[u8], fallback_metric: Option<&str>) -> Result<(), IngestError> {
-        let shown = path.display().to_string();
-        let json_err = |e: serde_json::Error| IngestError::Json {
-            path: shown.clone(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
-        };
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        let result = if first == Some(&b'[') {
-            serde_json::from_slice::<Vec<SeriesJson>>(bytes).map_err(json_err)?
-        } else {
-            let envelope: Envelope = serde_json::from_slice(bytes).map_err(json_err)?;
-            if envelope.status != "success" {
-                return Err(IngestError::Prometheus {
-                    path: shown,
-                    error_type: envelope.error_type.unwrap_or_else(|| "unknown".into()),
-                    error: envelope.error.unwrap_or_default(),
-                });
-            }
-            self.warnings.extend(envelope.warnings.into_iter().map(|w| format!("{shown}: {w}")));
-            let data = envelope.data.ok_or_else(|| IngestError::Json {
-                path: shown.clone(),
-                line: 1,
-                column: 1,
-                message: "a successful answer without `data`".into(),
-            })?;
-            if data.result_type != "matrix" && data.result_type != "vector" {
-                return Err(IngestError::ResultType { path: shown, result_type: data.result_type });
-            }
-            data.result
-        };
-        for s in result {
-            let metric = match (s.metric.get("__name__"), fallback_metric) {
-                (Some(m), _) => m.clone(),
-                (None, Some(m)) => m.to_string(),
-                (None, None) => {
-                    return Err(IngestError::Sample {
-                        path: shown,
-                        labels: format!("{:?}", s.metric),
-                        message: "has no `__name__`".into(),
-                    }
-                    .with_help());
-                }
-            };
-            let id = series_id(&metric, &s.metric);
-            let acc = self.series.entry((metric, id)).or_default();
-            if acc.labels.is_empty() {
-                acc.labels = s.metric.clone();
-            }
-            for (t, v) in s.values.iter().chain(s.value.iter()) {
-                let value = parse_value(v).ok_or_else(|| IngestError::Sample {
-                    path: shown.clone(),
-                    labels: format!("{:?}", s.metric),
-                    message: format!("value `{v}` at {t} is not a number"),
-                })?;
-                let ts = (t * 1000.0).round() as i64;
-                if acc.points.last().is_some_and(|(last, _)| *last > ts) {
-                    acc.out_of_order += 1;
-                }
-                acc.points.push((ts, value));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl IngestError {
-    fn with_help(self) -> Self {
-        match self {
-            IngestError::Sample { path, labels, message } => {
-                IngestError::Sample { path, labels, message: format!("{message}; set `metric:` to name such series") }
-            }
-            other => other,
-        }
-    }
-}
-
-/// A stable id: the hash of the metric name and the sorted label set.
-fn series_id(metric: &str, labels: &BTreeMap<String, String>) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(metric.as_bytes());
-    for (k, v) in labels.iter().filter(|(k, _)| *k != "__name__") {
-        h.update(b"\0");
-        h.update(k.as_bytes());
-        h.update(b"=");
-        h.update(v.as_bytes());
-    }
-    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
-}
-
-fn dict() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
-pub fn samples_schema() -> SchemaRef {
-    let mut fields = vec![
-        Field::new("metric", dict(), false),
-        Field::new("role", dict(), false),
-        Field::new("series_id", DataType::UInt64, false),
-    ];
-    fields.extend(LABEL_COLUMNS.iter().map(|c| Field::new(*c, dict(), true)));
-    fields.extend([
-        Field::new("labels", dict(), false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("value", DataType::Float64, false),
-    ]);
-    Arc::new(Schema::new(fields))
-}
-
-pub fn series_schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let mut fields = vec![
-        Field::new("series_id", DataType::UInt64, false),
-        Field::new("metric", dict(), false),
-        Field::new("role", dict(), false),
-    ];
-    fields.extend(LABEL_COLUMNS.iter().map(|c| Field::new(*c, dict(), true)));
-    fields.extend([
-        Field::new("labels", DataType::Utf8, false),
-        Field::new("first_timestamp", ts.clone(), false),
-        Field::new("last_timestamp", ts, false),
-        Field::new("points", DataType::UInt64, false),
-    ]);
-    Arc::new(Schema::new(fields))
-}
-
-/// Labels other than `__name__` and the ones with columns, as a JSON object.
-fn extra_labels(labels: &BTreeMap<String, String>) -> String {
-    let extra: BTreeMap<&String, &String> =
-        labels.iter().filter(|(k, _)| *k != "__name__" && !LABEL_COLUMNS.contains(&k.as_str())).collect();
-    serde_json::to_string(&extra).expect("labels serialize")
-}
-
-/// Rows per record batch of the samples table.
-const BATCH_ROWS: usize = 64 * 1024;
 
 impl Stage for Ingest {
     fn writes(&self) -> Vec<Output> {
@@ -371,225 +313,84 @@ impl Stage for Ingest {
         for file in self.files()? {
             hasher.update(file.to_string_lossy().as_bytes());
             let mut f = std::fs::File::open(&file)
-                .map_err(|source| IngestError::Io { path: file.display().to_string(), source })?;
+                .map_err(|error| IngestError::Io { origin: file.display().to_string(), error })?;
             hasher
                 .update_reader(&mut f)
-                .map_err(|source| IngestError::Io { path: file.display().to_string(), source })?;
+                .map_err(|error| IngestError::Io { origin: file.display().to_string(), error })?;
+        }
+        if let Some(pull) = &self.pull {
+            hasher.update(
+                format!("{}\0{}\0{}\0{}", pull.params.url, pull.start_ms, pull.end_ms, pull.step_ms).as_bytes(),
+            );
         }
         Ok(())
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let files = self.files()?;
-        let bar = ctx.progress(files.len() as u64, "answers");
-        let mut collected = Collected::default();
+        let mut collector = Collector::default();
+        let mut warnings = Vec::new();
         let mut bytes_read = 0u64;
-        for file in &files {
+
+        let bar = ctx.progress(files.len() as u64, "files");
+        // A few files per thread in flight at a time, added in path order (deterministic).
+        for chunk in files.chunks(rayon::current_num_threads() * 2) {
             ctx.check_cancelled()?;
-            let bytes = read_file(file)?;
-            bytes_read += bytes.len() as u64;
-            collected.add_answer(file, &bytes, self.params.metric.as_deref())?;
-            bar.inc(1);
+            let parsed: Vec<(u64, Parsed)> = chunk.par_iter().map(|f| self.parse_file(f)).collect::<Result<_, _>>()?;
+            for (bytes, p) in parsed {
+                bytes_read += bytes;
+                warnings.extend(p.warnings);
+                p.series.into_iter().for_each(|s| collector.add(s));
+                bar.inc(1);
+            }
         }
         bar.finish_and_clear();
-        for w in &collected.warnings {
+
+        let mut requests = 0;
+        if let Some(pull) = &self.pull {
+            requests = pull.requests().len();
+            let bar = ctx.progress(requests as u64, "queries");
+            let answers = ctx.store().block_on(pull.fetch_all(&|| ctx.is_cancelled(), &|| bar.inc(1)))?;
+            bar.finish_and_clear();
+            for p in answers {
+                warnings.extend(p.warnings);
+                p.series.into_iter().for_each(|s| collector.add(s));
+            }
+        }
+        for w in &warnings {
             tracing::warn!("{w}");
         }
 
-        let (mut duplicates, mut out_of_order, mut points) = (0u64, 0u64, 0u64);
+        let roles = |metric: &str| self.params.roles.get(metric).copied().unwrap_or(Role::Other).name();
         let mut writer = ctx.table_writer("samples", samples_schema())?;
-        let mut series_rows = Vec::new();
-        let mut batch = SampleBatch::default();
-        for ((metric, id), mut acc) in collected.series {
-            out_of_order += acc.out_of_order;
-            // Stable sort, then keep the first sample of each timestamp (file order decides).
-            acc.points.sort_by_key(|(t, _)| *t);
-            let before = acc.points.len();
-            acc.points.dedup_by_key(|(t, _)| *t);
-            duplicates += (before - acc.points.len()) as u64;
-            if acc.points.is_empty() {
-                continue;
-            }
-            points += acc.points.len() as u64;
-            let role = self.params.roles.get(&metric).copied().unwrap_or(Role::Other);
-            let extra = extra_labels(&acc.labels);
-            series_rows.push((
-                id,
-                metric.clone(),
-                role,
-                acc.labels.clone(),
-                acc.points[0].0,
-                acc.points[acc.points.len() - 1].0,
-                acc.points.len() as u64,
-            ));
-            for (t, v) in acc.points {
-                batch.push(&metric, role, id, &acc.labels, &extra, t, v);
-                if batch.len() == BATCH_ROWS {
-                    writer.write(&std::mem::take(&mut batch).finish())?;
-                }
-            }
-        }
-        if batch.len() > 0 {
-            writer.write(&batch.finish())?;
-        }
+        let (series, counts) = collector.finish(&roles, &mut writer)?;
         writer.finish()?;
-        let series_count = series_rows.len();
-        ctx.write_table("series", series_schema(), &[series_batch(series_rows)])?;
+        ctx.write_table("series", series.schema(), &[series])?;
 
         let mut summary = Summary::new();
         summary.insert("files".into(), files.len().into());
         summary.insert("bytes_read".into(), bytes_read.into());
-        summary.insert("series".into(), series_count.into());
-        summary.insert("points".into(), points.into());
-        summary.insert("duplicate_timestamps_dropped".into(), duplicates.into());
-        summary.insert("out_of_order_samples_sorted".into(), out_of_order.into());
-        summary.insert("warnings".into(), collected.warnings.into());
+        summary.insert("requests".into(), requests.into());
+        summary.insert("series".into(), counts.series.into());
+        summary.insert("points".into(), counts.points.into());
+        summary.insert("duplicate_timestamps_dropped".into(), counts.duplicates.into());
+        summary.insert("out_of_order_samples_sorted".into(), counts.out_of_order.into());
+        summary.insert("warnings".into(), warnings.into());
         Ok(summary)
     }
-}
-
-#[derive(Default)]
-struct SampleBatch {
-    metric: StringDictionaryBuilder<Int32Type>,
-    role: StringDictionaryBuilder<Int32Type>,
-    series_id: Vec<u64>,
-    labels: Vec<StringDictionaryBuilder<Int32Type>>,
-    extra: StringDictionaryBuilder<Int32Type>,
-    timestamp: Vec<i64>,
-    value: Vec<f64>,
-}
-
-impl SampleBatch {
-    fn len(&self) -> usize {
-        self.value.len()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        metric: &str,
-        role: Role,
-        id: u64,
-        labels: &BTreeMap<String, String>,
-        extra: &str,
-        t: i64,
-        v: f64,
-    ) {
-        if self.labels.is_empty() {
-            self.labels = LABEL_COLUMNS.iter().map(|_| StringDictionaryBuilder::new()).collect();
-        }
-        self.metric.append_value(metric);
-        self.role.append_value(role.name());
-        self.series_id.push(id);
-        for (builder, name) in self.labels.iter_mut().zip(LABEL_COLUMNS) {
-            builder.append_option(labels.get(name));
-        }
-        self.extra.append_value(extra);
-        self.timestamp.push(t);
-        self.value.push(v);
-    }
-
-    fn finish(mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.metric.finish()),
-            Arc::new(self.role.finish()),
-            Arc::new(UInt64Array::from(self.series_id)),
-        ];
-        columns.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.push(Arc::new(self.extra.finish()));
-        columns.push(Arc::new(TimestampMillisecondArray::from(self.timestamp).with_timezone("UTC")));
-        columns.push(Arc::new(Float64Array::from(self.value)));
-        RecordBatch::try_new(samples_schema(), columns).expect("columns match the schema")
-    }
-}
-
-type SeriesRow = (u64, String, Role, BTreeMap<String, String>, i64, i64, u64);
-
-fn series_batch(rows: Vec<SeriesRow>) -> RecordBatch {
-    let mut metric = StringDictionaryBuilder::<Int32Type>::new();
-    let mut role = StringDictionaryBuilder::<Int32Type>::new();
-    let mut labels: Vec<StringDictionaryBuilder<Int32Type>> =
-        LABEL_COLUMNS.iter().map(|_| StringDictionaryBuilder::new()).collect();
-    let mut all = Vec::new();
-    for (_, m, r, l, ..) in &rows {
-        metric.append_value(m);
-        role.append_value(r.name());
-        for (b, name) in labels.iter_mut().zip(LABEL_COLUMNS) {
-            b.append_option(l.get(name));
-        }
-        let without_name: BTreeMap<&String, &String> = l.iter().filter(|(k, _)| *k != "__name__").collect();
-        all.push(serde_json::to_string(&without_name).expect("labels serialize"));
-    }
-    let ts = |f: fn(&SeriesRow) -> i64| {
-        Arc::new(TimestampMillisecondArray::from(rows.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC"))
-            as ArrayRef
-    };
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-        Arc::new(metric.finish()),
-        Arc::new(role.finish()),
-    ];
-    columns.extend(labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    columns.push(Arc::new(applearner_pipeline::arrow::array::StringArray::from(all)));
-    columns.push(ts(|r| r.4));
-    columns.push(ts(|r| r.5));
-    columns.push(Arc::new(UInt64Array::from(rows.iter().map(|r| r.6).collect::<Vec<_>>())));
-    RecordBatch::try_new(series_schema(), columns).expect("columns match the schema")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn collect(text: &str) -> Result<Collected, IngestError> {
-        let mut c = Collected::default();
-        c.add_answer(Path::new("answer.json"), text.as_bytes(), None)?;
-        Ok(c)
-    }
-
     #[test]
-    fn reads_enveloped_matrix_with_special_values() {
-        let c = collect(
-            r#"{"status":"success","data":{"resultType":"matrix","result":[
-            {"metric":{"__name__":"m","pod":"p"},"values":[[2,"NaN"],[1,"+Inf"],[3,"-Inf"],[4,"1.5"]]}]},
-            "warnings":["slow"]}"#,
-        )
-        .unwrap();
-        let acc = c.series.values().next().unwrap();
-        assert_eq!(acc.points.len(), 4);
-        assert!(acc.points[0].1.is_nan());
-        assert_eq!(acc.points[1], (1000, f64::INFINITY));
-        assert_eq!(acc.points[2], (3000, f64::NEG_INFINITY));
-        assert_eq!(acc.out_of_order, 1);
-        assert_eq!(c.warnings, vec!["answer.json: slow"]);
-    }
-
-    #[test]
-    fn reads_bare_vectors() {
-        let c = collect(r#"[{"metric":{"__name__":"m"},"value":[1661256000.5,"2"]}]"#).unwrap();
-        assert_eq!(c.series.values().next().unwrap().points, vec![(1661256000500, 2.0)]);
-    }
-
-    #[test]
-    fn prometheus_errors_are_reported_with_their_type() {
-        let err = collect(r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "answer.json: Prometheus answered `bad_data`: parse error at char 3");
-    }
-
-    #[test]
-    fn broken_json_names_line_and_column() {
-        let err = collect("{\"status\":\"success\",\n\"data\": {\"resultType\": 3}}").unwrap_err();
-        let text = err.to_string();
-        assert!(text.starts_with("answer.json: line 2, column"), "{text}");
-    }
-
-    #[test]
-    fn series_ids_ignore_label_order_but_not_values() {
-        let a = BTreeMap::from([("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]);
-        let mut b = a.clone();
-        assert_eq!(series_id("m", &a), series_id("m", &b));
-        b.insert("b".into(), "3".into());
-        assert_ne!(series_id("m", &a), series_id("m", &b));
-        assert_ne!(series_id("m", &a), series_id("n", &a));
+    fn formats_are_told_apart_by_content() {
+        assert_eq!(sniff(b"  {\"status\":\"success\"}"), Format::Answer);
+        assert_eq!(sniff(b"[{\"metric\":{}}]"), Format::Answer);
+        assert_eq!(sniff(b"{\"web, shop, n1, web-1\": []}"), Format::Legacy);
+        assert_eq!(sniff(b"{__name__=\"m\"} 1 2"), Format::Text);
+        assert_eq!(sniff(b"# HELP m\nm 1 2"), Format::Text);
+        assert_eq!(sniff(b"<html>"), Format::Answer);
     }
 }
