@@ -333,11 +333,9 @@ fn describe_properties(schema: &serde_json::Value, defs: Option<&serde_json::Val
             None => String::new(),
         };
         out.push_str(&format!("{indent}{name}: {}{default}\n", type_name(target, defs)));
-        for d in [prop.get("description"), target.get("description")].into_iter().flatten().filter_map(|d| d.as_str()) {
-            for line in d.lines() {
-                out.push_str(&format!("{indent}    {line}\n"));
-            }
-            break;
+        let description = prop.get("description").or_else(|| target.get("description")).and_then(|d| d.as_str());
+        for line in description.unwrap_or_default().lines() {
+            out.push_str(&format!("{indent}    {line}\n"));
         }
         describe_properties(target, defs, &format!("{indent}    "), out);
     }

@@ -49,7 +49,8 @@ pub fn samples(store: &Store, report: &RunReport) -> Vec<Sample> {
     let path = &report.record("ingest").unwrap().outputs["samples"].path;
     let mut out = Vec::new();
     for b in read_parquet(path, store.get(path).unwrap()).unwrap() {
-        let (metric, role, pod, labels) = (strings(&b, "metric"), strings(&b, "role"), strings(&b, "pod"), strings(&b, "labels"));
+        let (metric, role, pod, labels) =
+            (strings(&b, "metric"), strings(&b, "role"), strings(&b, "pod"), strings(&b, "labels"));
         let ts = b.column_by_name("timestamp").unwrap().as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
         let values = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
         for i in 0..b.num_rows() {
@@ -204,12 +205,30 @@ fn refused(files: &[(&str, &[u8])], expected: &[&str]) {
 fn bad_input_is_refused_with_the_file_and_the_reason() {
     let real = std::fs::read(data("query_range/cpu_cores/20220823T120000Z_20220824T000000Z.json.gz")).unwrap();
     refused(&[("cpu.json.gz", &real[..real.len() / 2])], &["cpu.json.gz", "gzip stream is damaged or truncated"]);
-    refused(&[("page.json", b"<html><body>502 Bad Gateway</body></html>")], &["page.json", "not a Prometheus API answer", "502 Bad Gateway"]);
-    refused(&[("a.json", b"{\"status\":\"success\",\n\"data\":{\"resultType\":\"matrix\",\"result\":[{]}}")], &["a.json: line 2, column"]);
-    refused(&[("e.json", br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#)], &["e.json: Prometheus answered `timeout`: query timed out"]);
-    refused(&[("s.json", br#"{"status":"success","data":{"resultType":"string","result":[]}}"#)], &["s.json: unsupported resultType `string`"]);
+    refused(
+        &[("page.json", b"<html><body>502 Bad Gateway</body></html>")],
+        &["page.json", "not a Prometheus API answer", "502 Bad Gateway"],
+    );
+    refused(
+        &[("a.json", b"{\"status\":\"success\",\n\"data\":{\"resultType\":\"matrix\",\"result\":[{]}}")],
+        &["a.json: line 2, column"],
+    );
+    refused(
+        &[("e.json", br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#)],
+        &["e.json: Prometheus answered `timeout`: query timed out"],
+    );
+    refused(
+        &[("s.json", br#"{"status":"success","data":{"resultType":"string","result":[]}}"#)],
+        &["s.json: unsupported resultType `string`"],
+    );
     refused(&[("d.txt", b"m{pod=\"a\"} 1\n")], &["d.txt:1: a sample has no timestamp"]);
-    refused(&[("container_cpu.json", br#"{"web, shop, n1, web-1": [{"start": "2022-13-01 00:00:00", "stop": "x", "data": [1]}]}"#)], &["container_cpu.json", "time `2022-13-01 00:00:00`"]);
+    refused(
+        &[(
+            "container_cpu.json",
+            br#"{"web, shop, n1, web-1": [{"start": "2022-13-01 00:00:00", "stop": "x", "data": [1]}]}"#,
+        )],
+        &["container_cpu.json", "time `2022-13-01 00:00:00`"],
+    );
 }
 
 #[test]

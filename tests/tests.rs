@@ -3,4 +3,5 @@
 mod cli;
 mod engine;
 mod ingest;
+mod prometheus;
 mod support;
