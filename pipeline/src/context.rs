@@ -17,7 +17,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{BoxError, Output, OutputKind};
-use crate::store::{Store, digest};
+use crate::store::{ObjectWriter, Store, digest};
 
 /// An artifact committed to the store, as recorded in stage records and manifests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,10 +128,13 @@ impl StageContext<'_> {
     }
 
     /// A writer for the declared table `name`: write batches, then `finish` commits it.
+    /// It streams to the store, so a table need not fit in memory.
     pub fn table_writer(&self, name: &str, schema: SchemaRef) -> Result<TableWriter<'_>, BoxError> {
-        self.declared(name, OutputKind::Table)?;
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties()))?;
-        Ok(TableWriter { ctx: self, name: name.to_string(), writer, rows: 0 })
+        let output = self.declared(name, OutputKind::Table)?;
+        self.check_unwritten(name)?;
+        let path = format!("{}/{}", self.dir, output.file_name());
+        let writer = ArrowWriter::try_new(self.store.writer(&path), schema, Some(writer_properties()))?;
+        Ok(TableWriter { ctx: self, name: name.to_string(), path, writer, rows: 0 })
     }
 
     /// Writes a declared table from batches in one go.
@@ -145,8 +148,21 @@ impl StageContext<'_> {
 
     /// Writes a declared artifact (JSON, HTML, weights…).
     pub fn write_artifact(&self, name: &str, bytes: impl Into<Bytes>) -> Result<(), BoxError> {
-        self.declared(name, OutputKind::Artifact)?;
-        self.commit(name, OutputKind::Artifact, bytes.into(), None)
+        let output = self.declared(name, OutputKind::Artifact)?;
+        self.check_unwritten(name)?;
+        let bytes: Bytes = bytes.into();
+        let path = format!("{}/{}", self.dir, output.file_name());
+        self.store.put(&path, bytes.clone())?;
+        self.record(
+            name,
+            StoredOutput {
+                path,
+                kind: OutputKind::Artifact,
+                digest: digest(&bytes),
+                bytes: bytes.len() as u64,
+                rows: None,
+            },
+        )
     }
 
     /// A progress bar for `len` units of work, drawn only on a terminal.
@@ -177,16 +193,23 @@ impl StageContext<'_> {
             .ok_or_else(|| ContextError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() })
     }
 
-    fn commit(&self, name: &str, kind: OutputKind, bytes: Bytes, rows: Option<u64>) -> Result<(), BoxError> {
-        let output = self.declared(name, kind)?;
+    fn check_unwritten(&self, name: &str) -> Result<(), ContextError> {
         if self.written.lock().unwrap().contains_key(name) {
-            return Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() }.into());
+            return Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() });
         }
-        let path = format!("{}/{}", self.dir, output.file_name());
-        let stored = StoredOutput { path: path.clone(), kind, digest: digest(&bytes), bytes: bytes.len() as u64, rows };
-        self.store.put(&path, bytes)?;
-        self.written.lock().unwrap().insert(name.to_string(), stored);
         Ok(())
+    }
+
+    fn record(&self, name: &str, stored: StoredOutput) -> Result<(), BoxError> {
+        match self.written.lock().unwrap().entry(name.to_string()) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() }.into())
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(stored);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -194,7 +217,8 @@ impl StageContext<'_> {
 pub struct TableWriter<'a> {
     ctx: &'a StageContext<'a>,
     name: String,
-    writer: ArrowWriter<Vec<u8>>,
+    path: String,
+    writer: ArrowWriter<ObjectWriter<'a>>,
     rows: u64,
 }
 
@@ -206,7 +230,8 @@ impl TableWriter<'_> {
     }
 
     pub fn finish(self) -> Result<(), BoxError> {
-        let bytes = self.writer.into_inner()?;
-        self.ctx.commit(&self.name, OutputKind::Table, Bytes::from(bytes), Some(self.rows))
+        let (digest, bytes) = self.writer.into_inner()?.finish()?;
+        let stored = StoredOutput { path: self.path, kind: OutputKind::Table, digest, bytes, rows: Some(self.rows) };
+        self.ctx.record(&self.name, stored)
     }
 }

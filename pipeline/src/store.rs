@@ -159,6 +159,21 @@ impl Store {
         }
     }
 
+    /// A streaming writer for `path`: the object appears, whole, only when `finish` returns
+    /// (a multipart upload completed, or a staged local file renamed); dropped unfinished, it
+    /// leaves nothing under `path`.
+    pub fn writer(&self, path: &str) -> ObjectWriter<'_> {
+        let upload = object_store::buffered::BufWriter::with_capacity(self.inner.clone(), self.full(path), UPLOAD_PART);
+        ObjectWriter {
+            store: self,
+            path: path.to_string(),
+            upload: Some(upload),
+            buffer: Vec::with_capacity(WRITE_BUFFER),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        }
+    }
+
     /// Copies an object (a hard link on a local disk, a server-side copy on object storage).
     pub fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
         self.block_on(self.inner.copy(&self.full(from), &self.full(to))).map_err(|e| self.io(from, e))
@@ -193,6 +208,70 @@ impl Store {
     }
 }
 
+/// Size of the parts of a multipart upload (object stores want at least 5 MiB).
+const UPLOAD_PART: usize = 10 * 1024 * 1024;
+/// Bytes gathered before they are handed to the upload, to keep runtime hops rare.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// See [`Store::writer`]. Hashes what it writes, for the digest.
+pub struct ObjectWriter<'a> {
+    store: &'a Store,
+    path: String,
+    upload: Option<object_store::buffered::BufWriter>,
+    buffer: Vec<u8>,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl ObjectWriter<'_> {
+    fn send(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER)));
+        let upload = self.upload.as_mut().expect("the upload is open until finish");
+        self.store.block_on(upload.put(chunk)).map_err(|e| self.store.io(&self.path, e))
+    }
+
+    /// Completes the object; returns its digest and size.
+    pub fn finish(mut self) -> Result<(String, u64), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        self.send()?;
+        let mut upload = self.upload.take().expect("the upload is open until finish");
+        self.store.block_on(upload.shutdown()).map_err(|e| StoreError::Io {
+            store: self.store.url.clone(),
+            path: self.path.clone(),
+            source: object_store::Error::Generic { store: "upload", source: Box::new(e) },
+        })?;
+        Ok((self.hasher.finalize().to_hex().to_string(), self.bytes))
+    }
+}
+
+impl std::io::Write for ObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(buf);
+        self.bytes += buf.len() as u64;
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= WRITE_BUFFER {
+            self.send().map_err(std::io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ObjectWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            // Unfinished: discard the parts uploaded so far.
+            let _ = self.store.block_on(upload.abort());
+        }
+    }
+}
+
 /// The digest recorded for every artifact: blake3 of its bytes, hex.
 pub fn digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
@@ -216,6 +295,31 @@ mod tests {
         store.delete("c/y.json").unwrap();
         store.delete("c/y.json").unwrap();
         assert!(!store.exists("c/y.json").unwrap());
+    }
+
+    #[test]
+    fn streamed_objects_appear_whole_or_not_at_all() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        // Larger than one upload part, so it goes through a multipart upload.
+        let data: Vec<u8> = (0..UPLOAD_PART * 2 + 123).map(|i| (i % 251) as u8).collect();
+        let mut w = store.writer("big.bin");
+        for chunk in data.chunks(777_777) {
+            w.write_all(chunk).unwrap();
+            assert!(!store.exists("big.bin").unwrap(), "visible before it is complete");
+        }
+        let (hash, bytes) = w.finish().unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        assert_eq!(hash, digest(&data));
+        assert_eq!(store.get("big.bin").unwrap().as_ref(), &data[..]);
+
+        let mut w = store.writer("dropped.bin");
+        w.write_all(&data).unwrap();
+        drop(w);
+        assert!(!store.exists("dropped.bin").unwrap());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, ["big.bin"], "an aborted upload leaves no staging file");
     }
 
     #[test]
