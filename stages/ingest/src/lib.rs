@@ -54,6 +54,14 @@ pub struct IngestParams {
     /// Name for series of saved answers without a `__name__` label (results of `rate(…)`).
     #[serde(default)]
     pub metric: Option<String>,
+    /// Samples held in memory before they are sorted and spilled to a temporary file
+    /// (16 bytes each): bounds memory whatever the size of the input.
+    #[serde(default = "default_max_points_in_memory")]
+    pub max_points_in_memory: usize,
+}
+
+fn default_max_points_in_memory() -> usize {
+    8 << 20
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -328,7 +336,7 @@ impl Stage for Ingest {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let files = self.files()?;
-        let mut collector = Collector::default();
+        let mut collector = Collector::with_budget(self.params.max_points_in_memory);
         let mut warnings = Vec::new();
         let mut bytes_read = 0u64;
 
@@ -340,7 +348,7 @@ impl Stage for Ingest {
             for (bytes, p) in parsed {
                 bytes_read += bytes;
                 warnings.extend(p.warnings);
-                p.series.into_iter().for_each(|s| collector.add(s));
+                p.series.into_iter().try_for_each(|s| collector.add(s))?;
                 bar.inc(1);
             }
         }
@@ -354,7 +362,7 @@ impl Stage for Ingest {
             bar.finish_and_clear();
             for p in answers {
                 warnings.extend(p.warnings);
-                p.series.into_iter().for_each(|s| collector.add(s));
+                p.series.into_iter().try_for_each(|s| collector.add(s))?;
             }
         }
         for w in &warnings {

@@ -48,13 +48,6 @@ pub fn series_id(metric: &str, labels: &BTreeMap<String, String>) -> u64 {
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-#[derive(Debug, Default)]
-struct Acc {
-    labels: BTreeMap<String, String>,
-    points: Vec<(i64, f64)>,
-    out_of_order: u64,
-}
-
 /// Counts reported in the stage summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -64,61 +57,206 @@ pub struct Counts {
     pub out_of_order: u64,
 }
 
+type Key = (String, u64);
+
 /// Series from every input, keyed by (metric, series id) so the output comes out sorted.
-#[derive(Debug, Default)]
+///
+/// Memory is bounded: once `budget` points are held, they are sorted and spilled to a
+/// temporary run file, and the runs are merged series by series at the end (an external
+/// merge sort), so a dump far larger than memory still ingests.
 pub struct Collector {
-    series: BTreeMap<(String, u64), Acc>,
+    budget: usize,
+    held: usize,
+    memory: BTreeMap<Key, Vec<(i64, f64)>>,
+    labels: BTreeMap<Key, (BTreeMap<String, String>, i64)>,
+    runs: Vec<std::path::PathBuf>,
+    spill_dir: Option<tempfile::TempDir>,
+    counts: Counts,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector::with_budget(8 << 20)
+    }
 }
 
 impl Collector {
-    pub fn add(&mut self, raw: RawSeries) {
-        let id = series_id(&raw.metric, &raw.labels);
-        let acc = self.series.entry((raw.metric, id)).or_default();
-        if acc.labels.is_empty() {
-            acc.labels = raw.labels;
-        }
-        for point in raw.points {
-            if acc.points.last().is_some_and(|(last, _)| *last > point.0) {
-                acc.out_of_order += 1;
-            }
-            acc.points.push(point);
+    /// A collector holding at most `budget` points in memory.
+    pub fn with_budget(budget: usize) -> Self {
+        Collector {
+            budget: budget.max(1),
+            held: 0,
+            memory: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            runs: Vec::new(),
+            spill_dir: None,
+            counts: Counts::default(),
         }
     }
 
+    pub fn add(&mut self, raw: RawSeries) -> std::io::Result<()> {
+        let id = series_id(&raw.metric, &raw.labels);
+        let key = (raw.metric, id);
+        let (_, last) = self.labels.entry(key.clone()).or_insert_with(|| (raw.labels, i64::MIN));
+        for (t, _) in &raw.points {
+            if *t < *last {
+                self.counts.out_of_order += 1;
+            }
+            *last = *t;
+        }
+        self.held += raw.points.len();
+        self.memory.entry(key).or_default().extend(raw.points);
+        if self.held >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Sorts what is held and writes it as one run: per series, the key then its points.
+    fn spill(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = match &self.spill_dir {
+            Some(d) => d,
+            None => self.spill_dir.insert(tempfile::Builder::new().prefix("applearner-ingest").tempdir()?),
+        };
+        let path = dir.path().join(format!("run-{}", self.runs.len()));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for ((metric, id), mut points) in std::mem::take(&mut self.memory) {
+            self.counts.duplicates += sort_dedup(&mut points);
+            out.write_all(&(metric.len() as u64).to_le_bytes())?;
+            out.write_all(metric.as_bytes())?;
+            out.write_all(&id.to_le_bytes())?;
+            out.write_all(&(points.len() as u64).to_le_bytes())?;
+            for (t, v) in points {
+                out.write_all(&t.to_le_bytes())?;
+                out.write_all(&v.to_le_bytes())?;
+            }
+        }
+        out.flush()?;
+        self.runs.push(path);
+        self.held = 0;
+        Ok(())
+    }
+
     /// Writes the samples through `samples` and returns the series table and the counts.
-    /// Within a series, points are sorted by timestamp (stably) and of equal timestamps the
-    /// first one read is kept: inputs are read in sorted path order, so this is deterministic.
     pub fn finish(
         self,
         roles: &dyn Fn(&str) -> &'static str,
         samples: &mut TableWriter<'_>,
     ) -> Result<(RecordBatch, Counts), BoxError> {
-        let mut counts = Counts::default();
         let mut series = SeriesBuilder::default();
         let mut batch = SampleBuilder::default();
-        for ((metric, id), mut acc) in self.series {
-            counts.out_of_order += acc.out_of_order;
-            acc.points.sort_by_key(|(t, _)| *t);
-            let before = acc.points.len();
-            acc.points.dedup_by_key(|(t, _)| *t);
-            counts.duplicates += (before - acc.points.len()) as u64;
-            let (Some(first), Some(last)) = (acc.points.first(), acc.points.last()) else { continue };
-            counts.series += 1;
-            counts.points += acc.points.len() as u64;
+        let counts = self.drain(|(metric, id), labels, points| {
+            let (Some(first), Some(last)) = (points.first(), points.last()) else { return Ok(()) };
             let role = roles(&metric);
-            series.push(id, &metric, role, &acc.labels, first.0, last.0, acc.points.len() as u64);
-            let extra = extra_labels(&acc.labels);
-            for (t, v) in acc.points {
-                batch.push(&metric, role, id, &acc.labels, &extra, t, v);
+            series.push(id, &metric, role, labels, first.0, last.0, points.len() as u64);
+            let extra = extra_labels(labels);
+            for (t, v) in points {
+                batch.push(&metric, role, id, labels, &extra, t, v);
                 if batch.len() == BATCH_ROWS {
                     samples.write(&std::mem::take(&mut batch).finish())?;
                 }
             }
-        }
+            Ok(())
+        })?;
         if batch.len() > 0 {
             samples.write(&batch.finish())?;
         }
         Ok((series.finish(), counts))
+    }
+
+    /// Hands every series to `emit` in (metric, id) order with its points sorted by timestamp
+    /// (stably) and of equal timestamps the first one read kept: inputs are read in sorted
+    /// path order, so this is deterministic.
+    fn drain(
+        mut self,
+        mut emit: impl FnMut(Key, &BTreeMap<String, String>, Vec<(i64, f64)>) -> Result<(), BoxError>,
+    ) -> Result<Counts, BoxError> {
+        if !self.runs.is_empty() && self.held > 0 {
+            self.spill()?;
+        }
+        let mut counts = self.counts;
+        let mut take = |key: Key, mut points: Vec<(i64, f64)>| {
+            counts.duplicates += sort_dedup(&mut points);
+            if !points.is_empty() {
+                counts.series += 1;
+                counts.points += points.len() as u64;
+            }
+            let labels = &self.labels[&key].0;
+            emit(key, labels, points)
+        };
+        if self.runs.is_empty() {
+            for (key, points) in std::mem::take(&mut self.memory) {
+                take(key, points)?;
+            }
+        } else {
+            let mut readers = self.runs.iter().map(RunReader::open).collect::<std::io::Result<Vec<_>>>()?;
+            // Merge by series: take the smallest key among the runs and gather its points from
+            // every run holding it, in run order (the order they were read).
+            while let Some(key) = readers.iter().filter_map(|r| r.next_key.clone()).min() {
+                let mut points = Vec::new();
+                for r in readers.iter_mut().filter(|r| r.next_key.as_ref() == Some(&key)) {
+                    points.extend(r.take_points()?);
+                }
+                take(key, points)?;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Sorts by timestamp (stably) and keeps the first of equal timestamps; returns how many
+/// were dropped.
+fn sort_dedup(points: &mut Vec<(i64, f64)>) -> u64 {
+    points.sort_by_key(|(t, _)| *t);
+    let before = points.len();
+    points.dedup_by_key(|(t, _)| *t);
+    (before - points.len()) as u64
+}
+
+/// Reads a spilled run series by series.
+struct RunReader {
+    input: std::io::BufReader<std::fs::File>,
+    next_key: Option<Key>,
+}
+
+impl RunReader {
+    fn open(path: &std::path::PathBuf) -> std::io::Result<Self> {
+        let mut reader = RunReader { input: std::io::BufReader::new(std::fs::File::open(path)?), next_key: None };
+        reader.next_key = reader.read_key()?;
+        Ok(reader)
+    }
+
+    fn u64(&mut self) -> std::io::Result<u64> {
+        use std::io::Read;
+        let mut b = [0; 8];
+        self.input.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn read_key(&mut self) -> std::io::Result<Option<Key>> {
+        use std::io::Read;
+        let len = match self.u64() {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut metric = vec![0; len];
+        self.input.read_exact(&mut metric)?;
+        let metric = String::from_utf8(metric).map_err(std::io::Error::other)?;
+        Ok(Some((metric, self.u64()?)))
+    }
+
+    fn take_points(&mut self) -> std::io::Result<Vec<(i64, f64)>> {
+        let n = self.u64()? as usize;
+        let mut points = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = self.u64()? as i64;
+            let v = f64::from_bits(self.u64()?);
+            points.push((t, v));
+        }
+        self.next_key = self.read_key()?;
+        Ok(points)
     }
 }
 
@@ -292,6 +430,54 @@ impl SeriesBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(pod: &str, points: &[(i64, f64)]) -> RawSeries {
+        RawSeries {
+            metric: "m".into(),
+            labels: BTreeMap::from([("pod".to_string(), pod.to_string())]),
+            points: points.to_vec(),
+        }
+    }
+
+    /// Everything a collector holds, in output order, and the counts.
+    fn drain(c: Collector) -> (Vec<(u64, Vec<(i64, f64)>)>, Counts) {
+        let mut out = Vec::new();
+        let counts = c
+            .drain(|(_, id), _, points| {
+                out.push((id, points));
+                Ok(())
+            })
+            .unwrap();
+        (out, counts)
+    }
+
+    #[test]
+    fn spilling_gives_the_same_series_and_counts_as_memory() {
+        let inputs = [
+            raw("a", &[(3, 3.0), (1, 1.0)]),
+            raw("b", &[(5, 5.0)]),
+            raw("a", &[(3, 30.0), (2, 2.0), (4, 4.0)]),
+            raw("c", &[(1, 1.0), (1, 10.0)]),
+            raw("b", &[(4, 4.0), (6, 6.0)]),
+        ];
+        let collect = |budget| {
+            let mut c = Collector::with_budget(budget);
+            for i in inputs.clone() {
+                c.add(i).unwrap();
+            }
+            (c.runs.len(), drain(c))
+        };
+        let (runs_in_memory, in_memory) = collect(1000);
+        let (runs_spilled, spilled) = collect(2);
+        assert_eq!(runs_in_memory, 0);
+        assert!(runs_spilled >= 3, "{runs_spilled}");
+        assert_eq!(in_memory, spilled);
+        let (series, counts) = in_memory;
+        assert_eq!(counts, Counts { series: 3, points: 8, duplicates: 2, out_of_order: 3 });
+        let a = series.iter().find(|(id, _)| *id == series_id("m", &raw("a", &[]).labels)).unwrap();
+        // The first value read for t=3 wins.
+        assert_eq!(a.1, vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]);
+    }
 
     #[test]
     fn series_ids_depend_on_labels_and_metric_only() {
