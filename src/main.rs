@@ -222,12 +222,10 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("error: {e}");
                     ExitCode::from(EXIT_INVALID)
                 }
-                Err(RunError::Cancelled) => ExitCode::from(EXIT_INTERRUPTED),
+                Err(e) if e.is_cancellation() => ExitCode::from(EXIT_INTERRUPTED),
                 Err(e) => {
-                    eprintln!("error: {}", p.redactor.redact(&format!("{:#}", anyhow::Error::from(e))));
-                    if cancel.load(Ordering::Relaxed) && p.stages.len() == 1 {
-                        return Ok(ExitCode::from(EXIT_INTERRUPTED));
-                    }
+                    // The message already carries its cause.
+                    eprintln!("error: {}", p.redactor.redact(&e.to_string()));
                     ExitCode::from(EXIT_FAILED)
                 }
             });

@@ -71,7 +71,18 @@ fn openmetrics(chunk: &str) -> String {
 
 /// Backfills `chunk` into a fresh TSDB and serves it on a free loopback port.
 fn serve(chunk: &str) -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(chunk, tempfile::tempdir().unwrap(), None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(server.port, "/-/ready").is_none_or(|status| status != 200) {
+        assert!(Instant::now() < deadline, "prometheus did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+/// As `serve`, in `dir`, with an optional web config (TLS, basic auth); returns once the
+/// port accepts connections.
+fn serve_with(chunk: &str, dir: tempfile::TempDir, web_config: Option<&Path>) -> Prometheus {
     let om = dir.path().join("slice.om");
     std::fs::write(&om, openmetrics(chunk)).unwrap();
     let tsdb = dir.path().join("tsdb");
@@ -88,17 +99,17 @@ fn serve(chunk: &str) -> Prometheus {
         .arg("--storage.tsdb.retention.time=100y")
         // The data was scraped every minute; a longer lookback would repeat samples.
         .arg("--query.lookback-delta=1m")
+        .args(web_config.map(|w| format!("--web.config.file={}", w.display())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Prometheus { child, port, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/-/ready").is_none_or(|status| status != 200) {
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "prometheus did not start listening");
         std::thread::sleep(Duration::from_millis(100));
     }
-    server
+    Prometheus { child, port, _dir: dir }
 }
 
 fn http_get(port: u16, path: &str) -> Option<u16> {
@@ -204,4 +215,114 @@ fn a_server_that_stops_mid_pull_fails_the_stage_cleanly() {
     let committed: Vec<String> = store.list("").unwrap().into_iter().filter(|p| p.contains("/ingest/")).collect();
     assert!(committed.is_empty(), "{committed:?}");
     assert!(!Path::new(&format!("{}/_cache", store.url())).exists());
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn tls_with_a_private_ca_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private CA and a server certificate for 127.0.0.1, as a cluster's service CA would give.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=applearner-test-ca",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    // bcrypt of "correct horse" (cost 4): Prometheus stores only the hash.
+    let web = d.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\nbasic_auth_users:\n  applearner: '$2b$04$gpIHALj7bkz6eAAegDDMbOXUAJ8bTb.dR6JR5qSYi1NjaIB5y6sb2'\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let server = serve_with(CHUNK, dir, Some(&web));
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("tls.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: tls\nstore: {}\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with:\n      prometheus:\n        url: https://127.0.0.1:{}\n        ca_file: {}\n        basic_auth_user: applearner\n        basic_auth_password_env: APPLEARNER_TEST_PROM_PASSWORD\n        queries: {{{MEMORY}: {MEMORY}}}\n        start: '{START}'\n        end: '{END}'\n        step: 60s\n        retries: 1\n",
+            work.path().join("store").display(),
+            server.port,
+            server._dir.path().join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    let run = |password: &str, sets: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_applearner"))
+            // --force: the cache cannot know the password changed, the test wants the pull.
+            .args(["run", "--force"])
+            .arg(&config)
+            .args(sets.iter().flat_map(|s| ["--set", s]))
+            .env("APPLEARNER_TEST_PROM_PASSWORD", password)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(password), "the password was printed: {text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = run("correct horse", &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run("wrong horse", &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("HTTP 401"), "{text}");
+    let (code, text) = run("correct horse", &["ingest.prometheus.ca_file=null"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
 }

@@ -146,6 +146,19 @@ pub enum RunError {
     BadRecord { path: String, message: String },
 }
 
+impl RunError {
+    /// The run stopped because it was asked to (Ctrl-C), not because something failed.
+    pub fn is_cancellation(&self) -> bool {
+        match self {
+            RunError::Cancelled => true,
+            RunError::Stage { source, .. } => {
+                matches!(source.downcast_ref::<ContextError>(), Some(ContextError::Cancelled))
+            }
+            _ => false,
+        }
+    }
+}
+
 fn missing_inputs_message(run_id: &str, missing: &[(String, String)], config: &str) -> String {
     let mut text = format!("run `{run_id}` lacks inputs:");
     for (consumer, producer) in missing {
@@ -356,11 +369,7 @@ pub fn run(
         committed.extend(rec);
     }
     let status = match (&error, cancelled) {
-        (Some(RunError::Stage { source, .. }), _)
-            if matches!(source.downcast_ref::<ContextError>(), Some(ContextError::Cancelled)) =>
-        {
-            RunStatus::Cancelled
-        }
+        (Some(e), _) if e.is_cancellation() => RunStatus::Cancelled,
         (Some(_), _) => RunStatus::Failed,
         (None, true) => RunStatus::Cancelled,
         (None, false) => RunStatus::Succeeded,

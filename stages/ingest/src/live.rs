@@ -279,7 +279,7 @@ impl Pull {
                         (_, Err(e)) => format!("HTTP {status}, then reading the body failed: {e}"),
                     }
                 }
-                Err(e) => format!("{e}"),
+                Err(e) => error_chain(&e),
             };
             if attempt >= self.params.retries {
                 return Err(IngestError::Http {
@@ -293,6 +293,18 @@ impl Pull {
             attempt += 1;
         }
     }
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") says little,
+/// the cause (refused connection, unknown certificate issuer, timeout) says what to fix.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn iso(ms: i64) -> String {

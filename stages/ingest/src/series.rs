@@ -151,8 +151,12 @@ impl Collector {
             let role = roles(&metric);
             series.push(id, &metric, role, labels, first.0, last.0, points.len() as u64);
             let extra = extra_labels(labels);
-            for (t, v) in points {
-                batch.push(&metric, role, id, labels, &extra, t, v);
+            // Whole runs of a series at a time: one dictionary lookup per column, not per row.
+            let mut rest = &points[..];
+            while !rest.is_empty() {
+                let take = rest.len().min(BATCH_ROWS - batch.len());
+                batch.push(&metric, role, id, labels, &extra, &rest[..take]);
+                rest = &rest[take..];
                 if batch.len() == BATCH_ROWS {
                     samples.write(&std::mem::take(&mut batch).finish())?;
                 }
@@ -333,7 +337,7 @@ impl SampleBuilder {
         self.value.len()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Appends points of one series.
     fn push(
         &mut self,
         metric: &str,
@@ -341,21 +345,24 @@ impl SampleBuilder {
         id: u64,
         labels: &BTreeMap<String, String>,
         extra: &str,
-        t: i64,
-        v: f64,
+        points: &[(i64, f64)],
     ) {
         if self.labels.is_empty() {
             self.labels = label_builders();
         }
-        self.metric.append_value(metric);
-        self.role.append_value(role);
-        self.series_id.push(id);
+        let n = points.len();
+        self.metric.append_values(metric, n);
+        self.role.append_values(role, n);
+        self.series_id.extend(std::iter::repeat_n(id, n));
         for (builder, name) in self.labels.iter_mut().zip(LABEL_COLUMNS) {
-            builder.append_option(labels.get(name));
+            match labels.get(name) {
+                Some(value) => builder.append_values(value, n),
+                None => builder.append_nulls(n),
+            }
         }
-        self.extra.append_value(extra);
-        self.timestamp.push(t);
-        self.value.push(v);
+        self.extra.append_values(extra, n);
+        self.timestamp.extend(points.iter().map(|(t, _)| *t));
+        self.value.extend(points.iter().map(|(_, v)| *v));
     }
 
     fn finish(mut self) -> RecordBatch {
@@ -439,8 +446,10 @@ mod tests {
         }
     }
 
+    type Drained = (Vec<(u64, Vec<(i64, f64)>)>, Counts);
+
     /// Everything a collector holds, in output order, and the counts.
-    fn drain(c: Collector) -> (Vec<(u64, Vec<(i64, f64)>)>, Counts) {
+    fn drain(c: Collector) -> Drained {
         let mut out = Vec::new();
         let counts = c
             .drain(|(_, id), _, points| {
