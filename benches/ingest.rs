@@ -3,7 +3,8 @@
 //! Runs the `ingest.prometheus` stage on a dataset's `query_range` answers and prints one
 //! JSON line: JSON bytes and points per second, and the peak RSS of the ingest alone. With
 //! `--tile N` it first writes N copies of the answers with timestamps shifted past each other
-//! (the real series, tiled) and ingests those, to show growth with input size.
+//! (the real series, tiled) and ingests those, to show growth with input size. The ingest
+//! runs in a fresh process, so its peak RSS is its own and not the generator's.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ fn tile(files: &[PathBuf], copies: usize, out: &Path) -> u64 {
     bytes
 }
 
-/// Peak resident memory of this process so far, in bytes (Linux).
+/// Peak resident memory of this process, in bytes (Linux).
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -65,21 +66,33 @@ fn peak_rss() -> Option<u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
+    if let Some(input) = value("--measure") {
+        measure(Path::new(&input), &args[0], value("--tile").map_or(1, |t| t.parse().unwrap()));
+        return;
+    }
     let dataset = PathBuf::from(args.first().expect("usage: ingest DATASET [--tile N]"));
-    let copies: Option<usize> = args.iter().position(|a| a == "--tile").map(|i| args[i + 1].parse().unwrap());
     let work = tempfile::tempdir().unwrap();
-    let files = answers(&dataset);
-    let input = match copies {
+    let input = match value("--tile") {
         Some(n) => {
             let dir = work.path().join("tiled");
-            tile(&files, n, &dir);
+            tile(&answers(&dataset), n.parse().unwrap(), &dir);
             dir
         }
         None => dataset.join("query_range"),
     };
-    // Measure the ingest alone: forget the peak of the setup (Linux: clear_refs 5).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(&args)
+        .arg("--measure")
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
 
+/// Ingests `input` and prints the measurements.
+fn measure(input: &Path, dataset: &str, tile: usize) {
+    let work = tempfile::tempdir().unwrap();
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     let yaml = format!(
@@ -96,8 +109,8 @@ fn main() {
     let (bytes, points) = (summary["bytes_read"].as_f64().unwrap(), summary["points"].as_f64().unwrap());
     let result = serde_json::json!({
         "bench": "ingest",
-        "dataset": dataset.display().to_string(),
-        "tile": copies.unwrap_or(1),
+        "dataset": dataset,
+        "tile": tile,
         "files": summary["files"],
         "json_bytes": bytes,
         "points": points,
@@ -105,11 +118,7 @@ fn main() {
         "json_mb_per_s": (bytes / 1e6 / seconds * 100.0).round() / 100.0,
         "points_per_s": (points / seconds).round(),
         "peak_rss_mb": peak_rss().map(|b| (b as f64 / 1e6 * 10.0).round() / 10.0),
-        "threads": rayon_threads(),
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     println!("{result}");
-}
-
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

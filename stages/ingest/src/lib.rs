@@ -61,7 +61,7 @@ pub struct IngestParams {
 }
 
 fn default_max_points_in_memory() -> usize {
-    8 << 20
+    4 << 20
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -74,12 +74,6 @@ pub struct Collector {
     counts: Counts,
 }
 
-impl Default for Collector {
-    fn default() -> Self {
-        Collector::with_budget(8 << 20)
-    }
-}
-
 impl Collector {
     /// A collector holding at most `budget` points in memory.
     pub fn with_budget(budget: usize) -> Self {
