@@ -348,7 +348,8 @@ pub fn run(
             match result {
                 Ok(record) => records[j] = Some(record),
                 Err(e) => {
-                    tracing::error!(stage = pipeline.stages[j].name, "{}", pipeline.redactor.redact(&e.to_string()));
+                    // The error itself is returned (and printed once by the caller).
+                    tracing::error!(stage = pipeline.stages[j].name, "stage failed; stopping the run");
                     first_error.lock().unwrap().get_or_insert(e);
                     // Let running stages stop early; nothing new starts.
                     cancel.store(true, Ordering::Relaxed);
