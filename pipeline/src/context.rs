@@ -3,17 +3,19 @@
 //! the store.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{BoxError, Output, OutputKind};
@@ -133,8 +135,25 @@ impl StageContext<'_> {
         let output = self.declared(name, OutputKind::Table)?;
         self.check_unwritten(name)?;
         let path = format!("{}/{}", self.dir, output.file_name());
-        let writer = ArrowWriter::try_new(self.store.writer(&path), schema, Some(writer_properties()))?;
-        Ok(TableWriter { ctx: self, name: name.to_string(), path, writer, rows: 0 })
+        let mut props = writer_properties();
+        // Readers (pyarrow, DuckDB, us) restore dictionaries and time zones from it.
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
+        let file =
+            SerializedFileWriter::new(self.store.writer(&path), parquet_schema.root_schema_ptr(), Arc::new(props))?;
+        let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
+        Ok(TableWriter {
+            ctx: self,
+            name: name.to_string(),
+            path,
+            schema,
+            file,
+            factory,
+            encoders: Vec::new(),
+            group_rows: 0,
+            row_groups: 0,
+            rows: 0,
+        })
     }
 
     /// Writes a declared table from batches in one go.
@@ -218,19 +237,88 @@ pub struct TableWriter<'a> {
     ctx: &'a StageContext<'a>,
     name: String,
     path: String,
-    writer: ArrowWriter<ObjectWriter<'a>>,
+    schema: SchemaRef,
+    file: SerializedFileWriter<ObjectWriter<'a>>,
+    factory: ArrowRowGroupWriterFactory,
+    /// One thread per column of the open row group: columns are encoded and compressed in
+    /// parallel, and while the stage builds its next batch. Each column sees the same
+    /// sequence of arrays whatever the timing, so the same batches give the same bytes.
+    encoders: Vec<ColumnEncoder>,
+    group_rows: usize,
+    row_groups: usize,
     rows: u64,
 }
+
+struct ColumnEncoder {
+    input: std::sync::mpsc::SyncSender<ArrowLeafColumn>,
+    done: std::thread::JoinHandle<parquet::errors::Result<ArrowColumnChunk>>,
+}
+
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 impl TableWriter<'_> {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         self.rows += batch.num_rows() as u64;
-        self.writer.write(batch)?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.encoders.is_empty() {
+                self.encoders = self
+                    .factory
+                    .create_column_writers(self.row_groups)?
+                    .into_iter()
+                    .map(|mut writer| {
+                        let (input, columns) = std::sync::mpsc::sync_channel::<ArrowLeafColumn>(4);
+                        let done = std::thread::spawn(move || {
+                            for column in columns {
+                                writer.write(&column)?;
+                            }
+                            writer.close()
+                        });
+                        ColumnEncoder { input, done }
+                    })
+                    .collect();
+            }
+            let take = (ROW_GROUP_ROWS - self.group_rows).min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            let mut encoders = self.encoders.iter();
+            for (array, field) in part.columns().iter().zip(self.schema.fields()) {
+                for leaf in compute_leaves(field, array)? {
+                    let encoder = encoders.next().expect("one encoder per leaf column");
+                    // A closed channel means the encoder failed: its error comes from `join`.
+                    if encoder.input.send(leaf).is_err() {
+                        return self.close_row_group();
+                    }
+                }
+            }
+            self.group_rows += take;
+            offset += take;
+            if self.group_rows == ROW_GROUP_ROWS {
+                self.close_row_group()?;
+            }
+        }
         Ok(())
     }
 
-    pub fn finish(self) -> Result<(), BoxError> {
-        let (digest, bytes) = self.writer.into_inner()?.finish()?;
+    fn close_row_group(&mut self) -> Result<(), BoxError> {
+        if self.encoders.is_empty() {
+            return Ok(());
+        }
+        let mut row_group = self.file.next_row_group()?;
+        for encoder in std::mem::take(&mut self.encoders) {
+            drop(encoder.input);
+            let chunk = encoder.done.join().expect("column encoders do not panic")?;
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        self.group_rows = 0;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<(), BoxError> {
+        self.close_row_group()?;
+        let (digest, bytes) = self.file.into_inner()?.finish()?;
         let stored = StoredOutput { path: self.path, kind: OutputKind::Table, digest, bytes, rows: Some(self.rows) };
         self.ctx.record(&self.name, stored)
     }
@@ -241,7 +329,6 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
 
     fn context<'a>(store: &'a Store, progress: &'a MultiProgress, cancel: &'a AtomicBool) -> StageContext<'a> {
         StageContext {
@@ -264,7 +351,7 @@ mod tests {
         let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
         let ctx = context(&store, &progress, &cancel);
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let rows = 1024 * 1024 + 12_345; // more than one row group (ArrowWriter's default)
+        let rows = ROW_GROUP_ROWS + 12_345;
         let batch =
             RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows as i64))]).unwrap();
         ctx.write_table("a", schema.clone(), std::slice::from_ref(&batch)).unwrap();
