@@ -67,6 +67,12 @@ pub fn samples(store: &Store, report: &RunReport) -> Vec<Sample> {
     out
 }
 
+/// Ingests the saved query_range answers: (role, pod, timestamp) → value.
+fn answer_values(store: &Store) -> HashMap<(String, String, i64), f64> {
+    let answers = ingest(store, &format!("{{paths: ['{}']}}", data("query_range").display())).unwrap();
+    samples(store, &answers).into_iter().map(|r| ((r.role, r.pod, r.timestamp), r.value)).collect()
+}
+
 fn summary(report: &RunReport) -> &serde_json::Map<String, serde_json::Value> {
     &report.record("ingest").unwrap().summary
 }
@@ -101,15 +107,13 @@ fn query_range_answers_golden_counts_and_values() {
 #[test]
 fn legacy_dumps_hold_the_same_samples_as_the_answers() {
     let (_dir, store) = temp_store();
-    let answers = ingest(&store, &format!("{{paths: ['{}']}}", data("query_range").display())).unwrap();
+    let by_key = answer_values(&store);
     let legacy = ingest(&store, &format!("{{paths: ['{}']}}", data("legacy").display())).unwrap();
     let s = summary(&legacy);
     // data/README.md: 103 keys, 111 segments, 94,451 values per file.
     assert_eq!(s["series"], 206);
     assert_eq!(s["points"], 188_902);
     assert_eq!(s["warnings"], serde_json::json!([]));
-    let by_key: HashMap<(String, String, i64), f64> =
-        samples(&store, &answers).into_iter().map(|r| ((r.role, r.pod, r.timestamp), r.value)).collect();
     let legacy_rows = samples(&store, &legacy);
     assert_eq!(legacy_rows.len(), 188_902);
     for r in &legacy_rows {
@@ -122,13 +126,11 @@ fn legacy_dumps_hold_the_same_samples_as_the_answers() {
 #[test]
 fn the_promtool_dump_matches_the_answers_at_each_step() {
     let (_dir, store) = temp_store();
-    let answers = ingest(&store, &format!("{{paths: ['{}']}}", data("query_range").display())).unwrap();
+    let by_key = answer_values(&store);
     let dump = ingest(&store, &format!("{{paths: ['{}']}}", data("promtool-dump.txt.gz").display())).unwrap();
     let s = summary(&dump);
     assert_eq!(s["series"], 6);
     assert_eq!(s["points"], 7_180);
-    let by_key: HashMap<(String, String, i64), f64> =
-        samples(&store, &answers).into_iter().map(|r| ((r.role, r.pod, r.timestamp), r.value)).collect();
     let rows = samples(&store, &dump);
     assert_eq!(rows[0].timestamp % 1000, 0);
     assert!(rows.iter().any(|r| r.timestamp == 1_661_140_279_000 && r.value == 35_033_088.0));

@@ -35,7 +35,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const CACHE_DIR: &str = "_cache";
 
 /// Which stages a run executes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Selection {
     #[default]
     All,
@@ -104,7 +105,7 @@ pub struct Manifest {
     pub overrides: Vec<String>,
     pub seed: u64,
     pub store: String,
-    pub selection: String,
+    pub selection: Selection,
     pub started_at: String,
     pub finished_at: String,
     pub status: RunStatus,
@@ -384,7 +385,7 @@ pub fn run(
         overrides: pipeline.overrides.iter().map(|o| pipeline.redactor.redact(o)).collect(),
         seed: pipeline.seed,
         store: pipeline.redactor.redact(store.url()),
-        selection: format!("{:?}", options.selection),
+        selection: options.selection.clone(),
         started_at,
         finished_at: now(),
         status,
