@@ -113,6 +113,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 fn registry() -> Registry {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
+    applearner_prepare::register(&mut registry);
     registry
 }
 

@@ -181,6 +181,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<SourceParams>().register::<ScaleParams>().register::<RendezvousParams>();
     applearner_ingest::register(&mut r);
+    applearner_prepare::register(&mut r);
     r
 }
 

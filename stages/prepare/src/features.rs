@@ -1,0 +1,669 @@
+//! `features.build`: clean series → scaled features, a chronological split and an index of
+//! training windows.
+//!
+//! Windows are stored as the row where each starts, not as copies of their values: the
+//! `features` table holds every point once and [`crate::windows`] cuts batches from it, so a
+//! million points need a million rows, not lookback × a million.
+//!
+//! Nothing looks ahead: scaling statistics come from the training part of each series only,
+//! lags and rolling statistics only use the current and earlier points, and a window
+//! belongs to the part its targets fall in (its inputs may come from earlier parts, which is
+//! the past at its origin).
+
+use std::sync::Arc;
+
+use applearner_pipeline::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt32Type};
+use applearner_pipeline::schemars::{self, JsonSchema};
+use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::{collect, ident, literal, register_input};
+
+/// Turns the `resampled` series into model inputs. Writes `features` (per point: key,
+/// segment, timestamp, `split` = train/validation/test, then the float32 features: each
+/// value column transformed and scaled, calendar sin/cos, lags, rolling mean/std),
+/// `scalers` (per series and column: the transform and the centre and scale fitted on the
+/// training part, to turn forecasts back into cores and bytes) and `windows` (per window:
+/// its part, series and first row in `features`; lookback and horizon in the metadata).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesParams {
+    /// Value columns of the input to model (`cpu`, `memory`); default: every role present.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Applied before scaling: `none` or `log1p` (tames the spikes of bursty usage).
+    #[serde(default)]
+    pub transform: Transform,
+    /// Per-series scaling fitted on the training part: `zscore` (mean, standard
+    /// deviation), `minmax`, `robust` (median, interquartile range) or `none`.
+    #[serde(default)]
+    pub scale: Scale,
+    /// Calendar features as sin/cos pairs: `hour` (of the day, UTC) and `weekday`.
+    #[serde(default = "default_calendar")]
+    pub calendar: Vec<Calendar>,
+    /// Lagged copies of each value column, in steps (`[1, 60]`).
+    #[serde(default)]
+    pub lags: Vec<u32>,
+    /// Trailing rolling mean and standard deviation of each value column over these many
+    /// steps (`[12, 60]`).
+    #[serde(default)]
+    pub rolling: Vec<u32>,
+    /// How each segment is cut, in time order, into training, validation and test parts.
+    #[serde(default)]
+    pub split: Split,
+    /// The training windows cut from each part.
+    #[serde(default)]
+    pub windows: WindowSpec,
+}
+
+fn default_calendar() -> Vec<Calendar> {
+    vec![Calendar::Hour, Calendar::Weekday]
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    #[default]
+    None,
+    Log1p,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    #[default]
+    Zscore,
+    Minmax,
+    Robust,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Calendar {
+    Hour,
+    Weekday,
+}
+
+/// Fractions of each segment (the last ones go to test), or cut-off times that apply to
+/// every series (points at or after `test_from` are test).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    #[serde(default = "default_validation")]
+    pub validation: f64,
+    #[serde(default = "default_test")]
+    pub test: f64,
+    /// RFC 3339 time where validation starts (with `test_from`, instead of fractions).
+    #[serde(default)]
+    pub validation_from: Option<String>,
+    /// RFC 3339 time where test starts.
+    #[serde(default)]
+    pub test_from: Option<String>,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split { validation: default_validation(), test: default_test(), validation_from: None, test_from: None }
+    }
+}
+
+fn default_validation() -> f64 {
+    0.1
+}
+
+fn default_test() -> f64 {
+    0.2
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Steps of history a model sees.
+    #[serde(default = "default_lookback")]
+    pub lookback: u32,
+    /// Steps it forecasts.
+    #[serde(default = "default_horizon")]
+    pub horizon: u32,
+    /// Steps between the starts of consecutive windows.
+    #[serde(default = "one")]
+    pub stride: u32,
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        WindowSpec { lookback: default_lookback(), horizon: default_horizon(), stride: 1 }
+    }
+}
+
+fn default_lookback() -> u32 {
+    48
+}
+
+fn default_horizon() -> u32 {
+    12
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The parts of the split, in time order.
+pub const PARTS: [&str; 3] = ["train", "validation", "test"];
+
+/// Split boundaries, checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    Fractions { validation: f64, test: f64 },
+    Times { validation_ms: i64, test_ms: i64 },
+}
+
+impl StageParams for FeaturesParams {
+    const KIND: &'static str = "features.build";
+
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        let cut = self.cut()?;
+        Ok(Box::new(Features { params: self, cut }))
+    }
+}
+
+impl FeaturesParams {
+    pub fn cut(&self) -> Result<Cut, Vec<ParamProblem>> {
+        let mut problems = Vec::new();
+        let s = &self.split;
+        let time = |field: &str, text: &str, problems: &mut Vec<ParamProblem>| {
+            let parsed = chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis());
+            if parsed.is_none() {
+                problems.push(ParamProblem::new(
+                    &["split", field],
+                    format!("`{text}` is not an RFC 3339 time"),
+                    "write it as 2024-05-01T00:00:00Z",
+                ));
+            }
+            parsed
+        };
+        let cut = match (&s.validation_from, &s.test_from) {
+            (None, None) => {
+                for (field, v) in [("validation", s.validation), ("test", s.test)] {
+                    if !(0.0..1.0).contains(&v) || v == 0.0 {
+                        problems.push(ParamProblem::new(
+                            &["split", field],
+                            format!("{v} is not a fraction between 0 and 1"),
+                            "use a fraction such as 0.1 or 0.2",
+                        ));
+                    }
+                }
+                if s.validation + s.test >= 1.0 {
+                    problems.push(ParamProblem::new(
+                        &["split"],
+                        format!("validation + test = {} leaves nothing to train on", s.validation + s.test),
+                        "keep validation + test below 1, such as 0.1 and 0.2",
+                    ));
+                }
+                Some(Cut::Fractions { validation: s.validation, test: s.test })
+            }
+            (Some(v), Some(t)) => match (time("validation_from", v, &mut problems), time("test_from", t, &mut problems)) {
+                (Some(validation_ms), Some(test_ms)) if validation_ms < test_ms => {
+                    Some(Cut::Times { validation_ms, test_ms })
+                }
+                (Some(_), Some(_)) => {
+                    problems.push(ParamProblem::new(
+                        &["split", "test_from"],
+                        "test starts before validation",
+                        "make `validation_from` earlier than `test_from`",
+                    ));
+                    None
+                }
+                _ => None,
+            },
+            _ => {
+                problems.push(ParamProblem::new(
+                    &["split"],
+                    "give both `validation_from` and `test_from`, or neither",
+                    "add the missing cut-off, or remove both to split by fractions",
+                ));
+                None
+            }
+        };
+        let w = &self.windows;
+        for (field, v) in [("lookback", w.lookback), ("horizon", w.horizon), ("stride", w.stride)] {
+            if v == 0 {
+                problems.push(ParamProblem::new(&["windows", field], "must be at least 1", "use 1 or more"));
+            }
+        }
+        for (field, v) in self.lags.iter().map(|l| ("lags", *l)).chain(self.rolling.iter().map(|r| ("rolling", *r))) {
+            if v == 0 || (field == "rolling" && v < 2) {
+                problems.push(ParamProblem::new(
+                    &[field],
+                    format!("{v} steps is too short"),
+                    "lags start at 1 step, rolling windows at 2",
+                ));
+            }
+        }
+        match cut {
+            Some(cut) if problems.is_empty() => Ok(cut),
+            _ => Err(problems),
+        }
+    }
+}
+
+struct Features {
+    params: FeaturesParams,
+    cut: Cut,
+}
+
+impl Stage for Features {
+    fn reads(&self) -> Vec<String> {
+        vec!["resampled".into()]
+    }
+
+    fn writes(&self) -> Vec<Output> {
+        vec![Output::table("features"), Output::table("scalers"), Output::table("windows")]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        let session = crate::session(Some(ctx));
+        let built = ctx.store().block_on(async {
+            register_input(&session, ctx, "resampled").await?;
+            build(&session, &self.params, self.cut).await
+        })?;
+        ctx.write_table("features", built.features_schema.clone(), &built.features)?;
+        ctx.write_table("scalers", built.scalers_schema.clone(), &built.scalers)?;
+        ctx.write_table("windows", built.windows.schema(), std::slice::from_ref(&built.windows))?;
+        let mut summary = Summary::new();
+        summary.insert("series".into(), built.series.into());
+        summary.insert("points".into(), built.points.into());
+        summary.insert("features".into(), built.feature_names.clone().into());
+        for (part, n) in PARTS.iter().zip(built.windows_per_part) {
+            summary.insert(format!("{part}_windows"), n.into());
+        }
+        for (part, n) in PARTS.iter().zip(built.series_without_windows) {
+            summary.insert(format!("series_without_{part}_windows"), n.into());
+        }
+        Ok(summary)
+    }
+}
+
+/// What `build` produced.
+#[derive(Debug)]
+pub struct Built {
+    pub features_schema: SchemaRef,
+    pub features: Vec<RecordBatch>,
+    pub scalers_schema: SchemaRef,
+    pub scalers: Vec<RecordBatch>,
+    pub windows: RecordBatch,
+    pub feature_names: Vec<String>,
+    pub series: u64,
+    pub points: u64,
+    pub windows_per_part: [u64; 3],
+    pub series_without_windows: [u64; 3],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("the input has no column `{column}`; it has {available}")]
+    UnknownColumn { column: String, available: String },
+    #[error("the input table is empty")]
+    Empty,
+    #[error("{count} of {series} series have no training points (first: `{first}`); move the split cut-offs later")]
+    NoTraining { count: u64, series: u64, first: String },
+    #[error(
+        "the {part} part has no windows: in all {series} series it is shorter than the {need} steps a window \
+         needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \
+         Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
+    )]
+    EmptyPart {
+        part: &'static str,
+        series: u64,
+        need: u32,
+        lookback: u32,
+        horizon: u32,
+        warmup: String,
+        longest: u64,
+    },
+}
+
+/// Builds features from the table registered as `resampled`.
+pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
+    let input = session.table("resampled").await?;
+    let available: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let columns: Vec<String> = if params.columns.is_empty() {
+        ["cpu", "memory"].iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
+    } else {
+        params.columns.clone()
+    };
+    for c in &columns {
+        if !available.contains(c) {
+            return Err(FeaturesError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
+        }
+    }
+    if columns.is_empty() {
+        return Err(FeaturesError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }
+            .into());
+    }
+
+    // The part of each point.
+    let part = match cut {
+        Cut::Fractions { validation, test } => format!(
+            "CASE WHEN i >= n - round(n * {test}) THEN 'test' \
+                  WHEN i >= n - round(n * {}) THEN 'validation' ELSE 'train' END",
+            validation + test
+        ),
+        Cut::Times { validation_ms, test_ms } => format!(
+            "CASE WHEN ts >= {test_ms} THEN 'test' WHEN ts >= {validation_ms} THEN 'validation' ELSE 'train' END"
+        ),
+    };
+    let transform = |c: &str| match params.transform {
+        Transform::None => ident(c),
+        Transform::Log1p => format!("ln(1.0 + {})", ident(c)),
+    };
+    let values = columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x")))).collect::<Vec<_>>();
+    let parted = format!(
+        "SELECT key, segment, timestamp, ts, {part} AS split, {values} FROM ( \
+           SELECT *, CAST(timestamp AS BIGINT) AS ts, \
+                  row_number() OVER (PARTITION BY key, segment ORDER BY timestamp) - 1 AS i, \
+                  count(*) OVER (PARTITION BY key, segment) AS n \
+           FROM resampled)",
+        values = values.join(", ")
+    );
+
+    // Scaling statistics per series and column, from the training part only.
+    let fits = columns
+        .iter()
+        .map(|c| {
+            let x = ident(&format!("{c}__x"));
+            let (center, scale) = match params.scale {
+                Scale::Zscore => (format!("avg({x})"), format!("stddev_pop({x})")),
+                Scale::Minmax => (format!("min({x})"), format!("max({x}) - min({x})")),
+                Scale::Robust => (
+                    format!("median({x})"),
+                    format!(
+                        "percentile_cont(0.75) WITHIN GROUP (ORDER BY {x}) - percentile_cont(0.25) WITHIN GROUP (ORDER BY {x})"
+                    ),
+                ),
+                Scale::None => ("0.0".into(), "1.0".into()),
+            };
+            // A constant training part has no spread: scale by 1 rather than divide by 0.
+            format!(
+                "SELECT key, {col} AS \"column\", CAST({center} AS DOUBLE) AS center, \
+                        CAST(CASE WHEN {scale} > 0 THEN {scale} ELSE 1.0 END AS DOUBLE) AS scale \
+                 FROM parted WHERE split = 'train' GROUP BY key",
+                col = literal(c)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let scalers_df = session
+        .sql(&format!(
+            "WITH parted AS ({parted}) \
+             SELECT key, \"column\", {transform} AS transform, {method} AS method, center, scale \
+             FROM ({fits}) ORDER BY key, \"column\"",
+            transform = literal(&serde_plain(&params.transform)),
+            method = literal(&serde_plain(&params.scale)),
+        ))
+        .await?;
+    let scalers_schema = Arc::new(scalers_df.schema().as_arrow().clone());
+    let scalers = collect(scalers_df).await?;
+    crate::register_batches(session, "scalers", scalers.clone(), scalers_schema.clone())?;
+
+    let series_row = collect(session.sql("SELECT count(DISTINCT key), count(*) FROM resampled").await?).await?;
+    let (series, points) = match series_row.first() {
+        Some(b) => (int(b.column(0), 0), int(b.column(1), 0)),
+        None => (0, 0),
+    };
+    if points == 0 {
+        return Err(FeaturesError::Empty.into());
+    }
+    let fitted: u64 = scalers.iter().map(|b| b.num_rows() as u64).sum::<u64>() / columns.len() as u64;
+    if fitted < series {
+        let first = collect(
+            session
+                .sql("SELECT min(key) FROM resampled WHERE key NOT IN (SELECT key FROM scalers)")
+                .await?,
+        )
+        .await?;
+        let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
+        return Err(FeaturesError::NoTraining { count: series - fitted, series, first }.into());
+    }
+
+    // Scaled values, calendar, lags and rolling statistics, as float32.
+    let mut features = Vec::new();
+    let mut names = Vec::new();
+    let mut scaled_joins = Vec::new();
+    for (k, c) in columns.iter().enumerate() {
+        let x = ident(&format!("{c}__x"));
+        scaled_joins.push(format!(
+            "JOIN scalers s{k} ON s{k}.key = p.key AND s{k}.\"column\" = {}",
+            literal(c)
+        ));
+        features.push(format!("(p.{x} - s{k}.center) / s{k}.scale AS {}", ident(c)));
+        names.push(c.clone());
+    }
+    let scaled = format!(
+        "SELECT p.key, p.segment, p.timestamp, p.ts, p.split, {} FROM ({parted}) p {}",
+        features.join(", "),
+        scaled_joins.join(" ")
+    );
+    let mut derived = Vec::new();
+    let mut warmup = 0u32;
+    let w = "PARTITION BY key, segment ORDER BY ts";
+    for cal in &params.calendar {
+        let angle = match cal {
+            Calendar::Hour => "2.0 * pi() * CAST(ts % 86400000 AS DOUBLE) / 86400000.0",
+            // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
+            Calendar::Weekday => "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0",
+        };
+        let name = serde_plain(cal);
+        derived.push(format!("sin({angle}) AS {name}_sin, cos({angle}) AS {name}_cos"));
+        names.extend([format!("{name}_sin"), format!("{name}_cos")]);
+    }
+    for c in &columns {
+        let x = ident(c);
+        for lag in &params.lags {
+            derived.push(format!("lag({x}, {lag}) OVER ({w}) AS {}", ident(&format!("{c}_lag{lag}"))));
+            names.push(format!("{c}_lag{lag}"));
+            warmup = warmup.max(*lag);
+        }
+        for r in &params.rolling {
+            let frame = format!("{w} ROWS BETWEEN {} PRECEDING AND CURRENT ROW", r - 1);
+            // Partial windows at a segment's start would mean something else: left null.
+            let full = format!("row_number() OVER ({w}) >= {r}");
+            derived.push(format!(
+                "CASE WHEN {full} THEN avg({x}) OVER ({frame}) END AS {}, \
+                 CASE WHEN {full} THEN stddev_pop({x}) OVER ({frame}) END AS {}",
+                ident(&format!("{c}_mean{r}")),
+                ident(&format!("{c}_std{r}"))
+            ));
+            names.extend([format!("{c}_mean{r}"), format!("{c}_std{r}")]);
+            warmup = warmup.max(r - 1);
+        }
+    }
+    let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
+    let flags = columns
+        .iter()
+        .filter(|c| available.contains(&format!("{c}_filled")))
+        .map(|c| format!(", r.{}", ident(&format!("{c}_filled"))))
+        .collect::<String>();
+    let table = session
+        .sql(&format!(
+            "SELECT f.key, f.segment, f.timestamp, f.split{flags}, {cols} FROM ( \
+               SELECT *{derived} FROM ({scaled})) f \
+             JOIN resampled r ON r.key = f.key AND r.timestamp = f.timestamp \
+             ORDER BY f.key, f.timestamp",
+            cols = names.iter().map(|n| format!("f.{}", ident(n))).collect::<Vec<_>>().join(", "),
+        ))
+        .await?;
+    let batches = collect(table).await?;
+
+    let flag_names: Vec<String> =
+        columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
+    let features_schema = features_schema(&flag_names, &names);
+    let features = batches.iter().map(|b| conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
+
+    let (windows, per_part, without) = index_windows(&features, &params.windows, warmup, series)?;
+    Ok(Built {
+        features_schema,
+        features,
+        scalers_schema,
+        scalers,
+        windows,
+        feature_names: names,
+        series,
+        points,
+        windows_per_part: per_part,
+        series_without_windows: without,
+    })
+}
+
+/// Lowercase name of a unit enum variant as users write it.
+fn serde_plain<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn int(array: &ArrayRef, row: usize) -> u64 {
+    let a = cast(array, &DataType::UInt64).expect("counts cast to u64");
+    a.as_primitive::<applearner_pipeline::arrow::datatypes::UInt64Type>().value(row)
+}
+
+pub fn features_schema(flags: &[String], names: &[String]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("segment", DataType::UInt32, false),
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("split", DataType::Utf8, false),
+    ];
+    fields.extend(flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
+    fields.extend(names.iter().map(|n| Field::new(n, DataType::Float32, true)));
+    Arc::new(Schema::new(fields))
+}
+
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| cast(c, f.data_type()))
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Schema metadata keys of the `windows` table.
+pub const LOOKBACK_KEY: &str = "applearner.lookback";
+pub const HORIZON_KEY: &str = "applearner.horizon";
+pub const WARMUP_KEY: &str = "applearner.warmup";
+
+pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
+    let metadata = [
+        (LOOKBACK_KEY.to_string(), spec.lookback.to_string()),
+        (HORIZON_KEY.to_string(), spec.horizon.to_string()),
+        (WARMUP_KEY.to_string(), warmup.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Arc::new(Schema::new_with_metadata(
+        vec![
+            Field::new("split", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8, false),
+            Field::new("segment", DataType::UInt32, false),
+            Field::new("start", DataType::UInt64, false),
+            Field::new("origin", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        ],
+        metadata,
+    ))
+}
+
+/// Every window: inputs `[start, start + lookback)`, targets the next `horizon` rows, all in
+/// one segment, targets all in one part, no input before the features' warm-up.
+fn index_windows(
+    features: &[RecordBatch],
+    spec: &WindowSpec,
+    warmup: u32,
+    series: u64,
+) -> Result<(RecordBatch, [u64; 3], [u64; 3]), BoxError> {
+    // Flatten the columns the index needs.
+    let mut keys: Vec<&str> = Vec::new();
+    let mut segments = Vec::new();
+    let mut parts = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    for b in features {
+        keys.extend(b.column(0).as_string::<i32>().iter().map(|k| k.unwrap_or_default()));
+        segments.extend(b.column(1).as_primitive::<UInt32Type>().values().iter().copied());
+        parts.extend(b.column(3).as_string::<i32>().iter().map(|p| {
+            PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8
+        }));
+        times.extend(b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ms").values().iter());
+    }
+    let (lookback, horizon, stride) = (spec.lookback as usize, spec.horizon as usize, spec.stride as usize);
+    let mut out_part = Vec::new();
+    let mut out_key = Vec::new();
+    let mut out_segment = Vec::new();
+    let mut out_start = Vec::new();
+    let mut out_origin: Vec<i64> = Vec::new();
+    let mut per_part = [0u64; 3];
+    let mut longest_part = [0u64; 3];
+    let mut series_with = [std::collections::BTreeSet::new(), Default::default(), Default::default()];
+
+    let mut begin = 0;
+    while begin < keys.len() {
+        let mut end = begin;
+        while end < keys.len() && keys[end] == keys[begin] && segments[end] == segments[begin] {
+            end += 1;
+        }
+        // Each part's windows are strided from its first possible target.
+        let mut run_start = begin;
+        for r in begin..=end {
+            if r < end && parts[r] == parts[run_start] {
+                continue;
+            }
+            let p = parts[run_start] as usize;
+            longest_part[p] = longest_part[p].max((r - run_start) as u64);
+            let mut target = run_start.max(begin + warmup as usize + lookback);
+            while target + horizon <= r {
+                per_part[p] += 1;
+                series_with[p].insert(keys[begin]);
+                out_part.push(PARTS[p]);
+                out_key.push(keys[begin]);
+                out_segment.push(segments[begin]);
+                out_start.push((target - lookback) as u64);
+                out_origin.push(times[target - 1]);
+                target += stride;
+            }
+            run_start = r;
+        }
+        begin = end;
+    }
+
+    let need = spec.lookback + spec.horizon;
+    for (p, part) in PARTS.iter().enumerate() {
+        if per_part[p] == 0 {
+            return Err(FeaturesError::EmptyPart {
+                part,
+                series,
+                need: need + warmup,
+                lookback: spec.lookback,
+                horizon: spec.horizon,
+                warmup: if warmup > 0 { format!(" + {warmup} warm-up steps for lags/rolling") } else { String::new() },
+                longest: longest_part[p],
+            }
+            .into());
+        }
+    }
+    let schema = windows_schema(spec, warmup);
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(out_part)),
+            Arc::new(StringArray::from(out_key)),
+            Arc::new(UInt32Array::from(out_segment)),
+            Arc::new(UInt64Array::from(out_start)),
+            Arc::new(TimestampMillisecondArray::from(out_origin).with_timezone("UTC")),
+        ],
+    )?;
+    let without = [0, 1, 2].map(|p| series - series_with[p].len() as u64);
+    Ok((batch, per_part, without))
+}

@@ -1,0 +1,110 @@
+//! From the ingested long table to model-ready series, with DataFusion:
+//! `clean.resample` ([`resample`]) puts every series on a fixed grid, splits it at long
+//! gaps, fills short ones, drops what cannot be learned from and groups pods into
+//! workloads; `features.build` ([`features`]) scales, adds calendar/lag/rolling features,
+//! splits chronologically and indexes the training windows, which [`windows`] reads back.
+//!
+//! Both stages read and write Parquet through the store: DataFusion reads the inputs from
+//! the store's own object store, so a pipeline on S3 never copies its tables to disk.
+
+pub mod features;
+pub mod resample;
+pub mod windows;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::{BoxError, Registry, StageContext};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+
+pub fn register(registry: &mut Registry) {
+    registry.register::<resample::ResampleParams>();
+    registry.register::<features::FeaturesParams>();
+}
+
+/// The URL under which the run's store is known to DataFusion.
+const STORE_URL: &str = "applearner://store/";
+
+/// A DataFusion session that reads the run's store and plans with plain `Utf8` strings, so
+/// our tables keep the same Arrow types whichever engine wrote them.
+///
+/// One partition: with several, partial aggregates (sums behind means, deviations) are
+/// merged in whatever order threads finish, and the last bits of a float would differ
+/// between runs. Same config and data must give the same bytes.
+pub fn session(ctx: Option<&StageContext>) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+    let session = SessionContext::new_with_config(config);
+    if let Some(ctx) = ctx {
+        let (store, _) = ctx.store().object_store();
+        let url = ObjectStoreUrl::parse(STORE_URL).expect("the store URL is valid");
+        session.register_object_store(url.as_ref(), store);
+    }
+    session
+}
+
+/// Registers the table behind the stage's input `slot` under that name.
+pub async fn register_input(session: &SessionContext, ctx: &StageContext<'_>, slot: &str) -> Result<(), BoxError> {
+    let input = ctx.input(slot)?;
+    let (_, prefix) = ctx.store().object_store();
+    let path = if prefix.as_ref().is_empty() { input.path.clone() } else { format!("{prefix}/{}", input.path) };
+    session.register_parquet(slot, format!("{STORE_URL}{path}"), ParquetReadOptions::default()).await?;
+    Ok(())
+}
+
+/// Runs a query to completion.
+pub async fn collect(df: DataFrame) -> Result<Vec<RecordBatch>, BoxError> {
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+    }
+    Ok(batches)
+}
+
+/// Registers batches as an in-memory table (an intermediate result read several times).
+pub fn register_batches(session: &SessionContext, name: &str, batches: Vec<RecordBatch>, schema: Arc<datafusion::arrow::datatypes::Schema>) -> Result<(), BoxError> {
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+    session.deregister_table(name)?;
+    session.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+/// A duration written as a number and a unit (`30s`, `5m`, `1h`, `1d`, `1w`, `500ms`), in
+/// milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|&v| v > 0)
+}
+
+/// Quotes a string as an SQL literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Quotes a column name as an SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

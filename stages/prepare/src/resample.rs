@@ -1,0 +1,751 @@
+//! `clean.resample`: the ingested samples → one row per series and grid step, CPU and
+//! memory side by side, in segments without gaps.
+//!
+//! Order of work, each step a DataFusion query over the previous one:
+//! 1. drop non-finite and negative values (counted);
+//! 2. bin every series on the step grid (`date_bin`) with the chosen aggregation;
+//! 3. group series into workloads (or keep them apart) and combine replicas per step;
+//! 4. fill gaps up to `max_gap` (flagged), leave longer ones;
+//! 5. align the roles on the grid (a row needs every role);
+//! 6. split at the remaining gaps into segments, trim segment edges, drop short segments;
+//! 7. drop series that are constant or all zero.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use applearner_pipeline::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use applearner_pipeline::schemars::{self, JsonSchema};
+use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::{collect, ident, literal, parse_duration, register_batches, register_input};
+
+/// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
+/// stage's `samples`; writes `resampled`: one row per series and step with a column per role
+/// (`cpu`, `memory`: cores and bytes), a `<role>_filled` flag on every filled point, and a
+/// `segment` number that changes wherever a gap longer than `max_gap` split the series.
+/// A series is identified by `key` (its group labels joined by `/`) and the label columns.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResampleParams {
+    /// Grid step: `30s`, `1m`, `5m`, `1h`…
+    pub step: String,
+    /// How the samples within one step become one value: `mean`, `max`, `min`, `last`,
+    /// `sum`, or a percentile `p50`, `p90`, `p95`, `p99` (any `pNN`).
+    #[serde(default = "default_aggregate")]
+    pub aggregate: String,
+    /// Roles to keep, each becoming a value column; with several, a row needs all of them.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// Longest run of missing steps that is filled; a longer gap splits the series into
+    /// segments. Default: 5 steps.
+    #[serde(default)]
+    pub max_gap: Option<String>,
+    /// How a short gap is filled: `linear` (between its neighbours), `ffill` (last value
+    /// before it) or `zero`.
+    #[serde(default)]
+    pub fill: Fill,
+    /// Segments with fewer points (after trimming) are dropped.
+    #[serde(default = "default_min_points")]
+    pub min_points: u32,
+    /// Points dropped from both ends of every segment (a pod's first and last minutes are
+    /// usually partial).
+    #[serde(default)]
+    pub trim: u32,
+    /// Drop series in which a role never changes (nothing to learn; scaling would divide by 0).
+    #[serde(default = "yes")]
+    pub drop_constant: bool,
+    /// Drop series in which a role is zero throughout (counted apart from other constants).
+    #[serde(default = "yes")]
+    pub drop_zero: bool,
+    /// What one series is: a pod's container, a workload's container, or any labels.
+    #[serde(default)]
+    pub group: Group,
+}
+
+fn default_aggregate() -> String {
+    "mean".into()
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::Cpu, Role::Memory]
+}
+
+fn default_min_points() -> u32 {
+    30
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Cpu,
+    Memory,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Cpu => "cpu",
+            Role::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Fill {
+    #[default]
+    Linear,
+    Ffill,
+    Zero,
+}
+
+/// Which series are learned as one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// `series`: each pod's container apart (key namespace/pod/container); `workload`:
+    /// pods of one Deployment, ReplicaSet, StatefulSet, DaemonSet or Job together (the pod
+    /// name loses its hash suffixes or ordinal; key namespace/workload/container); `labels`:
+    /// series sharing the values of `labels` together.
+    #[serde(default)]
+    pub by: GroupBy,
+    /// With `by: labels`: label columns of the samples table (namespace, pod, container,
+    /// node, instance, job).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// How replicas combine at each step: `sum` (the workload's total) or `max` (its
+    /// busiest replica).
+    #[serde(default)]
+    pub aggregate: Combine,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    #[default]
+    Series,
+    Workload,
+    Labels,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    #[default]
+    Sum,
+    Max,
+}
+
+const LABEL_COLUMNS: [&str; 6] = ["namespace", "pod", "container", "node", "instance", "job"];
+const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
+
+/// The aggregation of the samples within one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregate {
+    Mean,
+    Max,
+    Min,
+    Last,
+    Sum,
+    Percentile(f64),
+}
+
+impl Aggregate {
+    pub fn parse(text: &str) -> Option<Aggregate> {
+        Some(match text {
+            "mean" => Aggregate::Mean,
+            "max" => Aggregate::Max,
+            "min" => Aggregate::Min,
+            "last" => Aggregate::Last,
+            "sum" => Aggregate::Sum,
+            p => {
+                let digits = p.strip_prefix('p')?;
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || digits.len() > 2 {
+                    return None;
+                }
+                let q: f64 = digits.parse().ok()?;
+                if q == 0.0 {
+                    return None;
+                }
+                Aggregate::Percentile(q / 100.0)
+            }
+        })
+    }
+
+    fn sql(self) -> String {
+        match self {
+            Aggregate::Mean => "avg(value)".into(),
+            Aggregate::Max => "max(value)".into(),
+            Aggregate::Min => "min(value)".into(),
+            Aggregate::Last => "last_value(value ORDER BY timestamp)".into(),
+            Aggregate::Sum => "sum(value)".into(),
+            Aggregate::Percentile(q) => format!("percentile_cont({q}) WITHIN GROUP (ORDER BY value)"),
+        }
+    }
+}
+
+/// The parameters, checked and in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub step_ms: i64,
+    pub aggregate: Aggregate,
+    pub roles: Vec<Role>,
+    pub max_gap_ms: i64,
+    pub fill: Fill,
+    pub min_points: u32,
+    pub trim: u32,
+    pub drop_constant: bool,
+    pub drop_zero: bool,
+    pub group: Group,
+}
+
+impl Plan {
+    /// The label columns that identify a series, as (output name, SQL expression).
+    fn key_columns(&self) -> Vec<(String, String)> {
+        let label = |name: &str| (name.to_string(), format!("CAST({} AS VARCHAR)", ident(name)));
+        match self.group.by {
+            GroupBy::Series => vec![label("namespace"), label("pod"), label("container")],
+            GroupBy::Workload => vec![
+                label("namespace"),
+                ("workload".into(), "workload(CAST(pod AS VARCHAR))".into()),
+                label("container"),
+            ],
+            GroupBy::Labels => self.group.labels.iter().map(|l| label(l)).collect(),
+        }
+    }
+}
+
+impl StageParams for ResampleParams {
+    const KIND: &'static str = "clean.resample";
+
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        Ok(Box::new(Resample { plan: self.plan()? }))
+    }
+}
+
+impl ResampleParams {
+    pub fn plan(&self) -> Result<Plan, Vec<ParamProblem>> {
+        let mut problems = Vec::new();
+        let duration_help = "use a number with ms, s, m, h, d or w, such as 30s, 5m or 1h";
+        let step_ms = parse_duration(&self.step);
+        if step_ms.is_none() {
+            problems.push(ParamProblem::new(&["step"], format!("`{}` is not a duration", self.step), duration_help));
+        }
+        let aggregate = Aggregate::parse(&self.aggregate);
+        if aggregate.is_none() {
+            problems.push(ParamProblem::new(
+                &["aggregate"],
+                format!("unknown aggregation `{}`", self.aggregate),
+                format!("use one of {AGGREGATES}"),
+            ));
+        }
+        let max_gap_ms = match &self.max_gap {
+            None => step_ms.map(|s| 5 * s),
+            Some(text) => {
+                let gap = parse_duration(text);
+                if gap.is_none() {
+                    problems.push(ParamProblem::new(&["max_gap"], format!("`{text}` is not a duration"), duration_help));
+                }
+                gap
+            }
+        };
+        if self.roles.is_empty() {
+            problems.push(ParamProblem::new(&["roles"], "no roles", "keep `cpu`, `memory` or both"));
+        }
+        let mut roles = self.roles.clone();
+        roles.sort();
+        roles.dedup();
+        if self.group.by == GroupBy::Labels && self.group.labels.is_empty() {
+            problems.push(ParamProblem::new(
+                &["group", "labels"],
+                "`by: labels` needs the labels to group by",
+                format!("list some of {}", LABEL_COLUMNS.join(", ")),
+            ));
+        }
+        if self.group.by != GroupBy::Labels && !self.group.labels.is_empty() {
+            problems.push(ParamProblem::new(
+                &["group", "labels"],
+                "labels are only used with `by: labels`",
+                "set `by: labels` or remove `labels`",
+            ));
+        }
+        for label in &self.group.labels {
+            if !LABEL_COLUMNS.contains(&label.as_str()) {
+                problems.push(ParamProblem::new(
+                    &["group", "labels"],
+                    format!("`{label}` is not a label column of the samples table"),
+                    format!("use some of {}", LABEL_COLUMNS.join(", ")),
+                ));
+            }
+        }
+        if self.min_points == 0 {
+            problems.push(ParamProblem::new(&["min_points"], "must be at least 1", "use 1 or more"));
+        }
+        match (step_ms, aggregate, max_gap_ms) {
+            (Some(step_ms), Some(aggregate), Some(max_gap_ms)) if problems.is_empty() => Ok(Plan {
+                step_ms,
+                aggregate,
+                roles,
+                max_gap_ms,
+                fill: self.fill,
+                min_points: self.min_points,
+                trim: self.trim,
+                drop_constant: self.drop_constant,
+                drop_zero: self.drop_zero,
+                group: self.group.clone(),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+struct Resample {
+    plan: Plan,
+}
+
+impl Stage for Resample {
+    fn reads(&self) -> Vec<String> {
+        vec!["samples".into()]
+    }
+
+    fn writes(&self) -> Vec<Output> {
+        vec![Output::table("resampled")]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        let session = crate::session(Some(ctx));
+        let cleaned = ctx.store().block_on(async {
+            register_input(&session, ctx, "samples").await?;
+            clean(&session, &self.plan, &|| ctx.check_cancelled().map_err(Into::into)).await
+        })?;
+        for w in &cleaned.warnings {
+            tracing::warn!("{w}");
+        }
+        ctx.write_table("resampled", cleaned.schema.clone(), &cleaned.batches)?;
+        let mut summary = match serde_json::to_value(&cleaned.counts)? {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("counts serialize to an object"),
+        };
+        summary.insert("warnings".into(), cleaned.warnings.into());
+        Ok(summary)
+    }
+}
+
+/// What cleaning did, for the manifest.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub input_points: u64,
+    pub non_finite_dropped: u64,
+    pub negative_dropped: u64,
+    pub input_series: u64,
+    /// Series after grouping (pods of one workload count once).
+    pub grouped_series: u64,
+    /// Grid points holding at least one sample, summed over roles.
+    pub grid_points: u64,
+    pub filled_points: u64,
+    /// Series missing one of the roles entirely.
+    pub series_without_all_roles: u64,
+    /// Segments before the filters; more than the series where long gaps split them.
+    pub segments: u64,
+    pub trimmed_points: u64,
+    pub short_segments_dropped: u64,
+    pub zero_series_dropped: u64,
+    pub constant_series_dropped: u64,
+    pub series: u64,
+    pub output_segments: u64,
+    pub points: u64,
+}
+
+/// The cleaned table and its story.
+#[derive(Debug)]
+pub struct Cleaned {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub counts: Counts,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    #[error("the input holds no samples of role {roles}; check the ingest stage's `roles` (metric → cpu/memory)")]
+    Empty { roles: String },
+    #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
+    AllNonFinite { count: u64, roles: String },
+    #[error("the label column `{0}` is missing from the input table")]
+    MissingLabel(String),
+    #[error(
+        "nothing is left after cleaning: of {series} series, {without_roles} lack one of the roles, \
+         {short} segments were shorter than min_points = {min_points} after trimming {trim} points \
+         from each end, {zero} series were all zero and {constant} constant; lower `min_points` or \
+         `trim`, or set `drop_constant`/`drop_zero` to false"
+    )]
+    NothingLeft {
+        series: u64,
+        without_roles: u64,
+        short: u64,
+        min_points: u32,
+        trim: u32,
+        zero: u64,
+        constant: u64,
+    },
+}
+
+/// Cleans the table registered as `samples` in `session`.
+pub async fn clean(
+    session: &SessionContext,
+    plan: &Plan,
+    check_cancelled: &dyn Fn() -> Result<(), BoxError>,
+) -> Result<Cleaned, BoxError> {
+    session.register_udf(workload_udf());
+    let columns: Vec<String> =
+        session.table("samples").await?.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let keys = plan.key_columns();
+    for label in LABEL_COLUMNS.iter().filter(|l| keys.iter().any(|(_, e)| e.contains(*l))) {
+        if !columns.iter().any(|c| c == label) {
+            return Err(CleanError::MissingLabel(label.to_string()).into());
+        }
+    }
+    let step = plan.step_ms;
+    let role_list = plan.roles.iter().map(|r| literal(r.name())).collect::<Vec<_>>().join(", ");
+    let role_names = plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
+    let mut counts = Counts::default();
+    let mut warnings = Vec::new();
+
+    // 1. What the input holds, and what is unusable.
+    let finite = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
+    let row = single_row(session, &format!(
+        "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0), \
+                count(DISTINCT series_id) \
+         FROM samples WHERE role IN ({role_list})"
+    ))
+    .await?;
+    [counts.input_points, counts.non_finite_dropped, counts.negative_dropped, counts.input_series] =
+        [row[0], row[1], row[2], row[3]];
+    if counts.input_points == 0 {
+        return Err(CleanError::Empty { roles: role_names }.into());
+    }
+    if counts.non_finite_dropped == counts.input_points {
+        return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names }.into());
+    }
+    let usable = format!("role IN ({role_list}) AND {finite} AND value >= 0");
+
+    // A step finer than the data's own interval makes most grid points gaps.
+    let spacing = single_row(session, &format!(
+        "SELECT CAST(median(spacing) AS BIGINT) FROM ( \
+           SELECT (max(CAST(timestamp AS BIGINT)) - min(CAST(timestamp AS BIGINT))) / (count(*) - 1) AS spacing \
+           FROM samples WHERE {usable} GROUP BY series_id HAVING count(*) > 1)"
+    ))
+    .await?[0] as i64;
+    if spacing > 0 && step < spacing * 9 / 10 {
+        warnings.push(format!(
+            "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
+             points will be gaps; use a step of at least {} s",
+            step as f64 / 1000.0,
+            spacing as f64 / 1000.0,
+            spacing as f64 / 1000.0
+        ));
+    }
+    check_cancelled()?;
+
+    // 2-3. Bin each series, then combine the series of one group at each step.
+    let key_select = keys.iter().map(|(name, expr)| format!("{expr} AS {}", ident(name))).collect::<Vec<_>>();
+    let key_names = keys.iter().map(|(name, _)| ident(name)).collect::<Vec<_>>();
+    let key_expr = format!("concat_ws('/', {})", key_names.join(", "));
+    let combine = match plan.group.aggregate {
+        Combine::Sum => "sum",
+        Combine::Max => "max",
+    };
+    let grid = session
+        .sql(&format!(
+            "SELECT {key_expr} AS key, {names}, role, ts, {combine}(value) AS value FROM ( \
+               SELECT {key_select}, CAST(role AS VARCHAR) AS role, series_id, \
+                      CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
+                           'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) AS ts, \
+                      {agg} AS value \
+               FROM samples WHERE {usable} \
+               GROUP BY {names}, role, series_id, ts) \
+             GROUP BY {names}, role, ts",
+            names = key_names.join(", "),
+            key_select = key_select.join(", "),
+            agg = plan.aggregate.sql(),
+        ))
+        .await?;
+    let schema = Arc::new(grid.schema().as_arrow().clone());
+    register_batches(session, "grid", collect(grid).await?, schema)?;
+    let row = single_row(session, "SELECT count(*), count(DISTINCT key) FROM grid").await?;
+    [counts.grid_points, counts.grouped_series] = [row[0], row[1]];
+    check_cancelled()?;
+
+    // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
+    let fill = match plan.fill {
+        Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev_ts AS DOUBLE) / CAST(ts - prev_ts AS DOUBLE)",
+        Fill::Ffill => "prev_value",
+        Fill::Zero => "CAST(0 AS DOUBLE)",
+    };
+    let filled = session
+        .sql(&format!(
+            "WITH g AS ( \
+               SELECT key, role, ts, value, \
+                      lag(ts) OVER (PARTITION BY key, role ORDER BY ts) AS prev_ts, \
+                      lag(value) OVER (PARTITION BY key, role ORDER BY ts) AS prev_value \
+               FROM grid), \
+             gaps AS ( \
+               SELECT key, role, ts, value, prev_ts, prev_value, unnest(range(prev_ts + {step}, ts, {step})) AS t \
+               FROM g WHERE ts - prev_ts > {step} AND ts - prev_ts - {step} <= {max_gap}) \
+             SELECT key, role, ts, value, false AS filled FROM g \
+             UNION ALL \
+             SELECT key, role, t AS ts, {fill} AS value, true AS filled FROM gaps",
+            max_gap = plan.max_gap_ms,
+        ))
+        .await?;
+    let schema = Arc::new(filled.schema().as_arrow().clone());
+    register_batches(session, "filled", collect(filled).await?, schema)?;
+    counts.filled_points = single_row(session, "SELECT count(*) FROM filled WHERE filled").await?[0];
+    check_cancelled()?;
+
+    // 5. One row per key and step with every role; 6. segments, their lengths and positions.
+    let n_roles = plan.roles.len();
+    counts.series_without_all_roles = single_row(session, &format!(
+        "SELECT count(*) FROM (SELECT key FROM grid GROUP BY key HAVING count(DISTINCT role) < {n_roles})"
+    ))
+    .await?[0];
+    let role_columns = plan
+        .roles
+        .iter()
+        .map(|r| {
+            let (name, lit) = (r.name(), literal(r.name()));
+            format!(
+                "max(value) FILTER (WHERE role = {lit}) AS {name}, bool_or(filled) FILTER (WHERE role = {lit}) AS {name}_filled"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let segmented = session
+        .sql(&format!(
+            "WITH wide AS ( \
+               SELECT key, ts, {role_columns} FROM filled GROUP BY key, ts HAVING count(DISTINCT role) = {n_roles}), \
+             starts AS ( \
+               SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY key ORDER BY ts) = {step} THEN 0 ELSE 1 END AS starts \
+               FROM wide), \
+             numbered AS ( \
+               SELECT *, sum(starts) OVER (PARTITION BY key ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS seg \
+               FROM starts) \
+             SELECT *, row_number() OVER (PARTITION BY key, seg ORDER BY ts) AS i, count(*) OVER (PARTITION BY key, seg) AS n \
+             FROM numbered"
+        ))
+        .await?;
+    let schema = Arc::new(segmented.schema().as_arrow().clone());
+    register_batches(session, "segmented", collect(segmented).await?, schema)?;
+    check_cancelled()?;
+
+    let trim = plan.trim as u64;
+    let kept_rows = format!("i > {trim} AND i <= n - {trim}");
+    let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
+    let row = single_row(session, &format!(
+        "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) \
+         FROM (SELECT key, seg, max(n) AS n FROM segmented GROUP BY key, seg)",
+        2 * trim
+    ))
+    .await?;
+    [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
+
+    // 7. Series in which a role is zero throughout, or constant.
+    let mut zero_any = Vec::new();
+    let mut constant_any = Vec::new();
+    for role in &plan.roles {
+        let r = role.name();
+        zero_any.push(format!("(min({r}) = 0 AND max({r}) = 0)"));
+        constant_any.push(format!("min({r}) = max({r})"));
+    }
+    let (zero_any, constant_any) = (zero_any.join(" OR "), constant_any.join(" OR "));
+    let stats = session
+        .sql(&format!(
+            "SELECT key, {zero_any} AS zero, {constant_any} AS constant FROM segmented \
+             WHERE {kept_rows} AND {long_enough} GROUP BY key"
+        ))
+        .await?;
+    let schema = Arc::new(stats.schema().as_arrow().clone());
+    register_batches(session, "stats", collect(stats).await?, schema)?;
+    let row = single_row(session, "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats").await?;
+    [counts.zero_series_dropped, counts.constant_series_dropped] = [row[0], row[1]];
+    let mut keep = vec!["true".to_string()];
+    if plan.drop_zero {
+        keep.push("NOT zero".into());
+    }
+    if plan.drop_constant {
+        keep.push("(zero OR NOT constant)".into());
+    }
+    if !plan.drop_zero {
+        counts.zero_series_dropped = 0;
+    }
+    if !plan.drop_constant {
+        counts.constant_series_dropped = 0;
+    }
+
+    let values = plan
+        .roles
+        .iter()
+        .map(|r| format!("{0}, {0}_filled", r.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let out = session
+        .sql(&format!(
+            "WITH kept AS ( \
+               SELECT * FROM segmented \
+               WHERE {kept_rows} AND {long_enough} AND key IN (SELECT key FROM stats WHERE {keep})), \
+             labels AS (SELECT DISTINCT key, {names} FROM grid) \
+             SELECT kept.key, {labels}, dense_rank() OVER (PARTITION BY kept.key ORDER BY seg) - 1 AS segment, \
+                    ts AS timestamp, {values} \
+             FROM kept JOIN labels ON kept.key = labels.key \
+             ORDER BY kept.key, ts",
+            names = key_names.join(", "),
+            labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
+            keep = keep.join(" AND "),
+        ))
+        .await?;
+    let batches = collect(out).await?;
+
+    let schema = output_schema(&keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), &plan.roles);
+    let batches = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    counts.points = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let mut segments = BTreeMap::<(String, i64), ()>::new();
+    for b in &batches {
+        let key = b.column(0).as_string::<i32>();
+        let seg = cast(b.column_by_name("segment").expect("has segment"), &DataType::Int64)?;
+        let seg = seg.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            segments.insert((key.value(i).to_string(), seg.value(i)), ());
+        }
+    }
+    counts.output_segments = segments.len() as u64;
+    counts.series = segments.keys().map(|(k, _)| k).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    if counts.points == 0 {
+        return Err(CleanError::NothingLeft {
+            series: counts.grouped_series,
+            without_roles: counts.series_without_all_roles,
+            short: counts.short_segments_dropped,
+            min_points: plan.min_points,
+            trim: plan.trim,
+            zero: counts.zero_series_dropped,
+            constant: counts.constant_series_dropped,
+        }
+        .into());
+    }
+    Ok(Cleaned { schema, batches, counts, warnings })
+}
+
+/// The `resampled` table's schema.
+pub fn output_schema(labels: &[&str], roles: &[Role]) -> SchemaRef {
+    let mut fields = vec![Field::new("key", DataType::Utf8, false)];
+    fields.extend(labels.iter().map(|l| Field::new(*l, DataType::Utf8, true)));
+    fields.push(Field::new("segment", DataType::UInt32, false));
+    fields.push(Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+    for r in roles {
+        fields.push(Field::new(r.name(), DataType::Float64, false));
+        fields.push(Field::new(format!("{}_filled", r.name()), DataType::Boolean, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Casts a query result to the declared schema (SQL integers are Int64, times bare ms).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| cast(c, f.data_type()))
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The first row of a query whose columns are all counts.
+async fn single_row(session: &SessionContext, sql: &str) -> Result<Vec<u64>, BoxError> {
+    let batches = collect(session.sql(sql).await?).await?;
+    let Some(batch) = batches.first() else { return Ok(Vec::new()) };
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = cast(c, &DataType::Int64)?;
+            let c = c.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+            Ok(if c.is_null(0) { 0 } else { c.value(0).max(0) as u64 })
+        })
+        .collect()
+}
+
+/// `workload(pod)`: the name of the controller that owns a pod, from the pod's name.
+fn workload_udf() -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        "workload",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let pods = arrays[0].as_string::<i32>();
+            let out: StringArray = pods.iter().map(|p| p.map(workload_of)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// Kubernetes names generated suffixes from this alphabet (no vowels, no 0, 1, 3).
+fn is_generated(s: &str) -> bool {
+    s.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+}
+
+/// Strips the suffixes Kubernetes controllers add to pod names: Deployment pods
+/// (`name-<template hash>-<5>`), StatefulSet pods (`name-<ordinal>`), DaemonSet and Job pods
+/// (`name-<5>`). Other names are kept whole.
+pub fn workload_of(pod: &str) -> &str {
+    let mut parts = pod.rsplitn(3, '-');
+    let (last, middle, rest) = (parts.next(), parts.next(), parts.next());
+    if let (Some(last), Some(middle), Some(rest)) = (last, middle, rest)
+        && last.len() == 5
+        && is_generated(last)
+        && (6..=10).contains(&middle.len())
+        && is_generated(middle)
+    {
+        return rest;
+    }
+    let Some((name, last)) = pod.rsplit_once('-') else { return pod };
+    let ordinal = last == "0" || (!last.starts_with('0') && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()));
+    if ordinal || (last.len() == 5 && is_generated(last)) { name } else { pod }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_map_to_their_workloads() {
+        assert_eq!(workload_of("cartservice-579f59597d-wc2lz"), "cartservice");
+        assert_eq!(workload_of("ts-admin-basic-info-service-5f55b6cf68-77cfw"), "ts-admin-basic-info-service");
+        assert_eq!(workload_of("web-0"), "web");
+        assert_eq!(workload_of("web-12"), "web");
+        assert_eq!(workload_of("node-exporter-x7k2p"), "node-exporter");
+        // Zero-padded numbers are not ordinals (bitbrains' VMs), vowels are never generated.
+        assert_eq!(workload_of("vm-0001"), "vm-0001");
+        assert_eq!(workload_of("my-redis"), "my-redis");
+        assert_eq!(workload_of("standalone"), "standalone");
+    }
+
+    #[test]
+    fn aggregations_parse_and_unknown_ones_are_refused() {
+        assert_eq!(Aggregate::parse("p95"), Some(Aggregate::Percentile(0.95)));
+        assert_eq!(Aggregate::parse("last"), Some(Aggregate::Last));
+        for bad in ["median", "p", "p0", "p100", "p9x", "P90"] {
+            assert_eq!(Aggregate::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Golden tests: small tables through each operation, values worked out by hand.
+
+use std::sync::Arc;
+
+use applearner_pipeline::arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, TimeUnit};
+use datafusion::datasource::MemTable;
+
+use crate::features::{self, FeaturesParams};
+use crate::resample::{self, Cleaned, ResampleParams};
+use crate::windows::WindowSet;
+
+const MIN: i64 = 60_000;
+
+/// A sample: (role, pod, minute offset in ms, value). Container `app`, namespace `ns`.
+type Row = (&'static str, &'static str, i64, f64);
+
+fn samples(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("namespace", DataType::Utf8, true),
+        Field::new("pod", DataType::Utf8, true),
+        Field::new("container", DataType::Utf8, true),
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    let id = |r: &Row| blake3::hash(format!("{}{}", r.0, r.1).as_bytes()).as_bytes()[0] as u64;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(id))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "ns"))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "app"))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC")),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+        ],
+    )
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn params(yaml: &str) -> ResampleParams {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+fn clean(rows: &[Row], yaml: &str) -> Result<Cleaned, String> {
+    let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
+    let batch = samples(rows);
+    runtime().block_on(async {
+        let session = crate::session(None);
+        session.register_table("samples", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())).unwrap();
+        resample::clean(&session, &plan, &|| Ok(())).await.map_err(|e| e.to_string())
+    })
+}
+
+/// (key, segment, minute, value of the first role, filled) of every output row.
+fn rows_of(c: &Cleaned, role: &str) -> Vec<(String, u32, i64, f64, bool)> {
+    let mut out = Vec::new();
+    for b in &c.batches {
+        let key = b.column_by_name("key").unwrap().as_string::<i32>();
+        let seg = b.column_by_name("segment").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
+        let ts = b.column_by_name("timestamp").unwrap().as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let v = b.column_by_name(role).unwrap().as_primitive::<Float64Type>();
+        let f = b.column_by_name(&format!("{role}_filled")).unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
+        for i in 0..b.num_rows() {
+            out.push((key.value(i).to_string(), seg.value(i), ts.value(i) / MIN, v.value(i), f.value(i)));
+        }
+    }
+    out
+}
+
+/// `n` minutes of a cpu series with values `f(minute)`, one sample at the start of each minute.
+fn series(role: &'static str, pod: &'static str, minutes: impl IntoIterator<Item = i64>, f: impl Fn(i64) -> f64) -> Vec<Row> {
+    minutes.into_iter().map(|m| (role, pod, m * MIN, f(m))).collect()
+}
+
+const CPU_ONLY: &str = "step: 1m\nroles: [cpu]\nmin_points: 1\ndrop_constant: false\ndrop_zero: false\n";
+
+#[test]
+fn resampling_aggregates_each_step() {
+    // Two samples per minute: at :00 and :30, values m and m + 10.
+    let mut rows = Vec::new();
+    for m in 0..4 {
+        rows.push(("cpu", "p", m * MIN + 30_000, m as f64 + 10.0));
+        rows.push(("cpu", "p", m * MIN, m as f64));
+    }
+    let cases = [("mean", [5.0, 6.0, 7.0, 8.0]), ("max", [10.0, 11.0, 12.0, 13.0]), ("min", [0.0, 1.0, 2.0, 3.0]),
+        ("last", [10.0, 11.0, 12.0, 13.0]), ("sum", [10.0, 12.0, 14.0, 16.0]), ("p90", [9.0, 10.0, 11.0, 12.0])];
+    for (agg, expected) in cases {
+        let c = clean(&rows, &format!("{CPU_ONLY}aggregate: {agg}\n")).unwrap();
+        let got: Vec<f64> = rows_of(&c, "cpu").iter().map(|r| r.3).collect();
+        assert_eq!(got, expected, "{agg}");
+        assert_eq!(rows_of(&c, "cpu").iter().map(|r| r.2).collect::<Vec<_>>(), [0, 1, 2, 3], "aligned to the grid");
+    }
+    // A 5-minute grid puts minutes 0-4 in one bin.
+    let c = clean(&series("cpu", "p", 0..10, |m| m as f64), "step: 5m\nroles: [cpu]\nmin_points: 1\n").unwrap();
+    assert_eq!(rows_of(&c, "cpu").iter().map(|r| (r.2, r.3)).collect::<Vec<_>>(), [(0, 2.0), (5, 7.0)]);
+}
+
+#[test]
+fn short_gaps_are_filled_and_long_ones_split() {
+    // Minutes 0-4, then 7-9 (2 missing: filled), then 20-22 (10 missing: split).
+    let minutes: Vec<i64> = (0..5).chain(7..10).chain(20..23).collect();
+    let rows = series("cpu", "p", minutes, |m| m as f64 * 2.0);
+    let c = clean(&rows, &format!("{CPU_ONLY}max_gap: 3m\n")).unwrap();
+    let got = rows_of(&c, "cpu");
+    let filled: Vec<_> = got.iter().filter(|r| r.4).map(|r| (r.2, r.3)).collect();
+    assert_eq!(filled, [(5, 10.0), (6, 12.0)], "linear between 8 and 14");
+    assert_eq!(got.iter().filter(|r| r.1 == 0).count(), 10);
+    assert_eq!(got.iter().filter(|r| r.1 == 1).map(|r| r.2).collect::<Vec<_>>(), [20, 21, 22]);
+    assert_eq!(c.counts.filled_points, 2);
+    assert_eq!(c.counts.segments, 2);
+
+    let ffill = clean(&rows, &format!("{CPU_ONLY}max_gap: 3m\nfill: ffill\n")).unwrap();
+    assert_eq!(rows_of(&ffill, "cpu").iter().filter(|r| r.4).map(|r| r.3).collect::<Vec<_>>(), [8.0, 8.0]);
+    let zero = clean(&rows, &format!("{CPU_ONLY}max_gap: 3m\nfill: zero\n")).unwrap();
+    assert_eq!(rows_of(&zero, "cpu").iter().filter(|r| r.4).map(|r| r.3).collect::<Vec<_>>(), [0.0, 0.0]);
+    // A gap one step longer than max_gap is not filled.
+    let tight = clean(&rows, &format!("{CPU_ONLY}max_gap: 1m\n")).unwrap();
+    assert_eq!(tight.counts.filled_points, 0);
+    assert_eq!(tight.counts.segments, 3);
+}
+
+#[test]
+fn filters_trim_and_drop_what_cannot_be_learned() {
+    let mut rows = series("cpu", "long", 0..20, |m| (m % 3) as f64);
+    rows.extend(series("cpu", "long", 40..45, |m| m as f64)); // a 5-point segment
+    rows.extend(series("cpu", "flat", 0..20, |_| 0.25));
+    rows.extend(series("cpu", "idle", 0..20, |_| 0.0));
+    let c = clean(&rows, "step: 1m\nroles: [cpu]\nmin_points: 10\ntrim: 2\n").unwrap();
+    let got = rows_of(&c, "cpu");
+    assert!(got.iter().all(|r| r.0 == "ns/long/app"), "only the varying series is left");
+    assert_eq!(got.first().unwrap().2, 2, "two points trimmed from the start");
+    assert_eq!(got.last().unwrap().2, 17, "and from the end");
+    assert_eq!(got.len(), 16);
+    let k = &c.counts;
+    assert_eq!((k.segments, k.short_segments_dropped, k.zero_series_dropped, k.constant_series_dropped), (4, 1, 1, 1));
+    assert_eq!(k.trimmed_points, 4 * 4);
+    assert_eq!((k.series, k.output_segments, k.points), (1, 1, 16));
+
+    let kept = clean(&rows, "step: 1m\nroles: [cpu]\nmin_points: 10\ndrop_constant: false\ndrop_zero: false\n").unwrap();
+    assert_eq!(kept.counts.series, 3);
+}
+
+#[test]
+fn pods_group_into_workloads() {
+    // Two replicas of one Deployment, then a new ReplicaSet's pod after a rollout.
+    let mut rows = series("cpu", "web-5f55b6cf68-77cfw", 0..5, |_| 1.0);
+    rows.extend(series("cpu", "web-5f55b6cf68-jpzbd", 2..5, |m| m as f64));
+    rows.extend(series("cpu", "web-84cbf6c798-qmx8k", 5..8, |_| 3.0));
+    rows.extend(series("cpu", "db-0", 0..8, |m| m as f64));
+    let sum = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload}}\n")).unwrap();
+    let web: Vec<_> = rows_of(&sum, "cpu").into_iter().filter(|r| r.0 == "ns/web/app").map(|r| r.3).collect();
+    assert_eq!(web, [1.0, 1.0, 3.0, 4.0, 5.0, 3.0, 3.0, 3.0]);
+    assert_eq!(sum.counts.series, 2);
+    assert_eq!(sum.counts.input_series, 4);
+    assert!(rows_of(&sum, "cpu").iter().any(|r| r.0 == "ns/db/app"));
+    let max = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload, aggregate: max}}\n")).unwrap();
+    let web: Vec<_> = rows_of(&max, "cpu").into_iter().filter(|r| r.0 == "ns/web/app").map(|r| r.3).collect();
+    assert_eq!(web, [1.0, 1.0, 2.0, 3.0, 4.0, 3.0, 3.0, 3.0]);
+    let per_pod = clean(&rows, CPU_ONLY).unwrap();
+    assert_eq!(per_pod.counts.series, 4);
+    let by_labels = clean(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [namespace]}}\n")).unwrap();
+    assert_eq!(by_labels.counts.series, 1);
+}
+
+#[test]
+fn roles_align_on_the_grid() {
+    let mut rows = series("cpu", "a", 0..10, |m| m as f64);
+    rows.extend(series("memory", "a", 3..12, |m| 100.0 * m as f64));
+    rows.extend(series("cpu", "lonely", 0..10, |m| m as f64));
+    let c = clean(&rows, "step: 1m\nmin_points: 1\n").unwrap();
+    let cpu = rows_of(&c, "cpu");
+    let memory = rows_of(&c, "memory");
+    assert_eq!(cpu.iter().map(|r| r.2).collect::<Vec<_>>(), (3..10).collect::<Vec<_>>(), "rows with both roles");
+    assert_eq!(memory.iter().map(|r| r.3).collect::<Vec<_>>(), (3..10).map(|m| 100.0 * m as f64).collect::<Vec<_>>());
+    assert_eq!(c.counts.series_without_all_roles, 1);
+    assert_eq!(c.counts.series, 1);
+}
+
+#[test]
+fn bad_values_are_dropped_and_counted() {
+    let mut rows = series("cpu", "p", 0..10, |m| m as f64);
+    rows[2].3 = f64::NAN;
+    rows[3].3 = f64::INFINITY;
+    rows[4].3 = -1.0;
+    let c = clean(&rows, &format!("{CPU_ONLY}fill: zero\n")).unwrap();
+    assert_eq!((c.counts.non_finite_dropped, c.counts.negative_dropped), (2, 1));
+    assert_eq!(rows_of(&c, "cpu").iter().filter(|r| r.4).map(|r| r.2).collect::<Vec<_>>(), [2, 3, 4]);
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let err = clean(&[], CPU_ONLY).unwrap_err();
+    assert!(err.contains("no samples of role cpu"), "{err}");
+    let nan = series("cpu", "p", 0..5, |_| f64::NAN);
+    let err = clean(&nan, CPU_ONLY).unwrap_err();
+    assert!(err.contains("all 5 samples of role cpu are NaN or infinite"), "{err}");
+    // One point is a segment too short to keep.
+    let err = clean(&series("cpu", "p", 0..1, |_| 1.0), "step: 1m\nroles: [cpu]\nmin_points: 2\n").unwrap_err();
+    assert!(err.contains("nothing is left after cleaning") && err.contains("1 segments were shorter than min_points = 2"), "{err}");
+    let err = clean(&series("cpu", "p", 0..5, |m| m as f64), "step: 1m\naggregate: median\n").unwrap_err();
+    assert!(err.contains("unknown aggregation `median`"), "{err}");
+    // A step finer than the data warns (and still works).
+    let coarse = series("cpu", "p", (0..10).map(|m| m * 5), |m| m as f64);
+    let c = clean(&coarse, "step: 1m\nroles: [cpu]\nmin_points: 1\nmax_gap: 10m\n").unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("finer than the data's resolution (about 300 s")), "{:?}", c.warnings);
+}
+
+fn build_features(cleaned: &Cleaned, yaml: &str) -> Result<features::Built, String> {
+    let p: FeaturesParams = serde_saphyr::from_str(yaml).unwrap();
+    let cut = p.cut().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
+    let batches = cleaned.batches.clone();
+    let schema = cleaned.schema.clone();
+    runtime().block_on(async {
+        let session = crate::session(None);
+        session.register_table("resampled", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())).unwrap();
+        features::build(&session, &p, cut).await.map_err(|e| e.to_string())
+    })
+}
+
+fn two_series() -> Cleaned {
+    let mut rows = series("cpu", "a", 0..100, |m| (m as f64 * 0.3).sin() + 2.0 + m as f64 / 50.0);
+    rows.extend(series("cpu", "b", 0..60, |m| ((m * 7) % 11) as f64));
+    clean(&rows, CPU_ONLY).unwrap()
+}
+
+fn column_f32(batches: &[RecordBatch], name: &str) -> Vec<f32> {
+    batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_primitive::<Float32Type>().iter().map(|v| v.unwrap_or(f32::NAN)).collect::<Vec<_>>()).collect()
+}
+
+fn column_str(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()).collect()
+}
+
+#[test]
+fn scaling_is_fitted_on_training_points_and_inverts() {
+    let cleaned = two_series();
+    for (scale, transform) in [("zscore", "none"), ("minmax", "log1p"), ("robust", "none")] {
+        let f = build_features(&cleaned, &format!("scale: {scale}\ntransform: {transform}\ncalendar: []\nwindows: {{lookback: 5, horizon: 2}}\n")).unwrap();
+        let raw = rows_of(&cleaned, "cpu");
+        let scaled = column_f32(&f.features, "cpu");
+        let splits = column_str(&f.features, "split");
+        let keys = column_str(&f.features, "key");
+        let scalers = &applearner_pipeline::arrow::compute::concat_batches(&f.scalers_schema, &f.scalers).unwrap();
+        let center = scalers.column_by_name("center").unwrap().as_primitive::<Float64Type>();
+        let spread = scalers.column_by_name("scale").unwrap().as_primitive::<Float64Type>();
+        for (i, r) in raw.iter().enumerate() {
+            let s = if keys[i] == "ns/a/app" { 0 } else { 1 };
+            let mut back = scaled[i] as f64 * spread.value(s) + center.value(s);
+            if transform == "log1p" {
+                back = back.exp_m1();
+            }
+            assert!((back - r.3).abs() < 1e-4 * r.3.abs().max(1.0), "{scale}: {back} vs {}", r.3);
+        }
+        // The statistics are the training part's: z-scores of train points have mean 0.
+        if scale == "zscore" {
+            let train: Vec<f64> = scaled.iter().zip(&splits).zip(&keys).filter(|((_, s), k)| *s == "train" && *k == "ns/a/app").map(|((v, _), _)| *v as f64).collect();
+            let mean = train.iter().sum::<f64>() / train.len() as f64;
+            assert!(mean.abs() < 1e-5, "{mean}");
+            let all = scaled.iter().zip(&keys).filter(|(_, k)| *k == "ns/a/app").map(|(v, _)| *v as f64).sum::<f64>() / 100.0;
+            assert!(all.abs() > 0.1, "the trend makes later points larger: fitted on all points would give 0");
+        }
+    }
+}
+
+#[test]
+fn split_and_windows_never_look_ahead() {
+    let cleaned = two_series();
+    let f = build_features(&cleaned, "calendar: [hour]\nlags: [2]\nrolling: [3]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 6, horizon: 3, stride: 2}\n").unwrap();
+    let splits = column_str(&f.features, "split");
+    // Series a: 100 points → 60 train, 20 validation, 20 test; b: 60 → 36/12/12.
+    let count = |key: &str, part: &str| column_str(&f.features, "key").iter().zip(&splits).filter(|(k, s)| *k == key && *s == part).count();
+    assert_eq!((count("ns/a/app", "train"), count("ns/a/app", "validation"), count("ns/a/app", "test")), (60, 20, 20));
+    assert_eq!((count("ns/b/app", "train"), count("ns/b/app", "validation"), count("ns/b/app", "test")), (36, 12, 12));
+    // Lag 2 and a 3-step rolling mean are trailing.
+    let cpu = column_f32(&f.features, "cpu");
+    let lag = column_f32(&f.features, "cpu_lag2");
+    let mean = column_f32(&f.features, "cpu_mean3");
+    assert!(lag[0].is_nan() && lag[1].is_nan() && mean[1].is_nan());
+    assert_eq!(lag[10], cpu[8]);
+    assert!((mean[10] - (cpu[8] + cpu[9] + cpu[10]) / 3.0).abs() < 1e-5);
+
+    let set = WindowSet::new(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
+    assert_eq!((set.lookback, set.horizon), (6, 3));
+    assert_eq!(set.input_names(), ["cpu", "hour_sin", "hour_cos", "cpu_lag2", "cpu_mean3", "cpu_std3"]);
+    for part in ["train", "validation", "test"] {
+        let windows = set.part(part);
+        assert!(!windows.is_empty(), "{part}");
+        for w in windows {
+            assert!(w.start >= 2 || (w.start >= 62 && w.start < 100) || w.start >= 102, "after the warm-up");
+            for t in w.start + 6..w.start + 9 {
+                assert_eq!(splits[t], part, "every target of a {part} window is in {part}");
+            }
+        }
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        set.batch(part, &[0, windows.len() - 1], &mut x, &mut y);
+        assert_eq!((x.len(), y.len()), (2 * 6 * 6, 2 * 3));
+        let last = &windows[windows.len() - 1];
+        assert_eq!(y[3..], cpu[last.start + 6..last.start + 9]);
+        assert_eq!(x[6 * 6..6 * 6 + 1], cpu[last.start..last.start + 1]);
+    }
+    // Series a's training targets run from row 8 (warm-up 2 + lookback 6) to 59, every 2nd.
+    let train_a: Vec<usize> = set.part("train").iter().filter(|w| w.key == "ns/a/app").map(|w| w.start).collect();
+    assert_eq!(train_a, (2..=51).step_by(2).collect::<Vec<_>>());
+    assert_eq!(f.windows_per_part[0], set.part("train").len() as u64);
+}
+
+#[test]
+fn an_empty_part_is_a_clear_error() {
+    let cleaned = two_series();
+    let err = build_features(&cleaned, "split: {validation: 0.05, test: 0.2}\nwindows: {lookback: 10, horizon: 8}\n").unwrap_err();
+    assert!(err.contains("the validation part has no windows: in all 2 series"), "{err}");
+    assert!(err.contains("the longest validation part has 5 points"), "{err}");
+    let err = build_features(&cleaned, "split: {validation: 0.5, test: 0.6}\n").unwrap_err();
+    assert!(err.contains("leaves nothing to train on"), "{err}");
+}
+
+#[test]
+fn durations() {
+    use crate::parse_duration;
+    assert_eq!(parse_duration("30s"), Some(30_000));
+    assert_eq!(parse_duration("5m"), Some(300_000));
+    assert_eq!(parse_duration("1h"), Some(3_600_000));
+    assert_eq!(parse_duration("250ms"), Some(250));
+    for bad in ["0m", "5", "m", "5 parsecs"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}

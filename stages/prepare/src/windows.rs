@@ -1,0 +1,206 @@
+//! Reads the `features` and `windows` tables back as training batches.
+//!
+//! Feature values are held once, row-major; a batch copies the rows of the windows it is
+//! asked for, so memory grows with the points, not with lookback × windows.
+
+use std::collections::BTreeMap;
+
+use applearner_pipeline::arrow::array::{Array, AsArray, RecordBatch};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Float32Type, UInt64Type};
+
+use crate::features::{HORIZON_KEY, LOOKBACK_KEY, PARTS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error("the features table has no column `{column}`; it has {available}")]
+    UnknownColumn { column: String, available: String },
+    #[error("the windows table lacks `{0}` in its metadata; rebuild it with features.build")]
+    Metadata(&'static str),
+    #[error("the windows table points past the end of the features table (row {row} of {rows}); rebuild both")]
+    OutOfRange { row: u64, rows: usize },
+    #[error(
+        "series `{key}` has a missing or non-finite `{column}` at {time} inside a window; clean the input \
+         (clean.resample drops NaN) or rebuild the features"
+    )]
+    NotFinite { key: String, column: String, time: String },
+    #[error("unknown part `{0}`; use train, validation or test")]
+    UnknownPart(String),
+}
+
+/// One window: its series and where it starts in the features table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub key: String,
+    pub start: usize,
+    /// Time of the last input point (ms), where the forecast starts from.
+    pub origin_ms: i64,
+}
+
+/// Windows of each part over the feature values.
+pub struct WindowSet {
+    inputs: Vec<f32>,
+    targets: Vec<f32>,
+    input_names: Vec<String>,
+    target_names: Vec<String>,
+    pub lookback: usize,
+    pub horizon: usize,
+    parts: BTreeMap<&'static str, Vec<Window>>,
+}
+
+impl WindowSet {
+    /// `inputs`: the feature columns a model sees (empty: every float feature);
+    /// `targets`: the columns it forecasts.
+    pub fn new(
+        features: &[RecordBatch],
+        windows: &[RecordBatch],
+        inputs: &[String],
+        targets: &[String],
+    ) -> Result<WindowSet, WindowError> {
+        let schema = features.first().map(|b| b.schema());
+        let available: Vec<String> = schema
+            .as_ref()
+            .map(|s| s.fields().iter().filter(|f| f.data_type() == &DataType::Float32).map(|f| f.name().clone()).collect())
+            .unwrap_or_default();
+        let input_names = if inputs.is_empty() { available.clone() } else { inputs.to_vec() };
+        for c in input_names.iter().chain(targets) {
+            if !available.contains(c) {
+                return Err(WindowError::UnknownColumn { column: c.clone(), available: available.join(", ") });
+            }
+        }
+        let meta = |key: &'static str| -> Result<usize, WindowError> {
+            windows
+                .first()
+                .and_then(|b| b.schema().metadata().get(key).and_then(|v| v.parse().ok()))
+                .ok_or(WindowError::Metadata(key))
+        };
+        let (lookback, horizon) = (meta(LOOKBACK_KEY)?, meta(HORIZON_KEY)?);
+
+        let rows: usize = features.iter().map(|b| b.num_rows()).sum();
+        let gather = |names: &[String]| -> Vec<f32> {
+            let mut out = vec![0f32; rows * names.len()];
+            let mut row = 0;
+            for b in features {
+                for (j, name) in names.iter().enumerate() {
+                    let col = b.column_by_name(name).expect("checked above");
+                    let col = col.as_primitive::<Float32Type>();
+                    for i in 0..b.num_rows() {
+                        out[(row + i) * names.len() + j] = if col.is_null(i) { f32::NAN } else { col.value(i) };
+                    }
+                }
+                row += b.num_rows();
+            }
+            out
+        };
+        let inputs_flat = gather(&input_names);
+        let targets_flat = gather(targets);
+
+        // Rows with a missing value, as prefix counts: whether a window touches one is then
+        // one subtraction. Inputs are checked over the lookback, targets over the horizon.
+        let prefix = |values: &[f32], width: usize| {
+            let mut before = vec![0u32; rows + 1];
+            for r in 0..rows {
+                let bad = values[r * width..(r + 1) * width].iter().any(|v| !v.is_finite());
+                before[r + 1] = before[r] + bad as u32;
+            }
+            before
+        };
+        let bad_inputs = prefix(&inputs_flat, input_names.len());
+        let bad_targets = prefix(&targets_flat, targets.len());
+
+        let mut parts: BTreeMap<&'static str, Vec<Window>> = PARTS.iter().map(|p| (*p, Vec::new())).collect();
+        for b in windows {
+            let split = b.column_by_name("split").ok_or(WindowError::Metadata("split"))?.as_string::<i32>();
+            let key = b.column_by_name("key").ok_or(WindowError::Metadata("key"))?.as_string::<i32>();
+            let start = cast(b.column_by_name("start").ok_or(WindowError::Metadata("start"))?, &DataType::UInt64)
+                .map_err(|_| WindowError::Metadata("start"))?;
+            let start = start.as_primitive::<UInt64Type>();
+            let origin = cast(b.column_by_name("origin").ok_or(WindowError::Metadata("origin"))?, &DataType::Int64)
+                .map_err(|_| WindowError::Metadata("origin"))?;
+            let origin = origin.as_primitive::<applearner_pipeline::arrow::datatypes::Int64Type>();
+            for i in 0..b.num_rows() {
+                let s = start.value(i) as usize;
+                if s + lookback + horizon > rows {
+                    return Err(WindowError::OutOfRange { row: start.value(i), rows });
+                }
+                let (t0, t1) = (s + lookback, s + lookback + horizon);
+                let bad_row = if bad_inputs[t0] != bad_inputs[s] {
+                    (s..t0).find(|&r| bad_inputs[r + 1] != bad_inputs[r]).map(|r| (r, input_names.as_slice(), &inputs_flat))
+                } else if bad_targets[t1] != bad_targets[t0] {
+                    (t0..t1).find(|&r| bad_targets[r + 1] != bad_targets[r]).map(|r| (r, targets, &targets_flat))
+                } else {
+                    None
+                };
+                if let Some((r, names, values)) = bad_row {
+                    let width = names.len();
+                    let j = (0..width).find(|&j| !values[r * width + j].is_finite()).unwrap_or(0);
+                    return Err(WindowError::NotFinite {
+                        key: key.value(i).to_string(),
+                        column: names[j].clone(),
+                        time: row_time(features, r),
+                    });
+                }
+                let part = PARTS.iter().find(|p| **p == split.value(i)).ok_or_else(|| {
+                    WindowError::UnknownPart(split.value(i).to_string())
+                })?;
+                parts.get_mut(part).expect("every part has a list").push(Window {
+                    key: key.value(i).to_string(),
+                    start: s,
+                    origin_ms: origin.value(i),
+                });
+            }
+        }
+        Ok(WindowSet {
+            inputs: inputs_flat,
+            targets: targets_flat,
+            input_names,
+            target_names: targets.to_vec(),
+            lookback,
+            horizon,
+            parts,
+        })
+    }
+
+    pub fn input_names(&self) -> &[String] {
+        &self.input_names
+    }
+
+    pub fn target_names(&self) -> &[String] {
+        &self.target_names
+    }
+
+    /// The windows of a part (`train`, `validation`, `test`).
+    pub fn part(&self, part: &str) -> &[Window] {
+        self.parts.get(part).map_or(&[], Vec::as_slice)
+    }
+
+    /// Copies the windows `which` of `part` into `x` (`[batch, lookback, inputs]`) and `y`
+    /// (`[batch, horizon, targets]`), row-major, replacing their contents.
+    pub fn batch(&self, part: &str, which: &[usize], x: &mut Vec<f32>, y: &mut Vec<f32>) {
+        let windows = self.part(part);
+        let (ni, nt) = (self.input_names.len(), self.target_names.len());
+        x.clear();
+        y.clear();
+        for &w in which {
+            let s = windows[w].start;
+            x.extend_from_slice(&self.inputs[s * ni..(s + self.lookback) * ni]);
+            let t = s + self.lookback;
+            y.extend_from_slice(&self.targets[t * nt..(t + self.horizon) * nt]);
+        }
+    }
+}
+
+/// The timestamp of a features row, for messages.
+fn row_time(features: &[RecordBatch], mut row: usize) -> String {
+    for b in features {
+        if row < b.num_rows() {
+            let ts = b.column_by_name("timestamp").and_then(|c| cast(c, &DataType::Int64).ok());
+            return ts
+                .map(|c| c.as_primitive::<applearner_pipeline::arrow::datatypes::Int64Type>().value(row))
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or_else(|| format!("row {row}"), |t| t.to_rfc3339());
+        }
+        row -= b.num_rows();
+    }
+    format!("row {row}")
+}
