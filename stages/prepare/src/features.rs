@@ -409,7 +409,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         .await?;
     let scalers_schema = Arc::new(scalers_df.schema().as_arrow().clone());
     let scalers = collect(scalers_df).await?;
-    crate::register_batches(session, "scalers", scalers.clone(), scalers_schema.clone())?;
+    crate::register_batches(session, "scalers", scalers.clone(), scalers_schema.clone(), &[])?;
 
     let series_row = collect(session.sql("SELECT count(DISTINCT key), count(*) FROM resampled").await?).await?;
     let (series, points) = match series_row.first() {

@@ -17,6 +17,7 @@ mod tests;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::{BoxError, Registry, StageContext};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
@@ -38,9 +39,10 @@ const STORE_URL: &str = "applearner://store/";
 /// between runs. Same config and data must give the same bytes.
 pub fn session(ctx: Option<&StageContext>) -> SessionContext {
     let config = SessionConfig::new()
-        .with_target_partitions(1)
+        .with_target_partitions(2)
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool("datafusion.optimizer.prefer_existing_sort", true);
     let session = SessionContext::new_with_config(config);
     if let Some(ctx) = ctx {
         let (store, _) = ctx.store().object_store();
@@ -72,9 +74,19 @@ pub async fn collect(df: DataFrame) -> Result<Vec<RecordBatch>, BoxError> {
     Ok(batches)
 }
 
-/// Registers batches as an in-memory table (an intermediate result read several times).
-pub fn register_batches(session: &SessionContext, name: &str, batches: Vec<RecordBatch>, schema: Arc<datafusion::arrow::datatypes::Schema>) -> Result<(), BoxError> {
-    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+/// Registers batches as an in-memory table (an intermediate result read several times),
+/// declaring the order they are in so that later windows and sorts need not sort again.
+/// The batches' own schema wins over the plan's: execution may know a column is never null.
+pub fn register_batches(
+    session: &SessionContext,
+    name: &str,
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    sorted_by: &[&str],
+) -> Result<(), BoxError> {
+    let schema = batches.first().map_or(schema, |b| b.schema());
+    let order = sorted_by.iter().map(|c| datafusion::prelude::col(*c).sort(true, false)).collect::<Vec<_>>();
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?.with_sort_order(vec![order]);
     session.deregister_table(name)?;
     session.register_table(name, Arc::new(table))?;
     Ok(())

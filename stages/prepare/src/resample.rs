@@ -10,7 +10,6 @@
 //! 6. split at the remaining gaps into segments, trim segment edges, drop short segments;
 //! 7. drop series that are constant or all zero.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -26,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::{collect, ident, literal, parse_duration, register_batches, register_input};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
-/// stage's `samples`; writes `resampled`: one row per series and step with a column per role
+/// stage's `samples` and `series`; writes `resampled`: one row per series and step with a column per role
 /// (`cpu`, `memory`: cores and bytes), a `<role>_filled` flag on every filled point, and a
 /// `segment` number that changes wherever a gap longer than `max_gap` split the series.
 /// A series is identified by `key` (its group labels joined by `/`) and the label columns.
@@ -315,7 +314,7 @@ struct Resample {
 
 impl Stage for Resample {
     fn reads(&self) -> Vec<String> {
-        vec!["samples".into()]
+        vec!["samples".into(), "series".into()]
     }
 
     fn writes(&self) -> Vec<Output> {
@@ -326,6 +325,7 @@ impl Stage for Resample {
         let session = crate::session(Some(ctx));
         let cleaned = ctx.store().block_on(async {
             register_input(&session, ctx, "samples").await?;
+            register_input(&session, ctx, "series").await?;
             clean(&session, &self.plan, &|| ctx.check_cancelled().map_err(Into::into)).await
         })?;
         for w in &cleaned.warnings {
@@ -400,7 +400,10 @@ pub enum CleanError {
     },
 }
 
-/// Cleans the table registered as `samples` in `session`.
+/// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`.
+///
+/// The heavy steps run on integers: each group of series gets a number `k` and each role a
+/// number `r` from the small `series` table, and labels are joined back at the end.
 pub async fn clean(
     session: &SessionContext,
     plan: &Plan,
@@ -408,7 +411,7 @@ pub async fn clean(
 ) -> Result<Cleaned, BoxError> {
     session.register_udf(workload_udf());
     let columns: Vec<String> =
-        session.table("samples").await?.schema().fields().iter().map(|f| f.name().clone()).collect();
+        session.table("series").await?.schema().fields().iter().map(|f| f.name().clone()).collect();
     let keys = plan.key_columns();
     for label in LABEL_COLUMNS.iter().filter(|l| keys.iter().any(|(_, e)| e.contains(*l))) {
         if !columns.iter().any(|c| c == label) {
@@ -418,34 +421,64 @@ pub async fn clean(
     let step = plan.step_ms;
     let role_list = plan.roles.iter().map(|r| literal(r.name())).collect::<Vec<_>>().join(", ");
     let role_names = plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
+    let role_number = plan
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("WHEN {} THEN {i}", literal(r.name())))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut counts = Counts::default();
     let mut warnings = Vec::new();
+    let started = std::time::Instant::now();
+    // Between steps: stop if the run is cancelled; `-vv` shows where the time goes.
+    let checkpoint = |step: &str| {
+        tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
+        check_cancelled()
+    };
+
+    // The series to clean, their group number k and role number r.
+    let key_select = keys.iter().map(|(name, expr)| format!("{expr} AS {}", ident(name))).collect::<Vec<_>>();
+    let key_names = keys.iter().map(|(name, _)| ident(name)).collect::<Vec<_>>();
+    let groups = session
+        .sql(&format!(
+            "SELECT series_id, r, key, {names}, dense_rank() OVER (ORDER BY key) AS k, spacing FROM ( \
+               SELECT *, concat_ws('/', {names}) AS key FROM ( \
+                 SELECT series_id, CASE CAST(role AS VARCHAR) {role_number} END AS r, {key_select}, \
+                        CASE WHEN points > 1 THEN (CAST(last_timestamp AS BIGINT) - CAST(first_timestamp AS BIGINT)) \
+                             / (CAST(points AS BIGINT) - 1) END AS spacing \
+                 FROM series WHERE role IN ({role_list})))",
+            names = key_names.join(", "),
+            key_select = key_select.join(", "),
+        ))
+        .await?;
+    let schema = Arc::new(groups.schema().as_arrow().clone());
+    register_batches(session, "groups", collect(groups).await?, schema, &[])?;
+    let row = single_row(
+        session,
+        "SELECT count(*), max(k), CAST(median(spacing) AS BIGINT), \
+                count(*) - count(DISTINCT k * 16 + r) FROM groups",
+    )
+    .await?;
+    let [input_series, grouped, spacing, shared] = [row[0], row[1], row[2], row[3]];
+    [counts.input_series, counts.grouped_series] = [input_series, grouped];
 
     // 1. What the input holds, and what is unusable.
     let finite = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
     let row = single_row(session, &format!(
-        "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0), \
-                count(DISTINCT series_id) \
+        "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0) \
          FROM samples WHERE role IN ({role_list})"
     ))
     .await?;
-    [counts.input_points, counts.non_finite_dropped, counts.negative_dropped, counts.input_series] =
-        [row[0], row[1], row[2], row[3]];
+    [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
     if counts.input_points == 0 {
         return Err(CleanError::Empty { roles: role_names }.into());
     }
     if counts.non_finite_dropped == counts.input_points {
         return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names }.into());
     }
-    let usable = format!("role IN ({role_list}) AND {finite} AND value >= 0");
-
     // A step finer than the data's own interval makes most grid points gaps.
-    let spacing = single_row(session, &format!(
-        "SELECT CAST(median(spacing) AS BIGINT) FROM ( \
-           SELECT (max(CAST(timestamp AS BIGINT)) - min(CAST(timestamp AS BIGINT))) / (count(*) - 1) AS spacing \
-           FROM samples WHERE {usable} GROUP BY series_id HAVING count(*) > 1)"
-    ))
-    .await?[0] as i64;
+    let spacing = spacing as i64;
     if spacing > 0 && step < spacing * 9 / 10 {
         warnings.push(format!(
             "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
@@ -455,111 +488,130 @@ pub async fn clean(
             spacing as f64 / 1000.0
         ));
     }
-    check_cancelled()?;
+    checkpoint("input")?;
 
-    // 2-3. Bin each series, then combine the series of one group at each step.
-    let key_select = keys.iter().map(|(name, expr)| format!("{expr} AS {}", ident(name))).collect::<Vec<_>>();
-    let key_names = keys.iter().map(|(name, _)| ident(name)).collect::<Vec<_>>();
-    let key_expr = format!("concat_ws('/', {})", key_names.join(", "));
-    let combine = match plan.group.aggregate {
-        Combine::Sum => "sum",
-        Combine::Max => "max",
+    // 2-3. Bin each series on the grid, then combine the series of one group at each step
+    // (a no-op, skipped, when every group has one series per role).
+    let binned = format!(
+        "SELECT series_id, \
+                CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
+                     'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) AS ts, \
+                {agg} AS value \
+         FROM samples WHERE role IN ({role_list}) AND {finite} AND value >= 0 \
+         GROUP BY series_id, ts",
+        agg = plan.aggregate.sql(),
+    );
+    let grid_sql = if shared == 0 {
+        format!("SELECT g.k, g.r, b.ts, b.value FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id")
+    } else {
+        let combine = match plan.group.aggregate {
+            Combine::Sum => "sum",
+            Combine::Max => "max",
+        };
+        format!(
+            "SELECT g.k, g.r, b.ts, {combine}(b.value) AS value \
+             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY g.k, g.r, b.ts"
+        )
     };
-    let grid = session
-        .sql(&format!(
-            "SELECT {key_expr} AS key, {names}, role, ts, {combine}(value) AS value FROM ( \
-               SELECT {key_select}, CAST(role AS VARCHAR) AS role, series_id, \
-                      CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
-                           'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) AS ts, \
-                      {agg} AS value \
-               FROM samples WHERE {usable} \
-               GROUP BY {names}, role, series_id, ts) \
-             GROUP BY {names}, role, ts",
-            names = key_names.join(", "),
-            key_select = key_select.join(", "),
-            agg = plan.aggregate.sql(),
-        ))
-        .await?;
+    let grid = session.sql(&grid_sql).await?;
     let schema = Arc::new(grid.schema().as_arrow().clone());
-    register_batches(session, "grid", collect(grid).await?, schema)?;
-    let row = single_row(session, "SELECT count(*), count(DISTINCT key) FROM grid").await?;
-    [counts.grid_points, counts.grouped_series] = [row[0], row[1]];
-    check_cancelled()?;
+    register_batches(session, "grid", collect(grid).await?, schema, &[])?;
+    counts.grid_points = single_row(session, "SELECT count(*) FROM grid").await?[0];
+    checkpoint("grid")?;
 
     // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
+    // Only the filled points are materialised; the grid is read again beside them.
     let fill = match plan.fill {
         Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev_ts AS DOUBLE) / CAST(ts - prev_ts AS DOUBLE)",
         Fill::Ffill => "prev_value",
         Fill::Zero => "CAST(0 AS DOUBLE)",
     };
-    let filled = session
+    // Runs of consecutive steps ("islands": ts / step - row number is constant in one) are
+    // found with one window; the gaps between them come from the few islands' ends.
+    let fills = session
         .sql(&format!(
-            "WITH g AS ( \
-               SELECT key, role, ts, value, \
-                      lag(ts) OVER (PARTITION BY key, role ORDER BY ts) AS prev_ts, \
-                      lag(value) OVER (PARTITION BY key, role ORDER BY ts) AS prev_value \
-               FROM grid), \
+            "WITH islands AS ( \
+               SELECT k, r, min(ts) AS first_ts, max(ts) AS last_ts, \
+                      first_value(value ORDER BY ts) AS first_value, last_value(value ORDER BY ts) AS last_value \
+               FROM (SELECT *, ts / {step} - row_number() OVER (PARTITION BY k, r ORDER BY ts) AS island FROM grid) \
+               GROUP BY k, r, island), \
              gaps AS ( \
-               SELECT key, role, ts, value, prev_ts, prev_value, unnest(range(prev_ts + {step}, ts, {step})) AS t \
-               FROM g WHERE ts - prev_ts > {step} AND ts - prev_ts - {step} <= {max_gap}) \
-             SELECT key, role, ts, value, false AS filled FROM g \
-             UNION ALL \
-             SELECT key, role, t AS ts, {fill} AS value, true AS filled FROM gaps",
+               SELECT k, r, first_ts AS ts, first_value AS value, \
+                      lag(last_ts) OVER (PARTITION BY k, r ORDER BY first_ts) AS prev_ts, \
+                      lag(last_value) OVER (PARTITION BY k, r ORDER BY first_ts) AS prev_value \
+               FROM islands) \
+             SELECT k, r, t AS ts, {fill} AS value FROM ( \
+               SELECT *, unnest(range(prev_ts + {step}, ts, {step})) AS t FROM gaps \
+               WHERE ts - prev_ts - {step} <= {max_gap})",
             max_gap = plan.max_gap_ms,
         ))
         .await?;
-    let schema = Arc::new(filled.schema().as_arrow().clone());
-    register_batches(session, "filled", collect(filled).await?, schema)?;
-    counts.filled_points = single_row(session, "SELECT count(*) FROM filled WHERE filled").await?[0];
-    check_cancelled()?;
+    let schema = Arc::new(fills.schema().as_arrow().clone());
+    let fills = collect(fills).await?;
+    counts.filled_points = fills.iter().map(|b| b.num_rows() as u64).sum();
+    register_batches(session, "fills", fills, schema, &[])?;
+    checkpoint("filled")?;
 
-    // 5. One row per key and step with every role; 6. segments, their lengths and positions.
+    // 5. One row per group and step with every role (a group has one row per role and step,
+    // so counting rows counts roles); 6. segments: runs of consecutive steps. In a run,
+    // ts / step - row number is constant, and numbers the run.
     let n_roles = plan.roles.len();
     counts.series_without_all_roles = single_row(session, &format!(
-        "SELECT count(*) FROM (SELECT key FROM grid GROUP BY key HAVING count(DISTINCT role) < {n_roles})"
+        "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
     ))
     .await?[0];
     let role_columns = plan
         .roles
         .iter()
-        .map(|r| {
-            let (name, lit) = (r.name(), literal(r.name()));
-            format!(
-                "max(value) FILTER (WHERE role = {lit}) AS {name}, bool_or(filled) FILTER (WHERE role = {lit}) AS {name}_filled"
-            )
+        .enumerate()
+        .map(|(i, r)| {
+            let name = r.name();
+            format!("max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled")
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let all = "SELECT k, r, ts, value, false AS filled FROM grid UNION ALL SELECT k, r, ts, value, true AS filled FROM fills";
+    let wide = if n_roles == 1 {
+        let name = plan.roles[0].name();
+        format!("SELECT k, ts, value AS {name}, filled AS {name}_filled FROM ({all})")
+    } else {
+        format!("SELECT k, ts, {role_columns} FROM ({all}) GROUP BY k, ts HAVING count(*) = {n_roles}")
+    };
     let segmented = session
         .sql(&format!(
-            "WITH wide AS ( \
-               SELECT key, ts, {role_columns} FROM filled GROUP BY key, ts HAVING count(DISTINCT role) = {n_roles}), \
-             starts AS ( \
-               SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY key ORDER BY ts) = {step} THEN 0 ELSE 1 END AS starts \
-               FROM wide), \
-             numbered AS ( \
-               SELECT *, sum(starts) OVER (PARTITION BY key ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS seg \
-               FROM starts) \
-             SELECT *, row_number() OVER (PARTITION BY key, seg ORDER BY ts) AS i, count(*) OVER (PARTITION BY key, seg) AS n \
-             FROM numbered"
+            "SELECT *, ts / {step} - row_number() OVER (PARTITION BY k ORDER BY ts) AS seg FROM ({wide}) ORDER BY k, ts"
         ))
         .await?;
     let schema = Arc::new(segmented.schema().as_arrow().clone());
-    register_batches(session, "segmented", collect(segmented).await?, schema)?;
-    check_cancelled()?;
+    register_batches(session, "segmented", collect(segmented).await?, schema, &["k", "ts"])?;
+    checkpoint("segmented")?;
 
-    let trim = plan.trim as u64;
-    let kept_rows = format!("i > {trim} AND i <= n - {trim}");
+    // Segment extents (few rows): a point is kept when it is not among the `trim` first or
+    // last of its segment, and the segment keeps at least min_points.
+    let trim = plan.trim as i64;
+    let segments = session
+        .sql(&format!(
+            "SELECT k, seg, min(ts) + {lo} AS first, max(ts) - {lo} AS last, count(*) AS n FROM segmented GROUP BY k, seg",
+            lo = trim * step
+        ))
+        .await?;
+    let schema = Arc::new(segments.schema().as_arrow().clone());
+    register_batches(session, "segments", collect(segments).await?, schema, &[])?;
     let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
     let row = single_row(session, &format!(
-        "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) \
-         FROM (SELECT key, seg, max(n) AS n FROM segmented GROUP BY key, seg)",
+        "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
         2 * trim
     ))
     .await?;
     [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
+    let kept = format!(
+        "SELECT s.*, g.number FROM segmented s JOIN ( \
+           SELECT k, seg, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
+           FROM segments WHERE {long_enough}) g \
+         ON s.k = g.k AND s.seg = g.seg WHERE s.ts >= g.first AND s.ts <= g.last"
+    );
 
-    // 7. Series in which a role is zero throughout, or constant.
+    // 7. Groups in which a role is zero throughout, or constant.
     let mut zero_any = Vec::new();
     let mut constant_any = Vec::new();
     for role in &plan.roles {
@@ -567,68 +619,41 @@ pub async fn clean(
         zero_any.push(format!("(min({r}) = 0 AND max({r}) = 0)"));
         constant_any.push(format!("min({r}) = max({r})"));
     }
-    let (zero_any, constant_any) = (zero_any.join(" OR "), constant_any.join(" OR "));
     let stats = session
         .sql(&format!(
-            "SELECT key, {zero_any} AS zero, {constant_any} AS constant FROM segmented \
-             WHERE {kept_rows} AND {long_enough} GROUP BY key"
+            "SELECT k, {} AS zero, {} AS constant FROM ({kept}) GROUP BY k",
+            zero_any.join(" OR "),
+            constant_any.join(" OR ")
         ))
         .await?;
     let schema = Arc::new(stats.schema().as_arrow().clone());
-    register_batches(session, "stats", collect(stats).await?, schema)?;
-    let row = single_row(session, "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats").await?;
+    register_batches(session, "stats", collect(stats).await?, schema, &[])?;
+    let row = single_row(
+        session,
+        "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats",
+    )
+    .await?;
     [counts.zero_series_dropped, counts.constant_series_dropped] = [row[0], row[1]];
     let mut keep = vec!["true".to_string()];
     if plan.drop_zero {
         keep.push("NOT zero".into());
+    } else {
+        counts.zero_series_dropped = 0;
     }
     if plan.drop_constant {
         keep.push("(zero OR NOT constant)".into());
-    }
-    if !plan.drop_zero {
-        counts.zero_series_dropped = 0;
-    }
-    if !plan.drop_constant {
+    } else {
         counts.constant_series_dropped = 0;
     }
 
-    let values = plan
-        .roles
-        .iter()
-        .map(|r| format!("{0}, {0}_filled", r.name()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let out = session
-        .sql(&format!(
-            "WITH kept AS ( \
-               SELECT * FROM segmented \
-               WHERE {kept_rows} AND {long_enough} AND key IN (SELECT key FROM stats WHERE {keep})), \
-             labels AS (SELECT DISTINCT key, {names} FROM grid) \
-             SELECT kept.key, {labels}, dense_rank() OVER (PARTITION BY kept.key ORDER BY seg) - 1 AS segment, \
-                    ts AS timestamp, {values} \
-             FROM kept JOIN labels ON kept.key = labels.key \
-             ORDER BY kept.key, ts",
-            names = key_names.join(", "),
-            labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
-            keep = keep.join(" AND "),
-        ))
-        .await?;
-    let batches = collect(out).await?;
-
-    let schema = output_schema(&keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), &plan.roles);
-    let batches = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    counts.points = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let mut segments = BTreeMap::<(String, i64), ()>::new();
-    for b in &batches {
-        let key = b.column(0).as_string::<i32>();
-        let seg = cast(b.column_by_name("segment").expect("has segment"), &DataType::Int64)?;
-        let seg = seg.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        for i in 0..b.num_rows() {
-            segments.insert((key.value(i).to_string(), seg.value(i)), ());
-        }
-    }
-    counts.output_segments = segments.len() as u64;
-    counts.series = segments.keys().map(|(k, _)| k).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    let row = single_row(session, &format!(
+        "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
+         WHERE {long_enough} AND k IN (SELECT k FROM stats WHERE {keep})",
+        2 * trim,
+        keep = keep.join(" AND ")
+    ))
+    .await?;
+    [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
     if counts.points == 0 {
         return Err(CleanError::NothingLeft {
             series: counts.grouped_series,
@@ -641,6 +666,25 @@ pub async fn clean(
         }
         .into());
     }
+
+    let values = plan.roles.iter().map(|r| format!("{0}, {0}_filled", r.name())).collect::<Vec<_>>().join(", ");
+    let out = session
+        .sql(&format!(
+            "WITH labels AS (SELECT DISTINCT k, key, {names} FROM groups) \
+             SELECT labels.key, {labels}, number AS segment, ts AS timestamp, {values} \
+             FROM ({kept}) kept JOIN labels ON kept.k = labels.k \
+             WHERE kept.k IN (SELECT k FROM stats WHERE {keep}) \
+             ORDER BY kept.k, ts",
+            names = key_names.join(", "),
+            labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
+            keep = keep.join(" AND "),
+        ))
+        .await?;
+    let batches = collect(out).await?;
+    checkpoint("output")?;
+
+    let schema = output_schema(&keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), &plan.roles);
+    let batches = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     Ok(Cleaned { schema, batches, counts, warnings })
 }
 

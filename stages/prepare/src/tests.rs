@@ -17,19 +17,19 @@ const MIN: i64 = 60_000;
 /// A sample: (role, pod, minute offset in ms, value). Container `app`, namespace `ns`.
 type Row = (&'static str, &'static str, i64, f64);
 
-fn samples(rows: &[Row]) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("role", DataType::Utf8, false),
-        Field::new("series_id", DataType::UInt64, false),
+fn samples(rows: &[Row]) -> (RecordBatch, RecordBatch) {
+    let ts = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let labels = [
         Field::new("namespace", DataType::Utf8, true),
         Field::new("pod", DataType::Utf8, true),
         Field::new("container", DataType::Utf8, true),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("value", DataType::Float64, false),
-    ]));
+    ];
+    let mut fields = vec![Field::new("role", DataType::Utf8, false), Field::new("series_id", DataType::UInt64, false)];
+    fields.extend(labels.clone());
+    fields.extend([Field::new("timestamp", ts(), false), Field::new("value", DataType::Float64, false)]);
     let id = |r: &Row| blake3::hash(format!("{}{}", r.0, r.1).as_bytes()).as_bytes()[0] as u64;
-    RecordBatch::try_new(
-        schema,
+    let samples = RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
         vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(id))),
@@ -40,7 +40,36 @@ fn samples(rows: &[Row]) -> RecordBatch {
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
         ],
     )
-    .unwrap()
+    .unwrap();
+    // The series table as ingest writes it: one row per series with its span and count.
+    let mut series: std::collections::BTreeMap<u64, (Row, i64, i64, u64)> = Default::default();
+    for r in rows {
+        let e = series.entry(id(r)).or_insert((*r, i64::MAX, i64::MIN, 0));
+        (e.1, e.2, e.3) = (e.1.min(r.2), e.2.max(r.2), e.3 + 1);
+    }
+    let series: Vec<_> = series.into_iter().collect();
+    let mut fields = vec![Field::new("series_id", DataType::UInt64, false), Field::new("role", DataType::Utf8, false)];
+    fields.extend(labels);
+    fields.extend([
+        Field::new("first_timestamp", ts(), false),
+        Field::new("last_timestamp", ts(), false),
+        Field::new("points", DataType::UInt64, false),
+    ]);
+    let table = RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        vec![
+            Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| s.0))),
+            Arc::new(StringArray::from_iter_values(series.iter().map(|s| s.1.0.0))),
+            Arc::new(StringArray::from_iter_values(series.iter().map(|_| "ns"))),
+            Arc::new(StringArray::from_iter_values(series.iter().map(|s| s.1.0.1))),
+            Arc::new(StringArray::from_iter_values(series.iter().map(|_| "app"))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.1.1)).with_timezone("UTC")),
+            Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.1.2)).with_timezone("UTC")),
+            Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| s.1.3))),
+        ],
+    )
+    .unwrap();
+    (samples, table)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -53,10 +82,12 @@ fn params(yaml: &str) -> ResampleParams {
 
 fn clean(rows: &[Row], yaml: &str) -> Result<Cleaned, String> {
     let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
-    let batch = samples(rows);
+    let (samples, series) = samples(rows);
     runtime().block_on(async {
         let session = crate::session(None);
-        session.register_table("samples", Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())).unwrap();
+        for (name, batch) in [("samples", samples), ("series", series)] {
+            session.register_table(name, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())).unwrap();
+        }
         resample::clean(&session, &plan, &|| Ok(())).await.map_err(|e| e.to_string())
     })
 }
