@@ -3,5 +3,6 @@
 mod cli;
 mod engine;
 mod ingest;
+mod prepare;
 mod prometheus;
 mod support;

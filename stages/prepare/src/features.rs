@@ -398,15 +398,17 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let scalers_df = session
-        .sql(&format!(
+    let scalers_df = crate::sql_in_order(
+        session,
+        &format!(
             "WITH parted AS ({parted}) \
              SELECT key, \"column\", {transform} AS transform, {method} AS method, center, scale \
              FROM ({fits}) ORDER BY key, \"column\"",
             transform = literal(&serde_plain(&params.transform)),
             method = literal(&serde_plain(&params.scale)),
-        ))
-        .await?;
+        ),
+    )
+    .await?;
     let scalers_schema = Arc::new(scalers_df.schema().as_arrow().clone());
     let scalers = collect(scalers_df).await?;
     crate::register_batches(session, "scalers", scalers.clone(), scalers_schema.clone(), &[])?;

@@ -34,12 +34,10 @@ const STORE_URL: &str = "applearner://store/";
 /// A DataFusion session that reads the run's store and plans with plain `Utf8` strings, so
 /// our tables keep the same Arrow types whichever engine wrote them.
 ///
-/// One partition: with several, partial aggregates (sums behind means, deviations) are
-/// merged in whatever order threads finish, and the last bits of a float would differ
-/// between runs. Same config and data must give the same bytes.
+/// Queries run on two partitions; those that add floats up use [`sql_in_order`].
 pub fn session(ctx: Option<&StageContext>) -> SessionContext {
     let config = SessionConfig::new()
-        .with_target_partitions(2)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_bool("datafusion.optimizer.prefer_existing_sort", true);
@@ -50,6 +48,17 @@ pub fn session(ctx: Option<&StageContext>) -> SessionContext {
         session.register_object_store(url.as_ref(), store);
     }
     session
+}
+
+/// Plans a query on one partition. Where several partitions compute partial sums, they are
+/// merged in whatever order threads finish, and the last bits of a float would differ from
+/// run to run; the same config and data must give the same bytes. Queries that only
+/// count, compare or order (and windows over one sorted series) run in parallel.
+pub async fn sql_in_order(session: &SessionContext, sql: &str) -> Result<DataFrame, BoxError> {
+    let mut state = session.state();
+    state.config_mut().options_mut().execution.target_partitions = 1;
+    let plan = state.create_logical_plan(sql).await?;
+    Ok(DataFrame::new(state, plan))
 }
 
 /// Registers the table behind the stage's input `slot` under that name.

@@ -513,7 +513,7 @@ pub async fn clean(
              FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY g.k, g.r, b.ts"
         )
     };
-    let grid = session.sql(&grid_sql).await?;
+    let grid = crate::sql_in_order(session, &grid_sql).await?;
     let schema = Arc::new(grid.schema().as_arrow().clone());
     register_batches(session, "grid", collect(grid).await?, schema, &[])?;
     counts.grid_points = single_row(session, "SELECT count(*) FROM grid").await?[0];

@@ -1,0 +1,146 @@
+//! `clean.resample` and `features.build` on the real data in `data/`, checked against an
+//! independent computation in DuckDB, and their configuration errors.
+
+use std::process::Command;
+
+use applearner_pipeline::{RunOptions, RunReport, Store};
+
+use crate::ingest::temp_store;
+use crate::support::{pipeline, problems, run_with};
+
+/// The quickstart's stages, with the data path made absolute.
+fn quickstart(store: &Store) -> RunReport {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
+    let data = format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR"));
+    let yaml = yaml.replace("data: data/nezha-k8s", &data);
+    run_with(&pipeline(&yaml, &[]), store, RunOptions::default()).unwrap()
+}
+
+fn path(store: &Store, report: &RunReport, stage: &str, output: &str) -> String {
+    format!("{}/{}", store.url(), report.record(stage).unwrap().outputs[output].path)
+}
+
+#[test]
+fn the_quickstart_cleans_and_builds_features_from_the_real_data() {
+    let (_dir, store) = temp_store();
+    let report = quickstart(&store);
+    let clean = &report.record("clean").unwrap().summary;
+    // data/README.md: 103 pods, 94,451 points per metric, 111 runs of consecutive minutes
+    // (one per pod and collection session); three TrainTicket services are 0 throughout.
+    assert_eq!(clean["input_series"], 206);
+    assert_eq!(clean["input_points"], 2 * 94_451);
+    assert_eq!(clean["grouped_series"], 56, "103 pods of 56 Deployments");
+    assert_eq!(clean["segments"], 111);
+    assert_eq!(clean["filled_points"], 0);
+    assert_eq!(clean["trimmed_points"], 222, "one point from each end of each segment");
+    assert_eq!(clean["zero_series_dropped"], 3);
+    assert_eq!(clean["series"], 53);
+    assert_eq!(clean["points"], 89_261);
+    let features = &report.record("features").unwrap().summary;
+    assert_eq!(features["points"], 89_261);
+    assert_eq!(
+        features["features"],
+        serde_json::json!([
+            "cpu", "memory", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "cpu_mean10", "cpu_std10",
+            "memory_mean10", "memory_std10"
+        ])
+    );
+    for part in ["train", "validation", "test"] {
+        assert!(features[&format!("{part}_windows")].as_u64().unwrap() > 5_000, "{part}: {features:?}");
+        assert_eq!(features[&format!("series_without_{part}_windows")], 0);
+    }
+
+    // The same counts, computed independently by DuckDB from the ingested samples, and the
+    // invariants of the written tables checked by DuckDB.
+    let script = r#"
+import json, sys
+import duckdb
+samples, resampled, features, windows, scalers = sys.argv[1:6]
+con = duckdb.connect()
+# Pods lose their ReplicaSet and pod hashes; islands are runs of consecutive minutes.
+con.execute(f"""create view grid as
+  select namespace, regexp_replace(pod, '-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}$', '') as workload, container,
+         epoch_ms(timestamp) // 60000 as minute, role, sum(value) as value
+  from read_parquet('{samples}') group by all""")
+con.execute("""create view wide as
+  select namespace, workload, container, minute,
+         max(value) filter (where role = 'cpu') as cpu, max(value) filter (where role = 'memory') as memory
+  from grid group by all having count(*) = 2""")
+islands, workloads, zero = con.execute("""
+  with i as (select *, minute - row_number() over (partition by namespace, workload, container order by minute) as island from wide)
+  select (select count(*) from (select distinct namespace, workload, container, island from i)),
+         (select count(*) from (select distinct namespace, workload, container from i)),
+         (select count(*) from (select namespace, workload, container from wide group by all
+                                having max(cpu) = 0 or max(memory) = 0))""").fetchone()
+gaps, off_grid, dup = con.execute(f"""
+  with r as (select key, segment, epoch_ms(timestamp) as t,
+                    epoch_ms(timestamp) - lag(epoch_ms(timestamp)) over (partition by key, segment order by timestamp) as d
+             from read_parquet('{resampled}'))
+  select count(*) filter (where d <> 60000), count(*) filter (where t % 60000 <> 0),
+         count(*) - count(distinct (key, t)) from r""").fetchone()
+# Every window's targets lie in its part, and its inputs come before its origin.
+crossing, late_inputs = con.execute(f"""
+  with f as (select file_row_number as row, split, timestamp from read_parquet('{features}', file_row_number = true)),
+       w as (select split, origin, start, unnest(range(start::bigint, start::bigint + 40)) as row from read_parquet('{windows}'))
+  select count(*) filter (where f.split <> w.split and f.row >= w.start + 30),
+         count(*) filter (where f.row < w.start + 30 and f.timestamp > w.origin)
+  from w join f using (row)""").fetchone()
+# Scalers are fitted on training points only: z-scores of training points have mean 0 per series.
+train_mean = con.execute(f"""
+  select max(abs(m)) from (select key, avg(cpu) as m from read_parquet('{features}') where split = 'train' group by key)""").fetchone()[0]
+print(json.dumps({"islands": islands, "workloads": workloads, "zero": zero, "gaps": gaps, "off_grid": off_grid,
+                  "duplicates": dup, "crossing": crossing, "late_inputs": late_inputs, "train_mean": train_mean}))
+"#;
+    let args = [
+        path(&store, &report, "ingest", "samples"),
+        path(&store, &report, "clean", "resampled"),
+        path(&store, &report, "features", "features"),
+        path(&store, &report, "features", "windows"),
+        path(&store, &report, "features", "scalers"),
+    ];
+    let out = Command::new("python3").arg("-c").arg(script).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 with pyarrow and duckdb is needed (`pip install pyarrow duckdb`, as .ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["islands"], clean["segments"]);
+    assert_eq!(got["workloads"], clean["grouped_series"]);
+    assert_eq!(got["zero"], clean["zero_series_dropped"]);
+    assert_eq!((&got["gaps"], &got["off_grid"], &got["duplicates"]), (&0.into(), &0.into(), &0.into()));
+    assert_eq!((&got["crossing"], &got["late_inputs"]), (&0.into(), &0.into()));
+    assert!(got["train_mean"].as_f64().unwrap() < 1e-4, "{got}");
+}
+
+#[test]
+fn resample_and_features_configs_are_checked_before_running() {
+    let yaml = "name: t
+stages:
+  ingest:
+    uses: ingest.prometheus
+    with: {paths: [data]}
+  clean:
+    uses: clean.resample
+    with:
+      step: 5 minutes
+      aggregate: median
+      group: {by: labels}
+  features:
+    uses: features.build
+    with:
+      split: {validation: 0.5, test: 0.5}
+      windows: {lookback: 0}
+";
+    let text = problems(yaml, &[]);
+    assert!(text.contains("test.yaml:9:13") && text.contains("`5 minutes` is not a duration"), "{text}");
+    assert!(
+        text.contains("test.yaml:10:18")
+            && text.contains("unknown aggregation `median`")
+            && text.contains("mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99"),
+        "{text}"
+    );
+    assert!(text.contains("`by: labels` needs the labels to group by"), "{text}");
+    assert!(text.contains("leaves nothing to train on"), "{text}");
+    assert!(text.contains("test.yaml:16:27") && text.contains("must be at least 1"), "{text}");
+}
