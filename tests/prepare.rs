@@ -41,8 +41,16 @@ fn the_quickstart_cleans_and_builds_features_from_the_real_data() {
     assert_eq!(
         features["features"],
         serde_json::json!([
-            "cpu", "memory", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "cpu_mean10", "cpu_std10",
-            "memory_mean10", "memory_std10"
+            "cpu",
+            "memory",
+            "hour_sin",
+            "hour_cos",
+            "weekday_sin",
+            "weekday_cos",
+            "cpu_mean10",
+            "cpu_std10",
+            "memory_mean10",
+            "memory_std10"
         ])
     );
     for part in ["train", "validation", "test"] {

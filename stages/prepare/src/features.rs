@@ -207,20 +207,22 @@ impl FeaturesParams {
                 }
                 Some(Cut::Fractions { validation: s.validation, test: s.test })
             }
-            (Some(v), Some(t)) => match (time("validation_from", v, &mut problems), time("test_from", t, &mut problems)) {
-                (Some(validation_ms), Some(test_ms)) if validation_ms < test_ms => {
-                    Some(Cut::Times { validation_ms, test_ms })
+            (Some(v), Some(t)) => {
+                match (time("validation_from", v, &mut problems), time("test_from", t, &mut problems)) {
+                    (Some(validation_ms), Some(test_ms)) if validation_ms < test_ms => {
+                        Some(Cut::Times { validation_ms, test_ms })
+                    }
+                    (Some(_), Some(_)) => {
+                        problems.push(ParamProblem::new(
+                            &["split", "test_from"],
+                            "test starts before validation",
+                            "make `validation_from` earlier than `test_from`",
+                        ));
+                        None
+                    }
+                    _ => None,
                 }
-                (Some(_), Some(_)) => {
-                    problems.push(ParamProblem::new(
-                        &["split", "test_from"],
-                        "test starts before validation",
-                        "make `validation_from` earlier than `test_from`",
-                    ));
-                    None
-                }
-                _ => None,
-            },
+            }
             _ => {
                 problems.push(ParamProblem::new(
                     &["split"],
@@ -317,15 +319,7 @@ pub enum FeaturesError {
          needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \
          Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
     )]
-    EmptyPart {
-        part: &'static str,
-        series: u64,
-        need: u32,
-        lookback: u32,
-        horizon: u32,
-        warmup: String,
-        longest: u64,
-    },
+    EmptyPart { part: &'static str, series: u64, need: u32, lookback: u32, horizon: u32, warmup: String, longest: u64 },
 }
 
 /// Builds features from the table registered as `resampled`.
@@ -343,8 +337,9 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         }
     }
     if columns.is_empty() {
-        return Err(FeaturesError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }
-            .into());
+        return Err(
+            FeaturesError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }.into()
+        );
     }
 
     // The part of each point.
@@ -362,7 +357,8 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         Transform::None => ident(c),
         Transform::Log1p => format!("ln(1.0 + {})", ident(c)),
     };
-    let values = columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x")))).collect::<Vec<_>>();
+    let values =
+        columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x")))).collect::<Vec<_>>();
     let parted = format!(
         "SELECT key, segment, timestamp, ts, {part} AS split, {values} FROM ( \
            SELECT *, CAST(timestamp AS BIGINT) AS ts, \
@@ -423,12 +419,9 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     }
     let fitted: u64 = scalers.iter().map(|b| b.num_rows() as u64).sum::<u64>() / columns.len() as u64;
     if fitted < series {
-        let first = collect(
-            session
-                .sql("SELECT min(key) FROM resampled WHERE key NOT IN (SELECT key FROM scalers)")
-                .await?,
-        )
-        .await?;
+        let first =
+            collect(session.sql("SELECT min(key) FROM resampled WHERE key NOT IN (SELECT key FROM scalers)").await?)
+                .await?;
         let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
         return Err(FeaturesError::NoTraining { count: series - fitted, series, first }.into());
     }
@@ -439,10 +432,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     let mut scaled_joins = Vec::new();
     for (k, c) in columns.iter().enumerate() {
         let x = ident(&format!("{c}__x"));
-        scaled_joins.push(format!(
-            "JOIN scalers s{k} ON s{k}.key = p.key AND s{k}.\"column\" = {}",
-            literal(c)
-        ));
+        scaled_joins.push(format!("JOIN scalers s{k} ON s{k}.key = p.key AND s{k}.\"column\" = {}", literal(c)));
         features.push(format!("(p.{x} - s{k}.center) / s{k}.scale AS {}", ident(c)));
         names.push(c.clone());
     }
@@ -458,7 +448,9 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         let angle = match cal {
             Calendar::Hour => "2.0 * pi() * CAST(ts % 86400000 AS DOUBLE) / 86400000.0",
             // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
-            Calendar::Weekday => "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0",
+            Calendar::Weekday => {
+                "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0"
+            }
         };
         let name = serde_plain(cal);
         derived.push(format!("sin({angle}) AS {name}_sin, cos({angle}) AS {name}_cos"));
@@ -505,7 +497,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     let flag_names: Vec<String> =
         columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
     let features_schema = features_schema(&flag_names, &names);
-    let features = batches.iter().map(|b| conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
+    let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
 
     let (windows, per_part, without) = index_windows(&features, &params.windows, warmup, series)?;
     Ok(Built {
@@ -542,16 +534,6 @@ pub fn features_schema(flags: &[String], names: &[String]) -> SchemaRef {
     fields.extend(flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
     fields.extend(names.iter().map(|n| Field::new(n, DataType::Float32, true)));
     Arc::new(Schema::new(fields))
-}
-
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| cast(c, f.data_type()))
-        .collect::<Result<Vec<ArrayRef>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Schema metadata keys of the `windows` table.
@@ -595,9 +577,12 @@ fn index_windows(
     for b in features {
         keys.extend(b.column(0).as_string::<i32>().iter().map(|k| k.unwrap_or_default()));
         segments.extend(b.column(1).as_primitive::<UInt32Type>().values().iter().copied());
-        parts.extend(b.column(3).as_string::<i32>().iter().map(|p| {
-            PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8
-        }));
+        parts.extend(
+            b.column(3)
+                .as_string::<i32>()
+                .iter()
+                .map(|p| PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8),
+        );
         times.extend(b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ms").values().iter());
     }
     let (lookback, horizon, stride) = (spec.lookback as usize, spec.horizon as usize, spec.stride as usize);

@@ -34,7 +34,7 @@ const STORE_URL: &str = "applearner://store/";
 /// A DataFusion session that reads the run's store and plans with plain `Utf8` strings, so
 /// our tables keep the same Arrow types whichever engine wrote them.
 ///
-/// Queries run on two partitions; those that add floats up use [`sql_in_order`].
+/// Queries run on a partition per core; those that add floats up use [`sql_in_order`].
 pub fn session(ctx: Option<&StageContext>) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -99,6 +99,17 @@ pub fn register_batches(
     session.deregister_table(name)?;
     session.register_table(name, Arc::new(table))?;
     Ok(())
+}
+
+/// Casts a query result to the declared schema (SQL integers are Int64, times bare ms).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| applearner_pipeline::arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// A duration written as a number and a unit (`30s`, `5m`, `1h`, `1d`, `1w`, `500ms`), in

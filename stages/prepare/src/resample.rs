@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use applearner_pipeline::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use applearner_pipeline::arrow::array::{Int64Array, RecordBatch, StringArray};
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -253,7 +253,11 @@ impl ResampleParams {
             Some(text) => {
                 let gap = parse_duration(text);
                 if gap.is_none() {
-                    problems.push(ParamProblem::new(&["max_gap"], format!("`{text}` is not a duration"), duration_help));
+                    problems.push(ParamProblem::new(
+                        &["max_gap"],
+                        format!("`{text}` is not a duration"),
+                        duration_help,
+                    ));
                 }
                 gap
             }
@@ -389,15 +393,7 @@ pub enum CleanError {
          from each end, {zero} series were all zero and {constant} constant; lower `min_points` or \
          `trim`, or set `drop_constant`/`drop_zero` to false"
     )]
-    NothingLeft {
-        series: u64,
-        without_roles: u64,
-        short: u64,
-        min_points: u32,
-        trim: u32,
-        zero: u64,
-        constant: u64,
-    },
+    NothingLeft { series: u64, without_roles: u64, short: u64, min_points: u32, trim: u32, zero: u64, constant: u64 },
 }
 
 /// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`.
@@ -465,10 +461,13 @@ pub async fn clean(
 
     // 1. What the input holds, and what is unusable.
     let finite = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
-    let row = single_row(session, &format!(
-        "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0) \
+    let row = single_row(
+        session,
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0) \
          FROM samples WHERE role IN ({role_list})"
-    ))
+        ),
+    )
     .await?;
     [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
     if counts.input_points == 0 {
@@ -522,7 +521,9 @@ pub async fn clean(
     // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
     // Only the filled points are materialised; the grid is read again beside them.
     let fill = match plan.fill {
-        Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev_ts AS DOUBLE) / CAST(ts - prev_ts AS DOUBLE)",
+        Fill::Linear => {
+            "prev_value + (value - prev_value) * CAST(t - prev_ts AS DOUBLE) / CAST(ts - prev_ts AS DOUBLE)"
+        }
         Fill::Ffill => "prev_value",
         Fill::Zero => "CAST(0 AS DOUBLE)",
     };
@@ -566,11 +567,14 @@ pub async fn clean(
         .enumerate()
         .map(|(i, r)| {
             let name = r.name();
-            format!("max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled")
+            format!(
+                "max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled"
+            )
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let all = "SELECT k, r, ts, value, false AS filled FROM grid UNION ALL SELECT k, r, ts, value, true AS filled FROM fills";
+    let all =
+        "SELECT k, r, ts, value, false AS filled FROM grid UNION ALL SELECT k, r, ts, value, true AS filled FROM fills";
     let wide = if n_roles == 1 {
         let name = plan.roles[0].name();
         format!("SELECT k, ts, value AS {name}, filled AS {name}_filled FROM ({all})")
@@ -598,10 +602,13 @@ pub async fn clean(
     let schema = Arc::new(segments.schema().as_arrow().clone());
     register_batches(session, "segments", collect(segments).await?, schema, &[])?;
     let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
-    let row = single_row(session, &format!(
-        "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
-        2 * trim
-    ))
+    let row = single_row(
+        session,
+        &format!(
+            "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
+            2 * trim
+        ),
+    )
     .await?;
     [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
     let kept = format!(
@@ -646,12 +653,15 @@ pub async fn clean(
         counts.constant_series_dropped = 0;
     }
 
-    let row = single_row(session, &format!(
-        "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
+    let row = single_row(
+        session,
+        &format!(
+            "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
          WHERE {long_enough} AND k IN (SELECT k FROM stats WHERE {keep})",
-        2 * trim,
-        keep = keep.join(" AND ")
-    ))
+            2 * trim,
+            keep = keep.join(" AND ")
+        ),
+    )
     .await?;
     [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
     if counts.points == 0 {
@@ -684,7 +694,7 @@ pub async fn clean(
     checkpoint("output")?;
 
     let schema = output_schema(&keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), &plan.roles);
-    let batches = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    let batches = batches.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     Ok(Cleaned { schema, batches, counts, warnings })
 }
 
@@ -699,17 +709,6 @@ pub fn output_schema(labels: &[&str], roles: &[Role]) -> SchemaRef {
         fields.push(Field::new(format!("{}_filled", r.name()), DataType::Boolean, false));
     }
     Arc::new(Schema::new(fields))
-}
-
-/// Casts a query result to the declared schema (SQL integers are Int64, times bare ms).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| cast(c, f.data_type()))
-        .collect::<Result<Vec<ArrayRef>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The first row of a query whose columns are all counts.
@@ -763,7 +762,8 @@ pub fn workload_of(pod: &str) -> &str {
         return rest;
     }
     let Some((name, last)) = pod.rsplit_once('-') else { return pod };
-    let ordinal = last == "0" || (!last.starts_with('0') && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()));
+    let ordinal =
+        last == "0" || (!last.starts_with('0') && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()));
     if ordinal || (last.len() == 5 && is_generated(last)) { name } else { pod }
 }
 

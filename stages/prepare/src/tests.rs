@@ -86,7 +86,9 @@ fn clean(rows: &[Row], yaml: &str) -> Result<Cleaned, String> {
     runtime().block_on(async {
         let session = crate::session(None);
         for (name, batch) in [("samples", samples), ("series", series)] {
-            session.register_table(name, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap())).unwrap();
+            session
+                .register_table(name, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap()))
+                .unwrap();
         }
         resample::clean(&session, &plan, &|| Ok(())).await.map_err(|e| e.to_string())
     })
@@ -97,7 +99,8 @@ fn rows_of(c: &Cleaned, role: &str) -> Vec<(String, u32, i64, f64, bool)> {
     let mut out = Vec::new();
     for b in &c.batches {
         let key = b.column_by_name("key").unwrap().as_string::<i32>();
-        let seg = b.column_by_name("segment").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
+        let seg =
+            b.column_by_name("segment").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
         let ts = b.column_by_name("timestamp").unwrap().as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
         let v = b.column_by_name(role).unwrap().as_primitive::<Float64Type>();
         let f = b.column_by_name(&format!("{role}_filled")).unwrap().as_any().downcast_ref::<BooleanArray>().unwrap();
@@ -109,7 +112,12 @@ fn rows_of(c: &Cleaned, role: &str) -> Vec<(String, u32, i64, f64, bool)> {
 }
 
 /// `n` minutes of a cpu series with values `f(minute)`, one sample at the start of each minute.
-fn series(role: &'static str, pod: &'static str, minutes: impl IntoIterator<Item = i64>, f: impl Fn(i64) -> f64) -> Vec<Row> {
+fn series(
+    role: &'static str,
+    pod: &'static str,
+    minutes: impl IntoIterator<Item = i64>,
+    f: impl Fn(i64) -> f64,
+) -> Vec<Row> {
     minutes.into_iter().map(|m| (role, pod, m * MIN, f(m))).collect()
 }
 
@@ -123,8 +131,14 @@ fn resampling_aggregates_each_step() {
         rows.push(("cpu", "p", m * MIN + 30_000, m as f64 + 10.0));
         rows.push(("cpu", "p", m * MIN, m as f64));
     }
-    let cases = [("mean", [5.0, 6.0, 7.0, 8.0]), ("max", [10.0, 11.0, 12.0, 13.0]), ("min", [0.0, 1.0, 2.0, 3.0]),
-        ("last", [10.0, 11.0, 12.0, 13.0]), ("sum", [10.0, 12.0, 14.0, 16.0]), ("p90", [9.0, 10.0, 11.0, 12.0])];
+    let cases = [
+        ("mean", [5.0, 6.0, 7.0, 8.0]),
+        ("max", [10.0, 11.0, 12.0, 13.0]),
+        ("min", [0.0, 1.0, 2.0, 3.0]),
+        ("last", [10.0, 11.0, 12.0, 13.0]),
+        ("sum", [10.0, 12.0, 14.0, 16.0]),
+        ("p90", [9.0, 10.0, 11.0, 12.0]),
+    ];
     for (agg, expected) in cases {
         let c = clean(&rows, &format!("{CPU_ONLY}aggregate: {agg}\n")).unwrap();
         let got: Vec<f64> = rows_of(&c, "cpu").iter().map(|r| r.3).collect();
@@ -177,7 +191,8 @@ fn filters_trim_and_drop_what_cannot_be_learned() {
     assert_eq!(k.trimmed_points, 4 * 4);
     assert_eq!((k.series, k.output_segments, k.points), (1, 1, 16));
 
-    let kept = clean(&rows, "step: 1m\nroles: [cpu]\nmin_points: 10\ndrop_constant: false\ndrop_zero: false\n").unwrap();
+    let kept =
+        clean(&rows, "step: 1m\nroles: [cpu]\nmin_points: 10\ndrop_constant: false\ndrop_zero: false\n").unwrap();
     assert_eq!(kept.counts.series, 3);
 }
 
@@ -237,7 +252,10 @@ fn bad_input_is_refused_clearly() {
     assert!(err.contains("all 5 samples of role cpu are NaN or infinite"), "{err}");
     // One point is a segment too short to keep.
     let err = clean(&series("cpu", "p", 0..1, |_| 1.0), "step: 1m\nroles: [cpu]\nmin_points: 2\n").unwrap_err();
-    assert!(err.contains("nothing is left after cleaning") && err.contains("1 segments were shorter than min_points = 2"), "{err}");
+    assert!(
+        err.contains("nothing is left after cleaning") && err.contains("1 segments were shorter than min_points = 2"),
+        "{err}"
+    );
     let err = clean(&series("cpu", "p", 0..5, |m| m as f64), "step: 1m\naggregate: median\n").unwrap_err();
     assert!(err.contains("unknown aggregation `median`"), "{err}");
     // A step finer than the data warns (and still works).
@@ -265,18 +283,42 @@ fn two_series() -> Cleaned {
 }
 
 fn column_f32(batches: &[RecordBatch], name: &str) -> Vec<f32> {
-    batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_primitive::<Float32Type>().iter().map(|v| v.unwrap_or(f32::NAN)).collect::<Vec<_>>()).collect()
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float32Type>()
+                .iter()
+                .map(|v| v.unwrap_or(f32::NAN))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn column_str(batches: &[RecordBatch], name: &str) -> Vec<String> {
-    batches.iter().flat_map(|b| b.column_by_name(name).unwrap().as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()).collect()
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[test]
 fn scaling_is_fitted_on_training_points_and_inverts() {
     let cleaned = two_series();
     for (scale, transform) in [("zscore", "none"), ("minmax", "log1p"), ("robust", "none")] {
-        let f = build_features(&cleaned, &format!("scale: {scale}\ntransform: {transform}\ncalendar: []\nwindows: {{lookback: 5, horizon: 2}}\n")).unwrap();
+        let f = build_features(
+            &cleaned,
+            &format!("scale: {scale}\ntransform: {transform}\ncalendar: []\nwindows: {{lookback: 5, horizon: 2}}\n"),
+        )
+        .unwrap();
         let raw = rows_of(&cleaned, "cpu");
         let scaled = column_f32(&f.features, "cpu");
         let splits = column_str(&f.features, "split");
@@ -294,10 +336,17 @@ fn scaling_is_fitted_on_training_points_and_inverts() {
         }
         // The statistics are the training part's: z-scores of train points have mean 0.
         if scale == "zscore" {
-            let train: Vec<f64> = scaled.iter().zip(&splits).zip(&keys).filter(|((_, s), k)| *s == "train" && *k == "ns/a/app").map(|((v, _), _)| *v as f64).collect();
+            let train: Vec<f64> = scaled
+                .iter()
+                .zip(&splits)
+                .zip(&keys)
+                .filter(|((_, s), k)| *s == "train" && *k == "ns/a/app")
+                .map(|((v, _), _)| *v as f64)
+                .collect();
             let mean = train.iter().sum::<f64>() / train.len() as f64;
             assert!(mean.abs() < 1e-5, "{mean}");
-            let all = scaled.iter().zip(&keys).filter(|(_, k)| *k == "ns/a/app").map(|(v, _)| *v as f64).sum::<f64>() / 100.0;
+            let all =
+                scaled.iter().zip(&keys).filter(|(_, k)| *k == "ns/a/app").map(|(v, _)| *v as f64).sum::<f64>() / 100.0;
             assert!(all.abs() > 0.1, "the trend makes later points larger: fitted on all points would give 0");
         }
     }
@@ -309,7 +358,9 @@ fn split_and_windows_never_look_ahead() {
     let f = build_features(&cleaned, "calendar: [hour]\nlags: [2]\nrolling: [3]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 6, horizon: 3, stride: 2}\n").unwrap();
     let splits = column_str(&f.features, "split");
     // Series a: 100 points → 60 train, 20 validation, 20 test; b: 60 → 36/12/12.
-    let count = |key: &str, part: &str| column_str(&f.features, "key").iter().zip(&splits).filter(|(k, s)| *k == key && *s == part).count();
+    let count = |key: &str, part: &str| {
+        column_str(&f.features, "key").iter().zip(&splits).filter(|(k, s)| *k == key && *s == part).count()
+    };
     assert_eq!((count("ns/a/app", "train"), count("ns/a/app", "validation"), count("ns/a/app", "test")), (60, 20, 20));
     assert_eq!((count("ns/b/app", "train"), count("ns/b/app", "validation"), count("ns/b/app", "test")), (36, 12, 12));
     // Lag 2 and a 3-step rolling mean are trailing.
@@ -348,7 +399,8 @@ fn split_and_windows_never_look_ahead() {
 #[test]
 fn an_empty_part_is_a_clear_error() {
     let cleaned = two_series();
-    let err = build_features(&cleaned, "split: {validation: 0.05, test: 0.2}\nwindows: {lookback: 10, horizon: 8}\n").unwrap_err();
+    let err = build_features(&cleaned, "split: {validation: 0.05, test: 0.2}\nwindows: {lookback: 10, horizon: 8}\n")
+        .unwrap_err();
     assert!(err.contains("the validation part has no windows: in all 2 series"), "{err}");
     assert!(err.contains("the longest validation part has 5 points"), "{err}");
     let err = build_features(&cleaned, "split: {validation: 0.5, test: 0.6}\n").unwrap_err();

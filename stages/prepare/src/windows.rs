@@ -60,7 +60,9 @@ impl WindowSet {
         let schema = features.first().map(|b| b.schema());
         let available: Vec<String> = schema
             .as_ref()
-            .map(|s| s.fields().iter().filter(|f| f.data_type() == &DataType::Float32).map(|f| f.name().clone()).collect())
+            .map(|s| {
+                s.fields().iter().filter(|f| f.data_type() == &DataType::Float32).map(|f| f.name().clone()).collect()
+            })
             .unwrap_or_default();
         let input_names = if inputs.is_empty() { available.clone() } else { inputs.to_vec() };
         for c in input_names.iter().chain(targets) {
@@ -125,7 +127,9 @@ impl WindowSet {
                 }
                 let (t0, t1) = (s + lookback, s + lookback + horizon);
                 let bad_row = if bad_inputs[t0] != bad_inputs[s] {
-                    (s..t0).find(|&r| bad_inputs[r + 1] != bad_inputs[r]).map(|r| (r, input_names.as_slice(), &inputs_flat))
+                    (s..t0)
+                        .find(|&r| bad_inputs[r + 1] != bad_inputs[r])
+                        .map(|r| (r, input_names.as_slice(), &inputs_flat))
                 } else if bad_targets[t1] != bad_targets[t0] {
                     (t0..t1).find(|&r| bad_targets[r + 1] != bad_targets[r]).map(|r| (r, targets, &targets_flat))
                 } else {
@@ -140,9 +144,10 @@ impl WindowSet {
                         time: row_time(features, r),
                     });
                 }
-                let part = PARTS.iter().find(|p| **p == split.value(i)).ok_or_else(|| {
-                    WindowError::UnknownPart(split.value(i).to_string())
-                })?;
+                let part = PARTS
+                    .iter()
+                    .find(|p| **p == split.value(i))
+                    .ok_or_else(|| WindowError::UnknownPart(split.value(i).to_string()))?;
                 parts.get_mut(part).expect("every part has a list").push(Window {
                     key: key.value(i).to_string(),
                     start: s,
