@@ -145,6 +145,10 @@ pub enum Combine {
     Max,
 }
 
+/// 2³²: step numbers (ts / step, below 2³² for steps of a second or more until 2106) live in
+/// the low 32 bits of the integers that address points.
+const SHIFT: i64 = 1 << 32;
+
 const LABEL_COLUMNS: [&str; 6] = ["namespace", "pod", "container", "node", "instance", "job"];
 const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
 
@@ -239,6 +243,13 @@ impl ResampleParams {
         let step_ms = parse_duration(&self.step);
         if step_ms.is_none() {
             problems.push(ParamProblem::new(&["step"], format!("`{}` is not a duration", self.step), duration_help));
+        }
+        if step_ms.is_some_and(|s| s < 1000 || s % 1000 != 0) {
+            problems.push(ParamProblem::new(
+                &["step"],
+                format!("`{}` is not a whole number of seconds", self.step),
+                "Prometheus resolves to the second; use a step such as 15s, 1m or 5m",
+            ));
         }
         let aggregate = Aggregate::parse(&self.aggregate);
         if aggregate.is_none() {
@@ -438,7 +449,7 @@ pub async fn clean(
     let key_names = keys.iter().map(|(name, _)| ident(name)).collect::<Vec<_>>();
     let groups = session
         .sql(&format!(
-            "SELECT series_id, r, key, {names}, dense_rank() OVER (ORDER BY key) AS k, spacing FROM ( \
+            "SELECT series_id, r, key, {names}, CAST(dense_rank() OVER (ORDER BY key) AS BIGINT) AS k, spacing FROM ( \
                SELECT *, concat_ws('/', {names}) AS key FROM ( \
                  SELECT series_id, CASE CAST(role AS VARCHAR) {role_number} END AS r, {key_select}, \
                         CASE WHEN points > 1 THEN (CAST(last_timestamp AS BIGINT) - CAST(first_timestamp AS BIGINT)) \
@@ -490,26 +501,33 @@ pub async fn clean(
     checkpoint("input")?;
 
     // 2-3. Bin each series on the grid, then combine the series of one group at each step
-    // (a no-op, skipped, when every group has one series per role).
+    // (a no-op, skipped, when every group has one series per role). From here on a point is
+    // addressed by one integer, `s = (k · roles + r) · 2³² + n` with n the step number
+    // (ts / step), so that sorting, windows and grouping work on a single column: the runs
+    // of consecutive steps of one series are the runs of consecutive values of `s`.
+    let n_roles = plan.roles.len() as i64;
     let binned = format!(
         "SELECT series_id, \
                 CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
-                     'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) AS ts, \
+                     'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
                 {agg} AS value \
          FROM samples WHERE role IN ({role_list}) AND {finite} AND value >= 0 \
-         GROUP BY series_id, ts",
+         GROUP BY series_id, n",
         agg = plan.aggregate.sql(),
     );
     let grid_sql = if shared == 0 {
-        format!("SELECT g.k, g.r, b.ts, b.value FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id")
+        format!(
+            "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, b.value \
+             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id"
+        )
     } else {
         let combine = match plan.group.aggregate {
             Combine::Sum => "sum",
             Combine::Max => "max",
         };
         format!(
-            "SELECT g.k, g.r, b.ts, {combine}(b.value) AS value \
-             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY g.k, g.r, b.ts"
+            "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, {combine}(b.value) AS value \
+             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY s"
         )
     };
     let grid = crate::sql_in_order(session, &grid_sql).await?;
@@ -519,32 +537,28 @@ pub async fn clean(
     checkpoint("grid")?;
 
     // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
-    // Only the filled points are materialised; the grid is read again beside them.
+    // Runs of consecutive steps ("islands": s - row number is constant along one, and grows
+    // from one to the next) come from one window; the gaps lie between the few islands.
     let fill = match plan.fill {
-        Fill::Linear => {
-            "prev_value + (value - prev_value) * CAST(t - prev_ts AS DOUBLE) / CAST(ts - prev_ts AS DOUBLE)"
-        }
+        Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev AS DOUBLE) / CAST(s - prev AS DOUBLE)",
         Fill::Ffill => "prev_value",
         Fill::Zero => "CAST(0 AS DOUBLE)",
     };
-    // Runs of consecutive steps ("islands": ts / step - row number is constant in one) are
-    // found with one window; the gaps between them come from the few islands' ends.
+    let max_steps = plan.max_gap_ms / step;
     let fills = session
         .sql(&format!(
             "WITH islands AS ( \
-               SELECT k, r, min(ts) AS first_ts, max(ts) AS last_ts, \
-                      first_value(value ORDER BY ts) AS first_value, last_value(value ORDER BY ts) AS last_value \
-               FROM (SELECT *, ts / {step} - row_number() OVER (PARTITION BY k, r ORDER BY ts) AS island FROM grid) \
-               GROUP BY k, r, island), \
+               SELECT min(s) AS first, max(s) AS last, \
+                      first_value(value ORDER BY s) AS first_value, last_value(value ORDER BY s) AS last_value \
+               FROM (SELECT s, value, s - CAST(row_number() OVER (ORDER BY s) AS BIGINT) AS island FROM grid) \
+               GROUP BY island), \
              gaps AS ( \
-               SELECT k, r, first_ts AS ts, first_value AS value, \
-                      lag(last_ts) OVER (PARTITION BY k, r ORDER BY first_ts) AS prev_ts, \
-                      lag(last_value) OVER (PARTITION BY k, r ORDER BY first_ts) AS prev_value \
+               SELECT first AS s, first_value AS value, \
+                      lag(last) OVER (ORDER BY first) AS prev, lag(last_value) OVER (ORDER BY first) AS prev_value \
                FROM islands) \
-             SELECT k, r, t AS ts, {fill} AS value FROM ( \
-               SELECT *, unnest(range(prev_ts + {step}, ts, {step})) AS t FROM gaps \
-               WHERE ts - prev_ts - {step} <= {max_gap})",
-            max_gap = plan.max_gap_ms,
+             SELECT t AS s, {fill} AS value FROM ( \
+               SELECT *, unnest(range(prev + 1, s)) AS t FROM gaps \
+               WHERE s / {SHIFT} = prev / {SHIFT} AND s - prev - 1 <= {max_steps})"
         ))
         .await?;
     let schema = Arc::new(fills.schema().as_arrow().clone());
@@ -553,10 +567,9 @@ pub async fn clean(
     register_batches(session, "fills", fills, schema, &[])?;
     checkpoint("filled")?;
 
-    // 5. One row per group and step with every role (a group has one row per role and step,
-    // so counting rows counts roles); 6. segments: runs of consecutive steps. In a run,
-    // ts / step - row number is constant, and numbers the run.
-    let n_roles = plan.roles.len();
+    // 5. One row per group and step with every role (a group has one row per role and
+    // step, so counting rows counts roles), addressed by `w = k · 2³² + n`; 6. segments:
+    // runs of consecutive w, numbered like the islands above.
     counts.series_without_all_roles = single_row(session, &format!(
         "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
     ))
@@ -573,21 +586,21 @@ pub async fn clean(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let all =
-        "SELECT k, r, ts, value, false AS filled FROM grid UNION ALL SELECT k, r, ts, value, true AS filled FROM fills";
+    let all = format!(
+        "SELECT (s / {SHIFT} / {n_roles}) * {SHIFT} + s % {SHIFT} AS w, (s / {SHIFT}) % {n_roles} AS r, value, filled \
+         FROM (SELECT s, value, false AS filled FROM grid UNION ALL SELECT s, value, true AS filled FROM fills)"
+    );
     let wide = if n_roles == 1 {
         let name = plan.roles[0].name();
-        format!("SELECT k, ts, value AS {name}, filled AS {name}_filled FROM ({all})")
+        format!("SELECT w, value AS {name}, filled AS {name}_filled FROM ({all})")
     } else {
-        format!("SELECT k, ts, {role_columns} FROM ({all}) GROUP BY k, ts HAVING count(*) = {n_roles}")
+        format!("SELECT w, {role_columns} FROM ({all}) GROUP BY w HAVING count(*) = {n_roles}")
     };
     let segmented = session
-        .sql(&format!(
-            "SELECT *, ts / {step} - row_number() OVER (PARTITION BY k ORDER BY ts) AS seg FROM ({wide}) ORDER BY k, ts"
-        ))
+        .sql(&format!("SELECT *, w - CAST(row_number() OVER (ORDER BY w) AS BIGINT) AS seg FROM ({wide}) ORDER BY w"))
         .await?;
     let schema = Arc::new(segmented.schema().as_arrow().clone());
-    register_batches(session, "segmented", collect(segmented).await?, schema, &["k", "ts"])?;
+    register_batches(session, "segmented", collect(segmented).await?, schema, &["w"])?;
     checkpoint("segmented")?;
 
     // Segment extents (few rows): a point is kept when it is not among the `trim` first or
@@ -595,8 +608,8 @@ pub async fn clean(
     let trim = plan.trim as i64;
     let segments = session
         .sql(&format!(
-            "SELECT k, seg, min(ts) + {lo} AS first, max(ts) - {lo} AS last, count(*) AS n FROM segmented GROUP BY k, seg",
-            lo = trim * step
+            "SELECT seg, min(w) / {SHIFT} AS k, min(w) + {trim} AS first, max(w) - {trim} AS last, count(*) AS n \
+             FROM segmented GROUP BY seg"
         ))
         .await?;
     let schema = Arc::new(segments.schema().as_arrow().clone());
@@ -612,10 +625,10 @@ pub async fn clean(
     .await?;
     [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
     let kept = format!(
-        "SELECT s.*, g.number FROM segmented s JOIN ( \
-           SELECT k, seg, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
+        "SELECT s.*, g.k, g.number FROM segmented s JOIN ( \
+           SELECT seg, k, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
            FROM segments WHERE {long_enough}) g \
-         ON s.k = g.k AND s.seg = g.seg WHERE s.ts >= g.first AND s.ts <= g.last"
+         ON s.seg = g.seg WHERE s.w >= g.first AND s.w <= g.last"
     );
 
     // 7. Groups in which a role is zero throughout, or constant.
@@ -652,7 +665,6 @@ pub async fn clean(
     } else {
         counts.constant_series_dropped = 0;
     }
-
     let row = single_row(
         session,
         &format!(
@@ -681,10 +693,10 @@ pub async fn clean(
     let out = session
         .sql(&format!(
             "WITH labels AS (SELECT DISTINCT k, key, {names} FROM groups) \
-             SELECT labels.key, {labels}, number AS segment, ts AS timestamp, {values} \
+             SELECT labels.key, {labels}, number AS segment, (w % {SHIFT}) * {step} AS timestamp, {values} \
              FROM ({kept}) kept JOIN labels ON kept.k = labels.k \
              WHERE kept.k IN (SELECT k FROM stats WHERE {keep}) \
-             ORDER BY kept.k, ts",
+             ORDER BY w",
             names = key_names.join(", "),
             labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
             keep = keep.join(" AND "),
