@@ -114,7 +114,8 @@ fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> R
     );
     let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();
     let store = Store::open(store.to_str().unwrap()).unwrap();
-    let options = RunOptions { jobs: 1, selection, ..Default::default() };
+    // One run id: the measured stage reads the inputs committed in it by the first call.
+    let options = RunOptions { jobs: 1, selection, run_id: Some("bench".into()), ..Default::default() };
     run::run(&pipeline, &yaml, &store, &options, &AtomicBool::new(false)).unwrap()
 }
 
