@@ -189,3 +189,21 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
 }
+
+/// `30s`, `5m`, `2h`, `7d`, `1w` (or plain seconds) in milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let number: f64 = text[..split].parse().ok()?;
+    let unit = match &text[split..] {
+        "ms" => 1.0,
+        "" | "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        "d" => 86_400e3,
+        "w" => 604_800e3,
+        _ => return None,
+    };
+    let ms = (number * unit).round();
+    (ms > 0.0 && ms < 1e15).then_some(ms as i64)
+}

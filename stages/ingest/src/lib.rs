@@ -176,8 +176,8 @@ fn resolve_pull(live: &LiveParams, problems: &mut Vec<ParamProblem>) -> Option<P
     let duration_help = "use a number with s, m, h, d or w, such as 60s or 5m";
     let start = live::parse_time(&live.start, now);
     let end = live::parse_time(&live.end, now);
-    let step = live::parse_duration(&live.step);
-    let timeout = live::parse_duration(&live.timeout);
+    let step = applearner_pipeline::parse_duration(&live.step);
+    let timeout = applearner_pipeline::parse_duration(&live.timeout);
     if start.is_none() {
         bad("start", format!("`{}` is not a time", live.start), time_help);
     }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use applearner_pipeline::parse_duration;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -100,24 +101,6 @@ fn default_retries() -> u32 {
 }
 fn default_timeout() -> String {
     "2m".into()
-}
-
-/// `30s`, `5m`, `2h`, `7d`, `1w` (or plain seconds) in milliseconds.
-pub fn parse_duration(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let number: f64 = text[..split].parse().ok()?;
-    let unit = match &text[split..] {
-        "ms" => 1.0,
-        "" | "s" => 1e3,
-        "m" => 60e3,
-        "h" => 3600e3,
-        "d" => 86_400e3,
-        "w" => 604_800e3,
-        _ => return None,
-    };
-    let ms = (number * unit).round();
-    (ms > 0.0 && ms < 1e15).then_some(ms as i64)
 }
 
 /// RFC 3339, Unix seconds, `now` or `-<duration>` (before `now`), in Unix milliseconds.

@@ -112,25 +112,6 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxEr
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// A duration written as a number and a unit (`30s`, `5m`, `1h`, `1d`, `1w`, `500ms`), in
-/// milliseconds.
-pub fn parse_duration(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: i64 = number.parse().ok()?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        _ => return None,
-    };
-    n.checked_mul(ms).filter(|&v| v > 0)
-}
-
 /// Quotes a string as an SQL literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))

@@ -22,7 +22,9 @@ use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
-use crate::{collect, ident, literal, parse_duration, register_batches, register_input};
+use applearner_pipeline::parse_duration;
+
+use crate::{collect, ident, literal, register_batches, register_input};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
 /// stage's `samples` and `series`; writes `resampled`: one row per series and step with a column per role

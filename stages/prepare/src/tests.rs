@@ -406,15 +406,3 @@ fn an_empty_part_is_a_clear_error() {
     let err = build_features(&cleaned, "split: {validation: 0.5, test: 0.6}\n").unwrap_err();
     assert!(err.contains("leaves nothing to train on"), "{err}");
 }
-
-#[test]
-fn durations() {
-    use crate::parse_duration;
-    assert_eq!(parse_duration("30s"), Some(30_000));
-    assert_eq!(parse_duration("5m"), Some(300_000));
-    assert_eq!(parse_duration("1h"), Some(3_600_000));
-    assert_eq!(parse_duration("250ms"), Some(250));
-    for bad in ["0m", "5", "m", "5 parsecs"] {
-        assert_eq!(parse_duration(bad), None, "{bad}");
-    }
-}
