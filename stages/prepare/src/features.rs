@@ -359,8 +359,12 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     };
     let values =
         columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x")))).collect::<Vec<_>>();
+    // The fill flags of clean.resample ride along, so the features need no join back.
+    let flag_names: Vec<String> =
+        columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
+    let flags: String = flag_names.iter().map(|f| format!(", {}", ident(f))).collect();
     let parted = format!(
-        "SELECT key, segment, timestamp, ts, {part} AS split, {values} FROM ( \
+        "SELECT key, segment, timestamp, ts, {part} AS split{flags}, {values} FROM ( \
            SELECT *, CAST(timestamp AS BIGINT) AS ts, \
                   row_number() OVER (PARTITION BY key, segment ORDER BY timestamp) - 1 AS i, \
                   count(*) OVER (PARTITION BY key, segment) AS n \
@@ -437,7 +441,8 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         names.push(c.clone());
     }
     let scaled = format!(
-        "SELECT p.key, p.segment, p.timestamp, p.ts, p.split, {} FROM ({parted}) p {}",
+        "SELECT p.key, p.segment, p.timestamp, p.ts, p.split{}, {} FROM ({parted}) p {}",
+        flag_names.iter().map(|f| format!(", p.{}", ident(f))).collect::<String>(),
         features.join(", "),
         scaled_joins.join(" ")
     );
@@ -478,24 +483,15 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         }
     }
     let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
-    let flags = columns
-        .iter()
-        .filter(|c| available.contains(&format!("{c}_filled")))
-        .map(|c| format!(", r.{}", ident(&format!("{c}_filled"))))
-        .collect::<String>();
     let table = session
         .sql(&format!(
-            "SELECT f.key, f.segment, f.timestamp, f.split{flags}, {cols} FROM ( \
-               SELECT *{derived} FROM ({scaled})) f \
-             JOIN resampled r ON r.key = f.key AND r.timestamp = f.timestamp \
-             ORDER BY f.key, f.timestamp",
-            cols = names.iter().map(|n| format!("f.{}", ident(n))).collect::<Vec<_>>().join(", "),
+            "SELECT key, segment, timestamp, split{flags}, {cols} FROM (SELECT *{derived} FROM ({scaled})) \
+             ORDER BY key, timestamp",
+            cols = names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", "),
         ))
         .await?;
     let batches = collect(table).await?;
 
-    let flag_names: Vec<String> =
-        columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
     let features_schema = features_schema(&flag_names, &names);
     let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
 
