@@ -2,6 +2,7 @@
 //!
 //!     cargo bench --bench stages -- ingest DATASET [--tile N]
 //!     cargo bench --bench stages -- resample DATASET --step SECONDS [--tile N]
+//!     cargo bench --bench stages -- train DATASET --step SECONDS
 //!
 //! `ingest` runs `ingest.prometheus` on a dataset's `query_range` answers: JSON bytes and
 //! points per second. `resample` ingests first (not measured), then runs `clean.resample`
@@ -9,6 +10,11 @@
 //! per second. With `--tile N` the answers are first written N times with timestamps shifted
 //! past each other (the real series, tiled), to show growth with input size. The measured
 //! stage runs in a fresh process, so its peak RSS is its own.
+//!
+//! `train` is the reference's training run: per-series z-scored CPU, lookback 48, horizon
+//! 12, a 2×64 LSTM, batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
+//! training windows. It prints training samples per second (the timed epoch, not the data
+//! loading) and prediction windows per second over the test part.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,7 +77,7 @@ fn peak_rss() -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
-    let usage = "usage: stages ingest|resample DATASET [--step SECONDS] [--tile N]";
+    let usage = "usage: stages ingest|resample|train DATASET [--step SECONDS] [--tile N]";
     let (bench, dataset) = (args.first().expect(usage).clone(), PathBuf::from(args.get(1).expect(usage)));
     let tiles: usize = value("--tile").map_or(1, |t| t.parse().unwrap());
     let step = value("--step").unwrap_or_else(|| "60".into());
@@ -88,8 +94,10 @@ fn main() {
         dataset.join("query_range")
     };
     let store = work.path().join("store");
-    if bench == "resample" {
-        run_stages(&store, &input, &step, Selection::Stage("ingest".into()));
+    match bench.as_str() {
+        "resample" => drop(run_stages(&store, &input, &step, Selection::Stage("ingest".into()))),
+        "train" => drop(run_stages(&store, &input, &step, Selection::Until("features".into()))),
+        _ => {}
     }
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args(&args)
@@ -106,10 +114,16 @@ fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> R
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
+    applearner_train::register(&mut registry);
     let yaml = format!(
-        "name: bench\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: ['{}']}}\n  \
+        "name: bench\nseed: 0\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: ['{}']}}\n  \
          clean:\n    uses: clean.resample\n    with: {{step: {step}s, aggregate: mean, min_points: 1, \
-         drop_constant: false, drop_zero: false}}\n",
+         drop_constant: false, drop_zero: false}}\n  \
+         features:\n    uses: features.build\n    with: {{columns: [cpu], calendar: [], \
+         split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
+         train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
+         model: {{kind: lstm, hidden: 64, layers: 2}}, loss: {{kind: mse}}, \
+         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: 50000}}}}\n",
         input.display()
     );
     let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();
@@ -122,7 +136,11 @@ fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> R
 /// Runs the measured stage and prints the measurements.
 fn measure(bench: &str, store: &Path, dataset: &Path, tiles: usize, step: &str) {
     let input = PathBuf::from(std::env::var("APPLEARNER_BENCH_INPUT").unwrap());
-    let stage = if bench == "resample" { "clean" } else { "ingest" };
+    let stage = match bench {
+        "resample" => "clean",
+        "train" => "train",
+        _ => "ingest",
+    };
     let started = Instant::now();
     let report = run_stages(store, &input, step, Selection::Stage(stage.into()));
     let seconds = started.elapsed().as_secs_f64();
@@ -136,7 +154,13 @@ fn measure(bench: &str, store: &Path, dataset: &Path, tiles: usize, step: &str) 
         "peak_rss_mb": peak_rss().map(|b| round(b as f64 / 1e6, 1)),
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
-    if bench == "resample" {
+    if bench == "train" {
+        result["train_windows"] = 50_000.into();
+        result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
+        let (windows, seconds) = predict_speed(store);
+        result["test_windows"] = windows.into();
+        result["predict_windows_per_s"] = (windows as f64 / seconds).round().into();
+    } else if bench == "resample" {
         let points = summary["input_points"].as_f64().unwrap();
         result["step_s"] = step.parse::<f64>().unwrap().into();
         result["input_points"] = points.into();
@@ -151,4 +175,27 @@ fn measure(bench: &str, store: &Path, dataset: &Path, tiles: usize, step: &str) 
         result["points_per_s"] = (points / seconds).round().into();
     }
     println!("{result}");
+}
+
+/// Forecasts every test window with the trained model: (windows, seconds).
+fn predict_speed(store: &Path) -> (usize, f64) {
+    use applearner_pipeline::context::read_parquet;
+    let read = |path: &str| {
+        let path = store.join("bench").join(path);
+        read_parquet(&path.display().to_string(), std::fs::read(&path).unwrap().into()).unwrap()
+    };
+    let windows = applearner_prepare::windows::WindowSet::new(
+        &read("features/features.parquet"),
+        &read("features/windows.parquet"),
+        &["cpu".into()],
+        &["cpu".into()],
+    )
+    .unwrap();
+    let dir = store.join("bench/train");
+    let saved = applearner_train::card::Saved::read(&dir).unwrap();
+    let device = burn::backend::flex::FlexDevice;
+    let model = saved.model::<burn::backend::Flex>(&dir, &device).unwrap();
+    let started = Instant::now();
+    applearner_train::fit::evaluate(&saved.card.blueprint, &model, &windows, "test", &device);
+    (windows.part("test").len(), started.elapsed().as_secs_f64())
 }

@@ -86,6 +86,25 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: String,
     },
+    /// Forecast the next steps of every series in a features table with a trained model.
+    Predict {
+        /// A model folder: `trained_models/<name>`, or a train stage's folder in a local store.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// A features table (`features.parquet`), or the folder of the features.build stage
+        /// that wrote it (its `scalers.parquet` then scales each series as in training).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Steps to forecast, at most the model's horizon (default: all of it).
+        #[arg(long)]
+        horizon: Option<usize>,
+        /// Output file; `.parquet`, `.csv` or `.json` picks the format. Default: CSV on stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -114,6 +133,7 @@ fn registry() -> Registry {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
+    applearner_train::register(&mut registry);
     registry
 }
 
@@ -270,6 +290,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", applearner_pipeline::arrow::util::pretty::pretty_format_batches(&head)?);
         }
+        Command::Predict { model, input, horizon, output, device } => {
+            predict(&model, &input, horizon, output.as_deref(), &device)?;
+        }
         Command::Runs { store } => {
             let store = Store::open(&store)?;
             let runs = run::list_runs(&store)?;
@@ -337,6 +360,24 @@ fn describe_properties(schema: &serde_json::Value, defs: Option<&serde_json::Val
             out.push_str(&format!("{indent}    {line}\n"));
         }
         describe_properties(target, defs, &format!("{indent}    "), out);
+        describe_variants(target, defs, &format!("{indent}    "), out);
+    }
+}
+
+/// The choices of a tagged enum (`{kind: lstm, …}`): each kind, what it is, its fields.
+fn describe_variants(schema: &serde_json::Value, defs: Option<&serde_json::Value>, indent: &str, out: &mut String) {
+    let Some(variants) = schema.get("oneOf").and_then(|v| v.as_array()) else { return };
+    for variant in variants {
+        let Some(kind) = variant.pointer("/properties/kind/const").and_then(|k| k.as_str()) else { continue };
+        out.push_str(&format!("{indent}kind: {kind}\n"));
+        for line in variant.get("description").and_then(|d| d.as_str()).unwrap_or_default().lines() {
+            out.push_str(&format!("{indent}    {line}\n"));
+        }
+        let mut fields = variant.clone();
+        if let Some(props) = fields.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.remove("kind");
+        }
+        describe_properties(&fields, defs, &format!("{indent}    "), out);
     }
 }
 
@@ -367,7 +408,11 @@ fn type_name(prop: &serde_json::Value, defs: Option<&serde_json::Value>) -> Stri
     if let Some(variants) = prop.get("oneOf").and_then(|e| e.as_array()) {
         let names: Vec<String> = variants
             .iter()
-            .filter_map(|v| v.get("const").or_else(|| v.get("enum").and_then(|e| e.get(0))))
+            .filter_map(|v| {
+                v.get("const")
+                    .or_else(|| v.get("enum").and_then(|e| e.get(0)))
+                    .or_else(|| v.pointer("/properties/kind/const"))
+            })
             .map(|v| v.to_string())
             .collect();
         if !names.is_empty() {
@@ -389,4 +434,58 @@ fn type_name(prop: &serde_json::Value, defs: Option<&serde_json::Value>) -> Stri
         }
         _ => "value".to_string(),
     }
+}
+
+fn predict(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    horizon: Option<usize>,
+    output: Option<&std::path::Path>,
+    device: &str,
+) -> anyhow::Result<()> {
+    use applearner_train::card::Saved;
+    let saved = Saved::read(model)?;
+    let device = applearner_train::device::resolve(device)?;
+    let read = |path: &std::path::Path| -> anyhow::Result<Vec<applearner_pipeline::arrow::array::RecordBatch>> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(read_parquet(&path.display().to_string(), bytes.into())?)
+    };
+    let (features, scalers) = if input.is_dir() {
+        let scalers = input.join("scalers.parquet");
+        (read(&input.join("features.parquet"))?, scalers.exists().then_some(scalers))
+    } else {
+        (read(input)?, None)
+    };
+    let scalers = match scalers {
+        Some(path) => Some(
+            applearner_train::card::read_scalers(&read(&path)?, &saved.card.blueprint.targets).map_err(boxed)?,
+        ),
+        None => None,
+    };
+    let forecast = applearner_train::predict::predict(model, &saved, &features, scalers, horizon, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let extension = output.and_then(|o| o.extension()).and_then(|e| e.to_str()).unwrap_or("csv");
+    let bytes = match extension {
+        "parquet" => applearner_train::predict::to_parquet(&forecast).map_err(boxed)?,
+        "json" => applearner_train::predict::to_json(&forecast).map_err(boxed)?,
+        "csv" => applearner_train::predict::to_csv(&forecast).map_err(boxed)?,
+        other => anyhow::bail!("--output: unknown format `.{other}`; use .parquet, .csv or .json"),
+    };
+    match output {
+        Some(path) => {
+            // Written whole under a temporary name, then renamed: never half a file.
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &bytes)?;
+            tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(rows = forecast.num_rows(), path = %path.display(), "forecast written");
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+    }
+    Ok(())
+}
+
+/// Our stages' boxed errors, for anyhow.
+fn boxed(e: applearner_pipeline::BoxError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }

@@ -117,9 +117,10 @@ fn the_quickstart_runs_caches_and_reproduces() {
     assert!(out.status.success());
     let fresh: serde_json::Value =
         serde_json::from_slice(&std::fs::read(other.join("x/manifest.json")).unwrap()).unwrap();
-    // Every stage: ingest, DataFusion's cleaning and features, bit for bit.
+    // Every stage: ingest, DataFusion's cleaning and features, and training (seeded, on
+    // the CPU), bit for bit.
     let stages = first["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 3);
+    assert_eq!(stages.len(), 4);
     for (i, stage) in stages.iter().enumerate() {
         assert_eq!(fresh["stages"][i]["status"], "ran");
         assert_eq!(fresh["stages"][i]["outputs"], moved(&stage["outputs"], "first", "x"), "{}", stage["stage"]);

@@ -6,3 +6,4 @@ mod ingest;
 mod prepare;
 mod prometheus;
 mod support;
+mod train;

@@ -73,8 +73,12 @@ pub fn writer_properties() -> WriterProperties {
 /// Reads a whole Parquet object into record batches.
 pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, ContextError> {
     let bad = |e: &dyn std::fmt::Display| ContextError::BadTable { path: path.to_string(), message: e.to_string() };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
+    // The reader's batches drop the schema's metadata (the windows table keeps its lookback
+    // there): put the file's schema back on them.
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(|e| bad(&e))?;
+    reader.map(|b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))).collect()
 }
 
 /// Context handed to [`crate::Stage::run`].
@@ -87,6 +91,8 @@ pub struct StageContext<'a> {
     pub(crate) outputs: Vec<Output>,
     /// Run-relative folder of this stage's outputs.
     pub(crate) dir: String,
+    /// Store folder for resumable state, named by the stage's cache key.
+    pub(crate) scratch: String,
     pub(crate) written: Mutex<BTreeMap<String, StoredOutput>>,
     pub(crate) progress: &'a MultiProgress,
     pub(crate) cancel: &'a AtomicBool,
@@ -104,6 +110,13 @@ impl StageContext<'_> {
     /// The run's seed; stages derive their random streams from it.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// A store folder for state worth keeping if the stage is killed (checkpoints). It is
+    /// named by the stage's cache key, so a rerun with the same parameters, inputs and seed
+    /// finds it, and any change starts afresh. The stage removes it when it is done.
+    pub fn scratch(&self) -> &str {
+        &self.scratch
     }
 
     pub fn store(&self) -> &Store {
@@ -339,6 +352,7 @@ mod tests {
             inputs: BTreeMap::new(),
             outputs: vec![Output::table("a"), Output::table("b")],
             dir: "r/s".into(),
+            scratch: "_cache/k.partial".into(),
             written: Mutex::new(BTreeMap::new()),
             progress,
             cancel,

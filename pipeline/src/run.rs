@@ -9,6 +9,7 @@
 //! <run-id>/<stage>/_stage.json   the stage's commit record, written after its outputs
 //! <run-id>/manifest.json         the run manifest, written last
 //! _cache/<key>.json              the record of the run that produced a cache key
+//! _cache/<key>.partial/          a running stage's checkpoints, until it commits
 //! ```
 //!
 //! A stage counts as done in a run only when its `_stage.json` exists, and that record is
@@ -459,6 +460,7 @@ impl Executor<'_> {
             inputs,
             outputs: spec.outputs.clone(),
             dir: format!("{}/{}", self.run_id, spec.name),
+            scratch: format!("{CACHE_DIR}/{key}.partial"),
             written: Mutex::new(BTreeMap::new()),
             progress: self.progress,
             cancel: self.cancel,

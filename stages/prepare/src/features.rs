@@ -472,9 +472,11 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
             let frame = format!("{w} ROWS BETWEEN {} PRECEDING AND CURRENT ROW", r - 1);
             // Partial windows at a segment's start would mean something else: left null.
             let full = format!("row_number() OVER ({w}) >= {r}");
+            // A sliding variance is updated by subtraction, so a flat stretch can come out a
+            // hair below zero; its square root would be NaN. Clamp it at zero.
             derived.push(format!(
                 "CASE WHEN {full} THEN avg({x}) OVER ({frame}) END AS {}, \
-                 CASE WHEN {full} THEN stddev_pop({x}) OVER ({frame}) END AS {}",
+                 CASE WHEN {full} THEN sqrt(greatest(var_pop({x}) OVER ({frame}), 0.0)) END AS {}",
                 ident(&format!("{c}_mean{r}")),
                 ident(&format!("{c}_std{r}"))
             ));

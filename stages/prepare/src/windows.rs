@@ -179,6 +179,18 @@ impl WindowSet {
         self.parts.get(part).map_or(&[], Vec::as_slice)
     }
 
+    /// The last observed value of each target in the windows `which` of `part` (at their
+    /// origin), `[batch, targets]`: what the last-value forecast repeats.
+    pub fn last_values(&self, part: &str, which: &[usize], out: &mut Vec<f32>) {
+        let windows = self.part(part);
+        let nt = self.target_names.len();
+        out.clear();
+        for &w in which {
+            let origin = windows[w].start + self.lookback - 1;
+            out.extend_from_slice(&self.targets[origin * nt..(origin + 1) * nt]);
+        }
+    }
+
     /// Copies the windows `which` of `part` into `x` (`[batch, lookback, inputs]`) and `y`
     /// (`[batch, horizon, targets]`), row-major, replacing their contents.
     pub fn batch(&self, part: &str, which: &[usize], x: &mut Vec<f32>, y: &mut Vec<f32>) {

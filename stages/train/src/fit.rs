@@ -1,0 +1,418 @@
+//! The training loop: seeded shuffles, Adam/AdamW, a learning-rate schedule, gradient
+//! clipping, early stopping on the validation part, and a checkpoint after every epoch.
+
+use applearner_prepare::windows::WindowSet;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::head::LossSpec;
+use crate::model::{Forecaster, ModelSpec, Shape};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Decoupled for `adamw`, L2 for `adam`; 0 turns it off.
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Clip each parameter's gradient to this L2 norm (0: off).
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    /// Stop after this many epochs without a better validation loss (0: never), and keep
+    /// the best epoch's weights.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// Train on a seeded random subset of this many training windows (0: all of them).
+    #[serde(default)]
+    pub max_train_windows: usize,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            optimizer: OptimizerKind::default(),
+            lr: default_lr(),
+            weight_decay: 0.0,
+            schedule: Schedule::default(),
+            epochs: default_epochs(),
+            batch: default_batch(),
+            clip: default_clip(),
+            patience: default_patience(),
+            max_train_windows: 0,
+        }
+    }
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_epochs() -> usize {
+    20
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_patience() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    Adamw,
+}
+
+/// How the learning rate moves over the epochs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to `lr × floor` over the epochs.
+    Cosine {
+        #[serde(default)]
+        floor: f64,
+    },
+    /// Multiply by `gamma` every `every` epochs.
+    Step { every: usize, gamma: f64 },
+}
+
+impl Schedule {
+    fn lr(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine { floor } => {
+                let progress = epoch as f64 / (epochs.max(2) - 1) as f64;
+                base * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+            }
+            Schedule::Step { every, gamma } => base * gamma.powi((epoch / (*every).max(1)) as i32),
+        }
+    }
+}
+
+impl TrainSpec {
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            out.push(("lr", format!("is {}; use a positive rate such as 1e-3", self.lr)));
+        }
+        if self.epochs == 0 {
+            out.push(("epochs", "must be at least 1".into()));
+        }
+        if self.batch == 0 {
+            out.push(("batch", "must be at least 1".into()));
+        }
+        if self.clip < 0.0 || self.weight_decay < 0.0 {
+            out.push(("clip", "clip and weight_decay cannot be negative".into()));
+        }
+        if let Schedule::Step { every: 0, .. } = self.schedule {
+            out.push(("schedule", "step needs `every` of at least 1 epoch".into()));
+        }
+        out
+    }
+}
+
+/// Everything that defines a model: what the card stores and loading rebuilds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blueprint {
+    pub model: ModelSpec,
+    pub loss: LossSpec,
+    pub shape: Shape,
+    pub inputs: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+impl Blueprint {
+    pub fn build<B: Backend>(&self, device: &B::Device) -> Forecaster<B> {
+        Forecaster::new(&self.model, self.shape, device)
+    }
+
+    /// Decoded outputs `[batch, horizon, targets, outputs]` of `x` (`batch` windows, row-major).
+    pub fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
+        let s = self.shape;
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, s.lookback, s.inputs]), device);
+        self.loss.decode(model.forward(x, s))
+    }
+}
+
+/// One row of the per-epoch metrics table (losses in scaled units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub validation_mae: f64,
+}
+
+/// Accuracy of point forecasts on a part, in scaled units, beside the last-value forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub windows: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    pub last_value_mae: f64,
+    /// MAE over the last-value forecast's MAE: below 1 beats it.
+    pub mase: f64,
+}
+
+/// What survives a killed run: written after every epoch, resumed from on a rerun.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    pub next_epoch: usize,
+    pub best_loss: f64,
+    pub best_epoch: usize,
+    pub metrics: Vec<EpochMetrics>,
+}
+
+/// Saves and restores [`Progress`] with the weights and optimizer state.
+pub trait Checkpoints {
+    fn load(&self) -> Result<Option<(Progress, Vec<u8>, Vec<u8>, Vec<u8>)>, crate::BoxError>;
+    fn save(&self, progress: &Progress, model: Vec<u8>, optimizer: Vec<u8>, best: Vec<u8>) -> Result<(), crate::BoxError>;
+}
+
+pub struct Trained {
+    /// The weights of the best epoch, as a burn record (full precision, named MessagePack).
+    pub weights: Vec<u8>,
+    pub metrics: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    pub resumed_from: Option<usize>,
+    pub samples_per_s: f64,
+}
+
+type WeightsRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+pub fn weights_bytes<B: Backend>(model: Forecaster<B>) -> Result<Vec<u8>, crate::BoxError> {
+    Ok(Recorder::<B>::record(&WeightsRecorder::new(), model.into_record(), ())?)
+}
+
+pub fn load_weights<B: Backend>(
+    blueprint: &Blueprint,
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<Forecaster<B>, crate::BoxError> {
+    let record = Recorder::<B>::load(&WeightsRecorder::new(), bytes.to_vec(), device)?;
+    Ok(blueprint.build::<B>(device).load_record(record))
+}
+
+/// Trains `blueprint` on the windows; `init` are weights to start from (fine-tuning).
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B: AutodiffBackend>(
+    blueprint: &Blueprint,
+    spec: &TrainSpec,
+    windows: &WindowSet,
+    init: Option<&[u8]>,
+    seed: u64,
+    device: &B::Device,
+    checkpoints: &dyn Checkpoints,
+    on_batch: &dyn Fn(usize, f64) -> Result<(), crate::BoxError>,
+) -> Result<Trained, crate::BoxError> {
+    // flex draws initial weights and dropout masks from one process-wide generator: one
+    // training at a time keeps them reproducible.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    let model = match init {
+        Some(bytes) => load_weights::<B>(blueprint, bytes, device)?,
+        None => blueprint.build::<B>(device),
+    };
+    let clip = (spec.clip > 0.0).then(|| burn::grad_clipping::GradientClippingConfig::Norm(spec.clip as f32));
+    // PyTorch's epsilon, so runs compare with the reference stack.
+    let run = Loop { blueprint, spec, windows, seed, device, checkpoints, on_batch };
+    match spec.optimizer {
+        OptimizerKind::Adam => {
+            let decay = (spec.weight_decay > 0.0).then(|| WeightDecayConfig::new(spec.weight_decay as f32));
+            run.run(model, AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).with_grad_clipping(clip).init())
+        }
+        OptimizerKind::Adamw => run.run(
+            model,
+            AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(spec.weight_decay as f32)
+                .with_grad_clipping(clip)
+                .init(),
+        ),
+    }
+}
+
+struct Loop<'a, B: AutodiffBackend> {
+    blueprint: &'a Blueprint,
+    spec: &'a TrainSpec,
+    windows: &'a WindowSet,
+    seed: u64,
+    device: &'a B::Device,
+    checkpoints: &'a dyn Checkpoints,
+    on_batch: &'a dyn Fn(usize, f64) -> Result<(), crate::BoxError>,
+}
+
+type StateRecorder = BinBytesRecorder<FullPrecisionSettings>;
+
+impl<B: AutodiffBackend> Loop<'_, B> {
+    fn run<O: Optimizer<Forecaster<B>, B>>(&self, mut model: Forecaster<B>, mut optim: O) -> Result<Trained, crate::BoxError> {
+        let (spec, shape) = (self.spec, self.blueprint.shape);
+        let train = subsample(self.windows.part("train").len(), spec.max_train_windows, self.seed);
+        let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
+        let mut best = model.valid();
+        let mut resumed_from = None;
+        if let Some((saved, weights, state, best_weights)) = self.checkpoints.load()? {
+            model = load_weights::<B>(self.blueprint, &weights, self.device)?;
+            optim = optim.load_record(Recorder::<B>::load(&StateRecorder::new(), state, self.device)?);
+            best = load_weights::<B::InnerBackend>(self.blueprint, &best_weights, self.device)?;
+            resumed_from = Some(saved.next_epoch);
+            progress = saved;
+        }
+
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut seen, mut busy) = (0usize, std::time::Duration::ZERO);
+        for epoch in progress.next_epoch..spec.epochs {
+            if progress.best_epoch + spec.patience < epoch && spec.patience > 0 {
+                break;
+            }
+            // Each epoch's shuffle and dropout masks come from (seed, epoch) alone, so a
+            // resumed run trains exactly as an uninterrupted one.
+            let epoch_seed = self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            B::seed(self.device, epoch_seed);
+            let mut order = train.clone();
+            order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
+            let lr = spec.schedule.lr(spec.lr, epoch, spec.epochs);
+            let clock = std::time::Instant::now();
+            let (mut total, mut count) = (0.0, 0usize);
+            for chunk in order.chunks(spec.batch) {
+                self.windows.batch("train", chunk, &mut x, &mut y);
+                let n = chunk.len();
+                let decoded = self.blueprint.run(&model, std::mem::take(&mut x), n, self.device);
+                let target = Tensor::<B, 3>::from_data(
+                    TensorData::new(std::mem::take(&mut y), [n, shape.horizon, shape.targets]),
+                    self.device,
+                );
+                let loss = self.blueprint.loss.loss(decoded, target);
+                let value: f64 = loss.clone().into_scalar().elem();
+                if !value.is_finite() {
+                    return Err(format!(
+                        "the training loss became {value} in epoch {} (learning rate {lr}); lower `lr` or set `clip`",
+                        epoch + 1
+                    )
+                    .into());
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                total += value * n as f64;
+                count += n;
+                (self.on_batch)(n, value)?;
+            }
+            busy += clock.elapsed();
+            seen += count;
+
+            let (validation_loss, accuracy) = evaluate(self.blueprint, &model.valid(), self.windows, "validation", self.device);
+            let train_loss = total / count.max(1) as f64;
+            // Without validation windows, stop on the training loss.
+            let watched = if accuracy.windows > 0 { validation_loss } else { train_loss };
+            progress.metrics.push(EpochMetrics {
+                epoch: epoch as u32 + 1,
+                lr,
+                train_loss,
+                validation_loss,
+                validation_mae: accuracy.mae,
+            });
+            if watched < progress.best_loss {
+                progress.best_loss = watched;
+                progress.best_epoch = epoch;
+                best = model.valid();
+            }
+            progress.next_epoch = epoch + 1;
+            self.checkpoints.save(
+                &progress,
+                weights_bytes(model.clone())?,
+                Recorder::<B>::record(&StateRecorder::new(), optim.to_record(), ())?,
+                weights_bytes(best.clone())?,
+            )?;
+        }
+        Ok(Trained {
+            weights: weights_bytes(best)?,
+            best_epoch: progress.best_epoch + 1,
+            metrics: progress.metrics,
+            resumed_from,
+            samples_per_s: seen as f64 / busy.as_secs_f64().max(1e-9),
+        })
+    }
+}
+
+/// `count` indices, or a seeded random `limit` of them in increasing order.
+fn subsample(count: usize, limit: usize, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..count).collect();
+    if limit > 0 && limit < count {
+        all.shuffle(&mut StdRng::seed_from_u64(seed));
+        all.truncate(limit);
+        all.sort_unstable();
+    }
+    all
+}
+
+/// Windows per forward pass when no gradients are kept.
+const EVAL_BATCH: usize = 1024;
+
+/// Mean loss and point accuracy of `model` on a part.
+pub fn evaluate<B: Backend>(
+    blueprint: &Blueprint,
+    model: &Forecaster<B>,
+    windows: &WindowSet,
+    part: &str,
+    device: &B::Device,
+) -> (f64, Accuracy) {
+    let shape = blueprint.shape;
+    let n = windows.part(part).len();
+    let (mut x, mut y, mut last) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut loss, mut abs, mut sq, mut naive) = (0.0, 0.0, 0.0, 0.0);
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(EVAL_BATCH) {
+        windows.batch(part, chunk, &mut x, &mut y);
+        windows.last_values(part, chunk, &mut last);
+        let decoded = blueprint.run(model, std::mem::take(&mut x), chunk.len(), device);
+        let target =
+            Tensor::<B, 3>::from_data(TensorData::new(y.clone(), [chunk.len(), shape.horizon, shape.targets]), device);
+        let batch_loss: f64 = blueprint.loss.loss(decoded.clone(), target).into_scalar().elem();
+        loss += batch_loss * chunk.len() as f64;
+        let point: Vec<f32> = blueprint.loss.point(decoded).into_data().to_vec().expect("float forecasts");
+        for (i, (p, t)) in point.iter().zip(&y).enumerate() {
+            let e = (p - t) as f64;
+            abs += e.abs();
+            sq += e * e;
+            // The last-value forecast repeats the last observed target over the horizon.
+            let w = i / (shape.horizon * shape.targets);
+            naive += (last[w * shape.targets + i % shape.targets] - t).abs() as f64;
+        }
+    }
+    let cells = (n * shape.horizon * shape.targets).max(1) as f64;
+    let accuracy = Accuracy {
+        windows: n,
+        mae: abs / cells,
+        rmse: (sq / cells).sqrt(),
+        last_value_mae: naive / cells,
+        mase: if naive > 0.0 { abs / naive } else { f64::NAN },
+    };
+    (loss / n.max(1) as f64, accuracy)
+}

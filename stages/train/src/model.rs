@@ -1,0 +1,436 @@
+//! The forecasters. Every model maps a window `[batch, lookback, inputs]` to the raw head
+//! `[batch, horizon, targets, outputs]`; [`Head`] turns the raw outputs into a point
+//! forecast, ordered quantiles or a Gaussian, so each model is probabilistic on demand.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig1d};
+use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which model, and its size. `kind` picks it; every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Stacked LSTM; a linear head reads the last hidden state and emits the whole horizon.
+    Lstm(RnnSpec),
+    /// Stacked GRU, same shape as `lstm`.
+    Gru(RnnSpec),
+    /// Temporal convolutional network: causal dilated Conv1d residual blocks (dilation 1, 2,
+    /// 4, …), the head reads the last time step.
+    Tcn(TcnSpec),
+    /// N-BEATS-style: fully connected blocks, each emitting a backcast (subtracted from its
+    /// input) and a forecast (summed).
+    Nbeats(NbeatsSpec),
+    /// DLinear: a moving average splits the window into trend and remainder, one linear map
+    /// each. The strong simple baseline of long-horizon forecasting.
+    Dlinear(DlinearSpec),
+    /// DeepAR-style: an LSTM encoder with a Gaussian head (mean and scale per step), trained by
+    /// likelihood. It emits the horizon at once rather than sampling step by step.
+    Deepar(RnnSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RnnSpec {
+    #[serde(default = "d64")]
+    pub hidden: usize,
+    #[serde(default = "d2")]
+    pub layers: usize,
+    /// Between stacked layers, during training only.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcnSpec {
+    #[serde(default = "d32")]
+    pub channels: usize,
+    /// Residual blocks; block `i` dilates by 2^i, so the receptive field is
+    /// 1 + 2·(kernel-1)·(2^levels-1) steps.
+    #[serde(default = "d4")]
+    pub levels: usize,
+    #[serde(default = "d3")]
+    pub kernel: usize,
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NbeatsSpec {
+    #[serde(default = "d3")]
+    pub blocks: usize,
+    /// Fully connected layers per block.
+    #[serde(default = "d4")]
+    pub layers: usize,
+    #[serde(default = "d128")]
+    pub hidden: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DlinearSpec {
+    /// Moving-average width of the trend, in steps (odd; clipped to the lookback).
+    #[serde(default = "d25")]
+    pub kernel: usize,
+}
+
+fn d2() -> usize {
+    2
+}
+fn d3() -> usize {
+    3
+}
+fn d4() -> usize {
+    4
+}
+fn d25() -> usize {
+    25
+}
+fn d32() -> usize {
+    32
+}
+fn d64() -> usize {
+    64
+}
+fn d128() -> usize {
+    128
+}
+
+impl ModelSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelSpec::Lstm(_) => "lstm",
+            ModelSpec::Gru(_) => "gru",
+            ModelSpec::Tcn(_) => "tcn",
+            ModelSpec::Nbeats(_) => "nbeats",
+            ModelSpec::Dlinear(_) => "dlinear",
+            ModelSpec::Deepar(_) => "deepar",
+        }
+    }
+
+    /// Problems with the sizes, as (field, message).
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut positive = |field: &'static str, v: usize| {
+            if v == 0 {
+                out.push((field, "must be at least 1".to_string()));
+            }
+        };
+        match self {
+            ModelSpec::Lstm(r) | ModelSpec::Gru(r) | ModelSpec::Deepar(r) => {
+                positive("hidden", r.hidden);
+                positive("layers", r.layers);
+            }
+            ModelSpec::Tcn(t) => {
+                positive("channels", t.channels);
+                positive("levels", t.levels);
+                positive("kernel", t.kernel);
+            }
+            ModelSpec::Nbeats(n) => {
+                positive("blocks", n.blocks);
+                positive("layers", n.layers);
+                positive("hidden", n.hidden);
+            }
+            ModelSpec::Dlinear(d) => positive("kernel", d.kernel),
+        }
+        let dropout = match self {
+            ModelSpec::Lstm(r) | ModelSpec::Gru(r) | ModelSpec::Deepar(r) => r.dropout,
+            ModelSpec::Tcn(t) => t.dropout,
+            _ => 0.0,
+        };
+        if !(0.0..1.0).contains(&dropout) {
+            out.push(("dropout", format!("is {dropout}; use a probability in [0, 1)")));
+        }
+        out
+    }
+}
+
+/// The shapes a model is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub lookback: usize,
+    pub horizon: usize,
+    pub inputs: usize,
+    pub targets: usize,
+    /// Raw outputs per target and step (1 point, Q quantiles, 2 for a Gaussian).
+    pub outputs: usize,
+}
+
+impl Shape {
+    fn head_width(&self) -> usize {
+        self.horizon * self.targets * self.outputs
+    }
+}
+
+#[derive(Module, Debug)]
+pub enum Forecaster<B: Backend> {
+    Lstm(Rnn<B>),
+    Gru(Rnn<B>),
+    Tcn(Tcn<B>),
+    Nbeats(Nbeats<B>),
+    Dlinear(Dlinear<B>),
+}
+
+impl<B: Backend> Forecaster<B> {
+    pub fn new(spec: &ModelSpec, shape: Shape, device: &B::Device) -> Self {
+        match spec {
+            ModelSpec::Lstm(r) | ModelSpec::Deepar(r) => Forecaster::Lstm(Rnn::new(r, shape, 4, device)),
+            ModelSpec::Gru(r) => Forecaster::Gru(Rnn::new(r, shape, 3, device)),
+            ModelSpec::Tcn(t) => Forecaster::Tcn(Tcn::new(t, shape, device)),
+            ModelSpec::Nbeats(n) => Forecaster::Nbeats(Nbeats::new(n, shape, device)),
+            ModelSpec::Dlinear(d) => Forecaster::Dlinear(Dlinear::new(d, shape, device)),
+        }
+    }
+
+    /// `[batch, lookback, inputs]` → raw `[batch, horizon, targets, outputs]`.
+    pub fn forward(&self, x: Tensor<B, 3>, shape: Shape) -> Tensor<B, 4> {
+        let [batch, _, _] = x.dims();
+        let flat = match self {
+            Forecaster::Lstm(m) => m.forward(x, lstm_step),
+            Forecaster::Gru(m) => m.forward(x, gru_step),
+            Forecaster::Tcn(m) => m.forward(x),
+            Forecaster::Nbeats(m) => m.forward(x),
+            Forecaster::Dlinear(m) => m.forward(x),
+        };
+        flat.reshape([batch, shape.horizon, shape.targets, shape.outputs])
+    }
+}
+
+/// One recurrent layer with its gates fused: two matrix products per step (input and hidden
+/// state to all gates at once). burn's `nn::Lstm` runs eight per step and writes each step
+/// into the output with `slice_assign`, which under autodiff copies the output every step.
+#[derive(Module, Debug)]
+pub struct RnnLayer<B: Backend> {
+    input: Linear<B>,
+    hidden: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Rnn<B: Backend> {
+    layers: Vec<RnnLayer<B>>,
+    dropout: Dropout,
+    head: Linear<B>,
+    width: usize,
+}
+
+/// One step of a cell: (gates from the input, the layer, hidden, cell) → (hidden, cell).
+type Step<B> = fn(Tensor<B, 2>, &RnnLayer<B>, Tensor<B, 2>, Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>);
+
+fn lstm_step<B: Backend>(
+    gates_x: Tensor<B, 2>,
+    layer: &RnnLayer<B>,
+    h: Tensor<B, 2>,
+    c: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let gates = gates_x + layer.hidden.forward(h);
+    let [i, f, g, o]: [Tensor<B, 2>; 4] = gates.chunk(4, 1).try_into().expect("four gates");
+    let c = sigmoid(f) * c + sigmoid(i) * tanh(g);
+    let h = sigmoid(o) * tanh(c.clone());
+    (h, c)
+}
+
+fn gru_step<B: Backend>(
+    gates_x: Tensor<B, 2>,
+    layer: &RnnLayer<B>,
+    h: Tensor<B, 2>,
+    c: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [xr, xz, xn]: [Tensor<B, 2>; 3] = gates_x.chunk(3, 1).try_into().expect("three gates");
+    let [hr, hz, hn]: [Tensor<B, 2>; 3] = layer.hidden.forward(h.clone()).chunk(3, 1).try_into().expect("three gates");
+    let r = sigmoid(xr + hr);
+    let z = sigmoid(xz + hz);
+    let n = tanh(xn + r * hn);
+    let h = n.clone() + z * (h - n);
+    (h, c)
+}
+
+impl<B: Backend> Rnn<B> {
+    fn new(spec: &RnnSpec, shape: Shape, gates: usize, device: &B::Device) -> Self {
+        let layers = (0..spec.layers)
+            .map(|l| {
+                let d_in = if l == 0 { shape.inputs } else { spec.hidden };
+                RnnLayer {
+                    input: LinearConfig::new(d_in, gates * spec.hidden).init(device),
+                    hidden: LinearConfig::new(spec.hidden, gates * spec.hidden).init(device),
+                }
+            })
+            .collect();
+        Rnn {
+            layers,
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            head: LinearConfig::new(spec.hidden, shape.head_width()).init(device),
+            width: spec.hidden,
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>, step: Step<B>) -> Tensor<B, 2> {
+        let [batch, steps, _] = x.dims();
+        let device = x.device();
+        // One tensor per step throughout: slicing a tracked [batch, steps, …] tensor per
+        // step would cost a full-size gradient per slice in the backward pass.
+        let mut seq: Vec<Tensor<B, 2>> = (0..steps).map(|t| x.clone().narrow(1, t, 1).squeeze_dim(1)).collect();
+        let mut h = Tensor::zeros([batch, self.width], &device);
+        for (l, layer) in self.layers.iter().enumerate() {
+            h = Tensor::zeros([batch, self.width], &device);
+            let mut c = Tensor::zeros([batch, self.width], &device);
+            let last = l + 1 == self.layers.len();
+            let mut outputs = Vec::with_capacity(if last { 0 } else { steps });
+            for x_t in seq {
+                let x_t = if l > 0 { self.dropout.forward(x_t) } else { x_t };
+                (h, c) = step(layer.input.forward(x_t), layer, h, c);
+                if !last {
+                    outputs.push(h.clone());
+                }
+            }
+            seq = outputs;
+        }
+        self.head.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TcnBlock<B: Backend> {
+    conv1: Conv1d<B>,
+    conv2: Conv1d<B>,
+    /// 1×1 convolution when the block changes the channel count.
+    skip: Option<Conv1d<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Tcn<B: Backend> {
+    blocks: Vec<TcnBlock<B>>,
+    dropout: Dropout,
+    head: Linear<B>,
+}
+
+impl<B: Backend> Tcn<B> {
+    fn new(spec: &TcnSpec, shape: Shape, device: &B::Device) -> Self {
+        let causal = |c_in: usize, dilation: usize| {
+            // Padding only on the left: step t sees steps ≤ t, and the length is kept.
+            Conv1dConfig::new(c_in, spec.channels, spec.kernel)
+                .with_dilation(dilation)
+                .with_padding(PaddingConfig1d::Explicit((spec.kernel - 1) * dilation, 0))
+                .init(device)
+        };
+        let blocks = (0..spec.levels)
+            .map(|l| {
+                let c_in = if l == 0 { shape.inputs } else { spec.channels };
+                TcnBlock {
+                    conv1: causal(c_in, 1 << l),
+                    conv2: causal(spec.channels, 1 << l),
+                    skip: (c_in != spec.channels).then(|| Conv1dConfig::new(c_in, spec.channels, 1).init(device)),
+                }
+            })
+            .collect();
+        Tcn {
+            blocks,
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            head: LinearConfig::new(spec.channels, shape.head_width()).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let mut h = x.swap_dims(1, 2); // [batch, channels, steps]
+        for b in &self.blocks {
+            let y = self.dropout.forward(relu(b.conv1.forward(h.clone())));
+            let y = self.dropout.forward(relu(b.conv2.forward(y)));
+            let skip = match &b.skip {
+                Some(s) => s.forward(h),
+                None => h,
+            };
+            h = relu(y + skip);
+        }
+        let [batch, channels, steps] = h.dims();
+        self.head.forward(h.narrow(2, steps - 1, 1).reshape([batch, channels]))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct NbeatsBlock<B: Backend> {
+    layers: Vec<Linear<B>>,
+    backcast: Linear<B>,
+    forecast: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Nbeats<B: Backend> {
+    blocks: Vec<NbeatsBlock<B>>,
+}
+
+impl<B: Backend> Nbeats<B> {
+    fn new(spec: &NbeatsSpec, shape: Shape, device: &B::Device) -> Self {
+        let width = shape.lookback * shape.inputs;
+        let blocks = (0..spec.blocks)
+            .map(|_| NbeatsBlock {
+                layers: (0..spec.layers)
+                    .map(|l| LinearConfig::new(if l == 0 { width } else { spec.hidden }, spec.hidden).init(device))
+                    .collect(),
+                backcast: LinearConfig::new(spec.hidden, width).init(device),
+                forecast: LinearConfig::new(spec.hidden, shape.head_width()).init(device),
+            })
+            .collect();
+        Nbeats { blocks }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [batch, steps, inputs] = x.dims();
+        let mut residual = x.reshape([batch, steps * inputs]);
+        let mut forecast: Option<Tensor<B, 2>> = None;
+        for b in &self.blocks {
+            let mut h = residual.clone();
+            for layer in &b.layers {
+                h = relu(layer.forward(h));
+            }
+            residual = residual - b.backcast.forward(h.clone());
+            let f = b.forecast.forward(h);
+            forecast = Some(match forecast {
+                Some(acc) => acc + f,
+                None => f,
+            });
+        }
+        forecast.expect("at least one block")
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Dlinear<B: Backend> {
+    trend: Linear<B>,
+    remainder: Linear<B>,
+    kernel: usize,
+}
+
+impl<B: Backend> Dlinear<B> {
+    fn new(spec: &DlinearSpec, shape: Shape, device: &B::Device) -> Self {
+        let width = shape.lookback * shape.inputs;
+        // An even or too wide kernel would shift or overrun the window.
+        let k = spec.kernel.min(shape.lookback).max(1);
+        let kernel = if k % 2 == 0 { k - 1 } else { k };
+        Dlinear {
+            trend: LinearConfig::new(width, shape.head_width()).init(device),
+            remainder: LinearConfig::new(width, shape.head_width()).init(device),
+            kernel,
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [batch, steps, inputs] = x.dims();
+        let half = self.kernel / 2;
+        // Moving average over time with the edges repeated, as DLinear does.
+        let first = x.clone().narrow(1, 0, 1).repeat_dim(1, half);
+        let last = x.clone().narrow(1, steps - 1, 1).repeat_dim(1, half);
+        let padded = Tensor::cat(vec![first, x.clone(), last], 1);
+        let sums = padded.cumsum(1);
+        let zero = Tensor::zeros([batch, 1, inputs], &x.device());
+        let sums = Tensor::cat(vec![zero, sums], 1);
+        let trend = (sums.clone().narrow(1, self.kernel, steps) - sums.narrow(1, 0, steps)) / self.kernel as f64;
+        let remainder = x - trend.clone();
+        self.trend.forward(trend.reshape([batch, steps * inputs]))
+            + self.remainder.forward(remainder.reshape([batch, steps * inputs]))
+    }
+}

@@ -1,0 +1,268 @@
+//! Forecasts from a trained model: the last window of every series in a features table,
+//! run through the model and turned back into cores and bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use applearner_pipeline::BoxError;
+use applearner_pipeline::arrow::array::{
+    Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema, TimeUnit};
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::card::{Saved, Scaler};
+use crate::device::Device;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error("the input has no column `{column}` the model reads; it was trained on [{inputs}]: build the input with the same features.build settings")]
+    MissingColumn { column: String, inputs: String },
+    #[error("the model forecasts {model} steps; --horizon {asked} asks for more")]
+    Horizon { model: usize, asked: usize },
+    #[error("no series in the input has {lookback} consecutive finite rows at its end (the model's lookback); the longest has {longest}")]
+    TooShort { lookback: usize, longest: usize },
+    #[error("series `{key}` has no scaler for `{column}` in the input's scalers or the model card; pass the scalers table written beside the features")]
+    NoScaler { key: String, column: String },
+}
+
+/// The last `lookback` rows of one series.
+struct Tail {
+    key: String,
+    origin_ms: i64,
+    rows: Vec<f32>,
+}
+
+/// Forecasts `horizon` steps (at most the model's) past the end of every series in
+/// `features`. `scalers` are the input's own (beside the features), else the card's.
+/// Returns one row per series, target and step: key, column, step, timestamp, forecast,
+/// and `p<NN>` quantile columns for probabilistic models.
+pub fn predict(
+    model_dir: &Path,
+    saved: &Saved,
+    features: &[RecordBatch],
+    scalers: Option<Vec<Scaler>>,
+    horizon: Option<usize>,
+    device: Device,
+) -> Result<RecordBatch, BoxError> {
+    let card = &saved.card;
+    let b = &card.blueprint;
+    let horizon = horizon.unwrap_or(b.shape.horizon);
+    if horizon > b.shape.horizon || horizon == 0 {
+        return Err(PredictError::Horizon { model: b.shape.horizon, asked: horizon }.into());
+    }
+    let tails = tails(features, &b.inputs, b.shape.lookback)?;
+    let scalers: BTreeMap<(String, String), Scaler> = scalers
+        .unwrap_or_else(|| card.scalers.clone())
+        .into_iter()
+        .map(|s| ((s.key.clone(), s.column.clone()), s))
+        .collect();
+
+    let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, &tails, &dev))?;
+    let levels = b.loss.quantile_levels();
+    let (h, t) = (b.shape.horizon, b.shape.targets);
+    let mut keys = Vec::new();
+    let mut columns = Vec::new();
+    let mut steps = Vec::new();
+    let mut times = Vec::new();
+    let mut values = Vec::new();
+    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    for (w, tail) in tails.iter().enumerate() {
+        for (j, column) in b.targets.iter().enumerate() {
+            let scaler = scalers
+                .get(&(tail.key.clone(), column.clone()))
+                .ok_or_else(|| PredictError::NoScaler { key: tail.key.clone(), column: column.clone() })?;
+            for step in 0..horizon {
+                let cell = (w * h + step) * t + j;
+                keys.push(tail.key.clone());
+                columns.push(column.clone());
+                steps.push(step as u32 + 1);
+                times.push(tail.origin_ms + (step as i64 + 1) * card.step_ms);
+                values.push(scaler.unscale(point[cell] as f64));
+                for (l, q) in qs.iter_mut().enumerate() {
+                    q.push(scaler.unscale(quantiles[cell * levels.len() + l] as f64));
+                }
+            }
+        }
+    }
+    let mut fields = vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("step", DataType::UInt32, false),
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("forecast", DataType::Float64, false),
+    ];
+    let mut arrays: Vec<Arc<dyn Array>> = vec![
+        Arc::new(StringArray::from(keys)),
+        Arc::new(StringArray::from(columns)),
+        Arc::new(UInt32Array::from(steps)),
+        Arc::new(TimestampMillisecondArray::from(times).with_timezone("UTC")),
+        Arc::new(Float64Array::from(values)),
+    ];
+    for (level, q) in levels.iter().zip(qs) {
+        fields.push(Field::new(format!("p{}", (level * 100.0).round() as u32), DataType::Float64, false));
+        arrays.push(Arc::new(Float64Array::from(q)));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// Point forecasts `[series, horizon, targets]` and quantiles `[…, levels]`, flat.
+fn run<B: AutodiffBackend>(
+    dir: &Path,
+    saved: &Saved,
+    tails: &[Tail],
+    device: &B::Device,
+) -> Result<(Vec<f32>, Vec<f32>), BoxError> {
+    let b = &saved.card.blueprint;
+    let model = saved.model::<B::InnerBackend>(dir, device)?;
+    let x: Vec<f32> = tails.iter().flat_map(|t| t.rows.iter().copied()).collect();
+    let decoded = b.run(&model, x, tails.len(), device);
+    let point = b.loss.point(decoded.clone()).into_data().to_vec()?;
+    let quantiles = match b.loss.quantiles(decoded) {
+        Some(q) => q.into_data().to_vec()?,
+        None => Vec::new(),
+    };
+    Ok((point, quantiles))
+}
+
+/// The last `lookback` rows of each series' last segment, in `inputs` order.
+fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result<Vec<Tail>, BoxError> {
+    // Per series: rows of its latest segment, in time order.
+    let mut series: BTreeMap<String, (i64, Vec<(i64, Vec<f32>)>)> = BTreeMap::new();
+    for batch in features {
+        let text = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
+            let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
+                column: name.to_string(),
+                inputs: inputs.join(", "),
+            })?;
+            Ok(cast(c, &DataType::Utf8)?)
+        };
+        let key = text("key")?;
+        let key = key.as_string::<i32>();
+        let number = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
+            let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
+                column: name.to_string(),
+                inputs: inputs.join(", "),
+            })?;
+            Ok(cast(c, &DataType::Int64)?)
+        };
+        let segment = number("segment")?;
+        let ts = number("timestamp")?;
+        let (segment, ts) = (segment.as_primitive::<Int64Type>(), ts.as_primitive::<Int64Type>());
+        let cols = inputs
+            .iter()
+            .map(|name| {
+                let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
+                    column: name.clone(),
+                    inputs: inputs.join(", "),
+                })?;
+                Ok(cast(c, &DataType::Float32)?)
+            })
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        for i in 0..batch.num_rows() {
+            let entry = series.entry(key.value(i).to_string()).or_insert((i64::MIN, Vec::new()));
+            if segment.value(i) > entry.0 {
+                *entry = (segment.value(i), Vec::new());
+            }
+            if segment.value(i) == entry.0 {
+                let row = cols
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_primitive::<Float32Type>();
+                        if c.is_null(i) { f32::NAN } else { c.value(i) }
+                    })
+                    .collect();
+                entry.1.push((ts.value(i), row));
+            }
+        }
+    }
+    let mut longest = 0;
+    let mut out = Vec::new();
+    for (key, (_, mut rows)) in series {
+        rows.sort_by_key(|r| r.0);
+        // Count the finite rows at the end: a window must not reach past a missing value.
+        let finite = rows.iter().rev().take_while(|r| r.1.iter().all(|v| v.is_finite())).count();
+        longest = longest.max(finite);
+        if finite < lookback {
+            tracing::warn!(series = key, finite, lookback, "too short to forecast; skipped");
+            continue;
+        }
+        let tail = &rows[rows.len() - lookback..];
+        out.push(Tail {
+            key,
+            origin_ms: tail[lookback - 1].0,
+            rows: tail.iter().flat_map(|r| r.1.iter().copied()).collect(),
+        });
+    }
+    if out.is_empty() {
+        return Err(PredictError::TooShort { lookback, longest }.into());
+    }
+    Ok(out)
+}
+
+/// The forecast as a Parquet file, with the pipeline's writer settings.
+pub fn to_parquet(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
+    let mut out = Vec::new();
+    let props = applearner_pipeline::context::writer_properties();
+    let mut writer = applearner_pipeline::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(out)
+}
+
+/// The forecast as CSV: a header, then one line per row; timestamps in RFC 3339.
+pub fn to_csv(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
+    let rows = rows(batch);
+    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut out = names.join(",") + "\n";
+    for row in rows {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| match &row[n] {
+                serde_json::Value::String(s) if s.contains([',', '"', '\n']) => format!("\"{}\"", s.replace('"', "\"\"")),
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    Ok(out.into_bytes())
+}
+
+/// The forecast as a JSON array of objects.
+pub fn to_json(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
+    let mut out = serde_json::to_vec_pretty(&rows(batch))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+fn rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let schema = batch.schema();
+    (0..batch.num_rows())
+        .map(|i| {
+            schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, c)| {
+                    let v = match c.data_type() {
+                        DataType::Utf8 => c.as_string::<i32>().value(i).into(),
+                        DataType::UInt32 => c.as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>().value(i).into(),
+                        DataType::Timestamp(..) => {
+                            let ms = c.as_primitive::<applearner_pipeline::arrow::datatypes::TimestampMillisecondType>().value(i);
+                            chrono::DateTime::from_timestamp_millis(ms)
+                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                                .unwrap_or_default()
+                                .into()
+                        }
+                        _ => c.as_primitive::<applearner_pipeline::arrow::datatypes::Float64Type>().value(i).into(),
+                    };
+                    (f.name().clone(), v)
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,368 @@
+//! The `train.fit` stage.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use applearner_pipeline::arrow::array::{AsArray, Float64Array, RecordBatch, UInt32Array};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
+use applearner_prepare::windows::WindowSet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
+use crate::device::resolve;
+use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, TrainSpec, Trained, evaluate, fit, load_weights};
+use crate::head::LossSpec;
+use crate::model::{ModelSpec, RnnSpec, Shape};
+
+/// Trains a forecaster on the windows of `features.build`. Reads `features`, `windows`
+/// and `scalers`; writes the model folder (`model.mpk` weights, `card.json`, `card.md`)
+/// and `metrics` (per epoch: learning rate, training and validation loss, validation MAE).
+/// Checkpoints after every epoch: a killed run resumes where it stopped.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Feature columns the model reads (default: every feature: multivariate). `[cpu]`
+    /// makes a univariate CPU model.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Columns it forecasts: `[cpu]`, `[memory]` or both.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<String>,
+    /// `{kind: lstm|gru|tcn|nbeats|dlinear|deepar, …sizes}`.
+    #[serde(default = "default_model")]
+    pub model: ModelSpec,
+    /// `{kind: mse|mae|huber|quantile|gaussian}`; default mse, gaussian for deepar.
+    #[serde(default)]
+    pub loss: Option<LossSpec>,
+    /// Optimiser, learning rate and schedule, epochs, batch, clipping, early stopping.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// A model folder (`trained_models/<name>`) to start from: fine-tuning. Its blueprint
+    /// must match this one.
+    #[serde(default)]
+    pub init_from: Option<String>,
+    /// Also write the model folder here (e.g. `trained_models/<name>`), replacing it whole.
+    #[serde(default)]
+    pub publish: Option<String>,
+}
+
+fn default_targets() -> Vec<String> {
+    vec!["cpu".into()]
+}
+
+fn default_model() -> ModelSpec {
+    ModelSpec::Lstm(RnnSpec { hidden: 64, layers: 2, dropout: 0.0 })
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+impl StageParams for TrainParams {
+    const KIND: &'static str = "train.fit";
+
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        let mut problems = Vec::new();
+        for (field, message) in self.model.check() {
+            problems.push(ParamProblem::new(&["model", field], message, "see `applearner stages` for the sizes"));
+        }
+        for (field, message) in self.train.check() {
+            problems.push(ParamProblem::new(&["train", field], message, "see `applearner stages` for the defaults"));
+        }
+        let loss = self.loss();
+        if let Some(message) = loss.check() {
+            problems.push(ParamProblem::new(&["loss"], message, "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}"));
+        }
+        if matches!(self.model, ModelSpec::Deepar(_)) && loss != LossSpec::Gaussian {
+            problems.push(ParamProblem::new(&["loss"], "deepar is trained by likelihood", "use {kind: gaussian} or drop `loss`"));
+        }
+        if self.targets.is_empty() {
+            problems.push(ParamProblem::new(&["targets"], "no target column", "e.g. [cpu] or [cpu, memory]"));
+        }
+        if let Err(e) = resolve(&self.device) {
+            problems.push(ParamProblem::new(&["device"], e.to_string(), "cpu works everywhere"));
+        }
+        let init = match &self.init_from {
+            Some(dir) => match Saved::read(std::path::Path::new(dir)) {
+                Ok(saved) => Some(Arc::new(saved)),
+                Err(e) => {
+                    problems.push(ParamProblem::new(&["init_from"], e.to_string(), "point it at a trained_models/<name> folder"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Box::new(Train { params: self, loss, init }))
+    }
+}
+
+impl TrainParams {
+    fn loss(&self) -> LossSpec {
+        self.loss.clone().unwrap_or(match self.model {
+            ModelSpec::Deepar(_) => LossSpec::Gaussian,
+            _ => LossSpec::Mse,
+        })
+    }
+}
+
+struct Train {
+    params: TrainParams,
+    loss: LossSpec,
+    init: Option<Arc<Saved>>,
+}
+
+impl Stage for Train {
+    fn reads(&self) -> Vec<String> {
+        vec!["features".into(), "windows".into(), "scalers".into()]
+    }
+
+    fn writes(&self) -> Vec<Output> {
+        vec![
+            Output::artifact(WEIGHTS_FILE),
+            Output::artifact(CARD_FILE),
+            Output::artifact(README_FILE),
+            Output::table("metrics"),
+        ]
+    }
+
+    /// The starting model is an input too: another one gives another result.
+    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+        if let Some(init) = &self.init {
+            hasher.update(init.card.weights_digest.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        let p = &self.params;
+        let features = ctx.read_table("features")?;
+        let windows = WindowSet::new(&features, &ctx.read_table("windows")?, &p.inputs, &p.targets)?;
+        let blueprint = Blueprint {
+            model: p.model.clone(),
+            loss: self.loss.clone(),
+            shape: Shape {
+                lookback: windows.lookback,
+                horizon: windows.horizon,
+                inputs: windows.input_names().len(),
+                targets: p.targets.len(),
+                outputs: self.loss.outputs(),
+            },
+            inputs: windows.input_names().to_vec(),
+            targets: p.targets.clone(),
+        };
+        let init_weights = match &self.init {
+            Some(init) if init.card.blueprint != blueprint => {
+                return Err(format!(
+                    "init_from: the model to fine-tune was built as {} on inputs [{}] → [{}] (lookback {}, horizon {}); \
+                     this stage builds {} on [{}] → [{}] (lookback {}, horizon {}): match model, inputs, targets and windows",
+                    init.card.blueprint.model.name(),
+                    init.card.blueprint.inputs.join(", "),
+                    init.card.blueprint.targets.join(", "),
+                    init.card.blueprint.shape.lookback,
+                    init.card.blueprint.shape.horizon,
+                    blueprint.model.name(),
+                    blueprint.inputs.join(", "),
+                    blueprint.targets.join(", "),
+                    blueprint.shape.lookback,
+                    blueprint.shape.horizon,
+                )
+                .into());
+            }
+            Some(init) => Some(init.weights.as_slice()),
+            None => None,
+        };
+
+        let device = resolve(&p.device)?;
+        let batches_per_epoch = {
+            let n = windows.part("train").len();
+            let n = if p.train.max_train_windows > 0 { n.min(p.train.max_train_windows) } else { n };
+            n.div_ceil(p.train.batch)
+        };
+        let bar = ctx.progress((batches_per_epoch * p.train.epochs) as u64, "training");
+        let on_batch = |_: usize, loss: f64| -> Result<(), BoxError> {
+            bar.inc(1);
+            bar.set_message(format!("loss {loss:.4}"));
+            Ok(ctx.check_cancelled()?)
+        };
+        let checkpoints = StoreCheckpoints { store: ctx.store(), dir: ctx.scratch().to_string() };
+        let seed = ctx.seed();
+        let (trained, validation, test) = on_backend!(device, |B, dev| {
+            fit_and_measure::<B>(&blueprint, &p.train, &windows, init_weights, seed, &checkpoints, &on_batch, &dev)
+        })?;
+        bar.finish_and_clear();
+
+        let data_digests: BTreeMap<String, String> = ["features", "windows", "scalers"]
+            .iter()
+            .map(|slot| Ok((slot.to_string(), ctx.input(slot)?.digest.clone())))
+            .collect::<Result<_, BoxError>>()?;
+        let card = Card {
+            format: FORMAT,
+            applearner_version: applearner_pipeline::run::VERSION.to_string(),
+            burn_version: crate::BURN_VERSION.to_string(),
+            blueprint,
+            training: p.train.clone(),
+            seed,
+            device: device.to_string(),
+            step_ms: step_ms(&features),
+            weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
+            config_digest: blake3::hash(serde_json::to_string(p)?.as_bytes()).to_hex().to_string(),
+            data_digests,
+            fine_tuned_from: self.init.as_ref().map(|i| i.card.weights_digest.clone()),
+            best_epoch: trained.best_epoch,
+            epochs_run: trained.metrics.len(),
+            validation,
+            test,
+            scalers: read_scalers(&ctx.read_table("scalers")?, &p.targets)?,
+        };
+        write_metrics(ctx, &trained)?;
+        let saved = Saved { card, weights: trained.weights };
+        ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
+        ctx.write_artifact(CARD_FILE, saved.card_json())?;
+        ctx.write_artifact(README_FILE, saved.card.markdown())?;
+        if let Some(dir) = &p.publish {
+            saved.publish(&PathBuf::from(dir)).map_err(|e| format!("publish: cannot write {dir}: {e}"))?;
+        }
+        checkpoints.clear()?;
+
+        let mut summary = Summary::new();
+        summary.insert("device".into(), device.to_string().into());
+        summary.insert("train_windows".into(), windows.part("train").len().into());
+        summary.insert("epochs_run".into(), trained.metrics.len().into());
+        summary.insert("best_epoch".into(), trained.best_epoch.into());
+        if let Some(from) = trained.resumed_from {
+            summary.insert("resumed_from_epoch".into(), from.into());
+        }
+        summary.insert("train_samples_per_s".into(), (trained.samples_per_s.round()).into());
+        summary.insert("validation_mase".into(), round4(saved.card.validation.mase).into());
+        summary.insert("test_mase".into(), round4(saved.card.test.mase).into());
+        Ok(summary)
+    }
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
+
+/// Trains, then measures the kept weights on the validation and test parts.
+#[allow(clippy::too_many_arguments)]
+fn fit_and_measure<B: burn::tensor::backend::AutodiffBackend>(
+    blueprint: &Blueprint,
+    spec: &TrainSpec,
+    windows: &WindowSet,
+    init: Option<&[u8]>,
+    seed: u64,
+    checkpoints: &dyn Checkpoints,
+    on_batch: &dyn Fn(usize, f64) -> Result<(), BoxError>,
+    device: &B::Device,
+) -> Result<(Trained, Accuracy, Accuracy), BoxError> {
+    let trained = fit::<B>(blueprint, spec, windows, init, seed, device, checkpoints, on_batch)?;
+    let model = load_weights::<B::InnerBackend>(blueprint, &trained.weights, device)?;
+    let (_, validation) = evaluate(blueprint, &model, windows, "validation", device);
+    let (_, test) = evaluate(blueprint, &model, windows, "test", device);
+    Ok((trained, validation, test))
+}
+
+/// Store-backed checkpoints under the stage's scratch folder. Each epoch's files carry
+/// its number and `progress.json`, written last, names the epoch to resume from, so a run
+/// killed between two writes still finds a complete set.
+struct StoreCheckpoints<'a> {
+    store: &'a Store,
+    dir: String,
+}
+
+impl StoreCheckpoints<'_> {
+    fn path(&self, file: &str, epoch: usize) -> String {
+        format!("{}/{file}-{epoch}.bin", self.dir)
+    }
+
+    fn clear(&self) -> Result<(), BoxError> {
+        for path in self.store.list(&self.dir)? {
+            self.store.delete(&path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Checkpoints for StoreCheckpoints<'_> {
+    fn load(&self) -> Result<Option<(Progress, Vec<u8>, Vec<u8>, Vec<u8>)>, BoxError> {
+        let Some(bytes) = self.store.get_opt(&format!("{}/progress.json", self.dir))? else {
+            return Ok(None);
+        };
+        let progress: Progress = serde_json::from_slice(&bytes)?;
+        let e = progress.next_epoch;
+        let get = |file: &str| -> Result<Vec<u8>, BoxError> { Ok(self.store.get(&self.path(file, e))?.to_vec()) };
+        tracing::info!(epoch = e, "resuming from checkpoint");
+        Ok(Some((progress.clone(), get("model")?, get("optimizer")?, get("best")?)))
+    }
+
+    fn save(&self, progress: &Progress, model: Vec<u8>, optimizer: Vec<u8>, best: Vec<u8>) -> Result<(), BoxError> {
+        let e = progress.next_epoch;
+        self.store.put(&self.path("model", e), model.into())?;
+        self.store.put(&self.path("optimizer", e), optimizer.into())?;
+        self.store.put(&self.path("best", e), best.into())?;
+        self.store.put(&format!("{}/progress.json", self.dir), serde_json::to_vec(progress)?.into())?;
+        if e > 0 {
+            for file in ["model", "optimizer", "best"] {
+                self.store.delete(&self.path(file, e - 1))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The grid step: the smallest gap between consecutive rows of one series.
+fn step_ms(features: &[RecordBatch]) -> i64 {
+    let mut best = i64::MAX;
+    let mut prev: Option<(String, i64)> = None;
+    for b in features {
+        let (Some(key), Some(ts)) = (b.column_by_name("key"), b.column_by_name("timestamp")) else { continue };
+        let key = cast(key, &DataType::Utf8).expect("keys are strings");
+        let key = key.as_string::<i32>();
+        let ts = cast(ts, &DataType::Int64).expect("timestamps are integers");
+        let ts = ts.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let (k, t) = (key.value(i), ts.value(i));
+            if let Some((pk, pt)) = &prev
+                && pk == k
+                && t > *pt
+            {
+                best = best.min(t - pt);
+            }
+            prev = Some((k.to_string(), t));
+        }
+    }
+    if best == i64::MAX { 0 } else { best }
+}
+
+fn write_metrics(ctx: &StageContext, trained: &Trained) -> Result<(), BoxError> {
+    let m = &trained.metrics;
+    let f64s = |f: fn(&crate::fit::EpochMetrics) -> f64| Arc::new(Float64Array::from_iter_values(m.iter().map(f)));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::UInt32, false),
+        Field::new("lr", DataType::Float64, false),
+        Field::new("train_loss", DataType::Float64, false),
+        Field::new("validation_loss", DataType::Float64, false),
+        Field::new("validation_mae", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(m.iter().map(|e| e.epoch))),
+            f64s(|e| e.lr),
+            f64s(|e| e.train_loss),
+            f64s(|e| e.validation_loss),
+            f64s(|e| e.validation_mae),
+        ],
+    )?;
+    ctx.write_table("metrics", schema, &[batch])
+}
