@@ -123,8 +123,9 @@ fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> R
          split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
          model: {{kind: lstm, hidden: 64, layers: 2}}, loss: {{kind: mse}}, \
-         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: 50000}}}}\n",
-        input.display()
+         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {windows}}}}}\n",
+        input.display(),
+        windows = train_windows()
     );
     let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();
     let store = Store::open(store.to_str().unwrap()).unwrap();
@@ -155,7 +156,7 @@ fn measure(bench: &str, store: &Path, dataset: &Path, tiles: usize, step: &str) 
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     if bench == "train" {
-        result["train_windows"] = 50_000.into();
+        result["train_windows"] = train_windows().into();
         result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
         let (windows, seconds) = predict_speed(store);
         result["test_windows"] = windows.into();
@@ -198,4 +199,10 @@ fn predict_speed(store: &Path) -> (usize, f64) {
     let started = Instant::now();
     applearner_train::fit::evaluate(&saved.card.blueprint, &model, &windows, "test", &device);
     (windows.part("test").len(), started.elapsed().as_secs_f64())
+}
+
+/// Training windows of the train bench: the reference's 50,000, or `APPLEARNER_BENCH_WINDOWS`
+/// for a quicker look.
+fn train_windows() -> usize {
+    std::env::var("APPLEARNER_BENCH_WINDOWS").ok().and_then(|w| w.parse().ok()).unwrap_or(50_000)
 }

@@ -74,6 +74,14 @@ fn stages_documents_every_kind_and_its_parameters() {
     assert!(stdout.contains("        url: string (required)"), "{stdout}");
     assert!(stdout.contains("        step: string = \"60s\""), "{stdout}");
     assert!(stdout.contains("Files, folders (read recursively) or glob patterns"), "{stdout}");
+    // Tagged choices list every kind with its own fields.
+    let out = applearner(&["stages", "train.fit"]);
+    let (stdout, _) = text(&out);
+    for kind in ["lstm", "gru", "tcn", "nbeats", "dlinear", "deepar"] {
+        assert!(stdout.contains(&format!("        kind: {kind}\n")), "{kind}: {stdout}");
+    }
+    assert!(stdout.contains("Temporal convolutional network"), "{stdout}");
+    assert!(stdout.contains("            quantiles: list of number = [0.5,0.9,0.95,0.99]"), "{stdout}");
     let out = applearner(&["stages", "ingest.prometeus"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -182,6 +182,7 @@ pub fn registry() -> Registry {
     r.register::<SourceParams>().register::<ScaleParams>().register::<RendezvousParams>();
     applearner_ingest::register(&mut r);
     applearner_prepare::register(&mut r);
+    applearner_train::register(&mut r);
     r
 }
 

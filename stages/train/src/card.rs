@@ -65,7 +65,7 @@ impl Scaler {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("{path}: cannot read the model ({error}); point --model at a folder holding {CARD_FILE} and {WEIGHTS_FILE}")]
+    #[error("{path}: cannot read the model ({error}); a model folder holds {CARD_FILE} and {WEIGHTS_FILE}")]
     Read { path: String, error: std::io::Error },
     #[error("{path}: not a model card ({error})")]
     Parse { path: String, error: serde_json::Error },

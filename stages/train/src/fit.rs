@@ -2,7 +2,7 @@
 //! clipping, early stopping on the validation part, and a checkpoint after every epoch.
 
 use applearner_prepare::windows::WindowSet;
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -206,6 +206,19 @@ pub struct Trained {
 
 type WeightsRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
+/// Numbers the parameters in visiting order. burn draws parameter ids at random and records
+/// them with the weights (and keys optimizer state by them), so without this the same
+/// weights would save as different bytes in every process.
+pub(crate) struct Renumber(pub(crate) u64);
+
+impl<B: Backend> ModuleMapper<B> for Renumber {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        self.0 += 1;
+        Param::from_mapped_value(ParamId::from(self.0), tensor, mapper)
+    }
+}
+
 pub fn weights_bytes<B: Backend>(model: Forecaster<B>) -> Result<Vec<u8>, crate::BoxError> {
     Ok(Recorder::<B>::record(&WeightsRecorder::new(), model.into_record(), ())?)
 }
@@ -239,7 +252,8 @@ pub fn fit<B: AutodiffBackend>(
     let model = match init {
         Some(bytes) => load_weights::<B>(blueprint, bytes, device)?,
         None => blueprint.build::<B>(device),
-    };
+    }
+    .map(&mut Renumber(0));
     let clip = (spec.clip > 0.0).then(|| burn::grad_clipping::GradientClippingConfig::Norm(spec.clip as f32));
     // PyTorch's epsilon, so runs compare with the reference stack.
     let run = Loop { blueprint, spec, windows, seed, device, checkpoints, on_batch };

@@ -215,7 +215,10 @@ impl Stage for Train {
             device: device.to_string(),
             step_ms: step_ms(&features),
             weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
-            config_digest: blake3::hash(serde_json::to_string(p)?.as_bytes()).to_hex().to_string(),
+            // Where a copy is published does not change the model.
+            config_digest: blake3::hash(serde_json::to_string(&TrainParams { publish: None, ..p.clone() })?.as_bytes())
+                .to_hex()
+                .to_string(),
             data_digests,
             fine_tuned_from: self.init.as_ref().map(|i| i.card.weights_digest.clone()),
             best_epoch: trained.best_epoch,

@@ -2,6 +2,7 @@
 //! the workspace's integration tests.
 
 use burn::backend::Flex;
+use burn::module::Module;
 use burn::backend::flex::FlexDevice;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -11,6 +12,13 @@ use crate::head::LossSpec;
 use crate::model::{DlinearSpec, ModelSpec, NbeatsSpec, RnnSpec, Shape, TcnSpec};
 
 type B = Flex;
+
+/// flex's generator is process-wide: tests that seed it take turns.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn all_models() -> Vec<ModelSpec> {
     let rnn = RnnSpec { hidden: 8, layers: 2, dropout: 0.1 };
@@ -60,6 +68,7 @@ fn every_model_maps_windows_to_the_horizon_for_every_head() {
 
 #[test]
 fn quantiles_never_cross_and_gaussian_scales_are_positive() {
+    let _turn = seeded();
     let device = FlexDevice;
     B::seed(&device, 3);
     // Raw outputs drawn wide on purpose: the head must order them anyway.
@@ -98,6 +107,7 @@ fn losses_match_their_definitions() {
 
 #[test]
 fn saved_weights_load_into_an_identical_model() {
+    let _turn = seeded();
     let device = FlexDevice;
     for model in all_models() {
         let b = blueprint(model.clone(), LossSpec::Mse, 3, 2);
@@ -159,4 +169,19 @@ fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
     let error = WindowSet::new(&[features], &[windows], &["cpu".into()], &["cpu".into()]).err().unwrap().to_string();
     assert!(error.contains("series `shop/web`") && error.contains("`cpu`"), "{error}");
     assert!(error.contains("2023-11-14T22:18:20+00:00"), "{error}");
+}
+
+#[test]
+fn the_same_weights_save_as_the_same_bytes_in_every_process() {
+    // Parameter ids are drawn at random; training renumbers them, so two identically
+    // seeded models trained apart record identically.
+    let _turn = seeded();
+    let device = FlexDevice;
+    let b = blueprint(all_models()[0].clone(), LossSpec::Mse, 2, 1);
+    let record = || {
+        B::seed(&device, 5);
+        let m = b.build::<B>(&device).map(&mut crate::fit::Renumber(0));
+        weights_bytes(m).unwrap()
+    };
+    assert_eq!(record(), record());
 }
