@@ -457,9 +457,9 @@ fn predict(
         (read(input)?, None)
     };
     let scalers = match scalers {
-        Some(path) => Some(
-            applearner_train::card::read_scalers(&read(&path)?, &saved.card.blueprint.targets).map_err(boxed)?,
-        ),
+        Some(path) => {
+            Some(applearner_train::card::read_scalers(&read(&path)?, &saved.card.blueprint.targets).map_err(boxed)?)
+        }
         None => None,
     };
     let forecast = applearner_train::predict::predict(model, &saved, &features, scalers, horizon, device)

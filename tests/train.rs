@@ -42,8 +42,7 @@ fn stage<'a>(manifest: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
 
 fn metrics(store: &Path, run_id: &str) -> Vec<f64> {
     let path = store.join(run_id).join("train/metrics.parquet");
-    let batches =
-        applearner_pipeline::context::read_parquet("metrics", std::fs::read(path).unwrap().into()).unwrap();
+    let batches = applearner_pipeline::context::read_parquet("metrics", std::fs::read(path).unwrap().into()).unwrap();
     use applearner_pipeline::arrow::array::AsArray;
     use applearner_pipeline::arrow::datatypes::Float64Type;
     batches
@@ -79,7 +78,11 @@ fn training_on_real_data_lowers_the_loss_and_a_killed_run_resumes_to_the_same_we
         .unwrap();
     let progress = || -> Option<PathBuf> {
         let cache = other.join("_cache");
-        std::fs::read_dir(cache).ok()?.filter_map(|e| e.ok()).map(|e| e.path().join("progress.json")).find(|p| p.exists())
+        std::fs::read_dir(cache)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("progress.json"))
+            .find(|p| p.exists())
     };
     let started = std::time::Instant::now();
     while progress().is_none() && child.try_wait().unwrap().is_none() {
@@ -136,7 +139,8 @@ fn predict_turns_the_shipped_model_into_forecasts_in_cores_and_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("runs");
     let store_set = format!("store={}", store.display());
-    let out = applearner(&["run", "configs/quickstart.yaml", "--until", "features", "--run-id", "p", "--set", &store_set]);
+    let out =
+        applearner(&["run", "configs/quickstart.yaml", "--until", "features", "--run-id", "p", "--set", &store_set]);
     assert!(out.status.success(), "{}", stderr(&out));
     let features = store.join("p/features");
     let model = "trained_models/nezha-lstm";
@@ -146,7 +150,8 @@ fn predict_turns_the_shipped_model_into_forecasts_in_cores_and_bytes() {
     assert!(card["test"]["mase"].as_f64().unwrap() < 1.0, "{}", card["test"]);
 
     let json = dir.path().join("forecast.json");
-    let out = applearner(&["predict", "--model", model, "--input", features.to_str().unwrap(), "-o", json.to_str().unwrap()]);
+    let out =
+        applearner(&["predict", "--model", model, "--input", features.to_str().unwrap(), "-o", json.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let horizon = card["blueprint"]["shape"]["horizon"].as_u64().unwrap() as usize;
@@ -169,7 +174,14 @@ fn predict_turns_the_shipped_model_into_forecasts_in_cores_and_bytes() {
     // Fewer steps, other formats.
     let csv = dir.path().join("forecast.csv");
     let out = applearner(&[
-        "predict", "--model", model, "--input", features.to_str().unwrap(), "--horizon", "3", "-o",
+        "predict",
+        "--model",
+        model,
+        "--input",
+        features.to_str().unwrap(),
+        "--horizon",
+        "3",
+        "-o",
         csv.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -210,14 +222,8 @@ fn cuda_without_a_gpu_and_windows_longer_than_the_data_are_clear_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let store_set = format!("store={}", dir.path().display());
-    let out = applearner(&[
-        "run",
-        "configs/quickstart.yaml",
-        "--set",
-        &store_set,
-        "--set",
-        "features.windows.lookback=5000",
-    ]);
+    let out =
+        applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "features.windows.lookback=5000"]);
     let message = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{message}");
     assert!(message.contains("lookback 5000") && message.contains("the longest train part has"), "{message}");

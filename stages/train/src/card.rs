@@ -74,7 +74,9 @@ pub enum CardError {
          (format {FORMAT}): retrain it with this version, or use AppLearner {version}"
     )]
     Version { path: String, version: String, format: u32, ours: &'static str },
-    #[error("{path}: the weights do not match the card (digest {actual}, card says {expected}); the folder was altered")]
+    #[error(
+        "{path}: the weights do not match the card (digest {actual}, card says {expected}); the folder was altered"
+    )]
     Digest { path: String, actual: String, expected: String },
     #[error("{path}: cannot load the weights ({error}); it was probably written by another burn version")]
     Weights { path: String, error: String },
@@ -157,7 +159,10 @@ impl Card {
         let loss = serde_json::to_string(&b.loss).expect("specs serialise");
         let t = &self.training;
         let row = |name: &str, a: &Accuracy| {
-            format!("| {name} | {} | {:.4} | {:.4} | {:.4} | {:.3} |\n", a.windows, a.mae, a.rmse, a.last_value_mae, a.mase)
+            format!(
+                "| {name} | {} | {:.4} | {:.4} | {:.4} | {:.3} |\n",
+                a.windows, a.mae, a.rmse, a.last_value_mae, a.mase
+            )
         };
         format!(
             "# {kind} forecaster\n\n\
@@ -206,7 +211,8 @@ fn humanize_ms(ms: i64) -> String {
 pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<Scaler>, crate::BoxError> {
     let mut out = Vec::new();
     for b in batches {
-        let col = |name: &str| b.column_by_name(name).ok_or_else(|| format!("the scalers table has no `{name}` column"));
+        let col =
+            |name: &str| b.column_by_name(name).ok_or_else(|| format!("the scalers table has no `{name}` column"));
         let (key, column, transform) = (col("key")?, col("column")?, col("transform")?);
         let (key, column, transform) =
             (cast(key, &DataType::Utf8)?, cast(column, &DataType::Utf8)?, cast(transform, &DataType::Utf8)?);
@@ -228,4 +234,3 @@ pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<S
     }
     Ok(out)
 }
-

@@ -152,7 +152,13 @@ impl Blueprint {
     }
 
     /// Decoded outputs `[batch, horizon, targets, outputs]` of `x` (`batch` windows, row-major).
-    pub fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
+    pub fn run<B: Backend>(
+        &self,
+        model: &Forecaster<B>,
+        x: Vec<f32>,
+        batch: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
         let s = self.shape;
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, s.lookback, s.inputs]), device);
         self.loss.decode(model.forward(x, s))
@@ -192,7 +198,13 @@ pub struct Progress {
 /// Saves and restores [`Progress`] with the weights and optimizer state.
 pub trait Checkpoints {
     fn load(&self) -> Result<Option<(Progress, Vec<u8>, Vec<u8>, Vec<u8>)>, crate::BoxError>;
-    fn save(&self, progress: &Progress, model: Vec<u8>, optimizer: Vec<u8>, best: Vec<u8>) -> Result<(), crate::BoxError>;
+    fn save(
+        &self,
+        progress: &Progress,
+        model: Vec<u8>,
+        optimizer: Vec<u8>,
+        best: Vec<u8>,
+    ) -> Result<(), crate::BoxError>;
 }
 
 pub struct Trained {
@@ -260,7 +272,10 @@ pub fn fit<B: AutodiffBackend>(
     match spec.optimizer {
         OptimizerKind::Adam => {
             let decay = (spec.weight_decay > 0.0).then(|| WeightDecayConfig::new(spec.weight_decay as f32));
-            run.run(model, AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).with_grad_clipping(clip).init())
+            run.run(
+                model,
+                AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).with_grad_clipping(clip).init(),
+            )
         }
         OptimizerKind::Adamw => run.run(
             model,
@@ -286,7 +301,11 @@ struct Loop<'a, B: AutodiffBackend> {
 type StateRecorder = BinBytesRecorder<FullPrecisionSettings>;
 
 impl<B: AutodiffBackend> Loop<'_, B> {
-    fn run<O: Optimizer<Forecaster<B>, B>>(&self, mut model: Forecaster<B>, mut optim: O) -> Result<Trained, crate::BoxError> {
+    fn run<O: Optimizer<Forecaster<B>, B>>(
+        &self,
+        mut model: Forecaster<B>,
+        mut optim: O,
+    ) -> Result<Trained, crate::BoxError> {
         let (spec, shape) = (self.spec, self.blueprint.shape);
         let train = subsample(self.windows.part("train").len(), spec.max_train_windows, self.seed);
         let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
@@ -341,7 +360,8 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             busy += clock.elapsed();
             seen += count;
 
-            let (validation_loss, accuracy) = evaluate(self.blueprint, &model.valid(), self.windows, "validation", self.device);
+            let (validation_loss, accuracy) =
+                evaluate(self.blueprint, &model.valid(), self.windows, "validation", self.device);
             let train_loss = total / count.max(1) as f64;
             // Without validation windows, stop on the training loss.
             let watched = if accuracy.windows > 0 { validation_loss } else { train_loss };

@@ -124,10 +124,9 @@ impl LossSpec {
     /// quantile if one is trained (else the middle one), or the mean.
     pub fn point<B: Backend>(&self, decoded: Tensor<B, 4>) -> Tensor<B, 3> {
         let index = match self {
-            LossSpec::Quantile { quantiles } => quantiles
-                .iter()
-                .position(|q| (*q - 0.5).abs() < 1e-9)
-                .unwrap_or(quantiles.len() / 2),
+            LossSpec::Quantile { quantiles } => {
+                quantiles.iter().position(|q| (*q - 0.5).abs() < 1e-9).unwrap_or(quantiles.len() / 2)
+            }
             _ => 0,
         };
         decoded.narrow(3, index, 1).squeeze_dim(3)
@@ -204,7 +203,8 @@ mod tests {
 
     #[test]
     fn normal_quantiles_match_tables() {
-        for (p, z) in [(0.5, 0.0), (0.9, 1.2815515655), (0.95, 1.6448536270), (0.99, 2.3263478740), (0.01, -2.3263478740)]
+        for (p, z) in
+            [(0.5, 0.0), (0.9, 1.2815515655), (0.95, 1.6448536270), (0.99, 2.3263478740), (0.01, -2.3263478740)]
         {
             assert!((normal_quantile(p) - z).abs() < 1e-8, "{p}: {}", normal_quantile(p));
         }

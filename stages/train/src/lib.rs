@@ -20,9 +20,7 @@ macro_rules! on_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda(_) => {
-                Err($crate::device::DeviceError::NotBuilt($device.to_string()).into())
-            }
+            $crate::device::Device::Cuda(_) => Err($crate::device::DeviceError::NotBuilt($device.to_string()).into()),
         }
     };
 }
@@ -44,7 +42,6 @@ pub const BURN_VERSION: &str = "0.21.0";
 pub fn register(registry: &mut applearner_pipeline::Registry) {
     registry.register::<TrainParams>();
 }
-
 
 #[cfg(test)]
 mod tests;

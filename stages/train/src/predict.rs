@@ -18,13 +18,19 @@ use crate::device::Device;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
-    #[error("the input has no column `{column}` the model reads; it was trained on [{inputs}]: build the input with the same features.build settings")]
+    #[error(
+        "the input has no column `{column}` the model reads; it was trained on [{inputs}]: build the input with the same features.build settings"
+    )]
     MissingColumn { column: String, inputs: String },
     #[error("the model forecasts {model} steps; --horizon {asked} asks for more")]
     Horizon { model: usize, asked: usize },
-    #[error("no series in the input has {lookback} consecutive finite rows at its end (the model's lookback); the longest has {longest}")]
+    #[error(
+        "no series in the input has {lookback} consecutive finite rows at its end (the model's lookback); the longest has {longest}"
+    )]
     TooShort { lookback: usize, longest: usize },
-    #[error("series `{key}` has no scaler for `{column}` in the input's scalers or the model card; pass the scalers table written beside the features")]
+    #[error(
+        "series `{key}` has no scaler for `{column}` in the input's scalers or the model card; pass the scalers table written beside the features"
+    )]
     NoScaler { key: String, column: String },
 }
 
@@ -133,19 +139,17 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
     let mut series: BTreeMap<String, (i64, Vec<(i64, Vec<f32>)>)> = BTreeMap::new();
     for batch in features {
         let text = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
-            let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
-                column: name.to_string(),
-                inputs: inputs.join(", "),
-            })?;
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| PredictError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
             Ok(cast(c, &DataType::Utf8)?)
         };
         let key = text("key")?;
         let key = key.as_string::<i32>();
         let number = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
-            let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
-                column: name.to_string(),
-                inputs: inputs.join(", "),
-            })?;
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| PredictError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
             Ok(cast(c, &DataType::Int64)?)
         };
         let segment = number("segment")?;
@@ -154,10 +158,9 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
         let cols = inputs
             .iter()
             .map(|name| {
-                let c = batch.column_by_name(name).ok_or_else(|| PredictError::MissingColumn {
-                    column: name.clone(),
-                    inputs: inputs.join(", "),
-                })?;
+                let c = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| PredictError::MissingColumn { column: name.clone(), inputs: inputs.join(", ") })?;
                 Ok(cast(c, &DataType::Float32)?)
             })
             .collect::<Result<Vec<_>, BoxError>>()?;
@@ -221,7 +224,9 @@ pub fn to_csv(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
         let cells: Vec<String> = names
             .iter()
             .map(|n| match &row[n] {
-                serde_json::Value::String(s) if s.contains([',', '"', '\n']) => format!("\"{}\"", s.replace('"', "\"\"")),
+                serde_json::Value::String(s) if s.contains([',', '"', '\n']) => {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                }
                 serde_json::Value::String(s) => s.clone(),
                 v => v.to_string(),
             })
@@ -250,9 +255,13 @@ fn rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> 
                 .map(|(f, c)| {
                     let v = match c.data_type() {
                         DataType::Utf8 => c.as_string::<i32>().value(i).into(),
-                        DataType::UInt32 => c.as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>().value(i).into(),
+                        DataType::UInt32 => {
+                            c.as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>().value(i).into()
+                        }
                         DataType::Timestamp(..) => {
-                            let ms = c.as_primitive::<applearner_pipeline::arrow::datatypes::TimestampMillisecondType>().value(i);
+                            let ms = c
+                                .as_primitive::<applearner_pipeline::arrow::datatypes::TimestampMillisecondType>()
+                                .value(i);
                             chrono::DateTime::from_timestamp_millis(ms)
                                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                                 .unwrap_or_default()

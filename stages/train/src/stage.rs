@@ -81,7 +81,11 @@ impl StageParams for TrainParams {
             problems.push(ParamProblem::new(&["loss"], message, "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}"));
         }
         if matches!(self.model, ModelSpec::Deepar(_)) && loss != LossSpec::Gaussian {
-            problems.push(ParamProblem::new(&["loss"], "deepar is trained by likelihood", "use {kind: gaussian} or drop `loss`"));
+            problems.push(ParamProblem::new(
+                &["loss"],
+                "deepar is trained by likelihood",
+                "use {kind: gaussian} or drop `loss`",
+            ));
         }
         if self.targets.is_empty() {
             problems.push(ParamProblem::new(&["targets"], "no target column", "e.g. [cpu] or [cpu, memory]"));
@@ -93,7 +97,11 @@ impl StageParams for TrainParams {
             Some(dir) => match Saved::read(std::path::Path::new(dir)) {
                 Ok(saved) => Some(Arc::new(saved)),
                 Err(e) => {
-                    problems.push(ParamProblem::new(&["init_from"], e.to_string(), "point it at a trained_models/<name> folder"));
+                    problems.push(ParamProblem::new(
+                        &["init_from"],
+                        e.to_string(),
+                        "point it at a trained_models/<name> folder",
+                    ));
                     None
                 }
             },

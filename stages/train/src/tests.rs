@@ -2,8 +2,8 @@
 //! the workspace's integration tests.
 
 use burn::backend::Flex;
-use burn::module::Module;
 use burn::backend::flex::FlexDevice;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
