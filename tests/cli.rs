@@ -3,14 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn applearner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_applearner"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("APPLEARNER_LOG")
-        .output()
-        .unwrap()
-}
+use crate::support::applearner;
 
 fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())

@@ -4,14 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn applearner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_applearner"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("APPLEARNER_LOG")
-        .output()
-        .unwrap()
-}
+use crate::support::applearner;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

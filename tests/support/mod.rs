@@ -222,3 +222,13 @@ pub fn values(store: &Store, path: &str) -> Vec<f64> {
         .flat_map(|b| b.column(1).as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec())
         .collect()
 }
+
+/// The `applearner` binary, run from the repository root as a user would.
+pub fn applearner(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_applearner"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("APPLEARNER_LOG")
+        .output()
+        .unwrap()
+}

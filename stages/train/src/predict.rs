@@ -138,32 +138,18 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
     // Per series: rows of its latest segment, in time order.
     let mut series: BTreeMap<String, (i64, Vec<(i64, Vec<f32>)>)> = BTreeMap::new();
     for batch in features {
-        let text = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
+        let column = |name: &str, to: &DataType| -> Result<Arc<dyn Array>, BoxError> {
             let c = batch
                 .column_by_name(name)
                 .ok_or_else(|| PredictError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
-            Ok(cast(c, &DataType::Utf8)?)
+            Ok(cast(c, to)?)
         };
-        let key = text("key")?;
+        let key = column("key", &DataType::Utf8)?;
         let key = key.as_string::<i32>();
-        let number = |name: &str| -> Result<Arc<dyn Array>, BoxError> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| PredictError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
-            Ok(cast(c, &DataType::Int64)?)
-        };
-        let segment = number("segment")?;
-        let ts = number("timestamp")?;
+        let segment = column("segment", &DataType::Int64)?;
+        let ts = column("timestamp", &DataType::Int64)?;
         let (segment, ts) = (segment.as_primitive::<Int64Type>(), ts.as_primitive::<Int64Type>());
-        let cols = inputs
-            .iter()
-            .map(|name| {
-                let c = batch
-                    .column_by_name(name)
-                    .ok_or_else(|| PredictError::MissingColumn { column: name.clone(), inputs: inputs.join(", ") })?;
-                Ok(cast(c, &DataType::Float32)?)
-            })
-            .collect::<Result<Vec<_>, BoxError>>()?;
+        let cols = inputs.iter().map(|name| column(name, &DataType::Float32)).collect::<Result<Vec<_>, BoxError>>()?;
         for i in 0..batch.num_rows() {
             let entry = series.entry(key.value(i).to_string()).or_insert((i64::MIN, Vec::new()));
             if segment.value(i) > entry.0 {

@@ -13,7 +13,7 @@ use crate::model::{DlinearSpec, ModelSpec, NbeatsSpec, RnnSpec, Shape, TcnSpec};
 
 type B = Flex;
 
-/// flex's generator is process-wide: tests that seed it take turns.
+/// flex's generator is process-wide: tests that seed it or draw from it take turns.
 static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn seeded() -> std::sync::MutexGuard<'static, ()> {
@@ -50,6 +50,7 @@ fn windows(b: &Blueprint, batch: usize) -> Vec<f32> {
 
 #[test]
 fn every_model_maps_windows_to_the_horizon_for_every_head() {
+    let _turn = seeded(); // building a model draws from the generator
     let device = FlexDevice;
     let losses = [LossSpec::Mse, LossSpec::Quantile { quantiles: vec![0.1, 0.5, 0.9] }, LossSpec::Gaussian];
     for model in all_models() {
