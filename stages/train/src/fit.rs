@@ -126,8 +126,11 @@ impl TrainSpec {
         if self.batch == 0 {
             out.push(("batch", "must be at least 1".into()));
         }
-        if self.clip < 0.0 || self.weight_decay < 0.0 {
-            out.push(("clip", "clip and weight_decay cannot be negative".into()));
+        if self.clip < 0.0 {
+            out.push(("clip", format!("is {}; use a positive norm, or 0 to turn clipping off", self.clip)));
+        }
+        if self.weight_decay < 0.0 {
+            out.push(("weight_decay", format!("is {}; use a positive rate such as 0.01, or 0", self.weight_decay)));
         }
         if let Schedule::Step { every: 0, .. } = self.schedule {
             out.push(("schedule", "step needs `every` of at least 1 epoch".into()));

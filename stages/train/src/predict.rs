@@ -22,7 +22,7 @@ pub enum PredictError {
         "the input has no column `{column}` the model reads; it was trained on [{inputs}]: build the input with the same features.build settings"
     )]
     MissingColumn { column: String, inputs: String },
-    #[error("the model forecasts {model} steps; --horizon {asked} asks for more")]
+    #[error("the model forecasts {model} steps; --horizon {asked} is out of range: use 1 to {model}")]
     Horizon { model: usize, asked: usize },
     #[error(
         "no series in the input has {lookback} consecutive finite rows at its end (the model's lookback); the longest has {longest}"

@@ -313,7 +313,7 @@ impl Checkpoints for StoreCheckpoints<'_> {
         let e = progress.next_epoch;
         let get = |file: &str| -> Result<Vec<u8>, BoxError> { Ok(self.store.get(&self.path(file, e))?.to_vec()) };
         tracing::info!(epoch = e, "resuming from checkpoint");
-        Ok(Some((progress.clone(), get("model")?, get("optimizer")?, get("best")?)))
+        Ok(Some((progress, get("model")?, get("optimizer")?, get("best")?)))
     }
 
     fn save(&self, progress: &Progress, model: Vec<u8>, optimizer: Vec<u8>, best: Vec<u8>) -> Result<(), BoxError> {
@@ -343,13 +343,16 @@ fn step_ms(features: &[RecordBatch]) -> i64 {
         let ts = ts.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let (k, t) = (key.value(i), ts.value(i));
-            if let Some((pk, pt)) = &prev
-                && pk == k
-                && t > *pt
-            {
-                best = best.min(t - pt);
+            match &mut prev {
+                // Allocates once per series, not per row.
+                Some((pk, pt)) if pk == k => {
+                    if t > *pt {
+                        best = best.min(t - *pt);
+                    }
+                    *pt = t;
+                }
+                _ => prev = Some((k.to_string(), t)),
             }
-            prev = Some((k.to_string(), t));
         }
     }
     if best == i64::MAX { 0 } else { best }
