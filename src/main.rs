@@ -134,6 +134,7 @@ fn registry() -> Registry {
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
     applearner_train::register(&mut registry);
+    applearner_evaluate::register(&mut registry);
     registry
 }
 

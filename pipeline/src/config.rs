@@ -635,7 +635,8 @@ impl Checker<'_> {
         by_name: &HashMap<&str, &Candidate>,
     ) -> Option<InputRef> {
         let consumer = &c.name;
-        if let Some((stage, output)) = text.split_once('.') {
+        // `model.mpk` names an output; `train.model.mpk` one of stage `train`.
+        if let Some((stage, output)) = text.split_once('.').filter(|_| !producers.contains_key(text)) {
             let Some(producer) = by_name.get(stage) else {
                 let help = suggest(stage, by_name.keys().copied(), "stages are");
                 self.problem(loc, format!("stage `{consumer}` reads `{text}`, but there is no stage `{stage}`"), help);

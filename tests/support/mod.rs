@@ -183,6 +183,7 @@ pub fn registry() -> Registry {
     applearner_ingest::register(&mut r);
     applearner_prepare::register(&mut r);
     applearner_train::register(&mut r);
+    applearner_evaluate::register(&mut r);
     r
 }
 

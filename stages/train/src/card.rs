@@ -95,11 +95,15 @@ impl Saved {
             let path = dir.join(file);
             std::fs::read(&path).map_err(|error| CardError::Read { path: path.display().to_string(), error })
         };
+        Saved::from_bytes(dir, &read(CARD_FILE)?, read(WEIGHTS_FILE)?)
+    }
+
+    /// A model from the bytes of its card and weights; `dir` names them in messages.
+    pub fn from_bytes(dir: &Path, card: &[u8], weights: Vec<u8>) -> Result<Saved, CardError> {
         let card_path = dir.join(CARD_FILE).display().to_string();
-        let text = read(CARD_FILE)?;
         // Check the format before the whole shape, so an old card gets the version message.
         let head: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|error| CardError::Parse { path: card_path.clone(), error })?;
+            serde_json::from_slice(card).map_err(|error| CardError::Parse { path: card_path.clone(), error })?;
         let format = head.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
         if format != FORMAT {
             return Err(CardError::Version {
@@ -111,7 +115,6 @@ impl Saved {
         }
         let card: Card =
             serde_json::from_value(head).map_err(|error| CardError::Parse { path: card_path.clone(), error })?;
-        let weights = read(WEIGHTS_FILE)?;
         let actual = blake3::hash(&weights).to_hex().to_string();
         if actual != card.weights_digest {
             return Err(CardError::Digest {

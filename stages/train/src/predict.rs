@@ -15,6 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::card::{Saved, Scaler};
 use crate::device::Device;
+use applearner_prepare::windows::WindowSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
@@ -66,7 +67,8 @@ pub fn predict(
         .map(|s| ((s.key.clone(), s.column.clone()), s))
         .collect();
 
-    let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, &tails, &dev))?;
+    let x: Vec<f32> = tails.iter().flat_map(|t| t.rows.iter().copied()).collect();
+    let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, x, tails.len(), &dev))?;
     let levels = b.loss.quantile_levels();
     let (h, t) = (b.shape.horizon, b.shape.targets);
     let mut keys = Vec::new();
@@ -114,17 +116,43 @@ pub fn predict(
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
-/// Point forecasts `[series, horizon, targets]` and quantiles `[…, levels]`, flat.
+/// Scaled forecasts of the windows `which` of `part`: points `[windows, horizon, targets]`
+/// and quantiles `[…, levels]` (empty for point models), flat. For backtests.
+pub fn forecast_windows(
+    model_dir: &Path,
+    saved: &Saved,
+    windows: &WindowSet,
+    part: &str,
+    which: &[usize],
+    device: Device,
+) -> Result<(Vec<f32>, Vec<f32>), BoxError> {
+    let (mut point, mut quantiles) = (Vec::new(), Vec::new());
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for chunk in which.chunks(BATCH) {
+        windows.batch(part, chunk, &mut x, &mut y);
+        let x = std::mem::take(&mut x);
+        let (p, q) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, x, chunk.len(), &dev))?;
+        point.extend(p);
+        quantiles.extend(q);
+    }
+    Ok((point, quantiles))
+}
+
+/// Windows per forward pass: large enough to keep the kernels busy, small enough to bound memory.
+const BATCH: usize = 1024;
+
+/// Point forecasts `[batch, horizon, targets]` and quantiles `[…, levels]`, flat, for inputs
+/// `x` (`[batch, lookback, inputs]`).
 fn run<B: AutodiffBackend>(
     dir: &Path,
     saved: &Saved,
-    tails: &[Tail],
+    x: Vec<f32>,
+    batch: usize,
     device: &B::Device,
 ) -> Result<(Vec<f32>, Vec<f32>), BoxError> {
     let b = &saved.card.blueprint;
     let model = saved.model::<B::InnerBackend>(dir, device)?;
-    let x: Vec<f32> = tails.iter().flat_map(|t| t.rows.iter().copied()).collect();
-    let decoded = b.run(&model, x, tails.len(), device);
+    let decoded = b.run(&model, x, batch, device);
     let point = b.loss.point(decoded.clone()).into_data().to_vec()?;
     let quantiles = match b.loss.quantiles(decoded) {
         Some(q) => q.into_data().to_vec()?,

@@ -1,0 +1,476 @@
+//! `evaluate.backtest`: the trained model, the baselines and the recommenders forecast from
+//! the same origins of the test part; every forecast is kept beside what happened, and
+//! scored per series, in aggregate and per horizon step.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::arrow::datatypes::SchemaRef;
+use applearner_pipeline::schemars::{self, JsonSchema};
+use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary, parse_duration};
+use applearner_prepare::windows::WindowSet;
+use applearner_train::card::{CARD_FILE, Saved, WEIGHTS_FILE, read_scalers};
+use applearner_train::device::resolve;
+use applearner_train::predict::{forecast_windows, predict};
+use serde::{Deserialize, Serialize};
+
+use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
+use crate::metrics;
+use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
+use crate::table::{TableBuilder, floats, ints, read_usage, strings};
+
+/// Rolling-origin backtest over the test part. Reads the model (`model.mpk`, `card.json`),
+/// `features`, `windows`, `scalers` and the clean usage (`resampled`). Writes `forecasts`
+/// (per method, series, target, origin and step: the actual value, the forecast and the
+/// model's quantiles; origin-at-the-end rows with no actual are the forward forecast
+/// plans are made from) and `scores` (per method, target and metric: per series, their
+/// mean and median, over all steps (step 0) and per step).
+///
+/// Methods: `model`; `last_value`; `seasonal_naive` (falls back to the last value where the
+/// history holds nothing a season back); `moving_average`; `holt_winters` (additive, fitted
+/// on the history before the first origin; no season where that history spans less than
+/// two); `vpa` and `krr` (their recommendation at the origin, as a flat forecast).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestParams {
+    /// Steps between origins; default: the model's horizon, so forecasts tile the test part.
+    #[serde(default)]
+    pub stride: Option<usize>,
+    /// Keep at most this many origins per series, the latest (0: all).
+    #[serde(default)]
+    pub max_origins: usize,
+    /// The season of seasonal naive, Holt-Winters and the MASE scale.
+    #[serde(default = "default_season")]
+    pub season: String,
+    /// The window of the moving average.
+    #[serde(default = "default_window")]
+    pub moving_average: String,
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_season() -> String {
+    "1d".into()
+}
+
+fn default_window() -> String {
+    "30m".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+pub const METHODS: [&str; 7] =
+    ["model", "last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+
+impl StageParams for BacktestParams {
+    const KIND: &'static str = "evaluate.backtest";
+
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        let mut problems = Vec::new();
+        let mut duration = |field: &str, text: &str| match parse_duration(text) {
+            Some(ms) if ms > 0 => ms,
+            _ => {
+                problems.push(ParamProblem::new(&[field], format!("`{text}` is not a duration"), "e.g. 30m, 1h, 1d"));
+                0
+            }
+        };
+        let season_ms = duration("season", &self.season);
+        let window_ms = duration("moving_average", &self.moving_average);
+        if self.stride == Some(0) {
+            problems.push(ParamProblem::new(&["stride"], "must be at least 1", "leave it out to tile the test part"));
+        }
+        if let Err(e) = resolve(&self.device) {
+            problems.push(ParamProblem::new(&["device"], e.to_string(), "cpu works everywhere"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Box::new(Backtest { params: self, season_ms, window_ms }))
+    }
+}
+
+struct Backtest {
+    params: BacktestParams,
+    season_ms: i64,
+    window_ms: i64,
+}
+
+/// Forecasts of one method for one series and target, origin by origin.
+#[derive(Default)]
+struct Track {
+    origins: Vec<i64>,
+    /// Per origin: the last observed value, then `horizon` actuals and forecasts.
+    last: Vec<f64>,
+    actual: Vec<Vec<f64>>,
+    forecast: Vec<Vec<f64>>,
+    /// Per origin and step, per quantile level.
+    quantiles: Vec<Vec<Vec<f64>>>,
+}
+
+impl Stage for Backtest {
+    fn reads(&self) -> Vec<String> {
+        ["features", "windows", "scalers", "resampled", WEIGHTS_FILE, CARD_FILE].map(String::from).to_vec()
+    }
+
+    fn writes(&self) -> Vec<Output> {
+        vec![Output::table("forecasts"), Output::table("scores")]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        let model_path = ctx.input(WEIGHTS_FILE)?.path.clone();
+        let model_dir = Path::new(&model_path).parent().unwrap_or(Path::new(".")).to_path_buf();
+        let saved =
+            Saved::from_bytes(&model_dir, &ctx.read_artifact(CARD_FILE)?, ctx.read_artifact(WEIGHTS_FILE)?.to_vec())?;
+        let card = &saved.card;
+        let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
+        let targets = card.blueprint.targets.clone();
+        let levels = card.blueprint.loss.quantile_levels();
+        let features = ctx.read_table("features")?;
+        let windows = WindowSet::new(&features, &ctx.read_table("windows")?, &card.blueprint.inputs, &targets)?;
+        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, &targets)?
+            .into_iter()
+            .map(|s| ((s.key.clone(), s.column.clone()), s))
+            .collect();
+        let usage = read_usage(&ctx.read_table("resampled")?)?;
+        let device = resolve(&self.params.device)?;
+
+        // Origins: per series, every `stride`-th test window, the latest `max_origins`.
+        let stride = self.params.stride.unwrap_or(horizon);
+        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, w) in windows.part("test").iter().enumerate() {
+            by_key.entry(&w.key).or_default().push(i);
+        }
+        let mut chosen = Vec::new();
+        for list in by_key.values_mut() {
+            list.sort_by_key(|&i| windows.part("test")[i].origin_ms);
+            let mut picked: Vec<usize> = list.iter().copied().step_by(stride).collect();
+            if self.params.max_origins > 0 && picked.len() > self.params.max_origins {
+                picked.drain(..picked.len() - self.params.max_origins);
+            }
+            chosen.extend(picked);
+        }
+        if chosen.is_empty() {
+            return Err("the test part has no windows: give features.build a test split (split: {test: 0.2})".into());
+        }
+        let (point, quantiles) = forecast_windows(&model_dir, &saved, &windows, "test", &chosen, device)?;
+
+        // (method, key, column) → track
+        let mut tracks: BTreeMap<(&str, String, String), Track> = BTreeMap::new();
+        let nt = targets.len();
+        let nl = levels.len();
+        for (n, &w) in chosen.iter().enumerate() {
+            let window = &windows.part("test")[w];
+            let Some(series) = usage.get(&window.key) else { continue };
+            for (j, column) in targets.iter().enumerate() {
+                let (Some(s), Some(scaler)) =
+                    (series.column(column), scalers.get(&(window.key.clone(), column.clone())))
+                else {
+                    continue;
+                };
+                let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
+                let track = tracks.entry(("model", window.key.clone(), column.clone())).or_default();
+                track.origins.push(window.origin_ms);
+                track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
+                track.actual.push(actual);
+                let cell = |h: usize| (n * horizon + h) * nt + j;
+                track.forecast.push((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)).collect());
+                track.quantiles.push(
+                    (0..horizon)
+                        .map(|h| (0..nl).map(|l| scaler.unscale(quantiles[cell(h) * nl + l] as f64)).collect())
+                        .collect(),
+                );
+            }
+        }
+
+        let mut fallbacks = 0usize;
+        let mut naive_scaled = 0usize;
+        let mut scales: BTreeMap<(String, String), f64> = BTreeMap::new();
+        let model_keys: Vec<(String, String)> = tracks.keys().map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        for (key, column) in &model_keys {
+            let series = &usage[key];
+            let s = series.column(column).expect("model tracks exist only for known columns");
+            let model = &tracks[&("model", key.clone(), column.clone())];
+            let (origins, model_actuals) = (model.origins.clone(), model.actual.clone());
+            let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
+            let first = positions[0];
+            // The MASE scale, from the history before the first origin.
+            let scale = metrics::seasonal_scale(&s.values[..first], |i| s.at(s.times[i] - self.season_ms));
+            let scale = if scale.is_finite() && scale > 0.0 {
+                scale
+            } else {
+                naive_scaled += 1;
+                metrics::seasonal_scale(&s.values[..first], |i| s.at(s.times[i] - step))
+            };
+            scales.insert((key.clone(), column.clone()), scale);
+
+            let hw = HoltWinters::fit(s, first, step, (self.season_ms / step.max(1)) as usize);
+            let hw_forecasts = hw.forecast(s, step, &positions, horizon);
+            let window = (self.window_ms / step.max(1)).max(1) as usize;
+            let samples = series.samples();
+            let mut vpa = Vpa::new(VpaSettings::default());
+            let mut fed = 0;
+            for (n, (&origin, &pos)) in origins.iter().zip(&positions).enumerate() {
+                let actual = model_actuals[n].clone();
+                let last = s.values[pos];
+                let times = (1..=horizon as i64).map(|h| origin + h * step);
+                let seasonal: Vec<f64> = times
+                    .map(|t| {
+                        seasonal_naive(s, origin, t, self.season_ms).unwrap_or_else(|| {
+                            fallbacks += 1;
+                            last
+                        })
+                    })
+                    .collect();
+                while fed < samples.len() && samples[fed].0 <= origin {
+                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
+                    fed += 1;
+                }
+                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
+                let flat = |v: f64| vec![v; horizon];
+                let methods: [(&'static str, Vec<f64>); 6] = [
+                    ("last_value", flat(last)),
+                    ("seasonal_naive", seasonal),
+                    ("moving_average", flat(moving_average(&s.values, pos, window))),
+                    ("holt_winters", hw_forecasts[n].clone()),
+                    ("vpa", flat(pick(vpa.target()))),
+                    ("krr", flat(pick(krr(&KrrSettings::default(), &samples, origin)))),
+                ];
+                for (method, forecast) in methods {
+                    let track = tracks.entry((method, key.clone(), column.clone())).or_default();
+                    track.origins.push(origin);
+                    track.last.push(last);
+                    track.actual.push(actual.clone());
+                    track.forecast.push(forecast);
+                    track.quantiles.push(Vec::new());
+                }
+            }
+        }
+
+        let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
+        let (schema, batch) = forecasts_table(&tracks, &levels, &forward, horizon, step)?;
+        ctx.write_table("forecasts", schema, &[batch])?;
+        let scores = score(&tracks, &scales, &levels, horizon);
+        let model_mase: BTreeMap<String, f64> = targets
+            .iter()
+            .map(|c| {
+                let v = scores.iter().find(|r| {
+                    r.method == "model" && &r.column == c && r.scope == "mean" && r.step == 0 && r.metric == "mase"
+                });
+                (c.clone(), v.map_or(f64::NAN, |r| r.value))
+            })
+            .collect();
+        let (schema, batch) = scores_table(scores)?;
+        ctx.write_table("scores", schema, &[batch])?;
+
+        let mut summary = Summary::new();
+        summary.insert("series".into(), model_keys.len().into());
+        summary.insert("origins".into(), chosen.len().into());
+        summary.insert("horizon_steps".into(), horizon.into());
+        for (c, v) in model_mase {
+            summary.insert(format!("model_mase_{c}"), ((v * 1e4).round() / 1e4).into());
+        }
+        summary.insert("mase_scaled_by_last_value".into(), naive_scaled.into());
+        summary.insert("seasonal_naive_fell_back".into(), fallbacks.into());
+        Ok(summary)
+    }
+}
+
+/// The actual values `horizon` steps after `origin`, if every one was observed.
+fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64>> {
+    (1..=horizon as i64).map(|h| s.at(origin + h * step)).collect()
+}
+
+fn level_name(level: f64) -> String {
+    format!("p{}", (level * 100.0).round() as u32)
+}
+
+fn forecasts_table(
+    tracks: &BTreeMap<(&str, String, String), Track>,
+    levels: &[f64],
+    forward: &RecordBatch,
+    horizon: usize,
+    step_ms: i64,
+) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let (mut method, mut key, mut column, mut origin, mut step) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    // Methods in the order of METHODS, so the table reads model first.
+    for m in METHODS {
+        for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+            for (n, &o) in t.origins.iter().enumerate() {
+                for h in 0..horizon {
+                    method.push(m.to_string());
+                    key.push(k.clone());
+                    column.push(c.clone());
+                    origin.push(o);
+                    step.push(h as u32 + 1);
+                    time.push(o + (h as i64 + 1) * step_ms);
+                    actual.push(t.actual[n][h]);
+                    forecast.push(t.forecast[n][h]);
+                    for (l, q) in qs.iter_mut().enumerate() {
+                        q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
+                    }
+                }
+            }
+        }
+    }
+    // The forward forecast: from the end of each series, nothing to compare with yet.
+    let b = forward;
+    let steps = ints(b, "forecast", "step")?;
+    let times = ints(b, "forecast", "timestamp")?;
+    let fq: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", &level_name(*l))).collect::<Result<_, _>>()?;
+    key.extend(strings(b, "forecast", "key")?);
+    column.extend(strings(b, "forecast", "column")?);
+    forecast.extend(floats(b, "forecast", "forecast")?);
+    for i in 0..b.num_rows() {
+        method.push("model".into());
+        origin.push(times[i] - steps[i] * step_ms);
+        step.push(steps[i] as u32);
+        time.push(times[i]);
+        actual.push(f64::NAN);
+        for (l, q) in qs.iter_mut().enumerate() {
+            q.push(fq[l][i]);
+        }
+    }
+    let mut t = TableBuilder::default()
+        .strings("method", method)
+        .strings("key", key)
+        .strings("resource", column)
+        .times("origin", origin)
+        .u32s("step", step)
+        .times("timestamp", time)
+        .floats("actual", actual)
+        .floats("forecast", forecast);
+    for (l, q) in levels.iter().zip(qs) {
+        t = t.floats(&level_name(*l), q);
+    }
+    t.finish()
+}
+
+/// One row of `scores`.
+pub struct Score {
+    pub method: String,
+    pub column: String,
+    /// `series`, `mean` or `median` (of the per-series values).
+    pub scope: &'static str,
+    /// The series for `series` rows; empty for aggregates.
+    pub key: String,
+    /// 1-based horizon step; 0 for all steps together.
+    pub step: u32,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Every metric of one track over the origins and the steps `steps` (0-based).
+fn measure(t: &Track, scale: f64, levels: &[f64], steps: &[usize]) -> Vec<(String, f64)> {
+    let (mut last, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    for n in 0..t.origins.len() {
+        for &h in steps {
+            last.push(t.last[n]);
+            actual.push(t.actual[n][h]);
+            forecast.push(t.forecast[n][h]);
+            if let Some(q) = t.quantiles[n].get(h) {
+                for (l, v) in qs.iter_mut().zip(q) {
+                    l.push(*v);
+                }
+            }
+        }
+    }
+    let mae = metrics::mae(&actual, &forecast);
+    let (precision, recall, f1) = metrics::direction(&last, &actual, &forecast);
+    let mut out = vec![
+        ("mae".to_string(), mae),
+        ("rmse".into(), metrics::rmse(&actual, &forecast)),
+        ("mape".into(), metrics::mape(&actual, &forecast)),
+        ("smape".into(), metrics::smape(&actual, &forecast)),
+        ("mase".into(), if scale > 0.0 { mae / scale } else { f64::NAN }),
+        ("direction_precision".into(), precision),
+        ("direction_recall".into(), recall),
+        ("direction_f1".into(), f1),
+    ];
+    if qs.first().is_some_and(|q| !q.is_empty()) {
+        let pinball = metrics::mean(levels.iter().zip(&qs).map(|(l, q)| metrics::pinball(&actual, q, *l)));
+        out.push(("pinball".into(), pinball));
+        for (l, q) in levels.iter().zip(&qs) {
+            out.push((format!("coverage_{}", level_name(*l)), metrics::coverage(&actual, q)));
+        }
+    }
+    out
+}
+
+/// Per series, then mean and median across series, over all steps and per step.
+fn score(
+    tracks: &BTreeMap<(&str, String, String), Track>,
+    scales: &BTreeMap<(String, String), f64>,
+    levels: &[f64],
+    horizon: usize,
+) -> Vec<Score> {
+    let mut rows = Vec::new();
+    for m in METHODS {
+        // (column, step, metric) → per-series values
+        let mut across: BTreeMap<(String, u32, String), Vec<f64>> = BTreeMap::new();
+        for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+            let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
+            let all: Vec<usize> = (0..horizon).collect();
+            for step in 0..=horizon {
+                let steps = if step == 0 { all.clone() } else { vec![step - 1] };
+                for (metric, value) in measure(t, scale, levels, &steps) {
+                    across.entry((column.clone(), step as u32, metric.clone())).or_default().push(value);
+                    rows.push(Score {
+                        method: m.into(),
+                        column: column.clone(),
+                        scope: "series",
+                        key: key.clone(),
+                        step: step as u32,
+                        metric,
+                        value,
+                    });
+                }
+            }
+        }
+        for ((column, step, metric), values) in across {
+            let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
+            let median = metrics::median(values.into_iter());
+            for (scope, value) in [("mean", mean), ("median", median)] {
+                rows.push(Score {
+                    method: m.into(),
+                    column: column.clone(),
+                    scope,
+                    key: String::new(),
+                    step,
+                    metric: metric.clone(),
+                    value,
+                });
+            }
+        }
+    }
+    rows
+}
+
+fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let mut b = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        b.0.push(r.method);
+        b.1.push(r.column);
+        b.2.push(r.scope.to_string());
+        b.3.push(r.key);
+        b.4.push(r.step);
+        b.5.push(r.metric);
+        b.6.push(r.value);
+    }
+    TableBuilder::default()
+        .strings("method", b.0)
+        .strings("resource", b.1)
+        .strings("scope", b.2)
+        .strings("key", b.3)
+        .u32s("step", b.4)
+        .strings("metric", b.5)
+        .floats("value", b.6)
+        .finish()
+}

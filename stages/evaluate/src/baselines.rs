@@ -1,0 +1,216 @@
+//! Forecasts users can get without a model, from the raw history at each origin: the last
+//! value, the value a season earlier, a moving average and additive Holt-Winters.
+
+use std::collections::HashMap;
+
+/// One series on its grid, every segment in time order: gaps between segments are kept
+/// as gaps, so "a season earlier" is looked up by time, never by position.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    pub times: Vec<i64>,
+    pub values: Vec<f64>,
+    index: HashMap<i64, usize>,
+}
+
+impl Series {
+    /// `points` in any order; a repeated time keeps the last value.
+    pub fn new(mut points: Vec<(i64, f64)>) -> Series {
+        points.sort_by_key(|p| p.0);
+        points.dedup_by(|b, a| {
+            let same = a.0 == b.0;
+            if same {
+                a.1 = b.1;
+            }
+            same
+        });
+        let index = points.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
+        let (times, values) = points.into_iter().unzip();
+        Series { times, values, index }
+    }
+
+    pub fn position(&self, time: i64) -> Option<usize> {
+        self.index.get(&time).copied()
+    }
+
+    pub fn at(&self, time: i64) -> Option<f64> {
+        self.position(time).map(|i| self.values[i])
+    }
+}
+
+/// The value a whole number of seasons before `time` and no later than `origin`, if the
+/// history holds one (the nearest such season).
+pub fn seasonal_naive(series: &Series, origin: i64, time: i64, season: i64) -> Option<f64> {
+    if season <= 0 {
+        return None;
+    }
+    let back = (time - origin).div_euclid(season) + i64::from((time - origin).rem_euclid(season) != 0);
+    series.at(time - back.max(1) * season)
+}
+
+/// Mean of the last `window` values up to and including position `origin`.
+pub fn moving_average(values: &[f64], origin: usize, window: usize) -> f64 {
+    let from = (origin + 1).saturating_sub(window.max(1));
+    let w = &values[from..=origin];
+    w.iter().sum::<f64>() / w.len() as f64
+}
+
+/// Additive Holt-Winters smoothing parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HoltWinters {
+    pub alpha: f64,
+    pub beta: f64,
+    /// 0 when the history is too short for a season: Holt's linear trend.
+    pub gamma: f64,
+    /// Season length in steps; seasonal slots come from the time, so gaps keep them aligned.
+    pub period: usize,
+}
+
+impl HoltWinters {
+    /// Chooses the parameters minimising the one-step error over the first `fit_len`
+    /// points. The season is used only if those points span two of them.
+    pub fn fit(series: &Series, fit_len: usize, step: i64, period: usize) -> HoltWinters {
+        let fit_len = fit_len.min(series.values.len());
+        let seasonal = period > 1 && fit_len >= 2 * period;
+        let period = if seasonal { period } else { 1 };
+        let gammas: &[f64] = if seasonal { &[0.05, 0.1, 0.3] } else { &[0.0] };
+        let mut best = (f64::INFINITY, HoltWinters { alpha: 0.5, beta: 0.0, gamma: 0.0, period });
+        for &alpha in &[0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0] {
+            for &beta in &[0.0, 0.01, 0.05, 0.1] {
+                for &gamma in gammas {
+                    let hw = HoltWinters { alpha, beta, gamma, period };
+                    let mut sse = 0.0;
+                    hw.filter(series, step, fit_len, |_, _| {}, |e| sse += e * e);
+                    if sse < best.0 {
+                        best = (sse, hw);
+                    }
+                }
+            }
+        }
+        best.1
+    }
+
+    /// Forecasts `horizon` steps ahead of each position in `origins` (ascending).
+    pub fn forecast(&self, series: &Series, step: i64, origins: &[usize], horizon: usize) -> Vec<Vec<f64>> {
+        let mut out = Vec::with_capacity(origins.len());
+        let mut next = origins.iter().peekable();
+        let last = origins.last().map_or(0, |o| o + 1);
+        self.filter(
+            series,
+            step,
+            last,
+            |i, state| {
+                while next.peek() == Some(&&i) {
+                    next.next();
+                    let t = series.times[i];
+                    out.push(
+                        (1..=horizon).map(|h| state.ahead(h as f64, self.slot(t + h as i64 * step, step))).collect(),
+                    );
+                }
+            },
+            |_| {},
+        );
+        out
+    }
+
+    fn slot(&self, time: i64, step: i64) -> usize {
+        (time.div_euclid(step.max(1))).rem_euclid(self.period as i64) as usize
+    }
+
+    /// Runs the smoother over the first `len` points, calling `at(i, state)` after point
+    /// `i` and `error(e)` with each one-step error.
+    fn filter(
+        &self,
+        series: &Series,
+        step: i64,
+        len: usize,
+        mut at: impl FnMut(usize, &State),
+        mut error: impl FnMut(f64),
+    ) {
+        let y = &series.values[..len.min(series.values.len())];
+        let Some(&first) = y.first() else { return };
+        // Level from the first season, seasonal offsets from its deviations.
+        let init = y.len().min(self.period);
+        let level = y[..init].iter().sum::<f64>() / init as f64;
+        let mut state = State { level, trend: 0.0, season: vec![0.0; self.period] };
+        if self.period > 1 {
+            for (i, v) in y[..init].iter().enumerate() {
+                state.season[self.slot(series.times[i], step)] = v - level;
+            }
+        } else {
+            state.level = first;
+        }
+        for (i, &v) in y.iter().enumerate() {
+            let slot = self.slot(series.times[i], step);
+            if i > 0 {
+                error(v - state.ahead(1.0, slot));
+            }
+            let s = state.season[slot];
+            let level = self.alpha * (v - s) + (1.0 - self.alpha) * (state.level + state.trend);
+            state.trend = self.beta * (level - state.level) + (1.0 - self.beta) * state.trend;
+            state.season[slot] = self.gamma * (v - level) + (1.0 - self.gamma) * s;
+            state.level = level;
+            at(i, &state);
+        }
+    }
+}
+
+struct State {
+    level: f64,
+    trend: f64,
+    season: Vec<f64>,
+}
+
+impl State {
+    fn ahead(&self, h: f64, slot: usize) -> f64 {
+        self.level + h * self.trend + self.season[slot]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(values: &[f64]) -> Series {
+        Series::new(values.iter().enumerate().map(|(i, v)| (i as i64 * 60, *v)).collect())
+    }
+
+    #[test]
+    fn seasonal_naive_looks_back_whole_seasons_by_time() {
+        let s = series(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        // Origin t=180, season 120 s: t=240 → t=120; t=300 → t=180; t=360 is one season
+        // after t=240, past the origin, so two seasons back: t=120.
+        assert_eq!(seasonal_naive(&s, 180, 240, 120), Some(3.0));
+        assert_eq!(seasonal_naive(&s, 180, 300, 120), Some(4.0));
+        assert_eq!(seasonal_naive(&s, 180, 360, 120), Some(3.0));
+        // No history a season back: none (the caller falls back to the last value).
+        assert_eq!(seasonal_naive(&s, 180, 240, 3600), None);
+    }
+
+    #[test]
+    fn moving_average_takes_what_history_there_is() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(moving_average(&v, 3, 2), 3.5);
+        assert_eq!(moving_average(&v, 1, 10), 1.5);
+    }
+
+    #[test]
+    fn holt_winters_learns_an_exact_seasonal_pattern() {
+        // A season of 4 steps repeated: the fitted smoother forecasts it back.
+        let pattern = [1.0, 5.0, 2.0, 8.0];
+        let values: Vec<f64> = (0..40).map(|i| pattern[i % 4] + 10.0).collect();
+        let s = series(&values);
+        let hw = HoltWinters::fit(&s, 32, 60, 4);
+        assert_eq!(hw.period, 4);
+        let f = hw.forecast(&s, 60, &[35], 4);
+        for (h, v) in f[0].iter().enumerate() {
+            assert!((v - values[36 + h]).abs() < 0.2, "step {h}: {v} vs {}", values[36 + h]);
+        }
+        // Too short for two seasons: no season, Holt's trend on a straight line.
+        let line: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
+        let s = series(&line);
+        let hw = HoltWinters::fit(&s, 10, 60, 8);
+        assert_eq!(hw.period, 1);
+        let f = hw.forecast(&s, 60, &[9], 2);
+        assert!((f[0][1] - 22.0).abs() < 1.0, "{:?}", f[0]);
+    }
+}

@@ -1,0 +1,13 @@
+//! Backtests: how good the forecasts are against what users run today
+//! (`evaluate.backtest`, [`backtest`]), and what resources to give each workload, replayed
+//! against the usage that really followed (`plan.resources`, [`plan`]).
+
+pub mod backtest;
+pub mod baselines;
+pub mod metrics;
+pub mod recommend;
+mod table;
+
+pub fn register(registry: &mut applearner_pipeline::Registry) {
+    registry.register::<backtest::BacktestParams>();
+}

@@ -1,0 +1,126 @@
+//! Reading and writing the tables these stages exchange.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use applearner_pipeline::BoxError;
+use applearner_pipeline::arrow::array::{
+    ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+
+use crate::baselines::Series;
+
+/// A column of `batch` cast to `to`, or an error naming the table and what it has.
+pub fn column(batch: &RecordBatch, table: &str, name: &str, to: &DataType) -> Result<ArrayRef, BoxError> {
+    let c = batch.column_by_name(name).ok_or_else(|| {
+        let has: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        format!("the {table} table has no `{name}` column (it has {}); rebuild it with this version", has.join(", "))
+    })?;
+    Ok(cast(c, to)?)
+}
+
+/// Strings, integers and floats (null → NaN) of a column, one value per row.
+pub fn strings(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<String>, BoxError> {
+    let c = column(batch, table, name, &DataType::Utf8)?;
+    Ok(c.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+pub fn ints(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<i64>, BoxError> {
+    let c = column(batch, table, name, &DataType::Int64)?;
+    Ok(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+pub fn floats(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<f64>, BoxError> {
+    let c = column(batch, table, name, &DataType::Float64)?;
+    Ok(c.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// The usage of one series: every point of every segment, in cores and bytes.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub cpu: Series,
+    pub memory: Series,
+}
+
+impl Usage {
+    pub fn column(&self, name: &str) -> Option<&Series> {
+        match name {
+            "cpu" => Some(&self.cpu),
+            "memory" => Some(&self.memory),
+            _ => None,
+        }
+    }
+
+    /// `(time, cores, bytes)` where both are known, in time order.
+    pub fn samples(&self) -> Vec<(i64, f64, f64)> {
+        self.cpu
+            .times
+            .iter()
+            .zip(&self.cpu.values)
+            .filter_map(|(&t, &c)| self.memory.at(t).map(|m| (t, c, m)))
+            .filter(|s| s.1.is_finite() && s.2.is_finite())
+            .collect()
+    }
+}
+
+/// The `resampled` table of clean.resample, per series key.
+pub fn read_usage(batches: &[RecordBatch]) -> Result<BTreeMap<String, Usage>, BoxError> {
+    let mut points: BTreeMap<String, (Vec<(i64, f64)>, Vec<(i64, f64)>)> = BTreeMap::new();
+    for b in batches {
+        let (keys, times) = (strings(b, "resampled", "key")?, ints(b, "resampled", "timestamp")?);
+        let cpu = if b.column_by_name("cpu").is_some() { floats(b, "resampled", "cpu")? } else { Vec::new() };
+        let memory = if b.column_by_name("memory").is_some() { floats(b, "resampled", "memory")? } else { Vec::new() };
+        for (i, key) in keys.into_iter().enumerate() {
+            let entry = points.entry(key).or_default();
+            if let Some(v) = cpu.get(i).filter(|v| v.is_finite()) {
+                entry.0.push((times[i], *v));
+            }
+            if let Some(v) = memory.get(i).filter(|v| v.is_finite()) {
+                entry.1.push((times[i], *v));
+            }
+        }
+    }
+    Ok(points.into_iter().map(|(k, (c, m))| (k, Usage { cpu: Series::new(c), memory: Series::new(m) })).collect())
+}
+
+/// Builds a table column by column.
+#[derive(Default)]
+pub struct TableBuilder {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl TableBuilder {
+    pub fn strings(mut self, name: &str, values: Vec<String>) -> Self {
+        self.fields.push(Field::new(name, DataType::Utf8, false));
+        self.arrays.push(Arc::new(StringArray::from(values)));
+        self
+    }
+
+    pub fn u32s(mut self, name: &str, values: Vec<u32>) -> Self {
+        self.fields.push(Field::new(name, DataType::UInt32, false));
+        self.arrays.push(Arc::new(UInt32Array::from(values)));
+        self
+    }
+
+    pub fn times(mut self, name: &str, values: Vec<i64>) -> Self {
+        self.fields.push(Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+        self.arrays.push(Arc::new(TimestampMillisecondArray::from(values).with_timezone("UTC")));
+        self
+    }
+
+    /// Floats; `NaN` (undefined) is written as null.
+    pub fn floats(mut self, name: &str, values: Vec<f64>) -> Self {
+        self.fields.push(Field::new(name, DataType::Float64, true));
+        self.arrays.push(Arc::new(Float64Array::from_iter(values.into_iter().map(|v| v.is_finite().then_some(v)))));
+        self
+    }
+
+    pub fn finish(self) -> Result<(SchemaRef, RecordBatch), BoxError> {
+        let schema = Arc::new(Schema::new(self.fields));
+        let batch = RecordBatch::try_new(schema.clone(), self.arrays)?;
+        Ok((schema, batch))
+    }
+}
