@@ -130,6 +130,14 @@ impl StageContext<'_> {
             .ok_or_else(|| ContextError::UnknownInput { stage: self.stage.to_string(), slot: slot.to_string() })
     }
 
+    /// The commit record (`_stage.json`) of the stage that wrote an input: its summary says
+    /// what that stage did (what cleaning removed, how training went).
+    pub fn input_record(&self, slot: &str) -> Result<serde_json::Value, BoxError> {
+        let path = &self.input(slot)?.path;
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        Ok(serde_json::from_slice(&self.store.get(&format!("{dir}/_stage.json"))?)?)
+    }
+
     /// Reads a whole input table.
     pub fn read_table(&self, slot: &str) -> Result<Vec<RecordBatch>, BoxError> {
         let input = self.input(slot)?;

@@ -5,9 +5,11 @@
 pub mod backtest;
 pub mod baselines;
 pub mod metrics;
+pub mod plan;
 pub mod recommend;
 mod table;
 
 pub fn register(registry: &mut applearner_pipeline::Registry) {
     registry.register::<backtest::BacktestParams>();
+    registry.register::<plan::PlanParams>();
 }

@@ -1,0 +1,815 @@
+//! `report.html`: what a run found, for people (one self-contained HTML page: inline CSS and
+//! SVG charts, no scripts, nothing fetched) and for machines and diffs (`report.md`,
+//! `metrics.json`).
+
+mod charts;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use applearner_pipeline::arrow::array::{AsArray, RecordBatch};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use applearner_pipeline::schemars::{self, JsonSchema};
+use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
+use charts::{Band, Chart, Line, PALETTE, short};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub fn register(registry: &mut Registry) {
+    registry.register::<ReportParams>();
+}
+
+/// Writes `report.html`, `report.md` and `metrics.json` from the outputs of clean.resample
+/// (`resampled` and what cleaning did), train.fit (`card.json`), evaluate.backtest
+/// (`forecasts`, `scores`) and plan.resources (`plan`, `plan_backtest`, `plan_comparison`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// The page's title.
+    #[serde(default = "default_title")]
+    pub title: String,
+    /// The target whose per-series MASE picks the best, median and worst series to draw.
+    #[serde(default = "default_rank_by")]
+    pub rank_by: String,
+}
+
+fn default_title() -> String {
+    "AppLearner report".into()
+}
+
+fn default_rank_by() -> String {
+    "cpu".into()
+}
+
+impl StageParams for ReportParams {
+    const KIND: &'static str = "report.html";
+
+    fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        if !["cpu", "memory"].contains(&self.rank_by.as_str()) {
+            return Err(vec![ParamProblem::new(
+                &["rank_by"],
+                format!("unknown target `{}`", self.rank_by),
+                "cpu or memory",
+            )]);
+        }
+        Ok(Box::new(Report { params: self }))
+    }
+}
+
+struct Report {
+    params: ReportParams,
+}
+
+const METHOD_NAMES: [(&str, &str); 7] = [
+    ("model", "model"),
+    ("last_value", "last value"),
+    ("seasonal_naive", "seasonal naive"),
+    ("moving_average", "moving average"),
+    ("holt_winters", "Holt-Winters"),
+    ("vpa", "VPA (recommendation)"),
+    ("krr", "KRR simple (recommendation)"),
+];
+
+fn method_name(m: &str) -> &str {
+    METHOD_NAMES.iter().find(|(k, _)| *k == m).map_or(m, |(_, v)| v)
+}
+
+fn color(m: &str) -> plotters::style::RGBColor {
+    PALETTE[METHOD_NAMES.iter().position(|(k, _)| *k == m).unwrap_or(7) % PALETTE.len()]
+}
+
+/// A table read as columns of strings, integers and floats (null → NaN).
+struct Cols<'a> {
+    batches: &'a [RecordBatch],
+    table: &'a str,
+}
+
+impl Cols<'_> {
+    fn get(&self, name: &str, to: &DataType) -> Result<Vec<applearner_pipeline::arrow::array::ArrayRef>, BoxError> {
+        self.batches
+            .iter()
+            .map(|b| {
+                let c = b.column_by_name(name).ok_or_else(|| {
+                    format!("the {} table has no `{name}` column; rebuild it with this version", self.table)
+                })?;
+                Ok(cast(c, to)?)
+            })
+            .collect()
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, BoxError> {
+        Ok(self
+            .get(name, &DataType::Utf8)?
+            .iter()
+            .flat_map(|a| a.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>())
+            .collect())
+    }
+
+    fn ints(&self, name: &str) -> Result<Vec<i64>, BoxError> {
+        Ok(self
+            .get(name, &DataType::Int64)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or_default()).collect::<Vec<_>>())
+            .collect())
+    }
+
+    fn floats(&self, name: &str) -> Result<Vec<f64>, BoxError> {
+        Ok(self
+            .get(name, &DataType::Float64)?
+            .iter()
+            .flat_map(|a| a.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect::<Vec<_>>())
+            .collect())
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_finite() { short(v) } else { "–".into() }
+}
+
+fn num(v: f64) -> Value {
+    if v.is_finite() { json!((v * 1e6).round() / 1e6) } else { Value::Null }
+}
+
+/// One score row.
+struct Score {
+    method: String,
+    resource: String,
+    scope: String,
+    key: String,
+    step: i64,
+    metric: String,
+    value: f64,
+}
+
+impl Stage for Report {
+    fn reads(&self) -> Vec<String> {
+        ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn writes(&self) -> Vec<Output> {
+        vec![Output::artifact("report.html"), Output::artifact("report.md"), Output::artifact("metrics.json")]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        let card: Value = serde_json::from_slice(&ctx.read_artifact("card.json")?)?;
+        let cleaning = ctx.input_record("resampled")?.get("summary").cloned().unwrap_or(Value::Null);
+        let resampled = ctx.read_table("resampled")?;
+        let forecasts = ctx.read_table("forecasts")?;
+        let scores = read_scores(&ctx.read_table("scores")?)?;
+        let plan = ctx.read_table("plan")?;
+        let backtest = ctx.read_table("plan_backtest")?;
+        let comparison = ctx.read_table("plan_comparison")?;
+
+        let mut html = Html::default();
+        let mut md = String::new();
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("run_id".into(), ctx.run_id().into());
+
+        // The model.
+        let b = &card["blueprint"];
+        let model_line = format!(
+            "{} on [{}] → [{}], lookback {} steps, horizon {} steps of {} s; loss {}; best epoch {} of {}",
+            b["model"]["kind"].as_str().unwrap_or("?"),
+            b["inputs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            b["targets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            b["shape"]["lookback"],
+            b["shape"]["horizon"],
+            card["step_ms"].as_i64().unwrap_or(0) / 1000,
+            b["loss"]["kind"].as_str().unwrap_or("?"),
+            card["best_epoch"],
+            card["epochs_run"],
+        );
+        html.head(&self.params.title, ctx.run_id(), &model_line);
+        let _ = writeln!(md, "# {}\n\nRun `{}`. Model: {model_line}.\n", self.params.title, ctx.run_id());
+        metrics.insert("model".into(), json!({"blueprint": b, "weights_digest": card["weights_digest"]}));
+
+        // Data.
+        let data = data_summary(&resampled, &cleaning)?;
+        html.section("data", "Data", "What was read, what cleaning removed, and what the models learned from.");
+        html.table(&[], &data.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>());
+        let _ = writeln!(md, "## Data\n");
+        for (k, v) in &data {
+            let _ = writeln!(md, "- {k}: {v}");
+        }
+        metrics.insert("data".into(), cleaning.clone());
+
+        // Leaderboard.
+        let resources: Vec<String> = {
+            let mut r: Vec<String> = scores.iter().map(|s| s.resource.clone()).collect();
+            r.sort();
+            r.dedup();
+            r
+        };
+        html.section(
+            "leaderboard",
+            "Leaderboard",
+            "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR give one value meant to sit above usage, so their errors as forecasts are large by design; they are compared as plans below.",
+        );
+        let mut leaderboard = serde_json::Map::new();
+        let _ = writeln!(md, "\n## Leaderboard (test part, median over series unless said)\n");
+        for resource in &resources {
+            let columns = [
+                "mase",
+                "mae",
+                "rmse",
+                "smape",
+                "direction_f1",
+                "pinball",
+                "coverage_p50",
+                "coverage_p90",
+                "coverage_p99",
+            ];
+            let value = |m: &str, scope: &str, metric: &str| {
+                scores
+                    .iter()
+                    .find(|s| {
+                        s.method == m
+                            && &s.resource == resource
+                            && s.scope == scope
+                            && s.step == 0
+                            && s.metric == metric
+                    })
+                    .map_or(f64::NAN, |s| s.value)
+            };
+            let mut methods: Vec<&str> = METHOD_NAMES
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
+                .collect();
+            methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
+            let mut rows = Vec::new();
+            let mut json_rows = Vec::new();
+            for m in &methods {
+                let mut row = vec![method_name(m).to_string(), fmt(value(m, "mean", "mase"))];
+                let mut j = serde_json::Map::new();
+                j.insert("method".into(), (*m).into());
+                j.insert("mase_mean".into(), num(value(m, "mean", "mase")));
+                for c in columns {
+                    row.push(fmt(value(m, "median", c)));
+                    j.insert(c.into(), num(value(m, "median", c)));
+                }
+                rows.push(row);
+                json_rows.push(Value::Object(j));
+            }
+            let headers = [
+                "method",
+                "MASE (mean)",
+                "MASE",
+                "MAE",
+                "RMSE",
+                "sMAPE %",
+                "direction F1",
+                "pinball",
+                "cover p50",
+                "cover p90",
+                "cover p99",
+            ];
+            html.h3(&format!("{resource}"));
+            html.table(&headers, &rows);
+            let _ = writeln!(md, "### {resource}\n");
+            md_table(&mut md, &headers, &rows);
+            leaderboard.insert(resource.clone(), Value::Array(json_rows));
+
+            // Error by horizon step.
+            let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
+            let lines = methods
+                .iter()
+                .filter(|m| !["vpa", "krr"].contains(m))
+                .map(|m| Line {
+                    name: method_name(m).into(),
+                    color: color(m),
+                    points: (1..=steps)
+                        .map(|st| {
+                            (
+                                st as f64,
+                                scores
+                                    .iter()
+                                    .find(|s| {
+                                        &s.method == m
+                                            && &s.resource == resource
+                                            && s.scope == "median"
+                                            && s.step == st
+                                            && s.metric == "mase"
+                                    })
+                                    .map_or(f64::NAN, |s| s.value),
+                            )
+                        })
+                        .collect(),
+                    markers: true,
+                    bold: *m == "model",
+                })
+                .collect();
+            html.chart(
+                &format!("horizon-{resource}"),
+                &Chart { title: format!("{resource}: median MASE by horizon step"), x_label: "steps ahead".into(), y_label: "MASE".into(), time_x: false, lines, bands: vec![] },
+                "The original project reported errors per forecast length: how fast each method degrades further ahead.",
+            )?;
+        }
+        metrics.insert("leaderboard".into(), Value::Object(leaderboard));
+
+        // Forecast vs actual for the best, median and worst series.
+        let picks = pick_series(&scores, &self.params.rank_by);
+        html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", self.params.rank_by));
+        let f = ForecastRows::read(&forecasts)?;
+        let usage = Usage::read(&resampled)?;
+        for (label, key) in &picks {
+            for resource in &resources {
+                let chart = forecast_chart(&f, &usage, key, resource, label);
+                html.chart(&format!("forecast-{label}-{resource}"), &chart, &escape(key))?;
+            }
+        }
+        metrics.insert(
+            "series_shown".into(),
+            json!(picks.iter().map(|(l, k)| json!({"rank": l, "key": k})).collect::<Vec<_>>()),
+        );
+
+        // Plans.
+        html.section(
+            "plans",
+            "Provisioning plans, replayed",
+            "The usage of the test part replayed against each plan: slack is requested minus used (core-hours for CPU, GiB-hours for memory, and % of what was requested); under-provisioned time is the share of minutes with CPU above the request (throttling risk) or memory above the limit (OOM risk). Every setting of the model (each quantile × margin), VPA (target percentile) and KRR (CPU percentile / memory buffer) is a point; the large dot is the configured setting or the tool's default.",
+        );
+        let bt = Cols { batches: &backtest, table: "plan_backtest" };
+        let (bm, bs, bd, br, bk) = (
+            bt.strings("method")?,
+            bt.strings("setting")?,
+            bt.strings("default")?,
+            bt.strings("resource")?,
+            bt.strings("key")?,
+        );
+        let (slack, under, slack_h, changes) = (
+            bt.floats("slack_pct")?,
+            bt.floats("under_provisioned_pct")?,
+            bt.floats("slack_hours")?,
+            bt.floats("changes")?,
+        );
+        let mut defaults = Vec::new();
+        for resource in &resources {
+            let mut lines = Vec::new();
+            for m in ["model", "vpa", "krr"] {
+                let mut pts: Vec<(f64, f64)> = (0..bm.len())
+                    .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty())
+                    .map(|i| (under[i], slack[i]))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let def: Vec<(f64, f64)> = (0..bm.len())
+                    .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty() && bd[i] == "yes")
+                    .map(|i| (under[i], slack[i]))
+                    .collect();
+                lines.push(Line {
+                    name: format!("{} settings", method_name(m)),
+                    color: color(m),
+                    points: pareto(&pts),
+                    markers: true,
+                    bold: false,
+                });
+                lines.push(Line {
+                    name: format!("{} (configured/default)", method_name(m)),
+                    color: color(m),
+                    points: def,
+                    markers: true,
+                    bold: true,
+                });
+            }
+            html.chart(
+                &format!("tradeoff-{resource}"),
+                &Chart {
+                    title: format!("{resource}: slack against under-provisioned time"),
+                    x_label: "under-provisioned time %".into(),
+                    y_label: "slack % of requested".into(),
+                    time_x: false,
+                    lines,
+                    bands: vec![],
+                },
+                "Lower left is better. Each line joins the settings no other setting of the same method beats on both.",
+            )?;
+            for i in (0..bm.len()).filter(|&i| &br[i] == resource && bk[i].is_empty() && bd[i] == "yes") {
+                defaults.push(vec![
+                    method_name(&bm[i]).to_string(),
+                    bs[i].clone(),
+                    resource.clone(),
+                    fmt(slack_h[i]),
+                    format!("{:.1}", slack[i]),
+                    format!("{:.2}", under[i]),
+                    format!("{}", changes[i]),
+                ]);
+            }
+        }
+        let headers =
+            ["method", "setting", "resource", "slack (unit-hours)", "slack %", "under-provisioned %", "changes"];
+        html.h3("Configured plan and the recommenders' defaults");
+        html.table(&headers, &defaults);
+        let _ = writeln!(md, "\n## Plans, replayed over the test part\n");
+        md_table(&mut md, &headers, &defaults);
+
+        let c = Cols { batches: &comparison, table: "plan_comparison" };
+        let (cr, cb, cu, cs, cm) = (
+            c.strings("resource")?,
+            c.strings("baseline")?,
+            c.floats("baseline_under_provisioned_pct")?,
+            c.floats("baseline_slack_pct")?,
+            c.floats("model_slack_pct")?,
+        );
+        let rows: Vec<Vec<String>> = (0..cr.len())
+            .map(|i| {
+                vec![
+                    cr[i].clone(),
+                    method_name(&cb[i]).to_string(),
+                    format!("{:.2}", cu[i]),
+                    format!("{:.1}", cs[i]),
+                    if cm[i].is_finite() { format!("{:.1}", cm[i]) } else { "not reached".into() },
+                ]
+            })
+            .collect();
+        let headers = [
+            "resource",
+            "recommender",
+            "its under-provisioned %",
+            "its slack %",
+            "model's slack % at the same under-provisioned time",
+        ];
+        html.h3("At matched under-provisioned time");
+        html.table(&headers, &rows);
+        let _ = writeln!(md, "\n### At matched under-provisioned time\n");
+        md_table(&mut md, &headers, &rows);
+        metrics.insert(
+            "plan_comparison".into(),
+            json!((0..cr.len()).map(|i| json!({"resource": cr[i], "baseline": cb[i], "baseline_under_pct": num(cu[i]), "baseline_slack_pct": num(cs[i]), "model_slack_pct": num(cm[i])})).collect::<Vec<_>>()),
+        );
+
+        // The plan ahead.
+        let p = Cols { batches: &plan, table: "plan" };
+        let (pk, from, until) = (p.strings("key")?, p.ints("from")?, p.ints("until")?);
+        let (cpu, mem, lim) =
+            (p.floats("cpu_request_cores")?, p.floats("memory_request_bytes")?, p.floats("memory_limit_bytes")?);
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
+        };
+        let rows: Vec<Vec<String>> = (0..pk.len())
+            .map(|i| {
+                vec![
+                    pk[i].clone(),
+                    time(from[i]),
+                    time(until[i]),
+                    format!("{:.0}m", cpu[i] * 1000.0),
+                    format!("{:.0}Mi", mem[i] / 1048576.0),
+                    format!("{:.0}Mi", lim[i] / 1048576.0),
+                ]
+            })
+            .collect();
+        let headers = ["workload", "from (UTC)", "until", "CPU request", "memory request", "memory limit"];
+        html.section("plan", "The plan ahead", "From the forecast past the end of the data; `patches.yaml` and `vpa.yaml` beside this report hold it as Kubernetes objects.");
+        html.table(&headers, &rows);
+        let _ = writeln!(md, "\n## The plan ahead\n");
+        md_table(&mut md, &headers, &rows);
+
+        let html = html.finish();
+        let charts = html.matches("<figure").count();
+        ctx.write_artifact("report.html", html)?;
+        ctx.write_artifact("report.md", md)?;
+        ctx.write_artifact("metrics.json", serde_json::to_vec_pretty(&Value::Object(metrics))?)?;
+        let mut summary = Summary::new();
+        summary.insert("charts".into(), charts.into());
+        summary.insert("workloads_planned".into(), rows.len().into());
+        Ok(summary)
+    }
+}
+
+/// The settings no other setting beats on both axes (less under-provisioning and less slack).
+fn pareto(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for p in sorted {
+        if out.last().is_none_or(|l| p.1 < l.1) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn read_scores(batches: &[RecordBatch]) -> Result<Vec<Score>, BoxError> {
+    let c = Cols { batches, table: "scores" };
+    let (method, resource, scope, key, metric) =
+        (c.strings("method")?, c.strings("resource")?, c.strings("scope")?, c.strings("key")?, c.strings("metric")?);
+    let (step, value) = (c.ints("step")?, c.floats("value")?);
+    Ok((0..method.len())
+        .map(|i| Score {
+            method: method[i].clone(),
+            resource: resource[i].clone(),
+            scope: scope[i].clone(),
+            key: key[i].clone(),
+            step: step[i],
+            metric: metric[i].clone(),
+            value: value[i],
+        })
+        .collect())
+}
+
+/// The best, median and worst series by the model's MASE.
+fn pick_series(scores: &[Score], resource: &str) -> Vec<(&'static str, String)> {
+    let mut ranked: Vec<(f64, &str)> = scores
+        .iter()
+        .filter(|s| {
+            s.method == "model"
+                && s.resource == resource
+                && s.scope == "series"
+                && s.step == 0
+                && s.metric == "mase"
+                && s.value.is_finite()
+        })
+        .map(|s| (s.value, s.key.as_str()))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    if ranked.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![
+        ("best", ranked[0].1.to_string()),
+        ("median", ranked[ranked.len() / 2].1.to_string()),
+        ("worst", ranked[ranked.len() - 1].1.to_string()),
+    ];
+    out.dedup_by(|b, a| a.1 == b.1);
+    out
+}
+
+/// Data summary lines, from the resampled table and clean.resample's record.
+fn data_summary(resampled: &[RecordBatch], cleaning: &Value) -> Result<Vec<(String, String)>, BoxError> {
+    let c = Cols { batches: resampled, table: "resampled" };
+    let times = c.ints("timestamp")?;
+    let keys = c.strings("key")?;
+    let time = |ms: Option<&i64>| {
+        ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms))
+            .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+    };
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    let n = |k: &str| cleaning.get(k).map_or("–".to_string(), |v| v.to_string());
+    Ok(vec![
+        ("series read (pods × metrics)".into(), n("input_series")),
+        ("points read".into(), n("input_points")),
+        ("workload series after grouping".into(), n("grouped_series")),
+        (
+            "series kept".into(),
+            format!("{} ({} segments: a gap longer than max_gap splits a series)", unique.len(), n("output_segments")),
+        ),
+        (
+            "points kept".into(),
+            format!("{} on the grid, {} of them filled across short gaps", times.len(), n("filled_points")),
+        ),
+        (
+            "removed".into(),
+            format!(
+                "{} non-finite and {} negative samples, {} partial points trimmed at segment ends, {} short segments, {} all-zero and {} constant series",
+                n("non_finite_dropped"),
+                n("negative_dropped"),
+                n("trimmed_points"),
+                n("short_segments_dropped"),
+                n("zero_series_dropped"),
+                n("constant_series_dropped")
+            ),
+        ),
+        ("time span".into(), format!("{} to {}", time(times.iter().min()), time(times.iter().max()))),
+    ])
+}
+
+/// Model forecasts with actuals, per (key, resource): (time, actual, point, low, high).
+struct ForecastRows {
+    rows: BTreeMap<(String, String), Vec<(i64, f64, f64, f64, f64)>>,
+    band: String,
+}
+
+impl ForecastRows {
+    fn read(batches: &[RecordBatch]) -> Result<ForecastRows, BoxError> {
+        let c = Cols { batches, table: "forecasts" };
+        let names: Vec<String> = batches
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| n.starts_with('p') && n[1..].parse::<u32>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (method, key, resource, time, actual, point) = (
+            c.strings("method")?,
+            c.strings("key")?,
+            c.strings("resource")?,
+            c.ints("timestamp")?,
+            c.floats("actual")?,
+            c.floats("forecast")?,
+        );
+        let (lo, hi) = match (names.first(), names.last()) {
+            (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),
+            _ => (vec![f64::NAN; method.len()], vec![f64::NAN; method.len()]),
+        };
+        let mut rows: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
+        for i in 0..method.len() {
+            if method[i] == "model" && actual[i].is_finite() {
+                rows.entry((key[i].clone(), resource[i].clone()))
+                    .or_default()
+                    .push((time[i], actual[i], point[i], lo[i], hi[i]));
+            }
+        }
+        let band = match (names.first(), names.last()) {
+            (Some(a), Some(b)) => format!("{a}–{b}"),
+            _ => String::new(),
+        };
+        Ok(ForecastRows { rows, band })
+    }
+}
+
+/// Usage per (key, resource): (time, value), in time order.
+struct Usage(BTreeMap<(String, String), Vec<(i64, f64)>>);
+
+impl Usage {
+    fn read(batches: &[RecordBatch]) -> Result<Usage, BoxError> {
+        let c = Cols { batches, table: "resampled" };
+        let (keys, times) = (c.strings("key")?, c.ints("timestamp")?);
+        let mut out: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+        for resource in ["cpu", "memory"] {
+            if batches.first().is_some_and(|b| b.column_by_name(resource).is_some()) {
+                for (i, v) in c.floats(resource)?.into_iter().enumerate() {
+                    out.entry((keys[i].clone(), resource.to_string())).or_default().push((times[i], v));
+                }
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|p| p.0);
+        }
+        Ok(Usage(out))
+    }
+}
+
+fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, label: &str) -> Chart {
+    let id = (key.to_string(), resource.to_string());
+    let mut rows = f.rows.get(&id).cloned().unwrap_or_default();
+    rows.sort_by_key(|r| r.0);
+    // The last stretch of the test part without a gap, and as much history before it.
+    let step = rows.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0).min().unwrap_or(0);
+    let cut = rows.windows(2).rposition(|w| w[1].0 - w[0].0 > 2 * step).map_or(0, |i| i + 1);
+    rows.drain(..cut);
+    let (first, last) = (rows.first().map_or(0, |r| r.0), rows.last().map_or(0, |r| r.0));
+    let from = first - (last - first);
+    let history: Vec<(f64, f64)> = usage
+        .0
+        .get(&id)
+        .map(|v| v.iter().filter(|p| p.0 >= from && p.0 <= last).map(|p| (p.0 as f64, p.1)).collect())
+        .unwrap_or_default();
+    let history = with_breaks(history);
+    let (unit, y) = if resource == "memory" { (1048576.0, "MiB") } else { (1e-3, "millicores") };
+    let scale = |v: Vec<(f64, f64)>| v.into_iter().map(|(x, y)| (x, y / unit)).collect();
+    let mut bands = Vec::new();
+    if !f.band.is_empty() {
+        bands.push(Band {
+            name: format!("model {}", f.band),
+            color: color("model"),
+            points: rows.iter().map(|r| (r.0 as f64, r.3 / unit, r.4 / unit)).collect(),
+        });
+    }
+    Chart {
+        title: format!("{label}: {key} — {resource}"),
+        x_label: "time (UTC)".into(),
+        y_label: y.into(),
+        time_x: true,
+        lines: vec![
+            Line {
+                name: "actual".into(),
+                color: plotters::style::RGBColor(30, 30, 30),
+                points: scale(history),
+                markers: false,
+                bold: false,
+            },
+            Line {
+                name: "model".into(),
+                color: color("model"),
+                points: scale(rows.iter().map(|r| (r.0 as f64, r.2)).collect()),
+                markers: false,
+                bold: false,
+            },
+        ],
+        bands,
+    }
+}
+
+/// Breaks a line where points are further apart than twice the usual step.
+fn with_breaks(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort_by(f64::total_cmp);
+    let step = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+    let mut out = Vec::with_capacity(points.len());
+    for p in points {
+        if out.last().is_some_and(|l: &(f64, f64)| step > 0.0 && p.0 - l.0 > 2.0 * step) {
+            out.push((p.0, f64::NAN));
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn md_table(md: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(md, "| {} |", headers.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(headers.len()));
+    for r in rows {
+        let _ = writeln!(md, "| {} |", r.join(" | "));
+    }
+    md.push('\n');
+}
+
+/// The page, built in order.
+#[derive(Default)]
+struct Html {
+    body: String,
+    nav: Vec<(String, String)>,
+}
+
+impl Html {
+    fn head(&mut self, title: &str, run: &str, model: &str) {
+        let _ = write!(
+            self.body,
+            "<h1>{}</h1><p class=meta>Run <code>{}</code> · model: {}</p>",
+            escape(title),
+            escape(run),
+            escape(model)
+        );
+    }
+
+    fn section(&mut self, id: &str, title: &str, text: &str) {
+        self.nav.push((id.into(), title.into()));
+        let _ = write!(self.body, "<section id=\"{id}\"><h2>{}</h2><p>{}</p></section>", escape(title), text);
+    }
+
+    fn h3(&mut self, title: &str) {
+        let _ = write!(self.body, "<h3>{}</h3>", escape(title));
+    }
+
+    /// A table; without headers, a list of name–value rows.
+    fn table(&mut self, headers: &[&str], rows: &[Vec<String>]) {
+        self.body.push_str("<table>");
+        if !headers.is_empty() {
+            self.body.push_str("<thead><tr>");
+            for h in headers {
+                let _ = write!(self.body, "<th>{}</th>", escape(h));
+            }
+            self.body.push_str("</tr></thead>");
+        }
+        self.body.push_str("<tbody>");
+        for r in rows {
+            self.body.push_str("<tr>");
+            for c in r {
+                let _ = write!(self.body, "<td>{}</td>", escape(c));
+            }
+            self.body.push_str("</tr>");
+        }
+        self.body.push_str("</tbody></table>");
+    }
+
+    fn chart(&mut self, id: &str, chart: &Chart, caption: &str) -> Result<(), BoxError> {
+        let svg = chart.svg((900, 360))?;
+        let _ = write!(
+            self.body,
+            "<figure class=chart id=\"chart-{}\">{svg}<figcaption>{caption}</figcaption></figure>",
+            escape(id)
+        );
+        Ok(())
+    }
+
+    fn finish(self) -> String {
+        let nav: String = self
+            .nav
+            .iter()
+            .map(|(id, t)| format!("<a href=\"#{id}\">{}</a>", escape(t)))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        format!(
+            "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>AppLearner report</title><style>{CSS}</style></head><body><nav>{nav}</nav>{}<footer>Made by AppLearner {}. Self-contained: no scripts, nothing fetched.</footer></body></html>\n",
+            self.body,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\
+nav{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ddd}\
+h2{margin-top:2em;border-bottom:2px solid #1f77b4}.meta{color:#555}\
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}\
+th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}\
+figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}\
+footer{margin-top:3em;color:#888;font-size:.8em}";
