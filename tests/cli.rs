@@ -118,14 +118,33 @@ fn the_quickstart_runs_caches_and_reproduces() {
     assert!(out.status.success());
     let fresh: serde_json::Value =
         serde_json::from_slice(&std::fs::read(other.join("x/manifest.json")).unwrap()).unwrap();
-    // Every stage: ingest, DataFusion's cleaning and features, and training (seeded, on
-    // the CPU), bit for bit.
+    // Every stage: ingest, DataFusion's cleaning and features, training (seeded, on the
+    // CPU), the backtest, the plans and the report, bit for bit.
     let stages = first["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 4);
+    let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ingest", "clean", "features", "train", "evaluate", "plan", "report"]);
     for (i, stage) in stages.iter().enumerate() {
         assert_eq!(fresh["stages"][i]["status"], "ran");
         assert_eq!(fresh["stages"][i]["outputs"], moved(&stage["outputs"], "first", "x"), "{}", stage["stage"]);
     }
+
+    // What comes out: forecasts scored against every baseline, plans, the report.
+    let evaluate = &stages[4]["summary"];
+    assert!(evaluate["model_mase_cpu"].as_f64().unwrap() > 0.0, "{evaluate}");
+    assert!(evaluate["origins"].as_u64().unwrap() > 1000, "{evaluate}");
+    let plan = &stages[5]["summary"];
+    assert_eq!(plan["workloads"], 53, "{plan}");
+    let report = store.join("first/report");
+    check_report(&report.join("report.html"), &dir.path().join("report.png"));
+    let patches = std::fs::read_to_string(store.join("first/plan/patches.yaml")).unwrap();
+    assert_eq!(patches.matches("kind: Deployment").count(), 53);
+    assert!(patches.contains("  name: cartservice\n  namespace: online-boutique\n"), "{patches}");
+
+    // A plan source the model does not forecast is named, with what it does forecast.
+    let out = applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "plan.cpu.source=p95"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("source `p95`: the model forecasts [point, p50, p90, p99]"), "{stderr}");
 
     let out = applearner(&["show", "first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
     let (stdout, stderr) = text(&out);
@@ -156,6 +175,52 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let out = applearner(&["runs", "--store", store.to_str().unwrap()]);
     let (stdout, _) = text(&out);
     assert!(stdout.contains("first") && stdout.contains("second") && stdout.contains("succeeded"), "{stdout}");
+}
+
+/// Opens the report in headless Chromium: it loads without a console message, every chart
+/// is an inline SVG in the rendered page, nothing would be fetched, and a screenshot is taken.
+fn check_report(html: &Path, screenshot: &Path) {
+    let page = std::fs::read_to_string(html).unwrap();
+    for external in ["src=", "<link", "url(", "<script", "@import"] {
+        assert!(!page.contains(external), "the report refers to something outside it: {external}");
+    }
+    let chromium = |args: &[&str]| {
+        let out = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"])
+            // Nothing may be fetched: every host name fails to resolve.
+            .arg("--host-resolver-rules=MAP * ~NOTFOUND")
+            .args(args)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("Debian's chromium runs the report test: apt-get install chromium (.ci/run does)");
+        assert!(out.status.success(), "{:?}", text(&out));
+        out
+    };
+    let out = chromium(&["--dump-dom"]);
+    let (dom, log) = text(&out);
+    assert!(!log.contains(":CONSOLE"), "the page logged to the console: {log}");
+    let charts = [
+        "horizon-cpu",
+        "horizon-memory",
+        "forecast-best-cpu",
+        "forecast-median-cpu",
+        "forecast-worst-cpu",
+        "forecast-best-memory",
+        "forecast-median-memory",
+        "forecast-worst-memory",
+        "tradeoff-cpu",
+        "tradeoff-memory",
+    ];
+    for id in charts {
+        let at = dom.find(&format!("id=\"chart-{id}\"")).unwrap_or_else(|| panic!("chart {id} missing"));
+        assert!(dom[at..].trim_start_matches(|c| c != '>').starts_with("><svg"), "chart {id} has no SVG");
+    }
+    for section in ["id=\"data\"", "id=\"leaderboard\"", "id=\"plans\"", "id=\"plan\""] {
+        assert!(dom.contains(section), "{section} missing");
+    }
+    chromium(&["--hide-scrollbars", "--window-size=1100,3000", &format!("--screenshot={}", screenshot.display())]);
+    let png = std::fs::read(screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "screenshot of {} bytes", png.len());
 }
 
 /// Recorded outputs as another run id would record them.

@@ -128,16 +128,21 @@ impl HoltWinters {
     ) {
         let y = &series.values[..len.min(series.values.len())];
         let Some(&first) = y.first() else { return };
-        // Level from the first season, seasonal offsets from its deviations.
+        // Level from the first season, seasonal offsets from its deviations, trend from the
+        // change between the first two seasons (or the first two points).
         let init = y.len().min(self.period);
-        let level = y[..init].iter().sum::<f64>() / init as f64;
-        let mut state = State { level, trend: 0.0, season: vec![0.0; self.period] };
+        let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len() as f64;
+        let mut state = State { level: mean(&y[..init]), trend: 0.0, season: vec![0.0; self.period] };
         if self.period > 1 {
             for (i, v) in y[..init].iter().enumerate() {
-                state.season[self.slot(series.times[i], step)] = v - level;
+                state.season[self.slot(series.times[i], step)] = v - state.level;
+            }
+            if y.len() >= 2 * self.period {
+                state.trend = (mean(&y[self.period..2 * self.period]) - state.level) / self.period as f64;
             }
         } else {
             state.level = first;
+            state.trend = y.get(1).map_or(0.0, |second| second - first);
         }
         for (i, &v) in y.iter().enumerate() {
             let slot = self.slot(series.times[i], step);

@@ -204,11 +204,34 @@ impl Replay {
     }
 }
 
+/// Replays the actual usage in `forecasts` over `intervals` against the requests `policy`
+/// makes of `wanted`; `limit` is the limit as a multiple of the request, `unit` the size
+/// of the reported unit (1 core, 1 GiB).
+fn replay(
+    intervals: &[Interval],
+    forecasts: &Forecasts,
+    wanted: &[f64],
+    policy: &Policy,
+    limit: f64,
+    unit: f64,
+    step_ms: i64,
+) -> Replay {
+    let starts: Vec<i64> = intervals.iter().map(|i| i.start).collect();
+    let (requests, changes) = policy.apply(&starts, wanted);
+    let mut out = Replay { changes, ..Default::default() };
+    for (iv, request) in intervals.iter().zip(&requests) {
+        for &(n, h) in &iv.cells {
+            out.add(request / unit, request * limit / unit, forecasts.actual[n][h] / unit, step_ms as f64 / 3.6e6);
+        }
+    }
+    out
+}
+
 /// The model's slack at a given under-provisioned time, read off its trade-off curve
 /// (points `(under %, slack %)`) by linear interpolation; `None` outside its range.
 pub fn slack_at(curve: &[(f64, f64)], under: f64) -> Option<f64> {
     let mut c: Vec<(f64, f64)> = curve.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     // Per under-provisioned time keep the least slack: the best the model offers there.
     c.dedup_by(|b, a| a.0 == b.0);
     let i = c.iter().position(|p| p.0 >= under)?;
@@ -428,7 +451,6 @@ impl Stage for Plan {
             if intervals.is_empty() {
                 continue;
             }
-            let starts: Vec<i64> = intervals.iter().map(|i| i.start).collect();
             for (s, setting) in settings.iter().enumerate() {
                 let (want_cpu, want_memory) = wanted(setting, &intervals, cpu, memory, series);
                 for (r, (resource, forecasts, want, policy)) in
@@ -436,20 +458,9 @@ impl Stage for Plan {
                         .into_iter()
                         .enumerate()
                 {
-                    let (requests, changes) = policy.apply(&starts, &want);
-                    let mut replay = Replay { changes, ..Default::default() };
                     let limit = if resource == "memory" { p.memory_limit_factor } else { 1.0 };
                     let unit = if resource == "memory" { MIB * 1024.0 } else { 1.0 };
-                    for (iv, request) in intervals.iter().zip(&requests) {
-                        for &(n, h) in &iv.cells {
-                            replay.add(
-                                request / unit,
-                                request * limit / unit,
-                                forecasts.actual[n][h] / unit,
-                                step_ms as f64 / 3.6e6,
-                            );
-                        }
-                    }
+                    let replay = replay(&intervals, forecasts, &want, policy, limit, unit, step_ms);
                     totals.entry((s, resource)).or_default().merge(&replay);
                     if setting.default[r] {
                         per_series.insert((s, resource, key.clone()), replay);
@@ -912,6 +923,39 @@ mod tests {
         assert_eq!(slack_at(&curve, 10.0), Some(30.0));
         assert_eq!(slack_at(&curve, 5.0), Some(45.0));
         assert_eq!(slack_at(&curve, 25.0), None);
+    }
+
+    #[test]
+    fn a_hand_made_plan_replays_to_the_known_answer() {
+        // Two origins an hour apart, each forecasting two half-hour steps (p90 column);
+        // planning interval one hour: the request is the peak p90 of each hour.
+        const H: i64 = 3_600_000;
+        let f = Forecasts {
+            origins: vec![0, H],
+            times: vec![vec![H / 2, H], vec![3 * H / 2, 2 * H]],
+            actual: vec![vec![0.10, 0.30], vec![0.20, 0.05]],
+            columns: [("p90".to_string(), vec![vec![0.15, 0.20], vec![0.25, 0.12]])].into(),
+        };
+        let ivs = intervals(&f, H);
+        assert_eq!(ivs.len(), 2);
+        let setting =
+            Setting { method: "model", label: "p90".into(), default: [true; 2], column: "p90".into(), a: 0.0, b: 0.0 };
+        let (want, _) = wanted(&setting, &ivs, &f, &f, &Usage::default());
+        assert_eq!(want, vec![0.20, 0.25]);
+        // Rounded up to 0.05 cores: 0.20 then 0.25 (a 25 % change, allowed after an hour).
+        let policy = Policy { floor: 0.01, step: 0.05, hold_ms: H, min_change: 0.1 };
+        let r = replay(&ivs, &f, &want, &policy, 1.0, 1.0, H / 2);
+        // Half-hour steps: requested (0.2 + 0.2 + 0.25 + 0.25) / 2 = 0.45 core-hours,
+        // used (0.1 + 0.3 + 0.2 + 0.05) / 2 = 0.325, slack (0.1 + 0 + 0.05 + 0.2) / 2 = 0.175;
+        // one step of four above the request (0.3 > 0.2); one change.
+        assert!((r.provisioned - 0.45).abs() < 1e-12 && (r.used - 0.325).abs() < 1e-12, "{r:?}");
+        assert!((r.slack - 0.175).abs() < 1e-12, "{r:?}");
+        assert_eq!((r.under_steps, r.steps, r.changes), (1, 4, 1));
+        // A one-day hold keeps the first request: 0.2 throughout, and the third step (0.2)
+        // is not above it.
+        let held = replay(&ivs, &f, &want, &Policy { hold_ms: 24 * H, ..policy }, 1.0, 1.0, H / 2);
+        assert_eq!((held.under_steps, held.changes), (1, 0));
+        assert!((held.provisioned - 0.4).abs() < 1e-12);
     }
 
     #[test]

@@ -201,7 +201,8 @@ mod tests {
     fn short_numbers() {
         assert_eq!(short(0.0012345), "0.0012");
         assert_eq!(short(35.23), "35.23");
-        assert_eq!(short(2.5e8), "250.00M");
+        assert_eq!(short(2.5e8), "250M");
+        assert_eq!(short(2.5e6), "2.50M");
         assert_eq!(short(0.0), "0");
     }
 }
