@@ -197,13 +197,23 @@ impl Stage for Backtest {
             let (origins, model_actuals) = (model.origins.clone(), model.actual.clone());
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
             let first = positions[0];
-            // The MASE scale, from the history before the first origin.
-            let scale = metrics::seasonal_scale(&s.values[..first], |i| s.at(s.times[i] - self.season_ms));
+            // The MASE scale, in sample: over every point outside the test part (of every
+            // segment, so a season can reach back into an earlier day).
+            let tested: std::collections::HashSet<i64> =
+                origins.iter().flat_map(|&o| (1..=horizon as i64).map(move |h| o + h * step)).collect();
+            let tested = &tested;
+            let in_sample = |lag: i64| {
+                move |i: usize| {
+                    let t = s.times[i];
+                    if tested.contains(&t) { None } else { s.at(t - lag) }
+                }
+            };
+            let scale = metrics::seasonal_scale(&s.values, in_sample(self.season_ms));
             let scale = if scale.is_finite() && scale > 0.0 {
                 scale
             } else {
                 naive_scaled += 1;
-                metrics::seasonal_scale(&s.values[..first], |i| s.at(s.times[i] - step))
+                metrics::seasonal_scale(&s.values, in_sample(step))
             };
             scales.insert((key.clone(), column.clone()), scale);
 

@@ -24,10 +24,10 @@ use crate::table::{TableBuilder, Usage, floats, ints, read_usage, strings};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanParams {
-    /// How CPU requests are sized; default `{source: p90, margin: 0, min: 10m, step: 5m}`.
+    /// How CPU requests are sized.
     #[serde(default = "default_cpu")]
     pub cpu: ResourceParams,
-    /// How memory requests are sized; default `{source: p99, margin: 0.2, min: 32Mi, step: 4Mi}`.
+    /// How memory requests are sized.
     /// Memory is not compressible: above the limit the container is killed, so it is sized
     /// on a higher quantile than CPU.
     #[serde(default = "default_memory")]

@@ -219,6 +219,18 @@ impl Stage for Report {
             "Leaderboard",
             "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR give one value meant to sit above usage, so their errors as forecasts are large by design; they are compared as plans below.",
         );
+        let backtest_summary = ctx.input_record("scores")?.get("summary").cloned().unwrap_or(Value::Null);
+        let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let note = format!(
+            "{} origins over {} series. MASE used the last-value scale for {} series with no point a season earlier in sample; seasonal naive fell back to the last value for {} forecast steps with no value a season before.",
+            count("origins"),
+            count("series"),
+            count("mase_scaled_by_last_value"),
+            count("seasonal_naive_fell_back")
+        );
+        html.paragraph(&note);
+        let _ = writeln!(md, "{note}\n");
+        metrics.insert("backtest".into(), backtest_summary.clone());
         let mut leaderboard = serde_json::Map::new();
         let _ = writeln!(md, "\n## Leaderboard (test part, median over series unless said)\n");
         for resource in &resources {
@@ -755,6 +767,10 @@ impl Html {
     fn section(&mut self, id: &str, title: &str, text: &str) {
         self.nav.push((id.into(), title.into()));
         let _ = write!(self.body, "<section id=\"{id}\"><h2>{}</h2><p>{}</p></section>", escape(title), text);
+    }
+
+    fn paragraph(&mut self, text: &str) {
+        let _ = write!(self.body, "<p>{}</p>", escape(text));
     }
 
     fn h3(&mut self, title: &str) {
