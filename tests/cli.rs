@@ -144,7 +144,7 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let out = applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "plan.cpu.source=p95"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("source `p95`: the model forecasts [point, p50, p90, p99]"), "{stderr}");
+    assert!(stderr.contains("cpu.source `p95`: the model forecasts [point, p50, p90, p99]"), "{stderr}");
 
     let out = applearner(&["show", "first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
     let (stdout, stderr) = text(&out);
@@ -279,9 +279,10 @@ fn secrets_from_the_environment_never_reach_the_store_or_the_logs() {
 fn force_takes_an_optional_stage_without_eating_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let store_set = format!("store={}", dir.path().display());
-    let out = applearner(&["run", "--force", "configs/quickstart.yaml", "--set", &store_set]);
+    let out = applearner(&["run", "--force", "configs/quickstart.yaml", "--until", "clean", "--set", &store_set]);
     assert!(out.status.success(), "{:?}", text(&out));
-    let out = applearner(&["run", "--force=ingest", "configs/quickstart.yaml", "--set", &store_set]);
+    let out =
+        applearner(&["run", "--force=ingest", "configs/quickstart.yaml", "--until", "clean", "--set", &store_set]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("ran in"), "{stdout}");

@@ -102,6 +102,30 @@ stages:
 }
 
 #[test]
+fn a_panicking_stage_fails_the_run_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "
+name: panics
+stages:
+  source:
+    uses: test.source
+    with: {rows: 3}
+  scale:
+    uses: test.scale
+    with: {factor: 2, panic: index out of bounds}
+";
+    let store = store_in(dir.path());
+    let err = run_with(&pipeline(yaml, &[]), &store, RunOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("stage `scale` failed: panicked"), "{err}");
+    assert!(err.to_string().contains("index out of bounds"), "{err}");
+    let runs = applearner_pipeline::run::list_runs(&store).unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    // What committed before the panic stays committed.
+    assert_eq!(runs[0].stages.len(), 1);
+    assert_eq!(runs[0].stages[0].stage, "source");
+}
+
+#[test]
 fn a_rerun_is_cached_and_a_parameter_change_reruns_what_depends_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());

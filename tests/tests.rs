@@ -2,6 +2,7 @@
 
 mod cli;
 mod engine;
+mod evaluate;
 mod ingest;
 mod prepare;
 mod prometheus;

@@ -17,10 +17,11 @@ const QUICK: &[&str] = &[
     "train.train={epochs: 3, max_train_windows: 2000, lr: 0.003, patience: 0}",
 ];
 
-/// Runs the quickstart in `store` under `run_id` with `sets`, and returns its manifest.
+/// Runs the quickstart up to training in `store` under `run_id` with `sets`, and returns
+/// its manifest.
 fn quickstart(store: &Path, run_id: &str, sets: &[&str]) -> serde_json::Value {
     let store_set = format!("store={}", store.display());
-    let mut args = vec!["run", "configs/quickstart.yaml", "--run-id", run_id, "--set", &store_set];
+    let mut args = vec!["run", "configs/quickstart.yaml", "--until", "train", "--run-id", run_id, "--set", &store_set];
     for s in sets {
         args.extend(["--set", s]);
     }
@@ -58,7 +59,8 @@ fn training_on_real_data_lowers_the_loss_and_a_killed_run_resumes_to_the_same_we
     // weights of the run that was never interrupted.
     let other = dir.path().join("other");
     let store_set = format!("store={}", other.display());
-    let mut args = vec!["run", "configs/quickstart.yaml", "--run-id", "killed", "--set", &store_set];
+    let mut args =
+        vec!["run", "configs/quickstart.yaml", "--until", "train", "--run-id", "killed", "--set", &store_set];
     for s in QUICK {
         args.extend(["--set", s]);
     }

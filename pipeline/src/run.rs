@@ -337,8 +337,23 @@ pub fn run(
                 let tx = tx.clone();
                 let exec = &exec;
                 let force = forced(&pipeline.stages[j].name);
+                let name = pipeline.stages[j].name.clone();
                 scope.spawn(move || {
-                    let result = exec.stage(j, &upstream, force);
+                    // A panicking stage is a failed stage, not a run waiting forever for its report.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec.stage(j, &upstream, force)))
+                            .unwrap_or_else(|panic| {
+                                let what = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(RunError::Stage {
+                                    stage: name,
+                                    source: format!("panicked (a bug in the stage kind; please report it): {what}")
+                                        .into(),
+                                })
+                            });
                     let _ = tx.send((j, result));
                 });
             }

@@ -77,12 +77,15 @@ impl Stage for Source {
 
 /// Multiplies `numbers` by a factor. With `pause_once`, the first run (when that file does
 /// not exist yet) creates it and then waits up to a minute, so a test can kill it midway.
+/// With `panic`, it panics with that message (a bug in a stage kind).
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleParams {
     factor: f64,
     #[serde(default)]
     pause_once: Option<String>,
+    #[serde(default)]
+    panic: Option<String>,
 }
 
 struct Scale(ScaleParams);
@@ -102,6 +105,9 @@ impl Stage for Scale {
         vec![Output::table("scaled")]
     }
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
+        if let Some(message) = &self.0.panic {
+            panic!("{message}");
+        }
         if let Some(marker) = &self.0.pause_once
             && !Path::new(marker).exists()
         {

@@ -3,6 +3,7 @@
 //! followed replayed against the model's plans and against what VPA and KRR would have set.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
@@ -362,12 +363,14 @@ impl Stage for Plan {
         let p = &self.params;
         let usage = read_usage(&ctx.read_table("resampled")?)?;
         let (past, future, columns, step_ms) = read_forecasts(&ctx.read_table("forecasts")?)?;
-        let column = |r: &ResourceParams| -> Result<String, BoxError> {
-            let c = if r.source == "point" { "forecast".to_string() } else { r.source.clone() };
-            if !columns.contains(&c) {
+        let present = RESOURCES.map(|r| past.keys().chain(future.keys()).any(|(_, res)| res == r));
+        let column = |r: usize, params: &ResourceParams| -> Result<String, BoxError> {
+            let c = if params.source == "point" { "forecast".to_string() } else { params.source.clone() };
+            if present[r] && !columns.contains(&c) {
                 return Err(format!(
-                    "source `{}`: the model forecasts [{}]; choose one of them (or `point`)",
-                    r.source,
+                    "{}.source `{}`: the model forecasts [{}]; choose one of them (or `point`)",
+                    RESOURCES[r],
+                    params.source,
                     columns
                         .iter()
                         .map(|c| if c == "forecast" { "point" } else { c.as_str() })
@@ -378,7 +381,7 @@ impl Stage for Plan {
             }
             Ok(c)
         };
-        let sources = [(column(&p.cpu)?, p.cpu.margin), (column(&p.memory)?, p.memory.margin)];
+        let sources = [(column(0, &p.cpu)?, p.cpu.margin), (column(1, &p.memory)?, p.memory.margin)];
         let horizon_ms = past
             .values()
             .chain(future.values())
@@ -400,7 +403,7 @@ impl Stage for Plan {
                 });
             }
         }
-        for (r, (c, m)) in sources.iter().enumerate() {
+        for (r, (c, m)) in sources.iter().enumerate().filter(|(r, _)| present[*r]) {
             match settings.iter_mut().find(|s| &s.column == c && s.a == *m) {
                 Some(s) => s.default[r] = true,
                 None => {
@@ -439,28 +442,22 @@ impl Stage for Plan {
         }
 
         // Replay: (setting, resource) → totals; defaults also per series.
+        let policies = [&self.cpu, &self.memory];
         let mut totals: BTreeMap<(usize, &str), Replay> = BTreeMap::new();
         let mut per_series: BTreeMap<(usize, &str, String), Replay> = BTreeMap::new();
         for (key, series) in &usage {
-            let (Some(cpu), Some(memory)) =
-                (past.get(&(key.clone(), "cpu".into())), past.get(&(key.clone(), "memory".into())))
-            else {
-                continue;
-            };
-            let intervals = intervals(cpu, interval_ms);
-            if intervals.is_empty() {
-                continue;
-            }
+            let forecasts = RESOURCES.map(|r| past.get(&(key.clone(), r.to_string())));
+            // Both targets of one model share their origins, so either gives the intervals.
+            let Some(first) = forecasts.iter().flatten().next() else { continue };
+            let intervals = intervals(first, interval_ms);
             for (s, setting) in settings.iter().enumerate() {
-                let (want_cpu, want_memory) = wanted(setting, &intervals, cpu, memory, series);
-                for (r, (resource, forecasts, want, policy)) in
-                    [("cpu", cpu, want_cpu, &self.cpu), ("memory", memory, want_memory, &self.memory)]
-                        .into_iter()
-                        .enumerate()
-                {
-                    let limit = if resource == "memory" { p.memory_limit_factor } else { 1.0 };
-                    let unit = if resource == "memory" { MIB * 1024.0 } else { 1.0 };
-                    let replay = replay(&intervals, forecasts, &want, policy, limit, unit, step_ms);
+                let want = wanted(setting, &intervals, forecasts, series);
+                for (r, f) in forecasts.iter().enumerate() {
+                    let Some(f) = f else { continue };
+                    let resource = RESOURCES[r];
+                    let (limit, unit) =
+                        if resource == "memory" { (p.memory_limit_factor, MIB * 1024.0) } else { (1.0, 1.0) };
+                    let replay = replay(&intervals, f, &want[r], policies[r], limit, unit, step_ms);
                     totals.entry((s, resource)).or_default().merge(&replay);
                     if setting.default[r] {
                         per_series.insert((s, resource, key.clone()), replay);
@@ -469,7 +466,10 @@ impl Stage for Plan {
             }
         }
         if totals.is_empty() {
-            return Err("no series has both CPU and memory forecasts with actuals: evaluate.backtest must forecast cpu and memory (train targets: [cpu, memory])".into());
+            return Err(
+                "no series has forecasts of cpu or memory with actuals: run evaluate.backtest on a model of them"
+                    .into(),
+            );
         }
         let (schema, batch) = backtest_table(&settings, &totals, &per_series)?;
         ctx.write_table("plan_backtest", schema, &[batch])?;
@@ -477,8 +477,7 @@ impl Stage for Plan {
         ctx.write_table("plan_comparison", schema, &[batch])?;
 
         // The plan ahead, from the forecast past the end of the data.
-        let plan =
-            forward_plan(&future, &sources, interval_ms, &self.cpu, &self.memory, p.memory_limit_factor, &columns);
+        let plan = forward_plan(&future, &sources, interval_ms, policies, p.memory_limit_factor, &columns);
         let (schema, batch) = plan_table(&plan)?;
         ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
         ctx.write_table("plan", schema, &[batch])?;
@@ -504,6 +503,9 @@ impl Stage for Plan {
         Ok(summary)
     }
 }
+
+/// The resources plans are made for, in the order of `[cpu, memory]` arrays.
+const RESOURCES: [&str; 2] = ["cpu", "memory"];
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
@@ -590,26 +592,23 @@ fn intervals(f: &Forecasts, interval_ms: i64) -> Vec<Interval> {
 }
 
 /// What a setting asks for in each interval, CPU and memory.
-fn wanted(
-    s: &Setting,
-    intervals: &[Interval],
-    cpu: &Forecasts,
-    memory: &Forecasts,
-    series: &Usage,
-) -> (Vec<f64>, Vec<f64>) {
-    match s.method {
+/// What a setting asks for in each interval, per resource (empty where not forecast).
+fn wanted(s: &Setting, intervals: &[Interval], forecasts: [Option<&Forecasts>; 2], series: &Usage) -> [Vec<f64>; 2] {
+    let samples = || series.samples();
+    let (cpu, memory): (Vec<f64>, Vec<f64>) = match s.method {
         "model" => {
-            let peak = |f: &Forecasts| -> Vec<f64> {
+            let peak = |f: Option<&Forecasts>| -> Vec<f64> {
+                let Some(f) = f else { return Vec::new() };
                 let values = &f.columns[&s.column];
                 intervals
                     .iter()
                     .map(|iv| iv.cells.iter().map(|&(n, h)| values[n][h]).fold(f64::MIN, f64::max) * (1.0 + s.a))
                     .collect()
             };
-            (peak(cpu), peak(memory))
+            return [peak(forecasts[0]), peak(forecasts[1])];
         }
         "vpa" => {
-            let samples = series.samples();
+            let samples = samples();
             let mut vpa = Vpa::new(VpaSettings { percentile: s.a, ..Default::default() });
             let mut fed = 0;
             intervals
@@ -624,11 +623,12 @@ fn wanted(
                 .unzip()
         }
         _ => {
-            let samples = series.samples();
+            let samples = samples();
             let settings = KrrSettings { cpu_percentile: s.a, memory_buffer: s.b, ..Default::default() };
             intervals.iter().map(|iv| krr(&settings, &samples, iv.start).unwrap_or((f64::NAN, f64::NAN))).unzip()
         }
-    }
+    };
+    [cpu, memory]
 }
 
 fn backtest_table(
@@ -725,91 +725,134 @@ fn comparison_table(
     Ok((schema, batch, out))
 }
 
+/// One interval of the plan ahead: CPU and memory requests and the memory limit, for the
+/// resources the model forecasts.
+pub struct Planned {
+    pub from: i64,
+    pub until: i64,
+    pub requests: [Option<f64>; 2],
+    pub limit: Option<f64>,
+}
+
 /// One workload's plan ahead.
 pub struct WorkloadPlan {
     pub key: String,
     pub namespace: String,
     pub workload: String,
     pub container: String,
-    /// Per interval: start, end, CPU request, memory request, memory limit.
-    pub intervals: Vec<(i64, i64, f64, f64, f64)>,
+    pub intervals: Vec<Planned>,
     /// Over the whole horizon, from the lowest and highest quantile: VPA's bounds.
-    pub lower: (f64, f64),
-    pub upper: (f64, f64),
+    pub lower: [Option<f64>; 2],
+    pub upper: [Option<f64>; 2],
 }
 
 impl WorkloadPlan {
-    /// What to set now to cover every interval planned.
-    pub fn peak(&self) -> (f64, f64, f64) {
-        self.intervals.iter().fold((0.0, 0.0, 0.0), |a, i| (a.0.max(i.2), a.1.max(i.3), a.2.max(i.4)))
+    /// What to set now to cover every interval planned: requests and memory limit.
+    pub fn peak(&self) -> ([Option<f64>; 2], Option<f64>) {
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.intervals.iter().fold(([None; 2], None), |(r, l), i| {
+            ([max(r[0], i.requests[0]), max(r[1], i.requests[1])], max(l, i.limit))
+        })
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn forward_plan(
     future: &ByKey,
     sources: &[(String, f64); 2],
     interval_ms: i64,
-    cpu_policy: &Policy,
-    memory_policy: &Policy,
+    policies: [&Policy; 2],
     limit_factor: f64,
     columns: &[String],
 ) -> Vec<WorkloadPlan> {
+    let mut keys: Vec<&String> = future.keys().map(|(k, _)| k).collect();
+    keys.dedup();
+    let quantiles: Vec<&String> = columns.iter().filter(|c| *c != "forecast").collect();
+    // Bounds from the lowest and highest quantile forecast (the point forecast if none).
+    let (lo, hi) = match (quantiles.first(), quantiles.last()) {
+        (Some(lo), Some(hi)) => (lo.as_str(), hi.as_str()),
+        _ => ("forecast", "forecast"),
+    };
     let mut out = Vec::new();
-    for ((key, resource), cpu) in future {
-        let Some(memory) = future.get(&(key.clone(), "memory".into())) else { continue };
-        if resource != "cpu" {
-            continue;
-        }
-        let ivs = intervals(cpu, interval_ms);
-        let peak = |f: &Forecasts, column: &str, m: f64| -> Vec<f64> {
-            ivs.iter()
-                .map(|iv| iv.cells.iter().map(|&(n, h)| f.columns[column][n][h]).fold(f64::MIN, f64::max) * (1.0 + m))
-                .collect()
+    for key in keys {
+        let forecasts = RESOURCES.map(|r| future.get(&(key.clone(), r.to_string())));
+        let Some(first) = forecasts.iter().flatten().next() else { continue };
+        let ivs = intervals(first, interval_ms);
+        let peak = |f: &Forecasts, iv: &Interval, column: &str, m: f64| {
+            iv.cells.iter().map(|&(n, h)| f.columns[column][n][h]).fold(f64::MIN, f64::max) * (1.0 + m)
         };
-        let (c, m) = (peak(cpu, &sources[0].0, sources[0].1), peak(memory, &sources[1].0, sources[1].1));
-        let end = |iv: &Interval| iv.cells.last().map_or(iv.start, |&(n, h)| cpu.times[n][h]);
+        let request =
+            |r: usize, iv: &Interval| forecasts[r].map(|f| policies[r].round(peak(f, iv, &sources[r].0, sources[r].1)));
         let intervals = ivs
             .iter()
-            .zip(c.iter().zip(&m))
-            .map(|(iv, (c, m))| {
-                let memory = memory_policy.round(*m);
-                (iv.start, end(iv), cpu_policy.round(*c), memory, memory_policy.round(memory * limit_factor))
+            .map(|iv| {
+                let requests = [request(0, iv), request(1, iv)];
+                Planned {
+                    from: iv.start,
+                    until: iv.cells.last().map_or(iv.start, |&(n, h)| first.times[n][h]),
+                    requests,
+                    limit: requests[1].map(|m| policies[1].round(m * limit_factor)),
+                }
             })
             .collect();
-        // Bounds from the lowest and highest quantile forecast (the point forecast if none).
-        let quantiles: Vec<&String> = columns.iter().filter(|c| *c != "forecast").collect();
-        let (lo, hi) = match (quantiles.first(), quantiles.last()) {
-            (Some(lo), Some(hi)) => (lo.as_str(), hi.as_str()),
-            _ => ("forecast", "forecast"),
+        let bound = |column: &str| {
+            [0, 1].map(|r| {
+                forecasts[r]
+                    .map(|f| policies[r].round(ivs.iter().map(|iv| peak(f, iv, column, 0.0)).fold(f64::MIN, f64::max)))
+            })
         };
-        let max = |v: Vec<f64>| v.into_iter().fold(f64::MIN, f64::max);
-        let lower = (cpu_policy.round(max(peak(cpu, lo, 0.0))), memory_policy.round(max(peak(memory, lo, 0.0))));
-        let upper = (cpu_policy.round(max(peak(cpu, hi, 0.0))), memory_policy.round(max(peak(memory, hi, 0.0))));
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
             [n, w, c] => (n.to_string(), w.to_string(), c.to_string()),
             _ => (String::new(), key.clone(), key.clone()),
         };
-        out.push(WorkloadPlan { key: key.clone(), namespace, workload, container, intervals, lower, upper });
+        out.push(WorkloadPlan {
+            key: key.clone(),
+            namespace,
+            workload,
+            container,
+            intervals,
+            lower: bound(lo),
+            upper: bound(hi),
+        });
     }
     out
 }
 
 fn plan_table(plan: &[WorkloadPlan]) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let rows: Vec<(&WorkloadPlan, &(i64, i64, f64, f64, f64))> =
+    let rows: Vec<(&WorkloadPlan, &Planned)> =
         plan.iter().flat_map(|w| w.intervals.iter().map(move |i| (w, i))).collect();
-    TableBuilder::default()
+    let mut t = TableBuilder::default()
         .strings("key", rows.iter().map(|(w, _)| w.key.clone()).collect())
         .strings("namespace", rows.iter().map(|(w, _)| w.namespace.clone()).collect())
         .strings("workload", rows.iter().map(|(w, _)| w.workload.clone()).collect())
         .strings("container", rows.iter().map(|(w, _)| w.container.clone()).collect())
-        .times("from", rows.iter().map(|(_, i)| i.0).collect())
-        .times("until", rows.iter().map(|(_, i)| i.1).collect())
-        .floats("cpu_request_cores", rows.iter().map(|(_, i)| i.2).collect())
-        .floats("memory_request_bytes", rows.iter().map(|(_, i)| i.3).collect())
-        .floats("memory_limit_bytes", rows.iter().map(|(_, i)| i.4).collect())
-        .finish()
+        .times("from", rows.iter().map(|(_, i)| i.from).collect())
+        .times("until", rows.iter().map(|(_, i)| i.until).collect());
+    // Columns only for the resources planned.
+    if rows.iter().any(|(_, i)| i.requests[0].is_some()) {
+        t = t.floats("cpu_request_cores", rows.iter().map(|(_, i)| i.requests[0].unwrap_or(f64::NAN)).collect());
+    }
+    if rows.iter().any(|(_, i)| i.requests[1].is_some()) {
+        t = t
+            .floats("memory_request_bytes", rows.iter().map(|(_, i)| i.requests[1].unwrap_or(f64::NAN)).collect())
+            .floats("memory_limit_bytes", rows.iter().map(|(_, i)| i.limit.unwrap_or(f64::NAN)).collect());
+    }
+    t.finish()
+}
+
+/// `cpu: 35m, memory: 64Mi` for the resources planned.
+fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(c) = values[0] {
+        out.push(("cpu", format_cpu(c)));
+    }
+    if let Some(m) = values[1] {
+        out.push(("memory", format_memory(m)));
+    }
+    out
 }
 
 /// One strategic-merge patch per workload, as a multi-document YAML file.
@@ -824,16 +867,18 @@ fn patches(plan: &[WorkloadPlan], sources: &[(String, f64); 2]) -> String {
         label(&sources[1].0, sources[1].1),
     );
     for w in plan {
-        let (cpu, memory, limit) = w.peak();
-        out.push_str(&format!(
-            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  template:\n    spec:\n      containers:\n        - name: {}\n          resources:\n            requests:\n              cpu: {}\n              memory: {}\n            limits:\n              memory: {}\n",
-            w.workload,
-            w.namespace,
-            w.container,
-            format_cpu(cpu),
-            format_memory(memory),
-            format_memory(limit),
-        ));
+        let (requests, limit) = w.peak();
+        let _ = write!(
+            out,
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  template:\n    spec:\n      containers:\n        - name: {}\n          resources:\n            requests:\n",
+            w.workload, w.namespace, w.container,
+        );
+        for (name, q) in quantities(requests) {
+            let _ = writeln!(out, "              {name}: {q}");
+        }
+        if let Some(limit) = limit {
+            let _ = write!(out, "            limits:\n              memory: {}\n", format_memory(limit));
+        }
     }
     out
 }
@@ -844,20 +889,24 @@ fn vpa_objects(plan: &[WorkloadPlan]) -> String {
     let mut out = String::from(
         "# AppLearner's plan as VerticalPodAutoscaler recommendations (updateMode Off: nothing is evicted).\n",
     );
+    let map = |values: [Option<f64>; 2]| {
+        let inner: Vec<String> = quantities(values).into_iter().map(|(n, q)| format!("{n}: {q}")).collect();
+        format!("{{{}}}", inner.join(", "))
+    };
     for w in plan {
-        let (cpu, memory, _) = w.peak();
-        let pair = |c: f64, m: f64| format!("{{cpu: {}, memory: {}}}", format_cpu(c), format_memory(m));
-        out.push_str(&format!(
+        let (requests, _) = w.peak();
+        let _ = write!(
+            out,
             "---\napiVersion: autoscaling.k8s.io/v1\nkind: VerticalPodAutoscaler\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {}\n  updatePolicy:\n    updateMode: \"Off\"\nstatus:\n  recommendation:\n    containerRecommendations:\n      - containerName: {}\n        target: {}\n        uncappedTarget: {}\n        lowerBound: {}\n        upperBound: {}\n",
             w.workload,
             w.namespace,
             w.workload,
             w.container,
-            pair(cpu, memory),
-            pair(cpu, memory),
-            pair(w.lower.0, w.lower.1),
-            pair(w.upper.0, w.upper.1),
-        ));
+            map(requests),
+            map(requests),
+            map(w.lower),
+            map(w.upper),
+        );
     }
     out
 }
@@ -940,8 +989,9 @@ mod tests {
         assert_eq!(ivs.len(), 2);
         let setting =
             Setting { method: "model", label: "p90".into(), default: [true; 2], column: "p90".into(), a: 0.0, b: 0.0 };
-        let (want, _) = wanted(&setting, &ivs, &f, &f, &Usage::default());
+        let [want, memory] = wanted(&setting, &ivs, [Some(&f), None], &Usage::default());
         assert_eq!(want, vec![0.20, 0.25]);
+        assert!(memory.is_empty());
         // Rounded up to 0.05 cores: 0.20 then 0.25 (a 25 % change, allowed after an hour).
         let policy = Policy { floor: 0.01, step: 0.05, hold_ms: H, min_change: 0.1 };
         let r = replay(&ivs, &f, &want, &policy, 1.0, 1.0, H / 2);

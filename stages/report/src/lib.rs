@@ -466,8 +466,13 @@ impl Stage for Report {
         // The plan ahead.
         let p = Cols { batches: &plan, table: "plan" };
         let (pk, from, until) = (p.strings("key")?, p.ints("from")?, p.ints("until")?);
+        // A model of one resource plans only that one.
+        let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
         let (cpu, mem, lim) =
-            (p.floats("cpu_request_cores")?, p.floats("memory_request_bytes")?, p.floats("memory_limit_bytes")?);
+            (optional("cpu_request_cores"), optional("memory_request_bytes"), optional("memory_limit_bytes"));
+        let q = |v: f64, unit: f64, suffix: &str| {
+            if v.is_finite() { format!("{:.0}{suffix}", v / unit) } else { "–".into() }
+        };
         let time = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -478,9 +483,9 @@ impl Stage for Report {
                     pk[i].clone(),
                     time(from[i]),
                     time(until[i]),
-                    format!("{:.0}m", cpu[i] * 1000.0),
-                    format!("{:.0}Mi", mem[i] / 1048576.0),
-                    format!("{:.0}Mi", lim[i] / 1048576.0),
+                    q(cpu[i], 1e-3, "m"),
+                    q(mem[i], 1048576.0, "Mi"),
+                    q(lim[i], 1048576.0, "Mi"),
                 ]
             })
             .collect();
@@ -572,6 +577,22 @@ fn data_summary(resampled: &[RecordBatch], cleaning: &Value) -> Result<Vec<(Stri
     let mut unique = keys.clone();
     unique.sort();
     unique.dedup();
+    // Coverage: the share of each series' span (first to last point) that has points; the
+    // rest are the gaps between segments.
+    let mut spans: BTreeMap<&str, (i64, i64, usize)> = BTreeMap::new();
+    for (k, t) in keys.iter().zip(&times) {
+        let e = spans.entry(k).or_insert((*t, *t, 0));
+        *e = (e.0.min(*t), e.1.max(*t), e.2 + 1);
+    }
+    let step = {
+        let mut sorted: Vec<(&str, i64)> = keys.iter().map(String::as_str).zip(times.iter().copied()).collect();
+        sorted.sort();
+        sorted.windows(2).filter(|w| w[0].0 == w[1].0 && w[1].1 > w[0].1).map(|w| w[1].1 - w[0].1).min().unwrap_or(1)
+    };
+    let mut coverage: Vec<f64> =
+        spans.values().map(|(a, b, n)| *n as f64 * step as f64 / (b - a + step) as f64).collect();
+    coverage.sort_by(f64::total_cmp);
+    let pct = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{:.0} %", v * 100.0));
     let n = |k: &str| cleaning.get(k).map_or("–".to_string(), |v| v.to_string());
     Ok(vec![
         ("series read (pods × metrics)".into(), n("input_series")),
@@ -598,6 +619,14 @@ fn data_summary(resampled: &[RecordBatch], cleaning: &Value) -> Result<Vec<(Stri
             ),
         ),
         ("time span".into(), format!("{} to {}", time(times.iter().min()), time(times.iter().max()))),
+        (
+            "coverage (of each series' first-to-last span)".into(),
+            format!(
+                "median {}, lowest {}; the rest is gaps between collection sessions",
+                pct(coverage.get(coverage.len() / 2)),
+                pct(coverage.first())
+            ),
+        ),
     ])
 }
 
