@@ -324,7 +324,7 @@ stages:
     let p = pipeline(yaml, &[]);
     let params = |name: &str| p.stages[p.index_of(name).unwrap()].params.clone();
     assert_eq!(params("again"), serde_json::json!({"rows": 3, "file": null}));
-    assert_eq!(params("more"), serde_json::json!({"factor": 4.0, "pause_once": null}));
+    assert_eq!(params("more"), serde_json::json!({"factor": 4.0, "pause_once": null, "panic": null}));
 }
 
 #[test]
