@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
 use crate::metrics;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
-use crate::table::{TableBuilder, floats, ints, read_usage, strings};
+use crate::table::{TableBuilder, read_usage};
+use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Rolling-origin backtest over the test part. Reads the model (`model.mpk`, `card.json`),
 /// `features`, `windows`, `scalers` and the clean usage (`resampled`). Writes `forecasts`

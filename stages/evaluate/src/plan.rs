@@ -12,7 +12,8 @@ use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, S
 use serde::{Deserialize, Serialize};
 
 use crate::recommend::{KrrSettings, MIB, Vpa, VpaSettings, krr};
-use crate::table::{TableBuilder, Usage, floats, ints, read_usage, strings};
+use crate::table::{TableBuilder, Usage, read_usage};
+use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest) into resource plans.
 /// Writes `plan` (and `plan.csv`: per workload and interval ahead, from the forecast past

@@ -5,37 +5,12 @@ use std::sync::Arc;
 
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
-    ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
 };
-use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use applearner_pipeline::columns::{floats, ints, strings};
 
 use crate::baselines::Series;
-
-/// A column of `batch` cast to `to`, or an error naming the table and what it has.
-pub fn column(batch: &RecordBatch, table: &str, name: &str, to: &DataType) -> Result<ArrayRef, BoxError> {
-    let c = batch.column_by_name(name).ok_or_else(|| {
-        let has: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-        format!("the {table} table has no `{name}` column (it has {}); rebuild it with this version", has.join(", "))
-    })?;
-    Ok(cast(c, to)?)
-}
-
-/// Strings, integers and floats (null → NaN) of a column, one value per row.
-pub fn strings(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<String>, BoxError> {
-    let c = column(batch, table, name, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect())
-}
-
-pub fn ints(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<i64>, BoxError> {
-    let c = column(batch, table, name, &DataType::Int64)?;
-    Ok(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or_default()).collect())
-}
-
-pub fn floats(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<f64>, BoxError> {
-    let c = column(batch, table, name, &DataType::Float64)?;
-    Ok(c.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-}
 
 /// The usage of one series: every point of every segment, in cores and bytes.
 #[derive(Debug, Default)]

@@ -7,9 +7,8 @@ mod charts;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use applearner_pipeline::arrow::array::{AsArray, RecordBatch};
-use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
 use charts::{Band, Chart, Line, PALETTE, short};
@@ -86,42 +85,28 @@ struct Cols<'a> {
 }
 
 impl Cols<'_> {
-    fn get(&self, name: &str, to: &DataType) -> Result<Vec<applearner_pipeline::arrow::array::ArrayRef>, BoxError> {
-        self.batches
-            .iter()
-            .map(|b| {
-                let c = b.column_by_name(name).ok_or_else(|| {
-                    format!("the {} table has no `{name}` column; rebuild it with this version", self.table)
-                })?;
-                Ok(cast(c, to)?)
-            })
-            .collect()
+    fn each<T>(&self, name: &str, read: ColumnReader<T>) -> Result<Vec<T>, BoxError> {
+        let mut out = Vec::new();
+        for b in self.batches {
+            out.extend(read(b, self.table, name)?);
+        }
+        Ok(out)
     }
 
     fn strings(&self, name: &str) -> Result<Vec<String>, BoxError> {
-        Ok(self
-            .get(name, &DataType::Utf8)?
-            .iter()
-            .flat_map(|a| a.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>())
-            .collect())
+        self.each(name, columns::strings)
     }
 
     fn ints(&self, name: &str) -> Result<Vec<i64>, BoxError> {
-        Ok(self
-            .get(name, &DataType::Int64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or_default()).collect::<Vec<_>>())
-            .collect())
+        self.each(name, columns::ints)
     }
 
     fn floats(&self, name: &str) -> Result<Vec<f64>, BoxError> {
-        Ok(self
-            .get(name, &DataType::Float64)?
-            .iter()
-            .flat_map(|a| a.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect::<Vec<_>>())
-            .collect())
+        self.each(name, columns::floats)
     }
 }
+
+type ColumnReader<T> = fn(&RecordBatch, &str, &str) -> Result<Vec<T>, BoxError>;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
