@@ -62,6 +62,9 @@ impl Chart {
         let (x0, x1) = range(xs);
         let (y0, y1) = range(ys);
         let pad = (y1 - y0) * 0.05;
+        // Errors and percentages read against zero; usage over time against its own range,
+        // or a flat memory line would hide every change.
+        let bottom = if self.time_x || y0 < 0.0 { y0 - pad } else { 0.0 };
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
@@ -71,7 +74,7 @@ impl Chart {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
-                .build_cartesian_2d(x0..x1, (y0 - pad).min(if y0 >= 0.0 { 0.0 } else { y0 - pad })..y1 + pad)
+                .build_cartesian_2d(x0..x1, bottom..y1 + pad)
                 .map_err(err)?;
             let time = |x: &f64| {
                 chrono::DateTime::from_timestamp_millis(*x as i64)
