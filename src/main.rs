@@ -9,6 +9,7 @@ use anyhow::Context;
 use applearner_pipeline::config::DEFAULT_STORE;
 use applearner_pipeline::context::read_parquet;
 use applearner_pipeline::dag::{self, Format};
+use applearner_pipeline::export;
 use applearner_pipeline::run::{self, RunStatus};
 use applearner_pipeline::{Pipeline, Registry, RunError, RunOptions, Selection, Store};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -67,6 +68,37 @@ enum Command {
         #[command(flatten)]
         sets: Sets,
     },
+    /// Write the pipeline as an Argo Workflow (one pod per stage) or a Kubernetes Job, YAML
+    /// on stdout. The store must be object storage (`--set store=s3://bucket/prefix`).
+    Export {
+        #[arg(value_enum)]
+        to: ExportTo,
+        config: String,
+        #[command(flatten)]
+        sets: Sets,
+        /// The AppLearner image the pods run.
+        #[arg(long, default_value = concat!("ghcr.io/applearner/applearner:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// The ConfigMap holding the config file (`kubectl create configmap NAME --from-file=CONFIG`);
+        /// default `<pipeline>-config`.
+        #[arg(long)]
+        config_map: Option<String>,
+        /// A Secret whose keys become the pods' environment: the store's credentials
+        /// (AWS_ACCESS_KEY_ID, …) and any `${VAR}` the config reads.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Retries of a failed pod.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// Argo: a WorkflowTemplate instead of a Workflow.
+        #[arg(long, conflicts_with = "schedule")]
+        template: bool,
+        /// Run on a cron schedule (`0 3 * * *`): a CronWorkflow or a CronJob.
+        #[arg(long)]
+        schedule: Option<String>,
+    },
     /// List stage kinds and their parameters.
     Stages {
         /// Only this kind.
@@ -114,6 +146,14 @@ struct Sets {
     /// Override a setting: `seed=7`, `STAGE.PARAM=VALUE` (VALUE is YAML: 3, true, [a, b]).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportTo {
+    /// An Argo Workflow: a DAG task per stage.
+    Argo,
+    /// A Kubernetes Job (CronJob with --schedule) running the whole pipeline in one pod.
+    K8s,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +237,37 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 DagFormat::Dot => Format::Dot,
             };
             print!("{}", dag::render(&p, format));
+        }
+        Command::Export { to, config, sets, image, config_map, secret, namespace, retries, template, schedule } => {
+            let (p, _) = match load(&config, &sets, &registry)? {
+                Ok(v) => v,
+                Err(code) => return Ok(code),
+            };
+            let target = export::Target {
+                image,
+                config_map: config_map.unwrap_or_else(|| format!("{}-config", p.name)),
+                secret,
+                namespace,
+                retries,
+            };
+            let manifest = match to {
+                ExportTo::Argo => {
+                    let kind = match (template, schedule) {
+                        (true, _) => export::ArgoKind::WorkflowTemplate,
+                        (_, Some(s)) => export::ArgoKind::CronWorkflow(s),
+                        _ => export::ArgoKind::Workflow,
+                    };
+                    export::argo(&p, &target, &kind)
+                }
+                ExportTo::K8s => export::kubernetes(&p, &target, schedule.as_deref()),
+            };
+            match manifest {
+                Ok(m) => print!("{}", serde_saphyr::to_string(&m)?),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            }
         }
         Command::Run { config, sets, run_id, stage, until, from, force, jobs } => {
             let (p, text) = match load(&config, &sets, &registry)? {

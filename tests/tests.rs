@@ -3,6 +3,7 @@
 mod cli;
 mod engine;
 mod evaluate;
+mod export;
 mod ingest;
 mod prepare;
 mod prometheus;

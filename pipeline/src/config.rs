@@ -10,7 +10,9 @@ use std::fmt;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::stage::{BuildError, Output, Registry, Stage, closest};
-use crate::yaml::{self, Key, Loc, Node, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::yaml::{self, Key, Loc, Node, NodeDeserializer, Value};
 
 pub const DEFAULT_STORE: &str = "./runs";
 
@@ -75,6 +77,32 @@ pub struct StageSpec {
     pub outputs: Vec<Output>,
     /// Indices (into `Pipeline::stages`) of the stages this one reads from.
     pub upstream: Vec<usize>,
+    /// What its pod asks of the cluster when exported to Argo or Kubernetes.
+    pub resources: Resources,
+}
+
+/// What a stage's pod asks of the cluster when the pipeline runs on Kubernetes
+/// (`applearner export`). Local runs ignore it, and it is no part of the cache key: it
+/// changes where a stage runs, not what it computes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU request, as Kubernetes writes it (`2`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory request, also the limit (`4Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// NVIDIA GPUs (the `nvidia.com/gpu` limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpu: u32,
+    /// Node labels the pod must be scheduled on (`{cloud.google.com/gke-accelerator: nvidia-l4}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A validated pipeline: stages in a topological order, ready to run.
@@ -131,6 +159,9 @@ impl Pipeline {
                     stage["inputs"] = inputs.into();
                 }
                 stage["with"] = s.params.clone();
+                if s.resources != Resources::default() {
+                    stage["resources"] = serde_json::to_value(&s.resources).expect("resources serialize");
+                }
                 (s.name.clone(), stage)
             })
             .collect();
@@ -264,7 +295,7 @@ struct Checker<'r> {
 }
 
 const TOP_KEYS: &[&str] = &["name", "store", "seed", "variables", "stages"];
-const STAGE_KEYS: &[&str] = &["uses", "inputs", "with"];
+const STAGE_KEYS: &[&str] = &["uses", "inputs", "with", "resources"];
 
 /// A stage whose kind and parameters checked out, before inputs are resolved.
 struct Candidate {
@@ -275,6 +306,7 @@ struct Candidate {
     stage: Box<dyn Stage>,
     /// `inputs:` entries: slot → (reference text, where it was written).
     mapped: Vec<(Key, Node)>,
+    resources: Resources,
 }
 
 impl Checker<'_> {
@@ -344,6 +376,12 @@ impl Checker<'_> {
                 }
             },
         };
+        // A stage that did not build has no known outputs: wiring the others would only
+        // report its readers as broken too.
+        let declared = root.get("stages").and_then(Node::as_map).map_or(0, <[_]>::len);
+        if candidates.len() < declared {
+            return None;
+        }
         let stages = self.wire(candidates)?;
         Some(Pipeline {
             name,
@@ -459,6 +497,23 @@ impl Checker<'_> {
                 }
             },
         };
+        let resources = match node.get("resources") {
+            None => Resources::default(),
+            Some(n) => match NodeDeserializer::deserialize::<Resources>(n) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.problem(
+                        e.loc.unwrap_or(n.loc),
+                        format!("stage `{}` resources: {}", key.name, e.message),
+                        Some(
+                            "e.g. `resources: {cpu: \"2\", memory: 8Gi, gpu: 1, node_selector: {pool: gpu}}`"
+                                .to_string(),
+                        ),
+                    );
+                    Resources::default()
+                }
+            },
+        };
         let kind_name = match node.get("uses") {
             Some(Node { value: Value::Str(s), .. }) => s.as_str(),
             Some(n) => {
@@ -512,6 +567,7 @@ impl Checker<'_> {
                 params: built.params,
                 stage: built.stage,
                 mapped,
+                resources,
             }),
             Err(BuildError::Shape(e)) => {
                 self.problem(
@@ -612,6 +668,7 @@ impl Checker<'_> {
                 upstream.sort();
                 upstream.dedup();
                 StageSpec {
+                    resources: c.resources,
                     outputs: c.stage.writes(),
                     name: c.name,
                     kind: c.kind,

@@ -11,6 +11,7 @@ pub mod columns;
 pub mod config;
 pub mod context;
 pub mod dag;
+pub mod export;
 pub mod run;
 pub mod stage;
 pub mod store;

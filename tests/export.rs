@@ -1,0 +1,141 @@
+//! `applearner export`: the pipeline as an Argo Workflow and as Kubernetes Jobs, validated
+//! against Argo's published JSON schema and the Kubernetes schemas (kubernetes-validate).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::applearner;
+
+/// The quickstart with pod resources on its training stage (a GPU node pool).
+fn config_with_resources(dir: &Path) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
+    let text = text.replace(
+        "    uses: train.fit\n",
+        "    uses: train.fit\n    resources: {cpu: \"4\", memory: 8Gi, gpu: 1, node_selector: {pool: gpu}}\n",
+    );
+    let path = dir.join("quickstart.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn export(args: &[&str]) -> (String, String, Option<i32>) {
+    let out = applearner(args);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+/// Validates a YAML document against the definition of its kind in Argo's schema; returns it as JSON.
+fn argo_valid(yaml: &str, dir: &Path) -> serde_json::Value {
+    let file = dir.join("argo.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let script = r##"
+import json, sys, yaml, jsonschema
+schema = json.load(open(sys.argv[1]))
+doc = yaml.safe_load(open(sys.argv[2]))
+root = {"$schema": schema["$schema"], "definitions": schema["definitions"],
+        "$ref": "#/definitions/io.argoproj.workflow.v1alpha1." + doc["kind"]}
+errors = sorted(jsonschema.validators.validator_for(root)(root).iter_errors(doc), key=str)
+if errors:
+    sys.exit("\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors))
+print(json.dumps(doc))
+"##;
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/argo-workflows.schema.json");
+    let out = Command::new("python3").args(["-c", script, schema, file.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "not a valid Argo {}: {} (python3 needs pyyaml and jsonschema, as .ci/run installs)",
+        yaml.lines().find(|l| l.starts_with("kind:")).unwrap_or(""),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn argo_workflows_follow_the_dag_and_validate_against_argos_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_resources(dir.path());
+    let store = "store=s3://models/applearner";
+    let (yaml, stderr, code) = export(&["export", "argo", &config, "--set", store, "--secret", "applearner-s3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let wf = argo_valid(&yaml, dir.path());
+    assert_eq!(wf["kind"], "Workflow");
+    assert_eq!(wf["metadata"]["generateName"], "quickstart-");
+    let templates = wf["spec"]["templates"].as_array().unwrap();
+    let tasks = templates[0]["dag"]["tasks"].as_array().unwrap();
+    let deps = |name: &str| -> Vec<String> {
+        let t = tasks.iter().find(|t| t["name"] == name).unwrap();
+        t["dependencies"]
+            .as_array()
+            .map(|d| d.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let names: Vec<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ingest", "clean", "features", "train", "evaluate", "plan", "report"]);
+    assert!(deps("ingest").is_empty());
+    assert_eq!(deps("train"), ["features"]);
+    assert_eq!(deps("evaluate"), ["clean", "features", "train"]);
+    assert_eq!(deps("report"), ["clean", "train", "evaluate", "plan"]);
+
+    let train = templates.iter().find(|t| t["name"] == "train").unwrap();
+    let c = &train["container"];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[..6], ["run", "/config/quickstart.yaml", "--run-id", "{{workflow.name}}", "--stage", "train"]);
+    assert!(args.windows(2).any(|w| w == ["--set", store]), "{args:?}");
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(c["resources"]["requests"]["memory"], "8Gi");
+    assert_eq!(train["nodeSelector"]["pool"], "gpu");
+    assert_eq!(c["envFrom"][0]["secretRef"]["name"], "applearner-s3");
+    assert_eq!(wf["spec"]["volumes"][0]["configMap"]["name"], "quickstart-config");
+    // Stages without resources ask for nothing in particular.
+    let ingest = templates.iter().find(|t| t["name"] == "ingest").unwrap();
+    assert!(ingest["container"].get("resources").is_none());
+
+    // A template and a cron workflow are valid too.
+    let (yaml, stderr, code) = export(&["export", "argo", &config, "--set", store, "--template"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(argo_valid(&yaml, dir.path())["kind"], "WorkflowTemplate");
+    let (yaml, stderr, code) = export(&["export", "argo", &config, "--set", store, "--schedule", "0 3 * * *"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let cron = argo_valid(&yaml, dir.path());
+    assert_eq!(cron["spec"]["schedules"][0], "0 3 * * *");
+    assert_eq!(cron["spec"]["workflowSpec"]["templates"].as_array().unwrap().len(), 8);
+
+    // Pods cannot share a local folder.
+    let (_, stderr, code) = export(&["export", "argo", &config]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("is a local folder") && stderr.contains("--set store=s3://"), "{stderr}");
+}
+
+#[test]
+fn kubernetes_jobs_validate_against_the_kubernetes_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_resources(dir.path());
+    for (kind, extra) in [("Job", None), ("CronJob", Some("30 2 * * *"))] {
+        let mut args =
+            vec!["export", "k8s", config.as_str(), "--set", "store=s3://models/applearner", "--namespace", "ml"];
+        if let Some(s) = extra {
+            args.extend(["--schedule", s]);
+        }
+        let (yaml, stderr, code) = export(&args);
+        assert_eq!(code, Some(0), "{stderr}");
+        let file = dir.path().join(format!("{kind}.yaml"));
+        std::fs::write(&file, &yaml).unwrap();
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", file.to_str().unwrap()])
+            .output()
+            .expect("kubernetes-validate checks the manifests: pip install kubernetes-validate (.ci/run does)");
+        assert!(
+            out.status.success(),
+            "{kind}: {}{}\n{yaml}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(yaml.contains(&format!("kind: {kind}")), "{yaml}");
+        // One pod runs every stage, sized for the largest: training's GPU and memory.
+        assert!(yaml.contains("nvidia.com/gpu") && yaml.contains("8Gi") && yaml.contains("namespace: ml"), "{yaml}");
+        assert!(yaml.contains("$(JOB_NAME)"), "{yaml}");
+    }
+}
