@@ -5,11 +5,10 @@
 //! from a ConfigMap and the store on object storage, so the stages of one run share their
 //! artifacts and cache wherever they are scheduled.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::config::{Pipeline, Resources};
+use crate::stage::parse_quantity;
 
 /// Where and how the pods run.
 #[derive(Debug, Clone)]
@@ -209,7 +208,7 @@ fn largest(pipeline: &Pipeline) -> Result<Resources, ExportError> {
             [("cpu", &r.cpu, &mut best.0, &mut out.cpu), ("memory", &r.memory, &mut best.1, &mut out.memory)]
         {
             if let Some(v) = value {
-                let q = quantity(v).ok_or_else(|| ExportError::Quantity {
+                let q = parse_quantity(v).ok_or_else(|| ExportError::Quantity {
                     stage: s.name.clone(),
                     field,
                     value: v.clone(),
@@ -224,39 +223,4 @@ fn largest(pipeline: &Pipeline) -> Result<Resources, ExportError> {
         out.node_selector.extend(r.node_selector.clone());
     }
     Ok(out)
-}
-
-/// A Kubernetes quantity (`500m`, `2`, `8Gi`, `1e3`) as a number.
-pub fn quantity(text: &str) -> Option<f64> {
-    let suffixes: BTreeMap<&str, f64> = [
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("Ki", 1024.0),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-    ]
-    .into();
-    let t = text.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic() && c != 'e').unwrap_or(t.len());
-    let (number, suffix) = t.split_at(split);
-    let factor = if suffix.is_empty() { 1.0 } else { *suffixes.get(suffix)? };
-    number.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v * factor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantity;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(quantity("500m"), Some(0.5));
-        assert_eq!(quantity("2"), Some(2.0));
-        assert_eq!(quantity("8Gi"), Some(8.0 * 1024f64.powi(3)));
-        assert_eq!(quantity("1e3"), Some(1000.0));
-        assert_eq!(quantity("2 cores"), None);
-    }
 }

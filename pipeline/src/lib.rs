@@ -20,7 +20,9 @@ pub mod yaml;
 pub use config::{Pipeline, Problems};
 pub use context::{StageContext, StoredOutput};
 pub use run::{RunError, RunOptions, RunReport, Selection};
-pub use stage::{BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary, parse_duration};
+pub use stage::{
+    BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary, parse_duration, parse_quantity,
+};
 pub use store::Store;
 
 // Stage crates build on these; re-exported so their versions cannot drift.

@@ -207,3 +207,25 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     let ms = (number * unit).round();
     (ms > 0.0 && ms < 1e15).then_some(ms as i64)
 }
+
+/// A Kubernetes quantity (`500m`, `2`, `8Gi`, `1e3`) as a number: CPU in cores, memory in
+/// bytes; negative or malformed: `None`.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let suffixes: std::collections::BTreeMap<&str, f64> = [
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("Ki", 1024.0),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+    ]
+    .into();
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic() && c != 'e').unwrap_or(t.len());
+    let (number, suffix) = t.split_at(split);
+    let factor = if suffix.is_empty() { 1.0 } else { *suffixes.get(suffix)? };
+    number.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v * factor)
+}

@@ -8,7 +8,9 @@ use std::fmt::Write;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
-use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary, parse_duration};
+use applearner_pipeline::{
+    BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary, parse_duration, parse_quantity,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::recommend::{KrrSettings, MIB, Vpa, VpaSettings, krr};
@@ -83,34 +85,6 @@ fn default_min_change() -> f64 {
 }
 fn default_sweep() -> Vec<f64> {
     vec![0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0]
-}
-
-/// CPU: `250m` or cores (`0.25`).
-pub fn parse_cpu(text: &str) -> Option<f64> {
-    let t = text.trim();
-    let v = match t.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok()? / 1000.0,
-        None => t.parse::<f64>().ok()?,
-    };
-    (v.is_finite() && v >= 0.0).then_some(v)
-}
-
-/// Memory: bytes, or with a Kubernetes suffix (`Ki`, `Mi`, `Gi`, `Ti`, `k`, `M`, `G`, `T`).
-pub fn parse_memory(text: &str) -> Option<f64> {
-    let t = text.trim();
-    let units = [
-        ("Ki", 1024f64),
-        ("Mi", MIB),
-        ("Gi", MIB * 1024.0),
-        ("Ti", MIB * MIB),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-    ];
-    let (number, factor) = units.iter().find_map(|(s, f)| t.strip_suffix(s).map(|n| (n, *f))).unwrap_or((t, 1.0));
-    let v = number.parse::<f64>().ok()? * factor;
-    (v.is_finite() && v >= 0.0).then_some(v)
 }
 
 /// `35m`, or whole cores.
@@ -268,9 +242,9 @@ impl StageParams for PlanParams {
                 None
             }
         };
-        let mut policy = |name: &str, r: &ResourceParams, parse: fn(&str) -> Option<f64>, example: &str| {
+        let mut policy = |name: &str, r: &ResourceParams, example: &str| {
             let mut quantity = |field: &str, text: &str| {
-                parse(text).unwrap_or_else(|| {
+                parse_quantity(text).unwrap_or_else(|| {
                     problems.push(ParamProblem::new(
                         &[name, field],
                         format!("`{text}` is not a quantity"),
@@ -292,8 +266,8 @@ impl StageParams for PlanParams {
             }
             Policy { floor, step, hold_ms, min_change: self.min_change }
         };
-        let cpu = policy("cpu", &self.cpu, parse_cpu, "10m or 0.01");
-        let memory = policy("memory", &self.memory, parse_memory, "32Mi");
+        let cpu = policy("cpu", &self.cpu, "10m or 0.01");
+        let memory = policy("memory", &self.memory, "32Mi");
         if !(self.min_change.is_finite() && self.min_change >= 0.0) {
             problems.push(ParamProblem::new(&["min_change"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
         }
@@ -918,12 +892,14 @@ mod tests {
 
     #[test]
     fn quantities_parse_and_format_like_kubernetes() {
-        assert_eq!(parse_cpu("250m"), Some(0.25));
-        assert_eq!(parse_cpu("2"), Some(2.0));
-        assert_eq!(parse_cpu("-1"), None);
-        assert_eq!(parse_memory("64Mi"), Some(64.0 * MIB));
-        assert_eq!(parse_memory("1G"), Some(1e9));
-        assert_eq!(parse_memory("lots"), None);
+        assert_eq!(parse_quantity("250m"), Some(0.25));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("-1"), None);
+        assert_eq!(parse_quantity("64Mi"), Some(64.0 * MIB));
+        assert_eq!(parse_quantity("1G"), Some(1e9));
+        assert_eq!(parse_quantity("8Gi"), Some(8.0 * MIB * 1024.0));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("lots"), None);
         assert_eq!(format_cpu(0.035), "35m");
         assert_eq!(format_cpu(2.0), "2");
         assert_eq!(format_memory(64.0 * MIB), "64Mi");
