@@ -269,7 +269,7 @@ impl Stage for Backtest {
             .iter()
             .map(|c| {
                 let v = scores.iter().find(|r| {
-                    r.method == "model" && &r.column == c && r.scope == "mean" && r.step == 0 && r.metric == "mase"
+                    r.method == "model" && &r.resource == c && r.scope == "mean" && r.step == 0 && r.metric == "mase"
                 });
                 (c.clone(), v.map_or(f64::NAN, |r| r.value))
             })
@@ -364,17 +364,17 @@ fn forecasts_table(
 }
 
 /// One row of `scores`.
-pub struct Score {
-    pub method: String,
-    pub column: String,
+struct Score {
+    method: String,
+    resource: String,
     /// `series`, `mean` or `median` (of the per-series values).
-    pub scope: &'static str,
+    scope: &'static str,
     /// The series for `series` rows; empty for aggregates.
-    pub key: String,
+    key: String,
     /// 1-based horizon step; 0 for all steps together.
-    pub step: u32,
-    pub metric: String,
-    pub value: f64,
+    step: u32,
+    metric: String,
+    value: f64,
 }
 
 /// Every metric of one track over the origins and the steps `steps` (0-based).
@@ -435,7 +435,7 @@ fn score(
                     across.entry((column.clone(), step as u32, metric.clone())).or_default().push(value);
                     rows.push(Score {
                         method: m.into(),
-                        column: column.clone(),
+                        resource: column.clone(),
                         scope: "series",
                         key: key.clone(),
                         step: step as u32,
@@ -451,7 +451,7 @@ fn score(
             for (scope, value) in [("mean", mean), ("median", median)] {
                 rows.push(Score {
                     method: m.into(),
-                    column: column.clone(),
+                    resource: column.clone(),
                     scope,
                     key: String::new(),
                     step,
@@ -468,7 +468,7 @@ fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> 
     let mut b = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in rows {
         b.0.push(r.method);
-        b.1.push(r.column);
+        b.1.push(r.resource);
         b.2.push(r.scope.to_string());
         b.3.push(r.key);
         b.4.push(r.step);

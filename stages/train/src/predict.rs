@@ -68,7 +68,8 @@ pub fn predict(
         .collect();
 
     let x: Vec<f32> = tails.iter().flat_map(|t| t.rows.iter().copied()).collect();
-    let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, x, tails.len(), &dev))?;
+    let inputs = std::iter::once((x, tails.len()));
+    let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, inputs, &dev))?;
     let levels = b.loss.quantile_levels();
     let (h, t) = (b.shape.horizon, b.shape.targets);
     let mut keys = Vec::new();
@@ -126,38 +127,35 @@ pub fn forecast_windows(
     which: &[usize],
     device: Device,
 ) -> Result<(Vec<f32>, Vec<f32>), BoxError> {
-    let (mut point, mut quantiles) = (Vec::new(), Vec::new());
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for chunk in which.chunks(BATCH) {
+    let inputs = which.chunks(BATCH).map(|chunk| {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
         windows.batch(part, chunk, &mut x, &mut y);
-        let x = std::mem::take(&mut x);
-        let (p, q) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, x, chunk.len(), &dev))?;
-        point.extend(p);
-        quantiles.extend(q);
-    }
-    Ok((point, quantiles))
+        (x, chunk.len())
+    });
+    on_backend!(device, |B, dev| run::<B>(model_dir, saved, inputs, &dev))
 }
 
 /// Windows per forward pass: large enough to keep the kernels busy, small enough to bound memory.
 const BATCH: usize = 1024;
 
-/// Point forecasts `[batch, horizon, targets]` and quantiles `[…, levels]`, flat, for inputs
-/// `x` (`[batch, lookback, inputs]`).
+/// Point forecasts `[batch, horizon, targets]` and quantiles `[…, levels]`, flat, for batches
+/// of inputs `x` (`[batch, lookback, inputs]`, with their size), the model loaded once.
 fn run<B: AutodiffBackend>(
     dir: &Path,
     saved: &Saved,
-    x: Vec<f32>,
-    batch: usize,
+    inputs: impl Iterator<Item = (Vec<f32>, usize)>,
     device: &B::Device,
 ) -> Result<(Vec<f32>, Vec<f32>), BoxError> {
     let b = &saved.card.blueprint;
     let model = saved.model::<B::InnerBackend>(dir, device)?;
-    let decoded = b.run(&model, x, batch, device);
-    let point = b.loss.point(decoded.clone()).into_data().to_vec()?;
-    let quantiles = match b.loss.quantiles(decoded) {
-        Some(q) => q.into_data().to_vec()?,
-        None => Vec::new(),
-    };
+    let (mut point, mut quantiles) = (Vec::new(), Vec::new());
+    for (x, batch) in inputs {
+        let decoded = b.run(&model, x, batch, device);
+        point.extend(b.loss.point(decoded.clone()).into_data().to_vec::<f32>()?);
+        if let Some(q) = b.loss.quantiles(decoded) {
+            quantiles.extend(q.into_data().to_vec::<f32>()?);
+        }
+    }
     Ok((point, quantiles))
 }
 
