@@ -53,6 +53,10 @@ enum Command {
         /// Most stages running at once (default: the number of CPUs).
         #[arg(short, long)]
         jobs: Option<usize>,
+        /// Run only shard I of N of the `--stage` (its config says `shards: N`); running the
+        /// stage without it then merges the shards.
+        #[arg(long, requires = "stage", value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<(u32, u32)>,
     },
     /// Check a config and report every problem in it.
     Validate {
@@ -115,6 +119,12 @@ enum Command {
     },
     /// List the runs in a store.
     Runs {
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+    },
+    /// Check every artifact a run's manifest lists against its recorded digest.
+    Verify {
+        run_id: String,
         #[arg(long, default_value = DEFAULT_STORE)]
         store: String,
     },
@@ -269,7 +279,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Run { config, sets, run_id, stage, until, from, force, jobs } => {
+        Command::Run { config, sets, run_id, stage, until, from, force, jobs, shard } => {
             let (p, text) = match load(&config, &sets, &registry)? {
                 Ok(v) => v,
                 Err(code) => return Ok(code),
@@ -286,6 +296,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 selection,
                 force,
                 progress: !cli.quiet && std::io::stderr().is_terminal(),
+                shard,
             };
             let store = Store::open(&p.store).map_err(|e| anyhow::anyhow!(p.redactor.redact(&e.to_string())))?;
             let cancel = Arc::new(AtomicBool::new(false));
@@ -391,11 +402,29 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Verify { run_id, store } => {
+            let store = Store::open(&store)?;
+            let (checked, problems) = run::verify(&store, &run_id)?;
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("run {run_id}: {checked} artifacts match their manifest");
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "applearner", &mut std::io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    text.split_once('/')
+        .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+        .filter(|&(i, n)| i < n)
+        .ok_or_else(|| format!("`{text}` is not I/N with 0 <= I < N, e.g. 0/4"))
 }
 
 /// The user documentation of a stage kind, from its parameter struct's JSON schema (whose

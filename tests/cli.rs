@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::applearner;
+use crate::support::s3::S3;
+use crate::support::{applearner, applearner_cmd};
 
 fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -105,19 +106,34 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let (stdout, _) = text(&out);
     assert!(stdout.contains("cached (from run first)"), "{stdout}");
 
-    // A clean run in a fresh store gives the same bytes.
-    let other = dir.path().join("other");
-    let out = applearner(&[
-        "run",
-        "configs/quickstart.yaml",
-        "--set",
-        &format!("store={}", other.display()),
-        "--run-id",
-        "x",
-    ]);
-    assert!(out.status.success());
-    let fresh: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(other.join("x/manifest.json")).unwrap()).unwrap();
+    // A clean run in a fresh store on object storage (a real S3-compatible server, the
+    // credentials from the environment) gives the same bytes.
+    let s3 = S3::start("applearner");
+    let s3_store = s3.url("team/runs");
+    let out = applearner_cmd(
+        &["run", "configs/quickstart.yaml", "--set", &format!("store={s3_store}"), "--run-id", "x"],
+        &s3.env(),
+    )
+    .output()
+    .unwrap();
+    let (_, run_log) = text(&out);
+    assert!(out.status.success(), "{run_log}");
+    let fresh: serde_json::Value = serde_json::from_slice(&s3.get("team/runs/x/manifest.json")).unwrap();
+    assert_eq!(
+        s3.get("team/runs/x/report/report.html"),
+        std::fs::read(store.join("first/report/report.html")).unwrap(),
+        "the report on S3 is the local one"
+    );
+    let out = applearner_cmd(&["verify", "x", "--store", &s3_store], &s3.env()).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success() && stdout.contains("artifacts match their manifest"), "{stdout}{stderr}");
+    let manifest = String::from_utf8(s3.get("team/runs/x/manifest.json")).unwrap();
+    let lock = String::from_utf8(s3.get("team/runs/x/config.lock.yaml")).unwrap();
+    for (key, value) in s3.env() {
+        if key.contains("SECRET") || key.contains("KEY_ID") {
+            assert!(![&manifest, &lock, &run_log].iter().any(|t| t.contains(&value)), "{key} leaked");
+        }
+    }
     // Every stage: ingest, DataFusion's cleaning and features, training (seeded, on the
     // CPU), the backtest, the plans and the report, bit for bit.
     let stages = first["stages"].as_array().unwrap();

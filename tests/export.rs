@@ -110,6 +110,37 @@ fn argo_workflows_follow_the_dag_and_validate_against_argos_schema() {
 }
 
 #[test]
+fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_resources(dir.path());
+    let (yaml, stderr, code) =
+        export(&["export", "argo", &config, "--set", "store=s3://models/applearner", "--set", "ingest.shards=4"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let wf = argo_valid(&yaml, dir.path());
+    let templates = wf["spec"]["templates"].as_array().unwrap();
+    let tasks = templates[0]["dag"]["tasks"].as_array().unwrap();
+    let task = |name: &str| tasks.iter().find(|t| t["name"] == name).unwrap();
+    assert_eq!(task("ingest-shards")["withSequence"]["count"], "4");
+    assert_eq!(task("ingest-shards")["arguments"]["parameters"][0]["value"], "{{item}}");
+    assert_eq!(task("ingest")["dependencies"], serde_json::json!(["ingest-shards"]));
+    assert_eq!(task("clean")["dependencies"], serde_json::json!(["ingest"]));
+    let args = |name: &str| -> Vec<String> {
+        let t = templates.iter().find(|t| t["name"] == name).unwrap();
+        t["container"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+    };
+    let fan = args("ingest-shards");
+    assert!(fan.windows(2).any(|w| w == ["--shard", "{{inputs.parameters.shard}}/4"]), "{fan:?}");
+    assert!(fan.windows(2).any(|w| w == ["--stage", "ingest"]), "{fan:?}");
+    assert!(!args("ingest").contains(&"--shard".to_string()), "the merge task runs the stage plainly");
+
+    // Only stages that work series by series shard.
+    let (_, stderr, code) =
+        export(&["export", "argo", &config, "--set", "store=s3://models/applearner", "--set", "train.shards=4"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("stage `train` (train.fit) cannot be sharded"), "{stderr}");
+}
+
+#[test]
 fn kubernetes_jobs_validate_against_the_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_resources(dir.path());

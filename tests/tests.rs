@@ -7,5 +7,6 @@ mod export;
 mod ingest;
 mod prepare;
 mod prometheus;
+mod storage;
 mod support;
 mod train;

@@ -79,6 +79,9 @@ pub struct StageSpec {
     pub upstream: Vec<usize>,
     /// What its pod asks of the cluster when exported to Argo or Kubernetes.
     pub resources: Resources,
+    /// Run as this many shards, then merge (1: unsharded). No part of the cache key: the
+    /// merged tables are the unsharded ones.
+    pub shards: u32,
 }
 
 /// What a stage's pod asks of the cluster when the pipeline runs on Kubernetes
@@ -162,6 +165,9 @@ impl Pipeline {
                 if s.resources != Resources::default() {
                     stage["resources"] = serde_json::to_value(&s.resources).expect("resources serialize");
                 }
+                if s.shards > 1 {
+                    stage["shards"] = s.shards.into();
+                }
                 (s.name.clone(), stage)
             })
             .collect();
@@ -233,12 +239,14 @@ fn apply_overrides(root: &mut Node, overrides: &[String], problems: &mut Vec<Pro
         let segments: Vec<&str> = path.split('.').collect();
         let target: Vec<&str> = match segments.as_slice() {
             ["name" | "store" | "seed"] => segments.clone(),
+            // A stage key, not a parameter: no stage kind has a parameter of this name.
+            [stage, "shards"] => vec!["stages", stage, "shards"],
             [stage, param, rest @ ..] => [&["stages", stage, "with", param][..], rest].concat(),
             _ => {
                 problems.push(Problem::new(
                     loc,
                     format!("`{path}` names neither a top-level setting nor a stage parameter"),
-                    Some("use `seed`, `store`, `name` or `STAGE.PARAM`".into()),
+                    Some("use `seed`, `store`, `name`, `STAGE.PARAM` or `STAGE.shards`".into()),
                 ));
                 continue;
             }
@@ -295,7 +303,7 @@ struct Checker<'r> {
 }
 
 const TOP_KEYS: &[&str] = &["name", "store", "seed", "variables", "stages"];
-const STAGE_KEYS: &[&str] = &["uses", "inputs", "with", "resources"];
+const STAGE_KEYS: &[&str] = &["uses", "inputs", "with", "resources", "shards"];
 
 /// A stage whose kind and parameters checked out, before inputs are resolved.
 struct Candidate {
@@ -307,6 +315,7 @@ struct Candidate {
     /// `inputs:` entries: slot → (reference text, where it was written).
     mapped: Vec<(Key, Node)>,
     resources: Resources,
+    shards: u32,
 }
 
 impl Checker<'_> {
@@ -514,6 +523,14 @@ impl Checker<'_> {
                 }
             },
         };
+        let shards = match node.get("shards") {
+            None => 1,
+            Some(Node { value: Value::Int(n), .. }) if (1..=10_000).contains(n) => *n as u32,
+            Some(n) => {
+                self.problem(n.loc, "`shards` is a number of shards from 1 to 10000", None);
+                1
+            }
+        };
         let kind_name = match node.get("uses") {
             Some(Node { value: Value::Str(s), .. }) => s.as_str(),
             Some(n) => {
@@ -560,8 +577,20 @@ impl Checker<'_> {
             return None;
         }
         match kind.build(&with) {
+            Ok(built) if shards > 1 && built.stage.shard_order().is_none() => {
+                self.problem(
+                    node.get("shards").map_or(key.loc, |n| n.loc),
+                    format!("stage `{}` ({kind_name}) cannot be sharded: it does not work series by series", key.name),
+                    Some(
+                        "remove `shards:`; stages that work series by series (ingest.prometheus) can be sharded"
+                            .to_string(),
+                    ),
+                );
+                None
+            }
             Ok(built) => Some(Candidate {
                 name: key.name.clone(),
+                shards,
                 loc: key.loc,
                 kind: kind.name,
                 params: built.params,
@@ -669,6 +698,7 @@ impl Checker<'_> {
                 upstream.dedup();
                 StageSpec {
                     resources: c.resources,
+                    shards: c.shards,
                     outputs: c.stage.writes(),
                     name: c.name,
                     kind: c.kind,

@@ -96,6 +96,15 @@ pub struct StageContext<'a> {
     pub(crate) written: Mutex<BTreeMap<String, StoredOutput>>,
     pub(crate) progress: &'a MultiProgress,
     pub(crate) cancel: &'a AtomicBool,
+    /// `(i, n)`: this run of the stage handles shard `i` of `n`.
+    pub(crate) shard: Option<(u32, u32)>,
+}
+
+/// The shard (of `n`) a series belongs to: by the hash of its id, so the split is the same
+/// on every run and every machine.
+pub fn shard_of(series: &[u8], n: u32) -> u32 {
+    let hash = blake3::hash(series);
+    (u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes")) % u64::from(n)) as u32
 }
 
 impl StageContext<'_> {
@@ -110,6 +119,12 @@ impl StageContext<'_> {
     /// The run's seed; stages derive their random streams from it.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Whether this run of the stage handles the series with this id: always, unless the
+    /// stage runs sharded (see [`crate::Stage::shard_order`]).
+    pub fn in_shard(&self, series: &[u8]) -> bool {
+        self.shard.is_none_or(|(i, n)| shard_of(series, n) == i)
     }
 
     /// A store folder for state worth keeping if the stage is killed (checkpoints). It is
@@ -171,6 +186,8 @@ impl StageContext<'_> {
             file,
             factory,
             encoders: Vec::new(),
+            pending: Vec::new(),
+            pending_rows: 0,
             group_rows: 0,
             row_groups: 0,
             rows: 0,
@@ -265,6 +282,9 @@ pub struct TableWriter<'a> {
     /// parallel, and while the stage builds its next batch. Each column sees the same
     /// sequence of arrays whatever the timing, so the same batches give the same bytes.
     encoders: Vec<ColumnEncoder>,
+    /// Rows written but not yet encoded, fewer than `ENCODE_ROWS`.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     group_rows: usize,
     row_groups: usize,
     rows: u64,
@@ -277,10 +297,40 @@ struct ColumnEncoder {
 
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 1024 * 1024;
+/// Rows handed to the column encoders at a time, however the stage batches them: page
+/// boundaries, and so the bytes, depend on the rows alone (tables merged from shards are
+/// bit for bit the unsharded ones).
+const ENCODE_ROWS: usize = 64 * 1024;
 
 impl TableWriter<'_> {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         self.rows += batch.num_rows() as u64;
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch.clone());
+        if self.pending_rows >= ENCODE_ROWS {
+            let all = self.take_pending()?;
+            let mut offset = 0;
+            while all.num_rows() - offset >= ENCODE_ROWS {
+                self.encode(&all.slice(offset, ENCODE_ROWS))?;
+                offset += ENCODE_ROWS;
+            }
+            self.pending_rows = all.num_rows() - offset;
+            if self.pending_rows > 0 {
+                self.pending.push(all.slice(offset, self.pending_rows));
+            }
+        }
+        Ok(())
+    }
+
+    fn take_pending(&mut self) -> Result<RecordBatch, BoxError> {
+        let pending = std::mem::take(&mut self.pending);
+        Ok(match <[RecordBatch; 1]>::try_from(pending) {
+            Ok([one]) => one,
+            Err(many) => arrow::compute::concat_batches(&self.schema, &many)?,
+        })
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.encoders.is_empty() {
@@ -338,6 +388,10 @@ impl TableWriter<'_> {
     }
 
     pub fn finish(mut self) -> Result<(), BoxError> {
+        if self.pending_rows > 0 {
+            let rest = self.take_pending()?;
+            self.encode(&rest)?;
+        }
         self.close_row_group()?;
         let (digest, bytes) = self.file.into_inner()?.finish()?;
         let stored = StoredOutput { path: self.path, kind: OutputKind::Table, digest, bytes, rows: Some(self.rows) };
@@ -364,6 +418,7 @@ mod tests {
             written: Mutex::new(BTreeMap::new()),
             progress,
             cancel,
+            shard: None,
         }
     }
 
@@ -386,5 +441,34 @@ mod tests {
         assert_eq!(reader.metadata().num_row_groups(), 2);
         let back: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(arrow::compute::concat_batches(&back[0].schema(), &back).unwrap(), batch);
+    }
+
+    #[test]
+    fn the_bytes_of_a_table_do_not_depend_on_how_its_rows_are_batched() {
+        let store = Store::open("memory://").unwrap();
+        let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
+        let ctx = context(&store, &progress, &cancel);
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let rows = 3 * ENCODE_ROWS + 777;
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows as i64))]).unwrap();
+        ctx.write_table("a", schema.clone(), std::slice::from_ref(&batch)).unwrap();
+        let pieces: Vec<RecordBatch> =
+            [0, 1, 1000, ENCODE_ROWS + 5, rows].windows(2).map(|w| batch.slice(w[0], w[1] - w[0])).collect();
+        ctx.write_table("b", schema, &pieces).unwrap();
+        let written = ctx.written.lock().unwrap();
+        assert_eq!(written["a"].digest, written["b"].digest);
+    }
+
+    #[test]
+    fn shards_split_series_by_id_the_same_way_every_time() {
+        let ids: Vec<u64> = (0..3000).collect();
+        let counts = ids.iter().fold([0; 3], |mut c, id| {
+            c[shard_of(&id.to_be_bytes(), 3) as usize] += 1;
+            c
+        });
+        assert!(counts.iter().all(|&c| c > 900), "{counts:?}");
+        assert_eq!(shard_of(b"series", 7), shard_of(b"series", 7));
+        assert_eq!(shard_of(b"series", 1), 0);
     }
 }

@@ -42,13 +42,16 @@ fn is_object_store(url: &str) -> bool {
 
 /// The command line of a pod: the mounted config, the overrides it was exported with, and
 /// the run it belongs to.
-fn args(pipeline: &Pipeline, run_id: &str, stage: Option<&str>) -> Vec<String> {
+fn args(pipeline: &Pipeline, run_id: &str, stage: Option<&str>, shard: Option<String>) -> Vec<String> {
     let file = std::path::Path::new(&pipeline.file)
         .file_name()
         .map_or("pipeline.yaml".into(), |f| f.to_string_lossy().into_owned());
     let mut out = vec!["run".to_string(), format!("{MOUNT}/{file}"), "--run-id".into(), run_id.into()];
     if let Some(stage) = stage {
         out.extend(["--stage".into(), stage.into()]);
+    }
+    if let Some(shard) = shard {
+        out.extend(["--shard".into(), shard]);
     }
     for set in &pipeline.overrides {
         out.extend(["--set".into(), set.clone()]);
@@ -116,35 +119,58 @@ pub enum ArgoKind {
 }
 
 /// An Argo Workflow (or template, or cron workflow): a DAG with one task per stage, each a
-/// pod running `applearner run --stage NAME` under the workflow's name as run id.
+/// pod running `applearner run --stage NAME` under the workflow's name as run id. A stage
+/// with `shards: N` fans out: task `NAME-shards` runs N pods in parallel (`withSequence`),
+/// each `--shard I/N`, and task `NAME` then merges them.
 pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Value, ExportError> {
     check(pipeline)?;
     let run_id = "{{workflow.name}}";
-    let tasks: Vec<Value> = pipeline
-        .stages
-        .iter()
-        .map(|s| {
-            let mut task = json!({"name": s.name, "template": s.name});
-            let deps: Vec<&str> = s.upstream.iter().map(|&u| pipeline.stages[u].name.as_str()).collect();
-            if !deps.is_empty() {
-                task["dependencies"] = json!(deps);
-            }
-            task
-        })
-        .collect();
-    let mut templates = vec![json!({"name": "pipeline", "dag": {"tasks": tasks}})];
-    for s in &pipeline.stages {
+    let mut tasks = Vec::new();
+    let mut templates = Vec::new();
+    let template = |name: &str, s: &crate::config::StageSpec, args: Vec<String>, resources: &Resources| {
         let mut t = json!({
-            "name": s.name,
-            "container": container(target, "main", args(pipeline, run_id, Some(&s.name)), &s.resources, Vec::new()),
+            "name": name,
+            "container": container(target, "main", args, resources, Vec::new()),
             "retryStrategy": {"limit": target.retries.to_string(), "retryPolicy": "OnFailure"},
             "metadata": {"labels": {"applearner.io/stage": s.name, "applearner.io/kind": s.kind}},
         });
-        if !s.resources.node_selector.is_empty() {
-            t["nodeSelector"] = json!(s.resources.node_selector);
+        if !resources.node_selector.is_empty() {
+            t["nodeSelector"] = json!(resources.node_selector);
         }
-        templates.push(t);
+        t
+    };
+    for s in &pipeline.stages {
+        let mut deps: Vec<String> = s.upstream.iter().map(|&u| pipeline.stages[u].name.clone()).collect();
+        let mut merge_resources = s.resources.clone();
+        if s.shards > 1 {
+            let fan = format!("{}-shards", s.name);
+            let mut task = json!({
+                "name": fan,
+                "template": fan,
+                "withSequence": {"count": s.shards.to_string()},
+                "arguments": {"parameters": [{"name": "shard", "value": "{{item}}"}]},
+            });
+            if !deps.is_empty() {
+                task["dependencies"] = json!(deps);
+            }
+            tasks.push(task);
+            let shard = format!("{{{{inputs.parameters.shard}}}}/{}", s.shards);
+            let mut t = template(&fan, s, args(pipeline, run_id, Some(&s.name), Some(shard)), &s.resources);
+            t["inputs"] = json!({"parameters": [{"name": "shard"}]});
+            templates.push(t);
+            // The merge reads the shards' tables: no accelerator, no special nodes.
+            merge_resources.gpu = 0;
+            merge_resources.node_selector.clear();
+            deps = vec![fan];
+        }
+        let mut task = json!({"name": s.name, "template": s.name});
+        if !deps.is_empty() {
+            task["dependencies"] = json!(deps);
+        }
+        tasks.push(task);
+        templates.push(template(&s.name, s, args(pipeline, run_id, Some(&s.name), None), &merge_resources));
     }
+    templates.insert(0, json!({"name": "pipeline", "dag": {"tasks": tasks}}));
     let spec = json!({"entrypoint": "pipeline", "volumes": config_volume(target), "templates": templates});
     Ok(match kind {
         ArgoKind::Workflow => json!({
@@ -178,7 +204,7 @@ pub fn kubernetes(pipeline: &Pipeline, target: &Target, schedule: Option<&str>) 
         vec![json!({"name": "JOB_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}}})];
     let mut pod = json!({
         "restartPolicy": "Never",
-        "containers": [container(target, "applearner", args(pipeline, "$(JOB_NAME)", None), &resources, env)],
+        "containers": [container(target, "applearner", args(pipeline, "$(JOB_NAME)", None, None), &resources, env)],
         "volumes": config_volume(target),
     });
     if !resources.node_selector.is_empty() {

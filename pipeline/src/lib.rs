@@ -12,6 +12,8 @@ pub mod config;
 pub mod context;
 pub mod dag;
 pub mod export;
+pub mod lease;
+mod merge;
 pub mod run;
 pub mod stage;
 pub mod store;

@@ -7,9 +7,11 @@
 //! <run-id>/config.lock.yaml      the fully resolved config, written first
 //! <run-id>/<stage>/<output>      a stage's tables (.parquet) and artifacts
 //! <run-id>/<stage>/_stage.json   the stage's commit record, written after its outputs
+//! <run-id>/<stage>/_lease        held by the process running the stage (see `lease`)
 //! <run-id>/manifest.json         the run manifest, written last
 //! _cache/<key>.json              the record of the run that produced a cache key
 //! _cache/<key>.partial/          a running stage's checkpoints, until it commits
+//! _cache/<key>.lease             held while a process computes that key
 //! ```
 //!
 //! A stage counts as done in a run only when its `_stage.json` exists, and that record is
@@ -25,8 +27,10 @@ use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Pipeline;
+use crate::config::{Pipeline, StageSpec};
 use crate::context::{ContextError, StageContext, StoredOutput};
+use crate::lease::{self, LeaseError};
+use crate::merge;
 use crate::stage::{BoxError, Summary, closest};
 use crate::store::{Store, StoreError, digest};
 
@@ -60,6 +64,9 @@ pub struct RunOptions {
     pub force: Vec<String>,
     /// Draw progress bars (they are hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// `(i, n)`: run only shard `i` of the selected stage (one Argo task of a fan-out); a
+    /// later run of the stage merges the shards.
+    pub shard: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +137,8 @@ pub enum RunError {
     UnknownStage { name: String, suggestion: Option<String> },
     #[error("run id `{0}` may only hold letters, digits, `.`, `_` and `-`, and starts with a letter or digit")]
     BadRunId(String),
+    #[error("--shard {shard}: {message}")]
+    BadShard { shard: String, message: String },
     #[error("{}", missing_inputs_message(.run_id, .missing, .config))]
     MissingInputs { run_id: String, config: String, missing: Vec<(String, String)> },
     #[error("stage `{stage}` failed: {source}")]
@@ -270,15 +279,35 @@ pub fn run(
             sel
         }
     };
+    if let Some((i, n)) = options.shard {
+        let bad = |message: String| Err(RunError::BadShard { shard: format!("{i}/{n}"), message });
+        let Selection::Stage(name) = &options.selection else {
+            return bad("it runs one stage: give it with --stage NAME".into());
+        };
+        let configured = pipeline.stages[stage_index(name)?].shards;
+        if configured != n || i >= n {
+            return bad(format!(
+                "stage `{name}` has `shards: {configured}` in the config; give --shard I/{configured} with I from 0 to {}",
+                configured.saturating_sub(1)
+            ));
+        }
+    }
     for name in &options.force {
         if name != "*" {
             stage_index(name)?;
         }
     }
+    let lock = Bytes::from(serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML"));
     let run_id = match &options.run_id {
         Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
         Some(id) => id.clone(),
-        None => new_run_id(),
+        // Claimed with a create-only put: two runs started at once never share a folder.
+        None => loop {
+            let id = new_run_id();
+            if store.put_new(&format!("{id}/config.lock.yaml"), lock.clone())? {
+                break id;
+            }
+        },
     };
 
     // Inputs from stages this run does not execute must already be committed in it.
@@ -305,8 +334,7 @@ pub fn run(
     }
 
     let started_at = now();
-    let lock = serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML");
-    store.put(&format!("{run_id}/config.lock.yaml"), Bytes::from(lock))?;
+    store.put(&format!("{run_id}/config.lock.yaml"), lock)?;
     tracing::info!(run_id, store = pipeline.redactor.redact(store.url()), "run started");
 
     let progress = MultiProgress::with_draw_target(if options.progress {
@@ -340,20 +368,20 @@ pub fn run(
                 let name = pipeline.stages[j].name.clone();
                 scope.spawn(move || {
                     // A panicking stage is a failed stage, not a run waiting forever for its report.
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec.stage(j, &upstream, force)))
-                            .unwrap_or_else(|panic| {
-                                let what = panic
-                                    .downcast_ref::<&str>()
-                                    .map(|s| s.to_string())
-                                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                                    .unwrap_or_default();
-                                Err(RunError::Stage {
-                                    stage: name,
-                                    source: format!("panicked (a bug in the stage kind; please report it): {what}")
-                                        .into(),
-                                })
-                            });
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        exec.stage(j, &upstream, force, options.shard)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(RunError::Stage {
+                            stage: name,
+                            source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
+                        })
+                    });
                     let _ = tx.send((j, result));
                 });
             }
@@ -425,8 +453,14 @@ struct Executor<'a> {
     cancel: &'a AtomicBool,
 }
 
-impl Executor<'_> {
-    fn stage(&self, j: usize, upstream: &[StageRecord], force: bool) -> Result<StageRecord, RunError> {
+impl<'a> Executor<'a> {
+    fn stage(
+        &self,
+        j: usize,
+        upstream: &[StageRecord],
+        force: bool,
+        shard: Option<(u32, u32)>,
+    ) -> Result<StageRecord, RunError> {
         let spec = &self.pipeline.stages[j];
         let fail = |source: BoxError| RunError::Stage { stage: spec.name.clone(), source };
         let mut inputs = BTreeMap::new();
@@ -456,6 +490,15 @@ impl Executor<'_> {
         spec.stage.fingerprint(&mut hasher).map_err(fail)?;
         let key = hasher.finalize().to_hex().to_string();
 
+        if let Some((i, n)) = shard {
+            return self.shard(spec, &key, (i, n), &inputs, &input_records, force);
+        }
+        // One process at a time per stage of a run, and per computation: a second run of
+        // the same stage (or of the same work in another run) waits, then reuses the result.
+        let _leases = self.leases(
+            &spec.name,
+            &[format!("{}/{}/_lease", self.run_id, spec.name), format!("{CACHE_DIR}/{key}.lease")],
+        )?;
         let rec_path = record_path(self.run_id, &spec.name);
         if !force && let Some(rec) = self.reuse(&spec.name, &key, &rec_path)? {
             tracing::info!(stage = spec.name, from_run = rec.produced_by, "cached");
@@ -466,21 +509,24 @@ impl Executor<'_> {
         self.store.delete(&rec_path)?;
         let started_at = now();
         let clock = Instant::now();
-        tracing::info!(stage = spec.name, kind = spec.kind, "running");
-        let ctx = StageContext {
-            stage: &spec.name,
-            run_id: self.run_id,
-            seed: self.pipeline.seed,
-            store: self.store,
-            inputs,
-            outputs: spec.outputs.clone(),
-            dir: format!("{}/{}", self.run_id, spec.name),
-            scratch: format!("{CACHE_DIR}/{key}.partial"),
-            written: Mutex::new(BTreeMap::new()),
-            progress: self.progress,
-            cancel: self.cancel,
+        let ctx = self.context(
+            spec,
+            format!("{}/{}", self.run_id, spec.name),
+            format!("{CACHE_DIR}/{key}.partial"),
+            inputs.clone(),
+            None,
+        );
+        let summary = if spec.shards > 1 {
+            let shards = (0..spec.shards)
+                .map(|i| self.shard(spec, &key, (i, spec.shards), &inputs, &input_records, force))
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(stage = spec.name, shards = spec.shards, "merging");
+            let order = spec.stage.shard_order().expect("the config admits only stages that shard");
+            merge::merge(&order, &ctx, &shards).map_err(fail)?
+        } else {
+            tracing::info!(stage = spec.name, kind = spec.kind, "running");
+            spec.stage.run(&ctx).map_err(fail)?
         };
-        let summary = spec.stage.run(&ctx).map_err(fail)?;
         let outputs = ctx.written.into_inner().unwrap();
         if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
             return Err(RunError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
@@ -500,6 +546,98 @@ impl Executor<'_> {
         put_json(self.store, &rec_path, &record)?;
         put_json(self.store, &format!("{CACHE_DIR}/{key}.json"), &record)?;
         tracing::info!(stage = spec.name, ms = record.duration_ms, "committed");
+        Ok(record)
+    }
+
+    fn context(
+        &self,
+        spec: &'a StageSpec,
+        dir: String,
+        scratch: String,
+        inputs: BTreeMap<String, StoredOutput>,
+        shard: Option<(u32, u32)>,
+    ) -> StageContext<'a> {
+        StageContext {
+            stage: &spec.name,
+            run_id: self.run_id,
+            seed: self.pipeline.seed,
+            store: self.store,
+            inputs,
+            outputs: spec.outputs.clone(),
+            dir,
+            scratch,
+            written: Mutex::new(BTreeMap::new()),
+            progress: self.progress,
+            cancel: self.cancel,
+            shard,
+        }
+    }
+
+    fn leases(&self, stage: &str, paths: &[String]) -> Result<Vec<lease::Lease>, RunError> {
+        paths
+            .iter()
+            .map(|path| {
+                lease::acquire(self.store, path, self.cancel, |holder| {
+                    tracing::info!(stage, holder, "waiting for another process running it");
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| match e {
+                LeaseError::Store(e) => RunError::Store(e),
+                LeaseError::Cancelled(_) => RunError::Cancelled,
+            })
+    }
+
+    /// Runs shard `i` of `n` of a stage into `<run>/<stage>/shards/<i>-of-<n>/`, or reuses
+    /// it when it is committed there with the same cache key. Shards are not cached across
+    /// runs: the merged result is.
+    fn shard(
+        &self,
+        spec: &'a StageSpec,
+        key: &str,
+        (i, n): (u32, u32),
+        inputs: &BTreeMap<String, StoredOutput>,
+        input_records: &BTreeMap<String, InputRecord>,
+        force: bool,
+    ) -> Result<StageRecord, RunError> {
+        let dir = format!("{}/{}/shards/{i}-of-{n}", self.run_id, spec.name);
+        let _leases =
+            self.leases(&spec.name, &[format!("{dir}/_lease"), format!("{CACHE_DIR}/{key}-{i}-of-{n}.lease")])?;
+        let rec_path = format!("{dir}/_stage.json");
+        if !force
+            && let Some(mut rec) = load_json::<StageRecord>(self.store, &rec_path)?
+            && rec.cache_key == key
+            && self.all_exist(&rec)?
+        {
+            rec.status = Status::Cached;
+            return Ok(rec);
+        }
+        self.store.delete(&rec_path)?;
+        let (started_at, clock) = (now(), Instant::now());
+        tracing::info!(stage = spec.name, shard = format!("{i}/{n}"), "running");
+        let ctx =
+            self.context(spec, dir, format!("{CACHE_DIR}/{key}.partial/{i}-of-{n}"), inputs.clone(), Some((i, n)));
+        let summary = spec
+            .stage
+            .run(&ctx)
+            .map_err(|source| RunError::Stage { stage: format!("{} shard {i}/{n}", spec.name), source })?;
+        let outputs = ctx.written.into_inner().unwrap();
+        if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
+            return Err(RunError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
+        }
+        let record = StageRecord {
+            stage: format!("{} shard {i}/{n}", spec.name),
+            kind: spec.kind.to_string(),
+            cache_key: key.to_string(),
+            status: Status::Ran,
+            produced_by: self.run_id.to_string(),
+            inputs: input_records.clone(),
+            outputs,
+            summary,
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+        };
+        put_json(self.store, &rec_path, &record)?;
         Ok(record)
     }
 
@@ -555,4 +693,24 @@ pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, RunError> {
     }
     manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     Ok(manifests)
+}
+
+/// Checks every artifact that a run's manifest lists against its recorded digest; returns
+/// how many were checked and what does not match.
+pub fn verify(store: &Store, run_id: &str) -> Result<(usize, Vec<String>), RunError> {
+    let path = format!("{run_id}/manifest.json");
+    let manifest = load_json::<Manifest>(store, &path)?.ok_or(RunError::Store(StoreError::NotFound { path }))?;
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for out in manifest.stages.iter().flat_map(|s| s.outputs.values()) {
+        checked += 1;
+        match store.get_opt(&out.path)? {
+            None => problems.push(format!("`{}` is missing", out.path)),
+            Some(bytes) if digest(&bytes) != out.digest => {
+                problems.push(format!("`{}` has digest {}; the manifest says {}", out.path, digest(&bytes), out.digest))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok((checked, problems))
 }

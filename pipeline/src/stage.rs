@@ -70,6 +70,15 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
 
+    /// For stages that work series by series: each table they write with the columns its
+    /// rows are sorted by. Such a stage can run sharded (`shards: N` in the config, or one
+    /// shard with `--shard i/N`): each shard handles the series `StageContext::in_shard`
+    /// admits, and the shards' tables merge, by these columns, into exactly the table one
+    /// unsharded run writes. `None`: the stage cannot be sharded.
+    fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
+        None
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError>;
 }
 

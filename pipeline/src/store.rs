@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use tokio::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +127,18 @@ impl Store {
         let full = self.full(path);
         self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.io(path, e))?;
         Ok(())
+    }
+
+    /// Writes `bytes` only if nothing is at `path` yet (a conditional put: `If-None-Match: *`
+    /// on S3, a no-clobber link on a local disk), so of two writers exactly one wins.
+    /// `Ok(false)` when something already was there.
+    pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        let full = self.full(path);
+        match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes), PutMode::Create.into())) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.io(path, e)),
+        }
     }
 
     pub fn get(&self, path: &str) -> Result<Bytes, StoreError> {
@@ -295,6 +307,16 @@ mod tests {
         store.delete("c/y.json").unwrap();
         store.delete("c/y.json").unwrap();
         assert!(!store.exists("c/y.json").unwrap());
+    }
+
+    #[test]
+    fn only_the_first_create_only_put_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [Store::open(dir.path().to_str().unwrap()).unwrap(), Store::open("memory://b").unwrap()] {
+            assert!(store.put_new("r/lock", Bytes::from_static(b"a")).unwrap());
+            assert!(!store.put_new("r/lock", Bytes::from_static(b"b")).unwrap());
+            assert_eq!(store.get("r/lock").unwrap().as_ref(), b"a");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! small enough to reason about: a seeded source, a transform, a rendezvous that proves two
 //! stages run at the same time, and a pause that lets a test kill a process mid-stage.
 
+pub mod s3;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -233,10 +235,15 @@ pub fn values(store: &Store, path: &str) -> Vec<f64> {
 
 /// The `applearner` binary, run from the repository root as a user would.
 pub fn applearner(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_applearner"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("APPLEARNER_LOG")
-        .output()
-        .unwrap()
+    applearner_cmd(args, &[]).output().unwrap()
+}
+
+/// The `applearner` command with extra environment variables, not yet started.
+pub fn applearner_cmd(args: &[&str], env: &[(&str, String)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_applearner"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("APPLEARNER_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::live::{LiveParams, Pull};
-use crate::series::{Collector, Parsed, samples_schema};
+use crate::series::{Collector, Parsed, RawSeries, samples_schema, series_id};
 
 pub fn register(registry: &mut Registry) {
     registry.register::<IngestParams>();
@@ -317,6 +317,10 @@ impl Stage for Ingest {
         vec![Output::table("samples"), Output::table("series")]
     }
 
+    fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
+        Some(vec![("samples", vec!["metric", "series_id", "timestamp"]), ("series", vec!["metric", "series_id"])])
+    }
+
     fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         for file in self.files()? {
             hasher.update(file.to_string_lossy().as_bytes());
@@ -339,6 +343,8 @@ impl Stage for Ingest {
         let mut collector = Collector::with_budget(self.params.max_points_in_memory);
         let mut warnings = Vec::new();
         let mut bytes_read = 0u64;
+        // Sharded, every shard reads every source and keeps its own series.
+        let in_shard = |s: &RawSeries| ctx.in_shard(&series_id(&s.metric, &s.labels).to_be_bytes());
 
         let bar = ctx.progress(files.len() as u64, "files");
         // A few files per thread in flight at a time, added in path order (deterministic).
@@ -348,7 +354,7 @@ impl Stage for Ingest {
             for (bytes, p) in parsed {
                 bytes_read += bytes;
                 warnings.extend(p.warnings);
-                p.series.into_iter().try_for_each(|s| collector.add(s))?;
+                p.series.into_iter().filter(|s| in_shard(s)).try_for_each(|s| collector.add(s))?;
                 bar.inc(1);
             }
         }
@@ -362,7 +368,7 @@ impl Stage for Ingest {
             bar.finish_and_clear();
             for p in answers {
                 warnings.extend(p.warnings);
-                p.series.into_iter().try_for_each(|s| collector.add(s))?;
+                p.series.into_iter().filter(|s| in_shard(s)).try_for_each(|s| collector.add(s))?;
             }
         }
         for w in &warnings {
