@@ -60,15 +60,38 @@ name: parallel
 stages:
   left:
     uses: test.rendezvous
-    with: {group: parallel-test, expect: 2}
+    with: {group: parallel-test, expect: 2, timeout_ms: 10000}
   right:
     uses: test.rendezvous
-    with: {group: parallel-test, expect: 2}
+    with: {group: parallel-test, expect: 2, timeout_ms: 10001}
 ";
     // Each waits until the other has started: this only completes if both run at once.
+    // (Their parameters differ: identical work is computed once, see below.)
     let report =
         run_with(&pipeline(yaml, &[]), &store_in(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
     assert!(report.manifest.stages.iter().all(|r| r.status == Status::Ran));
+}
+
+#[test]
+fn identical_work_in_two_stages_is_computed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "
+name: twins
+stages:
+  one:
+    uses: test.source
+    with: {rows: 50}
+  two:
+    uses: test.source
+    with: {rows: 50}
+";
+    // Started together, the second waits for the first's lease on the work, then reuses it.
+    let report =
+        run_with(&pipeline(yaml, &[]), &store_in(dir.path()), RunOptions { jobs: 2, ..Default::default() }).unwrap();
+    let statuses: Vec<Status> = report.manifest.stages.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == Status::Ran).count(), 1, "{statuses:?}");
+    let d = digests(&report);
+    assert_eq!(d[0].1, d[1].1);
 }
 
 #[test]

@@ -170,3 +170,30 @@ fn kubernetes_jobs_validate_against_the_kubernetes_schemas() {
         assert!(yaml.contains("$(JOB_NAME)"), "{yaml}");
     }
 }
+
+/// Docker cannot run here; what the Dockerfile relies on is checked instead: what it copies
+/// exists, its Rust is new enough for the workspace, the features it documents exist, and
+/// `--locked` holds (Cargo.lock matches Cargo.toml).
+#[test]
+fn the_dockerfile_builds_what_the_repository_holds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let cargo_toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let source = line.split_whitespace().nth(1).unwrap();
+        assert!(root.join(source).exists(), "{line}: `{source}` is not in the repository");
+    }
+    let rust = dockerfile.lines().find_map(|l| l.strip_prefix("FROM rust:")).unwrap();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    let image_rust = version(rust.split('-').next().unwrap());
+    let needed = cargo_toml.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"');
+    assert!(image_rust >= version(needed), "the image's Rust {image_rust:?} is older than rust-version {needed}");
+    assert!(dockerfile.contains("cargo build --release --locked --features \"${FEATURES}\" --bin applearner"));
+    assert!(dockerfile.contains("--build-arg FEATURES=cuda") && cargo_toml.contains("\ncuda = ["), "{cargo_toml}");
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1", "--no-deps"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "--locked would fail: {}", String::from_utf8_lossy(&out.stderr));
+}
