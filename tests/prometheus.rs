@@ -319,10 +319,31 @@ fn tls_with_a_private_ca_and_basic_auth() {
     };
     let (code, text) = run("correct horse", &[]);
     assert_eq!(code, Some(0), "{text}");
+    // Nothing the run wrote holds the password: tables, records, the lock, the manifest.
+    let mut written = Vec::new();
+    let mut dirs = vec![work.path().join("store")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { dirs.push(p) } else { written.push(p) }
+        }
+    }
+    assert!(written.len() > 4, "{written:?}");
+    for f in &written {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(!bytes.windows(b"correct horse".len()).any(|w| w == b"correct horse"), "{} holds it", f.display());
+    }
+    let lock = written.iter().find(|f| f.ends_with("config.lock.yaml")).unwrap();
+    assert!(std::fs::read_to_string(lock).unwrap().contains("basic_auth_password_env: APPLEARNER_TEST_PROM_PASSWORD"));
     let (code, text) = run("wrong horse", &[]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("HTTP 401"), "{text}");
+    // TLS is verified unless turned off explicitly, which warns.
     let (code, text) = run("correct horse", &["ingest.prometheus.ca_file=null"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
+    let (code, text) =
+        run("correct horse", &["ingest.prometheus.ca_file=null", "ingest.prometheus.insecure_skip_tls_verify=true"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("WARN") && text.to_lowercase().contains("verif"), "{text}");
 }

@@ -4,6 +4,7 @@ mod cli;
 mod engine;
 mod evaluate;
 mod export;
+mod faults;
 mod ingest;
 mod prepare;
 mod prometheus;

@@ -19,6 +19,10 @@ pub enum StoreError {
     Url { url: String, message: String },
     #[error("`{path}` is not in the store")]
     NotFound { path: String },
+    #[error(
+        "store `{store}`: cannot write `{path}`: the bucket (or container) does not exist, or these credentials cannot see it; create it first"
+    )]
+    NoBucket { store: String, path: String },
     #[error("store `{store}`, object `{path}`: {source}")]
     Io {
         store: String,
@@ -122,10 +126,18 @@ impl Store {
         }
     }
 
+    /// A failed write: "not found" there means the bucket is missing.
+    fn write_error(&self, path: &str, source: object_store::Error) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NoBucket { store: self.url.clone(), path: path.into() },
+            source => self.io(path, source),
+        }
+    }
+
     /// Writes `bytes` as one atomic put.
     pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
         let full = self.full(path);
-        self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.io(path, e))?;
+        self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.write_error(path, e))?;
         Ok(())
     }
 
@@ -137,7 +149,7 @@ impl Store {
         match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes), PutMode::Create.into())) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.io(path, e)),
+            Err(e) => Err(self.write_error(path, e)),
         }
     }
 
@@ -242,7 +254,7 @@ impl ObjectWriter<'_> {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER)));
         let upload = self.upload.as_mut().expect("the upload is open until finish");
-        self.store.block_on(upload.put(chunk)).map_err(|e| self.store.io(&self.path, e))
+        self.store.block_on(upload.put(chunk)).map_err(|e| self.store.write_error(&self.path, e))
     }
 
     /// Completes the object; returns its digest and size.
@@ -355,6 +367,23 @@ mod tests {
         let full: ObjectPath = prefix.parts().chain(ObjectPath::from("runs/r1/manifest.json").parts()).collect();
         assert_eq!(full.as_ref(), "some/prefix/runs/r1/manifest.json");
         assert!(store.block_on(inner.head(&full)).is_ok());
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_store_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = Store::open(root.to_str().unwrap()).unwrap();
+        std::fs::write(dir.path().join("outside"), b"secret").unwrap();
+        for path in ["../outside", "a/../../outside", "/outside", "./../outside"] {
+            store.put(path, Bytes::from_static(b"x")).unwrap();
+            assert!(matches!(store.get(path), Ok(b) if b.as_ref() == b"x"), "{path}");
+        }
+        assert_eq!(std::fs::read(dir.path().join("outside")).unwrap(), b"secret", "a write escaped");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["outside", "store"]);
+        assert!(matches!(store.get("../../outside"), Err(StoreError::NotFound { .. })));
     }
 
     #[test]

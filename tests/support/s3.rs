@@ -16,22 +16,37 @@ impl S3 {
     /// Starts a server with one empty bucket.
     pub fn start(bucket: &str) -> S3 {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
+        let mut server = S3 { child: Self::spawn(port), port, bucket: bucket.to_string() };
+        server.create_bucket();
+        server
+    }
+
+    fn spawn(port: u16) -> Child {
+        Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto's S3 server is needed: pip install 'moto[server]' (.ci/run does)");
-        let server = S3 { child, port, bucket: bucket.to_string() };
+            .expect("moto's S3 server is needed: pip install 'moto[server]' (.ci/run does)")
+    }
+
+    fn create_bucket(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match server.request("PUT", &format!("/{bucket}")) {
+            match self.request("PUT", &format!("/{}", self.bucket)) {
                 Some(200) => break,
                 status => assert!(Instant::now() < deadline, "the S3 server did not start: {status:?}"),
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        server
+    }
+
+    /// Starts the server again on the same port, with its bucket empty (moto keeps objects in
+    /// memory).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port);
+        self.create_bucket();
     }
 
     fn request(&self, method: &str, path: &str) -> Option<u16> {
