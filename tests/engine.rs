@@ -364,6 +364,17 @@ fn an_alias_bomb_is_refused() {
 }
 
 #[test]
+fn deeply_nested_yaml_is_refused_not_recursed_into() {
+    let yaml = format!(
+        "name: deep\nstages:\n  s:\n    uses: test.source\n    with: {{rows: {}{}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let text = problems(&yaml, &[]);
+    assert!(text.contains("recursion limit"), "{text}");
+}
+
+#[test]
 fn two_clean_runs_give_identical_digests() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = run_with(&pipeline(CHAIN, &[]), &store_in(a.path()), RunOptions::default()).unwrap();

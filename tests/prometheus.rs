@@ -217,6 +217,41 @@ fn a_server_that_stops_mid_pull_fails_the_stage_cleanly() {
     assert_eq!(store.list("_cache").unwrap(), Vec::<String>::new(), "nothing cached, no lease left");
 }
 
+/// Answers every connection with `response` after `delay`, without reading further.
+fn fixed_proxy(response: &'static str, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let mut client = client.unwrap();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(client.try_clone().unwrap()).read_line(&mut line);
+                std::thread::sleep(delay);
+                let _ = client.write_all(response.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_answering_errors_or_too_slowly_is_retried_then_named() {
+    let (_dir, store) = temp_store();
+    let queries = format!("{{m: {MEMORY}}}");
+    let unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let port = fixed_proxy(unavailable, Duration::ZERO);
+    let err = ingest(&store, &live(port, &queries, ", retries: 2")).unwrap_err().to_string();
+    assert!(err.contains(&format!("query `{MEMORY}`")) && err.contains(&format!("from {START} to {END}")), "{err}");
+    assert!(err.contains("gave up after 3 attempts") && err.contains("503"), "{err}");
+    // Slower than the timeout: each attempt times out.
+    let port = fixed_proxy(unavailable, Duration::from_secs(5));
+    let err = ingest(&store, &live(port, &queries, ", retries: 1, timeout: 1s")).unwrap_err().to_string();
+    assert!(err.contains("gave up after 2 attempts") && err.contains(&format!("query `{MEMORY}`")), "{err}");
+    assert!(err.to_lowercase().contains("timed out") || err.to_lowercase().contains("timeout"), "{err}");
+    assert_eq!(store.list("").unwrap().iter().filter(|p| p.contains("/ingest/")).count(), 0, "something was committed");
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
