@@ -70,6 +70,16 @@ fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
             let out = applearner_cmd(&["verify", id, "--store", &store], &env).output().unwrap();
             assert!(out.status.success(), "{store} {id}: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // A store without conditional puts still runs, and says what it cannot guard.
+        if store.starts_with("s3://") {
+            let mut plain = env.clone();
+            plain.push(("AWS_CONDITIONAL_PUT", "disabled".into()));
+            let out = applearner_cmd(&["run", "configs/quickstart.yaml", "--until", "ingest", "--set", &set], &plain)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && stderr.contains("concurrent runs are not guarded"), "{stderr}");
+        }
         // Nothing is left holding a lease.
         if store == local {
             let leases: Vec<_> =

@@ -146,9 +146,25 @@ impl Store {
     /// `Ok(false)` when something already was there.
     pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, StoreError> {
         let full = self.full(path);
-        match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes), PutMode::Create.into())) {
+        match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes.clone()), PutMode::Create.into())) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                // A store without conditional puts (or AWS_CONDITIONAL_PUT=disabled): check,
+                // then put. Two writers at the very same moment can then both win.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        store = self.url,
+                        "the store has no conditional puts: concurrent runs are not guarded"
+                    )
+                });
+                if self.exists(path)? {
+                    return Ok(false);
+                }
+                self.put(path, bytes)?;
+                Ok(true)
+            }
             Err(e) => Err(self.write_error(path, e)),
         }
     }
