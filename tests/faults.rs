@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::support::s3::S3;
-use crate::support::{applearner, applearner_cmd};
+use crate::support::{applearner, applearner_cmd, files_below, manifest_digests};
 
 /// The quickstart up to training, with a small training set so a run takes seconds.
 fn args(store: &Path) -> Vec<String> {
@@ -21,19 +21,10 @@ fn args(store: &Path) -> Vec<String> {
         .collect()
 }
 
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() { files(&p, out) } else { out.push(p) }
-    }
-}
-
 /// What a reader may see at any moment: whole tables under final names, and records whose
 /// outputs exist with the recorded digests.
 fn check_consistent(store: &Path) {
-    let mut all = Vec::new();
-    files(store, &mut all);
-    for f in &all {
+    for f in &files_below(store) {
         let name = f.file_name().unwrap().to_string_lossy();
         if name.ends_with(".parquet") {
             let bytes = std::fs::read(f).unwrap();
@@ -53,14 +44,7 @@ fn check_consistent(store: &Path) {
 }
 
 fn digests(store: &Path) -> BTreeMap<String, String> {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(store.join("r/manifest.json")).unwrap()).unwrap();
-    let mut out = BTreeMap::new();
-    for s in m["stages"].as_array().unwrap() {
-        for (name, o) in s["outputs"].as_object().unwrap() {
-            out.insert(format!("{}.{name}", s["stage"].as_str().unwrap()), o["digest"].as_str().unwrap().to_string());
-        }
-    }
-    out
+    manifest_digests(&std::fs::read(store.join("r/manifest.json")).unwrap())
 }
 
 #[test]

@@ -355,14 +355,7 @@ fn tls_with_a_private_ca_and_basic_auth() {
     let (code, text) = run("correct horse", &[]);
     assert_eq!(code, Some(0), "{text}");
     // Nothing the run wrote holds the password: tables, records, the lock, the manifest.
-    let mut written = Vec::new();
-    let mut dirs = vec![work.path().join("store")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() { dirs.push(p) } else { written.push(p) }
-        }
-    }
+    let written = crate::support::files_below(&work.path().join("store"));
     assert!(written.len() > 4, "{written:?}");
     for f in &written {
         let bytes = std::fs::read(f).unwrap();

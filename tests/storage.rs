@@ -7,20 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::applearner_cmd;
 use crate::support::s3::S3;
-
-/// Output digests by stage and output name.
-fn digests(manifest: &[u8]) -> BTreeMap<String, String> {
-    let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-    let mut out = BTreeMap::new();
-    for stage in m["stages"].as_array().unwrap() {
-        for (name, o) in stage["outputs"].as_object().unwrap() {
-            out.insert(format!("{}.{name}", stage["stage"].as_str().unwrap()), o["digest"].as_str().unwrap().into());
-        }
-    }
-    out
-}
+use crate::support::{applearner_cmd, files_below, manifest_digests as digests};
 
 #[test]
 fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
@@ -82,24 +70,14 @@ fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
         }
         // Nothing is left holding a lease.
         if store == local {
-            let leases: Vec<_> =
-                walk(dir.path()).into_iter().filter(|p| p.ends_with("_lease") || p.ends_with(".lease")).collect();
+            let leases: Vec<_> = files_below(dir.path())
+                .into_iter()
+                .map(|p| p.display().to_string())
+                .filter(|p| p.ends_with("_lease") || p.ends_with(".lease"))
+                .collect();
             assert!(leases.is_empty(), "{leases:?}");
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
 }
 
 #[test]

@@ -233,6 +233,32 @@ pub fn values(store: &Store, path: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Output digests of a manifest, by `stage.output`.
+pub fn manifest_digests(manifest: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for stage in m["stages"].as_array().unwrap() {
+        for (name, o) in stage["outputs"].as_object().unwrap() {
+            out.insert(format!("{}.{name}", stage["stage"].as_str().unwrap()), o["digest"].as_str().unwrap().into());
+        }
+    }
+    out
+}
+
+/// Every file below `dir`.
+pub fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The `applearner` binary, run from the repository root as a user would.
 pub fn applearner(args: &[&str]) -> std::process::Output {
     applearner_cmd(args, &[]).output().unwrap()
