@@ -4,13 +4,16 @@
 //! spacing, times in UTC as `YYYY-MM-DD HH:MM:SS`.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
 
 use chrono::NaiveDateTime;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::IngestError;
 use crate::answer::json_error;
-use crate::series::{Parsed, RawSeries};
+use crate::series::{Parsed, RawSeries, Sink};
 
 const STEP_MS: i64 = 60_000;
 
@@ -34,22 +37,72 @@ fn parse_time(source: &str, key: &str, text: &str) -> Result<i64, IngestError> {
     })
 }
 
-/// Parses one legacy file. Segments whose `stop` is not `start + (len - 1)` minutes are
-/// reported as warnings; their samples are placed from `start`, as the original did.
+/// Parses one legacy file held in memory.
 pub fn parse(source: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
+    let mut series = Vec::new();
+    let warnings = parse_stream(source, bytes, &mut |s| {
+        series.push(s);
+        Ok(())
+    })?;
+    Ok(Parsed { series, warnings })
+}
+
+/// Parses one legacy file from `input`, handing each key's series to `sink` as soon as its
+/// segments are read; returns the warnings. Segments whose `stop` is not `start + (len - 1)`
+/// minutes are reported as warnings; their samples are placed from `start`, as the original
+/// did.
+pub fn parse_stream(source: &str, input: impl Read, sink: Sink<'_>) -> Result<Vec<String>, IngestError> {
     let file_name = source.rsplit('/').next().unwrap_or(source);
     let metric = METRICS
         .iter()
         .find(|m| file_name.contains(*m))
         .ok_or_else(|| IngestError::LegacyName { origin: source.to_string() })?;
-    let dump: BTreeMap<String, Vec<Segment>> = serde_json::from_slice(bytes).map_err(|e| json_error(source, e))?;
-    let mut parsed = Parsed::default();
-    for (key, segments) in dump {
+    let mut state = State { source, metric, sink, warnings: Vec::new(), failed: None };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, input));
+    let outcome = (&mut de).deserialize_map(&mut state).and_then(|()| de.end());
+    match (outcome, state.failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(json_error(source, e)),
+        (Ok(()), None) => Ok(state.warnings),
+    }
+}
+
+struct State<'a, 'b> {
+    source: &'a str,
+    metric: &'a str,
+    sink: Sink<'b>,
+    warnings: Vec<String>,
+    /// The sink's or a key's own error, which replaces the generic one serde reports.
+    failed: Option<IngestError>,
+}
+
+impl<'de> Visitor<'de> for &mut State<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of `\"<container>, <namespace>, <node>, <pod>\": [segments]`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let segments: Vec<Segment> = map.next_value()?;
+            let series = self.series(&key, &segments).and_then(|s| (self.sink)(s));
+            if let Err(e) = series {
+                let message = e.to_string();
+                self.failed = Some(e);
+                return Err(de::Error::custom(message));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State<'_, '_> {
+    fn series(&mut self, key: &str, segments: &[Segment]) -> Result<RawSeries, IngestError> {
+        let source = self.source;
         let parts: Vec<&str> = key.split(", ").collect();
         let [container, namespace, node, pod] = parts[..] else {
             return Err(IngestError::Sample {
                 origin: source.to_string(),
-                labels: key.clone(),
+                labels: key.to_string(),
                 message: "a key is `<container>, <namespace>, <node>, <pod>`".into(),
             });
         };
@@ -60,11 +113,11 @@ pub fn parse(source: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
                 .collect();
         let mut points = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
-            let start = parse_time(source, &key, &seg.start)?;
-            let stop = parse_time(source, &key, &seg.stop)?;
+            let start = parse_time(source, key, &seg.start)?;
+            let stop = parse_time(source, key, &seg.stop)?;
             let expected = start + (seg.data.len() as i64 - 1) * STEP_MS;
             if stop != expected {
-                parsed.warnings.push(format!(
+                self.warnings.push(format!(
                     "{source}: `{key}` segment {i} starts {} with {} values, so it should stop {}, but says {}",
                     seg.start,
                     seg.data.len(),
@@ -76,9 +129,8 @@ pub fn parse(source: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
             points
                 .extend(seg.data.iter().enumerate().map(|(j, v)| (start + j as i64 * STEP_MS, v.unwrap_or(f64::NAN))));
         }
-        parsed.series.push(RawSeries { metric: metric.to_string(), labels, points });
+        Ok(RawSeries { metric: self.metric.to_string(), labels, points })
     }
-    Ok(parsed)
 }
 
 #[cfg(test)]

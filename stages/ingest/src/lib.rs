@@ -12,17 +12,16 @@ pub mod series;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::live::{LiveParams, Pull};
-use crate::series::{Collector, Parsed, RawSeries, samples_schema, series_id};
+use crate::series::{Collector, RawSeries, Sink, samples_schema, series_id};
 
 pub fn register(registry: &mut Registry) {
     registry.register::<IngestParams>();
@@ -240,19 +239,129 @@ impl Ingest {
         Ok(files)
     }
 
-    fn parse_file(&self, path: &Path) -> Result<(u64, Parsed), IngestError> {
-        let bytes = read_file(path)?;
+    /// Streams one file into `sink`: returns the bytes read (after decompression) and the
+    /// warnings.
+    fn parse_file(&self, path: &Path, sink: Sink<'_>) -> Result<(u64, Vec<String>), IngestError> {
         let source = path.display().to_string();
+        let io = |error| IngestError::Io { origin: source.clone(), error };
+        let mut input = Decoded::open(path).map_err(io)?;
+        let mut head = Vec::new();
+        (&mut input).take(4096).read_to_end(&mut head).map_err(io)?;
         let format = match self.params.format {
-            Format::Auto => sniff(&bytes),
+            Format::Auto => sniff(&head),
             f => f,
         };
-        let parsed = match format {
-            Format::Answer | Format::Auto => answer::parse(&source, &bytes, self.params.metric.as_deref())?,
-            Format::Legacy => legacy::parse(&source, &bytes)?,
-            Format::Text => text::parse(&source, &bytes)?,
+        let openmetrics = format == Format::Text && text::ends_with_eof(&Decoded::tail(path).map_err(io)?);
+        let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::Cursor::new(head).chain(input));
+        let warnings = match format {
+            Format::Answer | Format::Auto => {
+                answer::parse_stream(&source, &mut input, self.params.metric.as_deref(), sink)?
+            }
+            Format::Legacy => legacy::parse_stream(&source, &mut input, sink)?,
+            Format::Text => text::parse_stream(&source, &mut input, openmetrics, sink)?,
         };
-        Ok((bytes.len() as u64, parsed))
+        Ok((input.into_inner().into_inner().1.bytes, warnings))
+    }
+
+    /// Streams every file into `sink` in path order. A few files per thread are parsed at
+    /// once, each into a small bounded queue drained in path order: the output does not
+    /// depend on timing, and memory holds a few series per file in flight, whatever the
+    /// files' sizes.
+    fn read_files(
+        &self,
+        files: &[PathBuf],
+        ctx: &StageContext,
+        sink: Sink<'_>,
+    ) -> Result<(u64, Vec<String>), BoxError> {
+        let bar = ctx.progress(files.len() as u64, "files");
+        let in_flight = rayon::current_num_threads() * 2;
+        let (mut bytes, mut warnings) = (0, Vec::new());
+        std::thread::scope(|scope| -> Result<(), BoxError> {
+            let mut pending = std::collections::VecDeque::new();
+            let mut next = files.iter();
+            loop {
+                while pending.len() < in_flight {
+                    let Some(file) = next.next() else { break };
+                    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+                    let parser = scope.spawn(move || {
+                        // A closed queue means the reader stopped on an error of its own.
+                        self.parse_file(file, &mut |s| tx.send(s).map_err(|_| IngestError::Cancelled))
+                    });
+                    pending.push_back((rx, parser));
+                }
+                let Some((rx, parser)) = pending.pop_front() else { return Ok(()) };
+                ctx.check_cancelled()?;
+                for series in rx {
+                    sink(series)?;
+                }
+                let (b, w) = parser.join().expect("a parser thread panicked")?;
+                bytes += b;
+                warnings.extend(w);
+                bar.inc(1);
+            }
+        })?;
+        bar.finish_and_clear();
+        Ok((bytes, warnings))
+    }
+}
+
+fn spill_folder() -> String {
+    format!("spilling samples to {} (TMPDIR)", std::env::temp_dir().display())
+}
+
+/// A file's bytes, gunzipped when it is gzipped, counted as they are read.
+struct Decoded {
+    inner: Box<dyn Read + Send>,
+    gzip: bool,
+    bytes: u64,
+}
+
+impl Decoded {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+        let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let inner: Box<dyn Read + Send> =
+            if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(file)) } else { Box::new(file) };
+        Ok(Decoded { inner, gzip, bytes: 0 })
+    }
+
+    /// The last bytes of the file's content. A plain file seeks to them; a gzipped one has to
+    /// be decompressed to its end.
+    fn tail(path: &Path) -> std::io::Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        const TAIL: usize = 64;
+        let mut input = Decoded::open(path)?;
+        if !input.gzip {
+            let mut file = std::fs::File::open(path)?;
+            file.seek(SeekFrom::End(-(TAIL as i64).min(file.metadata()?.len() as i64)))?;
+            let mut tail = Vec::new();
+            file.read_to_end(&mut tail)?;
+            return Ok(tail);
+        }
+        let mut tail = Vec::with_capacity(2 * TAIL);
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                return Ok(tail);
+            }
+            tail.extend_from_slice(&buf[n.saturating_sub(TAIL)..n]);
+            tail.drain(..tail.len().saturating_sub(TAIL));
+        }
+    }
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if self.gzip && e.kind() != std::io::ErrorKind::Interrupted {
+                std::io::Error::new(e.kind(), format!("the gzip stream is damaged or truncated ({e})"))
+            } else {
+                e
+            }
+        })?;
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
 
@@ -297,21 +406,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, IngestError> {
-    let io = |error| IngestError::Io { origin: path.display().to_string(), error };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 6);
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| IngestError::Io {
-            origin: path.display().to_string(),
-            error: std::io::Error::new(e.kind(), format!("the gzip stream is damaged or truncated ({e})")),
-        })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
 impl Stage for Ingest {
     fn writes(&self) -> Vec<Output> {
         vec![Output::table("samples"), Output::table("series")]
@@ -342,23 +436,17 @@ impl Stage for Ingest {
         let files = self.files()?;
         let mut collector = Collector::with_budget(self.params.max_points_in_memory);
         let mut warnings = Vec::new();
-        let mut bytes_read = 0u64;
         // Sharded, every shard reads every source and keeps its own series.
         let in_shard = |s: &RawSeries| ctx.in_shard(&series_id(&s.metric, &s.labels).to_be_bytes());
 
-        let bar = ctx.progress(files.len() as u64, "files");
-        // A few files per thread in flight at a time, added in path order (deterministic).
-        for chunk in files.chunks(rayon::current_num_threads() * 2) {
-            ctx.check_cancelled()?;
-            let parsed: Vec<(u64, Parsed)> = chunk.par_iter().map(|f| self.parse_file(f)).collect::<Result<_, _>>()?;
-            for (bytes, p) in parsed {
-                bytes_read += bytes;
-                warnings.extend(p.warnings);
-                p.series.into_iter().filter(|s| in_shard(s)).try_for_each(|s| collector.add(s))?;
-                bar.inc(1);
+        let (bytes_read, file_warnings) = self.read_files(&files, ctx, &mut |s| {
+            if !in_shard(&s) {
+                return Ok(());
             }
-        }
-        bar.finish_and_clear();
+            // Only spilling to the temporary folder writes here.
+            collector.add(s).map_err(|error| IngestError::Io { origin: spill_folder(), error })
+        })?;
+        warnings.extend(file_warnings);
 
         let mut requests = 0;
         if let Some(pull) = &self.pull {
@@ -368,7 +456,9 @@ impl Stage for Ingest {
             bar.finish_and_clear();
             for p in answers {
                 warnings.extend(p.warnings);
-                p.series.into_iter().filter(|s| in_shard(s)).try_for_each(|s| collector.add(s))?;
+                for s in p.series.into_iter().filter(|s| in_shard(s)) {
+                    collector.add(s).map_err(|error| IngestError::Io { origin: spill_folder(), error })?;
+                }
             }
         }
         for w in &warnings {
@@ -406,5 +496,76 @@ mod tests {
         assert_eq!(sniff(b"{__name__=\"m\"} 1 2"), Format::Text);
         assert_eq!(sniff(b"# HELP m\nm 1 2"), Format::Text);
         assert_eq!(sniff(b"<html>"), Format::Answer);
+    }
+
+    /// An input that never ends: `head`, then `item` repeated forever.
+    struct Endless {
+        head: &'static [u8],
+        item: &'static [u8],
+        served: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let at = self.served;
+            let byte = |i: usize| match i.checked_sub(self.head.len()) {
+                None => self.head[i],
+                Some(j) => self.item[j % self.item.len()],
+            };
+            buf.iter_mut().enumerate().for_each(|(i, b)| *b = byte(at + i));
+            self.served += buf.len();
+            Ok(buf.len())
+        }
+    }
+
+    /// Every parser hands series on while it reads: fed an endless input, it delivers series
+    /// from a bounded prefix, and the sink's own error (here: a cancelled run) comes back.
+    #[test]
+    fn parsers_stream_an_endless_input() {
+        let inputs = [
+            (
+                Format::Answer,
+                Endless {
+                    head: br#"{"status":"success","data":{"resultType":"matrix","result":["#,
+                    item: br#"{"metric":{"__name__":"m","pod":"p"},"values":[[1,"1"],[2,"2"]]},"#,
+                    served: 0,
+                },
+            ),
+            (
+                Format::Legacy,
+                Endless {
+                    head: b"{",
+                    item: br#""c, ns, n, p": [{"start":"2022-08-23 12:00:00","stop":"2022-08-23 12:01:00","data":[1,2]}],"#,
+                    served: 0,
+                },
+            ),
+            // One series forever: it is handed on in chunks.
+            (Format::Text, Endless { head: b"", item: b"{__name__=\"m\", pod=\"p\"} 1 1000\n", served: 0 }),
+        ];
+        for (format, mut input) in inputs {
+            let mut points = 0;
+            let mut sink = |s: RawSeries| {
+                assert_eq!((s.metric.as_str(), s.labels.get("pod").map(String::as_str)), ("m", Some("p")));
+                points += s.points.len();
+                if points >= 200_000 { Err(IngestError::Cancelled) } else { Ok(()) }
+            };
+            let source = "endless/container_cpu.json";
+            let outcome = match format {
+                Format::Answer => answer::parse_stream(source, &mut input, None, &mut sink),
+                Format::Legacy => {
+                    let mut sink = |mut s: RawSeries| {
+                        s.metric = "m".into();
+                        sink(s)
+                    };
+                    legacy::parse_stream(source, &mut input, &mut sink)
+                }
+                _ => text::parse_stream(source, std::io::BufReader::new(&mut input), false, &mut sink),
+            };
+            assert!(matches!(outcome, Err(IngestError::Cancelled)), "{format:?}: {outcome:?}");
+            assert!(points >= 200_000);
+            // 200,000 points take 3 to 7 MB of input in these formats; the parsers read ahead
+            // by a buffer, not by the input.
+            assert!(input.served < 16 << 20, "{format:?} read {} bytes", input.served);
+        }
     }
 }

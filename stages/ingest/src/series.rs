@@ -27,7 +27,10 @@ pub struct RawSeries {
     pub points: Vec<(i64, f64)>,
 }
 
-/// What one file or answer held.
+/// Where a parser hands each series (or part of one) as soon as it has it.
+pub type Sink<'a> = &'a mut dyn FnMut(RawSeries) -> Result<(), crate::IngestError>;
+
+/// What one answer held.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub series: Vec<RawSeries>,

@@ -1,29 +1,61 @@
 //! Text formats with timestamps: `promtool tsdb dump` output (`{__name__="m", a="b"} 1.5
 //! 1661140279000`), the Prometheus text exposition (`m{a="b"} 1.5 1661140279000`, times in
-//! milliseconds) and OpenMetrics (ending in `# EOF`, times in seconds).
+//! milliseconds) and OpenMetrics (ending in `# EOF`, times in seconds), read line by line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::BufRead;
 
 use crate::IngestError;
 use crate::answer::parse_value;
-use crate::series::{Parsed, RawSeries};
+use crate::series::{Parsed, RawSeries, Sink};
 
+/// Points per series handed on at a time: a series of any length streams.
+const CHUNK: usize = 64 * 1024;
+
+/// Parses a text file held in memory.
 pub fn parse(source: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| IngestError::Text {
-        origin: source.to_string(),
-        line: bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1,
-        message: "the file is not UTF-8".into(),
-    })?;
-    let openmetrics = text.trim_end().ends_with("# EOF");
-    let mut index: HashMap<&str, usize> = HashMap::new();
     let mut series: Vec<RawSeries> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    parse_stream(source, bytes, ends_with_eof(bytes), &mut |s| {
+        match series.last_mut() {
+            Some(last) if last.metric == s.metric && last.labels == s.labels => last.points.extend(s.points),
+            _ => series.push(s),
+        }
+        Ok(())
+    })?;
+    Ok(Parsed { series, warnings: Vec::new() })
+}
+
+/// Whether `tail`, the end of a file, closes it as OpenMetrics (`# EOF`): then its times are
+/// seconds, not milliseconds.
+pub fn ends_with_eof(tail: &[u8]) -> bool {
+    tail.trim_ascii_end().ends_with(b"# EOF")
+}
+
+/// Parses text from `input` line by line, handing each run of consecutive samples of one
+/// series (at most [`CHUNK`]) to `sink`. `openmetrics` says the file ends with `# EOF`.
+pub fn parse_stream(
+    source: &str,
+    mut input: impl BufRead,
+    openmetrics: bool,
+    sink: Sink<'_>,
+) -> Result<Vec<String>, IngestError> {
+    let mut line = Vec::new();
+    let mut n = 0;
+    // The series being read: its text as written (to spot the next line of the same one).
+    let mut current: Option<(String, RawSeries)> = None;
+    loop {
+        line.clear();
+        let read = input.read_until(b'\n', &mut line);
+        if read.map_err(|error| IngestError::Io { origin: source.to_string(), error })? == 0 {
+            break;
+        }
+        n += 1;
+        let fail = |message: String| IngestError::Text { origin: source.to_string(), line: n, message };
+        let text = std::str::from_utf8(&line).map_err(|_| fail("the line is not UTF-8".into()))?.trim();
+        if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let fail = |message: String| IngestError::Text { origin: source.to_string(), line: n + 1, message };
-        let (key, rest) = split_series(line).map_err(fail)?;
+        let (key, rest) = split_series(text).map_err(fail)?;
         let mut fields = rest.split_ascii_whitespace();
         let value = fields.next().ok_or_else(|| fail("a sample has no value".into()))?;
         let value = parse_value(value).ok_or_else(|| fail(format!("value `{value}` is not a number")))?;
@@ -39,18 +71,27 @@ pub fn parse(source: &str, bytes: &[u8]) -> Result<Parsed, IngestError> {
             let unit = if openmetrics { "seconds (OpenMetrics)" } else { "integer milliseconds" };
             fail(format!("timestamp `{t}` is not {unit}"))
         })?;
-        let i = match index.get(key) {
-            Some(i) => *i,
-            None => {
-                let (metric, labels) = parse_series(key).map_err(fail)?;
-                series.push(RawSeries { metric, labels, points: Vec::new() });
-                index.insert(key, series.len() - 1);
-                series.len() - 1
+        match &mut current {
+            Some((k, s)) if k == key => {
+                if s.points.len() == CHUNK {
+                    let full = std::mem::take(&mut s.points);
+                    sink(RawSeries { metric: s.metric.clone(), labels: s.labels.clone(), points: full })?;
+                }
+                s.points.push((ms, value));
             }
-        };
-        series[i].points.push((ms, value));
+            _ => {
+                let (metric, labels) = parse_series(key).map_err(fail)?;
+                let next = RawSeries { metric, labels, points: vec![(ms, value)] };
+                if let Some((_, done)) = current.replace((key.to_string(), next)) {
+                    sink(done)?;
+                }
+            }
+        }
     }
-    Ok(Parsed { series, warnings: Vec::new() })
+    if let Some((_, done)) = current {
+        sink(done)?;
+    }
+    Ok(Vec::new())
 }
 
 /// Splits `name{labels} rest` (or `{labels} rest`) into the series text and the rest.
