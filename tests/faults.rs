@@ -3,7 +3,8 @@
 //! visible half-written under its final name, every commit record points at whole outputs,
 //! and the rerun completes to exactly the artifacts of an uninterrupted run. The object
 //! store going away mid-run: a clear failure naming the store and the object, and a rerun
-//! once it is back completes.
+//! once it is back completes. The local disk filling up: a clear error, nothing
+//! half-written, and a rerun once there is room completes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -138,4 +139,77 @@ fn an_object_store_that_goes_away_fails_the_run_clearly_and_a_rerun_completes() 
         stderr.contains("store `s3://no-such-bucket/x`: cannot write") && stderr.contains("create it first"),
         "{stderr}"
     );
+}
+
+/// A tmpfs mounted for the life of the value (the test runs as root, as CI does).
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(dir: &'a Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_clearly_and_a_rerun_with_room_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let roomy = dir.path().join("roomy");
+    let a = args(&roomy);
+    let out = applearner(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // 1.5 MB holds the ingest tables (1.1 MB) but not the cleaned one after them.
+    let full = dir.path().join("full");
+    let disk = Tmpfs::mount(&full, "1536k");
+    let a = args(&full);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = applearner(&a);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        error.contains(&format!("store `{}`, object `r/clean/resampled.parquet`: the disk is full", full.display())),
+        "{error}"
+    );
+    assert!(error.contains("free space there or point `store:` elsewhere"), "{error}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    check_consistent(&full);
+    // The stage that did fit is committed; the one that did not left no file behind.
+    assert!(full.join("r/ingest/_stage.json").exists());
+    let clean: Vec<_> = files_below(&full.join("r/clean"));
+    assert!(clean.is_empty(), "{clean:?}");
+
+    disk.resize("64m");
+    let out = applearner(&a);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_consistent(&full);
+    assert_eq!(digests(&full), digests(&roomy));
+    let out = applearner(&["verify", "r", "--store", full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

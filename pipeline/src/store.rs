@@ -23,6 +23,15 @@ pub enum StoreError {
         "store `{store}`: cannot write `{path}`: the bucket (or container) does not exist, or these credentials cannot see it; create it first"
     )]
     NoBucket { store: String, path: String },
+    #[error(
+        "store `{store}`, object `{path}`: the disk is full ({source}); free space there or point `store:` elsewhere, then rerun: committed stages are reused"
+    )]
+    Full {
+        store: String,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("store `{store}`, object `{path}`: {source}")]
     Io {
         store: String,
@@ -30,6 +39,20 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+}
+
+/// Whether a write failed for want of space (ENOSPC). object_store wraps the I/O error in
+/// ways that hide it from `source()`, so its text is checked too.
+fn disk_full(e: &object_store::Error) -> bool {
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = next {
+        let io = err.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) {
+            return true;
+        }
+        next = err.source();
+    }
+    e.to_string().contains("No space left on device")
 }
 
 /// Where run artifacts live. Cheap to clone.
@@ -130,6 +153,7 @@ impl Store {
     fn write_error(&self, path: &str, source: object_store::Error) -> StoreError {
         match source {
             object_store::Error::NotFound { .. } => StoreError::NoBucket { store: self.url.clone(), path: path.into() },
+            source if disk_full(&source) => StoreError::Full { store: self.url.clone(), path: path.into(), source },
             source => self.io(path, source),
         }
     }
@@ -278,10 +302,8 @@ impl ObjectWriter<'_> {
         use tokio::io::AsyncWriteExt;
         self.send()?;
         let mut upload = self.upload.take().expect("the upload is open until finish");
-        self.store.block_on(upload.shutdown()).map_err(|e| StoreError::Io {
-            store: self.store.url.clone(),
-            path: self.path.clone(),
-            source: object_store::Error::Generic { store: "upload", source: Box::new(e) },
+        self.store.block_on(upload.shutdown()).map_err(|e| {
+            self.store.write_error(&self.path, object_store::Error::Generic { store: "upload", source: Box::new(e) })
         })?;
         Ok((self.hasher.finalize().to_hex().to_string(), self.bytes))
     }
