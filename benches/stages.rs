@@ -1,28 +1,105 @@
-//! Stage throughput and peak memory, one JSON line per run:
+//! The benchmark suite: every stage's throughput and peak memory on the shipped data and on
+//! it tiled 10× and 100× (the real series repeated with their timestamps shifted past each
+//! other), one JSON line per stage and scale:
 //!
-//!     cargo bench --bench stages -- ingest DATASET [--tile N]
-//!     cargo bench --bench stages -- resample DATASET --step SECONDS [--tile N]
-//!     cargo bench --bench stages -- train DATASET --step SECONDS
+//!     cargo bench --bench stages
+//!     cargo bench --bench stages -- --dataset ../shared/datasets/bitbrains-rnd --step 300 --scales 1
+//!     cargo bench --bench stages -- --peer .bench-venv/bin/python     # and the reference beside it
 //!
-//! `ingest` runs `ingest.prometheus` on a dataset's `query_range` answers: JSON bytes and
-//! points per second. `resample` ingests first (not measured), then runs `clean.resample`
-//! (mean per step, each series apart, no filters: the reference's resample): input points
-//! per second. With `--tile N` the answers are first written N times with timestamps shifted
-//! past each other (the real series, tiled), to show growth with input size. The measured
-//! stage runs in a fresh process, so its peak RSS is its own.
+//! The pipeline is the reference's (`../shared/bench/torch_peer.py`): `ingest` reads the
+//! query_range answers (gzipped, as dumps are) into the long table: JSON MB/s and points/s;
+//! `clean` resamples to the step (mean per step, each series apart, no filters): input points/s;
+//! `features` z-scores CPU per series and cuts lookback-48/horizon-12 windows: points/s;
+//! `train` is a 2×64 LSTM, batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
+//! windows (training samples/s of the timed epoch; the stage's seconds include evaluating
+//! the validation and test windows); `predict` forecasts up to 50,000 test windows through
+//! the backtest's path: windows/s. Training and prediction cost the same per window at any
+//! scale, and `train` evaluates every test window, so they run only at scales up to
+//! `--model-scales` (default 10). Each stage runs in a fresh process on what the stages
+//! before it committed, so its peak RSS is its own.
 //!
-//! `train` is the reference's training run: per-series z-scored CPU, lookback 48, horizon
-//! 12, a 2×64 LSTM, batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
-//! training windows. It prints training samples per second (the timed epoch, not the data
-//! loading) and prediction windows per second over the test part.
+//! `--stages ingest,clean` measures only those; `--single-file` writes each scale as one
+//! plain answer file instead (one JSON document holding every series of every copy), for
+//! streaming a dump far larger than memory:
+//!
+//!     cargo bench --bench stages -- --scales 1700 --single-file --stages ingest    # ~10 GB
+//!
+//! With `--peer PYTHON`, the reference runs on the same tiled files right after ours at each
+//! scale up to `--peer-scales` (default 10; it holds everything in memory), its JSON line
+//! tagged `"tool": "torch_peer"` with its peak RSS.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use applearner_pipeline::run::{self, RunOptions, RunReport, Selection};
 use applearner_pipeline::{Pipeline, Registry, Store};
+use serde_json::{Value, json};
+
+const STAGES: [&str; 5] = ["ingest", "clean", "features", "train", "predict"];
+/// Training windows per epoch and predicted windows: the reference's 50,000.
+const WINDOWS: usize = 50_000;
+const PEER: &str = "../shared/bench/torch_peer.py";
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn value(&self, flag: &str) -> Option<&str> {
+        self.0.iter().position(|a| a == flag).map(|i| self.0[i + 1].as_str())
+    }
+    fn scales(&self, flag: &str, default: &str) -> Vec<usize> {
+        let list = self.value(flag).unwrap_or(default);
+        list.split(',').map(|s| s.parse().unwrap_or_else(|_| panic!("{flag}: `{s}` is not a number"))).collect()
+    }
+}
+
+fn main() {
+    let args = Args(std::env::args().skip(1).filter(|a| a != "--bench").collect());
+    let dataset = PathBuf::from(args.value("--dataset").unwrap_or("data/nezha-k8s"));
+    let step: u64 = args.value("--step").unwrap_or("60").parse().expect("--step: seconds");
+    if let Some(stage) = args.value("--measure") {
+        let (store, input) = (Path::new(args.value("--store").unwrap()), Path::new(args.value("--input").unwrap()));
+        let mut result = measure(stage, store, input, step);
+        result["dataset"] = json!(dataset);
+        result["scale"] = json!(args.value("--scale").unwrap().parse::<usize>().unwrap());
+        println!("{result}");
+        return;
+    }
+    let stages: Vec<&str> = args.value("--stages").map_or(STAGES.to_vec(), |s| s.split(',').collect());
+    let single_file = args.0.iter().any(|a| a == "--single-file");
+    let model_scales = args.scales("--model-scales", "10");
+    let peer_scales = args.scales("--peer-scales", "10");
+    for scale in args.scales("--scales", "1,10,100") {
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("input");
+        tile(&answers(&dataset), scale, &input, single_file);
+        let store = work.path().join("store");
+        for stage in stages.iter().copied() {
+            if matches!(stage, "train" | "predict") && !model_scales.iter().any(|s| scale <= *s) {
+                continue;
+            }
+            let status = Command::new(std::env::current_exe().unwrap())
+                .args(["--measure", stage, "--scale", &scale.to_string(), "--step", &step.to_string()])
+                .arg("--dataset")
+                .arg(&dataset)
+                .arg("--store")
+                .arg(&store)
+                .arg("--input")
+                .arg(input.join("query_range"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "{stage} at {scale}×");
+        }
+        if let Some(python) = args.value("--peer").filter(|_| peer_scales.iter().any(|s| scale <= *s)) {
+            let mut result = peer(python, &input, step, work.path());
+            result["dataset"] = json!(dataset);
+            result["scale"] = json!(scale);
+            println!("{result}");
+        }
+    }
+}
 
 fn answers(dataset: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dataset.join("query_range"))
@@ -33,84 +110,126 @@ fn answers(dataset: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Writes `copies` of every answer (plain JSON), the k-th shifted by k times the dataset's span.
-fn tile(files: &[PathBuf], copies: usize, out: &Path) -> u64 {
-    let read = |f: &PathBuf| -> serde_json::Value {
+/// Writes `copies` of every answer under `out/query_range/<metric>/`, gzipped, the k-th with
+/// its timestamps shifted by k times the dataset's span; or, `single`, every series of every
+/// copy into one plain answer, `out/query_range/all/answer.json`.
+fn tile(files: &[PathBuf], copies: usize, out: &Path, single: bool) {
+    let read = |f: &PathBuf| -> Value {
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap()).read_to_string(&mut text).unwrap();
         serde_json::from_str(&text).unwrap()
     };
-    let docs: Vec<(String, serde_json::Value)> =
-        files.iter().map(|f| (f.file_name().unwrap().to_string_lossy().replace(".gz", ""), read(f))).collect();
+    let docs: Vec<(&PathBuf, Value)> = files.iter().map(|f| (f, read(f))).collect();
     let times = docs
         .iter()
         .flat_map(|(_, d)| d["data"]["result"].as_array().unwrap().iter())
         .flat_map(|s| s["values"].as_array().unwrap().iter().map(|p| p[0].as_f64().unwrap()));
     let (lo, hi) = times.fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
     let span = (hi - lo + 86_400.0).ceil();
-    let mut bytes = 0;
+    let mut one = single.then(|| {
+        std::fs::create_dir_all(out.join("query_range/all")).unwrap();
+        let file = std::fs::File::create(out.join("query_range/all/answer.json")).unwrap();
+        let mut file = std::io::BufWriter::new(file);
+        file.write_all(br#"{"status":"success","data":{"resultType":"matrix","result":["#).unwrap();
+        (file, true)
+    });
     for k in 0..copies {
-        for (i, (name, doc)) in docs.iter().enumerate() {
+        for (file, doc) in &docs {
             let mut doc = doc.clone();
             for s in doc["data"]["result"].as_array_mut().unwrap() {
                 for p in s["values"].as_array_mut().unwrap() {
-                    p[0] = serde_json::json!(p[0].as_f64().unwrap() + span * k as f64);
+                    p[0] = json!(p[0].as_f64().unwrap() + span * k as f64);
                 }
             }
-            let text = serde_json::to_vec(&doc).unwrap();
-            bytes += text.len() as u64;
-            let dir = out.join(format!("{k:04}"));
+            if let Some((one, first)) = &mut one {
+                for s in doc["data"]["result"].as_array().unwrap() {
+                    if !std::mem::take(first) {
+                        one.write_all(b",").unwrap();
+                    }
+                    serde_json::to_writer(&mut *one, s).unwrap();
+                }
+                continue;
+            }
+            let metric = file.parent().unwrap().file_name().unwrap();
+            let dir = out.join("query_range").join(metric);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::File::create(dir.join(format!("{i:02}-{name}"))).unwrap().write_all(&text).unwrap();
+            let name = format!("{k:04}-{}", file.file_name().unwrap().to_string_lossy());
+            let file = std::fs::File::create(dir.join(name)).unwrap();
+            let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            gz.write_all(&serde_json::to_vec(&doc).unwrap()).unwrap();
+            gz.finish().unwrap();
         }
     }
-    bytes
+    if let Some((mut one, _)) = one {
+        one.write_all(b"]}}").unwrap();
+        one.flush().unwrap();
+    }
 }
 
-/// Peak resident memory of this process, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
+/// Peak resident memory of this process, in MB (Linux).
+fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(round(kb * 1024.0 / 1e6, 1))
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
-    let usage = "usage: stages ingest|resample|train DATASET [--step SECONDS] [--tile N]";
-    let (bench, dataset) = (args.first().expect(usage).clone(), PathBuf::from(args.get(1).expect(usage)));
-    let tiles: usize = value("--tile").map_or(1, |t| t.parse().unwrap());
-    let step = value("--step").unwrap_or_else(|| "60".into());
-    if let Some(store) = value("--measure") {
-        measure(&bench, Path::new(&store), &dataset, tiles, &step);
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let input = if tiles > 1 {
-        let dir = work.path().join("tiled");
-        tile(&answers(&dataset), tiles, &dir);
-        dir
+fn round(x: f64, digits: i32) -> f64 {
+    (x * 10f64.powi(digits)).round() / 10f64.powi(digits)
+}
+
+/// Runs one stage (its inputs are committed in the store) and returns its measurements.
+fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
+    let started = Instant::now();
+    let mut result = json!({"tool": "applearner", "stage": stage});
+    if stage == "predict" {
+        let windows = predict(store);
+        let seconds = started.elapsed().as_secs_f64();
+        result["windows"] = json!(windows);
+        result["windows_per_s"] = json!((windows as f64 / seconds).round());
     } else {
-        dataset.join("query_range")
-    };
-    let store = work.path().join("store");
-    match bench.as_str() {
-        "resample" => drop(run_stages(&store, &input, &step, Selection::Stage("ingest".into()))),
-        "train" => drop(run_stages(&store, &input, &step, Selection::Until("features".into()))),
-        _ => {}
+        let report = run_stage(store, input, step, stage);
+        let summary = &report.record(stage).unwrap().summary;
+        let seconds = started.elapsed().as_secs_f64();
+        let per_s = |n: f64| json!((n / seconds).round());
+        match stage {
+            "ingest" => {
+                let bytes = summary["bytes_read"].as_f64().unwrap();
+                result["json_mb"] = json!(round(bytes / 1e6, 1));
+                result["json_mb_per_s"] = json!(round(bytes / 1e6 / seconds, 1));
+                result["points"] = summary["points"].clone();
+                result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
+            }
+            "clean" => {
+                result["input_points"] = summary["input_points"].clone();
+                result["output_points"] = summary["points"].clone();
+                result["points_per_s"] = per_s(summary["input_points"].as_f64().unwrap());
+            }
+            "features" => {
+                result["points"] = summary["points"].clone();
+                result["windows"] = json!(
+                    ["train", "validation", "test"]
+                        .iter()
+                        .map(|p| summary[&format!("{p}_windows")].as_u64().unwrap())
+                        .sum::<u64>()
+                );
+                result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
+            }
+            _ => {
+                result["epoch_windows"] = json!(summary["train_windows"].as_u64().unwrap().min(WINDOWS as u64));
+                result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
+                result["test_mase"] = summary["test_mase"].clone();
+            }
+        }
+        result["seconds"] = json!(round(seconds, 3));
     }
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(&args)
-        .arg("--measure")
-        .arg(&store)
-        .env("APPLEARNER_BENCH_INPUT", &input)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    result["peak_rss_mb"] = json!(peak_rss_mb());
+    result["threads"] = json!(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    result
 }
 
-/// Runs the selected stages of ingest → clean.resample over `input`.
-fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> RunReport {
+/// Runs `stage` of ingest → clean → features → train over `input` in run `bench` of `store`.
+fn run_stage(store: &Path, input: &Path, step: u64, stage: &str) -> RunReport {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
@@ -123,63 +242,23 @@ fn run_stages(store: &Path, input: &Path, step: &str, selection: Selection) -> R
          split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
          model: {{kind: lstm, hidden: 64, layers: 2}}, loss: {{kind: mse}}, \
-         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {windows}}}}}\n",
+         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n",
         input.display(),
-        windows = train_windows()
     );
     let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();
     let store = Store::open(store.to_str().unwrap()).unwrap();
-    // One run id: the measured stage reads the inputs committed in it by the first call.
-    let options = RunOptions { jobs: 1, selection, run_id: Some("bench".into()), ..Default::default() };
+    // One run id: each stage reads what the stages before it committed there.
+    let options = RunOptions {
+        jobs: 1,
+        selection: Selection::Stage(stage.into()),
+        run_id: Some("bench".into()),
+        ..Default::default()
+    };
     run::run(&pipeline, &yaml, &store, &options, &AtomicBool::new(false)).unwrap()
 }
 
-/// Runs the measured stage and prints the measurements.
-fn measure(bench: &str, store: &Path, dataset: &Path, tiles: usize, step: &str) {
-    let input = PathBuf::from(std::env::var("APPLEARNER_BENCH_INPUT").unwrap());
-    let stage = match bench {
-        "resample" => "clean",
-        "train" => "train",
-        _ => "ingest",
-    };
-    let started = Instant::now();
-    let report = run_stages(store, &input, step, Selection::Stage(stage.into()));
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = &report.record(stage).unwrap().summary;
-    let round = |x: f64, digits: i32| (x * 10f64.powi(digits)).round() / 10f64.powi(digits);
-    let mut result = serde_json::json!({
-        "bench": bench,
-        "dataset": dataset,
-        "tile": tiles,
-        "seconds": round(seconds, 4),
-        "peak_rss_mb": peak_rss().map(|b| round(b as f64 / 1e6, 1)),
-        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
-    });
-    if bench == "train" {
-        result["train_windows"] = train_windows().into();
-        result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
-        let (windows, seconds) = predict_speed(store);
-        result["test_windows"] = windows.into();
-        result["predict_windows_per_s"] = (windows as f64 / seconds).round().into();
-    } else if bench == "resample" {
-        let points = summary["input_points"].as_f64().unwrap();
-        result["step_s"] = step.parse::<f64>().unwrap().into();
-        result["input_points"] = points.into();
-        result["output_points"] = summary["points"].clone();
-        result["points_per_s"] = (points / seconds).round().into();
-    } else {
-        let (bytes, points) = (summary["bytes_read"].as_f64().unwrap(), summary["points"].as_f64().unwrap());
-        result["files"] = summary["files"].clone();
-        result["json_bytes"] = bytes.into();
-        result["points"] = points.into();
-        result["json_mb_per_s"] = round(bytes / 1e6 / seconds, 2).into();
-        result["points_per_s"] = (points / seconds).round().into();
-    }
-    println!("{result}");
-}
-
-/// Forecasts every test window with the trained model: (windows, seconds).
-fn predict_speed(store: &Path) -> (usize, f64) {
+/// Forecasts up to [`WINDOWS`] test windows with the trained model; returns how many.
+fn predict(store: &Path) -> usize {
     use applearner_pipeline::context::read_parquet;
     let read = |path: &str| {
         let path = store.join("bench").join(path);
@@ -194,15 +273,33 @@ fn predict_speed(store: &Path) -> (usize, f64) {
     .unwrap();
     let dir = store.join("bench/train");
     let saved = applearner_train::card::Saved::read(&dir).unwrap();
-    let device = burn::backend::flex::FlexDevice;
-    let model = saved.model::<burn::backend::Flex>(&dir, &device).unwrap();
-    let started = Instant::now();
-    applearner_train::fit::evaluate(&saved.card.blueprint, &model, &windows, "test", &device);
-    (windows.part("test").len(), started.elapsed().as_secs_f64())
+    let which: Vec<usize> = (0..windows.part("test").len().min(WINDOWS)).collect();
+    let device = applearner_train::device::Device::Cpu;
+    applearner_train::predict::forecast_windows(&dir, &saved, &windows, "test", &which, device).unwrap();
+    which.len()
 }
 
-/// Training windows of the train bench: the reference's 50,000, or `APPLEARNER_BENCH_WINDOWS`
-/// for a quicker look.
-fn train_windows() -> usize {
-    std::env::var("APPLEARNER_BENCH_WINDOWS").ok().and_then(|w| w.parse().ok()).unwrap_or(50_000)
+/// Runs the reference on the same files with the same settings; its JSON line and peak RSS.
+fn peer(python: &str, input: &Path, step: u64, work: &Path) -> Value {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    // The reference's own process reports its peak RSS after its JSON line.
+    let wrapper = "import resource, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); \
+                   print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)";
+    let out = Command::new(python)
+        .args(["-c", wrapper, PEER])
+        .arg(input)
+        .args(["--step", &step.to_string(), "--lookback", "48", "--horizon", "12", "--threads", &threads])
+        .args(["--max-train-windows", &WINDOWS.to_string()])
+        .arg("--work")
+        .arg(work.join("peer"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{PEER}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().rev();
+    let rss_kb: f64 = lines.next().unwrap().trim().parse().unwrap();
+    let mut result: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    result["tool"] = json!("torch_peer");
+    result["peak_rss_mb"] = json!(round(rss_kb * 1024.0 / 1e6, 1));
+    result
 }
