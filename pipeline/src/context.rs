@@ -176,7 +176,7 @@ impl StageContext<'_> {
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
         let file =
-            SerializedFileWriter::new(self.store.writer(&path), parquet_schema.root_schema_ptr(), Arc::new(props))?;
+            SerializedFileWriter::new(self.store.writer(&path)?, parquet_schema.root_schema_ptr(), Arc::new(props))?;
         let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
         Ok(TableWriter {
             ctx: self,

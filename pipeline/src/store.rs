@@ -32,6 +32,10 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+    #[error(
+        "store `{store}`: `{path}` goes through the symbolic link `{link}`; a store's folders must be real folders, as a link could lead outside it"
+    )]
+    Symlink { store: String, path: String, link: String },
     #[error("store `{store}`, object `{path}`: {source}")]
     Io {
         store: String,
@@ -61,6 +65,8 @@ pub struct Store {
     url: String,
     inner: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// The folder of a local store, whose paths are checked for symbolic links.
+    local_root: Option<std::path::PathBuf>,
     runtime: Arc<Runtime>,
 }
 
@@ -82,10 +88,13 @@ impl Store {
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start the I/O runtime: {e}")))?;
+        let mut local_root = None;
         let (inner, prefix): (Arc<dyn ObjectStore>, String) = match url.split_once("://") {
             None | Some(("file", _)) => {
                 let dir = url.strip_prefix("file://").unwrap_or(url);
                 std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
+                // The root itself may be a link (./runs → /data/runs): only what is below it is checked.
+                local_root = Some(std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?);
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
                 (Arc::new(fs), String::new())
             }
@@ -120,7 +129,8 @@ impl Store {
                 (store, prefix)
             }
         };
-        Ok(Store { url: url.to_string(), inner, prefix: ObjectPath::from(prefix), runtime: Arc::new(runtime) })
+        let prefix = ObjectPath::from(prefix);
+        Ok(Store { url: url.to_string(), inner, prefix, local_root, runtime: Arc::new(runtime) })
     }
 
     pub fn url(&self) -> &str {
@@ -138,8 +148,27 @@ impl Store {
         self.runtime.block_on(future)
     }
 
-    fn full(&self, path: &str) -> ObjectPath {
-        self.prefix.parts().chain(ObjectPath::from(path).parts()).collect()
+    /// The object path of `path` below the store's prefix. `ObjectPath` drops `..` and leading
+    /// slashes; on a local disk, a path through a symbolic link (planted by whoever else can
+    /// write the folder) is refused, as it could lead outside the store.
+    fn full(&self, path: &str) -> Result<ObjectPath, StoreError> {
+        let full: ObjectPath = self.prefix.parts().chain(ObjectPath::from(path).parts()).collect();
+        if let Some(root) = &self.local_root {
+            let mut at = root.clone();
+            for part in full.parts() {
+                at.push(part.as_ref());
+                match std::fs::symlink_metadata(&at) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        let link = at.display().to_string();
+                        return Err(StoreError::Symlink { store: self.url.clone(), path: path.into(), link });
+                    }
+                    Ok(_) => {}
+                    // Not there (yet): nothing below it can be a link.
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(full)
     }
 
     fn io(&self, path: &str, source: object_store::Error) -> StoreError {
@@ -160,7 +189,7 @@ impl Store {
 
     /// Writes `bytes` as one atomic put.
     pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let full = self.full(path);
+        let full = self.full(path)?;
         self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.write_error(path, e))?;
         Ok(())
     }
@@ -169,7 +198,7 @@ impl Store {
     /// on S3, a no-clobber link on a local disk), so of two writers exactly one wins.
     /// `Ok(false)` when something already was there.
     pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, StoreError> {
-        let full = self.full(path);
+        let full = self.full(path)?;
         match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes.clone()), PutMode::Create.into())) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
@@ -194,7 +223,7 @@ impl Store {
     }
 
     pub fn get(&self, path: &str) -> Result<Bytes, StoreError> {
-        let full = self.full(path);
+        let full = self.full(path)?;
         self.block_on(async { self.inner.get(&full).await?.bytes().await }).map_err(|e| self.io(path, e))
     }
 
@@ -208,7 +237,7 @@ impl Store {
     }
 
     pub fn exists(&self, path: &str) -> Result<bool, StoreError> {
-        match self.block_on(self.inner.head(&self.full(path))) {
+        match self.block_on(self.inner.head(&self.full(path)?)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.io(path, e)),
@@ -217,7 +246,7 @@ impl Store {
 
     /// Deletes an object; deleting one that is not there is not an error.
     pub fn delete(&self, path: &str) -> Result<(), StoreError> {
-        match self.block_on(self.inner.delete(&self.full(path))) {
+        match self.block_on(self.inner.delete(&self.full(path)?)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.io(path, e)),
         }
@@ -226,26 +255,27 @@ impl Store {
     /// A streaming writer for `path`: the object appears, whole, only when `finish` returns
     /// (a multipart upload completed, or a staged local file renamed); dropped unfinished, it
     /// leaves nothing under `path`.
-    pub fn writer(&self, path: &str) -> ObjectWriter<'_> {
-        let upload = object_store::buffered::BufWriter::with_capacity(self.inner.clone(), self.full(path), UPLOAD_PART);
-        ObjectWriter {
+    pub fn writer(&self, path: &str) -> Result<ObjectWriter<'_>, StoreError> {
+        let upload =
+            object_store::buffered::BufWriter::with_capacity(self.inner.clone(), self.full(path)?, UPLOAD_PART);
+        Ok(ObjectWriter {
             store: self,
             path: path.to_string(),
             upload: Some(upload),
             buffer: Vec::with_capacity(WRITE_BUFFER),
             hasher: blake3::Hasher::new(),
             bytes: 0,
-        }
+        })
     }
 
     /// Copies an object (a hard link on a local disk, a server-side copy on object storage).
     pub fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        self.block_on(self.inner.copy(&self.full(from), &self.full(to))).map_err(|e| self.io(from, e))
+        self.block_on(self.inner.copy(&self.full(from)?, &self.full(to)?)).map_err(|e| self.io(from, e))
     }
 
     /// The folders directly below `dir` (`""` for the root), sorted.
     pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        let full = self.full(dir);
+        let full = self.full(dir)?;
         let skip = self.prefix.parts().count();
         let listing = self.block_on(self.inner.list_with_delimiter(Some(&full))).map_err(|e| self.io(dir, e))?;
         let mut dirs: Vec<String> = listing
@@ -259,7 +289,7 @@ impl Store {
 
     /// Paths (relative to the store) of every object below `dir`, sorted.
     pub fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        let full = self.full(dir);
+        let full = self.full(dir)?;
         let skip = self.prefix.parts().count();
         let metas: Vec<_> =
             self.block_on(self.inner.list(Some(&full)).try_collect::<Vec<_>>()).map_err(|e| self.io(dir, e))?;
@@ -376,7 +406,7 @@ mod tests {
         let store = Store::open(dir.path().to_str().unwrap()).unwrap();
         // Larger than one upload part, so it goes through a multipart upload.
         let data: Vec<u8> = (0..UPLOAD_PART * 2 + 123).map(|i| (i % 251) as u8).collect();
-        let mut w = store.writer("big.bin");
+        let mut w = store.writer("big.bin").unwrap();
         for chunk in data.chunks(777_777) {
             w.write_all(chunk).unwrap();
             assert!(!store.exists("big.bin").unwrap(), "visible before it is complete");
@@ -386,7 +416,7 @@ mod tests {
         assert_eq!(hash, digest(&data));
         assert_eq!(store.get("big.bin").unwrap().as_ref(), &data[..]);
 
-        let mut w = store.writer("dropped.bin");
+        let mut w = store.writer("dropped.bin").unwrap();
         w.write_all(&data).unwrap();
         drop(w);
         assert!(!store.exists("dropped.bin").unwrap());
@@ -422,6 +452,27 @@ mod tests {
         names.sort();
         assert_eq!(names, ["outside", "store"]);
         assert!(matches!(store.get("../../outside"), Err(StoreError::NotFound { .. })));
+
+        // A link planted inside the store, to a folder outside it, is neither written nor read
+        // through; the link's target keeps its content.
+        let target = dir.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("manifest.json"), b"theirs").unwrap();
+        std::os::unix::fs::symlink(&target, root.join("r1")).unwrap();
+        let err = store.put("r1/manifest.json", Bytes::from_static(b"ours")).unwrap_err().to_string();
+        assert!(
+            err.contains("`r1/manifest.json` goes through the symbolic link") && err.contains("/store/r1`"),
+            "{err}"
+        );
+        assert!(store.writer("r1/report/index.html").is_err());
+        assert!(store.put_new("r1/x", Bytes::from_static(b"ours")).is_err());
+        assert!(matches!(store.get("r1/manifest.json"), Err(StoreError::Symlink { .. })));
+        assert_eq!(std::fs::read(target.join("manifest.json")).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
+        // The store's root may itself be a link.
+        std::os::unix::fs::symlink(&root, dir.path().join("alias")).unwrap();
+        let alias = Store::open(dir.path().join("alias").to_str().unwrap()).unwrap();
+        assert_eq!(alias.get("a/../../outside").unwrap().as_ref(), b"x");
     }
 
     #[test]
