@@ -2,8 +2,7 @@
 # Fuzzes every parser of outside input for SECONDS each (default 600) with libFuzzer, seeded
 # from the real files in ../shared/datasets, and prints each target's executions and
 # findings (FUZZ_JOBS targets at a time, one core each). Not part of CI. Crashing inputs
-# land in fuzz/artifacts/<target>/; add each to
-# fuzz/regressions/<target>/, which the ingest and config unit tests replay.
+# land in fuzz/artifacts/<target>/: fix the parser and add the input to its unit tests.
 #
 #   fuzz/run.sh [SECONDS]
 set -euo pipefail
