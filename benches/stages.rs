@@ -24,9 +24,10 @@
 //!
 //!     cargo bench --bench stages -- --scales 1700 --single-file --stages ingest    # ~10 GB
 //!
-//! With `--peer PYTHON`, the reference runs on the same tiled files right after ours at each
-//! scale up to `--peer-scales` (default 10; it holds everything in memory), its JSON line
-//! tagged `"tool": "torch_peer"` with its peak RSS.
+//! With `--peer PYTHON`, the reference runs on the same files right after ours at each scale
+//! up to `--peer-scales` (default 1: its pandas resample fills every gap of a series with
+//! empty steps, and the gaps between shifted copies make that hundreds of millions of rows
+//! at 10×), its JSON line tagged `"tool": "torch_peer"` with its peak RSS.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,7 @@ fn main() {
     let stages: Vec<&str> = args.value("--stages").map_or(STAGES.to_vec(), |s| s.split(',').collect());
     let single_file = args.0.iter().any(|a| a == "--single-file");
     let model_scales = args.scales("--model-scales", "10");
-    let peer_scales = args.scales("--peer-scales", "10");
+    let peer_scales = args.scales("--peer-scales", "1");
     for scale in args.scales("--scales", "1,10,100") {
         let work = tempfile::tempdir().unwrap();
         let input = work.path().join("input");
@@ -294,7 +295,7 @@ fn peer(python: &str, input: &Path, step: u64, work: &Path) -> Value {
         .arg(work.join("peer"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{PEER}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{PEER} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines().rev();
     let rss_kb: f64 = lines.next().unwrap().trim().parse().unwrap();
