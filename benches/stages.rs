@@ -219,7 +219,7 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
             _ => {
                 result["epoch_windows"] = json!(summary["train_windows"].as_u64().unwrap().min(WINDOWS as u64));
                 result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
-                result["test_mase"] = summary["test_mase"].clone();
+                result["test_relative_mae"] = summary["test_relative_mae"].clone();
             }
         }
         result["seconds"] = json!(round(seconds, 3));
@@ -265,7 +265,7 @@ fn predict(store: &Path) -> usize {
         let path = store.join("bench").join(path);
         read_parquet(&path.display().to_string(), std::fs::read(&path).unwrap().into()).unwrap()
     };
-    let windows = applearner_prepare::windows::WindowSet::new(
+    let windows = applearner_contracts::WindowSet::new(
         &read("features/features.parquet"),
         &read("features/windows.parquet"),
         &["cpu".into()],

@@ -16,6 +16,7 @@ const CPU_POINT: &[&str] = &[
 ];
 
 #[test]
+#[ignore = "full tier: needs DuckDB; .ci/run installs it and runs it"]
 fn a_cpu_only_point_model_is_backtested_planned_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("runs");

@@ -54,6 +54,7 @@ print(json.dumps(doc))
 }
 
 #[test]
+#[ignore = "full tier: needs jsonschema; .ci/run installs it and runs it"]
 fn argo_workflows_follow_the_dag_and_validate_against_argos_schema() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_resources(dir.path());
@@ -110,6 +111,7 @@ fn argo_workflows_follow_the_dag_and_validate_against_argos_schema() {
 }
 
 #[test]
+#[ignore = "full tier: needs jsonschema; .ci/run installs it and runs it"]
 fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_resources(dir.path());
@@ -141,6 +143,7 @@ fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
 }
 
 #[test]
+#[ignore = "full tier: needs kubernetes-validate; .ci/run installs it and runs it"]
 fn kubernetes_jobs_validate_against_the_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_resources(dir.path());

@@ -22,6 +22,7 @@ fn path(store: &Store, report: &RunReport, stage: &str, output: &str) -> String 
 }
 
 #[test]
+#[ignore = "full tier: needs pyarrow and DuckDB; .ci/run installs it and runs it"]
 fn the_quickstart_cleans_and_builds_features_from_the_real_data() {
     let (_dir, store) = temp_store();
     let report = quickstart(&store);

@@ -11,6 +11,7 @@ use crate::support::s3::S3;
 use crate::support::{applearner_cmd, files_below, manifest_digests as digests};
 
 #[test]
+#[ignore = "full tier: needs an S3 server (moto); .ci/run installs it and runs it"]
 fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
     let s3 = S3::start("concurrent");
     let dir = tempfile::tempdir().unwrap();
@@ -81,6 +82,7 @@ fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
 }
 
 #[test]
+#[ignore = "full tier: needs an S3 server (moto); .ci/run installs it and runs it"]
 fn shards_run_apart_then_merged_equal_the_unsharded_run() {
     let s3 = S3::start("shards");
     let env = s3.env();

@@ -5,6 +5,7 @@ mod engine;
 mod evaluate;
 mod export;
 mod faults;
+mod golden;
 mod ingest;
 mod prepare;
 mod prometheus;

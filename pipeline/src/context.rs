@@ -10,6 +10,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::progress::Progress;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
@@ -222,8 +224,8 @@ impl StageContext<'_> {
         )
     }
 
-    /// A progress bar for `len` units of work, drawn only on a terminal.
-    pub fn progress(&self, len: u64, message: &str) -> ProgressBar {
+    /// Progress through `len` units of work: a bar on a terminal, log lines otherwise.
+    pub fn progress(&self, len: u64, message: &str) -> Progress {
         let bar = self.progress.add(ProgressBar::new(len));
         bar.set_style(
             ProgressStyle::with_template("{prefix:>12} {bar:30} {pos}/{len} {msg} ({eta})")
@@ -231,7 +233,7 @@ impl StageContext<'_> {
         );
         bar.set_prefix(self.stage.to_string());
         bar.set_message(message.to_string());
-        bar
+        Progress::new(bar, self.stage, message)
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -11,12 +11,16 @@ pub mod columns;
 pub mod config;
 pub mod context;
 pub mod dag;
+pub mod docs;
 pub mod export;
 pub mod lease;
 mod merge;
+pub mod progress;
+mod queue;
 pub mod run;
 pub mod stage;
 pub mod store;
+pub mod values;
 pub mod yaml;
 
 pub use config::{Pipeline, Problems};
@@ -26,6 +30,7 @@ pub use stage::{
     BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary, parse_duration, parse_quantity,
 };
 pub use store::Store;
+pub use values::{Duration, QuantileSource, Quantity};
 
 // Stage crates build on these; re-exported so their versions cannot drift.
 pub use arrow;

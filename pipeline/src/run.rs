@@ -31,6 +31,7 @@ use crate::config::{Pipeline, StageSpec};
 use crate::context::{ContextError, StageContext, StoredOutput};
 use crate::lease::{self, LeaseError};
 use crate::merge;
+use crate::queue::ReadyQueue;
 use crate::stage::{BoxError, Summary, closest};
 use crate::store::{Store, StoreError, digest};
 
@@ -242,6 +243,75 @@ pub fn run(
     options: &RunOptions,
     cancel: &AtomicBool,
 ) -> Result<RunReport, RunError> {
+    let selected = select(pipeline, options)?;
+    let lock = Bytes::from(serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML"));
+    let run_id = match &options.run_id {
+        Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
+        Some(id) => id.clone(),
+        // Claimed with a create-only put: two runs started at once never share a folder.
+        None => loop {
+            let id = new_run_id();
+            if store.put_new(&format!("{id}/config.lock.yaml"), lock.clone())? {
+                break id;
+            }
+        },
+    };
+    let mut records = committed_inputs(pipeline, store, &run_id, &selected)?;
+
+    let started_at = now();
+    store.put(&format!("{run_id}/config.lock.yaml"), lock)?;
+    tracing::info!(run_id, store = pipeline.redactor.redact(store.url()), "run started");
+    let progress = MultiProgress::with_draw_target(if options.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let exec = Executor { pipeline, store, run_id: &run_id, progress: &progress, cancel };
+    let error = exec.all(&selected, &mut records, options);
+    let cancelled = error.is_none() && selected.iter().zip(&records).any(|(s, r)| *s && r.is_none());
+
+    // The manifest covers every stage committed in this run, including earlier partial runs.
+    let mut committed = Vec::new();
+    for (j, spec) in pipeline.stages.iter().enumerate() {
+        let rec = match records[j].take() {
+            Some(r) => Some(r),
+            None => load_json::<StageRecord>(store, &record_path(&run_id, &spec.name))?,
+        };
+        committed.extend(rec);
+    }
+    let status = match (&error, cancelled) {
+        (Some(e), _) if e.is_cancellation() => RunStatus::Cancelled,
+        (Some(_), _) => RunStatus::Failed,
+        (None, true) => RunStatus::Cancelled,
+        (None, false) => RunStatus::Succeeded,
+    };
+    let manifest = Manifest {
+        applearner: VERSION.to_string(),
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        config: pipeline.file.clone(),
+        config_digest: digest(config_text.as_bytes()),
+        overrides: pipeline.overrides.iter().map(|o| pipeline.redactor.redact(o)).collect(),
+        seed: pipeline.seed,
+        store: pipeline.redactor.redact(store.url()),
+        selection: options.selection.clone(),
+        started_at,
+        finished_at: now(),
+        status,
+        error: error.as_ref().map(|e| pipeline.redactor.redact(&e.to_string())),
+        stages: committed,
+    };
+    let manifest_json = pipeline.redactor.redact_json(&serde_json::to_value(&manifest).expect("manifests serialize"));
+    put_json(store, &format!("{run_id}/manifest.json"), &manifest_json)?;
+    match error {
+        Some(e) => Err(e),
+        None if cancelled => Err(RunError::Cancelled),
+        None => Ok(RunReport { run_id, manifest }),
+    }
+}
+
+/// Which stages the run executes, with the options checked against the pipeline.
+fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, RunError> {
     let stage_index = |name: &str| {
         pipeline.index_of(name).ok_or_else(|| RunError::UnknownStage {
             name: name.to_string(),
@@ -297,20 +367,18 @@ pub fn run(
             stage_index(name)?;
         }
     }
-    let lock = Bytes::from(serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML"));
-    let run_id = match &options.run_id {
-        Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
-        Some(id) => id.clone(),
-        // Claimed with a create-only put: two runs started at once never share a folder.
-        None => loop {
-            let id = new_run_id();
-            if store.put_new(&format!("{id}/config.lock.yaml"), lock.clone())? {
-                break id;
-            }
-        },
-    };
+    Ok(selected)
+}
 
-    // Inputs from stages this run does not execute must already be committed in it.
+/// The records of the stages the run reads but does not execute: they must already be
+/// committed in it.
+fn committed_inputs(
+    pipeline: &Pipeline,
+    store: &Store,
+    run_id: &str,
+    selected: &[bool],
+) -> Result<Vec<Option<StageRecord>>, RunError> {
+    let n = pipeline.stages.len();
     let mut records: Vec<Option<StageRecord>> = vec![None; n];
     let mut missing = Vec::new();
     let needed: BTreeSet<usize> = (0..n)
@@ -320,7 +388,7 @@ pub fn run(
         .collect();
     for u in needed {
         let name = &pipeline.stages[u].name;
-        match load_json::<StageRecord>(store, &record_path(&run_id, name))? {
+        match load_json::<StageRecord>(store, &record_path(run_id, name))? {
             Some(rec) => records[u] = Some(rec),
             None => {
                 for j in (0..n).filter(|&j| selected[j] && pipeline.stages[j].upstream.contains(&u)) {
@@ -330,119 +398,9 @@ pub fn run(
         }
     }
     if !missing.is_empty() {
-        return Err(RunError::MissingInputs { run_id, config: pipeline.file.clone(), missing });
+        return Err(RunError::MissingInputs { run_id: run_id.to_string(), config: pipeline.file.clone(), missing });
     }
-
-    let started_at = now();
-    store.put(&format!("{run_id}/config.lock.yaml"), lock)?;
-    tracing::info!(run_id, store = pipeline.redactor.redact(store.url()), "run started");
-
-    let progress = MultiProgress::with_draw_target(if options.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let forced = |name: &str| options.force.iter().any(|f| f == "*" || f == name);
-    let exec = Executor { pipeline, store, run_id: &run_id, progress: &progress, cancel };
-
-    let first_error: Mutex<Option<RunError>> = Mutex::new(None);
-    let jobs = options.jobs.max(1);
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<StageRecord, RunError>)>();
-        let mut started = vec![false; n];
-        let mut running = 0;
-        loop {
-            let stop = cancel.load(Ordering::Relaxed) || first_error.lock().unwrap().is_some();
-            while !stop && running < jobs {
-                let ready = (0..n).find(|&j| {
-                    selected[j] && !started[j] && pipeline.stages[j].upstream.iter().all(|&u| records[u].is_some())
-                });
-                let Some(j) = ready else { break };
-                started[j] = true;
-                running += 1;
-                let upstream: Vec<StageRecord> =
-                    pipeline.stages[j].upstream.iter().map(|&u| records[u].clone().unwrap()).collect();
-                let tx = tx.clone();
-                let exec = &exec;
-                let force = forced(&pipeline.stages[j].name);
-                let name = pipeline.stages[j].name.clone();
-                scope.spawn(move || {
-                    // A panicking stage is a failed stage, not a run waiting forever for its report.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        exec.stage(j, &upstream, force, options.shard)
-                    }))
-                    .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        Err(RunError::Stage {
-                            stage: name,
-                            source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
-                        })
-                    });
-                    let _ = tx.send((j, result));
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let (j, result) = rx.recv().expect("a worker always reports");
-            running -= 1;
-            match result {
-                Ok(record) => records[j] = Some(record),
-                Err(e) => {
-                    // The error itself is returned (and printed once by the caller).
-                    tracing::error!(stage = pipeline.stages[j].name, "stage failed; stopping the run");
-                    first_error.lock().unwrap().get_or_insert(e);
-                    // Let running stages stop early; nothing new starts.
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    let error = first_error.into_inner().unwrap();
-    let cancelled = error.is_none() && selected.iter().zip(&records).any(|(s, r)| *s && r.is_none());
-
-    // The manifest covers every stage committed in this run, including earlier partial runs.
-    let mut committed = Vec::new();
-    for (j, spec) in pipeline.stages.iter().enumerate() {
-        let rec = match records[j].take() {
-            Some(r) => Some(r),
-            None => load_json::<StageRecord>(store, &record_path(&run_id, &spec.name))?,
-        };
-        committed.extend(rec);
-    }
-    let status = match (&error, cancelled) {
-        (Some(e), _) if e.is_cancellation() => RunStatus::Cancelled,
-        (Some(_), _) => RunStatus::Failed,
-        (None, true) => RunStatus::Cancelled,
-        (None, false) => RunStatus::Succeeded,
-    };
-    let manifest = Manifest {
-        applearner: VERSION.to_string(),
-        run_id: run_id.clone(),
-        pipeline: pipeline.name.clone(),
-        config: pipeline.file.clone(),
-        config_digest: digest(config_text.as_bytes()),
-        overrides: pipeline.overrides.iter().map(|o| pipeline.redactor.redact(o)).collect(),
-        seed: pipeline.seed,
-        store: pipeline.redactor.redact(store.url()),
-        selection: options.selection.clone(),
-        started_at,
-        finished_at: now(),
-        status,
-        error: error.as_ref().map(|e| pipeline.redactor.redact(&e.to_string())),
-        stages: committed,
-    };
-    let manifest_json = pipeline.redactor.redact_json(&serde_json::to_value(&manifest).expect("manifests serialize"));
-    put_json(store, &format!("{run_id}/manifest.json"), &manifest_json)?;
-    match error {
-        Some(e) => Err(e),
-        None if cancelled => Err(RunError::Cancelled),
-        None => Ok(RunReport { run_id, manifest }),
-    }
+    Ok(records)
 }
 
 struct Executor<'a> {
@@ -454,6 +412,79 @@ struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
+    /// Runs the selected stages, at most `options.jobs` at once, each as soon as its inputs
+    /// are committed; fills `records` and returns the first error. After an error or a
+    /// cancellation nothing new starts, and running stages stop at their next check.
+    fn all(&self, selected: &[bool], records: &mut [Option<StageRecord>], options: &RunOptions) -> Option<RunError> {
+        let stages = &self.pipeline.stages;
+        let mut queue = ReadyQueue::new(
+            stages.iter().map(|s| s.upstream.clone()).collect(),
+            records.iter().map(Option::is_some).collect(),
+        );
+        (0..stages.len()).filter(|&j| selected[j]).for_each(|j| queue.enqueue(j));
+        let forced = |name: &str| options.force.iter().any(|f| f == "*" || f == name);
+        let mut first_error = None;
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, Result<StageRecord, RunError>)>();
+            let mut running = 0;
+            loop {
+                let stop = self.cancel.load(Ordering::Relaxed) || first_error.is_some();
+                while !stop && running < options.jobs.max(1) {
+                    let Some(j) = queue.dequeue() else { break };
+                    running += 1;
+                    let upstream: Vec<StageRecord> =
+                        stages[j].upstream.iter().map(|&u| records[u].clone().expect("inputs are done")).collect();
+                    let (tx, force) = (tx.clone(), forced(&stages[j].name));
+                    scope.spawn(move || {
+                        let _ = tx.send((j, self.guarded(j, &upstream, force, options.shard)));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let (j, result) = rx.recv().expect("a worker always reports");
+                running -= 1;
+                match result {
+                    Ok(record) => {
+                        records[j] = Some(record);
+                        queue.finish(j);
+                    }
+                    Err(e) => {
+                        // The error itself is returned (and printed once by the caller).
+                        tracing::error!(stage = stages[j].name, "stage failed; stopping the run");
+                        first_error.get_or_insert(e);
+                        // Let running stages stop early; nothing new starts.
+                        self.cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        first_error
+    }
+
+    /// One stage, a panic in it turned into its failure rather than a run waiting forever.
+    fn guarded(
+        &self,
+        j: usize,
+        upstream: &[StageRecord],
+        force: bool,
+        shard: Option<(u32, u32)>,
+    ) -> Result<StageRecord, RunError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stage(j, upstream, force, shard))).unwrap_or_else(
+            |panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(RunError::Stage {
+                    stage: self.pipeline.stages[j].name.clone(),
+                    source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
+                })
+            },
+        )
+    }
+
     fn stage(
         &self,
         j: usize,

@@ -79,6 +79,13 @@ pub trait Stage: Send + Sync {
         None
     }
 
+    /// What keeps this machine from running the stage (no GPU for `device: cuda`), for
+    /// `validate` to warn about; never an error there, since pods elsewhere may run it. The
+    /// stage checks again when it starts.
+    fn host_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError>;
 }
 
@@ -105,6 +112,9 @@ impl ParamProblem {
 pub trait StageParams: DeserializeOwned + Serialize + JsonSchema + 'static {
     /// The name users write in `uses:`, such as `ingest.prometheus`.
     const KIND: &'static str;
+    /// The file that implements it (`file!()`), shown by `applearner stages` so a newcomer
+    /// finds any stage in one hop.
+    const SOURCE: &'static str;
 
     /// Checks the parameters (no I/O) and builds the stage.
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>>;
@@ -127,6 +137,7 @@ pub struct Built {
 /// A registered stage kind.
 pub struct StageKind {
     pub name: &'static str,
+    pub source: &'static str,
     pub schema: schemars::Schema,
     build: fn(&Node) -> Result<Built, BuildError>,
 }
@@ -170,7 +181,8 @@ impl Registry {
     }
 
     pub fn register<P: StageParams>(&mut self) -> &mut Self {
-        let kind = StageKind { name: P::KIND, schema: schemars::schema_for!(P), build: build_kind::<P> };
+        let kind =
+            StageKind { name: P::KIND, source: P::SOURCE, schema: schemars::schema_for!(P), build: build_kind::<P> };
         let previous = self.kinds.insert(P::KIND, kind);
         assert!(previous.is_none(), "stage kind {} registered twice", P::KIND);
         self

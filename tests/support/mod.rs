@@ -39,6 +39,7 @@ struct Source(SourceParams);
 
 impl StageParams for SourceParams {
     const KIND: &'static str = "test.source";
+    const SOURCE: &'static str = file!();
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         if self.rows == 0 {
             return Err(vec![ParamProblem::new(&["rows"], "rows must be positive", "use 1 or more")]);
@@ -94,6 +95,7 @@ struct Scale(ScaleParams);
 
 impl StageParams for ScaleParams {
     const KIND: &'static str = "test.scale";
+    const SOURCE: &'static str = file!();
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         Ok(Box::new(Scale(self)))
     }
@@ -151,6 +153,7 @@ struct Rendezvous(RendezvousParams);
 
 impl StageParams for RendezvousParams {
     const KIND: &'static str = "test.rendezvous";
+    const SOURCE: &'static str = file!();
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         Ok(Box::new(Rendezvous(self)))
     }

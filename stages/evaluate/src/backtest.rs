@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use applearner_contracts::WindowSet;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
-use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary, parse_duration};
-use applearner_prepare::windows::WindowSet;
+use applearner_pipeline::{BoxError, Duration, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use applearner_train::card::{CARD_FILE, Saved, WEIGHTS_FILE, read_scalers};
-use applearner_train::device::resolve;
+use applearner_train::device::DeviceName;
+
+use crate::EvaluateError;
 use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
@@ -43,25 +45,25 @@ pub struct BacktestParams {
     pub max_origins: usize,
     /// The season of seasonal naive, Holt-Winters and the MASE scale.
     #[serde(default = "default_season")]
-    pub season: String,
+    pub season: Duration,
     /// The window of the moving average.
     #[serde(default = "default_window")]
-    pub moving_average: String,
-    /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub moving_average: Duration,
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `auto`; checked where the stage runs.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: DeviceName,
 }
 
-fn default_season() -> String {
-    "1d".into()
+fn default_season() -> Duration {
+    "1d".parse().expect("a valid default")
 }
 
-fn default_window() -> String {
-    "30m".into()
+fn default_window() -> Duration {
+    "30m".parse().expect("a valid default")
 }
 
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> DeviceName {
+    DeviceName::Cpu
 }
 
 pub const METHODS: [&str; 7] =
@@ -69,23 +71,13 @@ pub const METHODS: [&str; 7] =
 
 impl StageParams for BacktestParams {
     const KIND: &'static str = "evaluate.backtest";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        let mut duration = |field: &str, text: &str| match parse_duration(text) {
-            Some(ms) if ms > 0 => ms,
-            _ => {
-                problems.push(ParamProblem::new(&[field], format!("`{text}` is not a duration"), "e.g. 30m, 1h, 1d"));
-                0
-            }
-        };
-        let season_ms = duration("season", &self.season);
-        let window_ms = duration("moving_average", &self.moving_average);
+        let (season_ms, window_ms) = (self.season.ms(), self.moving_average.ms());
         if self.stride == Some(0) {
             problems.push(ParamProblem::new(&["stride"], "must be at least 1", "leave it out to tile the test part"));
-        }
-        if let Err(e) = resolve(&self.device) {
-            problems.push(ParamProblem::new(&["device"], e.to_string(), "cpu works everywhere"));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -121,6 +113,13 @@ impl Stage for Backtest {
         vec![Output::table("forecasts"), Output::table("scores")]
     }
 
+    fn host_warnings(&self) -> Vec<String> {
+        match self.params.device.resolve() {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("this machine cannot run it: {e}")],
+        }
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let model_path = ctx.input(WEIGHTS_FILE)?.path.clone();
         let model_dir = Path::new(&model_path).parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -137,7 +136,7 @@ impl Stage for Backtest {
             .map(|s| ((s.key.clone(), s.column.clone()), s))
             .collect();
         let usage = read_usage(&ctx.read_table("resampled")?)?;
-        let device = resolve(&self.params.device)?;
+        let device = self.params.device.resolve()?;
 
         // Origins: per series, every `stride`-th test window, the latest `max_origins`.
         let stride = self.params.stride.unwrap_or(horizon);
@@ -155,7 +154,7 @@ impl Stage for Backtest {
             chosen.extend(picked);
         }
         if chosen.is_empty() {
-            return Err("the test part has no windows: give features.build a test split (split: {test: 0.2})".into());
+            return Err(EvaluateError::NoTestWindows.into());
         }
         let (point, quantiles) = forecast_windows(&model_dir, &saved, &windows, "test", &chosen, device)?;
 
@@ -191,7 +190,9 @@ impl Stage for Backtest {
         let mut naive_scaled = 0usize;
         let mut scales: BTreeMap<(String, String), f64> = BTreeMap::new();
         let model_keys: Vec<(String, String)> = tracks.keys().map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        let bar = ctx.progress(model_keys.len() as u64, "baselines per series");
         for (key, column) in &model_keys {
+            bar.inc(1);
             let series = &usage[key];
             let s = series.column(column).expect("model tracks exist only for known columns");
             let model = &tracks[&("model", key.clone(), column.clone())];
@@ -261,6 +262,7 @@ impl Stage for Backtest {
             }
         }
 
+        bar.finish();
         let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
         let (schema, batch) = forecasts_table(&tracks, &levels, &forward, horizon, step)?;
         ctx.write_table("forecasts", schema, &[batch])?;

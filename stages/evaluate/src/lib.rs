@@ -4,10 +4,13 @@
 
 pub mod backtest;
 pub mod baselines;
+mod error;
 pub mod metrics;
 pub mod plan;
 pub mod recommend;
 mod table;
+
+pub use error::EvaluateError;
 
 pub fn register(registry: &mut applearner_pipeline::Registry) {
     registry.register::<backtest::BacktestParams>();

@@ -140,6 +140,7 @@ pub enum IngestError {
 
 impl StageParams for IngestParams {
     const KIND: &'static str = "ingest.prometheus";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
@@ -300,7 +301,7 @@ impl Ingest {
                 bar.inc(1);
             }
         })?;
-        bar.finish_and_clear();
+        bar.finish();
         Ok((bytes, warnings))
     }
 }
@@ -453,7 +454,7 @@ impl Stage for Ingest {
             requests = pull.requests().len();
             let bar = ctx.progress(requests as u64, "queries");
             let answers = ctx.store().block_on(pull.fetch_all(&|| ctx.is_cancelled(), &|| bar.inc(1)))?;
-            bar.finish_and_clear();
+            bar.finish();
             for p in answers {
                 warnings.extend(p.warnings);
                 for s in p.series.into_iter().filter(|s| in_shard(s)) {

@@ -22,6 +22,9 @@ use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, S
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
+use applearner_contracts::Part;
+use applearner_contracts::tables::{features as feature_table, windows as window_table};
+
 use crate::{collect, ident, literal, register_input};
 
 /// Turns the `resampled` series into model inputs. Writes `features` (per point: key,
@@ -154,7 +157,7 @@ fn one() -> u32 {
 }
 
 /// The parts of the split, in time order.
-pub const PARTS: [&str; 3] = ["train", "validation", "test"];
+const PARTS: [&str; 3] = [Part::Train.name(), Part::Validation.name(), Part::Test.name()];
 
 /// Split boundaries, checked.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +168,7 @@ pub enum Cut {
 
 impl StageParams for FeaturesParams {
     const KIND: &'static str = "features.build";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let cut = self.cut()?;
@@ -524,36 +528,31 @@ fn int(array: &ArrayRef, row: usize) -> u64 {
 
 pub fn features_schema(flags: &[String], names: &[String]) -> SchemaRef {
     let mut fields = vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("segment", DataType::UInt32, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("split", DataType::Utf8, false),
+        Field::new(feature_table::KEY, DataType::Utf8, false),
+        Field::new(feature_table::SEGMENT, DataType::UInt32, false),
+        Field::new(feature_table::TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(feature_table::SPLIT, DataType::Utf8, false),
     ];
     fields.extend(flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
     fields.extend(names.iter().map(|n| Field::new(n, DataType::Float32, true)));
     Arc::new(Schema::new(fields))
 }
 
-/// Schema metadata keys of the `windows` table.
-pub const LOOKBACK_KEY: &str = "applearner.lookback";
-pub const HORIZON_KEY: &str = "applearner.horizon";
-pub const WARMUP_KEY: &str = "applearner.warmup";
-
 pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
     let metadata = [
-        (LOOKBACK_KEY.to_string(), spec.lookback.to_string()),
-        (HORIZON_KEY.to_string(), spec.horizon.to_string()),
-        (WARMUP_KEY.to_string(), warmup.to_string()),
+        (window_table::LOOKBACK_KEY.to_string(), spec.lookback.to_string()),
+        (window_table::HORIZON_KEY.to_string(), spec.horizon.to_string()),
+        (window_table::WARMUP_KEY.to_string(), warmup.to_string()),
     ]
     .into_iter()
     .collect();
     Arc::new(Schema::new_with_metadata(
         vec![
-            Field::new("split", DataType::Utf8, false),
-            Field::new("key", DataType::Utf8, false),
-            Field::new("segment", DataType::UInt32, false),
-            Field::new("start", DataType::UInt64, false),
-            Field::new("origin", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(window_table::SPLIT, DataType::Utf8, false),
+            Field::new(window_table::KEY, DataType::Utf8, false),
+            Field::new(window_table::SEGMENT, DataType::UInt32, false),
+            Field::new(window_table::START, DataType::UInt64, false),
+            Field::new(window_table::ORIGIN, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
         ],
         metadata,
     ))

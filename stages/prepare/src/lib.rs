@@ -2,14 +2,15 @@
 //! `clean.resample` ([`resample`]) puts every series on a fixed grid, splits it at long
 //! gaps, fills short ones, drops what cannot be learned from and groups pods into
 //! workloads; `features.build` ([`features`]) scales, adds calendar/lag/rolling features,
-//! splits chronologically and indexes the training windows, which [`windows`] reads back.
+//! splits chronologically and indexes the training windows, which
+//! `applearner_contracts::WindowSet` reads back.
 //!
 //! Both stages read and write Parquet through the store: DataFusion reads the inputs from
 //! the store's own object store, so a pipeline on S3 never copies its tables to disk.
 
 pub mod features;
+pub mod identity;
 pub mod resample;
-pub mod windows;
 
 #[cfg(test)]
 mod tests;

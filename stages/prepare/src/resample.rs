@@ -18,12 +18,12 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, 
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
-use applearner_pipeline::parse_duration;
+use applearner_pipeline::Duration;
 
+use crate::identity::{self, SeriesLabels};
 use crate::{collect, ident, literal, register_batches, register_input};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
@@ -35,7 +35,7 @@ use crate::{collect, ident, literal, register_batches, register_input};
 #[serde(deny_unknown_fields)]
 pub struct ResampleParams {
     /// Grid step: `30s`, `1m`, `5m`, `1h`…
-    pub step: String,
+    pub step: Duration,
     /// How the samples within one step become one value: `mean`, `max`, `min`, `last`,
     /// `sum`, or a percentile `p50`, `p90`, `p95`, `p99` (any `pNN`).
     #[serde(default = "default_aggregate")]
@@ -46,7 +46,7 @@ pub struct ResampleParams {
     /// Longest run of missing steps that is filled; a longer gap splits the series into
     /// segments. Default: 5 steps.
     #[serde(default)]
-    pub max_gap: Option<String>,
+    pub max_gap: Option<Duration>,
     /// How a short gap is filled: `linear` (between its neighbours), `ffill` (last value
     /// before it) or `zero`.
     #[serde(default)]
@@ -114,14 +114,15 @@ pub enum Fill {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
-    /// `series`: each pod's container apart (key namespace/pod/container); `workload`:
-    /// pods of one Deployment, ReplicaSet, StatefulSet, DaemonSet or Job together (the pod
-    /// name loses its hash suffixes or ordinal; key namespace/workload/container); `labels`:
+    /// `series`: every input series apart (key namespace/pod/container, plus `name=value`
+    /// of any other label that tells series with the same three apart, such as a node's
+    /// `instance`); `workload`: pods of one Deployment, ReplicaSet, StatefulSet, DaemonSet or
+    /// Job together (the pod name loses its hash suffixes or ordinal; key
+    /// namespace/workload/container, other series kept apart as with `series`); `labels`:
     /// series sharing the values of `labels` together.
     #[serde(default)]
     pub by: GroupBy,
-    /// With `by: labels`: label columns of the samples table (namespace, pod, container,
-    /// node, instance, job).
+    /// With `by: labels`: any labels of the series (`namespace`, `instance`, `machine_id`…).
     #[serde(default)]
     pub labels: Vec<String>,
     /// How replicas combine at each step: `sum` (the workload's total) or `max` (its
@@ -151,7 +152,6 @@ pub enum Combine {
 /// the low 32 bits of the integers that address points.
 const SHIFT: i64 = 1 << 32;
 
-const LABEL_COLUMNS: [&str; 6] = ["namespace", "pod", "container", "node", "instance", "job"];
 const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
 
 /// The aggregation of the samples within one step.
@@ -214,24 +214,9 @@ pub struct Plan {
     pub group: Group,
 }
 
-impl Plan {
-    /// The label columns that identify a series, as (output name, SQL expression).
-    fn key_columns(&self) -> Vec<(String, String)> {
-        let label = |name: &str| (name.to_string(), format!("CAST({} AS VARCHAR)", ident(name)));
-        match self.group.by {
-            GroupBy::Series => vec![label("namespace"), label("pod"), label("container")],
-            GroupBy::Workload => vec![
-                label("namespace"),
-                ("workload".into(), "workload(CAST(pod AS VARCHAR))".into()),
-                label("container"),
-            ],
-            GroupBy::Labels => self.group.labels.iter().map(|l| label(l)).collect(),
-        }
-    }
-}
-
 impl StageParams for ResampleParams {
     const KIND: &'static str = "clean.resample";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         Ok(Box::new(Resample { plan: self.plan()? }))
@@ -241,12 +226,8 @@ impl StageParams for ResampleParams {
 impl ResampleParams {
     pub fn plan(&self) -> Result<Plan, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        let duration_help = "use a number with ms, s, m, h, d or w, such as 30s, 5m or 1h";
-        let step_ms = parse_duration(&self.step);
-        if step_ms.is_none() {
-            problems.push(ParamProblem::new(&["step"], format!("`{}` is not a duration", self.step), duration_help));
-        }
-        if step_ms.is_some_and(|s| s < 1000 || s % 1000 != 0) {
+        let step_ms = self.step.ms();
+        if step_ms < 1000 || step_ms % 1000 != 0 {
             problems.push(ParamProblem::new(
                 &["step"],
                 format!("`{}` is not a whole number of seconds", self.step),
@@ -261,20 +242,7 @@ impl ResampleParams {
                 format!("use one of {AGGREGATES}"),
             ));
         }
-        let max_gap_ms = match &self.max_gap {
-            None => step_ms.map(|s| 5 * s),
-            Some(text) => {
-                let gap = parse_duration(text);
-                if gap.is_none() {
-                    problems.push(ParamProblem::new(
-                        &["max_gap"],
-                        format!("`{text}` is not a duration"),
-                        duration_help,
-                    ));
-                }
-                gap
-            }
-        };
+        let max_gap_ms = self.max_gap.as_ref().map_or(5 * step_ms, Duration::ms);
         if self.roles.is_empty() {
             problems.push(ParamProblem::new(&["roles"], "no roles", "keep `cpu`, `memory` or both"));
         }
@@ -285,7 +253,7 @@ impl ResampleParams {
             problems.push(ParamProblem::new(
                 &["group", "labels"],
                 "`by: labels` needs the labels to group by",
-                format!("list some of {}", LABEL_COLUMNS.join(", ")),
+                "list the labels whose values make one series, such as [namespace, instance]",
             ));
         }
         if self.group.by != GroupBy::Labels && !self.group.labels.is_empty() {
@@ -296,19 +264,22 @@ impl ResampleParams {
             ));
         }
         for label in &self.group.labels {
-            if !LABEL_COLUMNS.contains(&label.as_str()) {
+            let mut chars = label.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
                 problems.push(ParamProblem::new(
                     &["group", "labels"],
-                    format!("`{label}` is not a label column of the samples table"),
-                    format!("use some of {}", LABEL_COLUMNS.join(", ")),
+                    format!("`{label}` is not a Prometheus label name"),
+                    "label names are letters, digits and `_`, not starting with a digit, such as instance or machine_id",
                 ));
             }
         }
         if self.min_points == 0 {
             problems.push(ParamProblem::new(&["min_points"], "must be at least 1", "use 1 or more"));
         }
-        match (step_ms, aggregate, max_gap_ms) {
-            (Some(step_ms), Some(aggregate), Some(max_gap_ms)) if problems.is_empty() => Ok(Plan {
+        match aggregate {
+            Some(aggregate) if problems.is_empty() => Ok(Plan {
                 step_ms,
                 aggregate,
                 roles,
@@ -398,7 +369,9 @@ pub enum CleanError {
     Empty { roles: String },
     #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
     AllNonFinite { count: u64, roles: String },
-    #[error("the label column `{0}` is missing from the input table")]
+    #[error(
+        "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
+    )]
     MissingLabel(String),
     #[error(
         "nothing is left after cleaning: of {series} series, {without_roles} lack one of the roles, \
@@ -418,298 +391,357 @@ pub async fn clean(
     plan: &Plan,
     check_cancelled: &dyn Fn() -> Result<(), BoxError>,
 ) -> Result<Cleaned, BoxError> {
-    session.register_udf(workload_udf());
-    let columns: Vec<String> =
-        session.table("series").await?.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let keys = plan.key_columns();
-    for label in LABEL_COLUMNS.iter().filter(|l| keys.iter().any(|(_, e)| e.contains(*l))) {
-        if !columns.iter().any(|c| c == label) {
-            return Err(CleanError::MissingLabel(label.to_string()).into());
-        }
-    }
-    let step = plan.step_ms;
     let role_list = plan.roles.iter().map(|r| literal(r.name())).collect::<Vec<_>>().join(", ");
-    let role_names = plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
-    let role_number = plan
-        .roles
-        .iter()
-        .enumerate()
-        .map(|(i, r)| format!("WHEN {} THEN {i}", literal(r.name())))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut counts = Counts::default();
-    let mut warnings = Vec::new();
+    let mut c = Cleaning { session, plan, role_list, counts: Counts::default(), warnings: Vec::new() };
     let started = std::time::Instant::now();
     // Between steps: stop if the run is cancelled; `-vv` shows where the time goes.
     let checkpoint = |step: &str| {
         tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
         check_cancelled()
     };
-
-    // The series to clean, their group number k and role number r.
-    let key_select = keys.iter().map(|(name, expr)| format!("{expr} AS {}", ident(name))).collect::<Vec<_>>();
-    let key_names = keys.iter().map(|(name, _)| ident(name)).collect::<Vec<_>>();
-    let groups = session
-        .sql(&format!(
-            "SELECT series_id, r, key, {names}, CAST(dense_rank() OVER (ORDER BY key) AS BIGINT) AS k, spacing FROM ( \
-               SELECT *, concat_ws('/', {names}) AS key FROM ( \
-                 SELECT series_id, CASE CAST(role AS VARCHAR) {role_number} END AS r, {key_select}, \
-                        CASE WHEN points > 1 THEN (CAST(last_timestamp AS BIGINT) - CAST(first_timestamp AS BIGINT)) \
-                             / (CAST(points AS BIGINT) - 1) END AS spacing \
-                 FROM series WHERE role IN ({role_list})))",
-            names = key_names.join(", "),
-            key_select = key_select.join(", "),
-        ))
-        .await?;
-    let schema = Arc::new(groups.schema().as_arrow().clone());
-    register_batches(session, "groups", collect(groups).await?, schema, &[])?;
-    let row = single_row(
-        session,
-        "SELECT count(*), max(k), CAST(median(spacing) AS BIGINT), \
-                count(*) - count(DISTINCT k * 16 + r) FROM groups",
-    )
-    .await?;
-    let [input_series, grouped, spacing, shared] = [row[0], row[1], row[2], row[3]];
-    [counts.input_series, counts.grouped_series] = [input_series, grouped];
-
-    // 1. What the input holds, and what is unusable.
-    let finite = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
-    let row = single_row(
-        session,
-        &format!(
-            "SELECT count(*), count(*) FILTER (WHERE NOT ({finite})), count(*) FILTER (WHERE {finite} AND value < 0) \
-         FROM samples WHERE role IN ({role_list})"
-        ),
-    )
-    .await?;
-    [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
-    if counts.input_points == 0 {
-        return Err(CleanError::Empty { roles: role_names }.into());
-    }
-    if counts.non_finite_dropped == counts.input_points {
-        return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names }.into());
-    }
-    // A step finer than the data's own interval makes most grid points gaps.
-    let spacing = spacing as i64;
-    if spacing > 0 && step < spacing * 9 / 10 {
-        warnings.push(format!(
-            "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
-             points will be gaps; use a step of at least {} s",
-            step as f64 / 1000.0,
-            spacing as f64 / 1000.0,
-            spacing as f64 / 1000.0
-        ));
-    }
+    let (key_columns, spacing, shared) = c.groups().await?;
+    c.inputs(spacing).await?;
     checkpoint("input")?;
-
-    // 2-3. Bin each series on the grid, then combine the series of one group at each step
-    // (a no-op, skipped, when every group has one series per role). From here on a point is
-    // addressed by one integer, `s = (k · roles + r) · 2³² + n` with n the step number
-    // (ts / step), so that sorting, windows and grouping work on a single column: the runs
-    // of consecutive steps of one series are the runs of consecutive values of `s`.
-    let n_roles = plan.roles.len() as i64;
-    let binned = format!(
-        "SELECT series_id, \
-                CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
-                     'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
-                {agg} AS value \
-         FROM samples WHERE role IN ({role_list}) AND {finite} AND value >= 0 \
-         GROUP BY series_id, n",
-        agg = plan.aggregate.sql(),
-    );
-    let grid_sql = if shared == 0 {
-        format!(
-            "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, b.value \
-             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id"
-        )
-    } else {
-        let combine = match plan.group.aggregate {
-            Combine::Sum => "sum",
-            Combine::Max => "max",
-        };
-        format!(
-            "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, {combine}(b.value) AS value \
-             FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY s"
-        )
-    };
-    let grid = crate::sql_in_order(session, &grid_sql).await?;
-    let schema = Arc::new(grid.schema().as_arrow().clone());
-    register_batches(session, "grid", collect(grid).await?, schema, &[])?;
-    counts.grid_points = single_row(session, "SELECT count(*) FROM grid").await?[0];
+    c.grid(shared).await?;
     checkpoint("grid")?;
-
-    // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
-    // Runs of consecutive steps ("islands": s - row number is constant along one, and grows
-    // from one to the next) come from one window; the gaps lie between the few islands.
-    let fill = match plan.fill {
-        Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev AS DOUBLE) / CAST(s - prev AS DOUBLE)",
-        Fill::Ffill => "prev_value",
-        Fill::Zero => "CAST(0 AS DOUBLE)",
-    };
-    let max_steps = plan.max_gap_ms / step;
-    let fills = session
-        .sql(&format!(
-            "WITH islands AS ( \
-               SELECT min(s) AS first, max(s) AS last, \
-                      first_value(value ORDER BY s) AS first_value, last_value(value ORDER BY s) AS last_value \
-               FROM (SELECT s, value, s - CAST(row_number() OVER (ORDER BY s) AS BIGINT) AS island FROM grid) \
-               GROUP BY island), \
-             gaps AS ( \
-               SELECT first AS s, first_value AS value, \
-                      lag(last) OVER (ORDER BY first) AS prev, lag(last_value) OVER (ORDER BY first) AS prev_value \
-               FROM islands) \
-             SELECT t AS s, {fill} AS value FROM ( \
-               SELECT *, unnest(range(prev + 1, s)) AS t FROM gaps \
-               WHERE s / {SHIFT} = prev / {SHIFT} AND s - prev - 1 <= {max_steps})"
-        ))
-        .await?;
-    let schema = Arc::new(fills.schema().as_arrow().clone());
-    let fills = collect(fills).await?;
-    counts.filled_points = fills.iter().map(|b| b.num_rows() as u64).sum();
-    register_batches(session, "fills", fills, schema, &[])?;
+    c.fill().await?;
     checkpoint("filled")?;
-
-    // 5. One row per group and step with every role (a group has one row per role and
-    // step, so counting rows counts roles), addressed by `w = k · 2³² + n`; 6. segments:
-    // runs of consecutive w, numbered like the islands above.
-    counts.series_without_all_roles = single_row(session, &format!(
-        "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
-    ))
-    .await?[0];
-    let role_columns = plan
-        .roles
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let name = r.name();
-            format!(
-                "max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let all = format!(
-        "SELECT (s / {SHIFT} / {n_roles}) * {SHIFT} + s % {SHIFT} AS w, (s / {SHIFT}) % {n_roles} AS r, value, filled \
-         FROM (SELECT s, value, false AS filled FROM grid UNION ALL SELECT s, value, true AS filled FROM fills)"
-    );
-    let wide = if n_roles == 1 {
-        let name = plan.roles[0].name();
-        format!("SELECT w, value AS {name}, filled AS {name}_filled FROM ({all})")
-    } else {
-        format!("SELECT w, {role_columns} FROM ({all}) GROUP BY w HAVING count(*) = {n_roles}")
-    };
-    let segmented = session
-        .sql(&format!("SELECT *, w - CAST(row_number() OVER (ORDER BY w) AS BIGINT) AS seg FROM ({wide}) ORDER BY w"))
-        .await?;
-    let schema = Arc::new(segmented.schema().as_arrow().clone());
-    register_batches(session, "segmented", collect(segmented).await?, schema, &["w"])?;
+    c.segment().await?;
     checkpoint("segmented")?;
-
-    // Segment extents (few rows): a point is kept when it is not among the `trim` first or
-    // last of its segment, and the segment keeps at least min_points.
-    let trim = plan.trim as i64;
-    let segments = session
-        .sql(&format!(
-            "SELECT seg, min(w) / {SHIFT} AS k, min(w) + {trim} AS first, max(w) - {trim} AS last, count(*) AS n \
-             FROM segmented GROUP BY seg"
-        ))
-        .await?;
-    let schema = Arc::new(segments.schema().as_arrow().clone());
-    register_batches(session, "segments", collect(segments).await?, schema, &[])?;
-    let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
-    let row = single_row(
-        session,
-        &format!(
-            "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
-            2 * trim
-        ),
-    )
-    .await?;
-    [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
-    let kept = format!(
-        "SELECT s.*, g.k, g.number FROM segmented s JOIN ( \
-           SELECT seg, k, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
-           FROM segments WHERE {long_enough}) g \
-         ON s.seg = g.seg WHERE s.w >= g.first AND s.w <= g.last"
-    );
-
-    // 7. Groups in which a role is zero throughout, or constant.
-    let mut zero_any = Vec::new();
-    let mut constant_any = Vec::new();
-    for role in &plan.roles {
-        let r = role.name();
-        zero_any.push(format!("(min({r}) = 0 AND max({r}) = 0)"));
-        constant_any.push(format!("min({r}) = max({r})"));
-    }
-    let stats = session
-        .sql(&format!(
-            "SELECT k, {} AS zero, {} AS constant FROM ({kept}) GROUP BY k",
-            zero_any.join(" OR "),
-            constant_any.join(" OR ")
-        ))
-        .await?;
-    let schema = Arc::new(stats.schema().as_arrow().clone());
-    register_batches(session, "stats", collect(stats).await?, schema, &[])?;
-    let row = single_row(
-        session,
-        "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats",
-    )
-    .await?;
-    [counts.zero_series_dropped, counts.constant_series_dropped] = [row[0], row[1]];
-    let mut keep = vec!["true".to_string()];
-    if plan.drop_zero {
-        keep.push("NOT zero".into());
-    } else {
-        counts.zero_series_dropped = 0;
-    }
-    if plan.drop_constant {
-        keep.push("(zero OR NOT constant)".into());
-    } else {
-        counts.constant_series_dropped = 0;
-    }
-    let row = single_row(
-        session,
-        &format!(
-            "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
-         WHERE {long_enough} AND k IN (SELECT k FROM stats WHERE {keep})",
-            2 * trim,
-            keep = keep.join(" AND ")
-        ),
-    )
-    .await?;
-    [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
-    if counts.points == 0 {
-        return Err(CleanError::NothingLeft {
-            series: counts.grouped_series,
-            without_roles: counts.series_without_all_roles,
-            short: counts.short_segments_dropped,
-            min_points: plan.min_points,
-            trim: plan.trim,
-            zero: counts.zero_series_dropped,
-            constant: counts.constant_series_dropped,
-        }
-        .into());
-    }
-
-    let values = plan.roles.iter().map(|r| format!("{0}, {0}_filled", r.name())).collect::<Vec<_>>().join(", ");
-    let out = session
-        .sql(&format!(
-            "WITH labels AS (SELECT DISTINCT k, key, {names} FROM groups) \
-             SELECT labels.key, {labels}, number AS segment, (w % {SHIFT}) * {step} AS timestamp, {values} \
-             FROM ({kept}) kept JOIN labels ON kept.k = labels.k \
-             WHERE kept.k IN (SELECT k FROM stats WHERE {keep}) \
-             ORDER BY w",
-            names = key_names.join(", "),
-            labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
-            keep = keep.join(" AND "),
-        ))
-        .await?;
-    let batches = collect(out).await?;
+    let (kept, long_enough) = c.trim().await?;
+    let keep = c.filter(&kept, &long_enough).await?;
+    let batches = c.output(&key_columns, &kept, &keep).await?;
     checkpoint("output")?;
 
-    let schema = output_schema(&keys.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), &plan.roles);
+    let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles);
     let batches = batches.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Cleaned { schema, batches, counts, warnings })
+    Ok(Cleaned { schema, batches, counts: c.counts, warnings: c.warnings })
+}
+
+/// A cleaning in progress: one method per step, each a query over the tables the previous
+/// ones registered in the session, counting what it does.
+struct Cleaning<'a> {
+    session: &'a SessionContext,
+    plan: &'a Plan,
+    /// The roles kept, as an SQL list: `'cpu', 'memory'`.
+    role_list: String,
+    counts: Counts,
+    warnings: Vec<String>,
+}
+
+/// Values that are neither NaN nor infinite.
+const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
+
+impl Cleaning<'_> {
+    /// The series to clean, their group number k and role number r (the table `groups`);
+    /// returns the key columns, the median spacing of samples and how many series share a group.
+    async fn groups(&mut self) -> Result<(Vec<String>, u64, u64), BoxError> {
+        let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
+        let role_number = plan
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("WHEN {} THEN {i}", literal(r.name())))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The series to clean, their group number k and role number r.
+        let key_columns = register_identities(session, plan, role_list, warnings).await?;
+        let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
+        let groups = session
+            .sql(&format!(
+                "SELECT series_id, r, key, {names}, CAST(dense_rank() OVER (ORDER BY key) AS BIGINT) AS k, spacing FROM ( \
+                   SELECT s.series_id, CASE CAST(s.role AS VARCHAR) {role_number} END AS r, i.key, {identity_names}, \
+                          CASE WHEN points > 1 THEN (CAST(last_timestamp AS BIGINT) - CAST(first_timestamp AS BIGINT)) \
+                               / (CAST(points AS BIGINT) - 1) END AS spacing \
+                   FROM series s JOIN identity i ON s.series_id = i.series_id WHERE s.role IN ({role_list}))",
+                names = key_names.join(", "),
+                identity_names = key_names.iter().map(|n| format!("i.{n}")).collect::<Vec<_>>().join(", "),
+            ))
+            .await?;
+        let schema = Arc::new(groups.schema().as_arrow().clone());
+        register_batches(session, "groups", collect(groups).await?, schema, &[])?;
+        let row = single_row(
+            session,
+            "SELECT count(*), max(k), CAST(median(spacing) AS BIGINT), \
+                    count(*) - count(DISTINCT k * 16 + r) FROM groups",
+        )
+        .await?;
+        [counts.input_series, counts.grouped_series] = [row[0], row[1]];
+        Ok((key_columns, row[2], row[3]))
+    }
+
+    /// 1. What the input holds, and what is unusable.
+    async fn inputs(&mut self, spacing: u64) -> Result<(), BoxError> {
+        let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
+        let step = plan.step_ms;
+        let role_names = || plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
+        let row = single_row(
+            session,
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE NOT ({FINITE})), count(*) FILTER (WHERE {FINITE} AND value < 0) \
+             FROM samples WHERE role IN ({role_list})"
+            ),
+        )
+        .await?;
+        [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
+        if counts.input_points == 0 {
+            return Err(CleanError::Empty { roles: role_names() }.into());
+        }
+        if counts.non_finite_dropped == counts.input_points {
+            return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
+        }
+        // A step finer than the data's own interval makes most grid points gaps.
+        let spacing = spacing as i64;
+        if spacing > 0 && step < spacing * 9 / 10 {
+            warnings.push(format!(
+                "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
+                 points will be gaps; use a step of at least {} s",
+                step as f64 / 1000.0,
+                spacing as f64 / 1000.0,
+                spacing as f64 / 1000.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// 2-3. The table `grid`: every series binned on the step grid, a group's series combined.
+    async fn grid(&mut self, shared: u64) -> Result<(), BoxError> {
+        let Cleaning { session, plan, role_list, counts, .. } = self;
+        let step = plan.step_ms;
+        // 2-3. Bin each series on the grid, then combine the series of one group at each step
+        // (a no-op, skipped, when every group has one series per role). From here on a point is
+        // addressed by one integer, `s = (k · roles + r) · 2³² + n` with n the step number
+        // (ts / step), so that sorting, windows and grouping work on a single column: the runs
+        // of consecutive steps of one series are the runs of consecutive values of `s`.
+        let n_roles = plan.roles.len() as i64;
+        let binned = format!(
+            "SELECT series_id, \
+                    CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
+                         'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
+                    {agg} AS value \
+             FROM samples WHERE role IN ({role_list}) AND {FINITE} AND value >= 0 \
+             GROUP BY series_id, n",
+            agg = plan.aggregate.sql(),
+        );
+        let grid_sql = if shared == 0 {
+            format!(
+                "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, b.value \
+                 FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id"
+            )
+        } else {
+            let combine = match plan.group.aggregate {
+                Combine::Sum => "sum",
+                Combine::Max => "max",
+            };
+            format!(
+                "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, {combine}(b.value) AS value \
+                 FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY s"
+            )
+        };
+        let grid = crate::sql_in_order(session, &grid_sql).await?;
+        let schema = Arc::new(grid.schema().as_arrow().clone());
+        register_batches(session, "grid", collect(grid).await?, schema, &[])?;
+        counts.grid_points = single_row(session, "SELECT count(*) FROM grid").await?[0];
+        Ok(())
+    }
+
+    /// 4. The table `fills`: the points that fill short gaps.
+    async fn fill(&mut self) -> Result<(), BoxError> {
+        let Cleaning { session, plan, counts, .. } = self;
+        let step = plan.step_ms;
+        // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
+        // Runs of consecutive steps ("islands": s - row number is constant along one, and grows
+        // from one to the next) come from one window; the gaps lie between the few islands.
+        let fill = match plan.fill {
+            Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev AS DOUBLE) / CAST(s - prev AS DOUBLE)",
+            Fill::Ffill => "prev_value",
+            Fill::Zero => "CAST(0 AS DOUBLE)",
+        };
+        let max_steps = plan.max_gap_ms / step;
+        let fills = session
+            .sql(&format!(
+                "WITH islands AS ( \
+                   SELECT min(s) AS first, max(s) AS last, \
+                          first_value(value ORDER BY s) AS first_value, last_value(value ORDER BY s) AS last_value \
+                   FROM (SELECT s, value, s - CAST(row_number() OVER (ORDER BY s) AS BIGINT) AS island FROM grid) \
+                   GROUP BY island), \
+                 gaps AS ( \
+                   SELECT first AS s, first_value AS value, \
+                          lag(last) OVER (ORDER BY first) AS prev, lag(last_value) OVER (ORDER BY first) AS prev_value \
+                   FROM islands) \
+                 SELECT t AS s, {fill} AS value FROM ( \
+                   SELECT *, unnest(range(prev + 1, s)) AS t FROM gaps \
+                   WHERE s / {SHIFT} = prev / {SHIFT} AND s - prev - 1 <= {max_steps})"
+            ))
+            .await?;
+        let schema = Arc::new(fills.schema().as_arrow().clone());
+        let fills = collect(fills).await?;
+        counts.filled_points = fills.iter().map(|b| b.num_rows() as u64).sum();
+        register_batches(session, "fills", fills, schema, &[])?;
+        Ok(())
+    }
+
+    /// 5-6. The table `segmented`: one row per group and step with every role, numbered by segment.
+    async fn segment(&mut self) -> Result<(), BoxError> {
+        let Cleaning { session, plan, counts, .. } = self;
+        let n_roles = plan.roles.len() as i64;
+        // 5. One row per group and step with every role (a group has one row per role and
+        // step, so counting rows counts roles), addressed by `w = k · 2³² + n`; 6. segments:
+        // runs of consecutive w, numbered like the islands above.
+        counts.series_without_all_roles = single_row(session, &format!(
+            "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
+        ))
+        .await?[0];
+        let role_columns = plan
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let name = r.name();
+                format!(
+                    "max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let all = format!(
+            "SELECT (s / {SHIFT} / {n_roles}) * {SHIFT} + s % {SHIFT} AS w, (s / {SHIFT}) % {n_roles} AS r, value, filled \
+             FROM (SELECT s, value, false AS filled FROM grid UNION ALL SELECT s, value, true AS filled FROM fills)"
+        );
+        let wide = if n_roles == 1 {
+            let name = plan.roles[0].name();
+            format!("SELECT w, value AS {name}, filled AS {name}_filled FROM ({all})")
+        } else {
+            format!("SELECT w, {role_columns} FROM ({all}) GROUP BY w HAVING count(*) = {n_roles}")
+        };
+        let segmented = session
+            .sql(&format!(
+                "SELECT *, w - CAST(row_number() OVER (ORDER BY w) AS BIGINT) AS seg FROM ({wide}) ORDER BY w"
+            ))
+            .await?;
+        let schema = Arc::new(segmented.schema().as_arrow().clone());
+        register_batches(session, "segmented", collect(segmented).await?, schema, &["w"])?;
+        Ok(())
+    }
+
+    /// 6. The table `segments` and the query of the points kept after trimming; returns that
+    /// query and the condition a segment long enough meets.
+    async fn trim(&mut self) -> Result<(String, String), BoxError> {
+        let Cleaning { session, plan, counts, .. } = self;
+        // Segment extents (few rows): a point is kept when it is not among the `trim` first or
+        // last of its segment, and the segment keeps at least min_points.
+        let trim = plan.trim as i64;
+        let segments = session
+            .sql(&format!(
+                "SELECT seg, min(w) / {SHIFT} AS k, min(w) + {trim} AS first, max(w) - {trim} AS last, count(*) AS n \
+                 FROM segmented GROUP BY seg"
+            ))
+            .await?;
+        let schema = Arc::new(segments.schema().as_arrow().clone());
+        register_batches(session, "segments", collect(segments).await?, schema, &[])?;
+        let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
+        let row = single_row(
+            session,
+            &format!(
+                "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
+                2 * trim
+            ),
+        )
+        .await?;
+        [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
+        let kept = format!(
+            "SELECT s.*, g.k, g.number FROM segmented s JOIN ( \
+               SELECT seg, k, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
+               FROM segments WHERE {long_enough}) g \
+             ON s.seg = g.seg WHERE s.w >= g.first AND s.w <= g.last"
+        );
+        Ok((kept, long_enough))
+    }
+
+    /// 7. The table `stats`: groups in which a role is zero throughout, or constant; returns
+    /// the conditions a kept group meets.
+    async fn filter(&mut self, kept: &str, long_enough: &str) -> Result<Vec<String>, BoxError> {
+        let Cleaning { session, plan, counts, .. } = self;
+        // 7. Groups in which a role is zero throughout, or constant.
+        let mut zero_any = Vec::new();
+        let mut constant_any = Vec::new();
+        for role in &plan.roles {
+            let r = role.name();
+            zero_any.push(format!("(min({r}) = 0 AND max({r}) = 0)"));
+            constant_any.push(format!("min({r}) = max({r})"));
+        }
+        let stats = session
+            .sql(&format!(
+                "SELECT k, {} AS zero, {} AS constant FROM ({kept}) GROUP BY k",
+                zero_any.join(" OR "),
+                constant_any.join(" OR ")
+            ))
+            .await?;
+        let schema = Arc::new(stats.schema().as_arrow().clone());
+        register_batches(session, "stats", collect(stats).await?, schema, &[])?;
+        let row = single_row(
+            session,
+            "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats",
+        )
+        .await?;
+        [counts.zero_series_dropped, counts.constant_series_dropped] = [row[0], row[1]];
+        let mut keep = vec!["true".to_string()];
+        if plan.drop_zero {
+            keep.push("NOT zero".into());
+        } else {
+            counts.zero_series_dropped = 0;
+        }
+        if plan.drop_constant {
+            keep.push("(zero OR NOT constant)".into());
+        } else {
+            counts.constant_series_dropped = 0;
+        }
+        let row = single_row(
+            session,
+            &format!(
+                "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
+             WHERE {long_enough} AND k IN (SELECT k FROM stats WHERE {keep})",
+                2 * plan.trim as i64,
+                keep = keep.join(" AND ")
+            ),
+        )
+        .await?;
+        [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
+        if counts.points == 0 {
+            return Err(CleanError::NothingLeft {
+                series: counts.grouped_series,
+                without_roles: counts.series_without_all_roles,
+                short: counts.short_segments_dropped,
+                min_points: plan.min_points,
+                trim: plan.trim,
+                zero: counts.zero_series_dropped,
+                constant: counts.constant_series_dropped,
+            }
+            .into());
+        }
+        Ok(keep)
+    }
+
+    /// The clean rows with their labels, in series and time order.
+    async fn output(&self, key_columns: &[String], kept: &str, keep: &[String]) -> Result<Vec<RecordBatch>, BoxError> {
+        let Cleaning { session, plan, .. } = self;
+        let step = plan.step_ms;
+        let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
+        let values = plan.roles.iter().map(|r| format!("{0}, {0}_filled", r.name())).collect::<Vec<_>>().join(", ");
+        let out = session
+            .sql(&format!(
+                "WITH labels AS (SELECT DISTINCT k, key, {names} FROM groups) \
+                 SELECT labels.key, {labels}, number AS segment, (w % {SHIFT}) * {step} AS timestamp, {values} \
+                 FROM ({kept}) kept JOIN labels ON kept.k = labels.k \
+                 WHERE kept.k IN (SELECT k FROM stats WHERE {keep}) \
+                 ORDER BY w",
+                names = key_names.join(", "),
+                labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
+                keep = keep.join(" AND "),
+            ))
+            .await?;
+        collect(out).await
+    }
 }
 
 /// The `resampled` table's schema.
@@ -740,20 +772,71 @@ async fn single_row(session: &SessionContext, sql: &str) -> Result<Vec<u64>, Box
         .collect()
 }
 
-/// `workload(pod)`: the name of the controller that owns a pod, from the pod's name.
-fn workload_udf() -> datafusion::logical_expr::ScalarUDF {
-    create_udf(
-        "workload",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let pods = arrays[0].as_string::<i32>();
-            let out: StringArray = pods.iter().map(|p| p.map(workload_of)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
+/// Reads every series' labels (the small `series` table), works out which series are one
+/// (see [`identity`](crate::identity)) and registers the result as the table `identity`:
+/// `series_id`, `key` and the key columns, whose names it returns.
+async fn register_identities(
+    session: &SessionContext,
+    plan: &Plan,
+    role_list: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, BoxError> {
+    let rows = collect(
+        session
+            .sql(&format!(
+                "SELECT series_id, CAST(role AS VARCHAR), CAST(metric AS VARCHAR), CAST(labels AS VARCHAR) \
+                 FROM series WHERE role IN ({role_list}) ORDER BY series_id"
+            ))
+            .await?,
     )
+    .await?;
+    let mut series = Vec::new();
+    for b in &rows {
+        let ids = cast(b.column(0), &DataType::UInt64)?;
+        let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        let (roles, metrics, labels) =
+            (b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
+        for i in 0..b.num_rows() {
+            let labels = serde_json::from_str(labels.value(i)).map_err(|e| {
+                format!("series {}: its `labels` column is not a JSON object of strings ({e})", ids.value(i))
+            })?;
+            series.push(SeriesLabels {
+                series_id: ids.value(i),
+                role: roles.value(i).to_string(),
+                metric: metrics.value(i).to_string(),
+                labels,
+            });
+        }
+    }
+    let columns = identity::key_columns(plan.group.by, &plan.group.labels);
+    if plan.group.by == GroupBy::Labels {
+        for label in &plan.group.labels {
+            let without = series.iter().filter(|s| !s.labels.contains_key(label)).count();
+            if without == series.len() && without > 0 {
+                return Err(CleanError::MissingLabel(label.clone()).into());
+            }
+            if without > 0 {
+                warnings.push(format!(
+                    "{without} series have no `{label}` label; as in PromQL's `by ({label})` they are grouped \
+                     as if it were empty"
+                ));
+            }
+        }
+    }
+    let identities = identity::identify(&series, plan.group.by, &plan.group.labels);
+    let mut fields = vec![Field::new("series_id", DataType::UInt64, false), Field::new("key", DataType::Utf8, false)];
+    fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut arrays: Vec<datafusion::arrow::array::ArrayRef> = vec![
+        Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(identities.iter().map(|i| i.series_id))),
+        Arc::new(StringArray::from_iter_values(identities.iter().map(|i| i.key.as_str()))),
+    ];
+    for c in 0..columns.len() {
+        arrays.push(Arc::new(identities.iter().map(|i| i.columns[c].as_deref()).collect::<StringArray>()));
+    }
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    register_batches(session, "identity", vec![batch], schema, &[])?;
+    Ok(columns)
 }
 
 /// Kubernetes names generated suffixes from this alphabet (no vowels, no 0, 1, 3).

@@ -3,72 +3,84 @@
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{
-    Array, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
 };
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 
 use crate::features::{self, FeaturesParams};
 use crate::resample::{self, Cleaned, ResampleParams};
-use crate::windows::WindowSet;
+use applearner_contracts::WindowSet;
 
 const MIN: i64 = 60_000;
 
 /// A sample: (role, pod, minute offset in ms, value). Container `app`, namespace `ns`.
 type Row = (&'static str, &'static str, i64, f64);
 
-fn samples(rows: &[Row]) -> (RecordBatch, RecordBatch) {
+/// A sample with any labels: (role, labels, ms, value).
+type LabelledRow = (&'static str, Vec<(&'static str, &'static str)>, i64, f64);
+
+fn pod_labels(pod: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![("namespace", "ns"), ("pod", pod), ("container", "app")]
+}
+
+/// The `samples` and `series` tables as ingest writes them (label columns, the `labels`
+/// JSON of all labels, one `series` row per series with its span and count).
+fn labelled_samples(rows: &[LabelledRow]) -> (RecordBatch, RecordBatch) {
     let ts = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let labels = [
-        Field::new("namespace", DataType::Utf8, true),
-        Field::new("pod", DataType::Utf8, true),
-        Field::new("container", DataType::Utf8, true),
-    ];
+    let names = ["namespace", "pod", "container", "instance"];
+    let label_fields = names.map(|n| Field::new(n, DataType::Utf8, true));
+    let label = |r: &LabelledRow, name: &str| r.1.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let json = |r: &LabelledRow| {
+        serde_json::to_string(&r.1.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()).unwrap()
+    };
+    let id = |r: &LabelledRow| blake3::hash(format!("{}{}", r.0, json(r)).as_bytes()).as_bytes()[0] as u64;
     let mut fields = vec![Field::new("role", DataType::Utf8, false), Field::new("series_id", DataType::UInt64, false)];
-    fields.extend(labels.clone());
+    fields.extend(label_fields.clone());
     fields.extend([Field::new("timestamp", ts(), false), Field::new("value", DataType::Float64, false)]);
-    let id = |r: &Row| blake3::hash(format!("{}{}", r.0, r.1).as_bytes()).as_bytes()[0] as u64;
-    let samples = RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(UInt64Array::from_iter_values(rows.iter().map(id))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "ns"))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "app"))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC")),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
-        ],
-    )
-    .unwrap();
-    // The series table as ingest writes it: one row per series with its span and count.
-    let mut series: std::collections::BTreeMap<u64, (Row, i64, i64, u64)> = Default::default();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(id))),
+    ];
+    columns.extend(names.map(|n| Arc::new(rows.iter().map(|r| label(r, n)).collect::<StringArray>()) as ArrayRef));
+    columns.extend([
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.2)).with_timezone("UTC"))
+            as ArrayRef,
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
+    ]);
+    let samples = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let mut series: std::collections::BTreeMap<u64, (&LabelledRow, i64, i64, u64)> = Default::default();
     for r in rows {
-        let e = series.entry(id(r)).or_insert((*r, i64::MAX, i64::MIN, 0));
+        let e = series.entry(id(r)).or_insert((r, i64::MAX, i64::MIN, 0));
         (e.1, e.2, e.3) = (e.1.min(r.2), e.2.max(r.2), e.3 + 1);
     }
-    let series: Vec<_> = series.into_iter().collect();
-    let mut fields = vec![Field::new("series_id", DataType::UInt64, false), Field::new("role", DataType::Utf8, false)];
-    fields.extend(labels);
+    let series: Vec<_> = series.into_values().collect();
+    let mut fields = vec![
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+    ];
+    fields.extend(label_fields);
     fields.extend([
+        Field::new("labels", DataType::Utf8, false),
         Field::new("first_timestamp", ts(), false),
         Field::new("last_timestamp", ts(), false),
         Field::new("points", DataType::UInt64, false),
     ]);
-    let table = RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        vec![
-            Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| s.0))),
-            Arc::new(StringArray::from_iter_values(series.iter().map(|s| s.1.0.0))),
-            Arc::new(StringArray::from_iter_values(series.iter().map(|_| "ns"))),
-            Arc::new(StringArray::from_iter_values(series.iter().map(|s| s.1.0.1))),
-            Arc::new(StringArray::from_iter_values(series.iter().map(|_| "app"))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.1.1)).with_timezone("UTC")),
-            Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.1.2)).with_timezone("UTC")),
-            Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| s.1.3))),
-        ],
-    )
-    .unwrap();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| id(s.0)))),
+        Arc::new(StringArray::from_iter_values(series.iter().map(|s| format!("{}_metric", s.0.0)))),
+        Arc::new(StringArray::from_iter_values(series.iter().map(|s| s.0.0))),
+    ];
+    columns.extend(names.map(|n| Arc::new(series.iter().map(|s| label(s.0, n)).collect::<StringArray>()) as ArrayRef));
+    columns.extend([
+        Arc::new(StringArray::from_iter_values(series.iter().map(|s| json(s.0)))) as ArrayRef,
+        Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.1)).with_timezone("UTC")),
+        Arc::new(TimestampMillisecondArray::from_iter_values(series.iter().map(|s| s.2)).with_timezone("UTC")),
+        Arc::new(UInt64Array::from_iter_values(series.iter().map(|s| s.3))),
+    ]);
+    let table = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
     (samples, table)
 }
 
@@ -81,8 +93,12 @@ fn params(yaml: &str) -> ResampleParams {
 }
 
 fn clean(rows: &[Row], yaml: &str) -> Result<Cleaned, String> {
+    clean_labelled(&rows.iter().map(|r| (r.0, pod_labels(r.1), r.2, r.3)).collect::<Vec<_>>(), yaml)
+}
+
+fn clean_labelled(rows: &[LabelledRow], yaml: &str) -> Result<Cleaned, String> {
     let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
-    let (samples, series) = samples(rows);
+    let (samples, series) = labelled_samples(rows);
     runtime().block_on(async {
         let session = crate::session(None);
         for (name, batch) in [("samples", samples), ("series", series)] {
@@ -216,6 +232,47 @@ fn pods_group_into_workloads() {
     assert_eq!(per_pod.counts.series, 4);
     let by_labels = clean(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [namespace]}}\n")).unwrap();
     assert_eq!(by_labels.counts.series, 1);
+}
+
+/// Regression: `clean.resample` keyed series by namespace/pod/container only, so node
+/// series told apart by `instance` (or VMs by `machine_id`) were summed into one series
+/// keyed `""` without a word.
+#[test]
+fn distinct_series_are_never_silently_merged() {
+    let node = |instance: &'static str| vec![("instance", instance), ("job", "node")];
+    let mut rows: Vec<LabelledRow> = Vec::new();
+    for m in 0..5 {
+        rows.push(("cpu", node("node-a:9100"), m * MIN, 1.0 + m as f64));
+        rows.push(("cpu", node("node-b:9100"), m * MIN, 10.0 + m as f64));
+        rows.push(("cpu", vec![("machine_id", "m1")], m * MIN, 100.0 + m as f64));
+        rows.push(("cpu", pod_labels("web-5f55b6cf68-77cfw"), m * MIN, 2.0 + m as f64));
+        rows.push(("cpu", pod_labels("web-5f55b6cf68-jpzbd"), m * MIN, 3.0 + m as f64));
+    }
+    let rows_by_key = |c: &Cleaned| {
+        let mut keys: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for r in rows_of(c, "cpu") {
+            keys.entry(r.0).or_default().push(r.3);
+        }
+        keys
+    };
+    let series = clean_labelled(&rows, CPU_ONLY).unwrap();
+    let keys = rows_by_key(&series);
+    assert_eq!(keys["instance=node-a:9100"], [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(keys["instance=node-b:9100"], [10.0, 11.0, 12.0, 13.0, 14.0]);
+    assert_eq!(keys["machine_id=m1"], [100.0, 101.0, 102.0, 103.0, 104.0]);
+    assert_eq!(keys.len(), 5, "{:?}", keys.keys());
+    assert_eq!(series.counts.series, 5);
+    // Grouping into workloads sums the two web pods, and only them.
+    let workloads = rows_by_key(&clean_labelled(&rows, &format!("{CPU_ONLY}group: {{by: workload}}\n")).unwrap());
+    assert_eq!(workloads["ns/web/app"], [5.0, 7.0, 9.0, 11.0, 13.0]);
+    assert_eq!(workloads["instance=node-a:9100"], [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(workloads.len(), 4, "{:?}", workloads.keys());
+    // Any label can group, including those kept only in the `labels` JSON column.
+    let by_job = clean_labelled(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [job]}}\n")).unwrap();
+    assert_eq!(rows_by_key(&by_job)["node"], [11.0, 13.0, 15.0, 17.0, 19.0]);
+    assert!(by_job.warnings.iter().any(|w| w.contains("3 series have no `job` label")), "{:?}", by_job.warnings);
+    let err = clean_labelled(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [rack]}}\n")).unwrap_err();
+    assert!(err.contains("no input series has the label `rack`"), "{err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod charts;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -43,6 +44,7 @@ fn default_rank_by() -> String {
 
 impl StageParams for ReportParams {
     const KIND: &'static str = "report.html";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         if !["cpu", "memory"].contains(&self.rank_by.as_str()) {
@@ -143,353 +145,392 @@ impl Stage for Report {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let card: Value = serde_json::from_slice(&ctx.read_artifact("card.json")?)?;
+        let card: Card = serde_json::from_slice(&ctx.read_artifact(CARD_FILE)?)?;
         let cleaning = ctx.input_record("resampled")?.get("summary").cloned().unwrap_or(Value::Null);
-        let resampled = ctx.read_table("resampled")?;
-        let forecasts = ctx.read_table("forecasts")?;
-        let scores = read_scores(&ctx.read_table("scores")?)?;
-        let plan = ctx.read_table("plan")?;
-        let backtest = ctx.read_table("plan_backtest")?;
-        let comparison = ctx.read_table("plan_comparison")?;
-
-        let mut html = Html::default();
-        let mut md = String::new();
-        let mut metrics = serde_json::Map::new();
-
-        // The model.
-        let b = &card["blueprint"];
-        let model_line = format!(
-            "{} on [{}] → [{}], lookback {} steps, horizon {} steps of {} s; loss {}; best epoch {} of {}",
-            b["model"]["kind"].as_str().unwrap_or("?"),
-            b["inputs"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default(),
-            b["targets"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default(),
-            b["shape"]["lookback"],
-            b["shape"]["horizon"],
-            card["step_ms"].as_i64().unwrap_or(0) / 1000,
-            b["loss"]["kind"].as_str().unwrap_or("?"),
-            card["best_epoch"],
-            card["epochs_run"],
-        );
-        // No run id: the same inputs give the same bytes, whichever run made them.
-        let digest = card["weights_digest"].as_str().unwrap_or("").chars().take(12).collect::<String>();
-        html.head(&self.params.title, &digest, &model_line);
-        let _ = writeln!(md, "# {}\n\nModel `{digest}`: {model_line}.\n", self.params.title);
-        metrics.insert("model".into(), json!({"blueprint": b, "weights_digest": card["weights_digest"]}));
-
-        // Data.
-        let data = data_summary(&resampled, &cleaning)?;
-        html.section("data", "Data", "What was read, what cleaning removed, and what the models learned from.");
-        html.table(&[], &data.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>());
-        let _ = writeln!(md, "## Data\n");
-        for (k, v) in &data {
-            let _ = writeln!(md, "- {k}: {v}");
-        }
-        metrics.insert("data".into(), cleaning.clone());
-
-        // Leaderboard.
-        let resources: Vec<String> = {
-            let mut r: Vec<String> = scores.iter().map(|s| s.resource.clone()).collect();
-            r.sort();
-            r.dedup();
-            r
-        };
-        html.section(
-            "leaderboard",
-            "Leaderboard",
-            "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR give one value meant to sit above usage, so their errors as forecasts are large by design; they are compared as plans below.",
-        );
         let backtest_summary = ctx.input_record("scores")?.get("summary").cloned().unwrap_or(Value::Null);
-        let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let note = format!(
-            "{} origins over {} series. MASE used the last-value scale for {} series with no point a season earlier in sample; seasonal naive fell back to the last value for {} forecast steps with no value a season before.",
-            count("origins"),
-            count("series"),
-            count("mase_scaled_by_last_value"),
-            count("seasonal_naive_fell_back")
-        );
-        html.paragraph(&note);
-        let _ = writeln!(md, "{note}\n");
-        metrics.insert("backtest".into(), backtest_summary.clone());
-        let mut leaderboard = serde_json::Map::new();
-        let _ = writeln!(md, "\n## Leaderboard (test part, median over series unless said)\n");
-        for resource in &resources {
-            let columns = [
-                "mase",
-                "mae",
-                "rmse",
-                "smape",
-                "direction_f1",
-                "pinball",
-                "coverage_p50",
-                "coverage_p90",
-                "coverage_p99",
-            ];
-            let value = |m: &str, scope: &str, metric: &str| {
-                scores
-                    .iter()
-                    .find(|s| {
-                        s.method == m
-                            && &s.resource == resource
-                            && s.scope == scope
-                            && s.step == 0
-                            && s.metric == metric
-                    })
-                    .map_or(f64::NAN, |s| s.value)
-            };
-            let mut methods: Vec<&str> = METHOD_NAMES
-                .iter()
-                .map(|(k, _)| *k)
-                .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
-                .collect();
-            methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
-            let mut rows = Vec::new();
-            let mut json_rows = Vec::new();
-            for m in &methods {
-                let mut row = vec![method_name(m).to_string(), fmt(value(m, "mean", "mase"))];
-                let mut j = serde_json::Map::new();
-                j.insert("method".into(), (*m).into());
-                j.insert("mase_mean".into(), num(value(m, "mean", "mase")));
-                for c in columns {
-                    row.push(fmt(value(m, "median", c)));
-                    j.insert(c.into(), num(value(m, "median", c)));
-                }
-                rows.push(row);
-                json_rows.push(Value::Object(j));
-            }
-            let headers = [
-                "method",
-                "MASE (mean)",
-                "MASE",
-                "MAE",
-                "RMSE",
-                "sMAPE %",
-                "direction F1",
-                "pinball",
-                "cover p50",
-                "cover p90",
-                "cover p99",
-            ];
-            html.h3(&format!("{resource}"));
-            html.table(&headers, &rows);
-            let _ = writeln!(md, "### {resource}\n");
-            md_table(&mut md, &headers, &rows);
-            leaderboard.insert(resource.clone(), Value::Array(json_rows));
+        let resampled = ctx.read_table("resampled")?;
+        let scores = read_scores(&ctx.read_table("scores")?)?;
+        let mut resources: Vec<String> = scores.iter().map(|s| s.resource.clone()).collect();
+        resources.sort();
+        resources.dedup();
 
-            // Error by horizon step.
-            let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
-            let lines = methods
-                .iter()
-                .filter(|m| !["vpa", "krr"].contains(m))
-                .map(|m| Line {
-                    name: method_name(m).into(),
-                    color: color(m),
-                    points: (1..=steps)
-                        .map(|st| {
-                            (
-                                st as f64,
-                                scores
-                                    .iter()
-                                    .find(|s| {
-                                        &s.method == m
-                                            && &s.resource == resource
-                                            && s.scope == "median"
-                                            && s.step == st
-                                            && s.metric == "mase"
-                                    })
-                                    .map_or(f64::NAN, |s| s.value),
-                            )
-                        })
-                        .collect(),
-                    markers: true,
-                    bold: *m == "model",
-                })
-                .collect();
-            html.chart(
-                &format!("horizon-{resource}"),
-                &Chart { title: format!("{resource}: median MASE by horizon step"), x_label: "steps ahead".into(), y_label: "MASE".into(), time_x: false, lines, bands: vec![] },
-                "The original project reported errors per forecast length: how fast each method degrades further ahead.",
-            )?;
-        }
-        metrics.insert("leaderboard".into(), Value::Object(leaderboard));
+        let mut doc = Doc::default();
+        model_section(&mut doc, &card, &self.params.title);
+        data_section(&mut doc, &resampled, &cleaning)?;
+        leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
+        let forecasts = ctx.read_table("forecasts")?;
+        forecasts_section(&mut doc, &scores, &self.params.rank_by, &forecasts, &resampled, &resources)?;
+        let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
+        plans_section(&mut doc, &backtest, &comparison, &resources)?;
+        let planned = plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
 
-        // Forecast vs actual for the best, median and worst series.
-        let picks = pick_series(&scores, &self.params.rank_by);
-        html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", self.params.rank_by));
-        let f = ForecastRows::read(&forecasts)?;
-        let usage = Usage::read(&resampled)?;
-        for (label, key) in &picks {
-            for resource in &resources {
-                let chart = forecast_chart(&f, &usage, key, resource, label);
-                html.chart(&format!("forecast-{label}-{resource}"), &chart, &escape(key))?;
-            }
-        }
-        metrics.insert(
-            "series_shown".into(),
-            json!(picks.iter().map(|(l, k)| json!({"rank": l, "key": k})).collect::<Vec<_>>()),
-        );
-
-        // Plans.
-        html.section(
-            "plans",
-            "Provisioning plans, replayed",
-            "The usage of the test part replayed against each plan: slack is requested minus used (core-hours for CPU, GiB-hours for memory, and % of what was requested); under-provisioned time is the share of minutes with CPU above the request (throttling risk) or memory above the limit (OOM risk). Every setting of the model (each quantile × margin), VPA (target percentile) and KRR (CPU percentile / memory buffer) is a point; the large dot is the configured setting or the tool's default.",
-        );
-        let bt = Cols { batches: &backtest, table: "plan_backtest" };
-        let (bm, bs, bd, br, bk) = (
-            bt.strings("method")?,
-            bt.strings("setting")?,
-            bt.strings("default")?,
-            bt.strings("resource")?,
-            bt.strings("key")?,
-        );
-        let (slack, under, slack_h, changes) = (
-            bt.floats("slack_pct")?,
-            bt.floats("under_provisioned_pct")?,
-            bt.floats("slack_hours")?,
-            bt.floats("changes")?,
-        );
-        let mut defaults = Vec::new();
-        for resource in &resources {
-            let mut lines = Vec::new();
-            for m in ["model", "vpa", "krr"] {
-                let mut pts: Vec<(f64, f64)> = (0..bm.len())
-                    .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty())
-                    .map(|i| (under[i], slack[i]))
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let def: Vec<(f64, f64)> = (0..bm.len())
-                    .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty() && bd[i] == "yes")
-                    .map(|i| (under[i], slack[i]))
-                    .collect();
-                lines.push(Line {
-                    name: format!("{} settings", method_name(m)),
-                    color: color(m),
-                    points: pareto(&pts),
-                    markers: true,
-                    bold: false,
-                });
-                lines.push(Line {
-                    name: format!("{} (configured/default)", method_name(m)),
-                    color: color(m),
-                    points: def,
-                    markers: true,
-                    bold: true,
-                });
-            }
-            html.chart(
-                &format!("tradeoff-{resource}"),
-                &Chart {
-                    title: format!("{resource}: slack against under-provisioned time"),
-                    x_label: "under-provisioned time %".into(),
-                    y_label: "slack % of requested".into(),
-                    time_x: false,
-                    lines,
-                    bands: vec![],
-                },
-                "Lower left is better. Each line joins the settings no other setting of the same method beats on both.",
-            )?;
-            for i in (0..bm.len()).filter(|&i| &br[i] == resource && bk[i].is_empty() && bd[i] == "yes") {
-                defaults.push(vec![
-                    method_name(&bm[i]).to_string(),
-                    bs[i].clone(),
-                    resource.clone(),
-                    fmt(slack_h[i]),
-                    format!("{:.1}", slack[i]),
-                    format!("{:.2}", under[i]),
-                    format!("{}", changes[i]),
-                ]);
-            }
-        }
-        let headers =
-            ["method", "setting", "resource", "slack (unit-hours)", "slack %", "under-provisioned %", "changes"];
-        html.h3("Configured plan and the recommenders' defaults");
-        html.table(&headers, &defaults);
-        let _ = writeln!(md, "\n## Plans, replayed over the test part\n");
-        md_table(&mut md, &headers, &defaults);
-
-        let c = Cols { batches: &comparison, table: "plan_comparison" };
-        let (cr, cb, cu, cs, cm) = (
-            c.strings("resource")?,
-            c.strings("baseline")?,
-            c.floats("baseline_under_provisioned_pct")?,
-            c.floats("baseline_slack_pct")?,
-            c.floats("model_slack_pct")?,
-        );
-        let rows: Vec<Vec<String>> = (0..cr.len())
-            .map(|i| {
-                vec![
-                    cr[i].clone(),
-                    method_name(&cb[i]).to_string(),
-                    format!("{:.2}", cu[i]),
-                    format!("{:.1}", cs[i]),
-                    if cm[i].is_finite() { format!("{:.1}", cm[i]) } else { "not reached".into() },
-                ]
-            })
-            .collect();
-        let headers = [
-            "resource",
-            "recommender",
-            "its under-provisioned %",
-            "its slack %",
-            "model's slack % at the same under-provisioned time",
-        ];
-        html.h3("At matched under-provisioned time");
-        html.table(&headers, &rows);
-        let _ = writeln!(md, "\n### At matched under-provisioned time\n");
-        md_table(&mut md, &headers, &rows);
-        metrics.insert(
-            "plan_comparison".into(),
-            json!((0..cr.len()).map(|i| json!({"resource": cr[i], "baseline": cb[i], "baseline_under_pct": num(cu[i]), "baseline_slack_pct": num(cs[i]), "model_slack_pct": num(cm[i])})).collect::<Vec<_>>()),
-        );
-
-        // The plan ahead.
-        let p = Cols { batches: &plan, table: "plan" };
-        let (pk, from, until) = (p.strings("key")?, p.ints("from")?, p.ints("until")?);
-        // A model of one resource plans only that one.
-        let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
-        let (cpu, mem, lim) =
-            (optional("cpu_request_cores"), optional("memory_request_bytes"), optional("memory_limit_bytes"));
-        let q = |v: f64, unit: f64, suffix: &str| {
-            if v.is_finite() { format!("{:.0}{suffix}", v / unit) } else { "–".into() }
-        };
-        let time = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
-        };
-        let rows: Vec<Vec<String>> = (0..pk.len())
-            .map(|i| {
-                vec![
-                    pk[i].clone(),
-                    time(from[i]),
-                    time(until[i]),
-                    q(cpu[i], 1e-3, "m"),
-                    q(mem[i], 1048576.0, "Mi"),
-                    q(lim[i], 1048576.0, "Mi"),
-                ]
-            })
-            .collect();
-        let headers = ["workload", "from (UTC)", "until", "CPU request", "memory request", "memory limit"];
-        html.section("plan", "The plan ahead", "From the forecast past the end of the data; `patches.yaml` and `vpa.yaml` beside this report hold it as Kubernetes objects.");
-        html.table(&headers, &rows);
-        let _ = writeln!(md, "\n## The plan ahead\n");
-        md_table(&mut md, &headers, &rows);
-
-        let html = html.finish();
+        let html = doc.html.finish();
         let charts = html.matches("<figure").count();
         ctx.write_artifact("report.html", html)?;
-        ctx.write_artifact("report.md", md)?;
-        ctx.write_artifact("metrics.json", serde_json::to_vec_pretty(&Value::Object(metrics))?)?;
+        ctx.write_artifact("report.md", doc.md)?;
+        ctx.write_artifact("metrics.json", serde_json::to_vec_pretty(&Value::Object(doc.metrics))?)?;
         let mut summary = Summary::new();
         summary.insert("charts".into(), charts.into());
-        summary.insert("workloads_planned".into(), rows.len().into());
+        summary.insert("workloads_planned".into(), planned.into());
         Ok(summary)
     }
+}
+
+/// The report as it is written: HTML, Markdown and the JSON of `metrics.json`, each section
+/// adding to all three.
+#[derive(Default)]
+struct Doc {
+    html: Html,
+    md: String,
+    metrics: serde_json::Map<String, Value>,
+}
+
+/// What the model is: the report's head.
+fn model_section(doc: &mut Doc, card: &Card, title: &str) {
+    // The model.
+    let b = &card.blueprint;
+    let model_line = format!(
+        "{} on [{}] → [{}], lookback {} steps, horizon {} steps of {} s; loss {}; best epoch {} of {}",
+        b.model.name(),
+        b.inputs.join(", "),
+        b.targets.join(", "),
+        b.shape.lookback,
+        b.shape.horizon,
+        card.step_ms / 1000,
+        b.loss.name(),
+        card.best_epoch,
+        card.epochs_run,
+    );
+    // No run id: the same inputs give the same bytes, whichever run made them.
+    let digest = card.weights_digest.chars().take(12).collect::<String>();
+    doc.html.head(title, &digest, &model_line);
+    let _ = writeln!(doc.md, "# {}\n\nModel `{digest}`: {model_line}.\n", title);
+    doc.metrics.insert("model".into(), json!({"blueprint": b, "weights_digest": card.weights_digest}));
+}
+
+/// What was read and what cleaning did.
+fn data_section(doc: &mut Doc, resampled: &[RecordBatch], cleaning: &Value) -> Result<(), BoxError> {
+    // Data.
+    let data = data_summary(&resampled, &cleaning)?;
+    doc.html.section("data", "Data", "What was read, what cleaning removed, and what the models learned from.");
+    doc.html.table(&[], &data.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>());
+    let _ = writeln!(doc.md, "## Data\n");
+    for (k, v) in &data {
+        let _ = writeln!(doc.md, "- {k}: {v}");
+    }
+    doc.metrics.insert("data".into(), cleaning.clone());
+
+    Ok(())
+}
+
+/// Every method's errors on the test part, per resource and by horizon step.
+fn leaderboard_section(
+    doc: &mut Doc,
+    scores: &[Score],
+    resources: &[String],
+    backtest_summary: Value,
+) -> Result<(), BoxError> {
+    // Leaderboard.
+    doc.html.section(
+        "leaderboard",
+        "Leaderboard",
+        "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR give one value meant to sit above usage, so their errors as forecasts are large by design; they are compared as plans below.",
+    );
+    let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let note = format!(
+        "{} origins over {} series. MASE used the last-value scale for {} series with no point a season earlier in sample; seasonal naive fell back to the last value for {} forecast steps with no value a season before.",
+        count("origins"),
+        count("series"),
+        count("mase_scaled_by_last_value"),
+        count("seasonal_naive_fell_back")
+    );
+    doc.html.paragraph(&note);
+    let _ = writeln!(doc.md, "{note}\n");
+    doc.metrics.insert("backtest".into(), backtest_summary.clone());
+    let mut leaderboard = serde_json::Map::new();
+    let _ = writeln!(doc.md, "\n## Leaderboard (test part, median over series unless said)\n");
+    for resource in resources {
+        let columns =
+            ["mase", "mae", "rmse", "smape", "direction_f1", "pinball", "coverage_p50", "coverage_p90", "coverage_p99"];
+        let value = |m: &str, scope: &str, metric: &str| {
+            scores
+                .iter()
+                .find(|s| {
+                    s.method == m && &s.resource == resource && s.scope == scope && s.step == 0 && s.metric == metric
+                })
+                .map_or(f64::NAN, |s| s.value)
+        };
+        let mut methods: Vec<&str> = METHOD_NAMES
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
+            .collect();
+        methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
+        let mut rows = Vec::new();
+        let mut json_rows = Vec::new();
+        for m in &methods {
+            let mut row = vec![method_name(m).to_string(), fmt(value(m, "mean", "mase"))];
+            let mut j = serde_json::Map::new();
+            j.insert("method".into(), (*m).into());
+            j.insert("mase_mean".into(), num(value(m, "mean", "mase")));
+            for c in columns {
+                row.push(fmt(value(m, "median", c)));
+                j.insert(c.into(), num(value(m, "median", c)));
+            }
+            rows.push(row);
+            json_rows.push(Value::Object(j));
+        }
+        let headers = [
+            "method",
+            "MASE (mean)",
+            "MASE",
+            "MAE",
+            "RMSE",
+            "sMAPE %",
+            "direction F1",
+            "pinball",
+            "cover p50",
+            "cover p90",
+            "cover p99",
+        ];
+        doc.html.h3(&format!("{resource}"));
+        doc.html.table(&headers, &rows);
+        let _ = writeln!(doc.md, "### {resource}\n");
+        md_table(&mut doc.md, &headers, &rows);
+        leaderboard.insert(resource.clone(), Value::Array(json_rows));
+
+        // Error by horizon step.
+        let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
+        let lines = methods
+            .iter()
+            .filter(|m| !["vpa", "krr"].contains(m))
+            .map(|m| Line {
+                name: method_name(m).into(),
+                color: color(m),
+                points: (1..=steps)
+                    .map(|st| {
+                        (
+                            st as f64,
+                            scores
+                                .iter()
+                                .find(|s| {
+                                    &s.method == m
+                                        && &s.resource == resource
+                                        && s.scope == "median"
+                                        && s.step == st
+                                        && s.metric == "mase"
+                                })
+                                .map_or(f64::NAN, |s| s.value),
+                        )
+                    })
+                    .collect(),
+                markers: true,
+                bold: *m == "model",
+            })
+            .collect();
+        doc.html.chart(
+            &format!("horizon-{resource}"),
+            &Chart {
+                title: format!("{resource}: median MASE by horizon step"),
+                x_label: "steps ahead".into(),
+                y_label: "MASE".into(),
+                time_x: false,
+                lines,
+                bands: vec![],
+            },
+            "The original project reported errors per forecast length: how fast each method degrades further ahead.",
+        )?;
+    }
+    doc.metrics.insert("leaderboard".into(), Value::Object(leaderboard));
+
+    Ok(())
+}
+
+/// Forecast against actual for the best, median and worst series.
+fn forecasts_section(
+    doc: &mut Doc,
+    scores: &[Score],
+    rank_by: &str,
+    forecasts: &[RecordBatch],
+    resampled: &[RecordBatch],
+    resources: &[String],
+) -> Result<(), BoxError> {
+    // Forecast vs actual for the best, median and worst series.
+    let picks = pick_series(scores, rank_by);
+    doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by));
+    let f = ForecastRows::read(forecasts)?;
+    let usage = Usage::read(resampled)?;
+    for (label, key) in &picks {
+        for resource in resources {
+            let chart = forecast_chart(&f, &usage, key, resource, label);
+            doc.html.chart(&format!("forecast-{label}-{resource}"), &chart, &escape(key))?;
+        }
+    }
+    doc.metrics.insert(
+        "series_shown".into(),
+        json!(picks.iter().map(|(l, k)| json!({"rank": l, "key": k})).collect::<Vec<_>>()),
+    );
+
+    Ok(())
+}
+
+/// The plans replayed: trade-off curves, the configured settings, the comparison at matched risk.
+fn plans_section(
+    doc: &mut Doc,
+    backtest: &[RecordBatch],
+    comparison: &[RecordBatch],
+    resources: &[String],
+) -> Result<(), BoxError> {
+    // Plans.
+    doc.html.section(
+        "plans",
+        "Provisioning plans, replayed",
+        "The usage of the test part replayed against each plan: slack is requested minus used (core-hours for CPU, GiB-hours for memory, and % of what was requested); under-provisioned time is the share of minutes with CPU above the request (throttling risk) or memory above the limit (OOM risk). Every setting of the model (each quantile × margin), VPA (target percentile) and KRR (CPU percentile / memory buffer) is a point; the large dot is the configured setting or the tool's default.",
+    );
+    let bt = Cols { batches: backtest, table: "plan_backtest" };
+    let (bm, bs, bd, br, bk) = (
+        bt.strings("method")?,
+        bt.strings("setting")?,
+        bt.strings("default")?,
+        bt.strings("resource")?,
+        bt.strings("key")?,
+    );
+    let (slack, under, slack_h, changes) = (
+        bt.floats("slack_pct")?,
+        bt.floats("under_provisioned_pct")?,
+        bt.floats("slack_hours")?,
+        bt.floats("changes")?,
+    );
+    let mut defaults = Vec::new();
+    for resource in resources {
+        let mut lines = Vec::new();
+        for m in ["model", "vpa", "krr"] {
+            let mut pts: Vec<(f64, f64)> = (0..bm.len())
+                .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty())
+                .map(|i| (under[i], slack[i]))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let def: Vec<(f64, f64)> = (0..bm.len())
+                .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty() && bd[i] == "yes")
+                .map(|i| (under[i], slack[i]))
+                .collect();
+            lines.push(Line {
+                name: format!("{} settings", method_name(m)),
+                color: color(m),
+                points: pareto(&pts),
+                markers: true,
+                bold: false,
+            });
+            lines.push(Line {
+                name: format!("{} (configured/default)", method_name(m)),
+                color: color(m),
+                points: def,
+                markers: true,
+                bold: true,
+            });
+        }
+        doc.html.chart(
+            &format!("tradeoff-{resource}"),
+            &Chart {
+                title: format!("{resource}: slack against under-provisioned time"),
+                x_label: "under-provisioned time %".into(),
+                y_label: "slack % of requested".into(),
+                time_x: false,
+                lines,
+                bands: vec![],
+            },
+            "Lower left is better. Each line joins the settings no other setting of the same method beats on both.",
+        )?;
+        for i in (0..bm.len()).filter(|&i| &br[i] == resource && bk[i].is_empty() && bd[i] == "yes") {
+            defaults.push(vec![
+                method_name(&bm[i]).to_string(),
+                bs[i].clone(),
+                resource.clone(),
+                fmt(slack_h[i]),
+                format!("{:.1}", slack[i]),
+                format!("{:.2}", under[i]),
+                format!("{}", changes[i]),
+            ]);
+        }
+    }
+    let headers = ["method", "setting", "resource", "slack (unit-hours)", "slack %", "under-provisioned %", "changes"];
+    doc.html.h3("Configured plan and the recommenders' defaults");
+    doc.html.table(&headers, &defaults);
+    let _ = writeln!(doc.md, "\n## Plans, replayed over the test part\n");
+    md_table(&mut doc.md, &headers, &defaults);
+
+    let c = Cols { batches: comparison, table: "plan_comparison" };
+    let (cr, cb, cu, cs, cm) = (
+        c.strings("resource")?,
+        c.strings("baseline")?,
+        c.floats("baseline_under_provisioned_pct")?,
+        c.floats("baseline_slack_pct")?,
+        c.floats("model_slack_pct")?,
+    );
+    let rows: Vec<Vec<String>> = (0..cr.len())
+        .map(|i| {
+            vec![
+                cr[i].clone(),
+                method_name(&cb[i]).to_string(),
+                format!("{:.2}", cu[i]),
+                format!("{:.1}", cs[i]),
+                if cm[i].is_finite() { format!("{:.1}", cm[i]) } else { "not reached".into() },
+            ]
+        })
+        .collect();
+    let headers = [
+        "resource",
+        "recommender",
+        "its under-provisioned %",
+        "its slack %",
+        "model's slack % at the same under-provisioned time",
+    ];
+    doc.html.h3("At matched under-provisioned time");
+    doc.html.table(&headers, &rows);
+    let _ = writeln!(doc.md, "\n### At matched under-provisioned time\n");
+    md_table(&mut doc.md, &headers, &rows);
+    doc.metrics.insert(
+        "plan_comparison".into(),
+        json!((0..cr.len()).map(|i| json!({"resource": cr[i], "baseline": cb[i], "baseline_under_pct": num(cu[i]), "baseline_slack_pct": num(cs[i]), "model_slack_pct": num(cm[i])})).collect::<Vec<_>>()),
+    );
+
+    Ok(())
+}
+
+/// The plan ahead, one row per workload and interval; returns the rows.
+fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<usize, BoxError> {
+    // The plan ahead.
+    let p = Cols { batches: plan, table: "plan" };
+    let (pk, from, until) = (p.strings("key")?, p.ints("from")?, p.ints("until")?);
+    // A model of one resource plans only that one.
+    let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
+    let (cpu, mem, lim) =
+        (optional("cpu_request_cores"), optional("memory_request_bytes"), optional("memory_limit_bytes"));
+    let q = |v: f64, unit: f64, suffix: &str| {
+        if v.is_finite() { format!("{:.0}{suffix}", v / unit) } else { "–".into() }
+    };
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    let rows: Vec<Vec<String>> = (0..pk.len())
+        .map(|i| {
+            vec![
+                pk[i].clone(),
+                time(from[i]),
+                time(until[i]),
+                q(cpu[i], 1e-3, "m"),
+                q(mem[i], 1048576.0, "Mi"),
+                q(lim[i], 1048576.0, "Mi"),
+            ]
+        })
+        .collect();
+    let headers = ["workload", "from (UTC)", "until", "CPU request", "memory request", "memory limit"];
+    doc.html.section("plan", "The plan ahead", "From the forecast past the end of the data; `patches.yaml` and `vpa.yaml` beside this report hold it as Kubernetes objects.");
+    doc.html.table(&headers, &rows);
+    let _ = writeln!(doc.md, "\n## The plan ahead\n");
+    md_table(&mut doc.md, &headers, &rows);
+
+    Ok(rows.len())
 }
 
 /// The settings no other setting beats on both axes (less under-provisioning and less slack).

@@ -1,5 +1,6 @@
 //! Where training and prediction run: `cpu` (burn's flex backend), `cuda`, `cuda:N`, or
-//! `auto` (the first GPU when this build and machine have one, else the CPU).
+//! `auto` (the first GPU when this build and machine have one, else the CPU). Names are
+//! parsed with the config; the machine is asked only where a stage runs.
 
 use std::fmt;
 
@@ -36,27 +37,87 @@ pub enum DeviceError {
     NoGpu { requested: String, reason: String },
 }
 
-/// Parses and checks a device name. CUDA is checked here, before any kernel runs:
-/// burn-cuda loads the driver lazily and panics in a worker thread when it is missing.
-pub fn resolve(name: &str) -> Result<Device, DeviceError> {
-    let name = name.trim();
-    let cuda_index = match name {
-        "cpu" => return Ok(Device::Cpu),
-        "auto" => return Ok(if gpus().is_ok_and(|n| n > 0) { Device::Cuda(0) } else { Device::Cpu }),
-        "cuda" => 0,
-        _ => match name.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => i,
-            _ => return Err(DeviceError::Unknown(name.to_string())),
-        },
-    };
-    match gpus() {
-        Ok(n) if cuda_index < n => Ok(Device::Cuda(cuda_index)),
-        Ok(n) => Err(DeviceError::NoGpu {
-            requested: name.to_string(),
-            reason: format!("the driver reports {n} GPU(s) (indices from 0)"),
-        }),
-        Err(Missing::NotBuilt) => Err(DeviceError::NotBuilt(name.to_string())),
-        Err(Missing::Driver(reason)) => Err(DeviceError::NoGpu { requested: name.to_string(), reason }),
+/// A device as a config or the command line names it: `cpu`, `auto`, `cuda` (= `cuda:0`)
+/// or `cuda:N`. Parsing looks at no hardware: a pipeline validated or exported here may
+/// run on pods with GPUs. [`DeviceName::resolve`] checks it where the stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceName {
+    Cpu,
+    Auto,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceName {
+    type Err = DeviceError;
+
+    fn from_str(text: &str) -> Result<Self, DeviceError> {
+        match text.trim() {
+            "cpu" => Ok(DeviceName::Cpu),
+            "auto" => Ok(DeviceName::Auto),
+            "cuda" => Ok(DeviceName::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(DeviceName::Cuda(i)),
+                _ => Err(DeviceError::Unknown(other.to_string())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceName::Cpu => f.write_str("cpu"),
+            DeviceName::Auto => f.write_str("auto"),
+            DeviceName::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl Serialize for DeviceName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for DeviceName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`cpu`, `cuda`, `cuda:N` or `auto` (the first GPU when this build and machine have one)",
+            "pattern": "^(cpu|auto|cuda(:[0-9]+)?)$"
+        })
+    }
+}
+
+impl DeviceName {
+    /// The device on this machine. CUDA is checked here, before any kernel runs: burn-cuda
+    /// loads the driver lazily and panics in a worker thread when it is missing.
+    pub fn resolve(self) -> Result<Device, DeviceError> {
+        let index = match self {
+            DeviceName::Cpu => return Ok(Device::Cpu),
+            DeviceName::Auto => return Ok(if gpus().is_ok_and(|n| n > 0) { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceName::Cuda(i) => i,
+        };
+        let requested = self.to_string();
+        match gpus() {
+            Ok(n) if index < n => Ok(Device::Cuda(index)),
+            Ok(n) => {
+                Err(DeviceError::NoGpu { requested, reason: format!("the driver reports {n} GPU(s) (indices from 0)") })
+            }
+            Err(Missing::NotBuilt) => Err(DeviceError::NotBuilt(requested)),
+            Err(Missing::Driver(reason)) => Err(DeviceError::NoGpu { requested, reason }),
+        }
     }
 }
 
@@ -94,14 +155,17 @@ mod tests {
 
     #[test]
     fn names_parse_and_cuda_is_refused_clearly_without_a_gpu() {
-        assert_eq!(resolve("cpu").unwrap(), Device::Cpu);
-        assert!(matches!(resolve("gpu"), Err(DeviceError::Unknown(_))));
-        assert!(matches!(resolve("cuda:x"), Err(DeviceError::Unknown(_))));
-        // This machine has no GPU: `auto` falls back to the CPU and `cuda` is an error that
-        // says why, in either build.
+        let parse = |t: &str| t.parse::<DeviceName>();
+        assert_eq!(parse("cpu").unwrap().resolve().unwrap(), Device::Cpu);
+        assert_eq!(parse("cuda").unwrap(), DeviceName::Cuda(0));
+        assert_eq!(parse("cuda:2").unwrap().to_string(), "cuda:2");
+        assert!(matches!(parse("gpu"), Err(DeviceError::Unknown(_))));
+        assert!(matches!(parse("cuda:x"), Err(DeviceError::Unknown(_))));
+        // Without a GPU `auto` falls back to the CPU and `cuda` is an error that says why,
+        // in either build.
         if gpus().is_err() {
-            assert_eq!(resolve("auto").unwrap(), Device::Cpu);
-            let message = resolve("cuda:0").unwrap_err().to_string();
+            assert_eq!(DeviceName::Auto.resolve().unwrap(), Device::Cpu);
+            let message = DeviceName::Cuda(0).resolve().unwrap_err().to_string();
             if cfg!(feature = "cuda") {
                 assert!(message.contains("is not installed") || message.contains("driver"), "{message}");
             } else {

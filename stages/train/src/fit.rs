@@ -1,7 +1,7 @@
 //! The training loop: seeded shuffles, Adam/AdamW, a learning-rate schedule, gradient
 //! clipping, early stopping on the validation part, and a checkpoint after every epoch.
 
-use applearner_prepare::windows::WindowSet;
+use applearner_contracts::WindowSet;
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
@@ -11,157 +11,27 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::head::LossSpec;
-use crate::model::{Forecaster, ModelSpec, Shape};
+pub use applearner_contracts::card::Accuracy;
+pub use applearner_contracts::model::{Blueprint, OptimizerKind, Schedule, TrainSpec};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSpec {
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    /// Peak learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Decoupled for `adamw`, L2 for `adam`; 0 turns it off.
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default)]
-    pub schedule: Schedule,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Clip each parameter's gradient to this L2 norm (0: off).
-    #[serde(default = "default_clip")]
-    pub clip: f64,
-    /// Stop after this many epochs without a better validation loss (0: never), and keep
-    /// the best epoch's weights.
-    #[serde(default = "default_patience")]
-    pub patience: usize,
-    /// Train on a seeded random subset of this many training windows (0: all of them).
-    #[serde(default)]
-    pub max_train_windows: usize,
+use crate::head::Head;
+use crate::model::Forecaster;
+
+/// A blueprint built on a backend.
+pub trait Build {
+    fn build<B: Backend>(&self, device: &B::Device) -> Forecaster<B>;
+    fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4>;
 }
 
-impl Default for TrainSpec {
-    fn default() -> Self {
-        TrainSpec {
-            optimizer: OptimizerKind::default(),
-            lr: default_lr(),
-            weight_decay: 0.0,
-            schedule: Schedule::default(),
-            epochs: default_epochs(),
-            batch: default_batch(),
-            clip: default_clip(),
-            patience: default_patience(),
-            max_train_windows: 0,
-        }
-    }
-}
-
-fn default_lr() -> f64 {
-    1e-3
-}
-fn default_epochs() -> usize {
-    20
-}
-fn default_batch() -> usize {
-    256
-}
-fn default_clip() -> f64 {
-    1.0
-}
-fn default_patience() -> usize {
-    5
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    #[default]
-    Adam,
-    Adamw,
-}
-
-/// How the learning rate moves over the epochs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Schedule {
-    #[default]
-    Constant,
-    /// Cosine decay from `lr` to `lr × floor` over the epochs.
-    Cosine {
-        #[serde(default)]
-        floor: f64,
-    },
-    /// Multiply by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f64 },
-}
-
-impl Schedule {
-    fn lr(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Cosine { floor } => {
-                let progress = epoch as f64 / (epochs.max(2) - 1) as f64;
-                base * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
-            }
-            Schedule::Step { every, gamma } => base * gamma.powi((epoch / (*every).max(1)) as i32),
-        }
-    }
-}
-
-impl TrainSpec {
-    pub fn check(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            out.push(("lr", format!("is {}; use a positive rate such as 1e-3", self.lr)));
-        }
-        if self.epochs == 0 {
-            out.push(("epochs", "must be at least 1".into()));
-        }
-        if self.batch == 0 {
-            out.push(("batch", "must be at least 1".into()));
-        }
-        if self.clip < 0.0 {
-            out.push(("clip", format!("is {}; use a positive norm, or 0 to turn clipping off", self.clip)));
-        }
-        if self.weight_decay < 0.0 {
-            out.push(("weight_decay", format!("is {}; use a positive rate such as 0.01, or 0", self.weight_decay)));
-        }
-        if let Schedule::Step { every: 0, .. } = self.schedule {
-            out.push(("schedule", "step needs `every` of at least 1 epoch".into()));
-        }
-        out
-    }
-}
-
-/// Everything that defines a model: what the card stores and loading rebuilds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Blueprint {
-    pub model: ModelSpec,
-    pub loss: LossSpec,
-    pub shape: Shape,
-    pub inputs: Vec<String>,
-    pub targets: Vec<String>,
-}
-
-impl Blueprint {
-    pub fn build<B: Backend>(&self, device: &B::Device) -> Forecaster<B> {
+impl Build for Blueprint {
+    fn build<B: Backend>(&self, device: &B::Device) -> Forecaster<B> {
         Forecaster::new(&self.model, self.shape, device)
     }
 
     /// Decoded outputs `[batch, horizon, targets, outputs]` of `x` (`batch` windows, row-major).
-    pub fn run<B: Backend>(
-        &self,
-        model: &Forecaster<B>,
-        x: Vec<f32>,
-        batch: usize,
-        device: &B::Device,
-    ) -> Tensor<B, 4> {
+    fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
         let s = self.shape;
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, s.lookback, s.inputs]), device);
         self.loss.decode(model.forward(x, s))
@@ -178,15 +48,10 @@ pub struct EpochMetrics {
     pub validation_mae: f64,
 }
 
-/// Accuracy of point forecasts on a part, in scaled units, beside the last-value forecast.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Accuracy {
-    pub windows: usize,
-    pub mae: f64,
-    pub rmse: f64,
-    pub last_value_mae: f64,
-    /// MAE over the last-value forecast's MAE: below 1 beats it.
-    pub mase: f64,
+/// What training reports as it goes: after each batch, and after each epoch's validation.
+pub enum Step<'a> {
+    Batch { loss: f64 },
+    Epoch { metrics: &'a EpochMetrics, of: usize, took: std::time::Duration },
 }
 
 /// What survives a killed run: written after every epoch, resumed from on a rerun.
@@ -257,7 +122,7 @@ pub fn fit<B: AutodiffBackend>(
     seed: u64,
     device: &B::Device,
     checkpoints: &dyn Checkpoints,
-    on_batch: &dyn Fn(usize, f64) -> Result<(), crate::BoxError>,
+    on_progress: &dyn Fn(Step) -> Result<(), crate::BoxError>,
 ) -> Result<Trained, crate::BoxError> {
     // flex draws initial weights and dropout masks from one process-wide generator: one
     // training at a time keeps them reproducible.
@@ -271,7 +136,7 @@ pub fn fit<B: AutodiffBackend>(
     .map(&mut Renumber(0));
     let clip = (spec.clip > 0.0).then(|| burn::grad_clipping::GradientClippingConfig::Norm(spec.clip as f32));
     // PyTorch's epsilon, so runs compare with the reference stack.
-    let run = Loop { blueprint, spec, windows, seed, device, checkpoints, on_batch };
+    let run = Loop { blueprint, spec, windows, seed, device, checkpoints, on_progress };
     match spec.optimizer {
         OptimizerKind::Adam => {
             let decay = (spec.weight_decay > 0.0).then(|| WeightDecayConfig::new(spec.weight_decay as f32));
@@ -298,7 +163,7 @@ struct Loop<'a, B: AutodiffBackend> {
     seed: u64,
     device: &'a B::Device,
     checkpoints: &'a dyn Checkpoints,
-    on_batch: &'a dyn Fn(usize, f64) -> Result<(), crate::BoxError>,
+    on_progress: &'a dyn Fn(Step) -> Result<(), crate::BoxError>,
 }
 
 type StateRecorder = BinBytesRecorder<FullPrecisionSettings>;
@@ -358,7 +223,7 @@ impl<B: AutodiffBackend> Loop<'_, B> {
                 model = optim.step(lr, model, grads);
                 total += value * n as f64;
                 count += n;
-                (self.on_batch)(n, value)?;
+                (self.on_progress)(Step::Batch { loss: value })?;
             }
             busy += clock.elapsed();
             seen += count;
@@ -368,13 +233,10 @@ impl<B: AutodiffBackend> Loop<'_, B> {
             let train_loss = total / count.max(1) as f64;
             // Without validation windows, stop on the training loss.
             let watched = if accuracy.windows > 0 { validation_loss } else { train_loss };
-            progress.metrics.push(EpochMetrics {
-                epoch: epoch as u32 + 1,
-                lr,
-                train_loss,
-                validation_loss,
-                validation_mae: accuracy.mae,
-            });
+            let metrics =
+                EpochMetrics { epoch: epoch as u32 + 1, lr, train_loss, validation_loss, validation_mae: accuracy.mae };
+            (self.on_progress)(Step::Epoch { metrics: &metrics, of: spec.epochs, took: clock.elapsed() })?;
+            progress.metrics.push(metrics);
             if watched < progress.best_loss {
                 progress.best_loss = watched;
                 progress.best_epoch = epoch;
@@ -449,7 +311,7 @@ pub fn evaluate<B: Backend>(
         mae: abs / cells,
         rmse: (sq / cells).sqrt(),
         last_value_mae: naive / cells,
-        mase: if naive > 0.0 { abs / naive } else { f64::NAN },
+        relative_mae: if naive > 0.0 { abs / naive } else { f64::NAN },
     };
     (loss / n.max(1) as f64, accuracy)
 }

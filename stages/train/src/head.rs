@@ -1,76 +1,25 @@
 //! What a model's raw outputs mean, and the loss that trains them.
 
+pub use applearner_contracts::model::{LossSpec, default_quantiles};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softplus;
 use burn::tensor::backend::Backend;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-/// The training loss, which also fixes what the model emits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum LossSpec {
-    /// Mean squared error of a point forecast.
-    Mse,
-    /// Mean absolute error of a point forecast.
-    Mae,
-    /// Huber: squared below `delta`, absolute above (robust to the spikes of bursty usage).
-    Huber {
-        #[serde(default = "one")]
-        delta: f64,
-    },
-    /// Pinball loss of one output per quantile; the quantiles are built increasing, so they
-    /// never cross.
-    Quantile {
-        #[serde(default = "default_quantiles")]
-        quantiles: Vec<f64>,
-    },
-    /// Gaussian negative log-likelihood of a mean and a scale per step.
-    Gaussian,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-pub fn default_quantiles() -> Vec<f64> {
-    vec![0.5, 0.9, 0.95, 0.99]
-}
 
 /// Smallest scale of a Gaussian head: keeps the likelihood finite on flat series.
 const MIN_SIGMA: f64 = 1e-3;
 
-impl LossSpec {
-    /// Raw outputs per target and step.
-    pub fn outputs(&self) -> usize {
-        match self {
-            LossSpec::Quantile { quantiles } => quantiles.len(),
-            LossSpec::Gaussian => 2,
-            _ => 1,
-        }
-    }
+/// What a loss's outputs mean on a backend: decoding, the loss itself, point and quantiles.
+pub trait Head {
+    fn decode<B: Backend>(&self, raw: Tensor<B, 4>) -> Tensor<B, 4>;
+    fn loss<B: Backend>(&self, decoded: Tensor<B, 4>, y: Tensor<B, 3>) -> Tensor<B, 1>;
+    fn point<B: Backend>(&self, decoded: Tensor<B, 4>) -> Tensor<B, 3>;
+    fn quantiles<B: Backend>(&self, decoded: Tensor<B, 4>) -> Option<Tensor<B, 4>>;
+}
 
-    pub fn check(&self) -> Option<String> {
-        match self {
-            LossSpec::Huber { delta } if *delta <= 0.0 => Some(format!("delta is {delta}; use a positive number")),
-            LossSpec::Quantile { quantiles } => {
-                if quantiles.is_empty() {
-                    Some("quantiles is empty; list at least one, e.g. [0.5, 0.9]".into())
-                } else if quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
-                    Some(format!("quantiles {quantiles:?} must lie strictly between 0 and 1"))
-                } else if quantiles.windows(2).any(|w| w[0] >= w[1]) {
-                    Some(format!("quantiles {quantiles:?} must be strictly increasing"))
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
-    }
-
+impl Head for LossSpec {
     /// The head's meaning of `raw` `[batch, horizon, targets, outputs]`: point forecasts,
     /// quantiles made increasing (the first, then softplus steps), or mean and scale.
-    pub fn decode<B: Backend>(&self, raw: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn decode<B: Backend>(&self, raw: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             LossSpec::Quantile { quantiles } if quantiles.len() > 1 => {
                 let [b, h, t, q] = raw.dims();
@@ -88,7 +37,7 @@ impl LossSpec {
     }
 
     /// Mean loss of decoded outputs against `y` `[batch, horizon, targets]`.
-    pub fn loss<B: Backend>(&self, decoded: Tensor<B, 4>, y: Tensor<B, 3>) -> Tensor<B, 1> {
+    fn loss<B: Backend>(&self, decoded: Tensor<B, 4>, y: Tensor<B, 3>) -> Tensor<B, 1> {
         let y = y.unsqueeze_dim::<4>(3);
         match self {
             LossSpec::Mse => (decoded - y).powi_scalar(2).mean(),
@@ -122,28 +71,12 @@ impl LossSpec {
 
     /// The point forecast of decoded outputs, `[batch, horizon, targets]`: the median
     /// quantile if one is trained (else the middle one), or the mean.
-    pub fn point<B: Backend>(&self, decoded: Tensor<B, 4>) -> Tensor<B, 3> {
-        let index = match self {
-            LossSpec::Quantile { quantiles } => {
-                quantiles.iter().position(|q| (*q - 0.5).abs() < 1e-9).unwrap_or(quantiles.len() / 2)
-            }
-            _ => 0,
-        };
-        decoded.narrow(3, index, 1).squeeze_dim(3)
-    }
-
-    /// Quantile levels a forecast reports: the trained ones, or for a Gaussian the defaults
-    /// read off its distribution.
-    pub fn quantile_levels(&self) -> Vec<f64> {
-        match self {
-            LossSpec::Quantile { quantiles } => quantiles.clone(),
-            LossSpec::Gaussian => default_quantiles(),
-            _ => Vec::new(),
-        }
+    fn point<B: Backend>(&self, decoded: Tensor<B, 4>) -> Tensor<B, 3> {
+        decoded.narrow(3, self.point_output(), 1).squeeze_dim(3)
     }
 
     /// Quantiles of decoded outputs, `[batch, horizon, targets, levels]`.
-    pub fn quantiles<B: Backend>(&self, decoded: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+    fn quantiles<B: Backend>(&self, decoded: Tensor<B, 4>) -> Option<Tensor<B, 4>> {
         match self {
             LossSpec::Quantile { .. } => Some(decoded),
             LossSpec::Gaussian => {

@@ -15,7 +15,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::card::{Saved, Scaler};
 use crate::device::Device;
-use applearner_prepare::windows::WindowSet;
+use crate::fit::Build;
+use crate::head::Head;
+use applearner_contracts::WindowSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {

@@ -4,17 +4,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use applearner_contracts::WindowSet;
 use applearner_pipeline::arrow::array::{AsArray, Float64Array, RecordBatch, UInt32Array};
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
-use applearner_prepare::windows::WindowSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
-use crate::device::resolve;
-use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, TrainSpec, Trained, evaluate, fit, load_weights};
+use crate::device::DeviceName;
+use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
 use crate::head::LossSpec;
 use crate::model::{ModelSpec, RnnSpec, Shape};
 
@@ -41,11 +41,11 @@ pub struct TrainParams {
     /// Optimiser, learning rate and schedule, epochs, batch, clipping, early stopping.
     #[serde(default)]
     pub train: TrainSpec,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    /// `cpu`, `cuda`, `cuda:N` or `auto`; checked on the machine the stage runs on.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: DeviceName,
     /// A model folder (`trained_models/<name>`) to start from: fine-tuning. Its blueprint
-    /// must match this one.
+    /// must match this one; it is read when the stage runs.
     #[serde(default)]
     pub init_from: Option<String>,
     /// Also write the model folder here (e.g. `trained_models/<name>`), replacing it whole.
@@ -61,12 +61,13 @@ fn default_model() -> ModelSpec {
     ModelSpec::Lstm(RnnSpec { hidden: 64, layers: 2, dropout: 0.0 })
 }
 
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> DeviceName {
+    DeviceName::Cpu
 }
 
 impl StageParams for TrainParams {
     const KIND: &'static str = "train.fit";
+    const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
@@ -77,8 +78,9 @@ impl StageParams for TrainParams {
             problems.push(ParamProblem::new(&["train", field], message, "see `applearner stages` for the defaults"));
         }
         let loss = self.loss();
-        if let Some(message) = loss.check() {
-            problems.push(ParamProblem::new(&["loss"], message, "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}"));
+        for (field, message) in loss.check() {
+            let help = "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}";
+            problems.push(ParamProblem::new(&["loss", field], message, help));
         }
         if matches!(self.model, ModelSpec::Deepar(_)) && loss != LossSpec::Gaussian {
             problems.push(ParamProblem::new(
@@ -90,27 +92,10 @@ impl StageParams for TrainParams {
         if self.targets.is_empty() {
             problems.push(ParamProblem::new(&["targets"], "no target column", "e.g. [cpu] or [cpu, memory]"));
         }
-        if let Err(e) = resolve(&self.device) {
-            problems.push(ParamProblem::new(&["device"], e.to_string(), "cpu works everywhere"));
-        }
-        let init = match &self.init_from {
-            Some(dir) => match Saved::read(std::path::Path::new(dir)) {
-                Ok(saved) => Some(Arc::new(saved)),
-                Err(e) => {
-                    problems.push(ParamProblem::new(
-                        &["init_from"],
-                        e.to_string(),
-                        "point it at a trained_models/<name> folder",
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Box::new(Train { params: self, loss, init }))
+        Ok(Box::new(Train { params: self, loss }))
     }
 }
 
@@ -126,7 +111,16 @@ impl TrainParams {
 struct Train {
     params: TrainParams,
     loss: LossSpec,
-    init: Option<Arc<Saved>>,
+}
+
+impl Train {
+    /// The model to fine-tune, read where the stage runs.
+    fn init(&self) -> Result<Option<Saved>, BoxError> {
+        let Some(dir) = &self.params.init_from else { return Ok(None) };
+        Saved::read(std::path::Path::new(dir))
+            .map(Some)
+            .map_err(|e| format!("init_from: {e}; point it at a trained_models/<name> folder").into())
+    }
 }
 
 impl Stage for Train {
@@ -145,10 +139,17 @@ impl Stage for Train {
 
     /// The starting model is an input too: another one gives another result.
     fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
-        if let Some(init) = &self.init {
+        if let Some(init) = self.init()? {
             hasher.update(init.card.weights_digest.as_bytes());
         }
         Ok(())
+    }
+
+    fn host_warnings(&self) -> Vec<String> {
+        match self.params.device.resolve() {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("this machine cannot run it: {e}")],
+        }
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
@@ -168,7 +169,8 @@ impl Stage for Train {
             inputs: windows.input_names().to_vec(),
             targets: p.targets.clone(),
         };
-        let init_weights = match &self.init {
+        let init = self.init()?;
+        let init_weights = match &init {
             Some(init) if init.card.blueprint != blueprint => {
                 return Err(format!(
                     "init_from: the model to fine-tune was built as {} on inputs [{}] → [{}] (lookback {}, horizon {}); \
@@ -190,24 +192,36 @@ impl Stage for Train {
             None => None,
         };
 
-        let device = resolve(&p.device)?;
+        let device = p.device.resolve()?;
         let batches_per_epoch = {
             let n = windows.part("train").len();
             let n = if p.train.max_train_windows > 0 { n.min(p.train.max_train_windows) } else { n };
             n.div_ceil(p.train.batch)
         };
         let bar = ctx.progress((batches_per_epoch * p.train.epochs) as u64, "training");
-        let on_batch = |_: usize, loss: f64| -> Result<(), BoxError> {
-            bar.inc(1);
-            bar.set_message(format!("loss {loss:.4}"));
+        let on_progress = |step: Step| -> Result<(), BoxError> {
+            match step {
+                Step::Batch { loss } => {
+                    bar.inc(1);
+                    bar.set_message(format!("loss {loss:.4}"));
+                }
+                Step::Epoch { metrics: m, of, took } => bar.note(&format!(
+                    "epoch {}/{of}: train loss {:.5}, validation loss {:.5}, validation MAE {:.5} (scaled), {:.1} s",
+                    m.epoch,
+                    m.train_loss,
+                    m.validation_loss,
+                    m.validation_mae,
+                    took.as_secs_f64()
+                )),
+            }
             Ok(ctx.check_cancelled()?)
         };
         let checkpoints = StoreCheckpoints { store: ctx.store(), dir: ctx.scratch().to_string() };
         let seed = ctx.seed();
         let (trained, validation, test) = on_backend!(device, |B, dev| {
-            fit_and_measure::<B>(&blueprint, &p.train, &windows, init_weights, seed, &checkpoints, &on_batch, &dev)
+            fit_and_measure::<B>(&blueprint, &p.train, &windows, init_weights, seed, &checkpoints, &on_progress, &dev)
         })?;
-        bar.finish_and_clear();
+        bar.finish();
 
         let data_digests: BTreeMap<String, String> = ["features", "windows", "scalers"]
             .iter()
@@ -228,7 +242,7 @@ impl Stage for Train {
                 .to_hex()
                 .to_string(),
             data_digests,
-            fine_tuned_from: self.init.as_ref().map(|i| i.card.weights_digest.clone()),
+            fine_tuned_from: init.as_ref().map(|i| i.card.weights_digest.clone()),
             best_epoch: trained.best_epoch,
             epochs_run: trained.metrics.len(),
             validation,
@@ -254,8 +268,8 @@ impl Stage for Train {
             summary.insert("resumed_from_epoch".into(), from.into());
         }
         summary.insert("train_samples_per_s".into(), (trained.samples_per_s.round()).into());
-        summary.insert("validation_mase".into(), round4(saved.card.validation.mase).into());
-        summary.insert("test_mase".into(), round4(saved.card.test.mase).into());
+        summary.insert("validation_relative_mae".into(), round4(saved.card.validation.relative_mae).into());
+        summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
         Ok(summary)
     }
 }
@@ -273,10 +287,10 @@ fn fit_and_measure<B: burn::tensor::backend::AutodiffBackend>(
     init: Option<&[u8]>,
     seed: u64,
     checkpoints: &dyn Checkpoints,
-    on_batch: &dyn Fn(usize, f64) -> Result<(), BoxError>,
+    on_progress: &dyn Fn(Step) -> Result<(), BoxError>,
     device: &B::Device,
 ) -> Result<(Trained, Accuracy, Accuracy), BoxError> {
-    let trained = fit::<B>(blueprint, spec, windows, init, seed, device, checkpoints, on_batch)?;
+    let trained = fit::<B>(blueprint, spec, windows, init, seed, device, checkpoints, on_progress)?;
     let model = load_weights::<B::InnerBackend>(blueprint, &trained.weights, device)?;
     let (_, validation) = evaluate(blueprint, &model, windows, "validation", device);
     let (_, test) = evaluate(blueprint, &model, windows, "test", device);

@@ -7,8 +7,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::fit::{Blueprint, load_weights, weights_bytes};
-use crate::head::LossSpec;
+use crate::fit::{Blueprint, Build, load_weights, weights_bytes};
+use crate::head::{Head, LossSpec};
 use crate::model::{DlinearSpec, ModelSpec, NbeatsSpec, RnnSpec, Shape, TcnSpec};
 
 type B = Flex;
@@ -128,10 +128,10 @@ fn saved_weights_load_into_an_identical_model() {
 fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
     use std::sync::Arc;
 
+    use applearner_contracts::WindowSet;
+    use applearner_contracts::tables::windows::{HORIZON_KEY, LOOKBACK_KEY};
     use applearner_pipeline::arrow::array::{Float32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
     use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
-    use applearner_prepare::features::{HORIZON_KEY, LOOKBACK_KEY};
-    use applearner_prepare::windows::WindowSet;
 
     let mut cpu: Vec<f32> = (0..10).map(|i| i as f32).collect();
     cpu[5] = f32::NAN;

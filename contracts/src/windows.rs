@@ -5,28 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use applearner_pipeline::arrow::array::{Array, AsArray, RecordBatch};
-use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Float32Type, UInt64Type};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float32Type, Int64Type, UInt64Type};
 
-use crate::features::{HORIZON_KEY, LOOKBACK_KEY, PARTS};
-
-#[derive(Debug, thiserror::Error)]
-pub enum WindowError {
-    #[error("the features table has no column `{column}`; it has {available}")]
-    UnknownColumn { column: String, available: String },
-    #[error("the windows table lacks `{0}` in its metadata; rebuild it with features.build")]
-    Metadata(&'static str),
-    #[error("the windows table points past the end of the features table (row {row} of {rows}); rebuild both")]
-    OutOfRange { row: u64, rows: usize },
-    #[error(
-        "series `{key}` has a missing or non-finite `{column}` at {time} inside a window; clean the input \
-         (clean.resample drops NaN) or rebuild the features"
-    )]
-    NotFinite { key: String, column: String, time: String },
-    #[error("unknown part `{0}`; use train, validation or test")]
-    UnknownPart(String),
-}
+use crate::tables::{features as feature_table, windows as window_table};
+use crate::{ContractError, Part};
 
 /// One window: its series and where it starts in the features table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +29,7 @@ pub struct WindowSet {
     target_names: Vec<String>,
     pub lookback: usize,
     pub horizon: usize,
-    parts: BTreeMap<&'static str, Vec<Window>>,
+    parts: BTreeMap<Part, Vec<Window>>,
 }
 
 impl WindowSet {
@@ -56,7 +40,7 @@ impl WindowSet {
         windows: &[RecordBatch],
         inputs: &[String],
         targets: &[String],
-    ) -> Result<WindowSet, WindowError> {
+    ) -> Result<WindowSet, ContractError> {
         let schema = features.first().map(|b| b.schema());
         let available: Vec<String> = schema
             .as_ref()
@@ -67,16 +51,16 @@ impl WindowSet {
         let input_names = if inputs.is_empty() { available.clone() } else { inputs.to_vec() };
         for c in input_names.iter().chain(targets) {
             if !available.contains(c) {
-                return Err(WindowError::UnknownColumn { column: c.clone(), available: available.join(", ") });
+                return Err(ContractError::UnknownColumn { column: c.clone(), available: available.join(", ") });
             }
         }
-        let meta = |key: &'static str| -> Result<usize, WindowError> {
+        let meta = |key: &'static str| -> Result<usize, ContractError> {
             windows
                 .first()
                 .and_then(|b| b.schema().metadata().get(key).and_then(|v| v.parse().ok()))
-                .ok_or(WindowError::Metadata(key))
+                .ok_or(ContractError::Metadata(key))
         };
-        let (lookback, horizon) = (meta(LOOKBACK_KEY)?, meta(HORIZON_KEY)?);
+        let (lookback, horizon) = (meta(window_table::LOOKBACK_KEY)?, meta(window_table::HORIZON_KEY)?);
 
         let rows: usize = features.iter().map(|b| b.num_rows()).sum();
         let gather = |names: &[String]| -> Vec<f32> {
@@ -110,20 +94,23 @@ impl WindowSet {
         let bad_inputs = prefix(&inputs_flat, input_names.len());
         let bad_targets = prefix(&targets_flat, targets.len());
 
-        let mut parts: BTreeMap<&'static str, Vec<Window>> = PARTS.iter().map(|p| (*p, Vec::new())).collect();
+        let mut parts: BTreeMap<Part, Vec<Window>> = Part::ALL.iter().map(|p| (*p, Vec::new())).collect();
         for b in windows {
-            let split = b.column_by_name("split").ok_or(WindowError::Metadata("split"))?.as_string::<i32>();
-            let key = b.column_by_name("key").ok_or(WindowError::Metadata("key"))?.as_string::<i32>();
-            let start = cast(b.column_by_name("start").ok_or(WindowError::Metadata("start"))?, &DataType::UInt64)
-                .map_err(|_| WindowError::Metadata("start"))?;
+            let column = |name: &'static str, to: &DataType| {
+                let c = b.column_by_name(name).ok_or(ContractError::Metadata(name))?;
+                cast(c, to).map_err(|_| ContractError::Metadata(name))
+            };
+            let (split, key) =
+                (column(window_table::SPLIT, &DataType::Utf8)?, column(window_table::KEY, &DataType::Utf8)?);
+            let (split, key) = (split.as_string::<i32>(), key.as_string::<i32>());
+            let start = column(window_table::START, &DataType::UInt64)?;
             let start = start.as_primitive::<UInt64Type>();
-            let origin = cast(b.column_by_name("origin").ok_or(WindowError::Metadata("origin"))?, &DataType::Int64)
-                .map_err(|_| WindowError::Metadata("origin"))?;
-            let origin = origin.as_primitive::<applearner_pipeline::arrow::datatypes::Int64Type>();
+            let origin = column(window_table::ORIGIN, &DataType::Int64)?;
+            let origin = origin.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let s = start.value(i) as usize;
                 if s + lookback + horizon > rows {
-                    return Err(WindowError::OutOfRange { row: start.value(i), rows });
+                    return Err(ContractError::OutOfRange { row: start.value(i), rows });
                 }
                 let (t0, t1) = (s + lookback, s + lookback + horizon);
                 let bad_row = if bad_inputs[t0] != bad_inputs[s] {
@@ -138,17 +125,15 @@ impl WindowSet {
                 if let Some((r, names, values)) = bad_row {
                     let width = names.len();
                     let j = (0..width).find(|&j| !values[r * width + j].is_finite()).unwrap_or(0);
-                    return Err(WindowError::NotFinite {
+                    return Err(ContractError::NotFinite {
                         key: key.value(i).to_string(),
                         column: names[j].clone(),
                         time: row_time(features, r),
                     });
                 }
-                let part = PARTS
-                    .iter()
-                    .find(|p| **p == split.value(i))
-                    .ok_or_else(|| WindowError::UnknownPart(split.value(i).to_string()))?;
-                parts.get_mut(part).expect("every part has a list").push(Window {
+                let part = Part::parse(split.value(i))
+                    .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
+                parts.get_mut(&part).expect("every part has a list").push(Window {
                     key: key.value(i).to_string(),
                     start: s,
                     origin_ms: origin.value(i),
@@ -174,9 +159,9 @@ impl WindowSet {
         &self.target_names
     }
 
-    /// The windows of a part (`train`, `validation`, `test`).
+    /// The windows of a part (`train`, `validation`, `test`; none of another name).
     pub fn part(&self, part: &str) -> &[Window] {
-        self.parts.get(part).map_or(&[], Vec::as_slice)
+        Part::parse(part).and_then(|p| self.parts.get(&p)).map_or(&[], Vec::as_slice)
     }
 
     /// The last observed value of each target in the windows `which` of `part` (at their
@@ -211,9 +196,9 @@ impl WindowSet {
 fn row_time(features: &[RecordBatch], mut row: usize) -> String {
     for b in features {
         if row < b.num_rows() {
-            let ts = b.column_by_name("timestamp").and_then(|c| cast(c, &DataType::Int64).ok());
+            let ts = b.column_by_name(feature_table::TIMESTAMP).and_then(|c| cast(c, &DataType::Int64).ok());
             return ts
-                .map(|c| c.as_primitive::<applearner_pipeline::arrow::datatypes::Int64Type>().value(row))
+                .map(|c| c.as_primitive::<Int64Type>().value(row))
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map_or_else(|| format!("row {row}"), |t| t.to_rfc3339());
         }

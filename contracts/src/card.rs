@@ -1,0 +1,159 @@
+//! The model card: everything needed to rebuild, use and judge a trained model (what it
+//! is, how it was trained, how it scales values, how well it did). `train.fit` writes it as
+//! `card.json` beside the weights; prediction, the backtest and the report read it.
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use serde::{Deserialize, Serialize};
+
+use crate::ContractError;
+use crate::model::{Blueprint, TrainSpec};
+
+/// Bumped whenever a card or its weights change meaning; older cards are refused.
+pub const FORMAT: u32 = 1;
+pub const WEIGHTS_FILE: &str = "model.mpk";
+pub const CARD_FILE: &str = "card.json";
+pub const README_FILE: &str = "card.md";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Card {
+    pub format: u32,
+    pub applearner_version: String,
+    pub burn_version: String,
+    pub blueprint: Blueprint,
+    pub training: TrainSpec,
+    pub seed: u64,
+    pub device: String,
+    /// Step of the series the model was trained on, in milliseconds.
+    pub step_ms: i64,
+    /// blake3 of the weights file.
+    pub weights_digest: String,
+    /// blake3 of the training stage's parameters (canonical JSON).
+    pub config_digest: String,
+    /// blake3 of each input table, by slot.
+    pub data_digests: std::collections::BTreeMap<String, String>,
+    /// The model this one was fine-tuned from (its weights digest), if any.
+    pub fine_tuned_from: Option<String>,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub validation: Accuracy,
+    pub test: Accuracy,
+    /// Per series and target column: how scaled values map back to cores and bytes.
+    pub scalers: Vec<Scaler>,
+}
+
+/// `value = inverse_transform(scaled × scale + center)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub key: String,
+    pub column: String,
+    pub transform: String,
+    pub center: f64,
+    pub scale: f64,
+}
+
+impl Scaler {
+    pub fn unscale(&self, scaled: f64) -> f64 {
+        let v = scaled * self.scale + self.center;
+        if self.transform == "log1p" { v.exp_m1() } else { v }
+    }
+}
+
+/// Accuracy of point forecasts on a part, in scaled units, beside the last-value forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub windows: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    pub last_value_mae: f64,
+    /// MAE over the last-value forecast's MAE on the same windows (out of sample): below 1
+    /// beats repeating the last value. Not the backtest's MASE, whose scale is the in-sample
+    /// seasonal-naive error. Older cards call it `mase`.
+    #[serde(alias = "mase")]
+    pub relative_mae: f64,
+}
+
+impl Card {
+    /// The card for people: what the model is, how it was trained, how well it does.
+    pub fn markdown(&self) -> String {
+        let b = &self.blueprint;
+        let spec = serde_json::to_string(&b.model).expect("specs serialise");
+        let loss = serde_json::to_string(&b.loss).expect("specs serialise");
+        let t = &self.training;
+        let row = |name: &str, a: &Accuracy| {
+            format!(
+                "| {name} | {} | {:.4} | {:.4} | {:.4} | {:.3} |\n",
+                a.windows, a.mae, a.rmse, a.last_value_mae, a.relative_mae
+            )
+        };
+        format!(
+            "# {kind} forecaster\n\n\
+             Forecasts {targets} over {h} steps of {step} from the last {l} steps of {inputs}.\n\n\
+             - model: `{spec}`\n- loss: `{loss}`\n\
+             - training: {opt:?}, lr {lr}, batch {batch}, {epochs} epochs max (ran {ran}, kept epoch {best}), seed {seed}, on {device}\n\
+             - AppLearner {version}, burn {burn}, card format {format}\n\
+             - weights: `{weights}` (blake3 {digest})\n\n\
+             ## Accuracy (scaled units; relative MAE = MAE ÷ last-value MAE, below 1 beats repeating the last value)\n\n\
+             | part | windows | MAE | RMSE | last-value MAE | relative MAE |\n|---|---|---|---|---|---|\n{val}{test}\n\
+             Load it with `applearner predict --model <this folder> --input <features>`.\n",
+            kind = b.model.name().to_uppercase(),
+            targets = b.targets.join(", "),
+            h = b.shape.horizon,
+            step = humanize_ms(self.step_ms),
+            l = b.shape.lookback,
+            inputs = b.inputs.join(", "),
+            opt = t.optimizer,
+            lr = t.lr,
+            batch = t.batch,
+            epochs = t.epochs,
+            ran = self.epochs_run,
+            best = self.best_epoch,
+            seed = self.seed,
+            device = self.device,
+            version = self.applearner_version,
+            burn = self.burn_version,
+            format = self.format,
+            weights = WEIGHTS_FILE,
+            digest = &self.weights_digest[..16.min(self.weights_digest.len())],
+            val = row("validation", &self.validation),
+            test = row("test", &self.test),
+        )
+    }
+}
+
+fn humanize_ms(ms: i64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms => format!("{}s", ms as f64 / 1000.0),
+    }
+}
+
+/// The scalers of the target columns, from the `scalers` table of `features.build`.
+pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<Scaler>, ContractError> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = |column: &'static str, to: &DataType| {
+            let c = b.column_by_name(column).ok_or(ContractError::MissingColumn { table: "scalers", column })?;
+            cast(c, to).map_err(|error| ContractError::Type { table: "scalers", column, error })
+        };
+        let (key, column, transform) =
+            (col("key", &DataType::Utf8)?, col("column", &DataType::Utf8)?, col("transform", &DataType::Utf8)?);
+        let (center, scale) = (col("center", &DataType::Float64)?, col("scale", &DataType::Float64)?);
+        let (center, scale) = (center.as_primitive::<Float64Type>(), scale.as_primitive::<Float64Type>());
+        for i in 0..b.num_rows() {
+            let c = column.as_string::<i32>().value(i);
+            if targets.iter().any(|t| t == c) {
+                out.push(Scaler {
+                    key: key.as_string::<i32>().value(i).to_string(),
+                    column: c.to_string(),
+                    transform: transform.as_string::<i32>().value(i).to_string(),
+                    center: center.value(i),
+                    scale: scale.value(i),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,86 @@
+//! What AppLearner's stages exchange, for every stage that reads another's tables: the
+//! tables' names, columns and metadata keys ([`tables`]), the values shared across stages
+//! ([`Part`], [`Resource`]), the typed reader of training windows ([`windows`]) and the
+//! model card ([`card`]) with the specs it records ([`model`]).
+//!
+//! Arrow and serde only (schemars documents the specs that are also stage parameters): a
+//! stage that reads windows or a card (training, the backtest, the report) needs neither
+//! DataFusion nor burn.
+
+pub mod card;
+pub mod model;
+pub mod tables;
+pub mod windows;
+
+pub use windows::{Window, WindowSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A chronological part of each series: models are fitted on `train`, chosen on
+/// `validation` and judged on `test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Train,
+    Validation,
+    Test,
+}
+
+impl Part {
+    /// In time order.
+    pub const ALL: [Part; 3] = [Part::Train, Part::Validation, Part::Test];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Validation => "validation",
+            Part::Test => "test",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// What is forecast and planned: CPU in cores, memory in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    Cpu,
+    Memory,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 2] = [Resource::Cpu, Resource::Memory];
+
+    /// The column name in every table (`cpu`, `memory`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+        }
+    }
+}
+
+/// A table that does not hold what its contract says.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("the {table} table has no `{column}` column; rebuild it with this version")]
+    MissingColumn { table: &'static str, column: &'static str },
+    #[error("the {table} table's `{column}` column has the wrong type ({error}); rebuild it with this version")]
+    Type { table: &'static str, column: &'static str, error: arrow::error::ArrowError },
+    #[error("the features table has no column `{column}`; it has {available}")]
+    UnknownColumn { column: String, available: String },
+    #[error("the windows table lacks `{0}` in its metadata; rebuild it with features.build")]
+    Metadata(&'static str),
+    #[error("the windows table points past the end of the features table (row {row} of {rows}); rebuild both")]
+    OutOfRange { row: u64, rows: usize },
+    #[error(
+        "series `{key}` has a missing or non-finite `{column}` at {time} inside a window; clean the input \
+         (clean.resample drops NaN) or rebuild the features"
+    )]
+    NotFinite { key: String, column: String, time: String },
+    #[error("unknown part `{0}`; use train, validation or test")]
+    UnknownPart(String),
+}

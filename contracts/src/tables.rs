@@ -1,0 +1,28 @@
+//! The tables that cross from one stage to the next, by the names their columns and schema
+//! metadata have in Parquet. The writer and every reader use these constants, so renaming
+//! a column is one change that the compiler follows.
+
+/// `features.build` → `features`: one row per series and step: the scaled values and features.
+pub mod features {
+    pub const KEY: &str = "key";
+    pub const SEGMENT: &str = "segment";
+    pub const TIMESTAMP: &str = "timestamp";
+    /// The part (`train`, `validation`, `test`) the row's step falls in.
+    pub const SPLIT: &str = "split";
+}
+
+/// `features.build` → `windows`: one row per window: where it starts in `features`.
+pub mod windows {
+    pub const SPLIT: &str = "split";
+    pub const KEY: &str = "key";
+    pub const SEGMENT: &str = "segment";
+    /// The first `features` row of the window.
+    pub const START: &str = "start";
+    /// The time of its last input step, where the forecast starts from.
+    pub const ORIGIN: &str = "origin";
+    /// Schema metadata: the steps a window sees and forecasts, and the leading steps of
+    /// each segment no window uses (rolling features warm up there).
+    pub const LOOKBACK_KEY: &str = "applearner.lookback";
+    pub const HORIZON_KEY: &str = "applearner.horizon";
+    pub const WARMUP_KEY: &str = "applearner.warmup";
+}

@@ -1,0 +1,13 @@
+//! What can go wrong in the backtest and the plan, each with the fix.
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("the test part has no windows: give features.build a test split (split: {{test: 0.2}})")]
+    NoTestWindows,
+    #[error("{resource}.source `{asked}`: the model forecasts [{forecast}]; choose one of them (or `point`)")]
+    SourceNotForecast { resource: &'static str, asked: String, forecast: String },
+    #[error("the forecasts table has no model forecasts: run evaluate.backtest first")]
+    NoModelForecasts,
+    #[error("no series has forecasts of cpu or memory with actuals: run evaluate.backtest on a model of them")]
+    NoActuals,
+}

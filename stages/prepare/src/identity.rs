@@ -1,0 +1,180 @@
+//! What one series is: the label set that tells it apart, and the readable key it is
+//! learned and planned under.
+//!
+//! A Prometheus series is one label set of one metric. Cleaning keys series by a few labels
+//! (namespace/pod/container, or the workload instead of the pod, or labels the config
+//! names); series that agree on those but differ in another label (node metrics by
+//! `instance`, VMs by `machine_id`, two metrics mapped to one role) are still distinct, so
+//! the labels that differ within such a collision are added to their key as `name=value`.
+//! Only `group: {by: labels}` merges series on purpose: there the named labels are the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::resample::{GroupBy, workload_of};
+
+/// One input series of one role, with all its labels (`__name__` as `metric`).
+#[derive(Debug, Clone)]
+pub struct SeriesLabels {
+    pub series_id: u64,
+    pub role: String,
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where a series belongs: its key and the values of the key columns of the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub series_id: u64,
+    pub key: String,
+    pub columns: Vec<Option<String>>,
+}
+
+/// The output's label columns for a grouping.
+pub fn key_columns(by: GroupBy, labels: &[String]) -> Vec<String> {
+    match by {
+        GroupBy::Series => ["namespace", "pod", "container"].map(String::from).to_vec(),
+        GroupBy::Workload => ["namespace", "workload", "container"].map(String::from).to_vec(),
+        GroupBy::Labels => labels.to_vec(),
+    }
+}
+
+/// The identity of every series. With `by: series` or `by: workload`, series that share
+/// namespace, pod and container but not their other labels get those labels in their key.
+pub fn identify(series: &[SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Identity> {
+    let get = |s: &SeriesLabels, name: &str| s.labels.get(name).cloned();
+    let base = |s: &SeriesLabels| -> Vec<Option<String>> {
+        match by {
+            GroupBy::Series => vec![get(s, "namespace"), get(s, "pod"), get(s, "container")],
+            GroupBy::Workload => {
+                vec![get(s, "namespace"), get(s, "pod").map(|p| workload_of(&p).to_string()), get(s, "container")]
+            }
+            GroupBy::Labels => labels.iter().map(|l| get(s, l)).collect(),
+        }
+    };
+    let extra = match by {
+        GroupBy::Labels => BTreeMap::new(),
+        GroupBy::Series | GroupBy::Workload => distinguishing(series),
+    };
+    series
+        .iter()
+        .map(|s| {
+            let columns = base(s);
+            let mut parts: Vec<String> = columns.iter().flatten().cloned().collect();
+            for name in extra.get(&s.series_id).into_iter().flatten() {
+                let value = if name == "metric" { Some(s.metric.clone()) } else { get(s, name) };
+                if let Some(value) = value {
+                    parts.push(format!("{name}={value}"));
+                }
+            }
+            Identity { series_id: s.series_id, key: parts.join("/"), columns }
+        })
+        .collect()
+}
+
+/// For each series in a collision (same role, namespace, pod and container as another), the
+/// label names whose values differ among the series it collides with, `metric` when the
+/// metric names differ. The names apply to every role of the collision so that CPU and
+/// memory of one container still meet on one key.
+fn distinguishing(series: &[SeriesLabels]) -> BTreeMap<u64, BTreeSet<String>> {
+    let pod_key = |s: &SeriesLabels| ["namespace", "pod", "container"].map(|l| s.labels.get(l).cloned());
+    let mut collisions: BTreeMap<_, Vec<&SeriesLabels>> = BTreeMap::new();
+    for s in series {
+        collisions.entry(pod_key(s)).or_default().push(s);
+    }
+    let mut out = BTreeMap::new();
+    for members in collisions.values() {
+        let mut names = BTreeSet::new();
+        let roles: BTreeSet<&str> = members.iter().map(|s| s.role.as_str()).collect();
+        for role in roles {
+            let same_role: Vec<_> = members.iter().filter(|s| s.role == role).collect();
+            if same_role.len() < 2 {
+                continue;
+            }
+            let all_names: BTreeSet<&String> = same_role.iter().flat_map(|s| s.labels.keys()).collect();
+            for name in all_names {
+                let values: BTreeSet<Option<&String>> = same_role.iter().map(|s| s.labels.get(name)).collect();
+                if values.len() > 1 {
+                    names.insert(name.clone());
+                }
+            }
+            if same_role.iter().map(|s| &s.metric).collect::<BTreeSet<_>>().len() > 1 {
+                names.insert("metric".to_string());
+            }
+        }
+        if !names.is_empty() {
+            for s in members {
+                out.insert(s.series_id, names.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(id: u64, role: &str, labels: &[(&str, &str)]) -> SeriesLabels {
+        SeriesLabels {
+            series_id: id,
+            role: role.into(),
+            metric: format!("{role}_metric"),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn keys(series: &[SeriesLabels], by: GroupBy) -> Vec<String> {
+        identify(series, by, &[]).into_iter().map(|i| i.key).collect()
+    }
+
+    #[test]
+    fn container_series_keep_their_short_keys() {
+        let series = [
+            s(1, "cpu", &[("namespace", "ns"), ("pod", "web-5f55b6cf68-77cfw"), ("container", "app"), ("node", "n1")]),
+            s(2, "memory", &[("namespace", "ns"), ("pod", "web-5f55b6cf68-77cfw"), ("container", "app")]),
+            s(3, "cpu", &[("namespace", "ns"), ("pod", "web-5f55b6cf68-jpzbd"), ("container", "app"), ("node", "n2")]),
+        ];
+        assert_eq!(
+            keys(&series, GroupBy::Series),
+            ["ns/web-5f55b6cf68-77cfw/app", "ns/web-5f55b6cf68-77cfw/app", "ns/web-5f55b6cf68-jpzbd/app"]
+        );
+        assert_eq!(keys(&series, GroupBy::Workload), ["ns/web/app"; 3]);
+    }
+
+    #[test]
+    fn series_that_differ_only_in_another_label_stay_apart() {
+        let series = [
+            s(1, "cpu", &[("instance", "node-a:9100"), ("job", "node")]),
+            s(2, "cpu", &[("instance", "node-b:9100"), ("job", "node")]),
+            s(3, "memory", &[("instance", "node-a:9100"), ("job", "node")]),
+            s(4, "cpu", &[("machine_id", "m1")]),
+            s(5, "cpu", &[("machine_id", "m2")]),
+        ];
+        let k = keys(&series, GroupBy::Series);
+        assert_eq!(k[0], "instance=node-a:9100/job=node");
+        assert_eq!(k[2], k[0], "CPU and memory of one node meet on one key");
+        assert_eq!(k[3], "machine_id=m1");
+        assert_eq!(k.iter().collect::<BTreeSet<_>>().len(), 4);
+        assert_eq!(keys(&series, GroupBy::Workload), k);
+    }
+
+    #[test]
+    fn two_metrics_of_one_role_are_two_series() {
+        let mut rss = s(2, "memory", &[("pod", "p")]);
+        rss.metric = "container_memory_rss".into();
+        let series = [s(1, "memory", &[("pod", "p")]), rss];
+        assert_eq!(keys(&series, GroupBy::Series), ["p/metric=memory_metric", "p/metric=container_memory_rss"]);
+    }
+
+    #[test]
+    fn grouping_by_labels_merges_on_purpose_and_reads_any_label() {
+        let series = [
+            s(1, "cpu", &[("machine_id", "m1"), ("rack", "r1")]),
+            s(2, "cpu", &[("machine_id", "m2"), ("rack", "r1")]),
+        ];
+        let ids = identify(&series, GroupBy::Labels, &["rack".to_string()]);
+        assert_eq!(ids[0].key, "r1");
+        assert_eq!(ids[1].key, "r1");
+        assert_eq!(ids[0].columns, [Some("r1".to_string())]);
+    }
+}
