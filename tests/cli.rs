@@ -341,7 +341,7 @@ fn logs_without_a_terminal_are_plain_and_show_progress() {
     assert!(out.status.success(), "{log}");
     assert!(!log.contains('\u{1b}'), "no terminal escapes: {log:?}");
     for line in [
-        "files: 7/7 (100%)",
+        "(100%) stage=ingest",
         "epoch 1/2: train loss",
         "epoch 2/2: train loss",
         "baselines per series: ",

@@ -143,7 +143,12 @@ stages:
       windows: {lookback: 0}
 ";
     let text = problems(yaml, &[]);
+    // A value that is not a duration fails the stage's parameters where it stands; the
+    // other stages' problems are still all reported.
     assert!(text.contains("test.yaml:9:13") && text.contains("`5 minutes` is not a duration"), "{text}");
+    assert!(text.contains("leaves nothing to train on"), "{text}");
+    // With a valid step, every problem of the stage's values is reported together.
+    let text = problems(&yaml.replace("step: 5 minutes", "step: 5m"), &[]);
     assert!(
         text.contains("test.yaml:10:18")
             && text.contains("unknown aggregation `median`")
@@ -151,6 +156,5 @@ stages:
         "{text}"
     );
     assert!(text.contains("`by: labels` needs the labels to group by"), "{text}");
-    assert!(text.contains("leaves nothing to train on"), "{text}");
     assert!(text.contains("test.yaml:16:27") && text.contains("must be at least 1"), "{text}");
 }

@@ -218,7 +218,7 @@ fn validate_and_export_do_not_probe_this_machines_hardware() {
     if !cfg!(feature = "cuda") {
         assert!(warnings.contains("this machine cannot run it") && warnings.contains("--features cuda"), "{warnings}");
     }
-    let out = applearner(&args(&["export", "argo", "configs/quickstart.yaml"]));
+    let out = applearner(&args(&["export", "argo", "configs/quickstart.yaml", "--set", "store=s3://bucket/runs"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("kind: Workflow"));
 

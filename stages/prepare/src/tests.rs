@@ -257,15 +257,17 @@ fn distinct_series_are_never_silently_merged() {
     };
     let series = clean_labelled(&rows, CPU_ONLY).unwrap();
     let keys = rows_by_key(&series);
-    assert_eq!(keys["instance=node-a:9100"], [1.0, 2.0, 3.0, 4.0, 5.0]);
-    assert_eq!(keys["instance=node-b:9100"], [10.0, 11.0, 12.0, 13.0, 14.0]);
+    // The nodes and the machine share no namespace/pod/container: every label that differs
+    // among them (instance, job, machine_id) names them, each with the labels it has.
+    assert_eq!(keys["instance=node-a:9100/job=node"], [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(keys["instance=node-b:9100/job=node"], [10.0, 11.0, 12.0, 13.0, 14.0]);
     assert_eq!(keys["machine_id=m1"], [100.0, 101.0, 102.0, 103.0, 104.0]);
     assert_eq!(keys.len(), 5, "{:?}", keys.keys());
     assert_eq!(series.counts.series, 5);
     // Grouping into workloads sums the two web pods, and only them.
     let workloads = rows_by_key(&clean_labelled(&rows, &format!("{CPU_ONLY}group: {{by: workload}}\n")).unwrap());
     assert_eq!(workloads["ns/web/app"], [5.0, 7.0, 9.0, 11.0, 13.0]);
-    assert_eq!(workloads["instance=node-a:9100"], [1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(workloads["instance=node-a:9100/job=node"], [1.0, 2.0, 3.0, 4.0, 5.0]);
     assert_eq!(workloads.len(), 4, "{:?}", workloads.keys());
     // Any label can group, including those kept only in the `labels` JSON column.
     let by_job = clean_labelled(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [job]}}\n")).unwrap();
