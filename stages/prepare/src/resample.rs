@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use applearner_pipeline::Duration;
 
+/// What a series measures: the ingest stage maps metrics to roles, one per resource.
+pub use applearner_contracts::Resource as Role;
+
 use crate::identity::{self, SeriesLabels};
 use crate::{collect, ident, literal, register_batches, register_input};
 
@@ -83,22 +86,6 @@ fn default_min_points() -> u32 {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Cpu,
-    Memory,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Cpu => "cpu",
-            Role::Memory => "memory",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

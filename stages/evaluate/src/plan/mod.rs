@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::EvaluateError;
 use crate::recommend::{KrrSettings, MIB, Vpa, VpaSettings, krr};
 use crate::table::{TableBuilder, Usage, read_usage};
+use applearner_contracts::Resource;
 use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest) into resource plans.
@@ -333,7 +334,7 @@ impl Plan {
 }
 
 /// The resources plans are made for, in the order of `[cpu, memory]` arrays.
-const RESOURCES: [&str; 2] = ["cpu", "memory"];
+const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
