@@ -441,3 +441,31 @@ fn a_killed_run_reruns_to_the_same_result() {
     // The marker path differs between the two configs, so compare outputs, not cache keys.
     assert_eq!(digests(&rerun), digests(&clean));
 }
+
+/// A run cancelled while a stage runs (Ctrl-C sets the flag) ends as cancelled, not failed,
+/// whatever error the stage's own check returned; nothing after it starts.
+#[test]
+fn a_cancelled_run_is_cancelled_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(&killable(dir.path()), &[]);
+    let store = store_in(dir.path());
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let marker = dir.path().join("marker");
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !marker.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let options = RunOptions { run_id: Some("c".into()), jobs: 1, ..Default::default() };
+        applearner_pipeline::run::run(&p, "", &store, &options, &cancel)
+    });
+    let error = result.err().expect("the run stops");
+    assert!(error.is_cancellation(), "{error}");
+    let manifest: serde_json::Value = serde_json::from_slice(&store.get("c/manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest["status"], "cancelled");
+    let stages: Vec<&str> =
+        manifest["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["source"], "only what finished before the cancel is committed");
+}

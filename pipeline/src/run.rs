@@ -28,7 +28,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Pipeline, StageSpec};
-use crate::context::{ContextError, StageContext, StoredOutput};
+use crate::context::{StageContext, StoredOutput};
 use crate::lease::{self, LeaseError};
 use crate::merge;
 use crate::queue::ReadyQueue;
@@ -161,13 +161,7 @@ pub enum RunError {
 impl RunError {
     /// The run stopped because it was asked to (Ctrl-C), not because something failed.
     pub fn is_cancellation(&self) -> bool {
-        match self {
-            RunError::Cancelled => true,
-            RunError::Stage { source, .. } => {
-                matches!(source.downcast_ref::<ContextError>(), Some(ContextError::Cancelled))
-            }
-            _ => false,
-        }
+        matches!(self, RunError::Cancelled)
     }
 }
 
@@ -463,6 +457,8 @@ impl<'a> Executor<'a> {
     }
 
     /// One stage, a panic in it turned into its failure rather than a run waiting forever.
+    /// A stage that stops while the run is being cancelled was cancelled, whatever error its
+    /// own check returned (`ContextError::Cancelled`, a closed queue, a dropped request).
     fn guarded(
         &self,
         j: usize,
@@ -470,19 +466,22 @@ impl<'a> Executor<'a> {
         force: bool,
         shard: Option<(u32, u32)>,
     ) -> Result<StageRecord, RunError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stage(j, upstream, force, shard))).unwrap_or_else(
-            |panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(RunError::Stage {
-                    stage: self.pipeline.stages[j].name.clone(),
-                    source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
-                })
-            },
-        )
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stage(j, upstream, force, shard)));
+        let result = result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(RunError::Stage {
+                stage: self.pipeline.stages[j].name.clone(),
+                source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
+            })
+        });
+        match result {
+            Err(RunError::Stage { .. }) if self.cancel.load(Ordering::Relaxed) => Err(RunError::Cancelled),
+            other => other,
+        }
     }
 
     fn stage(

@@ -173,22 +173,13 @@ fn resolve_pull(live: &LiveParams, problems: &mut Vec<ParamProblem>) -> Option<P
         problems.push(ParamProblem { path: at(field), message, help: Some(help.to_string()) });
     };
     let time_help = "use RFC 3339 (2024-05-01T00:00:00Z), Unix seconds, `now` or `-7d`";
-    let duration_help = "use a number with s, m, h, d or w, such as 60s or 5m";
     let start = live::parse_time(&live.start, now);
     let end = live::parse_time(&live.end, now);
-    let step = applearner_pipeline::parse_duration(&live.step);
-    let timeout = applearner_pipeline::parse_duration(&live.timeout);
     if start.is_none() {
         bad("start", format!("`{}` is not a time", live.start), time_help);
     }
     if end.is_none() {
         bad("end", format!("`{}` is not a time", live.end), time_help);
-    }
-    if step.is_none() {
-        bad("step", format!("`{}` is not a duration", live.step), duration_help);
-    }
-    if timeout.is_none() {
-        bad("timeout", format!("`{}` is not a duration", live.timeout), duration_help);
     }
     if !live.url.starts_with("http://") && !live.url.starts_with("https://") {
         bad("url", format!("`{}` is not an http(s) URL", live.url), "write it as http://host:9090 or https://…");
@@ -199,7 +190,7 @@ fn resolve_pull(live: &LiveParams, problems: &mut Vec<ParamProblem>) -> Option<P
     if live.bearer_token_env.is_some() && live.bearer_token_file.is_some() {
         bad("bearer_token_file", "both a token variable and a token file are given".into(), "keep one of them");
     }
-    let (start, end, step, timeout) = (start?, end?, step?, timeout?);
+    let (start, end, step, timeout) = (start?, end?, live.step.ms(), live.timeout.ms());
     if start > end {
         bad("start", "the range starts after it ends".into(), "make `start` earlier than `end`");
         return None;

@@ -40,7 +40,7 @@ pub struct LiveParams {
     pub end: String,
     /// Resolution step: `30s`, `1m`, `5m`, `1h`.
     #[serde(default = "default_step")]
-    pub step: String,
+    pub step: applearner_pipeline::Duration,
     /// Environment variable holding a bearer token.
     #[serde(default)]
     pub bearer_token_env: Option<String>,
@@ -67,7 +67,7 @@ pub struct LiveParams {
     pub retries: u32,
     /// Timeout of one request.
     #[serde(default = "default_timeout")]
-    pub timeout: String,
+    pub timeout: applearner_pipeline::Duration,
 }
 
 /// CPU cores per container from the cAdvisor counter, and the working set, the memory the
@@ -90,8 +90,8 @@ fn default_queries() -> BTreeMap<String, String> {
 fn default_end() -> String {
     "now".into()
 }
-fn default_step() -> String {
-    "60s".into()
+fn default_step() -> applearner_pipeline::Duration {
+    "60s".parse().expect("a valid default")
 }
 fn default_concurrency() -> usize {
     4
@@ -99,8 +99,8 @@ fn default_concurrency() -> usize {
 fn default_retries() -> u32 {
     5
 }
-fn default_timeout() -> String {
-    "2m".into()
+fn default_timeout() -> applearner_pipeline::Duration {
+    "2m".parse().expect("a valid default")
 }
 
 /// RFC 3339, Unix seconds, `now` or `-<duration>` (before `now`), in Unix milliseconds.
