@@ -2,6 +2,7 @@
 //! (everything needed to rebuild and use it: blueprint, training settings, scalers, digests,
 //! metrics) and `card.md` (the same for people).
 
+use crate::TrainError;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
@@ -11,25 +12,6 @@ pub use applearner_contracts::card::{CARD_FILE, Card, FORMAT, README_FILE, Scale
 use crate::fit::load_weights;
 use crate::model::Forecaster;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CardError {
-    #[error("{path}: cannot read the model ({error}); a model folder holds {CARD_FILE} and {WEIGHTS_FILE}")]
-    Read { path: String, error: std::io::Error },
-    #[error("{path}: not a model card ({error})")]
-    Parse { path: String, error: serde_json::Error },
-    #[error(
-        "{path}: this model was written by AppLearner {version} (card format {format}); this is AppLearner {ours} \
-         (format {FORMAT}): retrain it with this version, or use AppLearner {version}"
-    )]
-    Version { path: String, version: String, format: u32, ours: &'static str },
-    #[error(
-        "{path}: the weights do not match the card (digest {actual}, card says {expected}); the folder was altered"
-    )]
-    Digest { path: String, actual: String, expected: String },
-    #[error("{path}: cannot load the weights ({error}); it was probably written by another burn version")]
-    Weights { path: String, error: String },
-}
-
 /// A card and its weights, read from a model folder (a `trained_models/<name>` or a
 /// train stage's folder in the store).
 pub struct Saved {
@@ -38,23 +20,23 @@ pub struct Saved {
 }
 
 impl Saved {
-    pub fn read(dir: &Path) -> Result<Saved, CardError> {
+    pub fn read(dir: &Path) -> Result<Saved, TrainError> {
         let read = |file: &str| {
             let path = dir.join(file);
-            std::fs::read(&path).map_err(|error| CardError::Read { path: path.display().to_string(), error })
+            std::fs::read(&path).map_err(|error| TrainError::Read { path: path.display().to_string(), error })
         };
         Saved::from_bytes(dir, &read(CARD_FILE)?, read(WEIGHTS_FILE)?)
     }
 
     /// A model from the bytes of its card and weights; `dir` names them in messages.
-    pub fn from_bytes(dir: &Path, card: &[u8], weights: Vec<u8>) -> Result<Saved, CardError> {
+    pub fn from_bytes(dir: &Path, card: &[u8], weights: Vec<u8>) -> Result<Saved, TrainError> {
         let card_path = dir.join(CARD_FILE).display().to_string();
         // Check the format before the whole shape, so an old card gets the version message.
         let head: serde_json::Value =
-            serde_json::from_slice(card).map_err(|error| CardError::Parse { path: card_path.clone(), error })?;
+            serde_json::from_slice(card).map_err(|error| TrainError::Parse { path: card_path.clone(), error })?;
         let format = head.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
         if format != FORMAT {
-            return Err(CardError::Version {
+            return Err(TrainError::Version {
                 path: card_path,
                 version: head.get("applearner_version").and_then(|v| v.as_str()).unwrap_or("unknown").to_string(),
                 format,
@@ -62,10 +44,10 @@ impl Saved {
             });
         }
         let card: Card =
-            serde_json::from_value(head).map_err(|error| CardError::Parse { path: card_path.clone(), error })?;
+            serde_json::from_value(head).map_err(|error| TrainError::Parse { path: card_path.clone(), error })?;
         let actual = blake3::hash(&weights).to_hex().to_string();
         if actual != card.weights_digest {
-            return Err(CardError::Digest {
+            return Err(TrainError::Digest {
                 path: dir.join(WEIGHTS_FILE).display().to_string(),
                 actual,
                 expected: card.weights_digest.clone(),
@@ -74,8 +56,8 @@ impl Saved {
         Ok(Saved { card, weights })
     }
 
-    pub fn model<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<Forecaster<B>, CardError> {
-        load_weights::<B>(&self.card.blueprint, &self.weights, device).map_err(|e| CardError::Weights {
+    pub fn model<B: Backend>(&self, dir: &Path, device: &B::Device) -> Result<Forecaster<B>, TrainError> {
+        load_weights::<B>(&self.card.blueprint, &self.weights, device).map_err(|e| TrainError::Weights {
             path: dir.join(WEIGHTS_FILE).display().to_string(),
             error: e.to_string(),
         })

@@ -2,6 +2,7 @@
 //! `auto` (the first GPU when this build and machine have one, else the CPU). Names are
 //! parsed with the config; the machine is asked only where a stage runs.
 
+use crate::TrainError;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -21,22 +22,6 @@ impl fmt::Display for Device {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
-    #[error("unknown device `{0}`; use cpu, cuda, cuda:N or auto")]
-    Unknown(String),
-    #[error(
-        "device `{0}` asks for CUDA, but this build has no CUDA support; rebuild with \
-         `cargo build --release --features cuda`, or use `device: cpu`"
-    )]
-    NotBuilt(String),
-    #[error(
-        "device `{requested}` asks for CUDA, but {reason}; install the NVIDIA driver (libcuda.so.1) and CUDA's \
-         NVRTC (libnvrtc.so), or use `device: cpu`"
-    )]
-    NoGpu { requested: String, reason: String },
-}
-
 /// A device as a config or the command line names it: `cpu`, `auto`, `cuda` (= `cuda:0`)
 /// or `cuda:N`. Parsing looks at no hardware: a pipeline validated or exported here may
 /// run on pods with GPUs. [`DeviceName::resolve`] checks it where the stage runs.
@@ -48,16 +33,16 @@ pub enum DeviceName {
 }
 
 impl std::str::FromStr for DeviceName {
-    type Err = DeviceError;
+    type Err = TrainError;
 
-    fn from_str(text: &str) -> Result<Self, DeviceError> {
+    fn from_str(text: &str) -> Result<Self, TrainError> {
         match text.trim() {
             "cpu" => Ok(DeviceName::Cpu),
             "auto" => Ok(DeviceName::Auto),
             "cuda" => Ok(DeviceName::Cuda(0)),
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => Ok(DeviceName::Cuda(i)),
-                _ => Err(DeviceError::Unknown(other.to_string())),
+                _ => Err(TrainError::UnknownDevice(other.to_string())),
             },
         }
     }
@@ -103,7 +88,7 @@ impl schemars::JsonSchema for DeviceName {
 impl DeviceName {
     /// The device on this machine. CUDA is checked here, before any kernel runs: burn-cuda
     /// loads the driver lazily and panics in a worker thread when it is missing.
-    pub fn resolve(self) -> Result<Device, DeviceError> {
+    pub fn resolve(self) -> Result<Device, TrainError> {
         let index = match self {
             DeviceName::Cpu => return Ok(Device::Cpu),
             DeviceName::Auto => return Ok(if gpus().is_ok_and(|n| n > 0) { Device::Cuda(0) } else { Device::Cpu }),
@@ -113,10 +98,10 @@ impl DeviceName {
         match gpus() {
             Ok(n) if index < n => Ok(Device::Cuda(index)),
             Ok(n) => {
-                Err(DeviceError::NoGpu { requested, reason: format!("the driver reports {n} GPU(s) (indices from 0)") })
+                Err(TrainError::NoGpu { requested, reason: format!("the driver reports {n} GPU(s) (indices from 0)") })
             }
-            Err(Missing::NotBuilt) => Err(DeviceError::NotBuilt(requested)),
-            Err(Missing::Driver(reason)) => Err(DeviceError::NoGpu { requested, reason }),
+            Err(Missing::NotBuilt) => Err(TrainError::NotBuilt(requested)),
+            Err(Missing::Driver(reason)) => Err(TrainError::NoGpu { requested, reason }),
         }
     }
 }
@@ -159,8 +144,8 @@ mod tests {
         assert_eq!(parse("cpu").unwrap().resolve().unwrap(), Device::Cpu);
         assert_eq!(parse("cuda").unwrap(), DeviceName::Cuda(0));
         assert_eq!(parse("cuda:2").unwrap().to_string(), "cuda:2");
-        assert!(matches!(parse("gpu"), Err(DeviceError::Unknown(_))));
-        assert!(matches!(parse("cuda:x"), Err(DeviceError::Unknown(_))));
+        assert!(matches!(parse("gpu"), Err(TrainError::UnknownDevice(_))));
+        assert!(matches!(parse("cuda:x"), Err(TrainError::UnknownDevice(_))));
         // Without a GPU `auto` falls back to the CPU and `cuda` is an error that says why,
         // in either build.
         if gpus().is_err() {

@@ -20,13 +20,14 @@ macro_rules! on_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::device::Device::Cuda(_) => Err($crate::device::DeviceError::NotBuilt($device.to_string()).into()),
+            $crate::device::Device::Cuda(_) => Err($crate::TrainError::NotBuilt($device.to_string()).into()),
         }
     };
 }
 
 pub mod card;
 pub mod device;
+mod error;
 pub mod fit;
 pub mod head;
 pub mod model;
@@ -34,6 +35,7 @@ pub mod predict;
 mod stage;
 
 pub use applearner_pipeline::BoxError;
+pub use error::TrainError;
 pub use stage::TrainParams;
 
 /// Recorded in every model card.

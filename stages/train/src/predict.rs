@@ -1,6 +1,7 @@
 //! Forecasts from a trained model: the last window of every series in a features table,
 //! run through the model and turned back into cores and bytes.
 
+use crate::TrainError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,24 +19,6 @@ use crate::device::Device;
 use crate::fit::Build;
 use crate::head::Head;
 use applearner_contracts::WindowSet;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PredictError {
-    #[error(
-        "the input has no column `{column}` the model reads; it was trained on [{inputs}]: build the input with the same features.build settings"
-    )]
-    MissingColumn { column: String, inputs: String },
-    #[error("the model forecasts {model} steps; --horizon {asked} is out of range: use 1 to {model}")]
-    Horizon { model: usize, asked: usize },
-    #[error(
-        "no series in the input has {lookback} consecutive finite rows at its end (the model's lookback); the longest has {longest}"
-    )]
-    TooShort { lookback: usize, longest: usize },
-    #[error(
-        "series `{key}` has no scaler for `{column}` in the input's scalers or the model card; pass the scalers table written beside the features"
-    )]
-    NoScaler { key: String, column: String },
-}
 
 /// The last `lookback` rows of one series.
 struct Tail {
@@ -60,7 +43,7 @@ pub fn predict(
     let b = &card.blueprint;
     let horizon = horizon.unwrap_or(b.shape.horizon);
     if horizon > b.shape.horizon || horizon == 0 {
-        return Err(PredictError::Horizon { model: b.shape.horizon, asked: horizon }.into());
+        return Err(TrainError::Horizon { model: b.shape.horizon, asked: horizon }.into());
     }
     let tails = tails(features, &b.inputs, b.shape.lookback)?;
     let scalers: BTreeMap<(String, String), Scaler> = scalers
@@ -84,7 +67,7 @@ pub fn predict(
         for (j, column) in b.targets.iter().enumerate() {
             let scaler = scalers
                 .get(&(tail.key.clone(), column.clone()))
-                .ok_or_else(|| PredictError::NoScaler { key: tail.key.clone(), column: column.clone() })?;
+                .ok_or_else(|| TrainError::NoScaler { key: tail.key.clone(), column: column.clone() })?;
             for step in 0..horizon {
                 let cell = (w * h + step) * t + j;
                 keys.push(tail.key.clone());
@@ -169,7 +152,7 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
         let column = |name: &str, to: &DataType| -> Result<Arc<dyn Array>, BoxError> {
             let c = batch
                 .column_by_name(name)
-                .ok_or_else(|| PredictError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
+                .ok_or_else(|| TrainError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
             Ok(cast(c, to)?)
         };
         let key = column("key", &DataType::Utf8)?;
@@ -214,7 +197,7 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
         });
     }
     if out.is_empty() {
-        return Err(PredictError::TooShort { lookback, longest }.into());
+        return Err(TrainError::TooShort { lookback, longest }.into());
     }
     Ok(out)
 }
