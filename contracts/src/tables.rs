@@ -26,3 +26,25 @@ pub mod windows {
     pub const HORIZON_KEY: &str = "applearner.horizon";
     pub const WARMUP_KEY: &str = "applearner.warmup";
 }
+
+/// `clean.resample` → `resampled`: one row per series and grid step; beside these, the key's
+/// label columns and, per role, its value (`cpu`, `memory`) and a `<role>_filled` flag.
+pub mod resampled {
+    pub const NAME: &str = "resampled";
+    pub const KEY: &str = "key";
+    pub const SEGMENT: &str = "segment";
+    pub const TIMESTAMP: &str = "timestamp";
+}
+
+/// `evaluate.backtest` → `scores`: one row per method, resource, scope (a series `key`, or
+/// `mean` / `median` over series), horizon step (0: all steps) and metric.
+pub mod scores {
+    pub const NAME: &str = "scores";
+    pub const METHOD: &str = "method";
+    pub const RESOURCE: &str = "resource";
+    pub const SCOPE: &str = "scope";
+    pub const KEY: &str = "key";
+    pub const STEP: &str = "step";
+    pub const METRIC: &str = "metric";
+    pub const VALUE: &str = "value";
+}

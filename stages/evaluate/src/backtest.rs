@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use applearner_contracts::WindowSet;
+use applearner_contracts::tables::scores;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -478,12 +479,12 @@ fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> 
         b.6.push(r.value);
     }
     TableBuilder::default()
-        .strings("method", b.0)
-        .strings("resource", b.1)
-        .strings("scope", b.2)
-        .strings("key", b.3)
-        .u32s("step", b.4)
-        .strings("metric", b.5)
-        .floats("value", b.6)
+        .strings(scores::METHOD, b.0)
+        .strings(scores::RESOURCE, b.1)
+        .strings(scores::SCOPE, b.2)
+        .strings(scores::KEY, b.3)
+        .u32s(scores::STEP, b.4)
+        .strings(scores::METRIC, b.5)
+        .floats(scores::VALUE, b.6)
         .finish()
 }

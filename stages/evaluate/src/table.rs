@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use applearner_contracts::tables::resampled as table;
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
@@ -44,7 +45,7 @@ impl Usage {
 pub fn read_usage(batches: &[RecordBatch]) -> Result<BTreeMap<String, Usage>, BoxError> {
     let mut points: BTreeMap<String, (Vec<(i64, f64)>, Vec<(i64, f64)>)> = BTreeMap::new();
     for b in batches {
-        let (keys, times) = (strings(b, "resampled", "key")?, ints(b, "resampled", "timestamp")?);
+        let (keys, times) = (strings(b, table::NAME, table::KEY)?, ints(b, table::NAME, table::TIMESTAMP)?);
         let cpu = if b.column_by_name("cpu").is_some() { floats(b, "resampled", "cpu")? } else { Vec::new() };
         let memory = if b.column_by_name("memory").is_some() { floats(b, "resampled", "memory")? } else { Vec::new() };
         for (i, key) in keys.into_iter().enumerate() {

@@ -25,6 +25,7 @@ use applearner_pipeline::Duration;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
+use applearner_contracts::tables::resampled;
 
 use crate::identity::{self, SeriesLabels};
 use crate::{collect, ident, literal, register_batches, register_input};
@@ -733,10 +734,11 @@ impl Cleaning<'_> {
 
 /// The `resampled` table's schema.
 pub fn output_schema(labels: &[&str], roles: &[Role]) -> SchemaRef {
-    let mut fields = vec![Field::new("key", DataType::Utf8, false)];
+    let mut fields = vec![Field::new(resampled::KEY, DataType::Utf8, false)];
     fields.extend(labels.iter().map(|l| Field::new(*l, DataType::Utf8, true)));
-    fields.push(Field::new("segment", DataType::UInt32, false));
-    fields.push(Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+    fields.push(Field::new(resampled::SEGMENT, DataType::UInt32, false));
+    let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    fields.push(Field::new(resampled::TIMESTAMP, timestamp, false));
     for r in roles {
         fields.push(Field::new(r.name(), DataType::Float64, false));
         fields.push(Field::new(format!("{}_filled", r.name()), DataType::Boolean, false));

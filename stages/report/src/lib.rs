@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
+use applearner_contracts::tables::{resampled as table, scores};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -547,10 +548,11 @@ fn pareto(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 fn read_scores(batches: &[RecordBatch]) -> Result<Vec<Score>, BoxError> {
-    let c = Cols { batches, table: "scores" };
-    let (method, resource, scope, key, metric) =
-        (c.strings("method")?, c.strings("resource")?, c.strings("scope")?, c.strings("key")?, c.strings("metric")?);
-    let (step, value) = (c.ints("step")?, c.floats("value")?);
+    let c = Cols { batches, table: scores::NAME };
+    let (method, resource, scope) =
+        (c.strings(scores::METHOD)?, c.strings(scores::RESOURCE)?, c.strings(scores::SCOPE)?);
+    let (key, metric) = (c.strings(scores::KEY)?, c.strings(scores::METRIC)?);
+    let (step, value) = (c.ints(scores::STEP)?, c.floats(scores::VALUE)?);
     Ok((0..method.len())
         .map(|i| Score {
             method: method[i].clone(),
@@ -593,9 +595,9 @@ fn pick_series(scores: &[Score], resource: &str) -> Vec<(&'static str, String)> 
 
 /// Data summary lines, from the resampled table and clean.resample's record.
 fn data_summary(resampled: &[RecordBatch], cleaning: &Value) -> Result<Vec<(String, String)>, BoxError> {
-    let c = Cols { batches: resampled, table: "resampled" };
-    let times = c.ints("timestamp")?;
-    let keys = c.strings("key")?;
+    let c = Cols { batches: resampled, table: table::NAME };
+    let times = c.ints(table::TIMESTAMP)?;
+    let keys = c.strings(table::KEY)?;
     let time = |ms: Option<&i64>| {
         ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms))
             .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
