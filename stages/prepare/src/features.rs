@@ -10,6 +10,7 @@
 //! belongs to the part its targets fall in (its inputs may come from earlier parts, which is
 //! the past at its origin).
 
+use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{
@@ -310,22 +311,6 @@ pub struct Built {
     pub series_without_windows: [u64; 3],
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FeaturesError {
-    #[error("the input has no column `{column}`; it has {available}")]
-    UnknownColumn { column: String, available: String },
-    #[error("the input table is empty")]
-    Empty,
-    #[error("{count} of {series} series have no training points (first: `{first}`); move the split cut-offs later")]
-    NoTraining { count: u64, series: u64, first: String },
-    #[error(
-        "the {part} part has no windows: in all {series} series it is shorter than the {need} steps a window \
-         needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \
-         Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
-    )]
-    EmptyPart { part: &'static str, series: u64, need: u32, lookback: u32, horizon: u32, warmup: String, longest: u64 },
-}
-
 /// Builds features from the table registered as `resampled`.
 pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
     let input = session.table("resampled").await?;
@@ -337,12 +322,12 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     };
     for c in &columns {
         if !available.contains(c) {
-            return Err(FeaturesError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
+            return Err(PrepareError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
         }
     }
     if columns.is_empty() {
         return Err(
-            FeaturesError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }.into()
+            PrepareError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }.into()
         );
     }
 
@@ -423,7 +408,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         None => (0, 0),
     };
     if points == 0 {
-        return Err(FeaturesError::Empty.into());
+        return Err(PrepareError::EmptyInput.into());
     }
     let fitted: u64 = scalers.iter().map(|b| b.num_rows() as u64).sum::<u64>() / columns.len() as u64;
     if fitted < series {
@@ -431,7 +416,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
             collect(session.sql("SELECT min(key) FROM resampled WHERE key NOT IN (SELECT key FROM scalers)").await?)
                 .await?;
         let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
-        return Err(FeaturesError::NoTraining { count: series - fitted, series, first }.into());
+        return Err(PrepareError::NoTraining { count: series - fitted, series, first }.into());
     }
 
     // Scaled values, calendar, lags and rolling statistics, as float32.
@@ -625,7 +610,7 @@ fn index_windows(
     let need = spec.lookback + spec.horizon;
     for (p, part) in PARTS.iter().enumerate() {
         if per_part[p] == 0 {
-            return Err(FeaturesError::EmptyPart {
+            return Err(PrepareError::EmptyPart {
                 part,
                 series,
                 need: need + warmup,

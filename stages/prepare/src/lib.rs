@@ -8,6 +8,7 @@
 //! Both stages read and write Parquet through the store: DataFusion reads the inputs from
 //! the store's own object store, so a pipeline on S3 never copies its tables to disk.
 
+mod error;
 pub mod features;
 pub mod identity;
 pub mod resample;
@@ -23,6 +24,8 @@ use applearner_pipeline::{BoxError, Registry, StageContext};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
+
+pub use error::PrepareError;
 
 pub fn register(registry: &mut Registry) {
     registry.register::<resample::ResampleParams>();

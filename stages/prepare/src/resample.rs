@@ -10,6 +10,7 @@
 //! 6. split at the remaining gaps into segments, trim segment edges, drop short segments;
 //! 7. drop series that are constant or all zero.
 
+use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{Int64Array, RecordBatch, StringArray};
@@ -351,25 +352,6 @@ pub struct Cleaned {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CleanError {
-    #[error("the input holds no samples of role {roles}; check the ingest stage's `roles` (metric → cpu/memory)")]
-    Empty { roles: String },
-    #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
-    AllNonFinite { count: u64, roles: String },
-    #[error(
-        "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
-    )]
-    MissingLabel(String),
-    #[error(
-        "nothing is left after cleaning: of {series} series, {without_roles} lack one of the roles, \
-         {short} segments were shorter than min_points = {min_points} after trimming {trim} points \
-         from each end, {zero} series were all zero and {constant} constant; lower `min_points` or \
-         `trim`, or set `drop_constant`/`drop_zero` to false"
-    )]
-    NothingLeft { series: u64, without_roles: u64, short: u64, min_points: u32, trim: u32, zero: u64, constant: u64 },
-}
-
 /// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`.
 ///
 /// The heavy steps run on integers: each group of series gets a number `k` and each role a
@@ -473,10 +455,10 @@ impl Cleaning<'_> {
         .await?;
         [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
         if counts.input_points == 0 {
-            return Err(CleanError::Empty { roles: role_names() }.into());
+            return Err(PrepareError::NoSamples { roles: role_names() }.into());
         }
         if counts.non_finite_dropped == counts.input_points {
-            return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
+            return Err(PrepareError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
         }
         // A step finer than the data's own interval makes most grid points gaps.
         let spacing = spacing as i64;
@@ -696,7 +678,7 @@ impl Cleaning<'_> {
         .await?;
         [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
         if counts.points == 0 {
-            return Err(CleanError::NothingLeft {
+            return Err(PrepareError::NothingLeft {
                 series: counts.grouped_series,
                 without_roles: counts.series_without_all_roles,
                 short: counts.short_segments_dropped,
@@ -802,7 +784,7 @@ async fn register_identities(
         for label in &plan.group.labels {
             let without = series.iter().filter(|s| !s.labels.contains_key(label)).count();
             if without == series.len() && without > 0 {
-                return Err(CleanError::MissingLabel(label.clone()).into());
+                return Err(PrepareError::MissingLabel(label.clone()).into());
             }
             if without > 0 {
                 warnings.push(format!(

@@ -1,0 +1,34 @@
+//! What can go wrong in cleaning and feature building, each with the fix.
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    // clean.resample
+    #[error("the input holds no samples of role {roles}; check the ingest stage's `roles` (metric → cpu/memory)")]
+    NoSamples { roles: String },
+    #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
+    AllNonFinite { count: u64, roles: String },
+    #[error(
+        "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
+    )]
+    MissingLabel(String),
+    #[error(
+        "nothing is left after cleaning: of {series} series, {without_roles} lack one of the roles, \
+         {short} segments were shorter than min_points = {min_points} after trimming {trim} points \
+         from each end, {zero} series were all zero and {constant} constant; lower `min_points` or \
+         `trim`, or set `drop_constant`/`drop_zero` to false"
+    )]
+    NothingLeft { series: u64, without_roles: u64, short: u64, min_points: u32, trim: u32, zero: u64, constant: u64 },
+    // features.build
+    #[error("the input has no column `{column}`; it has {available}")]
+    UnknownColumn { column: String, available: String },
+    #[error("the input table is empty")]
+    EmptyInput,
+    #[error("{count} of {series} series have no training points (first: `{first}`); move the split cut-offs later")]
+    NoTraining { count: u64, series: u64, first: String },
+    #[error(
+        "the {part} part has no windows: in all {series} series it is shorter than the {need} steps a window \
+         needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \
+         Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
+    )]
+    EmptyPart { part: &'static str, series: u64, need: u32, lookback: u32, horizon: u32, warmup: String, longest: u64 },
+}
