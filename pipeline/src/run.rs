@@ -430,7 +430,7 @@ impl<'a> Executor<'a> {
                         stages[j].upstream.iter().map(|&u| records[u].clone().expect("inputs are done")).collect();
                     let (tx, force) = (tx.clone(), forced(&stages[j].name));
                     scope.spawn(move || {
-                        let _ = tx.send((j, self.guarded(j, &upstream, force, options.shard)));
+                        let _ = tx.send((j, self.guarded(j, || self.stage(j, &upstream, force, options.shard))));
                     });
                 }
                 if running == 0 {
@@ -462,11 +462,9 @@ impl<'a> Executor<'a> {
     fn guarded(
         &self,
         j: usize,
-        upstream: &[StageRecord],
-        force: bool,
-        shard: Option<(u32, u32)>,
+        stage: impl FnOnce() -> Result<StageRecord, RunError>,
     ) -> Result<StageRecord, RunError> {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stage(j, upstream, force, shard)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage));
         let result = result.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
