@@ -48,3 +48,18 @@ pub mod scores {
     pub const METRIC: &str = "metric";
     pub const VALUE: &str = "value";
 }
+
+/// `evaluate.backtest` → `forecasts`: one row per method, series, resource, origin and step
+/// ahead: what happened and the forecast, then a column per quantile level (`p50`, `p90`, …).
+pub mod forecasts {
+    pub const NAME: &str = "forecasts";
+    pub const METHOD: &str = "method";
+    pub const KEY: &str = "key";
+    pub const RESOURCE: &str = "resource";
+    pub const ORIGIN: &str = "origin";
+    pub const STEP: &str = "step";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const ACTUAL: &str = "actual";
+    /// The point forecast.
+    pub const FORECAST: &str = "forecast";
+}

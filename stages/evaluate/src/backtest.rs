@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use applearner_contracts::WindowSet;
-use applearner_contracts::tables::scores;
+use applearner_contracts::tables::{forecasts, scores};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -352,14 +352,14 @@ fn forecasts_table(
         }
     }
     let mut t = TableBuilder::default()
-        .strings("method", method)
-        .strings("key", key)
-        .strings("resource", column)
-        .times("origin", origin)
-        .u32s("step", step)
-        .times("timestamp", time)
-        .floats("actual", actual)
-        .floats("forecast", forecast);
+        .strings(forecasts::METHOD, method)
+        .strings(forecasts::KEY, key)
+        .strings(forecasts::RESOURCE, column)
+        .times(forecasts::ORIGIN, origin)
+        .u32s(forecasts::STEP, step)
+        .times(forecasts::TIMESTAMP, time)
+        .floats(forecasts::ACTUAL, actual)
+        .floats(forecasts::FORECAST, forecast);
     for (l, q) in levels.iter().zip(qs) {
         t = t.floats(&level_name(*l), q);
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
-use applearner_contracts::tables::{resampled as table, scores};
+use applearner_contracts::tables::{forecasts, resampled as table, scores};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -679,12 +679,12 @@ impl ForecastRows {
             })
             .unwrap_or_default();
         let (method, key, resource, time, actual, point) = (
-            c.strings("method")?,
-            c.strings("key")?,
-            c.strings("resource")?,
-            c.ints("timestamp")?,
-            c.floats("actual")?,
-            c.floats("forecast")?,
+            c.strings(forecasts::METHOD)?,
+            c.strings(forecasts::KEY)?,
+            c.strings(forecasts::RESOURCE)?,
+            c.ints(forecasts::TIMESTAMP)?,
+            c.floats(forecasts::ACTUAL)?,
+            c.floats(forecasts::FORECAST)?,
         );
         let (lo, hi) = match (names.first(), names.last()) {
             (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),

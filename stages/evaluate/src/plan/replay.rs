@@ -2,6 +2,7 @@
 //! what each setting asks for in them, and the totals a replay adds up.
 
 use super::*;
+use applearner_contracts::tables::forecasts as f;
 
 /// How forecasts become requests: floor, rounding and how often they may change.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,10 +150,10 @@ pub(super) fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByKey, ByKey, V
             .filter(|n| n == "forecast" || n.parse::<QuantileSource>().is_ok())
             .collect();
         let (method, key, resource) =
-            (strings(b, "forecasts", "method")?, strings(b, "forecasts", "key")?, strings(b, "forecasts", "resource")?);
+            (strings(b, f::NAME, f::METHOD)?, strings(b, f::NAME, f::KEY)?, strings(b, f::NAME, f::RESOURCE)?);
         let (origin, time, actual) =
-            (ints(b, "forecasts", "origin")?, ints(b, "forecasts", "timestamp")?, floats(b, "forecasts", "actual")?);
-        let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, "forecasts", c)).collect::<Result<_, _>>()?;
+            (ints(b, f::NAME, f::ORIGIN)?, ints(b, f::NAME, f::TIMESTAMP)?, floats(b, f::NAME, f::ACTUAL)?);
+        let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, f::NAME, c)).collect::<Result<_, _>>()?;
         for i in 0..b.num_rows() {
             if method[i] != "model" {
                 continue;
