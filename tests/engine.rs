@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use applearner_pipeline::run::{RunStatus, Status};
-use applearner_pipeline::{RunError, RunOptions, Selection, Store};
+use applearner_pipeline::{PipelineError, RunOptions, Selection, Store};
 
 use crate::support::{digests, pipeline, problems, run_with, values};
 
@@ -219,7 +219,7 @@ fn stage_with_a_missing_input_fails_clearly() {
     let options =
         RunOptions { run_id: Some("job-1".into()), selection: Selection::Stage("double".into()), ..Default::default() };
     let err = run_with(&p, &store, options.clone()).unwrap_err();
-    assert!(matches!(err, RunError::MissingInputs { .. }));
+    assert!(matches!(err, PipelineError::MissingInputs { .. }));
     let text = err.to_string();
     assert!(text.contains("stage `double` reads the output of `source`, which is not committed"), "{text}");
     assert!(text.contains("--run-id job-1 --stage source"), "{text}");

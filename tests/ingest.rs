@@ -8,7 +8,7 @@ use applearner_pipeline::arrow::array::{Array, Float64Array, RecordBatch, String
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::DataType;
 use applearner_pipeline::context::read_parquet;
-use applearner_pipeline::{RunError, RunOptions, RunReport, Store};
+use applearner_pipeline::{PipelineError, RunOptions, RunReport, Store};
 
 use crate::support::{pipeline, run_with};
 
@@ -17,7 +17,7 @@ pub fn data(path: &str) -> PathBuf {
 }
 
 /// Runs a one-stage ingest pipeline with `with` as its parameters (YAML flow mapping).
-pub fn ingest(store: &Store, with: &str) -> Result<RunReport, RunError> {
+pub fn ingest(store: &Store, with: &str) -> Result<RunReport, PipelineError> {
     let yaml = format!("name: ingest\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {with}\n");
     run_with(&pipeline(&yaml, &[]), store, RunOptions::default())
 }

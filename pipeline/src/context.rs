@@ -2,6 +2,7 @@
 //! reporter and the cancellation signal. Stages never see paths; everything goes through
 //! the store.
 
+use crate::PipelineError;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,20 +48,6 @@ impl<'de> Deserialize<'de> for OutputKind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ContextError {
-    #[error("stage `{stage}` has no input slot `{slot}`")]
-    UnknownInput { stage: String, slot: String },
-    #[error("stage `{stage}` does not declare an output `{name}`; declare it in `writes()`")]
-    UndeclaredOutput { stage: String, name: String },
-    #[error("stage `{stage}` wrote `{name}` twice")]
-    WrittenTwice { stage: String, name: String },
-    #[error("`{path}` is not a readable Parquet table: {message}")]
-    BadTable { path: String, message: String },
-    #[error("the run was cancelled")]
-    Cancelled,
-}
-
 /// Parquet as every stage writes it: zstd, with row-group and page statistics so readers
 /// (DataFusion, DuckDB) can prune, and nothing time-dependent, so equal data gives equal
 /// bytes and equal digests.
@@ -73,8 +60,8 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// Reads a whole Parquet object into record batches.
-pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, ContextError> {
-    let bad = |e: &dyn std::fmt::Display| ContextError::BadTable { path: path.to_string(), message: e.to_string() };
+pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, PipelineError> {
+    let bad = |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.to_string(), message: e.to_string() };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
     // The reader's batches drop the schema's metadata (the windows table keeps its lookback
     // there): put the file's schema back on them.
@@ -141,10 +128,10 @@ impl StageContext<'_> {
     }
 
     /// The stored input behind a slot (for readers that go to the store themselves).
-    pub fn input(&self, slot: &str) -> Result<&StoredOutput, ContextError> {
+    pub fn input(&self, slot: &str) -> Result<&StoredOutput, PipelineError> {
         self.inputs
             .get(slot)
-            .ok_or_else(|| ContextError::UnknownInput { stage: self.stage.to_string(), slot: slot.to_string() })
+            .ok_or_else(|| PipelineError::UnknownInput { stage: self.stage.to_string(), slot: slot.to_string() })
     }
 
     /// The commit record (`_stage.json`) of the stage that wrote an input: its summary says
@@ -241,20 +228,20 @@ impl StageContext<'_> {
     }
 
     /// `Err(Cancelled)` once the run is being stopped; call it between units of work.
-    pub fn check_cancelled(&self) -> Result<(), ContextError> {
-        if self.is_cancelled() { Err(ContextError::Cancelled) } else { Ok(()) }
+    pub fn check_cancelled(&self) -> Result<(), PipelineError> {
+        if self.is_cancelled() { Err(PipelineError::Cancelled) } else { Ok(()) }
     }
 
-    fn declared(&self, name: &str, kind: OutputKind) -> Result<&Output, ContextError> {
+    fn declared(&self, name: &str, kind: OutputKind) -> Result<&Output, PipelineError> {
         self.outputs
             .iter()
             .find(|o| o.name == name && o.kind == kind)
-            .ok_or_else(|| ContextError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() })
+            .ok_or_else(|| PipelineError::UndeclaredOutput { stage: self.stage.to_string(), name: name.to_string() })
     }
 
-    fn check_unwritten(&self, name: &str) -> Result<(), ContextError> {
+    fn check_unwritten(&self, name: &str) -> Result<(), PipelineError> {
         if self.written.lock().unwrap().contains_key(name) {
-            return Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() });
+            return Err(PipelineError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() });
         }
         Ok(())
     }
@@ -262,7 +249,7 @@ impl StageContext<'_> {
     fn record(&self, name: &str, stored: StoredOutput) -> Result<(), BoxError> {
         match self.written.lock().unwrap().entry(name.to_string()) {
             std::collections::btree_map::Entry::Occupied(_) => {
-                Err(ContextError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() }.into())
+                Err(PipelineError::WrittenTwice { stage: self.stage.to_string(), name: name.to_string() }.into())
             }
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(stored);

@@ -5,6 +5,7 @@
 //! from a ConfigMap and the store on object storage, so the stages of one run share their
 //! artifacts and cache wherever they are scheduled.
 
+use crate::PipelineError;
 use serde_json::{Value, json};
 
 use crate::config::{Pipeline, Resources};
@@ -22,16 +23,6 @@ pub struct Target {
     pub namespace: Option<String>,
     /// Retries of a failed pod (stages are idempotent: a retry resumes from what committed).
     pub retries: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error(
-        "the store `{0}` is a local folder, which the pods cannot share: give an object store, e.g. --set store=s3://bucket/applearner"
-    )]
-    LocalStore(String),
-    #[error("stage `{stage}`: {field} `{value}` is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")]
-    Quantity { stage: String, field: &'static str, value: String },
 }
 
 const MOUNT: &str = "/config";
@@ -59,8 +50,8 @@ fn args(pipeline: &Pipeline, run_id: &str, stage: Option<&str>, shard: Option<St
     out
 }
 
-fn check(pipeline: &Pipeline) -> Result<(), ExportError> {
-    if is_object_store(&pipeline.store) { Ok(()) } else { Err(ExportError::LocalStore(pipeline.store.clone())) }
+fn check(pipeline: &Pipeline) -> Result<(), PipelineError> {
+    if is_object_store(&pipeline.store) { Ok(()) } else { Err(PipelineError::LocalStore(pipeline.store.clone())) }
 }
 
 /// A container running `args`, with the config mounted and the secret's variables.
@@ -122,7 +113,7 @@ pub enum ArgoKind {
 /// pod running `applearner run --stage NAME` under the workflow's name as run id. A stage
 /// with `shards: N` fans out: task `NAME-shards` runs N pods in parallel (`withSequence`),
 /// each `--shard I/N`, and task `NAME` then merges them.
-pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Value, ExportError> {
+pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Value, PipelineError> {
     check(pipeline)?;
     let run_id = "{{workflow.name}}";
     let mut tasks = Vec::new();
@@ -196,7 +187,7 @@ pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Val
 
 /// A Kubernetes Job running the whole pipeline in one pod (without Argo there is nothing
 /// to order pods by), sized for its most demanding stage; with a schedule, a CronJob.
-pub fn kubernetes(pipeline: &Pipeline, target: &Target, schedule: Option<&str>) -> Result<Value, ExportError> {
+pub fn kubernetes(pipeline: &Pipeline, target: &Target, schedule: Option<&str>) -> Result<Value, PipelineError> {
     check(pipeline)?;
     let resources = largest(pipeline)?;
     // Each Job is one run: its name (from the label Kubernetes sets) is the run id.
@@ -225,7 +216,7 @@ pub fn kubernetes(pipeline: &Pipeline, target: &Target, schedule: Option<&str>) 
 }
 
 /// Per field, what the most demanding stage asks: the pod runs them all.
-fn largest(pipeline: &Pipeline) -> Result<Resources, ExportError> {
+fn largest(pipeline: &Pipeline) -> Result<Resources, PipelineError> {
     let mut out = Resources::default();
     let mut best = (0.0, 0.0);
     for s in &pipeline.stages {
@@ -234,7 +225,7 @@ fn largest(pipeline: &Pipeline) -> Result<Resources, ExportError> {
             [("cpu", &r.cpu, &mut best.0, &mut out.cpu), ("memory", &r.memory, &mut best.1, &mut out.memory)]
         {
             if let Some(v) = value {
-                let q = parse_quantity(v).ok_or_else(|| ExportError::Quantity {
+                let q = parse_quantity(v).ok_or_else(|| PipelineError::Quantity {
                     stage: s.name.clone(),
                     field,
                     value: v.clone(),

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::PipelineError;
+use crate::store::Store;
 
 /// How often a holder shows it is alive.
 const BEAT: Duration = Duration::from_secs(5);
@@ -55,14 +56,6 @@ impl Holder {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the run was cancelled while waiting for `{0}`")]
-    Cancelled(String),
-}
-
 /// A held lease; dropping it releases it.
 pub struct Lease {
     store: Store,
@@ -73,7 +66,7 @@ pub struct Lease {
 
 /// Takes the lease at `path`, waiting while another live process holds it. `waiting` is
 /// called once with the holder's description when the wait begins.
-pub fn acquire(store: &Store, path: &str, cancel: &AtomicBool, waiting: impl Fn(&str)) -> Result<Lease, LeaseError> {
+pub fn acquire(store: &Store, path: &str, cancel: &AtomicBool, waiting: impl Fn(&str)) -> Result<Lease, PipelineError> {
     let mut me = Holder {
         host: host(),
         pid: std::process::id(),
@@ -107,7 +100,7 @@ pub fn acquire(store: &Store, path: &str, cancel: &AtomicBool, waiting: impl Fn(
             continue;
         }
         if cancel.load(Ordering::Relaxed) {
-            return Err(LeaseError::Cancelled(path.to_string()));
+            return Err(PipelineError::Cancelled);
         }
         std::thread::sleep(POLL);
     }

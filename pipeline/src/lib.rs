@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dag;
 pub mod docs;
+mod error;
 pub mod export;
 pub mod lease;
 mod merge;
@@ -25,7 +26,8 @@ pub mod yaml;
 
 pub use config::{Pipeline, Problems};
 pub use context::{StageContext, StoredOutput};
-pub use run::{RunError, RunOptions, RunReport, Selection};
+pub use error::PipelineError;
+pub use run::{RunOptions, RunReport, Selection};
 pub use stage::{
     BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary, parse_duration, parse_quantity,
 };

@@ -27,13 +27,14 @@ use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde::{Deserialize, Serialize};
 
+use crate::PipelineError;
 use crate::config::{Pipeline, StageSpec};
 use crate::context::{StageContext, StoredOutput};
-use crate::lease::{self, LeaseError};
+use crate::lease;
 use crate::merge;
 use crate::queue::ReadyQueue;
 use crate::stage::{BoxError, Summary, closest};
-use crate::store::{Store, StoreError, digest};
+use crate::store::{Store, digest};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -132,40 +133,7 @@ pub enum RunStatus {
     Cancelled,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("there is no stage `{name}` in the pipeline{}", .suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
-    UnknownStage { name: String, suggestion: Option<String> },
-    #[error("run id `{0}` may only hold letters, digits, `.`, `_` and `-`, and starts with a letter or digit")]
-    BadRunId(String),
-    #[error("--shard {shard}: {message}")]
-    BadShard { shard: String, message: String },
-    #[error("{}", missing_inputs_message(.run_id, .missing, .config))]
-    MissingInputs { run_id: String, config: String, missing: Vec<(String, String)> },
-    #[error("stage `{stage}` failed: {source}")]
-    Stage {
-        stage: String,
-        #[source]
-        source: BoxError,
-    },
-    #[error("stage `{stage}` did not write its declared output `{output}` (a bug in the stage kind)")]
-    OutputNotWritten { stage: String, output: String },
-    #[error("the run was cancelled")]
-    Cancelled,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("`{path}` is not a valid record: {message}")]
-    BadRecord { path: String, message: String },
-}
-
-impl RunError {
-    /// The run stopped because it was asked to (Ctrl-C), not because something failed.
-    pub fn is_cancellation(&self) -> bool {
-        matches!(self, RunError::Cancelled)
-    }
-}
-
-fn missing_inputs_message(run_id: &str, missing: &[(String, String)], config: &str) -> String {
+pub(crate) fn missing_inputs_message(run_id: &str, missing: &[(String, String)], config: &str) -> String {
     let mut text = format!("run `{run_id}` lacks inputs:");
     for (consumer, producer) in missing {
         text.push_str(&format!(
@@ -213,16 +181,16 @@ fn valid_run_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn load_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>, RunError> {
+fn load_json<T: for<'de> Deserialize<'de>>(store: &Store, path: &str) -> Result<Option<T>, PipelineError> {
     match store.get_opt(path)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| RunError::BadRecord { path: path.to_string(), message: e.to_string() }),
+            .map_err(|e| PipelineError::BadRecord { path: path.to_string(), message: e.to_string() }),
     }
 }
 
-fn put_json<T: Serialize>(store: &Store, path: &str, value: &T) -> Result<(), StoreError> {
+fn put_json<T: Serialize>(store: &Store, path: &str, value: &T) -> Result<(), PipelineError> {
     let mut text = serde_json::to_vec_pretty(value).expect("records serialize");
     text.push(b'\n');
     store.put(path, Bytes::from(text))
@@ -236,11 +204,11 @@ pub fn run(
     store: &Store,
     options: &RunOptions,
     cancel: &AtomicBool,
-) -> Result<RunReport, RunError> {
+) -> Result<RunReport, PipelineError> {
     let selected = select(pipeline, options)?;
     let lock = Bytes::from(serde_saphyr::to_string(&pipeline.lock()).expect("the lock serializes to YAML"));
     let run_id = match &options.run_id {
-        Some(id) if !valid_run_id(id) => return Err(RunError::BadRunId(id.clone())),
+        Some(id) if !valid_run_id(id) => return Err(PipelineError::BadRunId(id.clone())),
         Some(id) => id.clone(),
         // Claimed with a create-only put: two runs started at once never share a folder.
         None => loop {
@@ -299,15 +267,15 @@ pub fn run(
     put_json(store, &format!("{run_id}/manifest.json"), &manifest_json)?;
     match error {
         Some(e) => Err(e),
-        None if cancelled => Err(RunError::Cancelled),
+        None if cancelled => Err(PipelineError::Cancelled),
         None => Ok(RunReport { run_id, manifest }),
     }
 }
 
 /// Which stages the run executes, with the options checked against the pipeline.
-fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, RunError> {
+fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, PipelineError> {
     let stage_index = |name: &str| {
-        pipeline.index_of(name).ok_or_else(|| RunError::UnknownStage {
+        pipeline.index_of(name).ok_or_else(|| PipelineError::UnknownStage {
             name: name.to_string(),
             suggestion: closest(name, pipeline.stages.iter().map(|s| s.name.as_str())).map(str::to_string),
         })
@@ -344,7 +312,7 @@ fn select(pipeline: &Pipeline, options: &RunOptions) -> Result<Vec<bool>, RunErr
         }
     };
     if let Some((i, n)) = options.shard {
-        let bad = |message: String| Err(RunError::BadShard { shard: format!("{i}/{n}"), message });
+        let bad = |message: String| Err(PipelineError::BadShard { shard: format!("{i}/{n}"), message });
         let Selection::Stage(name) = &options.selection else {
             return bad("it runs one stage: give it with --stage NAME".into());
         };
@@ -371,7 +339,7 @@ fn committed_inputs(
     store: &Store,
     run_id: &str,
     selected: &[bool],
-) -> Result<Vec<Option<StageRecord>>, RunError> {
+) -> Result<Vec<Option<StageRecord>>, PipelineError> {
     let n = pipeline.stages.len();
     let mut records: Vec<Option<StageRecord>> = vec![None; n];
     let mut missing = Vec::new();
@@ -392,7 +360,11 @@ fn committed_inputs(
         }
     }
     if !missing.is_empty() {
-        return Err(RunError::MissingInputs { run_id: run_id.to_string(), config: pipeline.file.clone(), missing });
+        return Err(PipelineError::MissingInputs {
+            run_id: run_id.to_string(),
+            config: pipeline.file.clone(),
+            missing,
+        });
     }
     Ok(records)
 }
@@ -409,7 +381,12 @@ impl<'a> Executor<'a> {
     /// Runs the selected stages, at most `options.jobs` at once, each as soon as its inputs
     /// are committed; fills `records` and returns the first error. After an error or a
     /// cancellation nothing new starts, and running stages stop at their next check.
-    fn all(&self, selected: &[bool], records: &mut [Option<StageRecord>], options: &RunOptions) -> Option<RunError> {
+    fn all(
+        &self,
+        selected: &[bool],
+        records: &mut [Option<StageRecord>],
+        options: &RunOptions,
+    ) -> Option<PipelineError> {
         let stages = &self.pipeline.stages;
         let mut queue = ReadyQueue::new(
             stages.iter().map(|s| s.upstream.clone()).collect(),
@@ -419,7 +396,7 @@ impl<'a> Executor<'a> {
         let forced = |name: &str| options.force.iter().any(|f| f == "*" || f == name);
         let mut first_error = None;
         std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::channel::<(usize, Result<StageRecord, RunError>)>();
+            let (tx, rx) = mpsc::channel::<(usize, Result<StageRecord, PipelineError>)>();
             let mut running = 0;
             loop {
                 let stop = self.cancel.load(Ordering::Relaxed) || first_error.is_some();
@@ -458,12 +435,12 @@ impl<'a> Executor<'a> {
 
     /// One stage, a panic in it turned into its failure rather than a run waiting forever.
     /// A stage that stops while the run is being cancelled was cancelled, whatever error its
-    /// own check returned (`ContextError::Cancelled`, a closed queue, a dropped request).
+    /// own check returned (`PipelineError::Cancelled`, a closed queue, a dropped request).
     fn guarded(
         &self,
         j: usize,
-        stage: impl FnOnce() -> Result<StageRecord, RunError>,
-    ) -> Result<StageRecord, RunError> {
+        stage: impl FnOnce() -> Result<StageRecord, PipelineError>,
+    ) -> Result<StageRecord, PipelineError> {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage));
         let result = result.unwrap_or_else(|panic| {
             let what = panic
@@ -471,13 +448,13 @@ impl<'a> Executor<'a> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(RunError::Stage {
+            Err(PipelineError::Stage {
                 stage: self.pipeline.stages[j].name.clone(),
                 source: format!("panicked (a bug in the stage kind; please report it): {what}").into(),
             })
         });
         match result {
-            Err(RunError::Stage { .. }) if self.cancel.load(Ordering::Relaxed) => Err(RunError::Cancelled),
+            Err(PipelineError::Stage { .. }) if self.cancel.load(Ordering::Relaxed) => Err(PipelineError::Cancelled),
             other => other,
         }
     }
@@ -488,14 +465,14 @@ impl<'a> Executor<'a> {
         upstream: &[StageRecord],
         force: bool,
         shard: Option<(u32, u32)>,
-    ) -> Result<StageRecord, RunError> {
+    ) -> Result<StageRecord, PipelineError> {
         let spec = &self.pipeline.stages[j];
-        let fail = |source: BoxError| RunError::Stage { stage: spec.name.clone(), source };
+        let fail = |source: BoxError| PipelineError::Stage { stage: spec.name.clone(), source };
         let mut inputs = BTreeMap::new();
         let mut input_records = BTreeMap::new();
         for input in &spec.inputs {
             let rec = upstream.iter().find(|r| r.stage == input.stage).expect("upstream records are passed in");
-            let stored = rec.outputs.get(&input.output).cloned().ok_or_else(|| RunError::BadRecord {
+            let stored = rec.outputs.get(&input.output).cloned().ok_or_else(|| PipelineError::BadRecord {
                 path: record_path(self.run_id, &input.stage),
                 message: format!("it has no output `{}`", input.output),
             })?;
@@ -557,7 +534,7 @@ impl<'a> Executor<'a> {
         };
         let outputs = ctx.written.into_inner().unwrap();
         if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
-            return Err(RunError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
+            return Err(PipelineError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
         }
         let record = StageRecord {
             stage: spec.name.clone(),
@@ -601,7 +578,7 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn leases(&self, stage: &str, paths: &[String]) -> Result<Vec<lease::Lease>, RunError> {
+    fn leases(&self, stage: &str, paths: &[String]) -> Result<Vec<lease::Lease>, PipelineError> {
         paths
             .iter()
             .map(|path| {
@@ -610,10 +587,6 @@ impl<'a> Executor<'a> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| match e {
-                LeaseError::Store(e) => RunError::Store(e),
-                LeaseError::Cancelled(_) => RunError::Cancelled,
-            })
     }
 
     /// Runs shard `i` of `n` of a stage into `<run>/<stage>/shards/<i>-of-<n>/`, or reuses
@@ -627,7 +600,7 @@ impl<'a> Executor<'a> {
         inputs: &BTreeMap<String, StoredOutput>,
         input_records: &BTreeMap<String, InputRecord>,
         force: bool,
-    ) -> Result<StageRecord, RunError> {
+    ) -> Result<StageRecord, PipelineError> {
         let dir = format!("{}/{}/shards/{i}-of-{n}", self.run_id, spec.name);
         let _leases =
             self.leases(&spec.name, &[format!("{dir}/_lease"), format!("{CACHE_DIR}/{key}-{i}-of-{n}.lease")])?;
@@ -648,10 +621,10 @@ impl<'a> Executor<'a> {
         let summary = spec
             .stage
             .run(&ctx)
-            .map_err(|source| RunError::Stage { stage: format!("{} shard {i}/{n}", spec.name), source })?;
+            .map_err(|source| PipelineError::Stage { stage: format!("{} shard {i}/{n}", spec.name), source })?;
         let outputs = ctx.written.into_inner().unwrap();
         if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
-            return Err(RunError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
+            return Err(PipelineError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
         }
         let record = StageRecord {
             stage: format!("{} shard {i}/{n}", spec.name),
@@ -671,7 +644,7 @@ impl<'a> Executor<'a> {
 
     /// The committed record of this run if it is up to date, or else a copy of a cached
     /// result from another run with the same key; `None` means the stage must run.
-    fn reuse(&self, stage: &str, key: &str, rec_path: &str) -> Result<Option<StageRecord>, RunError> {
+    fn reuse(&self, stage: &str, key: &str, rec_path: &str) -> Result<Option<StageRecord>, PipelineError> {
         if let Some(mut rec) = load_json::<StageRecord>(self.store, rec_path)?
             && rec.cache_key == key
             && self.all_exist(&rec)?
@@ -701,7 +674,7 @@ impl<'a> Executor<'a> {
         Ok(Some(record))
     }
 
-    fn all_exist(&self, rec: &StageRecord) -> Result<bool, RunError> {
+    fn all_exist(&self, rec: &StageRecord) -> Result<bool, PipelineError> {
         for out in rec.outputs.values() {
             if !self.store.exists(&out.path)? {
                 return Ok(false);
@@ -712,7 +685,7 @@ impl<'a> Executor<'a> {
 }
 
 /// Manifests of every run in the store, oldest first.
-pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, RunError> {
+pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, PipelineError> {
     let mut manifests = Vec::new();
     for dir in store.list_dirs("")? {
         if !dir.starts_with(CACHE_DIR) {
@@ -725,9 +698,9 @@ pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, RunError> {
 
 /// Checks every artifact that a run's manifest lists against its recorded digest; returns
 /// how many were checked and what does not match.
-pub fn verify(store: &Store, run_id: &str) -> Result<(usize, Vec<String>), RunError> {
+pub fn verify(store: &Store, run_id: &str) -> Result<(usize, Vec<String>), PipelineError> {
     let path = format!("{run_id}/manifest.json");
-    let manifest = load_json::<Manifest>(store, &path)?.ok_or(RunError::Store(StoreError::NotFound { path }))?;
+    let manifest = load_json::<Manifest>(store, &path)?.ok_or(PipelineError::NotFound { path })?;
     let mut problems = Vec::new();
     let mut checked = 0;
     for out in manifest.stages.iter().flat_map(|s| s.outputs.values()) {

@@ -5,6 +5,7 @@
 //! temporary name and renames them; S3, GCS and Azure make a PUT visible only when complete),
 //! so no reader ever sees half an object.
 
+use crate::PipelineError;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,38 +13,6 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use tokio::runtime::Runtime;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store URL `{url}`: {message}")]
-    Url { url: String, message: String },
-    #[error("`{path}` is not in the store")]
-    NotFound { path: String },
-    #[error(
-        "store `{store}`: cannot write `{path}`: the bucket (or container) does not exist, or these credentials cannot see it; create it first"
-    )]
-    NoBucket { store: String, path: String },
-    #[error(
-        "store `{store}`, object `{path}`: the disk is full ({source}); free space there or point `store:` elsewhere, then rerun: committed stages are reused"
-    )]
-    Full {
-        store: String,
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error(
-        "store `{store}`: `{path}` goes through the symbolic link `{link}`; a store's folders must be real folders, as a link could lead outside it"
-    )]
-    Symlink { store: String, path: String, link: String },
-    #[error("store `{store}`, object `{path}`: {source}")]
-    Io {
-        store: String,
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-}
 
 /// Whether a write failed for want of space (ENOSPC). object_store wraps the I/O error in
 /// ways that hide it from `source()`, so its text is checked too.
@@ -80,8 +49,8 @@ impl Store {
     /// Opens a store by URL: a folder (`./runs`, `/data/runs`, `file:///data/runs`, created if
     /// missing), `s3://bucket/prefix`, `gs://…`, `az://…` (credentials from the usual
     /// environment variables, never from the config) or `memory://`.
-    pub fn open(url: &str) -> Result<Store, StoreError> {
-        let bad = |message: String| StoreError::Url { url: url.to_string(), message };
+    pub fn open(url: &str) -> Result<Store, PipelineError> {
+        let bad = |message: String| PipelineError::Url { url: url.to_string(), message };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("applearner-io")
@@ -151,7 +120,7 @@ impl Store {
     /// The object path of `path` below the store's prefix. `ObjectPath` drops `..` and leading
     /// slashes; on a local disk, a path through a symbolic link (planted by whoever else can
     /// write the folder) is refused, as it could lead outside the store.
-    fn full(&self, path: &str) -> Result<ObjectPath, StoreError> {
+    fn full(&self, path: &str) -> Result<ObjectPath, PipelineError> {
         let full: ObjectPath = self.prefix.parts().chain(ObjectPath::from(path).parts()).collect();
         if let Some(root) = &self.local_root {
             let mut at = root.clone();
@@ -160,7 +129,7 @@ impl Store {
                 match std::fs::symlink_metadata(&at) {
                     Ok(m) if m.file_type().is_symlink() => {
                         let link = at.display().to_string();
-                        return Err(StoreError::Symlink { store: self.url.clone(), path: path.into(), link });
+                        return Err(PipelineError::Symlink { store: self.url.clone(), path: path.into(), link });
                     }
                     Ok(_) => {}
                     // Not there (yet): nothing below it can be a link.
@@ -171,24 +140,26 @@ impl Store {
         Ok(full)
     }
 
-    fn io(&self, path: &str, source: object_store::Error) -> StoreError {
+    fn io(&self, path: &str, source: object_store::Error) -> PipelineError {
         match source {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { path: path.to_string() },
-            source => StoreError::Io { store: self.url.clone(), path: path.to_string(), source },
+            object_store::Error::NotFound { .. } => PipelineError::NotFound { path: path.to_string() },
+            source => PipelineError::Io { store: self.url.clone(), path: path.to_string(), source },
         }
     }
 
     /// A failed write: "not found" there means the bucket is missing.
-    fn write_error(&self, path: &str, source: object_store::Error) -> StoreError {
+    fn write_error(&self, path: &str, source: object_store::Error) -> PipelineError {
         match source {
-            object_store::Error::NotFound { .. } => StoreError::NoBucket { store: self.url.clone(), path: path.into() },
-            source if disk_full(&source) => StoreError::Full { store: self.url.clone(), path: path.into(), source },
+            object_store::Error::NotFound { .. } => {
+                PipelineError::NoBucket { store: self.url.clone(), path: path.into() }
+            }
+            source if disk_full(&source) => PipelineError::Full { store: self.url.clone(), path: path.into(), source },
             source => self.io(path, source),
         }
     }
 
     /// Writes `bytes` as one atomic put.
-    pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), StoreError> {
+    pub fn put(&self, path: &str, bytes: Bytes) -> Result<(), PipelineError> {
         let full = self.full(path)?;
         self.block_on(self.inner.put(&full, PutPayload::from(bytes))).map_err(|e| self.write_error(path, e))?;
         Ok(())
@@ -197,7 +168,7 @@ impl Store {
     /// Writes `bytes` only if nothing is at `path` yet (a conditional put: `If-None-Match: *`
     /// on S3, a no-clobber link on a local disk), so of two writers exactly one wins.
     /// `Ok(false)` when something already was there.
-    pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, StoreError> {
+    pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<bool, PipelineError> {
         let full = self.full(path)?;
         match self.block_on(self.inner.put_opts(&full, PutPayload::from(bytes.clone()), PutMode::Create.into())) {
             Ok(_) => Ok(true),
@@ -222,21 +193,21 @@ impl Store {
         }
     }
 
-    pub fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+    pub fn get(&self, path: &str) -> Result<Bytes, PipelineError> {
         let full = self.full(path)?;
         self.block_on(async { self.inner.get(&full).await?.bytes().await }).map_err(|e| self.io(path, e))
     }
 
     /// `None` when the object does not exist.
-    pub fn get_opt(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+    pub fn get_opt(&self, path: &str) -> Result<Option<Bytes>, PipelineError> {
         match self.get(path) {
             Ok(b) => Ok(Some(b)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(PipelineError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    pub fn exists(&self, path: &str) -> Result<bool, StoreError> {
+    pub fn exists(&self, path: &str) -> Result<bool, PipelineError> {
         match self.block_on(self.inner.head(&self.full(path)?)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -245,7 +216,7 @@ impl Store {
     }
 
     /// Deletes an object; deleting one that is not there is not an error.
-    pub fn delete(&self, path: &str) -> Result<(), StoreError> {
+    pub fn delete(&self, path: &str) -> Result<(), PipelineError> {
         match self.block_on(self.inner.delete(&self.full(path)?)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.io(path, e)),
@@ -255,7 +226,7 @@ impl Store {
     /// A streaming writer for `path`: the object appears, whole, only when `finish` returns
     /// (a multipart upload completed, or a staged local file renamed); dropped unfinished, it
     /// leaves nothing under `path`.
-    pub fn writer(&self, path: &str) -> Result<ObjectWriter<'_>, StoreError> {
+    pub fn writer(&self, path: &str) -> Result<ObjectWriter<'_>, PipelineError> {
         let upload =
             object_store::buffered::BufWriter::with_capacity(self.inner.clone(), self.full(path)?, UPLOAD_PART);
         Ok(ObjectWriter {
@@ -269,12 +240,12 @@ impl Store {
     }
 
     /// Copies an object (a hard link on a local disk, a server-side copy on object storage).
-    pub fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+    pub fn copy(&self, from: &str, to: &str) -> Result<(), PipelineError> {
         self.block_on(self.inner.copy(&self.full(from)?, &self.full(to)?)).map_err(|e| self.io(from, e))
     }
 
     /// The folders directly below `dir` (`""` for the root), sorted.
-    pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+    pub fn list_dirs(&self, dir: &str) -> Result<Vec<String>, PipelineError> {
         let full = self.full(dir)?;
         let skip = self.prefix.parts().count();
         let listing = self.block_on(self.inner.list_with_delimiter(Some(&full))).map_err(|e| self.io(dir, e))?;
@@ -288,7 +259,7 @@ impl Store {
     }
 
     /// Paths (relative to the store) of every object below `dir`, sorted.
-    pub fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+    pub fn list(&self, dir: &str) -> Result<Vec<String>, PipelineError> {
         let full = self.full(dir)?;
         let skip = self.prefix.parts().count();
         let metas: Vec<_> =
@@ -318,7 +289,7 @@ pub struct ObjectWriter<'a> {
 }
 
 impl ObjectWriter<'_> {
-    fn send(&mut self) -> Result<(), StoreError> {
+    fn send(&mut self) -> Result<(), PipelineError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -328,7 +299,7 @@ impl ObjectWriter<'_> {
     }
 
     /// Completes the object; returns its digest and size.
-    pub fn finish(mut self) -> Result<(String, u64), StoreError> {
+    pub fn finish(mut self) -> Result<(String, u64), PipelineError> {
         use tokio::io::AsyncWriteExt;
         self.send()?;
         let mut upload = self.upload.take().expect("the upload is open until finish");
@@ -381,7 +352,7 @@ mod tests {
         store.put("a/y.json", Bytes::from_static(b"[]")).unwrap();
         assert_eq!(store.get("a/b/x.json").unwrap().as_ref(), b"{}");
         assert_eq!(store.list("a").unwrap(), vec!["a/b/x.json", "a/y.json"]);
-        assert!(matches!(store.get("nope"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.get("nope"), Err(PipelineError::NotFound { .. })));
         store.copy("a/y.json", "c/y.json").unwrap();
         assert_eq!(store.get("c/y.json").unwrap().as_ref(), b"[]");
         store.delete("c/y.json").unwrap();
@@ -451,7 +422,7 @@ mod tests {
         let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["outside", "store"]);
-        assert!(matches!(store.get("../../outside"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.get("../../outside"), Err(PipelineError::NotFound { .. })));
 
         // A link planted inside the store, to a folder outside it, is neither written nor read
         // through; the link's target keeps its content.
@@ -466,7 +437,7 @@ mod tests {
         );
         assert!(store.writer("r1/report/index.html").is_err());
         assert!(store.put_new("r1/x", Bytes::from_static(b"ours")).is_err());
-        assert!(matches!(store.get("r1/manifest.json"), Err(StoreError::Symlink { .. })));
+        assert!(matches!(store.get("r1/manifest.json"), Err(PipelineError::Symlink { .. })));
         assert_eq!(std::fs::read(target.join("manifest.json")).unwrap(), b"theirs");
         assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
         // The store's root may itself be a link.

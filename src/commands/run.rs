@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use applearner_pipeline::run::{self, RunReport};
-use applearner_pipeline::{Pipeline, Registry, RunError, RunOptions, Selection, Store};
+use applearner_pipeline::{Pipeline, PipelineError, Registry, RunOptions, Selection, Store};
 
 use super::load;
 use crate::cli::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, Sets};
@@ -58,7 +58,9 @@ pub fn run(config: &str, sets: &Sets, what: What, registry: &Registry) -> anyhow
             print_report(&p, &report);
             ExitCode::SUCCESS
         }
-        Err(e @ (RunError::UnknownStage { .. } | RunError::BadRunId(_) | RunError::MissingInputs { .. })) => {
+        Err(
+            e @ (PipelineError::UnknownStage { .. } | PipelineError::BadRunId(_) | PipelineError::MissingInputs { .. }),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_INVALID)
         }

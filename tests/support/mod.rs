@@ -15,8 +15,8 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use applearner_pipeline::run::{self, RunReport};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{
-    BoxError, Output, ParamProblem, Pipeline, Registry, RunError, RunOptions, Stage, StageContext, StageParams, Store,
-    Summary,
+    BoxError, Output, ParamProblem, Pipeline, PipelineError, Registry, RunOptions, Stage, StageContext, StageParams,
+    Store, Summary,
 };
 use serde::{Deserialize, Serialize};
 
@@ -212,7 +212,7 @@ pub fn problems(yaml: &str, sets: &[&str]) -> String {
     }
 }
 
-pub fn run_with(p: &Pipeline, store: &Store, options: RunOptions) -> Result<RunReport, RunError> {
+pub fn run_with(p: &Pipeline, store: &Store, options: RunOptions) -> Result<RunReport, PipelineError> {
     run::run(p, "", store, &RunOptions { jobs: options.jobs.max(2), ..options }, &AtomicBool::new(false))
 }
 
