@@ -63,6 +63,31 @@ impl Resource {
     }
 }
 
+/// A problem with one parameter, found by `StageParams::build`.
+#[derive(Debug, Clone)]
+pub struct ParamProblem {
+    /// Path of the parameter below `with:` (`["model", "hidden"]`); empty for the whole block.
+    pub path: Vec<String>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ParamProblem {
+    pub fn new(path: &[&str], message: impl Into<String>, help: impl Into<String>) -> Self {
+        ParamProblem {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    /// The same problem seen from the parameter that holds this one: `hidden` → `model.hidden`.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.path.insert(0, parent.to_string());
+        self
+    }
+}
+
 /// A table that does not hold what its contract says.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {

@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ParamProblem;
+
 /// Which model, and its size. `kind` picks it; every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -108,12 +110,13 @@ impl ModelSpec {
         }
     }
 
-    /// Problems with the sizes, as (field, message).
-    pub fn check(&self) -> Vec<(&'static str, String)> {
+    /// Problems with the sizes.
+    pub fn check(&self) -> Vec<ParamProblem> {
+        let help = "see `applearner stages train.fit` for the sizes";
         let mut out = Vec::new();
-        let mut positive = |field: &'static str, v: usize| {
+        let mut positive = |field: &str, v: usize| {
             if v == 0 {
-                out.push((field, "must be at least 1".to_string()));
+                out.push(ParamProblem::new(&[field], "must be at least 1", help));
             }
         };
         match self {
@@ -139,7 +142,7 @@ impl ModelSpec {
             _ => 0.0,
         };
         if !(0.0..1.0).contains(&dropout) {
-            out.push(("dropout", format!("is {dropout}; use a probability in [0, 1)")));
+            out.push(ParamProblem::new(&["dropout"], format!("is {dropout}; use a probability in [0, 1)"), help));
         }
         out
     }
@@ -215,24 +218,27 @@ impl LossSpec {
         }
     }
 
-    /// Problems with its values, as (field, message), like the other specs' checks.
-    pub fn check(&self) -> Vec<(&'static str, String)> {
+    /// Problems with its values.
+    pub fn check(&self) -> Vec<ParamProblem> {
         let problem = match self {
-            LossSpec::Huber { delta } if *delta <= 0.0 => Some(("delta", format!("is {delta}; use a positive number"))),
+            LossSpec::Huber { delta } if *delta <= 0.0 => {
+                Some(("delta", format!("delta is {delta}; use a positive number")))
+            }
             LossSpec::Quantile { quantiles } => {
                 if quantiles.is_empty() {
-                    Some(("quantiles", "is empty; list at least one, e.g. [0.5, 0.9]".into()))
+                    Some(("quantiles", "quantiles is empty; list at least one, e.g. [0.5, 0.9]".into()))
                 } else if quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
-                    Some(("quantiles", format!("{quantiles:?} must lie strictly between 0 and 1")))
+                    Some(("quantiles", format!("quantiles {quantiles:?} must lie strictly between 0 and 1")))
                 } else if quantiles.windows(2).any(|w| w[0] >= w[1]) {
-                    Some(("quantiles", format!("{quantiles:?} must be strictly increasing")))
+                    Some(("quantiles", format!("quantiles {quantiles:?} must be strictly increasing")))
                 } else {
                     None
                 }
             }
             _ => None,
         };
-        problem.into_iter().collect()
+        let help = "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}";
+        problem.into_iter().map(|(field, message)| ParamProblem::new(&[field], message, help)).collect()
     }
 
     /// Which output is the point forecast: the median quantile if one is trained (else the
@@ -356,25 +362,32 @@ impl Schedule {
 }
 
 impl TrainSpec {
-    pub fn check(&self) -> Vec<(&'static str, String)> {
+    /// Problems with the settings.
+    pub fn check(&self) -> Vec<ParamProblem> {
+        let problem = |field: &str, message: String| {
+            ParamProblem::new(&[field], message, "see `applearner stages train.fit` for the defaults")
+        };
         let mut out = Vec::new();
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            out.push(("lr", format!("is {}; use a positive rate such as 1e-3", self.lr)));
+            out.push(problem("lr", format!("is {}; use a positive rate such as 1e-3", self.lr)));
         }
         if self.epochs == 0 {
-            out.push(("epochs", "must be at least 1".into()));
+            out.push(problem("epochs", "must be at least 1".into()));
         }
         if self.batch == 0 {
-            out.push(("batch", "must be at least 1".into()));
+            out.push(problem("batch", "must be at least 1".into()));
         }
         if self.clip < 0.0 {
-            out.push(("clip", format!("is {}; use a positive norm, or 0 to turn clipping off", self.clip)));
+            out.push(problem("clip", format!("is {}; use a positive norm, or 0 to turn clipping off", self.clip)));
         }
         if self.weight_decay < 0.0 {
-            out.push(("weight_decay", format!("is {}; use a positive rate such as 0.01, or 0", self.weight_decay)));
+            out.push(problem(
+                "weight_decay",
+                format!("is {}; use a positive rate such as 0.01, or 0", self.weight_decay),
+            ));
         }
         if let Schedule::Step { every: 0, .. } = self.schedule {
-            out.push(("schedule", "step needs `every` of at least 1 epoch".into()));
+            out.push(problem("schedule", "step needs `every` of at least 1 epoch".into()));
         }
         out
     }

@@ -89,24 +89,7 @@ pub trait Stage: Send + Sync {
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError>;
 }
 
-/// A problem with one parameter, found by `StageParams::build`.
-#[derive(Debug, Clone)]
-pub struct ParamProblem {
-    /// Path of the parameter below `with:` (`["model", "hidden"]`); empty for the whole block.
-    pub path: Vec<String>,
-    pub message: String,
-    pub help: Option<String>,
-}
-
-impl ParamProblem {
-    pub fn new(path: &[&str], message: impl Into<String>, help: impl Into<String>) -> Self {
-        ParamProblem {
-            path: path.iter().map(|s| s.to_string()).collect(),
-            message: message.into(),
-            help: Some(help.into()),
-        }
-    }
-}
+pub use applearner_contracts::ParamProblem;
 
 /// The typed, documented parameters of a stage kind.
 pub trait StageParams: DeserializeOwned + Serialize + JsonSchema + 'static {

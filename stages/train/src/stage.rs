@@ -71,17 +71,10 @@ impl StageParams for TrainParams {
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        for (field, message) in self.model.check() {
-            problems.push(ParamProblem::new(&["model", field], message, "see `applearner stages` for the sizes"));
-        }
-        for (field, message) in self.train.check() {
-            problems.push(ParamProblem::new(&["train", field], message, "see `applearner stages` for the defaults"));
-        }
+        problems.extend(self.model.check().into_iter().map(|p| p.within("model")));
+        problems.extend(self.train.check().into_iter().map(|p| p.within("train")));
         let loss = self.loss();
-        for (field, message) in loss.check() {
-            let help = "e.g. {kind: quantile, quantiles: [0.5, 0.9, 0.99]}";
-            problems.push(ParamProblem::new(&["loss", field], message, help));
-        }
+        problems.extend(loss.check().into_iter().map(|p| p.within("loss")));
         if matches!(self.model, ModelSpec::Deepar(_)) && loss != LossSpec::Gaussian {
             problems.push(ParamProblem::new(
                 &["loss"],
