@@ -63,3 +63,47 @@ pub mod forecasts {
     /// The point forecast.
     pub const FORECAST: &str = "forecast";
 }
+
+/// `plan.resources` → `plan_backtest`: per method, setting, resource and series (`key`
+/// empty: all series), the test part replayed against its requests.
+pub mod plan_backtest {
+    pub const NAME: &str = "plan_backtest";
+    pub const METHOD: &str = "method";
+    pub const SETTING: &str = "setting";
+    /// `yes` for the configured setting (model) or the tool's default (VPA, KRR).
+    pub const DEFAULT: &str = "default";
+    pub const RESOURCE: &str = "resource";
+    pub const KEY: &str = "key";
+    pub const PROVISIONED_HOURS: &str = "provisioned_hours";
+    pub const USED_HOURS: &str = "used_hours";
+    pub const SLACK_HOURS: &str = "slack_hours";
+    pub const SLACK_PCT: &str = "slack_pct";
+    pub const UNDER_PROVISIONED_PCT: &str = "under_provisioned_pct";
+    pub const UNDER_PROVISIONED_STEPS: &str = "under_provisioned_steps";
+    pub const CHANGES: &str = "changes";
+}
+
+/// `plan.resources` → `plan_comparison`: the model's slack at each recommender's risk.
+pub mod plan_comparison {
+    pub const NAME: &str = "plan_comparison";
+    pub const RESOURCE: &str = "resource";
+    pub const BASELINE: &str = "baseline";
+    pub const BASELINE_UNDER_PROVISIONED_PCT: &str = "baseline_under_provisioned_pct";
+    pub const BASELINE_SLACK_PCT: &str = "baseline_slack_pct";
+    pub const MODEL_SLACK_PCT: &str = "model_slack_pct";
+}
+
+/// `plan.resources` → `plan`: per workload and interval ahead, requests and the memory limit
+/// of the resources the model forecasts.
+pub mod plan {
+    pub const NAME: &str = "plan";
+    pub const KEY: &str = "key";
+    pub const NAMESPACE: &str = "namespace";
+    pub const WORKLOAD: &str = "workload";
+    pub const CONTAINER: &str = "container";
+    pub const FROM: &str = "from";
+    pub const UNTIL: &str = "until";
+    pub const CPU_REQUEST_CORES: &str = "cpu_request_cores";
+    pub const MEMORY_REQUEST_BYTES: &str = "memory_request_bytes";
+    pub const MEMORY_LIMIT_BYTES: &str = "memory_limit_bytes";
+}

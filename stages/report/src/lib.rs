@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_contracts::tables::{forecasts, resampled as table, scores};
+use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -388,19 +389,19 @@ fn plans_section(
         "Provisioning plans, replayed",
         "The usage of the test part replayed against each plan: slack is requested minus used (core-hours for CPU, GiB-hours for memory, and % of what was requested); under-provisioned time is the share of minutes with CPU above the request (throttling risk) or memory above the limit (OOM risk). Every setting of the model (each quantile × margin), VPA (target percentile) and KRR (CPU percentile / memory buffer) is a point; the large dot is the configured setting or the tool's default.",
     );
-    let bt = Cols { batches: backtest, table: "plan_backtest" };
+    let bt = Cols { batches: backtest, table: pb::NAME };
     let (bm, bs, bd, br, bk) = (
-        bt.strings("method")?,
-        bt.strings("setting")?,
-        bt.strings("default")?,
-        bt.strings("resource")?,
-        bt.strings("key")?,
+        bt.strings(pb::METHOD)?,
+        bt.strings(pb::SETTING)?,
+        bt.strings(pb::DEFAULT)?,
+        bt.strings(pb::RESOURCE)?,
+        bt.strings(pb::KEY)?,
     );
     let (slack, under, slack_h, changes) = (
-        bt.floats("slack_pct")?,
-        bt.floats("under_provisioned_pct")?,
-        bt.floats("slack_hours")?,
-        bt.floats("changes")?,
+        bt.floats(pb::SLACK_PCT)?,
+        bt.floats(pb::UNDER_PROVISIONED_PCT)?,
+        bt.floats(pb::SLACK_HOURS)?,
+        bt.floats(pb::CHANGES)?,
     );
     let mut defaults = Vec::new();
     for resource in resources {
@@ -460,13 +461,13 @@ fn plans_section(
     let _ = writeln!(doc.md, "\n## Plans, replayed over the test part\n");
     md_table(&mut doc.md, &headers, &defaults);
 
-    let c = Cols { batches: comparison, table: "plan_comparison" };
+    let c = Cols { batches: comparison, table: pc::NAME };
     let (cr, cb, cu, cs, cm) = (
-        c.strings("resource")?,
-        c.strings("baseline")?,
-        c.floats("baseline_under_provisioned_pct")?,
-        c.floats("baseline_slack_pct")?,
-        c.floats("model_slack_pct")?,
+        c.strings(pc::RESOURCE)?,
+        c.strings(pc::BASELINE)?,
+        c.floats(pc::BASELINE_UNDER_PROVISIONED_PCT)?,
+        c.floats(pc::BASELINE_SLACK_PCT)?,
+        c.floats(pc::MODEL_SLACK_PCT)?,
     );
     let rows: Vec<Vec<String>> = (0..cr.len())
         .map(|i| {
@@ -501,12 +502,12 @@ fn plans_section(
 /// The plan ahead, one row per workload and interval; returns the rows.
 fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<usize, BoxError> {
     // The plan ahead.
-    let p = Cols { batches: plan, table: "plan" };
-    let (pk, from, until) = (p.strings("key")?, p.ints("from")?, p.ints("until")?);
+    let p = Cols { batches: plan, table: pt::NAME };
+    let (pk, from, until) = (p.strings(pt::KEY)?, p.ints(pt::FROM)?, p.ints(pt::UNTIL)?);
     // A model of one resource plans only that one.
     let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
     let (cpu, mem, lim) =
-        (optional("cpu_request_cores"), optional("memory_request_bytes"), optional("memory_limit_bytes"));
+        (optional(pt::CPU_REQUEST_CORES), optional(pt::MEMORY_REQUEST_BYTES), optional(pt::MEMORY_LIMIT_BYTES));
     let q = |v: f64, unit: f64, suffix: &str| {
         if v.is_finite() { format!("{:.0}{suffix}", v / unit) } else { "–".into() }
     };

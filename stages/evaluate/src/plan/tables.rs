@@ -1,6 +1,7 @@
 //! The plan stage's tables: the plan backtest, the comparison at matched risk and the plan ahead.
 
 use super::*;
+use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc};
 
 pub(super) fn backtest_table(
     settings: &[Setting],
@@ -33,20 +34,20 @@ pub(super) fn backtest_table(
     }
     let [provisioned, used, slack, slack_pct, under_pct, under_steps, changes] = v;
     TableBuilder::default()
-        .strings("method", c.0)
-        .strings("setting", c.1)
-        .strings("default", c.2)
-        .strings("resource", c.3)
+        .strings(pb::METHOD, c.0)
+        .strings(pb::SETTING, c.1)
+        .strings(pb::DEFAULT, c.2)
+        .strings(pb::RESOURCE, c.3)
         // Empty: all series together.
-        .strings("key", c.4)
+        .strings(pb::KEY, c.4)
         // Core-hours for CPU, GiB-hours for memory.
-        .floats("provisioned_hours", provisioned)
-        .floats("used_hours", used)
-        .floats("slack_hours", slack)
-        .floats("slack_pct", slack_pct)
-        .floats("under_provisioned_pct", under_pct)
-        .floats("under_provisioned_steps", under_steps)
-        .floats("changes", changes)
+        .floats(pb::PROVISIONED_HOURS, provisioned)
+        .floats(pb::USED_HOURS, used)
+        .floats(pb::SLACK_HOURS, slack)
+        .floats(pb::SLACK_PCT, slack_pct)
+        .floats(pb::UNDER_PROVISIONED_PCT, under_pct)
+        .floats(pb::UNDER_PROVISIONED_STEPS, under_steps)
+        .floats(pb::CHANGES, changes)
         .finish()
 }
 
@@ -86,12 +87,12 @@ pub(super) fn comparison_table(
         }
     }
     let (schema, batch) = TableBuilder::default()
-        .strings("resource", out.iter().map(|c| c.resource.to_string()).collect())
-        .strings("baseline", out.iter().map(|c| c.baseline.to_string()).collect())
-        .floats("baseline_under_provisioned_pct", out.iter().map(|c| c.baseline_under).collect())
-        .floats("baseline_slack_pct", out.iter().map(|c| c.baseline_slack).collect())
+        .strings(pc::RESOURCE, out.iter().map(|c| c.resource.to_string()).collect())
+        .strings(pc::BASELINE, out.iter().map(|c| c.baseline.to_string()).collect())
+        .floats(pc::BASELINE_UNDER_PROVISIONED_PCT, out.iter().map(|c| c.baseline_under).collect())
+        .floats(pc::BASELINE_SLACK_PCT, out.iter().map(|c| c.baseline_slack).collect())
         // Null where the model's curve does not reach that under-provisioned time.
-        .floats("model_slack_pct", out.iter().map(|c| c.model_slack.unwrap_or(f64::NAN)).collect())
+        .floats(pc::MODEL_SLACK_PCT, out.iter().map(|c| c.model_slack.unwrap_or(f64::NAN)).collect())
         .finish()?;
     Ok((schema, batch, out))
 }
@@ -100,20 +101,20 @@ pub(super) fn plan_table(plan: &[WorkloadPlan]) -> Result<(SchemaRef, RecordBatc
     let rows: Vec<(&WorkloadPlan, &Planned)> =
         plan.iter().flat_map(|w| w.intervals.iter().map(move |i| (w, i))).collect();
     let mut t = TableBuilder::default()
-        .strings("key", rows.iter().map(|(w, _)| w.key.clone()).collect())
-        .strings("namespace", rows.iter().map(|(w, _)| w.namespace.clone()).collect())
-        .strings("workload", rows.iter().map(|(w, _)| w.workload.clone()).collect())
-        .strings("container", rows.iter().map(|(w, _)| w.container.clone()).collect())
-        .times("from", rows.iter().map(|(_, i)| i.from).collect())
-        .times("until", rows.iter().map(|(_, i)| i.until).collect());
+        .strings(pt::KEY, rows.iter().map(|(w, _)| w.key.clone()).collect())
+        .strings(pt::NAMESPACE, rows.iter().map(|(w, _)| w.namespace.clone()).collect())
+        .strings(pt::WORKLOAD, rows.iter().map(|(w, _)| w.workload.clone()).collect())
+        .strings(pt::CONTAINER, rows.iter().map(|(w, _)| w.container.clone()).collect())
+        .times(pt::FROM, rows.iter().map(|(_, i)| i.from).collect())
+        .times(pt::UNTIL, rows.iter().map(|(_, i)| i.until).collect());
     // Columns only for the resources planned.
     if rows.iter().any(|(_, i)| i.requests[0].is_some()) {
-        t = t.floats("cpu_request_cores", rows.iter().map(|(_, i)| i.requests[0].unwrap_or(f64::NAN)).collect());
+        t = t.floats(pt::CPU_REQUEST_CORES, rows.iter().map(|(_, i)| i.requests[0].unwrap_or(f64::NAN)).collect());
     }
     if rows.iter().any(|(_, i)| i.requests[1].is_some()) {
         t = t
-            .floats("memory_request_bytes", rows.iter().map(|(_, i)| i.requests[1].unwrap_or(f64::NAN)).collect())
-            .floats("memory_limit_bytes", rows.iter().map(|(_, i)| i.limit.unwrap_or(f64::NAN)).collect());
+            .floats(pt::MEMORY_REQUEST_BYTES, rows.iter().map(|(_, i)| i.requests[1].unwrap_or(f64::NAN)).collect())
+            .floats(pt::MEMORY_LIMIT_BYTES, rows.iter().map(|(_, i)| i.limit.unwrap_or(f64::NAN)).collect());
     }
     t.finish()
 }
