@@ -75,22 +75,19 @@ impl StageParams for BacktestParams {
     const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
-        let mut problems = Vec::new();
-        let (season_ms, window_ms) = (self.season.ms(), self.moving_average.ms());
         if self.stride == Some(0) {
-            problems.push(ParamProblem::new(&["stride"], "must be at least 1", "leave it out to tile the test part"));
+            return Err(vec![ParamProblem::new(
+                &["stride"],
+                "must be at least 1",
+                "leave it out to tile the test part",
+            )]);
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Box::new(Backtest { params: self, season_ms, window_ms }))
+        Ok(Box::new(Backtest { params: self }))
     }
 }
 
 struct Backtest {
     params: BacktestParams,
-    season_ms: i64,
-    window_ms: i64,
 }
 
 /// Forecasts of one method for one series and target, origin by origin.
@@ -115,10 +112,7 @@ impl Stage for Backtest {
     }
 
     fn host_warnings(&self) -> Vec<String> {
-        match self.params.device.resolve() {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![format!("this machine cannot run it: {e}")],
-        }
+        self.params.device.host_warnings()
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
@@ -211,7 +205,7 @@ impl Stage for Backtest {
                     if tested.contains(&t) { None } else { s.at(t - lag) }
                 }
             };
-            let scale = metrics::seasonal_scale(&s.values, in_sample(self.season_ms));
+            let scale = metrics::seasonal_scale(&s.values, in_sample(self.params.season.ms()));
             let scale = if scale.is_finite() && scale > 0.0 {
                 scale
             } else {
@@ -220,9 +214,9 @@ impl Stage for Backtest {
             };
             scales.insert((key.clone(), column.clone()), scale);
 
-            let hw = HoltWinters::fit(s, first, step, (self.season_ms / step.max(1)) as usize);
+            let hw = HoltWinters::fit(s, first, step, (self.params.season.ms() / step.max(1)) as usize);
             let hw_forecasts = hw.forecast(s, step, &positions, horizon);
-            let window = (self.window_ms / step.max(1)).max(1) as usize;
+            let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
             let samples = series.samples();
             let mut vpa = Vpa::new(VpaSettings::default());
             let mut fed = 0;
@@ -232,7 +226,7 @@ impl Stage for Backtest {
                 let times = (1..=horizon as i64).map(|h| origin + h * step);
                 let seasonal: Vec<f64> = times
                     .map(|t| {
-                        seasonal_naive(s, origin, t, self.season_ms).unwrap_or_else(|| {
+                        seasonal_naive(s, origin, t, self.params.season.ms()).unwrap_or_else(|| {
                             fallbacks += 1;
                             last
                         })

@@ -301,50 +301,55 @@ fn leaderboard_section(
         md_table(&mut doc.md, &headers, &rows);
         leaderboard.insert(resource.clone(), Value::Array(json_rows));
 
-        // Error by horizon step.
-        let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
-        let lines = methods
-            .iter()
-            .filter(|m| !["vpa", "krr"].contains(m))
-            .map(|m| Line {
-                name: method_name(m).into(),
-                color: color(m),
-                points: (1..=steps)
-                    .map(|st| {
-                        (
-                            st as f64,
-                            scores
-                                .iter()
-                                .find(|s| {
-                                    &s.method == m
-                                        && &s.resource == resource
-                                        && s.scope == "median"
-                                        && s.step == st
-                                        && s.metric == "mase"
-                                })
-                                .map_or(f64::NAN, |s| s.value),
-                        )
-                    })
-                    .collect(),
-                markers: true,
-                bold: *m == "model",
-            })
-            .collect();
-        doc.html.chart(
-            &format!("horizon-{resource}"),
-            &Chart {
-                title: format!("{resource}: median MASE by horizon step"),
-                x_label: "steps ahead".into(),
-                y_label: "MASE".into(),
-                time_x: false,
-                lines,
-                bands: vec![],
-            },
-            "The original project reported errors per forecast length: how fast each method degrades further ahead.",
-        )?;
+        horizon_chart(doc, scores, resource, &methods)?;
     }
     doc.metrics.insert("leaderboard".into(), Value::Object(leaderboard));
 
+    Ok(())
+}
+
+/// Each method's median MASE by horizon step, for one resource.
+fn horizon_chart(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&str]) -> Result<(), BoxError> {
+    let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
+    let lines = methods
+        .iter()
+        .filter(|m| !["vpa", "krr"].contains(m))
+        .map(|m| Line {
+            name: method_name(m).into(),
+            color: color(m),
+            points: (1..=steps)
+                .map(|st| {
+                    (
+                        st as f64,
+                        scores
+                            .iter()
+                            .find(|s| {
+                                &s.method == m
+                                    && &s.resource == resource
+                                    && s.scope == "median"
+                                    && s.step == st
+                                    && s.metric == "mase"
+                            })
+                            .map_or(f64::NAN, |s| s.value),
+                    )
+                })
+                .collect(),
+            markers: true,
+            bold: *m == "model",
+        })
+        .collect();
+    doc.html.chart(
+        &format!("horizon-{resource}"),
+        &Chart {
+            title: format!("{resource}: median MASE by horizon step"),
+            x_label: "steps ahead".into(),
+            y_label: "MASE".into(),
+            time_x: false,
+            lines,
+            bands: vec![],
+        },
+        "The original project reported errors per forecast length: how fast each method degrades further ahead.",
+    )?;
     Ok(())
 }
 
@@ -383,7 +388,6 @@ fn plans_section(
     comparison: &[RecordBatch],
     resources: &[String],
 ) -> Result<(), BoxError> {
-    // Plans.
     doc.html.section(
         "plans",
         "Provisioning plans, replayed",
@@ -461,6 +465,11 @@ fn plans_section(
     let _ = writeln!(doc.md, "\n## Plans, replayed over the test part\n");
     md_table(&mut doc.md, &headers, &defaults);
 
+    comparison_table(doc, comparison)
+}
+
+/// The model's slack at each recommender's under-provisioned time.
+fn comparison_table(doc: &mut Doc, comparison: &[RecordBatch]) -> Result<(), BoxError> {
     let c = Cols { batches: comparison, table: pc::NAME };
     let (cr, cb, cu, cs, cm) = (
         c.strings(pc::RESOURCE)?,
@@ -495,7 +504,6 @@ fn plans_section(
         "plan_comparison".into(),
         json!((0..cr.len()).map(|i| json!({"resource": cr[i], "baseline": cb[i], "baseline_under_pct": num(cu[i]), "baseline_slack_pct": num(cs[i]), "model_slack_pct": num(cm[i])})).collect::<Vec<_>>()),
     );
-
     Ok(())
 }
 

@@ -86,6 +86,14 @@ impl schemars::JsonSchema for DeviceName {
 }
 
 impl DeviceName {
+    /// Why this machine cannot use it, for `validate` to warn (the pods may have a GPU).
+    pub fn host_warnings(self) -> Vec<String> {
+        match self.resolve() {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("this machine cannot run it: {e}")],
+        }
+    }
+
     /// The device on this machine. CUDA is checked here, before any kernel runs: burn-cuda
     /// loads the driver lazily and panics in a worker thread when it is missing.
     pub fn resolve(self) -> Result<Device, TrainError> {

@@ -88,7 +88,7 @@ impl StageParams for TrainParams {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Box::new(Train { params: self, loss }))
+        Ok(Box::new(Train { params: self, loss, init: std::sync::OnceLock::new() }))
     }
 }
 
@@ -104,15 +104,20 @@ impl TrainParams {
 struct Train {
     params: TrainParams,
     loss: LossSpec,
+    /// The model to fine-tune, read once where the stage runs (the cache key needs it
+    /// before `run` does).
+    init: std::sync::OnceLock<Result<Option<Arc<Saved>>, String>>,
 }
 
 impl Train {
-    /// The model to fine-tune, read where the stage runs.
-    fn init(&self) -> Result<Option<Saved>, BoxError> {
-        let Some(dir) = &self.params.init_from else { return Ok(None) };
-        Saved::read(std::path::Path::new(dir))
-            .map(Some)
-            .map_err(|e| format!("init_from: {e}; point it at a trained_models/<name> folder").into())
+    fn init(&self) -> Result<Option<Arc<Saved>>, BoxError> {
+        let read = || {
+            let Some(dir) = &self.params.init_from else { return Ok(None) };
+            Saved::read(std::path::Path::new(dir))
+                .map(|saved| Some(Arc::new(saved)))
+                .map_err(|e| format!("init_from: {e}; point it at a trained_models/<name> folder"))
+        };
+        self.init.get_or_init(read).clone().map_err(Into::into)
     }
 }
 
@@ -139,10 +144,7 @@ impl Stage for Train {
     }
 
     fn host_warnings(&self) -> Vec<String> {
-        match self.params.device.resolve() {
-            Ok(_) => Vec::new(),
-            Err(e) => vec![format!("this machine cannot run it: {e}")],
-        }
+        self.params.device.host_warnings()
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
