@@ -53,6 +53,10 @@ pub mod scores {
 /// ahead: what happened and the forecast, then a column per quantile level (`p50`, `p90`, …).
 pub mod forecasts {
     pub const NAME: &str = "forecasts";
+    /// `validation` (the model's, for calibrating plans), `test` (every method's, scored)
+    /// or `ahead` (the model's from the end of the data: no actual yet).
+    pub const PART: &str = "part";
+    pub const AHEAD: &str = "ahead";
     pub const METHOD: &str = "method";
     pub const KEY: &str = "key";
     pub const RESOURCE: &str = "resource";
@@ -64,37 +68,58 @@ pub mod forecasts {
     pub const FORECAST: &str = "forecast";
 }
 
-/// `plan.resources` → `plan_backtest`: per method, setting, resource and series (`key`
-/// empty: all series), the test part replayed against its requests.
+/// `plan.resources` → `plan_backtest`: per line (`cpu_request`, `cpu_limit`,
+/// `memory_request`, `memory_limit`), change budget, method, variant, setting and series
+/// (`key` empty: all series), the test part replayed against that line.
 pub mod plan_backtest {
     pub const NAME: &str = "plan_backtest";
+    /// `model`, `krr`, `vpa` or `oracle`.
     pub const METHOD: &str = "method";
+    /// `calibrated` or `fixed` (the model), `default`, `tuned` (to the risk, on validation),
+    /// `oracle`, `sweep` (trade-off curve points).
+    pub const VARIANT: &str = "variant";
     pub const SETTING: &str = "setting";
-    /// `yes` for the configured setting (model) or the tool's default (VPA, KRR).
-    pub const DEFAULT: &str = "default";
-    pub const RESOURCE: &str = "resource";
+    pub const LINE: &str = "line";
+    pub const BUDGET: &str = "changes_per_day_allowed";
     pub const KEY: &str = "key";
+    pub const TARGET_PCT: &str = "target_pct";
     pub const PROVISIONED_HOURS: &str = "provisioned_hours";
     pub const USED_HOURS: &str = "used_hours";
     pub const SLACK_HOURS: &str = "slack_hours";
     pub const SLACK_PCT: &str = "slack_pct";
-    pub const UNDER_PROVISIONED_PCT: &str = "under_provisioned_pct";
-    pub const UNDER_PROVISIONED_STEPS: &str = "under_provisioned_steps";
+    /// The share of steps with usage above the line.
+    pub const RISK_PCT: &str = "risk_pct";
+    pub const UNDER_STEPS: &str = "steps_above";
+    pub const STEPS: &str = "steps";
     pub const CHANGES: &str = "changes";
+    /// Per workload-day.
+    pub const CHANGES_PER_DAY: &str = "changes_per_day";
 }
 
-/// `plan.resources` → `plan_comparison`: the model's slack at each recommender's risk.
+/// `plan.resources` → `plan_comparison`: per line and change budget, the model's plan
+/// beside KRR and VPA (default and tuned to the same risk) and the oracle: for each of
+/// [`METHODS`](plan_comparison::METHODS), `{method}_risk_pct`, `{method}_slack_pct` and
+/// `{method}_changes_per_day`.
 pub mod plan_comparison {
     pub const NAME: &str = "plan_comparison";
-    pub const RESOURCE: &str = "resource";
-    pub const BASELINE: &str = "baseline";
-    pub const BASELINE_UNDER_PROVISIONED_PCT: &str = "baseline_under_provisioned_pct";
-    pub const BASELINE_SLACK_PCT: &str = "baseline_slack_pct";
-    pub const MODEL_SLACK_PCT: &str = "model_slack_pct";
+    pub const LINE: &str = "line";
+    pub const BUDGET: &str = "changes_per_day_allowed";
+    pub const TARGET_PCT: &str = "target_pct";
+    pub const METHODS: [&str; 6] = ["model", "krr", "krr_tuned", "vpa", "vpa_tuned", "oracle"];
+    pub const RISK_PCT: &str = "_risk_pct";
+    pub const SLACK_PCT: &str = "_slack_pct";
+    pub const CHANGES_PER_DAY: &str = "_changes_per_day";
+    /// `krr_tuned` or `vpa_tuned`: the one with less slack.
+    pub const BEST_TUNED: &str = "best_tuned";
+    /// The model's slack as a multiple of the best tuned recommender's and the oracle's.
+    pub const SLACK_VS_BEST_TUNED: &str = "slack_vs_best_tuned";
+    pub const SLACK_VS_ORACLE: &str = "slack_vs_oracle";
+    /// The share of the gap between the best tuned recommender and the oracle the model closes.
+    pub const GAP_CLOSED: &str = "gap_closed";
 }
 
-/// `plan.resources` → `plan`: per workload and interval ahead, requests and the memory limit
-/// of the resources the model forecasts.
+/// `plan.resources` → `plan`: per workload, the lines to set now (for the resources the
+/// model forecasts) and how long they hold: `{line}_cores` for CPU, `{line}_bytes` for memory.
 pub mod plan {
     pub const NAME: &str = "plan";
     pub const KEY: &str = "key";
@@ -104,6 +129,7 @@ pub mod plan {
     pub const FROM: &str = "from";
     pub const UNTIL: &str = "until";
     pub const CPU_REQUEST_CORES: &str = "cpu_request_cores";
+    pub const CPU_LIMIT_CORES: &str = "cpu_limit_cores";
     pub const MEMORY_REQUEST_BYTES: &str = "memory_request_bytes";
     pub const MEMORY_LIMIT_BYTES: &str = "memory_limit_bytes";
 }

@@ -32,7 +32,7 @@ pub use stage::{
     BoxError, Output, ParamProblem, Registry, Stage, StageParams, Summary, parse_duration, parse_quantity,
 };
 pub use store::Store;
-pub use values::{Duration, QuantileSource, Quantity};
+pub use values::{Duration, QuantileSource, Quantity, Risk};
 
 // Stage crates build on these; re-exported so their versions cannot drift.
 pub use arrow;

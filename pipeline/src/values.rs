@@ -130,6 +130,35 @@ impl JsonSchema for QuantileSource {
     }
 }
 
+/// A share of time a user accepts above a line: `1%`, `0.01%`; above 0 and below 100 %.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Risk {
+    text: String,
+    fraction: f64,
+}
+
+impl Risk {
+    /// As a fraction: `1%` is 0.01.
+    pub fn fraction(&self) -> f64 {
+        self.fraction
+    }
+}
+
+impl std::str::FromStr for Risk {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let percent = text.trim().strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok());
+        match percent {
+            Some(p) if p > 0.0 && p < 100.0 => Ok(Risk { text: text.to_string(), fraction: p / 100.0 }),
+            Some(_) => Err(format!(
+                "`{text}`: a risk must be above 0 and below 100 % (0 asks for infinite headroom); e.g. 1% or 0.01%"
+            )),
+            None => Err(format!("`{text}` is not a risk; write the share of time accepted above the line, such as 1% or 0.01%")),
+        }
+    }
+}
+
 /// Serde, schema and display for a value kept with its text.
 macro_rules! text_value {
     ($type:ty, $name:literal, $description:literal) => {
@@ -165,6 +194,7 @@ macro_rules! text_value {
 
 text_value!(Duration, "Duration", "a duration such as 30s, 5m, 1h or 7d");
 text_value!(Quantity, "Quantity", "a Kubernetes quantity such as 250m, 2, 64Mi or 1G");
+text_value!(Risk, "Risk", "a share of time above a line, such as 1% or 0.01%");
 
 #[cfg(test)]
 mod tests {
@@ -181,6 +211,11 @@ mod tests {
         assert!("lots".parse::<Quantity>().unwrap_err().contains("Kubernetes quantity"));
         assert_eq!("p90".parse::<QuantileSource>().unwrap().column(), "p90");
         assert_eq!("point".parse::<QuantileSource>().unwrap().column(), "forecast");
+        let r: Risk = "0.01%".parse().unwrap();
+        assert_eq!((r.fraction(), r.to_string()), (0.0001, "0.01%".to_string()));
+        assert!("0%".parse::<Risk>().unwrap_err().contains("above 0 and below 100"));
+        assert!("100%".parse::<Risk>().unwrap_err().contains("above 0 and below 100"));
+        assert!("0.01".parse::<Risk>().unwrap_err().contains("such as 1%"));
         for bad in ["p0", "p100", "median", "P90"] {
             assert!(bad.parse::<QuantileSource>().is_err(), "{bad}");
         }

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use applearner_contracts::WindowSet;
+use applearner_contracts::{Part, WindowSet};
+use applearner_train::card::Scaler;
+use applearner_train::device::Device;
+use crate::table::Usage;
 use applearner_contracts::tables::{forecasts, scores};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
@@ -133,53 +136,15 @@ impl Stage for Backtest {
         let usage = read_usage(&ctx.read_table("resampled")?)?;
         let device = self.params.device.resolve()?;
 
-        // Origins: per series, every `stride`-th test window, the latest `max_origins`.
         let stride = self.params.stride.unwrap_or(horizon);
-        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, w) in windows.part("test").iter().enumerate() {
-            by_key.entry(&w.key).or_default().push(i);
-        }
-        let mut chosen = Vec::new();
-        for list in by_key.values_mut() {
-            list.sort_by_key(|&i| windows.part("test")[i].origin_ms);
-            let mut picked: Vec<usize> = list.iter().copied().step_by(stride).collect();
-            if self.params.max_origins > 0 && picked.len() > self.params.max_origins {
-                picked.drain(..picked.len() - self.params.max_origins);
-            }
-            chosen.extend(picked);
-        }
+        let chosen = origins(&windows, "test", stride, self.params.max_origins);
         if chosen.is_empty() {
             return Err(EvaluateError::NoTestWindows.into());
         }
-        let (point, quantiles) = forecast_windows(&model_dir, &saved, &windows, "test", &chosen, device)?;
-
-        // (method, key, column) → track
-        let mut tracks: BTreeMap<(&str, String, String), Track> = BTreeMap::new();
-        let nt = targets.len();
-        let nl = levels.len();
-        for (n, &w) in chosen.iter().enumerate() {
-            let window = &windows.part("test")[w];
-            let Some(series) = usage.get(&window.key) else { continue };
-            for (j, column) in targets.iter().enumerate() {
-                let (Some(s), Some(scaler)) =
-                    (series.column(column), scalers.get(&(window.key.clone(), column.clone())))
-                else {
-                    continue;
-                };
-                let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
-                let track = tracks.entry(("model", window.key.clone(), column.clone())).or_default();
-                track.origins.push(window.origin_ms);
-                track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
-                track.actual.push(actual);
-                let cell = |h: usize| (n * horizon + h) * nt + j;
-                track.forecast.push((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)).collect());
-                track.quantiles.push(
-                    (0..horizon)
-                        .map(|h| (0..nl).map(|l| scaler.unscale(quantiles[cell(h) * nl + l] as f64)).collect())
-                        .collect(),
-                );
-            }
-        }
+        let model = ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
+        let mut tracks = model.tracks("test", &chosen)?;
+        // The validation part's forecasts: what plans are calibrated on, never scored here.
+        let calibration = model.tracks("validation", &origins(&windows, "validation", stride, 0))?;
 
         let mut fallbacks = 0usize;
         let mut naive_scaled = 0usize;
@@ -259,7 +224,7 @@ impl Stage for Backtest {
 
         bar.finish();
         let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
-        let (schema, batch) = forecasts_table(&tracks, &levels, &forward, horizon, step)?;
+        let (schema, batch) = forecasts_table(&tracks, &calibration, &levels, &forward, horizon, step)?;
         ctx.write_table("forecasts", schema, &[batch])?;
         let scores = score(&tracks, &scales, &levels, horizon);
         let model_mase: BTreeMap<String, f64> = targets
@@ -277,6 +242,7 @@ impl Stage for Backtest {
         let mut summary = Summary::new();
         summary.insert("series".into(), model_keys.len().into());
         summary.insert("origins".into(), chosen.len().into());
+        summary.insert("validation_origins".into(), calibration.values().map(|t| t.origins.len()).sum::<usize>().into());
         summary.insert("horizon_steps".into(), horizon.into());
         for (c, v) in model_mase {
             summary.insert(format!("model_mase_{c}"), ((v * 1e4).round() / 1e4).into());
@@ -292,12 +258,80 @@ fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64
     (1..=horizon as i64).map(|h| s.at(origin + h * step)).collect()
 }
 
+/// Per series, every `stride`-th window of `part`, the latest `max_origins` (0: all).
+fn origins(windows: &WindowSet, part: &str, stride: usize, max_origins: usize) -> Vec<usize> {
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, w) in windows.part(part).iter().enumerate() {
+        by_key.entry(&w.key).or_default().push(i);
+    }
+    let mut chosen = Vec::new();
+    for list in by_key.values_mut() {
+        list.sort_by_key(|&i| windows.part(part)[i].origin_ms);
+        let mut picked: Vec<usize> = list.iter().copied().step_by(stride).collect();
+        if max_origins > 0 && picked.len() > max_origins {
+            picked.drain(..picked.len() - max_origins);
+        }
+        chosen.extend(picked);
+    }
+    chosen
+}
+
+/// The trained model and what its forecasts are read against.
+struct ModelRun<'a> {
+    dir: &'a Path,
+    saved: &'a Saved,
+    windows: &'a WindowSet,
+    scalers: &'a BTreeMap<(String, String), Scaler>,
+    usage: &'a BTreeMap<String, Usage>,
+    device: Device,
+}
+
+impl ModelRun<'_> {
+    /// The model's forecasts from the windows `chosen` of `part`, per series and target,
+    /// beside the actuals (origins whose horizon is not fully observed are left out).
+    fn tracks(&self, part: &str, chosen: &[usize]) -> Result<BTreeMap<(&'static str, String, String), Track>, BoxError> {
+        let mut tracks = BTreeMap::new();
+        if chosen.is_empty() {
+            return Ok(tracks);
+        }
+        let card = &self.saved.card;
+        let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
+        let (targets, nl) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels().len());
+        let (point, quantiles) = forecast_windows(self.dir, self.saved, self.windows, part, chosen, self.device)?;
+        for (n, &w) in chosen.iter().enumerate() {
+            let window = &self.windows.part(part)[w];
+            let Some(series) = self.usage.get(&window.key) else { continue };
+            for (j, column) in targets.iter().enumerate() {
+                let (Some(s), Some(scaler)) =
+                    (series.column(column), self.scalers.get(&(window.key.clone(), column.clone())))
+                else {
+                    continue;
+                };
+                let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
+                let track: &mut Track = tracks.entry(("model", window.key.clone(), column.clone())).or_default();
+                track.origins.push(window.origin_ms);
+                track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
+                track.actual.push(actual);
+                let cell = |h: usize| (n * horizon + h) * targets.len() + j;
+                track.forecast.push((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)).collect());
+                track.quantiles.push(
+                    (0..horizon)
+                        .map(|h| (0..nl).map(|l| scaler.unscale(quantiles[cell(h) * nl + l] as f64)).collect())
+                        .collect(),
+                );
+            }
+        }
+        Ok(tracks)
+    }
+}
+
 fn level_name(level: f64) -> String {
     format!("p{}", (level * 100.0).round() as u32)
 }
 
 fn forecasts_table(
     tracks: &BTreeMap<(&str, String, String), Track>,
+    calibration: &BTreeMap<(&str, String, String), Track>,
     levels: &[f64],
     forward: &RecordBatch,
     horizon: usize,
@@ -305,13 +339,16 @@ fn forecasts_table(
 ) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let (mut method, mut key, mut column, mut origin, mut step) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut time, mut actual, mut forecast, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    // Methods in the order of METHODS, so the table reads model first.
-    for m in METHODS {
+    // The validation part's, then the test part's in the order of METHODS (model first).
+    let parts = std::iter::once(("model", Part::Validation, calibration))
+        .chain(METHODS.into_iter().map(|m| (m, Part::Test, tracks)));
+    for (m, p, tracks) in parts {
         for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
             for (n, &o) in t.origins.iter().enumerate() {
                 for h in 0..horizon {
+                    part.push(p.name().to_string());
                     method.push(m.to_string());
                     key.push(k.clone());
                     column.push(c.clone());
@@ -336,6 +373,7 @@ fn forecasts_table(
     column.extend(strings(b, "forecast", "column")?);
     forecast.extend(floats(b, "forecast", "forecast")?);
     for i in 0..b.num_rows() {
+        part.push(forecasts::AHEAD.to_string());
         method.push("model".into());
         origin.push(times[i] - steps[i] * step_ms);
         step.push(steps[i] as u32);
@@ -346,6 +384,7 @@ fn forecasts_table(
         }
     }
     let mut t = TableBuilder::default()
+        .strings(forecasts::PART, part)
         .strings(forecasts::METHOD, method)
         .strings(forecasts::KEY, key)
         .strings(forecasts::RESOURCE, column)

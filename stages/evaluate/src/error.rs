@@ -8,6 +8,10 @@ pub enum EvaluateError {
     SourceNotForecast { resource: &'static str, asked: String, forecast: String },
     #[error("the forecasts table has no model forecasts: run evaluate.backtest first")]
     NoModelForecasts,
+    #[error(
+        "the forecasts have no validation part, so plans cannot be calibrated to a risk: give features.build a validation split (split: {{validation: 0.1, test: 0.2}}), or size each resource with `source` and `margin` instead of a risk"
+    )]
+    NoValidation,
     #[error("no series has forecasts of cpu or memory with actuals: run evaluate.backtest on a model of them")]
     NoActuals,
 }

@@ -27,6 +27,8 @@ pub struct Chart {
     pub y_label: String,
     /// x values are epoch milliseconds, labelled as UTC times.
     pub time_x: bool,
+    /// x on a log scale (risk, where the low corner decides); x ≤ 10⁻⁴ is drawn at 10⁻⁴.
+    pub log_x: bool,
     pub lines: Vec<Line>,
     pub bands: Vec<Band>,
 }
@@ -42,6 +44,8 @@ pub const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+const LOG_FLOOR: f64 = 1e-4;
+
 fn err(e: impl std::fmt::Display) -> BoxError {
     format!("drawing a chart: {e}").into()
 }
@@ -49,10 +53,12 @@ fn err(e: impl std::fmt::Display) -> BoxError {
 impl Chart {
     /// The chart as an `<svg>` element.
     pub fn svg(&self, size: (u32, u32)) -> Result<String, BoxError> {
-        let xs = self
-            .lines
+        let fx = |x: f64| if self.log_x { x.max(LOG_FLOOR).log10() } else { x };
+        let points: Vec<Vec<(f64, f64)>> =
+            self.lines.iter().map(|l| l.points.iter().map(|p| (fx(p.0), p.1)).collect()).collect();
+        let xs = points
             .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.0))
+            .flat_map(|l| l.iter().map(|p| p.0))
             .chain(self.bands.iter().flat_map(|b| b.points.iter().map(|p| p.0)));
         let ys = self
             .lines
@@ -81,10 +87,13 @@ impl Chart {
                     .map_or_else(String::new, |t| t.format("%m-%d %H:%M").to_string())
             };
             let number = |y: &f64| short(*y);
+            let power = |x: &f64| short(10f64.powf(*x));
             let mut mesh = chart.configure_mesh();
             mesh.x_desc(self.x_label.as_str()).y_desc(self.y_label.as_str()).y_label_formatter(&number).x_labels(6);
             if self.time_x {
                 mesh.x_label_formatter(&time);
+            } else if self.log_x {
+                mesh.x_label_formatter(&power);
             } else {
                 mesh.x_label_formatter(&number);
             }
@@ -99,11 +108,11 @@ impl Chart {
                     .label(band.name.as_str())
                     .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.2).filled()));
             }
-            for line in &self.lines {
+            for (line, points) in self.lines.iter().zip(&points) {
                 let style = line.color.stroke_width(if line.bold { 3 } else { 2 });
                 let color = line.color;
                 let mut labelled = false;
-                for run in line.points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()) {
+                for run in points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()) {
                     let series = chart.draw_series(LineSeries::new(run.iter().copied(), style)).map_err(err)?;
                     if !labelled {
                         series
@@ -175,6 +184,7 @@ mod tests {
             x_label: "x".into(),
             y_label: "y".into(),
             time_x: true,
+            log_x: false,
             lines: vec![
                 Line {
                     name: "actual".into(),

@@ -3,6 +3,7 @@
 //! `metrics.json`).
 
 mod charts;
+mod plans;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -64,15 +65,19 @@ struct Report {
     params: ReportParams,
 }
 
-const METHOD_NAMES: [(&str, &str); 7] = [
+const METHOD_NAMES: [(&str, &str); 8] = [
     ("model", "model"),
     ("last_value", "last value"),
     ("seasonal_naive", "seasonal naive"),
     ("moving_average", "moving average"),
     ("holt_winters", "Holt-Winters"),
-    ("vpa", "VPA (recommendation)"),
-    ("krr", "KRR simple (recommendation)"),
+    ("vpa", "VPA"),
+    ("krr", "KRR simple"),
+    ("oracle", "oracle (foresight)"),
 ];
+
+/// Recommenders: compared as plans, not forecasts.
+const RECOMMENDERS: [&str; 3] = ["vpa", "krr", "oracle"];
 
 fn method_name(m: &str) -> &str {
     METHOD_NAMES.iter().find(|(k, _)| *k == m).map_or(m, |(_, v)| v)
@@ -159,12 +164,15 @@ impl Stage for Report {
         let mut doc = Doc::default();
         model_section(&mut doc, &card, &self.params.title);
         data_section(&mut doc, &resampled, &cleaning)?;
+        let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
+        let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
+        let budget = plan_summary.get("max_changes_per_day").and_then(Value::as_i64).unwrap_or(1);
+        plans::plans_section(&mut doc, &backtest, &comparison, budget)?;
+        let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
+        doc.metrics.insert("plan".into(), plan_summary);
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
         let forecasts = ctx.read_table("forecasts")?;
         forecasts_section(&mut doc, &scores, &self.params.rank_by, &forecasts, &resampled, &resources)?;
-        let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
-        plans_section(&mut doc, &backtest, &comparison, &resources)?;
-        let planned = plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
 
         let html = doc.html.finish();
         let charts = html.matches("<figure").count();
@@ -236,7 +244,7 @@ fn leaderboard_section(
     doc.html.section(
         "leaderboard",
         "Leaderboard",
-        "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR give one value meant to sit above usage, so their errors as forecasts are large by design; they are compared as plans below.",
+        "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. VPA and KRR are recommenders, not forecasters: they are compared where they belong, as plans, above.",
     );
     let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
     let note = format!(
@@ -265,6 +273,7 @@ fn leaderboard_section(
         let mut methods: Vec<&str> = METHOD_NAMES
             .iter()
             .map(|(k, _)| *k)
+            .filter(|m| !RECOMMENDERS.contains(m))
             .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
             .collect();
         methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
@@ -313,7 +322,6 @@ fn horizon_chart(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&st
     let steps: i64 = scores.iter().map(|s| s.step).max().unwrap_or(0);
     let lines = methods
         .iter()
-        .filter(|m| !["vpa", "krr"].contains(m))
         .map(|m| Line {
             name: method_name(m).into(),
             color: color(m),
@@ -345,6 +353,7 @@ fn horizon_chart(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&st
             x_label: "steps ahead".into(),
             y_label: "MASE".into(),
             time_x: false,
+            log_x: false,
             lines,
             bands: vec![],
         },
@@ -379,181 +388,6 @@ fn forecasts_section(
     );
 
     Ok(())
-}
-
-/// The plans replayed: trade-off curves, the configured settings, the comparison at matched risk.
-fn plans_section(
-    doc: &mut Doc,
-    backtest: &[RecordBatch],
-    comparison: &[RecordBatch],
-    resources: &[String],
-) -> Result<(), BoxError> {
-    doc.html.section(
-        "plans",
-        "Provisioning plans, replayed",
-        "The usage of the test part replayed against each plan: slack is requested minus used (core-hours for CPU, GiB-hours for memory, and % of what was requested); under-provisioned time is the share of minutes with CPU above the request (throttling risk) or memory above the limit (OOM risk). Every setting of the model (each quantile × margin), VPA (target percentile) and KRR (CPU percentile / memory buffer) is a point; the large dot is the configured setting or the tool's default.",
-    );
-    let bt = Cols { batches: backtest, table: pb::NAME };
-    let (bm, bs, bd, br, bk) = (
-        bt.strings(pb::METHOD)?,
-        bt.strings(pb::SETTING)?,
-        bt.strings(pb::DEFAULT)?,
-        bt.strings(pb::RESOURCE)?,
-        bt.strings(pb::KEY)?,
-    );
-    let (slack, under, slack_h, changes) = (
-        bt.floats(pb::SLACK_PCT)?,
-        bt.floats(pb::UNDER_PROVISIONED_PCT)?,
-        bt.floats(pb::SLACK_HOURS)?,
-        bt.floats(pb::CHANGES)?,
-    );
-    let mut defaults = Vec::new();
-    for resource in resources {
-        let mut lines = Vec::new();
-        for m in ["model", "vpa", "krr"] {
-            let mut pts: Vec<(f64, f64)> = (0..bm.len())
-                .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty())
-                .map(|i| (under[i], slack[i]))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let def: Vec<(f64, f64)> = (0..bm.len())
-                .filter(|&i| bm[i] == m && &br[i] == resource && bk[i].is_empty() && bd[i] == "yes")
-                .map(|i| (under[i], slack[i]))
-                .collect();
-            lines.push(Line {
-                name: format!("{} settings", method_name(m)),
-                color: color(m),
-                points: pareto(&pts),
-                markers: true,
-                bold: false,
-            });
-            lines.push(Line {
-                name: format!("{} (configured/default)", method_name(m)),
-                color: color(m),
-                points: def,
-                markers: true,
-                bold: true,
-            });
-        }
-        doc.html.chart(
-            &format!("tradeoff-{resource}"),
-            &Chart {
-                title: format!("{resource}: slack against under-provisioned time"),
-                x_label: "under-provisioned time %".into(),
-                y_label: "slack % of requested".into(),
-                time_x: false,
-                lines,
-                bands: vec![],
-            },
-            "Lower left is better. Each line joins the settings no other setting of the same method beats on both.",
-        )?;
-        for i in (0..bm.len()).filter(|&i| &br[i] == resource && bk[i].is_empty() && bd[i] == "yes") {
-            defaults.push(vec![
-                method_name(&bm[i]).to_string(),
-                bs[i].clone(),
-                resource.clone(),
-                fmt(slack_h[i]),
-                format!("{:.1}", slack[i]),
-                format!("{:.2}", under[i]),
-                format!("{}", changes[i]),
-            ]);
-        }
-    }
-    let headers = ["method", "setting", "resource", "slack (unit-hours)", "slack %", "under-provisioned %", "changes"];
-    doc.html.h3("Configured plan and the recommenders' defaults");
-    doc.html.table(&headers, &defaults);
-    let _ = writeln!(doc.md, "\n## Plans, replayed over the test part\n");
-    md_table(&mut doc.md, &headers, &defaults);
-
-    comparison_table(doc, comparison)
-}
-
-/// The model's slack at each recommender's under-provisioned time.
-fn comparison_table(doc: &mut Doc, comparison: &[RecordBatch]) -> Result<(), BoxError> {
-    let c = Cols { batches: comparison, table: pc::NAME };
-    let (cr, cb, cu, cs, cm) = (
-        c.strings(pc::RESOURCE)?,
-        c.strings(pc::BASELINE)?,
-        c.floats(pc::BASELINE_UNDER_PROVISIONED_PCT)?,
-        c.floats(pc::BASELINE_SLACK_PCT)?,
-        c.floats(pc::MODEL_SLACK_PCT)?,
-    );
-    let rows: Vec<Vec<String>> = (0..cr.len())
-        .map(|i| {
-            vec![
-                cr[i].clone(),
-                method_name(&cb[i]).to_string(),
-                format!("{:.2}", cu[i]),
-                format!("{:.1}", cs[i]),
-                if cm[i].is_finite() { format!("{:.1}", cm[i]) } else { "not reached".into() },
-            ]
-        })
-        .collect();
-    let headers = [
-        "resource",
-        "recommender",
-        "its under-provisioned %",
-        "its slack %",
-        "model's slack % at the same under-provisioned time",
-    ];
-    doc.html.h3("At matched under-provisioned time");
-    doc.html.table(&headers, &rows);
-    let _ = writeln!(doc.md, "\n### At matched under-provisioned time\n");
-    md_table(&mut doc.md, &headers, &rows);
-    doc.metrics.insert(
-        "plan_comparison".into(),
-        json!((0..cr.len()).map(|i| json!({"resource": cr[i], "baseline": cb[i], "baseline_under_pct": num(cu[i]), "baseline_slack_pct": num(cs[i]), "model_slack_pct": num(cm[i])})).collect::<Vec<_>>()),
-    );
-    Ok(())
-}
-
-/// The plan ahead, one row per workload and interval; returns the rows.
-fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<usize, BoxError> {
-    // The plan ahead.
-    let p = Cols { batches: plan, table: pt::NAME };
-    let (pk, from, until) = (p.strings(pt::KEY)?, p.ints(pt::FROM)?, p.ints(pt::UNTIL)?);
-    // A model of one resource plans only that one.
-    let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
-    let (cpu, mem, lim) =
-        (optional(pt::CPU_REQUEST_CORES), optional(pt::MEMORY_REQUEST_BYTES), optional(pt::MEMORY_LIMIT_BYTES));
-    let q = |v: f64, unit: f64, suffix: &str| {
-        if v.is_finite() { format!("{:.0}{suffix}", v / unit) } else { "–".into() }
-    };
-    let time = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
-    };
-    let rows: Vec<Vec<String>> = (0..pk.len())
-        .map(|i| {
-            vec![
-                pk[i].clone(),
-                time(from[i]),
-                time(until[i]),
-                q(cpu[i], 1e-3, "m"),
-                q(mem[i], 1048576.0, "Mi"),
-                q(lim[i], 1048576.0, "Mi"),
-            ]
-        })
-        .collect();
-    let headers = ["workload", "from (UTC)", "until", "CPU request", "memory request", "memory limit"];
-    doc.html.section("plan", "The plan ahead", "From the forecast past the end of the data; `patches.yaml` and `vpa.yaml` beside this report hold it as Kubernetes objects.");
-    doc.html.table(&headers, &rows);
-    let _ = writeln!(doc.md, "\n## The plan ahead\n");
-    md_table(&mut doc.md, &headers, &rows);
-
-    Ok(rows.len())
-}
-
-/// The settings no other setting beats on both axes (less under-provisioning and less slack).
-fn pareto(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut sorted = points.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    for p in sorted {
-        if out.last().is_none_or(|l| p.1 < l.1) {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn read_scores(batches: &[RecordBatch]) -> Result<Vec<Score>, BoxError> {
@@ -687,7 +521,8 @@ impl ForecastRows {
                     .collect()
             })
             .unwrap_or_default();
-        let (method, key, resource, time, actual, point) = (
+        let (part, method, key, resource, time, actual, point) = (
+            c.strings(forecasts::PART)?,
             c.strings(forecasts::METHOD)?,
             c.strings(forecasts::KEY)?,
             c.strings(forecasts::RESOURCE)?,
@@ -701,7 +536,7 @@ impl ForecastRows {
         };
         let mut rows: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
         for i in 0..method.len() {
-            if method[i] == "model" && actual[i].is_finite() {
+            if part[i] == "test" && method[i] == "model" {
                 rows.entry((key[i].clone(), resource[i].clone()))
                     .or_default()
                     .push((time[i], actual[i], point[i], lo[i], hi[i]));
@@ -768,6 +603,7 @@ fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, la
         x_label: "time (UTC)".into(),
         y_label: y.into(),
         time_x: true,
+        log_x: false,
         lines: vec![
             Line {
                 name: "actual".into(),

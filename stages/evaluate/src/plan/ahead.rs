@@ -2,6 +2,7 @@
 //! Kubernetes objects that apply it (strategic-merge patches, VPA recommendations).
 
 use super::*;
+use applearner_contracts::tables::forecasts;
 
 /// `35m`, or whole cores.
 pub fn format_cpu(cores: f64) -> String {
@@ -15,98 +16,63 @@ pub fn format_memory(bytes: f64) -> String {
     if b % (1 << 20) == 0 { format!("{}Mi", b >> 20) } else { format!("{b}") }
 }
 
-/// One interval of the plan ahead: CPU and memory requests and the memory limit, for the
-/// resources the model forecasts.
-pub struct Planned {
-    pub from: i64,
-    pub until: i64,
-    pub requests: [Option<f64>; 2],
-    pub limit: Option<f64>,
-}
-
-/// One workload's plan ahead.
+/// One workload's plan ahead: each line's value (by line index; `None` where its resource
+/// is not forecast), set from the end of the data and held for 24 h / the change budget.
 pub struct WorkloadPlan {
     pub key: String,
     pub namespace: String,
     pub workload: String,
     pub container: String,
-    pub intervals: Vec<Planned>,
-    /// Over the whole horizon, from the lowest and highest quantile: VPA's bounds.
-    pub lower: [Option<f64>; 2],
-    pub upper: [Option<f64>; 2],
+    pub from: i64,
+    pub until: i64,
+    pub values: Vec<Option<f64>>,
 }
 
 impl WorkloadPlan {
-    /// What to set now to cover every interval planned: requests and memory limit.
-    pub fn peak(&self) -> ([Option<f64>; 2], Option<f64>) {
-        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.intervals.iter().fold(([None; 2], None), |(r, l), i| {
-            ([max(r[0], i.requests[0]), max(r[1], i.requests[1])], max(l, i.limit))
-        })
+    /// Requests and limits as `[cpu, memory]`.
+    pub fn of(&self, lines: &[&Line], kind: &str) -> [Option<f64>; 2] {
+        let mut out = [None; 2];
+        for (l, v) in lines.iter().zip(&self.values) {
+            if l.name.ends_with(kind) {
+                out[l.resource] = *v;
+            }
+        }
+        out
     }
 }
 
-pub(super) fn forward_plan(
-    future: &ByKey,
-    sources: &[(String, f64); 2],
-    interval_ms: i64,
-    policies: [&Policy; 2],
-    limit_factor: f64,
-    columns: &[String],
-) -> Vec<WorkloadPlan> {
-    let mut keys: Vec<&String> = future.keys().map(|(k, _)| k).collect();
-    keys.dedup();
-    let quantiles: Vec<&String> = columns.iter().filter(|c| *c != "forecast").collect();
-    // Bounds from the lowest and highest quantile forecast (the point forecast if none).
-    let (lo, hi) = match (quantiles.first(), quantiles.last()) {
-        (Some(lo), Some(hi)) => (lo.as_str(), hi.as_str()),
-        _ => ("forecast", "forecast"),
-    };
+/// The plan ahead: per workload with a forecast from the end of its data, each line's rule
+/// on that forecast × the workload's calibrated factor, floored and rounded; a limit never
+/// below its request.
+pub(super) fn forward_plan(timelines: &Timelines, lines: &[&Line], configured: &[&Outcome], budget: u32) -> Vec<WorkloadPlan> {
     let mut out = Vec::new();
-    for key in keys {
-        let forecasts = RESOURCES.map(|r| future.get(&(key.clone(), r.to_string())));
-        let Some(first) = forecasts.iter().flatten().next() else { continue };
-        let ivs = intervals(first, interval_ms);
-        let peak = |f: &Forecasts, iv: &Interval, column: &str, m: f64| {
-            iv.cells.iter().map(|&(n, h)| f.columns[column][n][h]).fold(f64::MIN, f64::max) * (1.0 + m)
-        };
-        let request =
-            |r: usize, iv: &Interval| forecasts[r].map(|f| policies[r].round(peak(f, iv, &sources[r].0, sources[r].1)));
-        let intervals = ivs
+    for (key, tl) in timelines {
+        let ahead = |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
+        let Some(first) = ahead(0).or(ahead(1)) else { continue };
+        let mut values: Vec<Option<f64>> = lines
             .iter()
-            .map(|iv| {
-                let requests = [request(0, iv), request(1, iv)];
-                Planned {
-                    from: iv.start,
-                    until: iv.cells.last().map_or(iv.start, |&(n, h)| first.times[n][h]),
-                    requests,
-                    limit: requests[1].map(|m| policies[1].round(m * limit_factor)),
-                }
+            .enumerate()
+            .map(|(i, l)| {
+                let o = configured.iter().find(|o| o.line == i)?;
+                let base = ahead(l.resource)?.bases.get(&o.rule)?[0];
+                let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: budget };
+                Some(policy.round(base * o.calibrated.of(key)))
             })
             .collect();
-        let bound = |column: &str| {
-            [0, 1].map(|r| {
-                forecasts[r]
-                    .map(|f| policies[r].round(ivs.iter().map(|iv| peak(f, iv, column, 0.0)).fold(f64::MIN, f64::max)))
-            })
-        };
+        for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
+            let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
+            if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
+                values[i] = Some(v.max(req));
+            }
+        }
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
             [n, w, c] => (n.to_string(), w.to_string(), c.to_string()),
             _ => (String::new(), key.clone(), key.clone()),
         };
-        out.push(WorkloadPlan {
-            key: key.clone(),
-            namespace,
-            workload,
-            container,
-            intervals,
-            lower: bound(lo),
-            upper: bound(hi),
-        });
+        let from = first.at[0];
+        let hold = DAY_MS / i64::from(budget.max(1));
+        out.push(WorkloadPlan { key: key.clone(), namespace, workload, container, from, until: from + hold, values });
     }
     out
 }
@@ -124,18 +90,21 @@ pub(super) fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)
 }
 
 /// One strategic-merge patch per workload, as a multi-document YAML file.
-pub(super) fn patches(plan: &[WorkloadPlan], sources: &[(String, f64); 2]) -> String {
+pub(super) fn patches(plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Outcome]) -> String {
+    let sizing: Vec<String> = configured
+        .iter()
+        .map(|o| format!("{} from {}", lines[o.line].name, o.rule.label()))
+        .collect();
     let mut out = format!(
-        "# Container resources planned by AppLearner (CPU from the {} forecast, memory from the {} forecast),\n\
-         # each the peak over every interval planned.\n\
+        "# Container resources planned by AppLearner ({}), each × the workload's factor calibrated on validation.\n\
          # Apply one workload: kubectl patch deployment NAME -n NAMESPACE --type strategic --patch-file <(its document)\n\
          # or all of them: kubectl apply --server-side --field-manager=applearner -f patches.yaml\n\
-         # Workloads are assumed to be Deployments; change `kind` for StatefulSets and DaemonSets.\n",
-        label(&sources[0].0, sources[0].1),
-        label(&sources[1].0, sources[1].1),
+         # Workloads are assumed to be Deployments; change `kind` for StatefulSets and DaemonSets.\n\
+         # On Kubernetes ≥ 1.33 (InPlacePodVerticalScaling) a resize needs no restart: kubectl patch pod --subresource resize.\n",
+        sizing.join("; "),
     );
     for w in plan {
-        let (requests, limit) = w.peak();
+        let (requests, limits) = (w.of(lines, "request"), w.of(lines, "limit"));
         let _ = write!(
             out,
             "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  template:\n    spec:\n      containers:\n        - name: {}\n          resources:\n            requests:\n",
@@ -144,8 +113,11 @@ pub(super) fn patches(plan: &[WorkloadPlan], sources: &[(String, f64); 2]) -> St
         for (name, q) in quantities(requests) {
             let _ = writeln!(out, "              {name}: {q}");
         }
-        if let Some(limit) = limit {
-            let _ = write!(out, "            limits:\n              memory: {}\n", format_memory(limit));
+        if limits.iter().any(Option::is_some) {
+            let _ = writeln!(out, "            limits:");
+            for (name, q) in quantities(limits) {
+                let _ = writeln!(out, "              {name}: {q}");
+            }
         }
     }
     out
@@ -153,7 +125,7 @@ pub(super) fn patches(plan: &[WorkloadPlan], sources: &[(String, f64); 2]) -> St
 
 /// VerticalPodAutoscaler objects in recommendation form, updates off: VPA-aware tooling
 /// (dashboards, Goldilocks-style reports) reads the plan where it reads VPA's.
-pub(super) fn vpa_objects(plan: &[WorkloadPlan]) -> String {
+pub(super) fn vpa_objects(plan: &[WorkloadPlan], lines: &[&Line]) -> String {
     let mut out = String::from(
         "# AppLearner's plan as VerticalPodAutoscaler recommendations (updateMode Off: nothing is evicted).\n",
     );
@@ -162,7 +134,10 @@ pub(super) fn vpa_objects(plan: &[WorkloadPlan]) -> String {
         format!("{{{}}}", inner.join(", "))
     };
     for w in plan {
-        let (requests, _) = w.peak();
+        let requests = w.of(lines, "request");
+        // VPA's bounds: the request, and the limit where one is planned.
+        let limits = w.of(lines, "limit");
+        let upper = [0, 1].map(|r| limits[r].or(requests[r]));
         let _ = write!(
             out,
             "---\napiVersion: autoscaling.k8s.io/v1\nkind: VerticalPodAutoscaler\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {}\n  updatePolicy:\n    updateMode: \"Off\"\nstatus:\n  recommendation:\n    containerRecommendations:\n      - containerName: {}\n        target: {}\n        uncappedTarget: {}\n        lowerBound: {}\n        upperBound: {}\n",
@@ -172,8 +147,8 @@ pub(super) fn vpa_objects(plan: &[WorkloadPlan]) -> String {
             w.container,
             map(requests),
             map(requests),
-            map(w.lower),
-            map(w.upper),
+            map(requests),
+            map(upper),
         );
     }
     out

@@ -1,16 +1,27 @@
-//! `plan.resources`: container requests (and memory limits) per workload and planning
-//! interval, made from the model's forecasts, and the plan backtest: the usage that really
-//! followed replayed against the model's plans and against what VPA and KRR would have set.
+//! `plan.resources`: container requests and limits per workload, sized from the model's
+//! forecasts at a stated risk (calibrated on the validation part), and the plan backtest:
+//! the test part's usage replayed against them, against KRR and VPA (at their defaults and
+//! tuned to the same risk) and against the oracle, on several change budgets.
 
 mod ahead;
+mod calibrate;
+mod compare;
+mod oracle;
+mod policy;
 mod replay;
 mod tables;
+mod timeline;
 #[cfg(test)]
 mod tests;
 
 use ahead::*;
+use calibrate::*;
+use compare::*;
+use oracle::*;
+use policy::*;
 use replay::*;
 use tables::*;
+use timeline::*;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -19,86 +30,130 @@ use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{
-    BoxError, Duration, Output, ParamProblem, QuantileSource, Quantity, Stage, StageContext, StageParams, Summary,
+    BoxError, Duration, Output, ParamProblem, QuantileSource, Quantity, Risk, Stage, StageContext, StageParams,
+    Summary,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::EvaluateError;
-use crate::recommend::{KrrSettings, MIB, Vpa, VpaSettings, krr};
+use crate::recommend::{KrrSettings, MIB};
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
 use applearner_pipeline::columns::{floats, ints, strings};
 
-/// Turns the model's forecasts (`forecasts` of evaluate.backtest) into resource plans.
-/// Writes `plan` (and `plan.csv`: per workload and interval ahead, from the forecast past
-/// the end of the data: CPU and memory requests and the memory limit), `patches.yaml`
-/// (strategic-merge patches of each workload's container resources, also valid for
-/// server-side apply), `vpa.yaml` (VerticalPodAutoscaler objects holding the plan as their
-/// recommendation, update mode Off), `plan_backtest` (per method and setting: slack,
-/// under-provisioned time and changes over the test part, for the trade-off curve) and
-/// `plan_comparison` (the model's slack at the under-provisioned time of VPA and KRR).
+/// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
+/// and ahead) into resource plans. Each line (CPU request, optional CPU limit, memory
+/// request, memory limit) is sized at the risk you state: the share of time usage may sit
+/// above it. The multiplier that meets it is calibrated per workload on the validation part
+/// (shrunk toward the fleet's where a workload has few points), over the rule that needs the
+/// least slack there (a forecast quantile's peak, that or the recent peak, or the recent peak).
+/// Writes `plan` (and `plan.csv`: per workload, the lines to set now and how long they hold),
+/// `patches.yaml` (strategic-merge patches of each workload's container resources, also valid
+/// for server-side apply), `vpa.yaml` (VerticalPodAutoscaler objects holding the plan as their
+/// recommendation, update mode Off), `plan_backtest` (per line, change budget, method and
+/// setting: slack, time above the line and changes over the test part) and `plan_comparison`
+/// (per line and budget: the model against KRR and VPA, default and tuned, and the oracle).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanParams {
-    /// How CPU requests are sized.
-    #[serde(default = "default_cpu")]
-    pub cpu: ResourceParams,
-    /// How memory requests are sized.
-    /// Memory is not compressible: above the limit the container is killed, so it is sized
-    /// on a higher quantile than CPU.
-    #[serde(default = "default_memory")]
-    pub memory: ResourceParams,
-    /// Memory limit = request × this (1: usage above the request is an OOM risk).
-    #[serde(default = "one")]
-    pub memory_limit_factor: f64,
-    /// The planning interval: requests hold for this long (default: the whole horizon).
+    /// CPU: the request at `request_risk` (default 1%); a limit only if `limit_risk` is set
+    /// (above it CPU is throttled).
     #[serde(default)]
-    pub interval: Option<Duration>,
-    /// A plan changes at most once per this long (pods restart to take new requests)…
-    #[serde(default = "default_hold")]
-    pub hold: Duration,
-    /// …and only when the new value differs by more than this fraction.
+    pub cpu: ResourceParams,
+    /// Memory: the request at `request_risk` (default 1%: above it a pod may be evicted under
+    /// node pressure) and the limit at `limit_risk` (default 0.01%: above it it is OOM-killed).
+    #[serde(default)]
+    pub memory: ResourceParams,
+    /// Changes a plan may make in any 24 hours (1: a daily resize; 24 for hourly in-place
+    /// pod resize). A value is lowered only after 24 h / this, raised as soon as allowed.
+    #[serde(default = "one")]
+    pub max_changes_per_day: u32,
+    /// No change for a gain under this fraction of the value in force.
     #[serde(default = "default_min_change")]
     pub min_change: f64,
-    /// Margins swept over every quantile the model forecasts, for the trade-off curve.
-    #[serde(default = "default_sweep")]
-    pub sweep: Vec<f64>,
+    /// The change budgets the replay compares (the configured one is always included).
+    #[serde(default = "default_budgets")]
+    pub budgets: Vec<u32>,
+    /// How far back the recent peak looks.
+    #[serde(default = "default_recent")]
+    pub recent: Duration,
 }
 
-/// How one resource's requests are sized.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// How one resource's lines are sized.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceParams {
-    /// What requests are sized from: a quantile the model forecasts (`p90`) or `point`.
-    pub source: QuantileSource,
-    /// Headroom on top of it, as a fraction (0.1 = +10 %).
+    /// The share of time usage may exceed the request: `1%`.
+    #[serde(default)]
+    pub request_risk: Option<Risk>,
+    /// The share of time usage may exceed the limit: `0.01%` (memory's default).
+    #[serde(default)]
+    pub limit_risk: Option<Risk>,
+    /// Instead of a risk: the request from this forecast (`p90`, `point`) × (1 + `margin`),
+    /// uncalibrated.
+    #[serde(default)]
+    pub source: Option<QuantileSource>,
+    /// With `source`: headroom on top of it, as a fraction (0.1 = +10 %).
     #[serde(default)]
     pub margin: f64,
-    /// The smallest request: CPU as `10m` or cores, memory as `32Mi`, `1Gi` or bytes.
-    pub min: Quantity,
-    /// Requests are rounded up to a multiple of this (`5m`, `4Mi`).
-    pub step: Quantity,
+    /// The smallest value: CPU as `10m` or cores (default 10m), memory as `32Mi` or bytes
+    /// (default 32Mi).
+    #[serde(default)]
+    pub min: Option<Quantity>,
+    /// Values are rounded up to a multiple of this (default 5m, 4Mi).
+    #[serde(default)]
+    pub step: Option<Quantity>,
 }
 
-fn default_cpu() -> ResourceParams {
-    let q = |t: &str| t.parse().expect("a valid default");
-    ResourceParams { source: QuantileSource::Percentile(90), margin: 0.0, min: q("10m"), step: q("5m") }
-}
-fn default_memory() -> ResourceParams {
-    let q = |t: &str| t.parse().expect("a valid default");
-    ResourceParams { source: QuantileSource::Percentile(99), margin: 0.2, min: q("32Mi"), step: q("4Mi") }
-}
-fn one() -> f64 {
-    1.0
-}
-fn default_hold() -> Duration {
-    "30m".parse().expect("a valid default")
+fn one() -> u32 {
+    1
 }
 fn default_min_change() -> f64 {
     0.1
 }
-fn default_sweep() -> Vec<f64> {
-    vec![0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0]
+fn default_budgets() -> Vec<u32> {
+    vec![1, 4, 24]
+}
+fn default_recent() -> Duration {
+    "1d".parse().expect("a valid default")
+}
+
+const DEFAULT_REQUEST_RISK: &str = "1%";
+const DEFAULT_MEMORY_LIMIT_RISK: &str = "0.01%";
+
+impl ResourceParams {
+    /// The request line and, where set (or memory's default), the limit line.
+    fn lines(&self, name: &'static str, problems: &mut Vec<ParamProblem>) -> Vec<Line> {
+        let resource = usize::from(name == "memory");
+        let (floor, step) = if resource == 0 { ("10m", "5m") } else { ("32Mi", "4Mi") };
+        let q = |v: &Option<Quantity>, d: &str| v.as_ref().map_or_else(|| d.parse::<Quantity>().expect("valid"), Clone::clone).value();
+        let (floor, step) = (q(&self.min, floor), q(&self.step, step));
+        let default = |r: &str| r.parse::<Risk>().expect("a valid default").fraction();
+        let request = match (&self.source, &self.request_risk) {
+            (Some(_), Some(_)) => {
+                problems.push(ParamProblem::new(&[name, "source"], "sizes the request like request_risk does", "give one of them"));
+                Sizing::Risk(default(DEFAULT_REQUEST_RISK))
+            }
+            (Some(source), None) => {
+                if !(self.margin.is_finite() && self.margin >= 0.0) {
+                    problems.push(ParamProblem::new(&[name, "margin"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
+                }
+                Sizing::Fixed(Rule::Forecast(source.column()), 1.0 + self.margin)
+            }
+            (None, r) => Sizing::Risk(r.as_ref().map_or_else(|| default(DEFAULT_REQUEST_RISK), Risk::fraction)),
+        };
+        let names = if resource == 0 { ["cpu_request", "cpu_limit"] } else { ["memory_request", "memory_limit"] };
+        let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step }];
+        let limit = match (&self.limit_risk, resource) {
+            (Some(r), _) => Some(r.fraction()),
+            (None, 1) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
+            (None, _) => None,
+        };
+        if let Some(r) = limit {
+            lines.push(Line { name: names[1], resource, sizing: Sizing::Risk(r), floor, step });
+        }
+        lines
+    }
 }
 
 impl StageParams for PlanParams {
@@ -107,50 +162,37 @@ impl StageParams for PlanParams {
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        let (hold_ms, interval_ms) = (self.hold.ms(), self.interval.as_ref().map(Duration::ms));
-        let mut policy = |name: &str, r: &ResourceParams| {
-            if !(r.margin.is_finite() && r.margin >= 0.0) {
-                problems.push(ParamProblem::new(&[name, "margin"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
-            }
-            Policy { floor: r.min.value(), step: r.step.value(), hold_ms, min_change: self.min_change }
-        };
-        let cpu = policy("cpu", &self.cpu);
-        let memory = policy("memory", &self.memory);
+        let mut lines = self.cpu.lines("cpu", &mut problems);
+        lines.extend(self.memory.lines("memory", &mut problems));
         if !(self.min_change.is_finite() && self.min_change >= 0.0) {
             problems.push(ParamProblem::new(&["min_change"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
         }
-        if !(self.memory_limit_factor.is_finite() && self.memory_limit_factor >= 1.0) {
-            problems.push(ParamProblem::new(&["memory_limit_factor"], "must be at least 1", "1 sets limit = request"));
-        }
-        if self.sweep.iter().any(|m| !(m.is_finite() && *m >= 0.0)) {
-            problems.push(ParamProblem::new(&["sweep"], "margins must be fractions ≥ 0", "e.g. [0, 0.1, 0.2, 0.5]"));
+        if self.max_changes_per_day == 0 || self.budgets.contains(&0) {
+            problems.push(ParamProblem::new(
+                &["max_changes_per_day"],
+                "change budgets must be at least 1 per day",
+                "1 for a daily resize, 24 for hourly in-place resize",
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Box::new(Plan { params: self, cpu, memory, interval_ms }))
+        let mut budgets = self.budgets.clone();
+        budgets.push(self.max_changes_per_day);
+        budgets.sort_unstable();
+        budgets.dedup();
+        Ok(Box::new(Plan { params: self, lines, budgets }))
     }
 }
 
 struct Plan {
     params: PlanParams,
-    cpu: Policy,
-    memory: Policy,
-    interval_ms: Option<i64>,
+    lines: Vec<Line>,
+    budgets: Vec<u32>,
 }
 
-/// A way to set requests, replayed over the test part.
-#[derive(Debug, Clone)]
-struct Setting {
-    method: &'static str,
-    label: String,
-    /// Per resource (CPU, memory): the configured setting (model) or the tool's default.
-    default: [bool; 2],
-    /// Model: forecast column and margin; VPA: percentile; KRR: CPU percentile, memory buffer.
-    column: String,
-    a: f64,
-    b: f64,
-}
+/// The resources plans are made for, in the order of `[cpu, memory]` arrays.
+const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 impl Stage for Plan {
     fn reads(&self) -> Vec<String> {
@@ -169,178 +211,129 @@ impl Stage for Plan {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let p = &self.params;
         let usage = read_usage(&ctx.read_table("resampled")?)?;
-        let (past, future, columns, step_ms) = read_forecasts(&ctx.read_table("forecasts")?)?;
-        let present = RESOURCES.map(|r| past.keys().chain(future.keys()).any(|(_, res)| res == r));
-        let column = |r: usize, params: &ResourceParams| -> Result<String, BoxError> {
-            let c = params.source.column();
-            if present[r] && !columns.contains(&c) {
+        let (forecasts, columns, step_ms) = read_forecasts(&ctx.read_table("forecasts")?)?;
+        self.check_sources(&columns)?;
+        let history = History { recent_ms: self.params.recent.ms(), krr: KrrSettings::default() };
+        let bar = ctx.progress(usage.len() as u64, "series prepared");
+        let timelines: Timelines = usage
+            .iter()
+            .map(|(key, u)| {
+                bar.inc(1);
+                (key.clone(), timelines(key, &forecasts, u, &columns, &history))
+            })
+            .collect();
+        bar.finish();
+        let lines: Vec<&Line> = self.lines.iter().filter(|l| planned(&timelines, l.resource)).collect();
+        if lines.is_empty() {
+            return Err(EvaluateError::NoActuals.into());
+        }
+        if lines.iter().any(|l| l.risk().is_some()) && !planned_in(&timelines, "validation") {
+            return Err(EvaluateError::NoValidation.into());
+        }
+
+        let jobs: Vec<(usize, &Line, u32)> = lines
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b)))
+            .collect();
+        let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
+        let outcomes: Vec<Outcome> = jobs
+            .iter()
+            .map(|&(index, line, budget)| {
+                let outcome = Job {
+                    line,
+                    index,
+                    policy: Policy { floor: line.floor, step: line.step, min_change: self.params.min_change, changes_per_day: budget },
+                    timelines: &timelines,
+                    columns: &columns,
+                    step_hours: step_ms as f64 / 3.6e6,
+                    detail: budget == self.params.max_changes_per_day,
+                }
+                .run();
+                bar.inc(1);
+                outcome
+            })
+            .collect();
+        bar.finish();
+
+        let (schema, batch) = backtest_table(&lines, &outcomes)?;
+        ctx.write_table("plan_backtest", schema, &[batch])?;
+        let comparisons = comparisons(&lines, &outcomes);
+        let (schema, batch) = comparison_table(&comparisons)?;
+        ctx.write_table("plan_comparison", schema, &[batch])?;
+
+        let configured: Vec<&Outcome> = outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
+        let plan = forward_plan(&timelines, &lines, &configured, self.params.max_changes_per_day);
+        let (schema, batch) = plan_table(&plan, &lines)?;
+        ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
+        ctx.write_table("plan", schema, &[batch])?;
+        ctx.write_artifact("patches.yaml", patches(&plan, &lines, &configured))?;
+        ctx.write_artifact("vpa.yaml", vpa_objects(&plan, &lines))?;
+        Ok(self.summary(&plan, &lines, &configured, &comparisons))
+    }
+}
+
+impl Plan {
+    /// A fixed `source` must be a column the model forecasts.
+    fn check_sources(&self, columns: &[String]) -> Result<(), BoxError> {
+        for l in &self.lines {
+            if let Sizing::Fixed(Rule::Forecast(c), _) = &l.sizing
+                && !columns.contains(c)
+            {
                 let forecast = columns.iter().map(|c| if c == "forecast" { "point" } else { c.as_str() });
                 return Err(EvaluateError::SourceNotForecast {
-                    resource: RESOURCES[r],
-                    asked: params.source.to_string(),
+                    resource: RESOURCES[l.resource],
+                    asked: c.clone(),
                     forecast: forecast.collect::<Vec<_>>().join(", "),
                 }
                 .into());
             }
-            Ok(c)
-        };
-        let sources = [(column(0, &p.cpu)?, p.cpu.margin), (column(1, &p.memory)?, p.memory.margin)];
-        let horizon_ms = past
-            .values()
-            .chain(future.values())
-            .find_map(|f| f.times.first().map(|t| t.last().copied().unwrap_or(0) - f.origins[0]));
-        let interval_ms = self.interval_ms.or(horizon_ms).unwrap_or(step_ms).max(step_ms);
-
-        let settings = settings(&columns, &p.sweep, &sources, present);
-        let bar = ctx.progress(usage.len() as u64, "series replayed");
-        let (totals, per_series) = self.replay_all(&settings, &usage, &past, interval_ms, step_ms, &|| bar.inc(1));
-        bar.finish();
-        if totals.is_empty() {
-            return Err(EvaluateError::NoActuals.into());
         }
-        let (schema, batch) = backtest_table(&settings, &totals, &per_series)?;
-        ctx.write_table("plan_backtest", schema, &[batch])?;
-        let (schema, batch, comparison) = comparison_table(&settings, &totals)?;
-        ctx.write_table("plan_comparison", schema, &[batch])?;
+        Ok(())
+    }
 
-        // The plan ahead, from the forecast past the end of the data.
-        let plan =
-            forward_plan(&future, &sources, interval_ms, [&self.cpu, &self.memory], p.memory_limit_factor, &columns);
-        let (schema, batch) = plan_table(&plan)?;
-        ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
-        ctx.write_table("plan", schema, &[batch])?;
-        ctx.write_artifact("patches.yaml", patches(&plan, &sources))?;
-        ctx.write_artifact("vpa.yaml", vpa_objects(&plan))?;
-
+    fn summary(&self, plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Outcome], comparisons: &[Comparison]) -> Summary {
         let mut summary = Summary::new();
         summary.insert("workloads".into(), plan.len().into());
-        summary.insert("interval_s".into(), (interval_ms / 1000).into());
-        for ((s, resource), r) in &totals {
-            if settings[*s].default[usize::from(*resource == "memory")] {
-                let name = format!("{}_{resource}", settings[*s].method);
-                summary.insert(format!("{name}_slack_pct"), round2(r.slack_pct()).into());
-                summary.insert(format!("{name}_under_pct"), round2(r.under_pct()).into());
+        summary.insert("max_changes_per_day".into(), self.params.max_changes_per_day.into());
+        for c in comparisons.iter().filter(|c| c.budget == self.params.max_changes_per_day) {
+            let name = lines[c.line].name;
+            summary.insert(format!("{name}_target_pct"), c.target_pct.map(round3).into());
+            summary.insert(format!("{name}_risk_pct"), round3(c.model.risk_pct()).into());
+            summary.insert(format!("{name}_slack_pct"), round3(c.model.slack_pct()).into());
+            summary.insert(format!("{name}_krr_slack_pct"), round3(c.krr.slack_pct()).into());
+            summary.insert(format!("{name}_vpa_slack_pct"), round3(c.vpa.slack_pct()).into());
+            if let Some(o) = &c.oracle {
+                summary.insert(format!("{name}_oracle_slack_pct"), round3(o.slack_pct()).into());
             }
+            summary.insert(format!("{name}_gap_closed"), c.gap_closed().map(round3).into());
         }
-        for c in comparison {
-            summary.insert(
-                format!("model_{}_slack_pct_at_{}_under", c.resource, c.baseline),
-                c.model_slack.map(round2).into(),
-            );
+        for o in configured {
+            let name = lines[o.line].name;
+            summary.insert(format!("{name}_rule"), o.rule.label().into());
+            summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
+            let misses: Vec<String> = o
+                .calibrated
+                .misses
+                .iter()
+                .map(|(k, r)| format!("{k}: {r:.3}% on validation even at ×{}", K_RANGE.1))
+                .collect();
+            summary.insert(format!("{name}_missing_target"), misses.into());
         }
-        Ok(summary)
+        summary
     }
 }
 
-/// Every way to set requests that the backtest replays: each quantile × margin of the model
-/// (the configured ones flagged per resource), VPA's and KRR's knobs (their defaults flagged).
-fn settings(columns: &[String], sweep: &[f64], sources: &[(String, f64); 2], present: [bool; 2]) -> Vec<Setting> {
-    let mut settings = Vec::new();
-    for c in columns {
-        for &m in sweep {
-            settings.push(Setting {
-                method: "model",
-                label: label(c, m),
-                default: [false; 2],
-                column: c.clone(),
-                a: m,
-                b: 0.0,
-            });
-        }
-    }
-    for (r, (c, m)) in sources.iter().enumerate().filter(|(r, _)| present[*r]) {
-        match settings.iter_mut().find(|s| &s.column == c && s.a == *m) {
-            Some(s) => s.default[r] = true,
-            None => {
-                let mut default = [false; 2];
-                default[r] = true;
-                settings.push(Setting {
-                    method: "model",
-                    label: label(c, *m),
-                    default,
-                    column: c.clone(),
-                    a: *m,
-                    b: 0.0,
-                });
-            }
-        }
-    }
-    for pct in [0.5, 0.8, 0.9, 0.95, 0.99] {
-        settings.push(Setting {
-            method: "vpa",
-            label: format!("p{}+15%", (pct * 100.0) as u32),
-            default: [pct == 0.9; 2],
-            column: String::new(),
-            a: pct,
-            b: 0.0,
-        });
-    }
-    for (pct, buffer) in [(50.0, 0.0), (80.0, 0.05), (90.0, 0.1), (95.0, 0.15), (99.0, 0.3)] {
-        settings.push(Setting {
-            method: "krr",
-            label: format!("cpu p{pct} / memory max+{}%", (buffer * 100.0) as u32),
-            default: [pct == 95.0; 2],
-            column: String::new(),
-            a: pct,
-            b: buffer,
-        });
-    }
-
-    settings
+/// Whether any series has test decisions for this resource.
+fn planned(timelines: &Timelines, resource: usize) -> bool {
+    timelines.values().any(|t| t.get(&(RESOURCES[resource].to_string(), "test".to_string())).is_some_and(|t| !t.at.is_empty()))
 }
 
-/// Replay totals per (setting, resource), and per series for the flagged settings.
-type Totals<'a> = (BTreeMap<(usize, &'a str), Replay>, BTreeMap<(usize, &'a str, String), Replay>);
-
-impl Plan {
-    /// Replays every setting over the test part of every series; `tick` after each series.
-    fn replay_all(
-        &self,
-        settings: &[Setting],
-        usage: &BTreeMap<String, Usage>,
-        past: &ByKey,
-        interval_ms: i64,
-        step_ms: i64,
-        tick: &dyn Fn(),
-    ) -> Totals<'static> {
-        let policies = [&self.cpu, &self.memory];
-        let mut totals: BTreeMap<(usize, &str), Replay> = BTreeMap::new();
-        let mut per_series = BTreeMap::new();
-        for (key, series) in usage {
-            tick();
-            let forecasts = RESOURCES.map(|r| past.get(&(key.clone(), r.to_string())));
-            // Both targets of one model share their origins, so either gives the intervals.
-            let Some(first) = forecasts.iter().flatten().next() else { continue };
-            let intervals = intervals(first, interval_ms);
-            for (s, setting) in settings.iter().enumerate() {
-                let want = wanted(setting, &intervals, forecasts, series);
-                for (r, f) in forecasts.iter().enumerate() {
-                    let Some(f) = f else { continue };
-                    let resource = RESOURCES[r];
-                    let (limit, unit) =
-                        if resource == "memory" { (self.params.memory_limit_factor, MIB * 1024.0) } else { (1.0, 1.0) };
-                    let replay = replay(&intervals, f, &want[r], policies[r], limit, unit, step_ms);
-                    totals.entry((s, resource)).or_default().merge(&replay);
-                    if setting.default[r] {
-                        per_series.insert((s, resource, key.clone()), replay);
-                    }
-                }
-            }
-        }
-        (totals, per_series)
-    }
+fn planned_in(timelines: &Timelines, part: &str) -> bool {
+    timelines.values().any(|t| t.iter().any(|((_, p), t)| p == part && !t.at.is_empty()))
 }
 
-/// The resources plans are made for, in the order of `[cpu, memory]` arrays.
-const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
-fn label(column: &str, margin: f64) -> String {
-    let name = if column == "forecast" { "point" } else { column };
-    if margin == 0.0 { name.to_string() } else { format!("{name}+{}%", (margin * 100.0).round()) }
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }

@@ -1,120 +1,132 @@
-//! The plan stage's tables: the plan backtest, the comparison at matched risk and the plan ahead.
+//! The plan stage's tables: the plan backtest, the comparison per line and budget, and the
+//! plan ahead.
 
 use super::*;
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc};
 
-pub(super) fn backtest_table(
-    settings: &[Setting],
-    totals: &BTreeMap<(usize, &str), Replay>,
-    per_series: &BTreeMap<(usize, &str, String), Replay>,
-) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut v: [Vec<f64>; 7] = Default::default();
-    let rows = totals
-        .iter()
-        .map(|((s, r), x)| (*s, *r, String::new(), x))
-        .chain(per_series.iter().map(|((s, r, k), x)| (*s, *r, k.clone(), x)));
-    for (s, resource, key, x) in rows {
-        c.0.push(settings[s].method.to_string());
-        c.1.push(settings[s].label.clone());
-        c.2.push(if settings[s].default[usize::from(resource == "memory")] { "yes" } else { "no" }.to_string());
-        c.3.push(resource.to_string());
-        c.4.push(key);
-        for (slot, value) in v.iter_mut().zip([
-            x.provisioned,
-            x.used,
-            x.slack,
-            x.slack_pct(),
-            x.under_pct(),
-            x.under_steps as f64,
-            x.changes as f64,
-        ]) {
-            slot.push(value);
-        }
-    }
-    let [provisioned, used, slack, slack_pct, under_pct, under_steps, changes] = v;
+pub(super) fn backtest_table(lines: &[&Line], outcomes: &[Outcome]) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let rows: Vec<(&Outcome, &Row)> = outcomes.iter().flat_map(|o| o.rows.iter().map(move |r| (o, r))).collect();
+    let text = |f: &dyn Fn(&Outcome, &Row) -> String| rows.iter().map(|(o, r)| f(o, r)).collect::<Vec<_>>();
+    let num = |f: &dyn Fn(&Replay) -> f64| rows.iter().map(|(_, r)| f(&r.replay)).collect::<Vec<_>>();
     TableBuilder::default()
-        .strings(pb::METHOD, c.0)
-        .strings(pb::SETTING, c.1)
-        .strings(pb::DEFAULT, c.2)
-        .strings(pb::RESOURCE, c.3)
-        // Empty: all series together.
-        .strings(pb::KEY, c.4)
+        .strings(pb::LINE, text(&|o, _| lines[o.line].name.to_string()))
+        .u32s(pb::BUDGET, rows.iter().map(|(o, _)| o.budget).collect())
+        .strings(pb::METHOD, text(&|_, r| r.method.to_string()))
+        .strings(pb::VARIANT, text(&|_, r| r.variant.to_string()))
+        .strings(pb::SETTING, text(&|_, r| r.setting.clone()))
+        .strings(pb::KEY, text(&|_, r| r.key.clone()))
+        // NaN for a fixed (uncalibrated) line.
+        .floats(pb::TARGET_PCT, rows.iter().map(|(o, _)| lines[o.line].risk().map_or(f64::NAN, |r| 100.0 * r)).collect())
+        .floats(pb::RISK_PCT, num(&Replay::risk_pct))
+        .floats(pb::SLACK_PCT, num(&Replay::slack_pct))
         // Core-hours for CPU, GiB-hours for memory.
-        .floats(pb::PROVISIONED_HOURS, provisioned)
-        .floats(pb::USED_HOURS, used)
-        .floats(pb::SLACK_HOURS, slack)
-        .floats(pb::SLACK_PCT, slack_pct)
-        .floats(pb::UNDER_PROVISIONED_PCT, under_pct)
-        .floats(pb::UNDER_PROVISIONED_STEPS, under_steps)
-        .floats(pb::CHANGES, changes)
+        .floats(pb::PROVISIONED_HOURS, num(&|r| r.provisioned))
+        .floats(pb::USED_HOURS, num(&|r| r.used))
+        .floats(pb::SLACK_HOURS, num(&|r| r.slack))
+        .floats(pb::UNDER_STEPS, num(&|r| r.under_steps as f64))
+        .floats(pb::STEPS, num(&|r| r.steps as f64))
+        .floats(pb::CHANGES, num(&|r| r.changes as f64))
+        .floats(pb::CHANGES_PER_DAY, num(&Replay::changes_per_day))
         .finish()
 }
 
+/// One line on one budget: every method's totals over the test part.
 pub struct Comparison {
-    pub resource: &'static str,
-    pub baseline: &'static str,
-    pub baseline_under: f64,
-    pub baseline_slack: f64,
-    pub model_slack: Option<f64>,
+    pub line: usize,
+    pub name: &'static str,
+    pub budget: u32,
+    pub target_pct: Option<f64>,
+    pub model: Replay,
+    pub krr: Replay,
+    pub vpa: Replay,
+    pub krr_tuned: Option<Replay>,
+    pub vpa_tuned: Option<Replay>,
+    pub oracle: Option<Replay>,
 }
 
-pub(super) fn comparison_table(
-    settings: &[Setting],
-    totals: &BTreeMap<(usize, &str), Replay>,
-) -> Result<(SchemaRef, RecordBatch, Vec<Comparison>), BoxError> {
-    let mut out = Vec::new();
-    for resource in ["cpu", "memory"] {
-        let curve: Vec<(f64, f64)> = totals
-            .iter()
-            .filter(|((s, r), _)| *r == resource && settings[*s].method == "model")
-            .map(|(_, x)| (x.under_pct(), x.slack_pct()))
-            .collect();
-        for baseline in ["vpa", "krr"] {
-            let Some((_, x)) = totals
-                .iter()
-                .find(|((s, r), _)| *r == resource && settings[*s].method == baseline && settings[*s].default[0])
-            else {
-                continue;
+impl Comparison {
+    /// The better of KRR and VPA tuned to the same risk: the one with less slack.
+    pub fn best_tuned(&self) -> Option<(&'static str, Replay)> {
+        let candidates = [("krr_tuned", self.krr_tuned), ("vpa_tuned", self.vpa_tuned)];
+        candidates
+            .into_iter()
+            .filter_map(|(n, r)| Some((n, r?)))
+            .min_by(|a, b| a.1.slack_pct().total_cmp(&b.1.slack_pct()))
+    }
+
+    /// The share of the slack between the best tuned recommender and the oracle that the
+    /// model's plan removes (1: as good as foresight; 0: no better than the recommender).
+    pub fn gap_closed(&self) -> Option<f64> {
+        let (_, best) = self.best_tuned()?;
+        let oracle = self.oracle?;
+        let gap = best.slack_pct() - oracle.slack_pct();
+        (gap.abs() > 1e-9).then(|| (best.slack_pct() - self.model.slack_pct()) / gap)
+    }
+
+    fn methods(&self) -> [Option<Replay>; 6] {
+        [Some(self.model), Some(self.krr), self.krr_tuned, Some(self.vpa), self.vpa_tuned, self.oracle]
+    }
+}
+
+pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparison> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let total = |method: &str, variants: &[&str]| {
+                o.rows
+                    .iter()
+                    .find(|r| r.method == method && variants.contains(&r.variant) && r.key.is_empty())
+                    .map(|r| r.replay)
             };
-            out.push(Comparison {
-                resource,
-                baseline,
-                baseline_under: x.under_pct(),
-                baseline_slack: x.slack_pct(),
-                model_slack: slack_at(&curve, x.under_pct()),
-            });
-        }
-    }
-    let (schema, batch) = TableBuilder::default()
-        .strings(pc::RESOURCE, out.iter().map(|c| c.resource.to_string()).collect())
-        .strings(pc::BASELINE, out.iter().map(|c| c.baseline.to_string()).collect())
-        .floats(pc::BASELINE_UNDER_PROVISIONED_PCT, out.iter().map(|c| c.baseline_under).collect())
-        .floats(pc::BASELINE_SLACK_PCT, out.iter().map(|c| c.baseline_slack).collect())
-        // Null where the model's curve does not reach that under-provisioned time.
-        .floats(pc::MODEL_SLACK_PCT, out.iter().map(|c| c.model_slack.unwrap_or(f64::NAN)).collect())
-        .finish()?;
-    Ok((schema, batch, out))
+            Comparison {
+                line: o.line,
+                name: lines[o.line].name,
+                budget: o.budget,
+                target_pct: lines[o.line].risk().map(|r| 100.0 * r),
+                model: total("model", &["calibrated", "fixed"]).unwrap_or_default(),
+                krr: total("krr", &["default"]).unwrap_or_default(),
+                vpa: total("vpa", &["default"]).unwrap_or_default(),
+                krr_tuned: total("krr", &["tuned"]),
+                vpa_tuned: total("vpa", &["tuned"]),
+                oracle: total("oracle", &["oracle"]),
+            }
+        })
+        .collect()
 }
 
-pub(super) fn plan_table(plan: &[WorkloadPlan]) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let rows: Vec<(&WorkloadPlan, &Planned)> =
-        plan.iter().flat_map(|w| w.intervals.iter().map(move |i| (w, i))).collect();
+pub(super) fn comparison_table(comparisons: &[Comparison]) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let c = comparisons;
+    let nan = f64::NAN;
     let mut t = TableBuilder::default()
-        .strings(pt::KEY, rows.iter().map(|(w, _)| w.key.clone()).collect())
-        .strings(pt::NAMESPACE, rows.iter().map(|(w, _)| w.namespace.clone()).collect())
-        .strings(pt::WORKLOAD, rows.iter().map(|(w, _)| w.workload.clone()).collect())
-        .strings(pt::CONTAINER, rows.iter().map(|(w, _)| w.container.clone()).collect())
-        .times(pt::FROM, rows.iter().map(|(_, i)| i.from).collect())
-        .times(pt::UNTIL, rows.iter().map(|(_, i)| i.until).collect());
-    // Columns only for the resources planned.
-    if rows.iter().any(|(_, i)| i.requests[0].is_some()) {
-        t = t.floats(pt::CPU_REQUEST_CORES, rows.iter().map(|(_, i)| i.requests[0].unwrap_or(f64::NAN)).collect());
-    }
-    if rows.iter().any(|(_, i)| i.requests[1].is_some()) {
+        .strings(pc::LINE, c.iter().map(|c| c.name.to_string()).collect())
+        .u32s(pc::BUDGET, c.iter().map(|c| c.budget).collect())
+        .floats(pc::TARGET_PCT, c.iter().map(|c| c.target_pct.unwrap_or(nan)).collect());
+    for (m, name) in pc::METHODS.iter().enumerate() {
+        let get = |f: fn(&Replay) -> f64| c.iter().map(|c| c.methods()[m].as_ref().map_or(nan, f)).collect();
         t = t
-            .floats(pt::MEMORY_REQUEST_BYTES, rows.iter().map(|(_, i)| i.requests[1].unwrap_or(f64::NAN)).collect())
-            .floats(pt::MEMORY_LIMIT_BYTES, rows.iter().map(|(_, i)| i.limit.unwrap_or(f64::NAN)).collect());
+            .floats(&format!("{name}{}", pc::RISK_PCT), get(Replay::risk_pct))
+            .floats(&format!("{name}{}", pc::SLACK_PCT), get(Replay::slack_pct))
+            .floats(&format!("{name}{}", pc::CHANGES_PER_DAY), get(Replay::changes_per_day));
+    }
+    let ratio = |c: &Comparison, other: Option<Replay>| other.map_or(nan, |o| c.model.slack_pct() / o.slack_pct());
+    t.strings(pc::BEST_TUNED, c.iter().map(|c| c.best_tuned().map_or(String::new(), |b| b.0.to_string())).collect())
+        .floats(pc::SLACK_VS_BEST_TUNED, c.iter().map(|c| ratio(c, c.best_tuned().map(|b| b.1))).collect())
+        .floats(pc::SLACK_VS_ORACLE, c.iter().map(|c| ratio(c, c.oracle)).collect())
+        .floats(pc::GAP_CLOSED, c.iter().map(|c| c.gap_closed().unwrap_or(nan)).collect())
+        .finish()
+}
+
+pub(super) fn plan_table(plan: &[WorkloadPlan], lines: &[&Line]) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let mut t = TableBuilder::default()
+        .strings(pt::KEY, plan.iter().map(|w| w.key.clone()).collect())
+        .strings(pt::NAMESPACE, plan.iter().map(|w| w.namespace.clone()).collect())
+        .strings(pt::WORKLOAD, plan.iter().map(|w| w.workload.clone()).collect())
+        .strings(pt::CONTAINER, plan.iter().map(|w| w.container.clone()).collect())
+        .times(pt::FROM, plan.iter().map(|w| w.from).collect())
+        .times(pt::UNTIL, plan.iter().map(|w| w.until).collect());
+    for (i, l) in lines.iter().enumerate() {
+        let unit = if l.resource == 0 { "cores" } else { "bytes" };
+        t = t.floats(&format!("{}_{unit}", l.name), plan.iter().map(|w| w.values[i].unwrap_or(f64::NAN)).collect());
     }
     t.finish()
 }

@@ -1,0 +1,229 @@
+//! One line (a request or a limit) on one change budget: the model's plan calibrated on the
+//! validation part, KRR and VPA at their defaults and tuned there to the same risk, and the
+//! oracle, all replayed over the test part.
+
+use super::*;
+
+/// A line the plan sets: which resource, request or limit, how it is sized, floor and step.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub name: &'static str,
+    pub resource: usize,
+    pub sizing: Sizing,
+    pub floor: f64,
+    pub step: f64,
+}
+
+/// A stated risk (calibrated), or a fixed rule × multiplier.
+#[derive(Debug, Clone)]
+pub enum Sizing {
+    Risk(f64),
+    Fixed(Rule, f64),
+}
+
+impl Line {
+    pub fn risk(&self) -> Option<f64> {
+        match self.sizing {
+            Sizing::Risk(r) => Some(r),
+            Sizing::Fixed(..) => None,
+        }
+    }
+
+    /// The reported unit: cores, GiB.
+    pub fn unit(&self) -> f64 {
+        if self.resource == 0 { 1.0 } else { MIB * 1024.0 }
+    }
+
+    /// KRR's and VPA's value for this line: their rule and default multiplier.
+    fn recommenders(&self) -> [(&'static str, Rule, f64); 2] {
+        let krr = if self.resource == 0 { (Rule::Krr(950), 1.0) } else { (Rule::Krr(1000), 1.15) };
+        [("krr", krr.0, krr.1), ("vpa", Rule::Vpa, 1.15)]
+    }
+}
+
+/// One aggregate or per-series result.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub method: &'static str,
+    /// `calibrated`/`fixed` (the model), `default`, `tuned`, `oracle`, `sweep`.
+    pub variant: &'static str,
+    pub setting: String,
+    /// Empty: every workload together.
+    pub key: String,
+    pub replay: Replay,
+}
+
+/// What one line and budget gave.
+pub struct Outcome {
+    pub line: usize,
+    pub budget: u32,
+    pub rows: Vec<Row>,
+    /// The model's rule and calibration, for the plan ahead.
+    pub rule: Rule,
+    pub calibrated: Calibrated,
+    /// Workloads with test data but no validation data: given the fleet's multiplier.
+    pub uncalibrated: usize,
+}
+
+pub type Timelines = BTreeMap<String, BTreeMap<(String, String), Timeline>>;
+
+pub struct Job<'a> {
+    pub line: &'a Line,
+    pub index: usize,
+    pub policy: Policy,
+    pub timelines: &'a Timelines,
+    pub columns: &'a [String],
+    pub step_hours: f64,
+    /// Per-series rows and the trade-off curves (the configured budget only).
+    pub detail: bool,
+}
+
+impl<'a> Job<'a> {
+    fn cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
+        let slot = (RESOURCES[self.line.resource].to_string(), part.to_string());
+        self.timelines
+            .iter()
+            .filter_map(|(key, tl)| {
+                let t = tl.get(&slot).filter(|t| !t.at.is_empty())?;
+                Some(Case { key, timeline: t, base: t.bases.get(rule)? })
+            })
+            .collect()
+    }
+
+    /// Every case replayed with its multiplier: the total, and per series when detailed.
+    fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
+        let mut total = Replay::default();
+        let mut each = Vec::new();
+        for c in cases {
+            let r = c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours);
+            total.merge(&r);
+            if self.detail {
+                each.push((c.key.to_string(), r));
+            }
+        }
+        (total, each)
+    }
+
+    fn rows(&self, rows: &mut Vec<Row>, head: (&'static str, &'static str, String), cases: &[Case], k: &dyn Fn(&str) -> f64) {
+        let (total, each) = self.replay(cases, k);
+        let row = |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
+        rows.push(row(String::new(), total));
+        rows.extend(each.into_iter().map(|(key, r)| row(key, r)));
+    }
+
+    /// The model's rule with the least validation slack once calibrated to `risk`.
+    fn choose(&self, risk: f64) -> (Rule, Calibrated) {
+        let mut rules: Vec<Rule> = self.columns.iter().flat_map(|c| [Rule::Forecast(c.clone()), Rule::ForecastOrRecent(c.clone())]).collect();
+        rules.push(Rule::Recent);
+        let mut best: Option<(f64, Rule, Calibrated)> = None;
+        for rule in rules {
+            let cases = self.cases("validation", &rule);
+            let calibrated = per_workload(&cases, &self.policy, risk);
+            let (total, _) = self.replay(&cases, &|k| calibrated.of(k));
+            let slack = total.slack_pct();
+            if best.as_ref().is_none_or(|b| slack < b.0) {
+                best = Some((slack, rule, calibrated));
+            }
+        }
+        let (_, rule, calibrated) = best.expect("at least one rule");
+        (rule, calibrated)
+    }
+
+    pub fn run(&self) -> Outcome {
+        let mut rows = Vec::new();
+        let (rule, calibrated, variant) = match &self.line.sizing {
+            Sizing::Fixed(rule, k) => (rule.clone(), Calibrated { fleet: *k, ..Default::default() }, "fixed"),
+            Sizing::Risk(r) => {
+                let (rule, c) = self.choose(*r);
+                (rule, c, "calibrated")
+            }
+        };
+        let test = self.cases("test", &rule);
+        let uncalibrated = test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count();
+        let setting = format!("{} × per-workload factor (fleet {:.2})", rule.label(), calibrated.fleet);
+        self.rows(&mut rows, ("model", variant, setting), &test, &|k| calibrated.of(k));
+        for (method, rule, k) in self.line.recommenders() {
+            let test = self.cases("test", &rule);
+            self.rows(&mut rows, (method, "default", factor_label(&rule, k)), &test, &|_| k);
+            if let Some(risk) = self.line.risk() {
+                let (rule, k) = self.tune(rule, risk);
+                let test = self.cases("test", &rule);
+                self.rows(&mut rows, (method, "tuned", factor_label(&rule, k)), &test, &|_| k);
+            }
+        }
+        if let Some(risk) = self.line.risk() {
+            self.oracle_rows(&mut rows, risk);
+        }
+        if self.detail {
+            self.curves(&mut rows, &rule, &calibrated);
+        }
+        Outcome { line: self.index, budget: self.policy.changes_per_day, rows, rule, calibrated, uncalibrated }
+    }
+
+    /// A recommender's knob tuned on validation to `risk`: KRR's CPU percentile (the lowest
+    /// of its grid meeting it), otherwise one multiplier (KRR's memory buffer, VPA's margin).
+    fn tune(&self, rule: Rule, risk: f64) -> (Rule, f64) {
+        if !matches!(rule, Rule::Krr(p) if p != 1000) {
+            let k = fleet(&self.cases("validation", &rule), &self.policy, risk);
+            return (rule, k);
+        }
+        for p in KRR_PERCENTILES {
+            let cases = self.cases("validation", &Rule::Krr(p));
+            let points = cases.iter().map(|c| c.timeline.points()).sum();
+            if cases.iter().map(|c| c.under(&self.policy, 1.0)).sum::<usize>() <= allowed(points, risk) {
+                return (Rule::Krr(p), 1.0);
+            }
+        }
+        (Rule::Krr(1000), 1.0)
+    }
+
+    fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
+        let (mut total, mut each) = (Replay::default(), Vec::new());
+        for c in self.cases("test", &Rule::Recent) {
+            let r = oracle(c.timeline, self.policy.hold_ms(), risk, self.line.unit(), self.step_hours);
+            total.merge(&r);
+            if self.detail {
+                each.push((c.key.to_string(), r));
+            }
+        }
+        let setting = format!("foresight, {} per day", self.policy.changes_per_day);
+        let row = |key: String, replay: Replay| Row { method: "oracle", variant: "oracle", setting: setting.clone(), key, replay };
+        rows.push(row(String::new(), total));
+        rows.extend(each.into_iter().map(|(k, r)| row(k, r)));
+    }
+
+    /// Trade-off curves over the test part: the model's calibrated factors scaled, KRR's
+    /// percentiles or buffers, VPA's margins. Drawn only; nothing is chosen from them.
+    fn curves(&self, rows: &mut Vec<Row>, rule: &Rule, calibrated: &Calibrated) {
+        let test = self.cases("test", rule);
+        let point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
+            let mut total = Replay::default();
+            for c in cases {
+                total.merge(&c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours));
+            }
+            Row { method, variant: "sweep", setting, key: String::new(), replay: total }
+        };
+        for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
+            rows.push(point("model", format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
+        }
+        if self.line.resource == 0 {
+            for p in KRR_PERCENTILES {
+                let rule = Rule::Krr(p);
+                rows.push(point("krr", factor_label(&rule, 1.0), &self.cases("test", &rule), &|_| 1.0));
+            }
+        }
+        for k in [1.0, 1.05, 1.15, 1.3, 1.5, 2.0, 3.0] {
+            if self.line.resource == 1 {
+                let rule = Rule::Krr(1000);
+                rows.push(point("krr", factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
+            }
+            rows.push(point("vpa", factor_label(&Rule::Vpa, k), &self.cases("test", &Rule::Vpa), &|_| k));
+        }
+    }
+}
+
+/// `history p95`, `history max + 15 %`, `VPA target + 32 %`.
+pub fn factor_label(rule: &Rule, k: f64) -> String {
+    let pct = ((k - 1.0) * 100.0).round();
+    if pct == 0.0 { rule.label() } else { format!("{} {} {}%", rule.label(), if pct > 0.0 { "+" } else { "−" }, pct.abs()) }
+}

@@ -1,0 +1,56 @@
+//! How wanted values become the requests (or limits) in force: floor, rounding and a change
+//! budget with hysteresis.
+
+/// A day in milliseconds: change budgets are per day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Floor, rounding, and how often and how much a value may change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    pub floor: f64,
+    pub step: f64,
+    /// No change for a gain (or loss) under this fraction of the value in force.
+    pub min_change: f64,
+    /// At most this many changes in any 24 hours.
+    pub changes_per_day: u32,
+}
+
+impl Policy {
+    pub fn round(&self, v: f64) -> f64 {
+        let v = if v.is_finite() { v.max(self.floor) } else { self.floor };
+        if self.step > 0.0 { (v / self.step - 1e-9).ceil() * self.step } else { v }
+    }
+
+    /// A value holds for a day over the budget; it is lowered no sooner, but raised as soon
+    /// as the budget allows: that is when the risk target would otherwise be missed.
+    pub fn hold_ms(&self) -> i64 {
+        DAY_MS / i64::from(self.changes_per_day.max(1))
+    }
+
+    /// The values in force from each decision time in `at` for the wanted values, and how
+    /// many times they changed (setting the first is not a change).
+    pub fn apply(&self, at: &[i64], wanted: &[f64]) -> (Vec<f64>, usize) {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut changed: Vec<i64> = Vec::new();
+        let mut current: Option<(f64, i64)> = None;
+        for (&t, &w) in at.iter().zip(wanted) {
+            let w = self.round(w);
+            current = match current {
+                None => Some((w, t)),
+                Some((c, since)) => {
+                    let worth = (w - c).abs() > self.min_change * c;
+                    let in_day = changed.iter().rev().take_while(|&&x| x > t - DAY_MS).count();
+                    let may = in_day < self.changes_per_day as usize && (w > c || t - since >= self.hold_ms());
+                    if worth && may {
+                        changed.push(t);
+                        Some((w, t))
+                    } else {
+                        Some((c, since))
+                    }
+                }
+            };
+            out.push(current.expect("set above").0);
+        }
+        (out, changed.len())
+    }
+}

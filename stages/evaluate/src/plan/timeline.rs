@@ -1,0 +1,206 @@
+//! What a planner knows at each decision: the model's forecast peaks, the recent peak, what
+//! KRR and VPA would recommend; and the usage that followed until the next decision.
+
+use super::*;
+use crate::baselines::Series;
+use crate::recommend::{KrrSettings, Vpa, VpaSettings, percentile};
+use applearner_contracts::tables::forecasts as f;
+
+/// A way to size a line before its multiplier: each is replayed, and the model's are
+/// calibrated, from what was known at each decision.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// The peak of a forecast column (`forecast`, `p90`, …) over the horizon.
+    Forecast(String),
+    /// The larger of that peak and the recent one: a forecast never below what just happened.
+    ForecastOrRecent(String),
+    /// The peak of the usage over the recent window.
+    Recent,
+    /// KRR `simple`: CPU at this percentile (in tenths of a percent) of its history, memory
+    /// at the history's peak (1000).
+    Krr(u32),
+    /// VPA's target before its safety margin.
+    Vpa,
+}
+
+impl Rule {
+    pub fn label(&self) -> String {
+        let name = |c: &str| if c == f::FORECAST { "point".to_string() } else { c.to_string() };
+        match self {
+            Rule::Forecast(c) => format!("{} peak", name(c)),
+            Rule::ForecastOrRecent(c) => format!("max({} peak, recent peak)", name(c)),
+            Rule::Recent => "recent peak".into(),
+            Rule::Krr(1000) => "history max".into(),
+            Rule::Krr(p) => format!("history p{}", *p as f64 / 10.0),
+            Rule::Vpa => "VPA target".into(),
+        }
+    }
+}
+
+/// KRR's CPU percentiles its knob is tuned over (tenths of a percent); 950 is its default.
+pub const KRR_PERCENTILES: [u32; 9] = [900, 950, 970, 980, 990, 995, 998, 999, 1000];
+
+/// One series' decisions for one resource and part.
+#[derive(Default, Debug)]
+pub struct Timeline {
+    pub at: Vec<i64>,
+    /// Per decision, the usage over the steps until the next (empty ahead).
+    pub usage: Vec<Vec<f64>>,
+    /// Per rule, per decision: the value it asks for before any multiplier.
+    pub bases: BTreeMap<Rule, Vec<f64>>,
+}
+
+impl Timeline {
+    pub fn points(&self) -> usize {
+        self.usage.iter().map(Vec::len).sum()
+    }
+}
+
+/// The model's forecasts of one (series, resource, part): per origin, the forecast steps'
+/// actuals and per column the peak over the horizon.
+#[derive(Default)]
+pub struct Origins {
+    pub at: Vec<i64>,
+    pub last_step: Vec<i64>,
+    pub actual: Vec<Vec<f64>>,
+    pub peaks: BTreeMap<String, Vec<f64>>,
+}
+
+/// (key, resource, part) → its model forecasts.
+pub type ByPart = BTreeMap<(String, String, String), Origins>;
+
+/// The model's rows of `forecasts`, the forecast columns and the grid step.
+pub fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByPart, Vec<String>, i64), BoxError> {
+    let mut out = ByPart::new();
+    let mut columns = Vec::new();
+    let mut step_ms = i64::MAX;
+    for b in batches {
+        columns = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n == f::FORECAST || n.parse::<QuantileSource>().is_ok())
+            .collect();
+        let (part, method, key, resource) = (
+            strings(b, f::NAME, f::PART)?,
+            strings(b, f::NAME, f::METHOD)?,
+            strings(b, f::NAME, f::KEY)?,
+            strings(b, f::NAME, f::RESOURCE)?,
+        );
+        let (origin, time, actual) =
+            (ints(b, f::NAME, f::ORIGIN)?, ints(b, f::NAME, f::TIMESTAMP)?, floats(b, f::NAME, f::ACTUAL)?);
+        let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, f::NAME, c)).collect::<Result<_, _>>()?;
+        for i in (0..b.num_rows()).filter(|&i| method[i] == "model") {
+            step_ms = step_ms.min(time[i] - origin[i]);
+            let o = out.entry((key[i].clone(), resource[i].clone(), part[i].clone())).or_default();
+            if o.at.last() != Some(&origin[i]) {
+                o.at.push(origin[i]);
+                o.last_step.push(time[i]);
+                o.actual.push(Vec::new());
+                for c in &columns {
+                    o.peaks.entry(c.clone()).or_default().push(f64::MIN);
+                }
+            }
+            *o.last_step.last_mut().expect("pushed") = time[i];
+            if actual[i].is_finite() {
+                o.actual.last_mut().expect("pushed").push(actual[i]);
+            }
+            for (c, v) in columns.iter().zip(&values) {
+                let peak = o.peaks.get_mut(c).expect("made").last_mut().expect("pushed");
+                *peak = peak.max(v[i]);
+            }
+        }
+    }
+    if step_ms == i64::MAX {
+        return Err(EvaluateError::NoModelForecasts.into());
+    }
+    Ok((out, columns, step_ms))
+}
+
+/// What the history-based rules see: the recent window, and KRR's and VPA's settings.
+pub struct History {
+    pub recent_ms: i64,
+    pub krr: KrrSettings,
+}
+
+/// The timelines of one series, per (resource, part), from its forecasts and its usage.
+/// Decisions sit at origins a horizon apart (overlapping origins are skipped).
+pub fn timelines(
+    key: &str,
+    forecasts: &ByPart,
+    usage: &Usage,
+    columns: &[String],
+    history: &History,
+) -> BTreeMap<(String, String), Timeline> {
+    let mut out = BTreeMap::new();
+    let samples = usage.samples();
+    for resource in RESOURCES {
+        let Some(series) = usage.column(resource) else { continue };
+        // VPA learns from every sample in time order: feed it across the parts.
+        let mut vpa = Vpa::new(VpaSettings { margin: 0.0, ..Default::default() });
+        let mut fed = 0;
+        for part in PARTS {
+            let Some(o) = forecasts.get(&(key.to_string(), resource.to_string(), part.to_string())) else { continue };
+            let mut t = Timeline::default();
+            let mut covered_until = i64::MIN;
+            for n in 0..o.at.len() {
+                let at = o.at[n];
+                if at < covered_until || (part != f::AHEAD && o.actual[n].is_empty()) {
+                    continue;
+                }
+                covered_until = o.last_step[n];
+                while fed < samples.len() && samples[fed].0 <= at {
+                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
+                    fed += 1;
+                }
+                let recent = peak_in(series, at - history.recent_ms, at);
+                let pick = |v: (f64, f64)| if resource == "cpu" { v.0 } else { v.1 };
+                let mut push = |rule: Rule, v: f64| t.bases.entry(rule).or_default().push(v);
+                for c in columns {
+                    let p = o.peaks[c][n];
+                    push(Rule::Forecast(c.clone()), p);
+                    push(Rule::ForecastOrRecent(c.clone()), p.max(recent));
+                }
+                push(Rule::Recent, recent);
+                push(Rule::Vpa, vpa.target().map_or(f64::NAN, pick));
+                for (p, v) in krr_values(&history.krr, &samples, at, resource) {
+                    push(Rule::Krr(p), v);
+                }
+                t.at.push(at);
+                t.usage.push(o.actual[n].clone());
+            }
+            out.insert((resource.to_string(), part.to_string()), t);
+        }
+    }
+    out
+}
+
+/// The parts decisions are made in, in time order.
+pub const PARTS: [&str; 3] = ["validation", "test", f::AHEAD];
+
+/// The largest value in (from, until]; NaN when none.
+fn peak_in(s: &Series, from: i64, until: i64) -> f64 {
+    let lo = s.times.partition_point(|&t| t <= from);
+    let hi = s.times.partition_point(|&t| t <= until);
+    s.values[lo..hi].iter().copied().fold(f64::NAN, f64::max)
+}
+
+/// KRR's value per knob setting at `now`: CPU per percentile of [`KRR_PERCENTILES`], memory
+/// the history's peak (its buffer is the multiplier), each at least KRR's floor.
+fn krr_values(s: &KrrSettings, samples: &[(i64, f64, f64)], now: i64, resource: &str) -> Vec<(u32, f64)> {
+    let lo = samples.partition_point(|x| x.0 <= now - s.history_ms);
+    let hi = samples.partition_point(|x| x.0 <= now);
+    let window = &samples[lo..hi];
+    if window.is_empty() {
+        let ps: &[u32] = if resource == "cpu" { &KRR_PERCENTILES } else { &[1000] };
+        return ps.iter().map(|&p| (p, f64::NAN)).collect();
+    }
+    if resource == "cpu" {
+        let mut cpu: Vec<f64> = window.iter().map(|x| x.1).collect();
+        cpu.sort_by(f64::total_cmp);
+        KRR_PERCENTILES.iter().map(|&p| (p, percentile(&cpu, p as f64 / 10.0).max(s.min_cpu))).collect()
+    } else {
+        vec![(1000, window.iter().map(|x| x.2).fold(f64::MIN, f64::max).max(s.min_memory))]
+    }
+}

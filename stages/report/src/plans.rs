@@ -1,0 +1,262 @@
+//! The report's lead: the plan at the risk the user stated, measured on the test part against
+//! KRR and VPA (at their defaults and tuned to the same risk on validation) and the oracle;
+//! how risk spreads across workloads; the trade-off curves; the plan ahead.
+
+use super::*;
+
+/// One row of `plan_comparison`.
+struct Compared {
+    line: String,
+    budget: i64,
+    target: f64,
+    /// Per method of `pc::METHODS`: (risk %, slack %, changes per workload-day).
+    methods: Vec<(f64, f64, f64)>,
+    best_tuned: String,
+    vs_tuned: f64,
+    vs_oracle: f64,
+    gap_closed: f64,
+}
+
+impl Compared {
+    fn read(batches: &[RecordBatch]) -> Result<Vec<Compared>, BoxError> {
+        let c = Cols { batches, table: pc::NAME };
+        let (line, budget, target) = (c.strings(pc::LINE)?, c.ints(pc::BUDGET)?, c.floats(pc::TARGET_PCT)?);
+        let mut methods = Vec::new();
+        for m in pc::METHODS {
+            let col = |suffix: &str| c.floats(&format!("{m}{suffix}"));
+            methods.push((col(pc::RISK_PCT)?, col(pc::SLACK_PCT)?, col(pc::CHANGES_PER_DAY)?));
+        }
+        let (best, vs_tuned) = (c.strings(pc::BEST_TUNED)?, c.floats(pc::SLACK_VS_BEST_TUNED)?);
+        let (vs_oracle, gap) = (c.floats(pc::SLACK_VS_ORACLE)?, c.floats(pc::GAP_CLOSED)?);
+        Ok((0..line.len())
+            .map(|i| Compared {
+                line: line[i].clone(),
+                budget: budget[i],
+                target: target[i],
+                methods: methods.iter().map(|(r, s, ch)| (r[i], s[i], ch[i])).collect(),
+                best_tuned: best[i].clone(),
+                vs_tuned: vs_tuned[i],
+                vs_oracle: vs_oracle[i],
+                gap_closed: gap[i],
+            })
+            .collect())
+    }
+
+    fn method(&self, name: &str) -> (f64, f64, f64) {
+        pc::METHODS.iter().position(|m| *m == name).map_or((f64::NAN, f64::NAN, f64::NAN), |i| self.methods[i])
+    }
+}
+
+fn pct(v: f64) -> String {
+    if v.is_finite() { format!("{v:.2}") } else { "–".into() }
+}
+
+/// `41.2 (0.93 %)`: slack %, with the risk it ran at.
+fn slack_risk(m: (f64, f64, f64)) -> String {
+    if m.1.is_finite() { format!("{:.1} ({} %)", m.1, pct(m.0)) } else { "–".into() }
+}
+
+fn ratio(v: f64) -> String {
+    if v.is_finite() { format!("{v:.2}×") } else { "–".into() }
+}
+
+/// The lead section: the configured budget's outcome per line, then every budget.
+pub(super) fn plans_section(doc: &mut Doc, backtest: &[RecordBatch], comparison: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
+    let compared = Compared::read(comparison)?;
+    doc.html.section(
+        "plans",
+        "Plans at the risk you stated",
+        "Each line (a request: capacity reserved; a limit: where CPU is throttled and memory is OOM-killed) is sized so that usage sits above it at most the stated share of time. The factors were calibrated on the validation part; everything here is measured on the test part, which nothing was chosen on. KRR and VPA run with the same change budget, at their defaults and with their knob (KRR's CPU percentile or memory buffer, VPA's margin) tuned on the validation part to the same risk. The oracle knows the test part's usage: the least slack any plan with that change budget can have at that risk. Slack: reserved minus used, as % of reserved.",
+    );
+    let lead: Vec<Vec<String>> = compared
+        .iter()
+        .filter(|c| c.budget == configured)
+        .map(|c| {
+            let model = c.method("model");
+            vec![
+                c.line.clone(),
+                pct(c.target),
+                pct(model.0),
+                format!("{:.1}", model.1),
+                format!("{:.2}", model.2),
+                slack_risk(c.method("krr")),
+                slack_risk(c.method("krr_tuned")),
+                slack_risk(c.method("vpa")),
+                slack_risk(c.method("vpa_tuned")),
+                slack_risk(c.method("oracle")),
+                ratio(c.vs_tuned),
+                pct(100.0 * c.gap_closed),
+            ]
+        })
+        .collect();
+    let headers = [
+        "line", "target %", "risk % (test)", "slack %", "changes / workload-day", "KRR default", "KRR tuned",
+        "VPA default", "VPA tuned", "oracle", "slack vs best tuned", "gap to oracle closed %",
+    ];
+    doc.html.h3(&format!("With at most {configured} change(s) per day (slack %, risk % in brackets)"));
+    doc.html.table(&headers, &lead);
+    let _ = writeln!(doc.md, "\n## Plans at the risk you stated ({configured} change(s) per day)\n");
+    md_table(&mut doc.md, &headers, &lead);
+    budgets_table(doc, &compared);
+    spread_table(doc, backtest, configured)?;
+    curves(doc, backtest, configured)?;
+    doc.metrics.insert(
+        "plans".into(),
+        json!(compared.iter().map(|c| {
+            let mut j = json!({"line": c.line, "changes_per_day_allowed": c.budget, "target_pct": num(c.target), "best_tuned": c.best_tuned, "slack_vs_best_tuned": num(c.vs_tuned), "slack_vs_oracle": num(c.vs_oracle), "gap_closed": num(c.gap_closed)});
+            for (m, (r, s, ch)) in pc::METHODS.iter().zip(&c.methods) {
+                j[*m] = json!({"risk_pct": num(*r), "slack_pct": num(*s), "changes_per_day": num(*ch)});
+            }
+            j
+        }).collect::<Vec<_>>()),
+    );
+    Ok(())
+}
+
+/// Every change budget: the model against the better tuned recommender and the oracle.
+fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
+    let rows: Vec<Vec<String>> = compared
+        .iter()
+        .map(|c| {
+            let (model, best, oracle) = (c.method("model"), c.method(&c.best_tuned), c.method("oracle"));
+            vec![
+                c.line.clone(),
+                c.budget.to_string(),
+                pct(c.target),
+                slack_risk(model),
+                format!("{} {}", method_name(c.best_tuned.trim_end_matches("_tuned")), slack_risk(best)),
+                slack_risk(oracle),
+                ratio(c.vs_tuned),
+                ratio(c.vs_oracle),
+                pct(100.0 * c.gap_closed),
+                format!("{:.2} / {:.2}", model.2, best.2),
+            ]
+        })
+        .collect();
+    let headers = [
+        "line", "changes / day allowed", "target %", "AppLearner", "best tuned recommender", "oracle",
+        "× best tuned", "× oracle", "gap closed %", "changes / workload-day (AppLearner / recommender)",
+    ];
+    doc.html.h3("Per change budget");
+    doc.html.table(&headers, &rows);
+    let _ = writeln!(doc.md, "\n### Per change budget\n");
+    md_table(&mut doc.md, &headers, &rows);
+}
+
+/// How the realized risk spreads across workloads (the configured budget, calibrated plan).
+fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
+    let b = Cols { batches: backtest, table: pb::NAME };
+    let (line, budget, method, key) = (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::KEY)?);
+    let (target, risk) = (b.floats(pb::TARGET_PCT)?, b.floats(pb::RISK_PCT)?);
+    let mut by_line: BTreeMap<&str, (f64, Vec<f64>)> = BTreeMap::new();
+    for i in (0..line.len()).filter(|&i| budget[i] == configured && method[i] == "model" && !key[i].is_empty()) {
+        let e = by_line.entry(&line[i]).or_insert((target[i], Vec::new()));
+        e.1.push(risk[i]);
+    }
+    let rows: Vec<Vec<String>> = by_line
+        .into_iter()
+        .map(|(l, (t, mut r))| {
+            r.sort_by(f64::total_cmp);
+            let q = |p: f64| r[((r.len() - 1) as f64 * p).round() as usize];
+            let over = r.iter().filter(|v| **v > 2.0 * t).count();
+            vec![l.to_string(), pct(t), r.len().to_string(), pct(q(0.5)), pct(q(0.9)), pct(q(1.0)), over.to_string()]
+        })
+        .collect();
+    let headers = ["line", "target %", "workloads", "median risk %", "p90 risk %", "max risk %", "workloads above 2× target"];
+    doc.html.h3("Risk across workloads");
+    doc.html.table(&headers, &rows);
+    let _ = writeln!(doc.md, "\n### Risk across workloads\n");
+    md_table(&mut doc.md, &headers, &rows);
+    Ok(())
+}
+
+/// Per line: slack against risk (log scale) for every setting, the chosen ones marked.
+fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
+    let b = Cols { batches: backtest, table: pb::NAME };
+    let (line, budget, method, variant, key) =
+        (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::VARIANT)?, b.strings(pb::KEY)?);
+    let (risk, slack) = (b.floats(pb::RISK_PCT)?, b.floats(pb::SLACK_PCT)?);
+    let mut names: Vec<&String> = line.iter().collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let at = |m: &str, v: &str| -> Vec<(f64, f64)> {
+            let mut pts: Vec<(f64, f64)> = (0..line.len())
+                .filter(|&i| &line[i] == name && budget[i] == configured && key[i].is_empty() && method[i] == m && variant[i] == v)
+                .map(|i| (risk[i], slack[i]))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts
+        };
+        let mut lines = Vec::new();
+        for m in ["model", "krr", "vpa"] {
+            lines.push(Line { name: format!("{} settings", method_name(m)), color: color(m), points: at(m, "sweep"), markers: true, bold: false });
+        }
+        for (m, v, label) in [
+            ("model", "calibrated", "AppLearner, calibrated"),
+            ("model", "fixed", "AppLearner, fixed"),
+            ("krr", "tuned", "KRR tuned"),
+            ("vpa", "tuned", "VPA tuned"),
+            ("krr", "default", "KRR default"),
+            ("vpa", "default", "VPA default"),
+            ("oracle", "oracle", "oracle"),
+        ] {
+            let points = at(m, v);
+            if !points.is_empty() {
+                lines.push(Line { name: label.into(), color: color(m), points, markers: true, bold: v != "default" });
+            }
+        }
+        doc.html.chart(
+            &format!("tradeoff-{name}"),
+            &Chart {
+                title: format!("{name}: slack against time above the line ({configured} change(s) per day)"),
+                x_label: "time above the line, % (log scale)".into(),
+                y_label: "slack % of reserved".into(),
+                time_x: false,
+                log_x: true,
+                lines,
+                bands: vec![],
+            },
+            "Lower left is better; operators decide in the left part (≤ 1 %). Curves are drawn on the test part; the marked points were chosen on validation.",
+        )?;
+    }
+    Ok(())
+}
+
+/// The plan ahead, one row per workload; returns the rows.
+pub(super) fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<usize, BoxError> {
+    let p = Cols { batches: plan, table: pt::NAME };
+    let (pk, from, until) = (p.strings(pt::KEY)?, p.ints(pt::FROM)?, p.ints(pt::UNTIL)?);
+    // Only the lines planned have columns.
+    let optional = |name: &str| p.floats(name).unwrap_or_else(|_| vec![f64::NAN; pk.len()]);
+    let columns = [
+        (pt::CPU_REQUEST_CORES, 1e-3, "m"),
+        (pt::CPU_LIMIT_CORES, 1e-3, "m"),
+        (pt::MEMORY_REQUEST_BYTES, 1048576.0, "Mi"),
+        (pt::MEMORY_LIMIT_BYTES, 1048576.0, "Mi"),
+    ];
+    let values: Vec<Vec<f64>> = columns.iter().map(|c| optional(c.0)).collect();
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())
+    };
+    let rows: Vec<Vec<String>> = (0..pk.len())
+        .map(|i| {
+            let mut row = vec![pk[i].clone(), time(from[i]), time(until[i])];
+            for (c, v) in columns.iter().zip(&values) {
+                row.push(if v[i].is_finite() { format!("{:.0}{}", v[i] / c.1, c.2) } else { "–".into() });
+            }
+            row
+        })
+        .collect();
+    let headers = ["workload", "from (UTC)", "until", "CPU request", "CPU limit", "memory request", "memory limit"];
+    doc.html.section(
+        "plan",
+        "The plan ahead",
+        "From the forecast past the end of the data, held until the next change the budget allows. `patches.yaml` and `vpa.yaml` beside this report hold it as Kubernetes objects; on Kubernetes ≥ 1.33 a resize applies in place (kubectl patch pod --subresource resize, or VPA's InPlaceOrRecreate mode), so hourly budgets need no restarts.",
+    );
+    doc.html.table(&headers, &rows);
+    let _ = writeln!(doc.md, "\n## The plan ahead\n");
+    md_table(&mut doc.md, &headers, &rows);
+    Ok(rows.len())
+}
