@@ -154,7 +154,9 @@ impl std::str::FromStr for Risk {
             Some(_) => Err(format!(
                 "`{text}`: a risk must be above 0 and below 100 % (0 asks for infinite headroom); e.g. 1% or 0.01%"
             )),
-            None => Err(format!("`{text}` is not a risk; write the share of time accepted above the line, such as 1% or 0.01%")),
+            None => Err(format!(
+                "`{text}` is not a risk; write the share of time accepted above the line, such as 1% or 0.01%"
+            )),
         }
     }
 }

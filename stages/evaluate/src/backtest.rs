@@ -5,16 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use applearner_contracts::{Part, WindowSet};
-use applearner_train::card::Scaler;
-use applearner_train::device::Device;
 use crate::table::Usage;
 use applearner_contracts::tables::{forecasts, scores};
+use applearner_contracts::{Part, WindowSet};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Duration, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
+use applearner_train::card::Scaler;
 use applearner_train::card::{CARD_FILE, Saved, WEIGHTS_FILE, read_scalers};
+use applearner_train::device::Device;
 use applearner_train::device::DeviceName;
 
 use crate::EvaluateError;
@@ -141,7 +141,8 @@ impl Stage for Backtest {
         if chosen.is_empty() {
             return Err(EvaluateError::NoTestWindows.into());
         }
-        let model = ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
+        let model =
+            ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
         let mut tracks = model.tracks("test", &chosen)?;
         // The validation part's forecasts: what plans are calibrated on, never scored here.
         let calibration = model.tracks("validation", &origins(&windows, "validation", stride, 0))?;
@@ -242,7 +243,8 @@ impl Stage for Backtest {
         let mut summary = Summary::new();
         summary.insert("series".into(), model_keys.len().into());
         summary.insert("origins".into(), chosen.len().into());
-        summary.insert("validation_origins".into(), calibration.values().map(|t| t.origins.len()).sum::<usize>().into());
+        summary
+            .insert("validation_origins".into(), calibration.values().map(|t| t.origins.len()).sum::<usize>().into());
         summary.insert("horizon_steps".into(), horizon.into());
         for (c, v) in model_mase {
             summary.insert(format!("model_mase_{c}"), ((v * 1e4).round() / 1e4).into());
@@ -289,7 +291,11 @@ struct ModelRun<'a> {
 impl ModelRun<'_> {
     /// The model's forecasts from the windows `chosen` of `part`, per series and target,
     /// beside the actuals (origins whose horizon is not fully observed are left out).
-    fn tracks(&self, part: &str, chosen: &[usize]) -> Result<BTreeMap<(&'static str, String, String), Track>, BoxError> {
+    fn tracks(
+        &self,
+        part: &str,
+        chosen: &[usize],
+    ) -> Result<BTreeMap<(&'static str, String, String), Track>, BoxError> {
         let mut tracks = BTreeMap::new();
         if chosen.is_empty() {
             return Ok(tracks);

@@ -148,11 +148,15 @@ impl Vpa {
 
     /// Target CPU (cores) and memory (bytes); `None` before any sample.
     pub fn target(&self) -> Option<(f64, f64)> {
-        self.reference?;
         let s = &self.settings;
-        let cpu = (self.cpu.percentile(s.percentile) * (1.0 + s.margin)).max(s.min_cpu);
-        let memory = (self.memory.percentile(s.percentile) * (1.0 + s.margin)).max(s.min_memory);
-        Some((cpu, memory))
+        let (cpu, memory) = self.percentiles(s.percentile)?;
+        Some(((cpu * (1.0 + s.margin)).max(s.min_cpu), (memory * (1.0 + s.margin)).max(s.min_memory)))
+    }
+
+    /// The histograms' percentile `p` (0..1), before margin and floors.
+    pub fn percentiles(&self, p: f64) -> Option<(f64, f64)> {
+        self.reference?;
+        Some((self.cpu.percentile(p), self.memory.percentile(p)))
     }
 }
 

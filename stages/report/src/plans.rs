@@ -61,7 +61,12 @@ fn ratio(v: f64) -> String {
 }
 
 /// The lead section: the configured budget's outcome per line, then every budget.
-pub(super) fn plans_section(doc: &mut Doc, backtest: &[RecordBatch], comparison: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
+pub(super) fn plans_section(
+    doc: &mut Doc,
+    backtest: &[RecordBatch],
+    comparison: &[RecordBatch],
+    configured: i64,
+) -> Result<(), BoxError> {
     let compared = Compared::read(comparison)?;
     doc.html.section(
         "plans",
@@ -90,8 +95,18 @@ pub(super) fn plans_section(doc: &mut Doc, backtest: &[RecordBatch], comparison:
         })
         .collect();
     let headers = [
-        "line", "target %", "risk % (test)", "slack %", "changes / workload-day", "KRR default", "KRR tuned",
-        "VPA default", "VPA tuned", "oracle", "slack vs best tuned", "gap to oracle closed %",
+        "line",
+        "target %",
+        "risk % (test)",
+        "slack %",
+        "changes / workload-day",
+        "KRR default",
+        "KRR tuned",
+        "VPA default",
+        "VPA tuned",
+        "oracle",
+        "slack vs best tuned",
+        "gap to oracle closed %",
     ];
     doc.html.h3(&format!("With at most {configured} change(s) per day (slack %, risk % in brackets)"));
     doc.html.table(&headers, &lead);
@@ -134,8 +149,16 @@ fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
         })
         .collect();
     let headers = [
-        "line", "changes / day allowed", "target %", "AppLearner", "best tuned recommender", "oracle",
-        "× best tuned", "× oracle", "gap closed %", "changes / workload-day (AppLearner / recommender)",
+        "line",
+        "changes / day allowed",
+        "target %",
+        "AppLearner",
+        "best tuned recommender",
+        "oracle",
+        "× best tuned",
+        "× oracle",
+        "gap closed %",
+        "changes / workload-day (AppLearner / recommender)",
     ];
     doc.html.h3("Per change budget");
     doc.html.table(&headers, &rows);
@@ -146,7 +169,8 @@ fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
 /// How the realized risk spreads across workloads (the configured budget, calibrated plan).
 fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
     let b = Cols { batches: backtest, table: pb::NAME };
-    let (line, budget, method, key) = (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::KEY)?);
+    let (line, budget, method, key) =
+        (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::KEY)?);
     let (target, risk) = (b.floats(pb::TARGET_PCT)?, b.floats(pb::RISK_PCT)?);
     let mut by_line: BTreeMap<&str, (f64, Vec<f64>)> = BTreeMap::new();
     for i in (0..line.len()).filter(|&i| budget[i] == configured && method[i] == "model" && !key[i].is_empty()) {
@@ -162,7 +186,8 @@ fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Res
             vec![l.to_string(), pct(t), r.len().to_string(), pct(q(0.5)), pct(q(0.9)), pct(q(1.0)), over.to_string()]
         })
         .collect();
-    let headers = ["line", "target %", "workloads", "median risk %", "p90 risk %", "max risk %", "workloads above 2× target"];
+    let headers =
+        ["line", "target %", "workloads", "median risk %", "p90 risk %", "max risk %", "workloads above 2× target"];
     doc.html.h3("Risk across workloads");
     doc.html.table(&headers, &rows);
     let _ = writeln!(doc.md, "\n### Risk across workloads\n");
@@ -173,8 +198,13 @@ fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Res
 /// Per line: slack against risk (log scale) for every setting, the chosen ones marked.
 fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
     let b = Cols { batches: backtest, table: pb::NAME };
-    let (line, budget, method, variant, key) =
-        (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::VARIANT)?, b.strings(pb::KEY)?);
+    let (line, budget, method, variant, key) = (
+        b.strings(pb::LINE)?,
+        b.ints(pb::BUDGET)?,
+        b.strings(pb::METHOD)?,
+        b.strings(pb::VARIANT)?,
+        b.strings(pb::KEY)?,
+    );
     let (risk, slack) = (b.floats(pb::RISK_PCT)?, b.floats(pb::SLACK_PCT)?);
     let mut names: Vec<&String> = line.iter().collect();
     names.dedup();
@@ -183,7 +213,13 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
     for name in names {
         let at = |m: &str, v: &str| -> Vec<(f64, f64)> {
             let mut pts: Vec<(f64, f64)> = (0..line.len())
-                .filter(|&i| &line[i] == name && budget[i] == configured && key[i].is_empty() && method[i] == m && variant[i] == v)
+                .filter(|&i| {
+                    &line[i] == name
+                        && budget[i] == configured
+                        && key[i].is_empty()
+                        && method[i] == m
+                        && variant[i] == v
+                })
                 .map(|i| (risk[i], slack[i]))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -191,7 +227,13 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
         };
         let mut lines = Vec::new();
         for m in ["model", "krr", "vpa"] {
-            lines.push(Line { name: format!("{} settings", method_name(m)), color: color(m), points: at(m, "sweep"), markers: true, bold: false });
+            lines.push(Line {
+                name: format!("{} settings", method_name(m)),
+                color: color(m),
+                points: at(m, "sweep"),
+                markers: true,
+                bold: false,
+            });
         }
         for (m, v, label) in [
             ("model", "calibrated", "AppLearner, calibrated"),

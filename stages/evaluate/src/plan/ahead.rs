@@ -44,10 +44,16 @@ impl WorkloadPlan {
 /// The plan ahead: per workload with a forecast from the end of its data, each line's rule
 /// on that forecast × the workload's calibrated factor, floored and rounded; a limit never
 /// below its request.
-pub(super) fn forward_plan(timelines: &Timelines, lines: &[&Line], configured: &[&Outcome], budget: u32) -> Vec<WorkloadPlan> {
+pub(super) fn forward_plan(
+    timelines: &Timelines,
+    lines: &[&Line],
+    configured: &[&Outcome],
+    budget: u32,
+) -> Vec<WorkloadPlan> {
     let mut out = Vec::new();
     for (key, tl) in timelines {
-        let ahead = |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
+        let ahead =
+            |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
         let Some(first) = ahead(0).or(ahead(1)) else { continue };
         let mut values: Vec<Option<f64>> = lines
             .iter()
@@ -91,10 +97,8 @@ pub(super) fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)
 
 /// One strategic-merge patch per workload, as a multi-document YAML file.
 pub(super) fn patches(plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Outcome]) -> String {
-    let sizing: Vec<String> = configured
-        .iter()
-        .map(|o| format!("{} from {}", lines[o.line].name, o.rule.label()))
-        .collect();
+    let sizing: Vec<String> =
+        configured.iter().map(|o| format!("{} from {}", lines[o.line].name, o.rule.label())).collect();
     let mut out = format!(
         "# Container resources planned by AppLearner ({}), each × the workload's factor calibrated on validation.\n\
          # Apply one workload: kubectl patch deployment NAME -n NAMESPACE --type strategic --patch-file <(its document)\n\

@@ -37,7 +37,7 @@ impl Line {
     /// KRR's and VPA's value for this line: their rule and default multiplier.
     fn recommenders(&self) -> [(&'static str, Rule, f64); 2] {
         let krr = if self.resource == 0 { (Rule::Krr(950), 1.0) } else { (Rule::Krr(1000), 1.15) };
-        [("krr", krr.0, krr.1), ("vpa", Rule::Vpa, 1.15)]
+        [("krr", krr.0, krr.1), ("vpa", Rule::Vpa(900), 1.15)]
     }
 }
 
@@ -79,7 +79,7 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    fn cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
+    pub fn cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
         let slot = (RESOURCES[self.line.resource].to_string(), part.to_string());
         self.timelines
             .iter()
@@ -91,7 +91,7 @@ impl<'a> Job<'a> {
     }
 
     /// Every case replayed with its multiplier: the total, and per series when detailed.
-    fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
+    pub fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
         let mut total = Replay::default();
         let mut each = Vec::new();
         for c in cases {
@@ -104,29 +104,57 @@ impl<'a> Job<'a> {
         (total, each)
     }
 
-    fn rows(&self, rows: &mut Vec<Row>, head: (&'static str, &'static str, String), cases: &[Case], k: &dyn Fn(&str) -> f64) {
+    fn rows(
+        &self,
+        rows: &mut Vec<Row>,
+        head: (&'static str, &'static str, String),
+        cases: &[Case],
+        k: &dyn Fn(&str) -> f64,
+    ) {
         let (total, each) = self.replay(cases, k);
-        let row = |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
+        let row =
+            |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
         rows.push(row(String::new(), total));
         rows.extend(each.into_iter().map(|(key, r)| row(key, r)));
     }
 
-    /// The model's rule with the least validation slack once calibrated to `risk`.
+    /// The model's rule and calibration for `risk`. Each rule is calibrated on the first
+    /// half of every workload's validation part and replayed on the second, scaled there by
+    /// the one factor that meets the target: the rule with the least slack at that matched
+    /// risk wins. How far the second half's risk overshoots before that scaling says how much
+    /// calibration under-covers later data: the final calibration, on the whole validation
+    /// part, aims that much lower (at most 4×, and only where the half has enough steps to
+    /// show the target's rate).
     fn choose(&self, risk: f64) -> (Rule, Calibrated) {
-        let mut rules: Vec<Rule> = self.columns.iter().flat_map(|c| [Rule::Forecast(c.clone()), Rule::ForecastOrRecent(c.clone())]).collect();
-        rules.push(Rule::Recent);
-        let mut best: Option<(f64, Rule, Calibrated)> = None;
-        for rule in rules {
-            let cases = self.cases("validation", &rule);
-            let calibrated = per_workload(&cases, &self.policy, risk);
-            let (total, _) = self.replay(&cases, &|k| calibrated.of(k));
-            let slack = total.slack_pct();
-            if best.as_ref().is_none_or(|b| slack < b.0) {
-                best = Some((slack, rule, calibrated));
+        let slot = (RESOURCES[self.line.resource].to_string(), "validation".to_string());
+        let halves: Vec<(&str, [Timeline; 2])> = self
+            .timelines
+            .iter()
+            .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
+            .collect();
+        let half = |h: usize, rule: &Rule| -> Vec<Case> {
+            halves.iter().map(|(key, t)| Case { key, timeline: &t[h], base: &t[h].bases[rule] }).collect()
+        };
+        let mut best: Option<(f64, Rule, Replay)> = None;
+        for rule in model_rules(self.columns) {
+            let calibrated = per_workload(&half(0, &rule), &self.policy, risk);
+            let later = half(1, &rule);
+            let (unscaled, _) = self.replay(&later, &|k| calibrated.of(k));
+            let points = later.iter().map(|c| c.timeline.points()).sum();
+            let under = |s: f64| later.iter().map(|c| c.under(&self.policy, calibrated.of(c.key) * s)).sum();
+            let s = smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1);
+            let matched = self.replay(&later, &|k| calibrated.of(k) * s).0.slack_pct();
+            if best.as_ref().is_none_or(|b| matched < b.0) {
+                best = Some((matched, rule, unscaled));
             }
         }
-        let (_, rule, calibrated) = best.expect("at least one rule");
-        (rule, calibrated)
+        let (_, rule, later) = best.expect("at least one rule");
+        let tightened = if later.steps as f64 * risk >= 10.0 {
+            risk * (100.0 * risk / later.risk_pct().max(1e-12)).clamp(0.25, 1.0)
+        } else {
+            risk
+        };
+        (rule.clone(), per_workload(&self.cases("validation", &rule), &self.policy, tightened))
     }
 
     pub fn run(&self) -> Outcome {
@@ -161,11 +189,20 @@ impl<'a> Job<'a> {
     }
 
     /// A recommender's knob tuned on validation to `risk`: KRR's CPU percentile (the lowest
-    /// of its grid meeting it), otherwise one multiplier (KRR's memory buffer, VPA's margin).
-    fn tune(&self, rule: Rule, risk: f64) -> (Rule, f64) {
-        if !matches!(rule, Rule::Krr(p) if p != 1000) {
-            let k = fleet(&self.cases("validation", &rule), &self.policy, risk);
-            return (rule, k);
+    /// of its grid meeting it) or memory buffer; VPA's target percentile and margin (the pair
+    /// with the least validation slack).
+    pub fn tune(&self, rule: Rule, risk: f64) -> (Rule, f64) {
+        if rule == Rule::Krr(1000) {
+            return (rule.clone(), fleet(&self.cases("validation", &rule), &self.policy, risk));
+        }
+        if let Rule::Vpa(_) = rule {
+            let tuned = VPA_PERCENTILES.map(|p| {
+                let cases = self.cases("validation", &Rule::Vpa(p));
+                let k = fleet(&cases, &self.policy, risk);
+                (self.replay(&cases, &|_| k).0.slack_pct(), Rule::Vpa(p), k)
+            });
+            let best = tuned.into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).expect("a grid");
+            return (best.1, best.2);
         }
         for p in KRR_PERCENTILES {
             let cases = self.cases("validation", &Rule::Krr(p));
@@ -179,15 +216,21 @@ impl<'a> Job<'a> {
 
     fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
         let (mut total, mut each) = (Replay::default(), Vec::new());
-        for c in self.cases("test", &Rule::Recent) {
-            let r = oracle(c.timeline, self.policy.hold_ms(), risk, self.line.unit(), self.step_hours);
+        for c in self.cases("test", &Rule::Recent(RECENT[0])) {
+            let r = oracle(c.timeline, &self.policy, risk, self.line.unit(), self.step_hours);
             total.merge(&r);
             if self.detail {
                 each.push((c.key.to_string(), r));
             }
         }
         let setting = format!("foresight, {} per day", self.policy.changes_per_day);
-        let row = |key: String, replay: Replay| Row { method: "oracle", variant: "oracle", setting: setting.clone(), key, replay };
+        let row = |key: String, replay: Replay| Row {
+            method: "oracle",
+            variant: "oracle",
+            setting: setting.clone(),
+            key,
+            replay,
+        };
         rows.push(row(String::new(), total));
         rows.extend(each.into_iter().map(|(k, r)| row(k, r)));
     }
@@ -217,13 +260,29 @@ impl<'a> Job<'a> {
                 let rule = Rule::Krr(1000);
                 rows.push(point("krr", factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
             }
-            rows.push(point("vpa", factor_label(&Rule::Vpa, k), &self.cases("test", &Rule::Vpa), &|_| k));
+            let vpa = Rule::Vpa(900);
+            rows.push(point("vpa", factor_label(&vpa, k), &self.cases("test", &vpa), &|_| k));
         }
     }
 }
 
-/// `history p95`, `history max + 15 %`, `VPA target + 32 %`.
+/// The rules the model's plan chooses from: each forecast column's peak, the most cautious
+/// one with a recent quantile as its floor, and the recent quantiles alone.
+fn model_rules(columns: &[String]) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = columns.iter().map(|c| Rule::Forecast(c.clone())).collect();
+    if let Some(top) = columns.last() {
+        rules.extend(RECENT.map(|r| Rule::ForecastOrRecent(top.clone(), r)));
+    }
+    rules.extend(RECENT.map(Rule::Recent));
+    rules
+}
+
+/// `history p95`, `history max + 15 %`, `VPA p90 + 32 %`.
 pub fn factor_label(rule: &Rule, k: f64) -> String {
     let pct = ((k - 1.0) * 100.0).round();
-    if pct == 0.0 { rule.label() } else { format!("{} {} {}%", rule.label(), if pct > 0.0 { "+" } else { "−" }, pct.abs()) }
+    if pct == 0.0 {
+        rule.label()
+    } else {
+        format!("{} {} {}%", rule.label(), if pct > 0.0 { "+" } else { "−" }, pct.abs())
+    }
 }

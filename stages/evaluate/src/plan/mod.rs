@@ -10,9 +10,9 @@ mod oracle;
 mod policy;
 mod replay;
 mod tables;
-mod timeline;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use ahead::*;
 use calibrate::*;
@@ -30,13 +30,13 @@ use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{
-    BoxError, Duration, Output, ParamProblem, QuantileSource, Quantity, Risk, Stage, StageContext, StageParams,
-    Summary,
+    BoxError, Output, ParamProblem, QuantileSource, Quantity, Risk, Stage, StageContext, StageParams, Summary,
 };
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::EvaluateError;
-use crate::recommend::{KrrSettings, MIB};
+use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
 use applearner_pipeline::columns::{floats, ints, strings};
@@ -74,9 +74,6 @@ pub struct PlanParams {
     /// The change budgets the replay compares (the configured one is always included).
     #[serde(default = "default_budgets")]
     pub budgets: Vec<u32>,
-    /// How far back the recent peak looks.
-    #[serde(default = "default_recent")]
-    pub recent: Duration,
 }
 
 /// How one resource's lines are sized.
@@ -114,9 +111,6 @@ fn default_min_change() -> f64 {
 fn default_budgets() -> Vec<u32> {
     vec![1, 4, 24]
 }
-fn default_recent() -> Duration {
-    "1d".parse().expect("a valid default")
-}
 
 const DEFAULT_REQUEST_RISK: &str = "1%";
 const DEFAULT_MEMORY_LIMIT_RISK: &str = "0.01%";
@@ -126,12 +120,18 @@ impl ResourceParams {
     fn lines(&self, name: &'static str, problems: &mut Vec<ParamProblem>) -> Vec<Line> {
         let resource = usize::from(name == "memory");
         let (floor, step) = if resource == 0 { ("10m", "5m") } else { ("32Mi", "4Mi") };
-        let q = |v: &Option<Quantity>, d: &str| v.as_ref().map_or_else(|| d.parse::<Quantity>().expect("valid"), Clone::clone).value();
+        let q = |v: &Option<Quantity>, d: &str| {
+            v.as_ref().map_or_else(|| d.parse::<Quantity>().expect("valid"), Clone::clone).value()
+        };
         let (floor, step) = (q(&self.min, floor), q(&self.step, step));
         let default = |r: &str| r.parse::<Risk>().expect("a valid default").fraction();
         let request = match (&self.source, &self.request_risk) {
             (Some(_), Some(_)) => {
-                problems.push(ParamProblem::new(&[name, "source"], "sizes the request like request_risk does", "give one of them"));
+                problems.push(ParamProblem::new(
+                    &[name, "source"],
+                    "sizes the request like request_risk does",
+                    "give one of them",
+                ));
                 Sizing::Risk(default(DEFAULT_REQUEST_RISK))
             }
             (Some(source), None) => {
@@ -214,13 +214,12 @@ impl Stage for Plan {
         let usage = read_usage(&ctx.read_table("resampled")?)?;
         let (forecasts, columns, step_ms) = read_forecasts(&ctx.read_table("forecasts")?)?;
         self.check_sources(&columns)?;
-        let history = History { recent_ms: self.params.recent.ms(), krr: KrrSettings::default() };
         let bar = ctx.progress(usage.len() as u64, "series prepared");
         let timelines: Timelines = usage
             .iter()
             .map(|(key, u)| {
                 bar.inc(1);
-                (key.clone(), timelines(key, &forecasts, u, &columns, &history))
+                (key.clone(), timelines(key, &forecasts, u, &columns))
             })
             .collect();
         bar.finish();
@@ -232,19 +231,22 @@ impl Stage for Plan {
             return Err(EvaluateError::NoValidation.into());
         }
 
-        let jobs: Vec<(usize, &Line, u32)> = lines
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b)))
-            .collect();
+        let jobs: Vec<(usize, &Line, u32)> =
+            lines.iter().enumerate().flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b))).collect();
         let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
+        // Each line × budget is independent: one per core.
         let outcomes: Vec<Outcome> = jobs
-            .iter()
+            .par_iter()
             .map(|&(index, line, budget)| {
                 let outcome = Job {
                     line,
                     index,
-                    policy: Policy { floor: line.floor, step: line.step, min_change: self.params.min_change, changes_per_day: budget },
+                    policy: Policy {
+                        floor: line.floor,
+                        step: line.step,
+                        min_change: self.params.min_change,
+                        changes_per_day: budget,
+                    },
                     timelines: &timelines,
                     columns: &columns,
                     step_hours: step_ms as f64 / 3.6e6,
@@ -263,7 +265,8 @@ impl Stage for Plan {
         let (schema, batch) = comparison_table(&comparisons)?;
         ctx.write_table("plan_comparison", schema, &[batch])?;
 
-        let configured: Vec<&Outcome> = outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
+        let configured: Vec<&Outcome> =
+            outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
         let plan = forward_plan(&timelines, &lines, &configured, self.params.max_changes_per_day);
         let (schema, batch) = plan_table(&plan, &lines)?;
         ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
@@ -293,7 +296,13 @@ impl Plan {
         Ok(())
     }
 
-    fn summary(&self, plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Outcome], comparisons: &[Comparison]) -> Summary {
+    fn summary(
+        &self,
+        plan: &[WorkloadPlan],
+        lines: &[&Line],
+        configured: &[&Outcome],
+        comparisons: &[Comparison],
+    ) -> Summary {
         let mut summary = Summary::new();
         summary.insert("workloads".into(), plan.len().into());
         summary.insert("max_changes_per_day".into(), self.params.max_changes_per_day.into());
@@ -327,7 +336,9 @@ impl Plan {
 
 /// Whether any series has test decisions for this resource.
 fn planned(timelines: &Timelines, resource: usize) -> bool {
-    timelines.values().any(|t| t.get(&(RESOURCES[resource].to_string(), "test".to_string())).is_some_and(|t| !t.at.is_empty()))
+    timelines
+        .values()
+        .any(|t| t.get(&(RESOURCES[resource].to_string(), "test".to_string())).is_some_and(|t| !t.at.is_empty()))
 }
 
 fn planned_in(timelines: &Timelines, part: &str) -> bool {

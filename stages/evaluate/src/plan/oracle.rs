@@ -1,7 +1,8 @@
 //! The limit: plans made with perfect foresight of the test part's usage, on the same
 //! change budget. Per workload the line is set per block (one block per change allowed),
 //! and the steps it may lie below usage (the risk × its steps) go greedily where they save
-//! the most slack each; so the true optimum is at least this good.
+//! the most slack each; so the true optimum is at least this good. Rounding up to the
+//! policy's step can only put fewer steps above the line.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -49,9 +50,11 @@ impl Block {
     }
 }
 
-/// The oracle's replay of one workload's timeline with blocks `hold_ms` long from its first
-/// decision and at most ⌊risk × steps⌋ steps above the line.
-pub fn oracle(t: &Timeline, hold_ms: i64, risk: f64, unit: f64, step_hours: f64) -> Replay {
+/// The oracle's replay of one workload's timeline with blocks of the policy's hold from its
+/// first decision and at most ⌊risk × steps⌋ steps above the line, floored and rounded as
+/// every plan is.
+pub fn oracle(t: &Timeline, policy: &Policy, risk: f64, unit: f64, step_hours: f64) -> Replay {
+    let hold_ms = policy.hold_ms();
     let Some(&first) = t.at.first() else { return Replay::default() };
     let block_of: Vec<usize> = t.at.iter().map(|&a| ((a - first) / hold_ms) as usize).collect();
     let mut blocks: Vec<Block> = Vec::new();
@@ -74,7 +77,7 @@ pub fn oracle(t: &Timeline, hold_ms: i64, risk: f64, unit: f64, step_hours: f64)
         blocks[l.block].at = l.to;
         heap.extend(blocks[l.block].next(l.block));
     }
-    let line = |b: &Block| b.values.get(b.at).copied().unwrap_or(0.0);
+    let line = |b: &Block| policy.round(b.values.get(b.at).copied().unwrap_or(0.0));
     let mut out = Replay::default();
     let mut previous = None;
     for (b, usage) in block_of.iter().zip(&t.usage) {

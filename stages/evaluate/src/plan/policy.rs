@@ -16,9 +16,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// At least the floor, rounded up to the step: never below `v`, so a value set at a
+    /// sample's level never puts that sample above it.
     pub fn round(&self, v: f64) -> f64 {
         let v = if v.is_finite() { v.max(self.floor) } else { self.floor };
-        if self.step > 0.0 { (v / self.step - 1e-9).ceil() * self.step } else { v }
+        if self.step > 0.0 { ((v / self.step - 1e-9).ceil() * self.step).max(v) } else { v }
     }
 
     /// A value holds for a day over the budget; it is lowered no sooner, but raised as soon

@@ -16,7 +16,10 @@ pub(super) fn backtest_table(lines: &[&Line], outcomes: &[Outcome]) -> Result<(S
         .strings(pb::SETTING, text(&|_, r| r.setting.clone()))
         .strings(pb::KEY, text(&|_, r| r.key.clone()))
         // NaN for a fixed (uncalibrated) line.
-        .floats(pb::TARGET_PCT, rows.iter().map(|(o, _)| lines[o.line].risk().map_or(f64::NAN, |r| 100.0 * r)).collect())
+        .floats(
+            pb::TARGET_PCT,
+            rows.iter().map(|(o, _)| lines[o.line].risk().map_or(f64::NAN, |r| 100.0 * r)).collect(),
+        )
         .floats(pb::RISK_PCT, num(&Replay::risk_pct))
         .floats(pb::SLACK_PCT, num(&Replay::slack_pct))
         // Core-hours for CPU, GiB-hours for memory.
@@ -45,13 +48,21 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// The better of KRR and VPA tuned to the same risk: the one with less slack.
+    /// The better of KRR and VPA tuned to the same risk: the one with less slack among those
+    /// whose risk on the test part stays within 1.5 × the target (less slack bought with more
+    /// risk is no win), else the one with less risk.
     pub fn best_tuned(&self) -> Option<(&'static str, Replay)> {
-        let candidates = [("krr_tuned", self.krr_tuned), ("vpa_tuned", self.vpa_tuned)];
-        candidates
+        let candidates: Vec<(&'static str, Replay)> = [("krr_tuned", self.krr_tuned), ("vpa_tuned", self.vpa_tuned)]
             .into_iter()
             .filter_map(|(n, r)| Some((n, r?)))
-            .min_by(|a, b| a.1.slack_pct().total_cmp(&b.1.slack_pct()))
+            .collect();
+        let target = self.target_pct?;
+        let within: Vec<_> = candidates.iter().filter(|c| c.1.risk_pct() <= 1.5 * target).collect();
+        if within.is_empty() {
+            candidates.into_iter().min_by(|a, b| a.1.risk_pct().total_cmp(&b.1.risk_pct()))
+        } else {
+            within.into_iter().copied().min_by(|a, b| a.1.slack_pct().total_cmp(&b.1.slack_pct()))
+        }
     }
 
     /// The share of the slack between the best tuned recommender and the oracle that the

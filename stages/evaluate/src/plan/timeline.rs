@@ -12,15 +12,17 @@ use applearner_contracts::tables::forecasts as f;
 pub enum Rule {
     /// The peak of a forecast column (`forecast`, `p90`, …) over the horizon.
     Forecast(String),
-    /// The larger of that peak and the recent one: a forecast never below what just happened.
-    ForecastOrRecent(String),
-    /// The peak of the usage over the recent window.
-    Recent,
+    /// The larger of that peak and a recent quantile: a forecast never below what just
+    /// happened.
+    ForecastOrRecent(String, Recent),
+    /// A quantile of the usage over the last days.
+    Recent(Recent),
     /// KRR `simple`: CPU at this percentile (in tenths of a percent) of its history, memory
     /// at the history's peak (1000).
     Krr(u32),
-    /// VPA's target before its safety margin.
-    Vpa,
+    /// VPA's target at this percentile (tenths of a percent) before its safety margin (at
+    /// least VPA's floors).
+    Vpa(u32),
 }
 
 impl Rule {
@@ -28,17 +30,42 @@ impl Rule {
         let name = |c: &str| if c == f::FORECAST { "point".to_string() } else { c.to_string() };
         match self {
             Rule::Forecast(c) => format!("{} peak", name(c)),
-            Rule::ForecastOrRecent(c) => format!("max({} peak, recent peak)", name(c)),
-            Rule::Recent => "recent peak".into(),
+            Rule::ForecastOrRecent(c, r) => format!("max({} peak, {})", name(c), r.label()),
+            Rule::Recent(r) => r.label(),
             Rule::Krr(1000) => "history max".into(),
             Rule::Krr(p) => format!("history p{}", *p as f64 / 10.0),
-            Rule::Vpa => "VPA target".into(),
+            Rule::Vpa(p) => format!("VPA p{}", *p as f64 / 10.0),
         }
     }
 }
 
 /// KRR's CPU percentiles its knob is tuned over (tenths of a percent); 950 is its default.
 pub const KRR_PERCENTILES: [u32; 9] = [900, 950, 970, 980, 990, 995, 998, 999, 1000];
+/// VPA's target percentiles tuned over (with its margin); 900 is its default.
+pub const VPA_PERCENTILES: [u32; 4] = [900, 950, 990, 999];
+/// A quantile (tenths of a percent) of the usage over the last days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Recent {
+    pub days: u32,
+    pub tenths: u32,
+}
+
+impl Recent {
+    fn label(&self) -> String {
+        match self.tenths {
+            1000 => format!("{}-day peak", self.days),
+            t => format!("{}-day p{}", self.days, t as f64 / 10.0),
+        }
+    }
+}
+
+/// The recent quantiles the rules use: the last day's and week's p99 and peak.
+pub const RECENT: [Recent; 4] = [
+    Recent { days: 1, tenths: 990 },
+    Recent { days: 1, tenths: 1000 },
+    Recent { days: 7, tenths: 990 },
+    Recent { days: 7, tenths: 1000 },
+];
 
 /// One series' decisions for one resource and part.
 #[derive(Default, Debug)]
@@ -53,6 +80,18 @@ pub struct Timeline {
 impl Timeline {
     pub fn points(&self) -> usize {
         self.usage.iter().map(Vec::len).sum()
+    }
+
+    /// The first and the second half of the decisions: calibrating on one and checking on
+    /// the other shows how a calibration holds on later data.
+    pub fn halves(&self) -> [Timeline; 2] {
+        let mid = self.at.len() / 2;
+        let part = |r: std::ops::Range<usize>| Timeline {
+            at: self.at[r.clone()].to_vec(),
+            usage: self.usage[r.clone()].to_vec(),
+            bases: self.bases.iter().map(|(k, v)| (k.clone(), v[r.clone()].to_vec())).collect(),
+        };
+        [part(0..mid), part(mid..self.at.len())]
     }
 }
 
@@ -118,12 +157,6 @@ pub fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByPart, Vec<String>, i
     Ok((out, columns, step_ms))
 }
 
-/// What the history-based rules see: the recent window, and KRR's and VPA's settings.
-pub struct History {
-    pub recent_ms: i64,
-    pub krr: KrrSettings,
-}
-
 /// The timelines of one series, per (resource, part), from its forecasts and its usage.
 /// Decisions sit at origins a horizon apart (overlapping origins are skipped).
 pub fn timelines(
@@ -131,14 +164,15 @@ pub fn timelines(
     forecasts: &ByPart,
     usage: &Usage,
     columns: &[String],
-    history: &History,
 ) -> BTreeMap<(String, String), Timeline> {
+    let krr = KrrSettings::default();
+    let floors = VpaSettings::default();
     let mut out = BTreeMap::new();
     let samples = usage.samples();
     for resource in RESOURCES {
         let Some(series) = usage.column(resource) else { continue };
         // VPA learns from every sample in time order: feed it across the parts.
-        let mut vpa = Vpa::new(VpaSettings { margin: 0.0, ..Default::default() });
+        let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
         for part in PARTS {
             let Some(o) = forecasts.get(&(key.to_string(), resource.to_string(), part.to_string())) else { continue };
@@ -154,17 +188,28 @@ pub fn timelines(
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
-                let recent = peak_in(series, at - history.recent_ms, at);
-                let pick = |v: (f64, f64)| if resource == "cpu" { v.0 } else { v.1 };
+                let recent = RECENT.map(|r| quantile_in(series, at - i64::from(r.days) * DAY_MS, at, r.tenths));
+                let cpu = resource == "cpu";
                 let mut push = |rule: Rule, v: f64| t.bases.entry(rule).or_default().push(v);
                 for c in columns {
-                    let p = o.peaks[c][n];
-                    push(Rule::Forecast(c.clone()), p);
-                    push(Rule::ForecastOrRecent(c.clone()), p.max(recent));
+                    push(Rule::Forecast(c.clone()), o.peaks[c][n]);
                 }
-                push(Rule::Recent, recent);
-                push(Rule::Vpa, vpa.target().map_or(f64::NAN, pick));
-                for (p, v) in krr_values(&history.krr, &samples, at, resource) {
+                // The floor goes under the most cautious forecast only.
+                if let Some(top) = columns.last() {
+                    for (r, v) in RECENT.iter().zip(recent) {
+                        push(Rule::ForecastOrRecent(top.clone(), *r), o.peaks[top][n].max(v));
+                    }
+                }
+                for (r, v) in RECENT.iter().zip(recent) {
+                    push(Rule::Recent(*r), v);
+                }
+                for p in VPA_PERCENTILES {
+                    let v = vpa.percentiles(p as f64 / 1000.0);
+                    let v =
+                        v.map_or(f64::NAN, |v| if cpu { v.0.max(floors.min_cpu) } else { v.1.max(floors.min_memory) });
+                    push(Rule::Vpa(p), v);
+                }
+                for (p, v) in krr_values(&krr, &samples, at, resource) {
                     push(Rule::Krr(p), v);
                 }
                 t.at.push(at);
@@ -179,11 +224,20 @@ pub fn timelines(
 /// The parts decisions are made in, in time order.
 pub const PARTS: [&str; 3] = ["validation", "test", f::AHEAD];
 
-/// The largest value in (from, until]; NaN when none.
-fn peak_in(s: &Series, from: i64, until: i64) -> f64 {
+/// The quantile (tenths of a percent) of the values in (from, until]; NaN when none.
+fn quantile_in(s: &Series, from: i64, until: i64, tenths: u32) -> f64 {
     let lo = s.times.partition_point(|&t| t <= from);
     let hi = s.times.partition_point(|&t| t <= until);
-    s.values[lo..hi].iter().copied().fold(f64::NAN, f64::max)
+    let window = &s.values[lo..hi];
+    if window.is_empty() {
+        return f64::NAN;
+    }
+    if tenths >= 1000 {
+        return window.iter().copied().fold(f64::MIN, f64::max);
+    }
+    let mut sorted = window.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, tenths as f64 / 10.0)
 }
 
 /// KRR's value per knob setting at `now`: CPU per percentile of [`KRR_PERCENTILES`], memory
