@@ -345,7 +345,7 @@ fn logs_without_a_terminal_are_plain_and_show_progress() {
         "epoch 1/2: train loss",
         "epoch 2/2: train loss",
         "baselines per series: ",
-        "series replayed: ",
+        "lines × budgets calibrated and replayed: ",
     ] {
         assert!(log.contains(line), "`{line}` in {log}");
     }

@@ -60,9 +60,9 @@ pub(super) fn forward_plan(
             .enumerate()
             .map(|(i, l)| {
                 let o = configured.iter().find(|o| o.line == i)?;
-                let base = ahead(l.resource)?.bases.get(&o.rule)?[0];
+                let case = Case::of(key, ahead(l.resource)?, &o.rule)?;
                 let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: budget };
-                Some(policy.round(base * o.calibrated.of(key)))
+                Some(policy.round(case.wanted(o.calibrated.of(key))[0]))
             })
             .collect();
         for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {

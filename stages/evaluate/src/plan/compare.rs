@@ -85,7 +85,7 @@ impl<'a> Job<'a> {
             .iter()
             .filter_map(|(key, tl)| {
                 let t = tl.get(&slot).filter(|t| !t.at.is_empty())?;
-                Some(Case { key, timeline: t, base: t.bases.get(rule)? })
+                Case::of(key, t, rule)
             })
             .collect()
     }
@@ -118,13 +118,13 @@ impl<'a> Job<'a> {
         rows.extend(each.into_iter().map(|(key, r)| row(key, r)));
     }
 
-    /// The model's rule and calibration for `risk`. Each rule is calibrated on the first
-    /// half of every workload's validation part and replayed on the second, scaled there by
-    /// the one factor that meets the target: the rule with the least slack at that matched
-    /// risk wins. How far the second half's risk overshoots before that scaling says how much
-    /// calibration under-covers later data: the final calibration, on the whole validation
-    /// part, aims that much lower (at most 4×, and only where the half has enough steps to
-    /// show the target's rate).
+    /// The model's rule and calibration for `risk`, by two-fold cross-validation in time:
+    /// each rule is calibrated on one half of every workload's validation part and replayed
+    /// on the other, scaled there by the one factor that meets the target; the rule with the
+    /// least slack at that matched risk (summed over both folds) wins. How far the held-out
+    /// halves' risk overshoots before that scaling says how much calibration under-covers new
+    /// data: the final calibration, on the whole validation part, aims that much lower (at
+    /// most 4×, and only where the halves have enough steps to show the target's rate).
     fn choose(&self, risk: f64) -> (Rule, Calibrated) {
         let slot = (RESOURCES[self.line.resource].to_string(), "validation".to_string());
         let halves: Vec<(&str, [Timeline; 2])> = self
@@ -133,24 +133,27 @@ impl<'a> Job<'a> {
             .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
             .collect();
         let half = |h: usize, rule: &Rule| -> Vec<Case> {
-            halves.iter().map(|(key, t)| Case { key, timeline: &t[h], base: &t[h].bases[rule] }).collect()
+            halves.iter().filter_map(|(key, t)| Case::of(key, &t[h], rule)).collect()
         };
         let mut best: Option<(f64, Rule, Replay)> = None;
         for rule in model_rules(self.columns) {
-            let calibrated = per_workload(&half(0, &rule), &self.policy, risk);
-            let later = half(1, &rule);
-            let (unscaled, _) = self.replay(&later, &|k| calibrated.of(k));
-            let points = later.iter().map(|c| c.timeline.points()).sum();
-            let under = |s: f64| later.iter().map(|c| c.under(&self.policy, calibrated.of(c.key) * s)).sum();
-            let s = smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1);
-            let matched = self.replay(&later, &|k| calibrated.of(k) * s).0.slack_pct();
-            if best.as_ref().is_none_or(|b| matched < b.0) {
-                best = Some((matched, rule, unscaled));
+            let (mut matched, mut unscaled) = (Replay::default(), Replay::default());
+            for (fit, check) in [(0, 1), (1, 0)] {
+                let calibrated = per_workload(&half(fit, &rule), &self.policy, risk);
+                let held_out = half(check, &rule);
+                unscaled.merge(&self.replay(&held_out, &|k| calibrated.of(k)).0);
+                let points = held_out.iter().map(|c| c.timeline.points()).sum();
+                let under = |s: f64| held_out.iter().map(|c| c.under(&self.policy, calibrated.of(c.key) * s)).sum();
+                let s = smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1);
+                matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
+            }
+            if best.as_ref().is_none_or(|b| matched.slack_pct() < b.0) {
+                best = Some((matched.slack_pct(), rule, unscaled));
             }
         }
-        let (_, rule, later) = best.expect("at least one rule");
-        let tightened = if later.steps as f64 * risk >= 10.0 {
-            risk * (100.0 * risk / later.risk_pct().max(1e-12)).clamp(0.25, 1.0)
+        let (_, rule, held_out) = best.expect("at least one rule");
+        let tightened = if held_out.steps as f64 * risk >= 10.0 {
+            risk * (100.0 * risk / held_out.risk_pct().max(1e-12)).clamp(0.25, 1.0)
         } else {
             risk
         };
@@ -168,7 +171,7 @@ impl<'a> Job<'a> {
         };
         let test = self.cases("test", &rule);
         let uncalibrated = test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count();
-        let setting = format!("{} × per-workload factor (fleet {:.2})", rule.label(), calibrated.fleet);
+        let setting = format!("{} (factor per workload; fleet {:.2})", rule.label(), calibrated.fleet);
         self.rows(&mut rows, ("model", variant, setting), &test, &|k| calibrated.of(k));
         for (method, rule, k) in self.line.recommenders() {
             let test = self.cases("test", &rule);

@@ -52,20 +52,39 @@ impl Replay {
     }
 }
 
-/// One workload's decisions to replay: its timeline and the rule's values at each decision.
+/// One workload's decisions to replay: its timeline, the rule's values at each decision
+/// (scaled by the factor) and the floor they never go under.
 #[derive(Clone, Copy)]
 pub struct Case<'a> {
     pub key: &'a str,
     pub timeline: &'a Timeline,
     pub base: &'a [f64],
+    pub floor: Option<&'a [f64]>,
 }
 
-impl Case<'_> {
+impl<'a> Case<'a> {
+    /// `rule` on `timeline`; `None` where the timeline lacks it.
+    pub fn of(key: &'a str, timeline: &'a Timeline, rule: &Rule) -> Option<Case<'a>> {
+        let (scaled, floor) = rule.parts();
+        let floor = match floor {
+            Some(f) => Some(timeline.bases.get(&f)?.as_slice()),
+            None => None,
+        };
+        Some(Case { key, timeline, base: timeline.bases.get(&scaled)?, floor })
+    }
+
+    /// What the case asks for at each decision with factor `k`.
+    pub fn wanted(&self, k: f64) -> Vec<f64> {
+        match self.floor {
+            Some(floor) => self.base.iter().zip(floor).map(|(b, f)| (b * k).max(*f)).collect(),
+            None => self.base.iter().map(|b| b * k).collect(),
+        }
+    }
+
     /// The line `policy` makes of `base × k`, replayed against the usage; `unit` is the
     /// reported unit (1 core, 1 GiB), `step_hours` the grid step.
     pub fn replay(&self, policy: &Policy, k: f64, unit: f64, step_hours: f64) -> Replay {
-        let wanted: Vec<f64> = self.base.iter().map(|b| b * k).collect();
-        let (lines, changes) = policy.apply(&self.timeline.at, &wanted);
+        let (lines, changes) = policy.apply(&self.timeline.at, &self.wanted(k));
         let mut out = Replay { changes, ..Default::default() };
         for (line, usage) in lines.iter().zip(&self.timeline.usage) {
             for u in usage {
@@ -77,8 +96,7 @@ impl Case<'_> {
 
     /// Only the steps above the line: what calibration searches on.
     pub fn under(&self, policy: &Policy, k: f64) -> usize {
-        let wanted: Vec<f64> = self.base.iter().map(|b| b * k).collect();
-        let (lines, _) = policy.apply(&self.timeline.at, &wanted);
+        let (lines, _) = policy.apply(&self.timeline.at, &self.wanted(k));
         lines.iter().zip(&self.timeline.usage).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
     }
 }

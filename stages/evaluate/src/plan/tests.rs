@@ -66,7 +66,7 @@ fn a_hand_made_replay_gives_the_known_risk_slack_and_churn() {
     // core-hours, used 0.325, slack (0.1 + 0 + 0.05 + 0.2) / 2 = 0.175; one step of four
     // above the line; one change.
     let t = timeline(vec![0, HOUR], vec![vec![0.1, 0.3], vec![0.2, 0.05]], vec![0.2, 0.25]);
-    let case = Case { key: "w", timeline: &t, base: &t.bases[&Rule::Recent(RECENT[0])] };
+    let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
     let p = Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: 24 };
     let r = case.replay(&p, 1.0, 1.0, 0.5);
     assert!((r.provisioned - 0.45).abs() < 1e-12 && (r.used - 0.325).abs() < 1e-12, "{r:?}");
@@ -85,7 +85,7 @@ fn calibration_on_known_quantiles_returns_the_known_factor() {
     // rank allows 1000 − ⌈1001 × 0.99⌉ = 9 steps above, so the factor is the 991st value.
     let usage: Vec<Vec<f64>> = (0..100).map(|h| (1..=10).map(|i| (h * 10 + i) as f64 / 100.0).collect()).collect();
     let t = timeline((0..100).map(|h| h * HOUR).collect(), usage, vec![1.0; 100]);
-    let case = Case { key: "w", timeline: &t, base: &t.bases[&Rule::Recent(RECENT[0])] };
+    let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
     let p = Policy { floor: 0.0, step: 0.0, min_change: 0.0, changes_per_day: 24 };
     assert_eq!(allowed(1000, 0.01), 9);
     let k = smallest(|k| case.under(&p, k), 9).unwrap();
@@ -96,7 +96,7 @@ fn calibration_on_known_quantiles_returns_the_known_factor() {
     assert_eq!(c.of("not seen"), c.fleet);
     // A target no factor reaches is reported, not hidden.
     let spiky = timeline(vec![0], vec![vec![1e9; 10]], vec![1.0]);
-    let case = Case { key: "spiky", timeline: &spiky, base: &spiky.bases[&Rule::Recent(RECENT[0])] };
+    let case = Case::of("spiky", &spiky, &Rule::Recent(RECENT[0])).unwrap();
     let c = per_workload(&[case], &p, 0.01);
     assert_eq!(c.misses, vec![("spiky".to_string(), 100.0)]);
 }

@@ -12,8 +12,8 @@ use applearner_contracts::tables::forecasts as f;
 pub enum Rule {
     /// The peak of a forecast column (`forecast`, `p90`, …) over the horizon.
     Forecast(String),
-    /// The larger of that peak and a recent quantile: a forecast never below what just
-    /// happened.
+    /// That peak (scaled by the factor), never below a recent quantile (not scaled): a
+    /// forecast never below what just happened.
     ForecastOrRecent(String, Recent),
     /// A quantile of the usage over the last days.
     Recent(Recent),
@@ -26,11 +26,19 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rule whose values the factor scales, and the one they never go under.
+    pub fn parts(&self) -> (Rule, Option<Rule>) {
+        match self {
+            Rule::ForecastOrRecent(c, r) => (Rule::Forecast(c.clone()), Some(Rule::Recent(*r))),
+            rule => (rule.clone(), None),
+        }
+    }
+
     pub fn label(&self) -> String {
         let name = |c: &str| if c == f::FORECAST { "point".to_string() } else { c.to_string() };
         match self {
             Rule::Forecast(c) => format!("{} peak", name(c)),
-            Rule::ForecastOrRecent(c, r) => format!("max({} peak, {})", name(c), r.label()),
+            Rule::ForecastOrRecent(c, r) => format!("{} peak, at least the {}", name(c), r.label()),
             Rule::Recent(r) => r.label(),
             Rule::Krr(1000) => "history max".into(),
             Rule::Krr(p) => format!("history p{}", *p as f64 / 10.0),
@@ -193,12 +201,6 @@ pub fn timelines(
                 let mut push = |rule: Rule, v: f64| t.bases.entry(rule).or_default().push(v);
                 for c in columns {
                     push(Rule::Forecast(c.clone()), o.peaks[c][n]);
-                }
-                // The floor goes under the most cautious forecast only.
-                if let Some(top) = columns.last() {
-                    for (r, v) in RECENT.iter().zip(recent) {
-                        push(Rule::ForecastOrRecent(top.clone(), *r), o.peaks[top][n].max(v));
-                    }
                 }
                 for (r, v) in RECENT.iter().zip(recent) {
                     push(Rule::Recent(*r), v);
