@@ -15,7 +15,10 @@
 //! the validation and test windows); `predict` forecasts up to 50,000 test windows through
 //! the backtest's path: windows/s. Training and prediction cost the same per window at any
 //! scale, and `train` evaluates every test window, so they run only at scales up to
-//! `--model-scales` (default 10). Each stage runs in a fresh process on what the stages
+//! `--model-scales` (default 10); so do `evaluate` (the backtest: every method from the
+//! test part's origins, the model also from the validation part's) and `plan` (CPU request
+//! lines calibrated on validation and replayed with KRR, VPA and the oracle on change
+//! budgets 1, 4 and 24: seconds). Each stage runs in a fresh process on what the stages
 //! before it committed, so its peak RSS is its own.
 //!
 //! `--stages ingest,clean` measures only those; `--single-file` writes each scale as one
@@ -39,7 +42,7 @@ use applearner_pipeline::run::{self, RunOptions, RunReport, Selection};
 use applearner_pipeline::{Pipeline, Registry, Store};
 use serde_json::{Value, json};
 
-const STAGES: [&str; 5] = ["ingest", "clean", "features", "train", "predict"];
+const STAGES: [&str; 7] = ["ingest", "clean", "features", "train", "predict", "evaluate", "plan"];
 /// Training windows per epoch and predicted windows: the reference's 50,000.
 const WINDOWS: usize = 50_000;
 const PEER: &str = "../shared/bench/torch_peer.py";
@@ -78,7 +81,7 @@ fn main() {
         tile(&answers(&dataset), scale, &input, single_file);
         let store = work.path().join("store");
         for stage in stages.iter().copied() {
-            if matches!(stage, "train" | "predict") && !model_scales.iter().any(|s| scale <= *s) {
+            if matches!(stage, "train" | "predict" | "evaluate" | "plan") && !model_scales.iter().any(|s| scale <= *s) {
                 continue;
             }
             let status = Command::new(std::env::current_exe().unwrap())
@@ -216,6 +219,16 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
                 );
                 result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
             }
+            "evaluate" => {
+                result["series"] = summary["series"].clone();
+                result["origins"] = summary["origins"].clone();
+                result["validation_origins"] = summary["validation_origins"].clone();
+            }
+            "plan" => {
+                result["workloads"] = summary["workloads"].clone();
+                result["cpu_request_slack_pct"] = summary["cpu_request_slack_pct"].clone();
+                result["cpu_request_risk_pct"] = summary["cpu_request_risk_pct"].clone();
+            }
             _ => {
                 result["epoch_windows"] = json!(summary["train_windows"].as_u64().unwrap().min(WINDOWS as u64));
                 result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
@@ -235,6 +248,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str) -> RunReport {
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
     applearner_train::register(&mut registry);
+    applearner_evaluate::register(&mut registry);
     let yaml = format!(
         "name: bench\nseed: 0\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: ['{}']}}\n  \
          clean:\n    uses: clean.resample\n    with: {{step: {step}s, aggregate: mean, min_points: 1, \
@@ -243,7 +257,8 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str) -> RunReport {
          split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
          model: {{kind: lstm, hidden: 64, layers: 2}}, loss: {{kind: mse}}, \
-         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n",
+         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \
+         evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n",
         input.display(),
     );
     let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();

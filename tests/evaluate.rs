@@ -29,14 +29,15 @@ fn a_cpu_only_point_model_is_backtested_planned_and_reported() {
         applearner(&args)
     };
 
-    // The quickstart sizes CPU on p90, which a point model does not forecast: named, with
-    // what it does forecast.
-    let out = run("p90", &[]);
+    // A request sized on p90, which a point model does not forecast: named, with what it
+    // does forecast.
+    let out = run("p90", &["plan.cpu={source: p90, margin: 0.1}"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cpu.source `p90`: the model forecasts [point]"), "{stderr}");
 
-    let out = run("point", &["plan.cpu={source: point, margin: 0.5, min: 1m, step: 1m}"]);
+    // Sized by risk (the default), from the point forecast and the recent history.
+    let out = run("point", &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run_dir = store.join("point");
 
@@ -51,8 +52,10 @@ print(json.dumps({
     "methods": q("select count(distinct method) from 'D/evaluate/scores.parquet'")[0][0],
     "model_mase": q("select value from 'D/evaluate/scores.parquet' where method = 'model' and scope = 'median' and step = 0 and metric = 'mase'")[0][0],
     "per_step": q("select count(distinct step) from 'D/evaluate/scores.parquet' where scope = 'mean'")[0][0],
-    "backtest": q("select distinct resource from 'D/plan/plan_backtest.parquet'"),
-    "default": q("select setting from 'D/plan/plan_backtest.parquet' where method = 'model' and \"default\" = 'yes' and key = ''"),
+    "lines": q("select distinct line from 'D/plan/plan_backtest.parquet'"),
+    "calibrated": q("select count(*) from 'D/plan/plan_backtest.parquet' where method = 'model' and variant = 'calibrated' and key = ''")[0][0],
+    "methods_replayed": q("select distinct method from 'D/plan/plan_backtest.parquet' order by 1"),
+    "comparison": q("select line, changes_per_day_allowed from 'D/plan/plan_comparison.parquet' order by 2"),
     "plan_columns": [c[0] for c in con.execute("describe select * from '" + d + "/plan/plan.parquet'").fetchall()],
 }))
 "#;
@@ -69,8 +72,11 @@ print(json.dumps({
     assert!(got["model_mase"].as_f64().unwrap() > 0.0, "{got}");
     // All steps together (0) and each of the 10 steps.
     assert_eq!(got["per_step"], 11);
-    assert_eq!(got["backtest"], serde_json::json!([["cpu"]]));
-    assert_eq!(got["default"], serde_json::json!([["point+50%"]]));
+    // CPU only: its request line (no CPU limit unless asked), on budgets 1, 4 and 24.
+    assert_eq!(got["lines"], serde_json::json!([["cpu_request"]]));
+    assert_eq!(got["calibrated"], 3);
+    assert_eq!(got["methods_replayed"], serde_json::json!([["krr"], ["model"], ["oracle"], ["vpa"]]));
+    assert_eq!(got["comparison"], serde_json::json!([["cpu_request", 1], ["cpu_request", 4], ["cpu_request", 24]]));
     let columns: Vec<&str> = got["plan_columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert!(columns.contains(&"cpu_request_cores") && !columns.contains(&"memory_request_bytes"), "{columns:?}");
 
@@ -78,5 +84,5 @@ print(json.dumps({
     let patches = std::fs::read_to_string(run_dir.join("plan/patches.yaml")).unwrap();
     assert!(patches.contains("              cpu: ") && !patches.contains("memory:"), "{patches}");
     let html = std::fs::read_to_string(run_dir.join("report/report.html")).unwrap();
-    assert!(html.contains("id=\"chart-tradeoff-cpu\"") && !html.contains("id=\"chart-tradeoff-memory\""));
+    assert!(html.contains("id=\"chart-tradeoff-cpu_request\"") && !html.contains("id=\"chart-tradeoff-memory"));
 }

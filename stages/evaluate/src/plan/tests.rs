@@ -196,3 +196,30 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
         assert_eq!((outcome.uncalibrated, outcome.calibrated.k.len()), (0, 2));
     }
 }
+
+#[test]
+fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_counted() {
+    let mut timelines = synthetic();
+    timelines.get_mut("b").unwrap().remove(&("cpu".to_string(), "validation".to_string()));
+    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 };
+    let columns = ["p90".to_string()];
+    let job = Job {
+        line: &line,
+        index: 0,
+        policy: Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: 24 },
+        timelines: &timelines,
+        columns: &columns,
+        step_hours: 5.0 / 60.0,
+        detail: false,
+    };
+    let outcome = job.run();
+    assert_eq!(outcome.uncalibrated, 1);
+    assert!(!outcome.calibrated.k.contains_key("b"));
+    assert_eq!(outcome.calibrated.of("b"), outcome.calibrated.fleet);
+    // Without any validation data a risk cannot be calibrated: the stage says how to fix it.
+    for tl in timelines.values_mut() {
+        tl.remove(&("cpu".to_string(), "validation".to_string()));
+    }
+    assert!(!planned_in(&timelines, "validation") && planned_in(&timelines, "test"));
+    assert!(EvaluateError::NoValidation.to_string().contains("split: {validation: 0.1"));
+}
