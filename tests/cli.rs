@@ -163,10 +163,14 @@ fn the_quickstart_runs_caches_and_reproduces() {
     assert!(patches.contains("  name: cartservice\n  namespace: online-boutique\n"), "{patches}");
 
     // A plan source the model does not forecast is named, with what it does forecast.
-    let out = applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "plan.cpu.source=p95"]);
+    let out = applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "plan.cpu={source: p95}"]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("cpu.source `p95`: the model forecasts [point, p50, p90, p99]"), "{stderr}");
+    // A request sized two ways is refused before anything runs.
+    let out = applearner(&["validate", "configs/quickstart.yaml", "--set", "plan.cpu.source=p90"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("`source` and `request_risk` both size the cpu request"), "{stderr}");
 
     let out = applearner(&["show", "first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
     let (stdout, stderr) = text(&out);
@@ -230,8 +234,9 @@ fn check_report(html: &Path, screenshot: &Path) {
         "forecast-best-memory",
         "forecast-median-memory",
         "forecast-worst-memory",
-        "tradeoff-cpu",
-        "tradeoff-memory",
+        "tradeoff-cpu_request",
+        "tradeoff-memory_request",
+        "tradeoff-memory_limit",
     ];
     for id in charts {
         let at = dom.find(&format!("id=\"chart-{id}\"")).unwrap_or_else(|| panic!("chart {id} missing"));

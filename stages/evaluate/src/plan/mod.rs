@@ -127,11 +127,8 @@ impl ResourceParams {
         let default = |r: &str| r.parse::<Risk>().expect("a valid default").fraction();
         let request = match (&self.source, &self.request_risk) {
             (Some(_), Some(_)) => {
-                problems.push(ParamProblem::new(
-                    &[name, "source"],
-                    "sizes the request like request_risk does",
-                    "give one of them",
-                ));
+                let what = format!("`source` and `request_risk` both size the {name} request");
+                problems.push(ParamProblem::new(&[name, "source"], what, "give one of them"));
                 Sizing::Risk(default(DEFAULT_REQUEST_RISK))
             }
             (Some(source), None) => {
