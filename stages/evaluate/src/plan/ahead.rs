@@ -100,7 +100,7 @@ pub(super) fn patches(plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Out
     let sizing: Vec<String> =
         configured.iter().map(|o| format!("{} from {}", lines[o.line].name, o.rule.label())).collect();
     let mut out = format!(
-        "# Container resources planned by AppLearner ({}), each × the workload's factor calibrated on validation.\n\
+        "# Container resources planned by AppLearner ({}; k calibrated on validation).\n\
          # Apply one workload: kubectl patch deployment NAME -n NAMESPACE --type strategic --patch-file <(its document)\n\
          # or all of them: kubectl apply --server-side --field-manager=applearner -f patches.yaml\n\
          # Workloads are assumed to be Deployments; change `kind` for StatefulSets and DaemonSets.\n\

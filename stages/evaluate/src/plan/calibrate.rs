@@ -59,9 +59,14 @@ impl Calibrated {
 
 /// Per workload: its own multiplier for `risk`, shrunk toward the fleet's by how many points
 /// it has (a workload needs about 10 / risk points to see 10 steps above the line), then one
-/// correction for all so that the fleet's validation risk meets the target.
-pub fn per_workload(cases: &[Case], policy: &Policy, risk: f64) -> Calibrated {
+/// correction for all so that the fleet's validation risk meets the target. With `own`
+/// false every workload gets the fleet's multiplier.
+pub fn per_workload(cases: &[Case], policy: &Policy, risk: f64, own: bool) -> Calibrated {
     let fleet_k = fleet(cases, policy, risk);
+    if !own {
+        let k = cases.iter().map(|c| (c.key.to_string(), fleet_k)).collect();
+        return Calibrated { k, fleet: fleet_k, misses: Vec::new() };
+    }
     let mut misses = Vec::new();
     let prior = 10.0 / risk;
     let shrunk: Vec<f64> = cases

@@ -119,7 +119,7 @@ impl<'a> Job<'a> {
     }
 
     /// The model's rule and calibration for `risk`, by two-fold cross-validation in time:
-    /// each rule is calibrated on one half of every workload's validation part and replayed
+    /// each rule, with factors per workload or one for the fleet, is calibrated on one half of every workload's validation part and replayed
     /// on the other, scaled there by the one factor that meets the target; the rule with the
     /// least slack at that matched risk (summed over both folds) wins. How far the held-out
     /// halves' risk overshoots before that scaling says how much calibration under-covers new
@@ -135,11 +135,11 @@ impl<'a> Job<'a> {
         let half = |h: usize, rule: &Rule| -> Vec<Case> {
             halves.iter().filter_map(|(key, t)| Case::of(key, &t[h], rule)).collect()
         };
-        let mut best: Option<(f64, Rule, Replay)> = None;
-        for rule in model_rules(self.columns) {
+        let mut best: Option<(f64, Rule, bool, Replay)> = None;
+        for (rule, own) in model_rules(self.columns).into_iter().flat_map(|r| [(r.clone(), true), (r, false)]) {
             let (mut matched, mut unscaled) = (Replay::default(), Replay::default());
             for (fit, check) in [(0, 1), (1, 0)] {
-                let calibrated = per_workload(&half(fit, &rule), &self.policy, risk);
+                let calibrated = per_workload(&half(fit, &rule), &self.policy, risk, own);
                 let held_out = half(check, &rule);
                 unscaled.merge(&self.replay(&held_out, &|k| calibrated.of(k)).0);
                 let points = held_out.iter().map(|c| c.timeline.points()).sum();
@@ -148,16 +148,16 @@ impl<'a> Job<'a> {
                 matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
             }
             if best.as_ref().is_none_or(|b| matched.slack_pct() < b.0) {
-                best = Some((matched.slack_pct(), rule, unscaled));
+                best = Some((matched.slack_pct(), rule, own, unscaled));
             }
         }
-        let (_, rule, held_out) = best.expect("at least one rule");
+        let (_, rule, own, held_out) = best.expect("at least one rule");
         let tightened = if held_out.steps as f64 * risk >= 10.0 {
             risk * (100.0 * risk / held_out.risk_pct().max(1e-12)).clamp(0.25, 1.0)
         } else {
             risk
         };
-        (rule.clone(), per_workload(&self.cases("validation", &rule), &self.policy, tightened))
+        (rule.clone(), per_workload(&self.cases("validation", &rule), &self.policy, tightened, own))
     }
 
     pub fn run(&self) -> Outcome {
@@ -171,7 +171,11 @@ impl<'a> Job<'a> {
         };
         let test = self.cases("test", &rule);
         let uncalibrated = test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count();
-        let setting = format!("{} (factor per workload; fleet {:.2})", rule.label(), calibrated.fleet);
+        let setting = if calibrated.k.values().all(|k| *k == calibrated.fleet) {
+            format!("{} (one factor for the fleet)", rule.scaled(&format!("{:.3}", calibrated.fleet)))
+        } else {
+            format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
+        };
         self.rows(&mut rows, ("model", variant, setting), &test, &|k| calibrated.of(k));
         for (method, rule, k) in self.line.recommenders() {
             let test = self.cases("test", &rule);

@@ -317,7 +317,7 @@ impl Plan {
         }
         for o in configured {
             let name = lines[o.line].name;
-            summary.insert(format!("{name}_rule"), o.rule.label().into());
+            summary.insert(format!("{name}_rule"), o.rule.scaled("k").into());
             summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
             let misses: Vec<String> = o
                 .calibrated

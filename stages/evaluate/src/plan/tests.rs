@@ -90,14 +90,14 @@ fn calibration_on_known_quantiles_returns_the_known_factor() {
     assert_eq!(allowed(1000, 0.01), 9);
     let k = smallest(|k| case.under(&p, k), 9).unwrap();
     assert!((9.91..9.9101).contains(&k), "{k}");
-    let c = per_workload(&[case], &p, 0.01);
+    let c = per_workload(&[case], &p, 0.01, true);
     assert!((9.91..9.9101).contains(&c.of("w")), "{c:?}");
     // A workload with no validation data gets the fleet's factor.
     assert_eq!(c.of("not seen"), c.fleet);
     // A target no factor reaches is reported, not hidden.
     let spiky = timeline(vec![0], vec![vec![1e9; 10]], vec![1.0]);
     let case = Case::of("spiky", &spiky, &Rule::Recent(RECENT[0])).unwrap();
-    let c = per_workload(&[case], &p, 0.01);
+    let c = per_workload(&[case], &p, 0.01, true);
     assert_eq!(c.misses, vec![("spiky".to_string(), 100.0)]);
 }
 

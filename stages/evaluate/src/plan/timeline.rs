@@ -34,6 +34,14 @@ impl Rule {
         }
     }
 
+    /// The rule with its factor `k` written in: `p90 peak × 1.2`, `max(p99 peak × 1.2, 1-day p99)`.
+    pub fn scaled(&self, k: &str) -> String {
+        match self.parts() {
+            (scaled, Some(floor)) => format!("max({} × {k}, {})", scaled.label(), floor.label()),
+            (scaled, None) => format!("{} × {k}", scaled.label()),
+        }
+    }
+
     pub fn label(&self) -> String {
         let name = |c: &str| if c == f::FORECAST { "point".to_string() } else { c.to_string() };
         match self {
