@@ -166,8 +166,7 @@ impl Stage for Report {
         data_section(&mut doc, &resampled, &cleaning)?;
         let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
-        let budget = plan_summary.get("max_changes_per_day").and_then(Value::as_i64).unwrap_or(1);
-        plans::plans_section(&mut doc, &backtest, &comparison, budget)?;
+        plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
         doc.metrics.insert("plan".into(), plan_summary);
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;

@@ -65,8 +65,9 @@ pub(super) fn plans_section(
     doc: &mut Doc,
     backtest: &[RecordBatch],
     comparison: &[RecordBatch],
-    configured: i64,
+    summary: &Value,
 ) -> Result<(), BoxError> {
+    let configured = summary.get("max_changes_per_day").and_then(Value::as_i64).unwrap_or(1);
     let compared = Compared::read(comparison)?;
     doc.html.section(
         "plans",
@@ -112,6 +113,7 @@ pub(super) fn plans_section(
     doc.html.table(&headers, &lead);
     let _ = writeln!(doc.md, "\n## Plans at the risk you stated ({configured} change(s) per day)\n");
     md_table(&mut doc.md, &headers, &lead);
+    calibration_notes(doc, summary);
     budgets_table(doc, &compared);
     spread_table(doc, backtest, configured)?;
     curves(doc, backtest, configured)?;
@@ -126,6 +128,32 @@ pub(super) fn plans_section(
         }).collect::<Vec<_>>()),
     );
     Ok(())
+}
+
+/// Which rule each line uses, and what calibration could not do: workloads planned with the
+/// fleet's factor (no validation data) and workloads no factor brings to the target.
+fn calibration_notes(doc: &mut Doc, summary: &Value) {
+    let Some(map) = summary.as_object() else { return };
+    let mut notes = Vec::new();
+    for (key, value) in map {
+        if let Some(line) = key.strip_suffix("_rule") {
+            notes.push(format!("{line} = {}", value.as_str().unwrap_or("")));
+        }
+        if let (Some(line), Some(n)) = (key.strip_suffix("_uncalibrated_workloads"), value.as_u64())
+            && n > 0
+        {
+            notes.push(format!("{line}: {n} workload(s) without validation data use the fleet's factor"));
+        }
+        if let (Some(line), Some(misses)) = (key.strip_suffix("_missing_target"), value.as_array())
+            && !misses.is_empty()
+        {
+            let list: Vec<&str> = misses.iter().filter_map(Value::as_str).collect();
+            notes.push(format!("{line}: {} workload(s) miss the target: {}", list.len(), list.join("; ")));
+        }
+    }
+    let text = format!("Calibrated on the validation part (k: the factor): {}.", notes.join(". "));
+    doc.html.paragraph(&text);
+    let _ = writeln!(doc.md, "\n{text}\n");
 }
 
 /// Every change budget: the model against the better tuned recommender and the oracle.

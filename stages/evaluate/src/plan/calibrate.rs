@@ -73,9 +73,15 @@ pub fn per_workload(cases: &[Case], policy: &Policy, risk: f64, own: bool) -> Ca
         .iter()
         .map(|c| {
             let n = c.timeline.points();
+            // Unreachable: a miss where even the largest factor leaves more than the risk
+            // above the line (too few points for the conformal rank is not one); the fleet's
+            // factor stands in.
             let own = smallest(|k| c.under(policy, k), allowed(n, risk)).unwrap_or_else(|above| {
-                misses.push((c.key.to_string(), 100.0 * above as f64 / n.max(1) as f64));
-                K_RANGE.1
+                let share = above as f64 / n.max(1) as f64;
+                if share > risk {
+                    misses.push((c.key.to_string(), 100.0 * share));
+                }
+                fleet_k
             });
             let weight = n as f64 / (n as f64 + prior);
             (weight * own.ln() + (1.0 - weight) * fleet_k.ln()).exp()

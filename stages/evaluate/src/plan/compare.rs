@@ -136,7 +136,10 @@ impl<'a> Job<'a> {
             halves.iter().filter_map(|(key, t)| Case::of(key, &t[h], rule)).collect()
         };
         let mut best: Option<(f64, Rule, bool, Replay)> = None;
-        for (rule, own) in model_rules(self.columns).into_iter().flat_map(|r| [(r.clone(), true), (r, false)]) {
+        for (rule, own) in model_rules(self.columns, self.line.name.ends_with("limit"))
+            .into_iter()
+            .flat_map(|r| [(r.clone(), true), (r, false)])
+        {
             let (mut matched, mut unscaled) = (Replay::default(), Replay::default());
             for (fit, check) in [(0, 1), (1, 0)] {
                 let calibrated = per_workload(&half(fit, &rule), &self.policy, risk, own);
@@ -273,9 +276,15 @@ impl<'a> Job<'a> {
     }
 }
 
-/// The rules the model's plan chooses from: each forecast column's peak, the most cautious
-/// one with a recent quantile as its floor, and the recent quantiles alone.
-fn model_rules(columns: &[String]) -> Vec<Rule> {
+/// The rules the model's plan chooses from. Requests: each forecast column's peak, the most
+/// cautious one with a recent quantile as its floor, and the recent quantiles alone. Limits
+/// (throttling, OOM kills) are never below a recent peak: each forecast column's peak with
+/// the last day's or week's peak as its floor.
+fn model_rules(columns: &[String], limit: bool) -> Vec<Rule> {
+    if limit {
+        let peaks = RECENT.into_iter().filter(|r| r.tenths == 1000);
+        return peaks.flat_map(|r| columns.iter().map(move |c| Rule::ForecastOrRecent(c.clone(), r))).collect();
+    }
     let mut rules: Vec<Rule> = columns.iter().map(|c| Rule::Forecast(c.clone())).collect();
     if let Some(top) = columns.last() {
         rules.extend(RECENT.map(|r| Rule::ForecastOrRecent(top.clone(), r)));

@@ -30,17 +30,21 @@ impl Policy {
     }
 
     /// The values in force from each decision time in `at` for the wanted values, and how
-    /// many times they changed (setting the first is not a change).
-    pub fn apply(&self, at: &[i64], wanted: &[f64]) -> (Vec<f64>, usize) {
-        let mut out = Vec::with_capacity(wanted.len());
+    /// many times they changed (setting the first is not a change). `usage[i]` is what
+    /// followed decision `i`: where it went above the value in force, the next decision may
+    /// raise it by any amount (min_change keeps small gains from causing changes, not the
+    /// risk from being answered); the budget still holds.
+    pub fn apply(&self, at: &[i64], wanted: &[f64], usage: &[Vec<f64>]) -> (Vec<f64>, usize) {
+        let mut out: Vec<f64> = Vec::with_capacity(wanted.len());
         let mut changed: Vec<i64> = Vec::new();
         let mut current: Option<(f64, i64)> = None;
-        for (&t, &w) in at.iter().zip(wanted) {
+        for (i, (&t, &w)) in at.iter().zip(wanted).enumerate() {
             let w = self.round(w);
             current = match current {
                 None => Some((w, t)),
                 Some((c, since)) => {
-                    let worth = (w - c).abs() > self.min_change * c;
+                    let breached = i > 0 && usage.get(i - 1).is_some_and(|u| u.iter().any(|&u| u > c));
+                    let worth = (w - c).abs() > self.min_change * c || (breached && w > c);
                     let in_day = changed.iter().rev().take_while(|&&x| x > t - DAY_MS).count();
                     let may = in_day < self.changes_per_day as usize && (w > c || t - since >= self.hold_ms());
                     if worth && may {

@@ -84,7 +84,7 @@ impl<'a> Case<'a> {
     /// The line `policy` makes of `base × k`, replayed against the usage; `unit` is the
     /// reported unit (1 core, 1 GiB), `step_hours` the grid step.
     pub fn replay(&self, policy: &Policy, k: f64, unit: f64, step_hours: f64) -> Replay {
-        let (lines, changes) = policy.apply(&self.timeline.at, &self.wanted(k));
+        let (lines, changes) = policy.apply(&self.timeline.at, &self.wanted(k), &self.timeline.usage);
         let mut out = Replay { changes, ..Default::default() };
         for (line, usage) in lines.iter().zip(&self.timeline.usage) {
             for u in usage {
@@ -96,7 +96,7 @@ impl<'a> Case<'a> {
 
     /// Only the steps above the line: what calibration searches on.
     pub fn under(&self, policy: &Policy, k: f64) -> usize {
-        let (lines, _) = policy.apply(&self.timeline.at, &self.wanted(k));
+        let (lines, _) = policy.apply(&self.timeline.at, &self.wanted(k), &self.timeline.usage);
         lines.iter().zip(&self.timeline.usage).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
     }
 }
