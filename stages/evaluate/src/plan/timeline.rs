@@ -15,7 +15,7 @@ pub enum Rule {
     /// That peak (scaled by the factor), never below a recent quantile (not scaled): a
     /// forecast never below what just happened.
     ForecastOrRecent(String, Recent),
-    /// A quantile of the usage over the last days.
+    /// A quantile of the usage over the last hours.
     Recent(Recent),
     /// KRR `simple`: CPU at this percentile (in tenths of a percent) of its history, memory
     /// at the history's peak (1000).
@@ -59,28 +59,39 @@ impl Rule {
 pub const KRR_PERCENTILES: [u32; 9] = [900, 950, 970, 980, 990, 995, 998, 999, 1000];
 /// VPA's target percentiles tuned over (with its margin); 900 is its default.
 pub const VPA_PERCENTILES: [u32; 4] = [900, 950, 990, 999];
-/// A quantile (tenths of a percent) of the usage over the last days.
+/// A quantile (tenths of a percent) of the usage over the last hours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Recent {
-    pub days: u32,
+    pub hours: u32,
     pub tenths: u32,
 }
 
 impl Recent {
+    /// `1-hour`, `1-day`, `7-day`.
+    fn window(&self) -> String {
+        match self.hours {
+            h if h % 24 == 0 => format!("{}-day", h / 24),
+            h => format!("{h}-hour"),
+        }
+    }
+
     fn label(&self) -> String {
         match self.tenths {
-            1000 => format!("{}-day peak", self.days),
-            t => format!("{}-day p{}", self.days, t as f64 / 10.0),
+            1000 => format!("{} peak", self.window()),
+            t => format!("{} p{}", self.window(), t as f64 / 10.0),
         }
     }
 }
 
-/// The recent quantiles the rules use: the last day's and week's p99 and peak.
-pub const RECENT: [Recent; 4] = [
-    Recent { days: 1, tenths: 990 },
-    Recent { days: 1, tenths: 1000 },
-    Recent { days: 7, tenths: 990 },
-    Recent { days: 7, tenths: 1000 },
+/// The recent quantiles the rules use: the last hour's and 6 hours' peak, the last day's
+/// and week's p99 and peak.
+pub const RECENT: [Recent; 6] = [
+    Recent { hours: 1, tenths: 1000 },
+    Recent { hours: 6, tenths: 1000 },
+    Recent { hours: 24, tenths: 990 },
+    Recent { hours: 24, tenths: 1000 },
+    Recent { hours: 168, tenths: 990 },
+    Recent { hours: 168, tenths: 1000 },
 ];
 
 /// One series' decisions for one resource and part.
@@ -204,7 +215,7 @@ pub fn timelines(
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
-                let recent = RECENT.map(|r| quantile_in(series, at - i64::from(r.days) * DAY_MS, at, r.tenths));
+                let recent = RECENT.map(|r| quantile_in(series, at - i64::from(r.hours) * 3_600_000, at, r.tenths));
                 let cpu = resource == "cpu";
                 let mut push = |rule: Rule, v: f64| t.bases.entry(rule).or_default().push(v);
                 for c in columns {
