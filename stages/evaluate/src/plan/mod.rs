@@ -44,9 +44,11 @@ use applearner_pipeline::columns::{floats, ints, strings};
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
 /// and ahead) into resource plans. Each line (CPU request, optional CPU limit, memory
 /// request, memory limit) is sized at the risk you state: the share of time usage may sit
-/// above it. The multiplier that meets it is calibrated per workload on the validation part
-/// (shrunk toward the fleet's where a workload has few points), over the rule that needs the
-/// least slack there (a forecast quantile's peak, that or the recent peak, or the recent peak).
+/// above it. A rule (a forecast quantile's peak over the horizon, that peak never below a
+/// recent quantile, or the recent quantile alone; limits never below a recent peak) times a
+/// factor (per workload, shrunk toward the fleet's, or one for the fleet) that meets the risk
+/// on the validation part; rule and factor pooling are chosen there by cross-validation in
+/// time. Nothing is chosen on the test part.
 /// Writes `plan` (and `plan.csv`: per workload, the lines to set now and how long they hold),
 /// `patches.yaml` (strategic-merge patches of each workload's container resources, also valid
 /// for server-side apply), `vpa.yaml` (VerticalPodAutoscaler objects holding the plan as their
