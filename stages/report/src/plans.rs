@@ -74,6 +74,26 @@ pub(super) fn plans_section(
         "Plans at the risk you stated",
         "Each line (a request: capacity reserved; a limit: where CPU is throttled and memory is OOM-killed) is sized so that usage sits above it at most the stated share of time. The factors were calibrated on the validation part; everything here is measured on the test part, which nothing was chosen on. KRR and VPA run with the same change budget, at their defaults and with their knob (KRR's CPU percentile or memory buffer, VPA's margin) tuned on the validation part to the same risk. The oracle knows the test part's usage: the least slack any plan with that change budget can have at that risk. Slack: reserved minus used, as % of reserved.",
     );
+    lead_table(doc, &compared, configured);
+    calibration_notes(doc, summary);
+    budgets_table(doc, &compared);
+    spread_table(doc, backtest, configured)?;
+    curves(doc, backtest, configured)?;
+    doc.metrics.insert(
+        "plans".into(),
+        json!(compared.iter().map(|c| {
+            let mut j = json!({"line": c.line, "changes_per_day_allowed": c.budget, "target_pct": num(c.target), "best_tuned": c.best_tuned, "slack_vs_best_tuned": num(c.vs_tuned), "slack_vs_oracle": num(c.vs_oracle), "gap_closed": num(c.gap_closed)});
+            for (m, (r, s, ch)) in pc::METHODS.iter().zip(&c.methods) {
+                j[*m] = json!({"risk_pct": num(*r), "slack_pct": num(*s), "changes_per_day": num(*ch)});
+            }
+            j
+        }).collect::<Vec<_>>()),
+    );
+    Ok(())
+}
+
+/// The configured budget's outcome per line, beside every recommender and the oracle.
+fn lead_table(doc: &mut Doc, compared: &[Compared], configured: i64) {
     let lead: Vec<Vec<String>> = compared
         .iter()
         .filter(|c| c.budget == configured)
@@ -113,21 +133,6 @@ pub(super) fn plans_section(
     doc.html.table(&headers, &lead);
     let _ = writeln!(doc.md, "\n## Plans at the risk you stated ({configured} change(s) per day)\n");
     md_table(&mut doc.md, &headers, &lead);
-    calibration_notes(doc, summary);
-    budgets_table(doc, &compared);
-    spread_table(doc, backtest, configured)?;
-    curves(doc, backtest, configured)?;
-    doc.metrics.insert(
-        "plans".into(),
-        json!(compared.iter().map(|c| {
-            let mut j = json!({"line": c.line, "changes_per_day_allowed": c.budget, "target_pct": num(c.target), "best_tuned": c.best_tuned, "slack_vs_best_tuned": num(c.vs_tuned), "slack_vs_oracle": num(c.vs_oracle), "gap_closed": num(c.gap_closed)});
-            for (m, (r, s, ch)) in pc::METHODS.iter().zip(&c.methods) {
-                j[*m] = json!({"risk_pct": num(*r), "slack_pct": num(*s), "changes_per_day": num(*ch)});
-            }
-            j
-        }).collect::<Vec<_>>()),
-    );
-    Ok(())
 }
 
 /// Which rule each line uses, and what calibration could not do: workloads planned with the

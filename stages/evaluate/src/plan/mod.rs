@@ -230,34 +230,7 @@ impl Stage for Plan {
             return Err(EvaluateError::NoValidation.into());
         }
 
-        let jobs: Vec<(usize, &Line, u32)> =
-            lines.iter().enumerate().flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b))).collect();
-        let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
-        // Each line × budget is independent: one per core.
-        let outcomes: Vec<Outcome> = jobs
-            .par_iter()
-            .map(|&(index, line, budget)| {
-                let outcome = Job {
-                    line,
-                    index,
-                    policy: Policy {
-                        floor: line.floor,
-                        step: line.step,
-                        min_change: self.params.min_change,
-                        changes_per_day: budget,
-                    },
-                    timelines: &timelines,
-                    columns: &columns,
-                    step_hours: step_ms as f64 / 3.6e6,
-                    detail: budget == self.params.max_changes_per_day,
-                }
-                .run();
-                bar.inc(1);
-                outcome
-            })
-            .collect();
-        bar.finish();
-
+        let outcomes = self.outcomes(ctx, &lines, &timelines, &columns, step_ms);
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
         ctx.write_table("plan_backtest", schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
@@ -277,6 +250,36 @@ impl Stage for Plan {
 }
 
 impl Plan {
+    /// Every line on every change budget: calibrated, compared and replayed.
+    fn outcomes(
+        &self,
+        ctx: &StageContext,
+        lines: &[&Line],
+        timelines: &Timelines,
+        columns: &[String],
+        step_ms: i64,
+    ) -> Vec<Outcome> {
+        let jobs: Vec<(usize, &Line, u32)> =
+            lines.iter().enumerate().flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b))).collect();
+        let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
+        // Each line × budget is independent: one per core.
+        let outcomes = jobs
+            .par_iter()
+            .map(|&(index, line, budget)| {
+                let p = &self.params;
+                let policy =
+                    Policy { floor: line.floor, step: line.step, min_change: p.min_change, changes_per_day: budget };
+                let step_hours = step_ms as f64 / 3.6e6;
+                let detail = budget == p.max_changes_per_day;
+                let outcome = Job { line, index, policy, timelines, columns, step_hours, detail }.run();
+                bar.inc(1);
+                outcome
+            })
+            .collect();
+        bar.finish();
+        outcomes
+    }
+
     /// A fixed `source` must be a column the model forecasts.
     fn check_sources(&self, columns: &[String]) -> Result<(), BoxError> {
         for l in &self.lines {
