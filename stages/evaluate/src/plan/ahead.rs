@@ -62,7 +62,9 @@ pub(super) fn forward_plan(
                 let o = configured.iter().find(|o| o.line == i)?;
                 let case = Case::of(key, ahead(l.resource)?, &o.rule)?;
                 let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: budget };
-                Some(policy.round(case.wanted(o.calibrated.of(key))[0]))
+                let v = policy.round(case.wanted(o.calibrated.of(key))[0]);
+                // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
+                Some(if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() })
             })
             .collect();
         for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
