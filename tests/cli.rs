@@ -171,6 +171,10 @@ fn the_quickstart_runs_caches_and_reproduces() {
     let out = applearner(&["validate", "configs/quickstart.yaml", "--set", "plan.cpu.source=p90"]);
     let (_, stderr) = text(&out);
     assert!(stderr.contains("`source` and `request_risk` both size the cpu request"), "{stderr}");
+    // So is a risk no plan can meet, at the line that set it.
+    let out = applearner(&["validate", "configs/quickstart.yaml", "--set", "plan.memory.limit_risk=100%"]);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("plan.memory.limit_risk") && stderr.contains("above 0 and below 100 %"), "{stderr}");
 
     let out = applearner(&["show", "first/ingest/samples.parquet", "--store", store.to_str().unwrap(), "--rows", "3"]);
     let (stdout, stderr) = text(&out);
