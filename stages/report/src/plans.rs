@@ -156,7 +156,7 @@ fn calibration_notes(doc: &mut Doc, summary: &Value) {
             notes.push(format!("{line}: {} workload(s) miss the target: {}", list.len(), list.join("; ")));
         }
     }
-    let text = format!("Calibrated on the validation part (k: the factor): {}.", notes.join(". "));
+    let text = format!("Lines (k: the factor calibrated on the validation part): {}.", notes.join(". "));
     doc.html.paragraph(&text);
     let _ = writeln!(doc.md, "\n{text}\n");
 }
@@ -177,7 +177,7 @@ fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
                 ratio(c.vs_tuned),
                 ratio(c.vs_oracle),
                 pct(100.0 * c.gap_closed),
-                format!("{:.2} / {:.2}", model.2, best.2),
+                format!("{} / {}", pct(model.2), pct(best.2)),
             ]
         })
         .collect();

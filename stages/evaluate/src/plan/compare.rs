@@ -173,7 +173,11 @@ impl<'a> Job<'a> {
             }
         };
         let test = self.cases("test", &rule);
-        let uncalibrated = test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count();
+        // A fixed sizing has nothing to calibrate.
+        let uncalibrated = match self.line.sizing {
+            Sizing::Risk(_) => test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count(),
+            Sizing::Fixed(..) => 0,
+        };
         let setting = if calibrated.k.values().all(|k| *k == calibrated.fleet) {
             format!("{} (one factor for the fleet)", rule.scaled(&format!("{:.3}", calibrated.fleet)))
         } else {

@@ -322,7 +322,11 @@ impl Plan {
         }
         for o in configured {
             let name = lines[o.line].name;
-            summary.insert(format!("{name}_rule"), o.rule.scaled("k").into());
+            let rule = match lines[o.line].sizing {
+                Sizing::Fixed(_, k) => format!("{} (fixed, not calibrated)", o.rule.scaled(&format!("{k}"))),
+                Sizing::Risk(_) => o.rule.scaled("k"),
+            };
+            summary.insert(format!("{name}_rule"), rule.into());
             summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
             let misses: Vec<String> = o
                 .calibrated
