@@ -33,11 +33,17 @@ pub fn smallest(under: impl Fn(f64) -> usize, allowed: usize) -> Result<f64, usi
     Ok(hi.exp())
 }
 
+/// One factor on top of each workload's own (`k`): the smallest that meets `risk` over all
+/// their points together (the largest of [`K_RANGE`] when none does).
+pub fn scale(cases: &[Case], policy: &Policy, risk: f64, k: &dyn Fn(&str) -> f64) -> f64 {
+    let points = cases.iter().map(|c| c.timeline.points()).sum();
+    let under = |s: f64| cases.iter().map(|c| c.under(policy, k(c.key) * s)).sum();
+    smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1)
+}
+
 /// One multiplier for every workload: the smallest meeting `risk` over all their points.
 pub fn fleet(cases: &[Case], policy: &Policy, risk: f64) -> f64 {
-    let points = cases.iter().map(|c| c.timeline.points()).sum();
-    let under = |k: f64| cases.iter().map(|c| c.under(policy, k)).sum();
-    smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1)
+    scale(cases, policy, risk, &|_| 1.0)
 }
 
 /// A line's calibration: per workload its multiplier, and what could not be calibrated.
@@ -69,7 +75,7 @@ pub fn per_workload(cases: &[Case], policy: &Policy, risk: f64, own: bool) -> Ca
     }
     let mut misses = Vec::new();
     let prior = 10.0 / risk;
-    let shrunk: Vec<f64> = cases
+    let shrunk: BTreeMap<String, f64> = cases
         .iter()
         .map(|c| {
             let n = c.timeline.points();
@@ -84,13 +90,11 @@ pub fn per_workload(cases: &[Case], policy: &Policy, risk: f64, own: bool) -> Ca
                 fleet_k
             });
             let weight = n as f64 / (n as f64 + prior);
-            (weight * own.ln() + (1.0 - weight) * fleet_k.ln()).exp()
+            (c.key.to_string(), (weight * own.ln() + (1.0 - weight) * fleet_k.ln()).exp())
         })
         .collect();
-    let points = cases.iter().map(|c| c.timeline.points()).sum();
-    let under = |s: f64| cases.iter().zip(&shrunk).map(|(c, k)| c.under(policy, k * s)).sum();
-    // The correction is searched around 1: shrinking moves the fleet's risk a little.
-    let correction = smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1);
-    let k = cases.iter().zip(&shrunk).map(|(c, k)| (c.key.to_string(), k * correction)).collect();
+    // Shrinking moves the fleet's risk a little: one correction brings it back.
+    let correction = scale(cases, policy, risk, &|key| shrunk[key]);
+    let k = shrunk.into_iter().map(|(key, k)| (key, k * correction)).collect();
     Calibrated { k, fleet: fleet_k, misses }
 }

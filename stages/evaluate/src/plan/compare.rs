@@ -145,9 +145,7 @@ impl<'a> Job<'a> {
                 let calibrated = per_workload(&half(fit, &rule), &self.policy, risk, own);
                 let held_out = half(check, &rule);
                 unscaled.merge(&self.replay(&held_out, &|k| calibrated.of(k)).0);
-                let points = held_out.iter().map(|c| c.timeline.points()).sum();
-                let under = |s: f64| held_out.iter().map(|c| c.under(&self.policy, calibrated.of(c.key) * s)).sum();
-                let s = smallest(under, allowed(points, risk)).unwrap_or(K_RANGE.1);
+                let s = scale(&held_out, &self.policy, risk, &|k| calibrated.of(k));
                 matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
             }
             if best.as_ref().is_none_or(|b| matched.slack_pct() < b.0) {
