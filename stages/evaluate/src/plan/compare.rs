@@ -92,10 +92,15 @@ impl<'a> Job<'a> {
 
     /// Every case replayed with its multiplier: the total, and per series when detailed.
     pub fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
+        self.replay_each(cases, &|c| c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours))
+    }
+
+    /// `replay` of every case: the total, and per series when detailed.
+    fn replay_each(&self, cases: &[Case], replay: &dyn Fn(&Case) -> Replay) -> (Replay, Vec<(String, Replay)>) {
         let mut total = Replay::default();
         let mut each = Vec::new();
         for c in cases {
-            let r = c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours);
+            let r = replay(c);
             total.merge(&r);
             if self.detail {
                 each.push((c.key.to_string(), r));
@@ -104,14 +109,13 @@ impl<'a> Job<'a> {
         (total, each)
     }
 
+    /// The total row and the per-series rows of one method and setting.
     fn rows(
-        &self,
         rows: &mut Vec<Row>,
         head: (&'static str, &'static str, String),
-        cases: &[Case],
-        k: &dyn Fn(&str) -> f64,
+        replayed: (Replay, Vec<(String, Replay)>),
     ) {
-        let (total, each) = self.replay(cases, k);
+        let (total, each) = replayed;
         let row =
             |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
         rows.push(row(String::new(), total));
@@ -181,14 +185,14 @@ impl<'a> Job<'a> {
         } else {
             format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
         };
-        self.rows(&mut rows, ("model", variant, setting), &test, &|k| calibrated.of(k));
+        Self::rows(&mut rows, ("model", variant, setting), self.replay(&test, &|k| calibrated.of(k)));
         for (method, rule, k) in self.line.recommenders() {
             let test = self.cases("test", &rule);
-            self.rows(&mut rows, (method, "default", factor_label(&rule, k)), &test, &|_| k);
+            Self::rows(&mut rows, (method, "default", factor_label(&rule, k)), self.replay(&test, &|_| k));
             if let Some(risk) = self.line.risk() {
                 let (rule, k) = self.tune(rule, risk);
                 let test = self.cases("test", &rule);
-                self.rows(&mut rows, (method, "tuned", factor_label(&rule, k)), &test, &|_| k);
+                Self::rows(&mut rows, (method, "tuned", factor_label(&rule, k)), self.replay(&test, &|_| k));
             }
         }
         if let Some(risk) = self.line.risk() {
@@ -227,24 +231,11 @@ impl<'a> Job<'a> {
     }
 
     fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
-        let (mut total, mut each) = (Replay::default(), Vec::new());
-        for c in self.cases("test", &Rule::Recent(RECENT[0])) {
-            let r = oracle(c.timeline, &self.policy, risk, self.line.unit(), self.step_hours);
-            total.merge(&r);
-            if self.detail {
-                each.push((c.key.to_string(), r));
-            }
-        }
+        let test = self.cases("test", &Rule::Recent(RECENT[0]));
+        let replayed =
+            self.replay_each(&test, &|c| oracle(c.timeline, &self.policy, risk, self.line.unit(), self.step_hours));
         let setting = format!("foresight, {} per day", self.policy.changes_per_day);
-        let row = |key: String, replay: Replay| Row {
-            method: "oracle",
-            variant: "oracle",
-            setting: setting.clone(),
-            key,
-            replay,
-        };
-        rows.push(row(String::new(), total));
-        rows.extend(each.into_iter().map(|(k, r)| row(k, r)));
+        Self::rows(rows, ("oracle", "oracle", setting), replayed);
     }
 
     /// Trade-off curves over the test part: the model's calibrated factors scaled, KRR's
@@ -252,11 +243,8 @@ impl<'a> Job<'a> {
     fn curves(&self, rows: &mut Vec<Row>, rule: &Rule, calibrated: &Calibrated) {
         let test = self.cases("test", rule);
         let point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
-            let mut total = Replay::default();
-            for c in cases {
-                total.merge(&c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours));
-            }
-            Row { method, variant: "sweep", setting, key: String::new(), replay: total }
+            let replay = self.replay(cases, k).0;
+            Row { method, variant: "sweep", setting, key: String::new(), replay }
         };
         for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
             rows.push(point("model", format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
