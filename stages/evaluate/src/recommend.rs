@@ -13,7 +13,7 @@
 //!   10 millicores and 100 MiB.
 
 pub const MIB: f64 = 1024.0 * 1024.0;
-const DAY_MS: i64 = 86_400_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 /// VPA's exponential histogram: bucket `i` starts at `first · (ratioⁱ − 1) / (ratio − 1)`.
 #[derive(Debug, Clone)]

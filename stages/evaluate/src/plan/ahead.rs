@@ -79,8 +79,8 @@ pub(super) fn forward_plan(
             _ => (String::new(), key.clone(), key.clone()),
         };
         let from = first.at[0];
-        let hold = DAY_MS / i64::from(budget.max(1));
-        out.push(WorkloadPlan { key: key.clone(), namespace, workload, container, from, until: from + hold, values });
+        let until = from + hold_ms(budget);
+        out.push(WorkloadPlan { key: key.clone(), namespace, workload, container, from, until, values });
     }
     out
 }

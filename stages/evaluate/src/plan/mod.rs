@@ -222,11 +222,12 @@ impl Stage for Plan {
             })
             .collect();
         bar.finish();
-        let lines: Vec<&Line> = self.lines.iter().filter(|l| planned(&timelines, l.resource)).collect();
+        let lines: Vec<&Line> =
+            self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
         if lines.is_empty() {
             return Err(EvaluateError::NoActuals.into());
         }
-        if lines.iter().any(|l| l.risk().is_some()) && !planned_in(&timelines, "validation") {
+        if lines.iter().any(|l| l.risk().is_some()) && !planned_in(&timelines, "validation", None) {
             return Err(EvaluateError::NoValidation.into());
         }
 
@@ -234,7 +235,7 @@ impl Stage for Plan {
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
         ctx.write_table("plan_backtest", schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
-        let (schema, batch) = comparison_table(&comparisons)?;
+        let (schema, batch) = comparison_table(&lines, &comparisons)?;
         ctx.write_table("plan_comparison", schema, &[batch])?;
 
         let configured: Vec<&Outcome> =
@@ -340,15 +341,11 @@ impl Plan {
     }
 }
 
-/// Whether any series has test decisions for this resource.
-fn planned(timelines: &Timelines, resource: usize) -> bool {
-    timelines
-        .values()
-        .any(|t| t.get(&(RESOURCES[resource].to_string(), "test".to_string())).is_some_and(|t| !t.at.is_empty()))
-}
-
-fn planned_in(timelines: &Timelines, part: &str) -> bool {
-    timelines.values().any(|t| t.iter().any(|((_, p), t)| p == part && !t.at.is_empty()))
+/// Whether any series has decisions in `part`, of `resource` (index into [`RESOURCES`]) or
+/// of any resource.
+fn planned_in(timelines: &Timelines, part: &str, resource: Option<usize>) -> bool {
+    let wanted = |r: &str| resource.is_none_or(|i| RESOURCES[i] == r);
+    timelines.values().any(|t| t.iter().any(|((r, p), t)| p == part && wanted(r) && !t.at.is_empty()))
 }
 
 fn round3(v: f64) -> f64 {

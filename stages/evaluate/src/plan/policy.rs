@@ -1,8 +1,12 @@
 //! How wanted values become the requests (or limits) in force: floor, rounding and a change
 //! budget with hysteresis.
 
-/// A day in milliseconds: change budgets are per day.
-pub const DAY_MS: i64 = 86_400_000;
+pub use crate::recommend::DAY_MS;
+
+/// How long a value holds at `changes_per_day`: 24 h / that.
+pub fn hold_ms(changes_per_day: u32) -> i64 {
+    DAY_MS / i64::from(changes_per_day.max(1))
+}
 
 /// Floor, rounding, and how often and how much a value may change.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,7 +30,7 @@ impl Policy {
     /// A value holds for a day over the budget; it is lowered no sooner, but raised as soon
     /// as the budget allows: that is when the risk target would otherwise be missed.
     pub fn hold_ms(&self) -> i64 {
-        DAY_MS / i64::from(self.changes_per_day.max(1))
+        hold_ms(self.changes_per_day)
     }
 
     /// The values in force from each decision time in `at` for the wanted values, and how

@@ -36,7 +36,6 @@ pub(super) fn backtest_table(lines: &[&Line], outcomes: &[Outcome]) -> Result<(S
 /// One line on one budget: every method's totals over the test part.
 pub struct Comparison {
     pub line: usize,
-    pub name: &'static str,
     pub budget: u32,
     pub target_pct: Option<f64>,
     pub model: Replay,
@@ -91,7 +90,6 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
             };
             Comparison {
                 line: o.line,
-                name: lines[o.line].name,
                 budget: o.budget,
                 target_pct: lines[o.line].risk().map(|r| 100.0 * r),
                 model: total("model", &["calibrated", "fixed"]).unwrap_or_default(),
@@ -105,11 +103,14 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
         .collect()
 }
 
-pub(super) fn comparison_table(comparisons: &[Comparison]) -> Result<(SchemaRef, RecordBatch), BoxError> {
+pub(super) fn comparison_table(
+    lines: &[&Line],
+    comparisons: &[Comparison],
+) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let c = comparisons;
     let nan = f64::NAN;
     let mut t = TableBuilder::default()
-        .strings(pc::LINE, c.iter().map(|c| c.name.to_string()).collect())
+        .strings(pc::LINE, c.iter().map(|c| lines[c.line].name.to_string()).collect())
         .u32s(pc::BUDGET, c.iter().map(|c| c.budget).collect())
         .floats(pc::TARGET_PCT, c.iter().map(|c| c.target_pct.unwrap_or(nan)).collect());
     for (m, name) in pc::METHODS.iter().enumerate() {

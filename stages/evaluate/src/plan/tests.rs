@@ -227,6 +227,7 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
     for tl in timelines.values_mut() {
         tl.remove(&("cpu".to_string(), "validation".to_string()));
     }
-    assert!(!planned_in(&timelines, "validation") && planned_in(&timelines, "test"));
+    assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(0)));
+    assert!(!planned_in(&timelines, "test", Some(1)), "no memory timelines in the synthetic set");
     assert!(EvaluateError::NoValidation.to_string().contains("split: {validation: 0.1"));
 }
