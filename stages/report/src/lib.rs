@@ -194,6 +194,16 @@ struct Doc {
     metrics: serde_json::Map<String, Value>,
 }
 
+impl Doc {
+    /// A table under its own heading, in the HTML and the Markdown.
+    fn titled_table(&mut self, title: &str, headers: &[&str], rows: &[Vec<String>]) {
+        self.html.h3(title);
+        self.html.table(headers, rows);
+        let _ = writeln!(self.md, "### {title}\n");
+        md_table(&mut self.md, headers, rows);
+    }
+}
+
 /// What the model is: the report's head.
 fn model_section(doc: &mut Doc, card: &Card, title: &str) {
     // The model.
@@ -303,10 +313,7 @@ fn leaderboard_section(
             "cover p90",
             "cover p99",
         ];
-        doc.html.h3(&format!("{resource}"));
-        doc.html.table(&headers, &rows);
-        let _ = writeln!(doc.md, "### {resource}\n");
-        md_table(&mut doc.md, &headers, &rows);
+        doc.titled_table(resource, &headers, &rows);
         leaderboard.insert(resource.clone(), Value::Array(json_rows));
 
         horizon_chart(doc, scores, resource, &methods)?;

@@ -193,10 +193,7 @@ fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
         "gap closed %",
         "changes / workload-day (AppLearner / recommender)",
     ];
-    doc.html.h3("Per change budget");
-    doc.html.table(&headers, &rows);
-    let _ = writeln!(doc.md, "\n### Per change budget\n");
-    md_table(&mut doc.md, &headers, &rows);
+    doc.titled_table("Per change budget", &headers, &rows);
 }
 
 /// How the realized risk spreads across workloads (the configured budget, calibrated plan).
@@ -221,10 +218,7 @@ fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Res
         .collect();
     let headers =
         ["line", "target %", "workloads", "median risk %", "p90 risk %", "max risk %", "workloads above 2× target"];
-    doc.html.h3("Risk across workloads");
-    doc.html.table(&headers, &rows);
-    let _ = writeln!(doc.md, "\n### Risk across workloads\n");
-    md_table(&mut doc.md, &headers, &rows);
+    doc.titled_table("Risk across workloads", &headers, &rows);
     Ok(())
 }
 
