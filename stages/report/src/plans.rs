@@ -234,7 +234,6 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
     );
     let (risk, slack) = (b.floats(pb::RISK_PCT)?, b.floats(pb::SLACK_PCT)?);
     let mut names: Vec<&String> = line.iter().collect();
-    names.dedup();
     names.sort();
     names.dedup();
     for name in names {
@@ -252,30 +251,7 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             pts
         };
-        let mut lines = Vec::new();
-        for m in ["model", "krr", "vpa"] {
-            lines.push(Line {
-                name: format!("{} settings", method_name(m)),
-                color: color(m),
-                points: at(m, "sweep"),
-                markers: true,
-                bold: false,
-            });
-        }
-        for (m, v, label) in [
-            ("model", "calibrated", "AppLearner, calibrated"),
-            ("model", "fixed", "AppLearner, fixed"),
-            ("krr", "tuned", "KRR tuned"),
-            ("vpa", "tuned", "VPA tuned"),
-            ("krr", "default", "KRR default"),
-            ("vpa", "default", "VPA default"),
-            ("oracle", "oracle", "oracle"),
-        ] {
-            let points = at(m, v);
-            if !points.is_empty() {
-                lines.push(Line { name: label.into(), color: color(m), points, markers: true, bold: v != "default" });
-            }
-        }
+        let lines = tradeoff_lines(&at);
         doc.html.chart(
             &format!("tradeoff-{name}"),
             &Chart {
@@ -291,6 +267,36 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
         )?;
     }
     Ok(())
+}
+
+/// One line per method's sweep, and a marked point for each chosen or default setting;
+/// `at(method, variant)` gives the points.
+fn tradeoff_lines(at: &dyn Fn(&str, &str) -> Vec<(f64, f64)>) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for m in ["model", "krr", "vpa"] {
+        lines.push(Line {
+            name: format!("{} settings", method_name(m)),
+            color: color(m),
+            points: at(m, "sweep"),
+            markers: true,
+            bold: false,
+        });
+    }
+    for (m, v, label) in [
+        ("model", "calibrated", "AppLearner, calibrated"),
+        ("model", "fixed", "AppLearner, fixed"),
+        ("krr", "tuned", "KRR tuned"),
+        ("vpa", "tuned", "VPA tuned"),
+        ("krr", "default", "KRR default"),
+        ("vpa", "default", "VPA default"),
+        ("oracle", "oracle", "oracle"),
+    ] {
+        let points = at(m, v);
+        if !points.is_empty() {
+            lines.push(Line { name: label.into(), color: color(m), points, markers: true, bold: v != "default" });
+        }
+    }
+    lines
 }
 
 /// The plan ahead, one row per workload; returns the rows.

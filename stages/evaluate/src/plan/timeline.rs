@@ -192,8 +192,6 @@ pub fn timelines(
     usage: &Usage,
     columns: &[String],
 ) -> BTreeMap<(String, String), Timeline> {
-    let krr = KrrSettings::default();
-    let floors = VpaSettings::default();
     let mut out = BTreeMap::new();
     let samples = usage.samples();
     for resource in RESOURCES {
@@ -215,23 +213,11 @@ pub fn timelines(
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
-                let recent = RECENT.map(|r| quantile_in(series, at - i64::from(r.hours) * 3_600_000, at, r.tenths));
-                let cpu = resource == "cpu";
-                let mut push = |rule: Rule, v: f64| t.bases.entry(rule).or_default().push(v);
                 for c in columns {
-                    push(Rule::Forecast(c.clone()), o.peaks[c][n]);
+                    t.bases.entry(Rule::Forecast(c.clone())).or_default().push(o.peaks[c][n]);
                 }
-                for (r, v) in RECENT.iter().zip(recent) {
-                    push(Rule::Recent(*r), v);
-                }
-                for p in VPA_PERCENTILES {
-                    let v = vpa.percentiles(p as f64 / 1000.0);
-                    let v =
-                        v.map_or(f64::NAN, |v| if cpu { v.0.max(floors.min_cpu) } else { v.1.max(floors.min_memory) });
-                    push(Rule::Vpa(p), v);
-                }
-                for (p, v) in krr_values(&krr, &samples, at, resource) {
-                    push(Rule::Krr(p), v);
+                for (rule, v) in history(series, &samples, &vpa, at, resource) {
+                    t.bases.entry(rule).or_default().push(v);
                 }
                 t.at.push(at);
                 t.usage.push(o.actual[n].clone());
@@ -239,6 +225,25 @@ pub fn timelines(
             out.insert((resource.to_string(), part.to_string()), t);
         }
     }
+    out
+}
+
+/// What the history-based rules ask for at `at`: the recent quantiles, VPA's target per
+/// percentile (at least its floors) and KRR's values.
+fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, resource: &str) -> Vec<(Rule, f64)> {
+    let floors = VpaSettings::default();
+    let mut out: Vec<(Rule, f64)> = RECENT
+        .iter()
+        .map(|r| (Rule::Recent(*r), quantile_in(series, at - i64::from(r.hours) * 3_600_000, at, r.tenths)))
+        .collect();
+    for p in VPA_PERCENTILES {
+        let v = vpa.percentiles(p as f64 / 1000.0);
+        let floor = if resource == "cpu" { floors.min_cpu } else { floors.min_memory };
+        let v = v.map_or(f64::NAN, |(cpu, memory)| (if resource == "cpu" { cpu } else { memory }).max(floor));
+        out.push((Rule::Vpa(p), v));
+    }
+    let krr = krr_values(&KrrSettings::default(), samples, at, resource);
+    out.extend(krr.into_iter().map(|(p, v)| (Rule::Krr(p), v)));
     out
 }
 
