@@ -6,7 +6,7 @@ use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,11 +18,12 @@ pub use applearner_contracts::model::{Blueprint, OptimizerKind, Schedule, TrainS
 
 use crate::head::Head;
 use crate::model::Forecaster;
+use crate::recurrent::{Recurrent, TrainBackend};
 
 /// A blueprint built on a backend.
 pub trait Build {
     fn build<B: Backend>(&self, device: &B::Device) -> Forecaster<B>;
-    fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4>;
+    fn run<B: Recurrent>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4>;
 }
 
 impl Build for Blueprint {
@@ -31,7 +32,7 @@ impl Build for Blueprint {
     }
 
     /// Decoded outputs `[batch, horizon, targets, outputs]` of `x` (`batch` windows, row-major).
-    fn run<B: Backend>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
+    fn run<B: Recurrent>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
         let s = self.shape;
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, s.lookback, s.inputs]), device);
         self.loss.decode(model.forward(x, s))
@@ -114,7 +115,7 @@ pub fn load_weights<B: Backend>(
 
 /// Trains `blueprint` on the windows; `init` are weights to start from (fine-tuning).
 #[allow(clippy::too_many_arguments)]
-pub fn fit<B: AutodiffBackend>(
+pub fn fit<B: TrainBackend>(
     blueprint: &Blueprint,
     spec: &TrainSpec,
     windows: &WindowSet,
@@ -156,7 +157,7 @@ pub fn fit<B: AutodiffBackend>(
     }
 }
 
-struct Loop<'a, B: AutodiffBackend> {
+struct Loop<'a, B: TrainBackend> {
     blueprint: &'a Blueprint,
     spec: &'a TrainSpec,
     windows: &'a WindowSet,
@@ -168,7 +169,7 @@ struct Loop<'a, B: AutodiffBackend> {
 
 type StateRecorder = BinBytesRecorder<FullPrecisionSettings>;
 
-impl<B: AutodiffBackend> Loop<'_, B> {
+impl<B: TrainBackend> Loop<'_, B> {
     fn run<O: Optimizer<Forecaster<B>, B>>(
         &self,
         mut model: Forecaster<B>,
@@ -275,7 +276,7 @@ fn subsample(count: usize, limit: usize, seed: u64) -> Vec<usize> {
 const EVAL_BATCH: usize = 1024;
 
 /// Mean loss and point accuracy of `model` on a part.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Recurrent>(
     blueprint: &Blueprint,
     model: &Forecaster<B>,
     windows: &WindowSet,

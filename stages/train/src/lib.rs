@@ -32,6 +32,7 @@ pub mod fit;
 pub mod head;
 pub mod model;
 pub mod predict;
+pub mod recurrent;
 mod stage;
 
 pub use applearner_pipeline::BoxError;

@@ -7,8 +7,10 @@ use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig1d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
+
+use crate::recurrent::{Cell, Recurrent, Rnn};
 
 #[derive(Module, Debug)]
 pub enum Forecaster<B: Backend> {
@@ -22,8 +24,8 @@ pub enum Forecaster<B: Backend> {
 impl<B: Backend> Forecaster<B> {
     pub fn new(spec: &ModelSpec, shape: Shape, device: &B::Device) -> Self {
         match spec {
-            ModelSpec::Lstm(r) | ModelSpec::Deepar(r) => Forecaster::Lstm(Rnn::new(r, shape, 4, device)),
-            ModelSpec::Gru(r) => Forecaster::Gru(Rnn::new(r, shape, 3, device)),
+            ModelSpec::Lstm(r) | ModelSpec::Deepar(r) => Forecaster::Lstm(Rnn::new(r, shape, Cell::Lstm, device)),
+            ModelSpec::Gru(r) => Forecaster::Gru(Rnn::new(r, shape, Cell::Gru, device)),
             ModelSpec::Tcn(t) => Forecaster::Tcn(Tcn::new(t, shape, device)),
             ModelSpec::Nbeats(n) => Forecaster::Nbeats(Nbeats::new(n, shape, device)),
             ModelSpec::Dlinear(d) => Forecaster::Dlinear(Dlinear::new(d, shape, device)),
@@ -31,108 +33,19 @@ impl<B: Backend> Forecaster<B> {
     }
 
     /// `[batch, lookback, inputs]` → raw `[batch, horizon, targets, outputs]`.
-    pub fn forward(&self, x: Tensor<B, 3>, shape: Shape) -> Tensor<B, 4> {
+    pub fn forward(&self, x: Tensor<B, 3>, shape: Shape) -> Tensor<B, 4>
+    where
+        B: Recurrent,
+    {
         let [batch, _, _] = x.dims();
         let flat = match self {
-            Forecaster::Lstm(m) => m.forward(x, lstm_step),
-            Forecaster::Gru(m) => m.forward(x, gru_step),
+            Forecaster::Lstm(m) => m.forward(x, Cell::Lstm),
+            Forecaster::Gru(m) => m.forward(x, Cell::Gru),
             Forecaster::Tcn(m) => m.forward(x),
             Forecaster::Nbeats(m) => m.forward(x),
             Forecaster::Dlinear(m) => m.forward(x),
         };
         flat.reshape([batch, shape.horizon, shape.targets, shape.outputs])
-    }
-}
-
-/// One recurrent layer with its gates fused: two matrix products per step (input and hidden
-/// state to all gates at once). burn's `nn::Lstm` runs eight per step and writes each step
-/// into the output with `slice_assign`, which under autodiff copies the output every step.
-#[derive(Module, Debug)]
-pub struct RnnLayer<B: Backend> {
-    input: Linear<B>,
-    hidden: Linear<B>,
-}
-
-#[derive(Module, Debug)]
-pub struct Rnn<B: Backend> {
-    layers: Vec<RnnLayer<B>>,
-    dropout: Dropout,
-    head: Linear<B>,
-    width: usize,
-}
-
-/// One step of a cell: (gates from the input, the layer, hidden, cell) → (hidden, cell).
-type Step<B> = fn(Tensor<B, 2>, &RnnLayer<B>, Tensor<B, 2>, Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>);
-
-fn lstm_step<B: Backend>(
-    gates_x: Tensor<B, 2>,
-    layer: &RnnLayer<B>,
-    h: Tensor<B, 2>,
-    c: Tensor<B, 2>,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let gates = gates_x + layer.hidden.forward(h);
-    let [i, f, g, o]: [Tensor<B, 2>; 4] = gates.chunk(4, 1).try_into().expect("four gates");
-    let c = sigmoid(f) * c + sigmoid(i) * tanh(g);
-    let h = sigmoid(o) * tanh(c.clone());
-    (h, c)
-}
-
-fn gru_step<B: Backend>(
-    gates_x: Tensor<B, 2>,
-    layer: &RnnLayer<B>,
-    h: Tensor<B, 2>,
-    c: Tensor<B, 2>,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let [xr, xz, xn]: [Tensor<B, 2>; 3] = gates_x.chunk(3, 1).try_into().expect("three gates");
-    let [hr, hz, hn]: [Tensor<B, 2>; 3] = layer.hidden.forward(h.clone()).chunk(3, 1).try_into().expect("three gates");
-    let r = sigmoid(xr + hr);
-    let z = sigmoid(xz + hz);
-    let n = tanh(xn + r * hn);
-    let h = n.clone() + z * (h - n);
-    (h, c)
-}
-
-impl<B: Backend> Rnn<B> {
-    fn new(spec: &RnnSpec, shape: Shape, gates: usize, device: &B::Device) -> Self {
-        let layers = (0..spec.layers)
-            .map(|l| {
-                let d_in = if l == 0 { shape.inputs } else { spec.hidden };
-                RnnLayer {
-                    input: LinearConfig::new(d_in, gates * spec.hidden).init(device),
-                    hidden: LinearConfig::new(spec.hidden, gates * spec.hidden).init(device),
-                }
-            })
-            .collect();
-        Rnn {
-            layers,
-            dropout: DropoutConfig::new(spec.dropout).init(),
-            head: LinearConfig::new(spec.hidden, shape.head_width()).init(device),
-            width: spec.hidden,
-        }
-    }
-
-    fn forward(&self, x: Tensor<B, 3>, step: Step<B>) -> Tensor<B, 2> {
-        let [batch, steps, _] = x.dims();
-        let device = x.device();
-        // One tensor per step throughout: slicing a tracked [batch, steps, …] tensor per
-        // step would cost a full-size gradient per slice in the backward pass.
-        let mut seq: Vec<Tensor<B, 2>> = (0..steps).map(|t| x.clone().narrow(1, t, 1).squeeze_dim(1)).collect();
-        let mut h = Tensor::zeros([batch, self.width], &device);
-        for (l, layer) in self.layers.iter().enumerate() {
-            h = Tensor::zeros([batch, self.width], &device);
-            let mut c = Tensor::zeros([batch, self.width], &device);
-            let last = l + 1 == self.layers.len();
-            let mut outputs = Vec::with_capacity(if last { 0 } else { steps });
-            for x_t in seq {
-                let x_t = if l > 0 { self.dropout.forward(x_t) } else { x_t };
-                (h, c) = step(layer.input.forward(x_t), layer, h, c);
-                if !last {
-                    outputs.push(h.clone());
-                }
-            }
-            seq = outputs;
-        }
-        self.head.forward(h)
     }
 }
 

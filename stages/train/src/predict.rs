@@ -12,12 +12,12 @@ use applearner_pipeline::arrow::array::{
 };
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema, TimeUnit};
-use burn::tensor::backend::AutodiffBackend;
 
 use crate::card::{Saved, Scaler};
 use crate::device::Device;
 use crate::fit::Build;
 use crate::head::Head;
+use crate::recurrent::TrainBackend;
 use applearner_contracts::WindowSet;
 
 /// The last `lookback` rows of one series.
@@ -125,7 +125,7 @@ const BATCH: usize = 1024;
 
 /// Point forecasts `[batch, horizon, targets]` and quantiles `[…, levels]`, flat, for batches
 /// of inputs `x` (`[batch, lookback, inputs]`, with their size), the model loaded once.
-fn run<B: AutodiffBackend>(
+fn run<B: TrainBackend>(
     dir: &Path,
     saved: &Saved,
     inputs: impl Iterator<Item = (Vec<f32>, usize)>,

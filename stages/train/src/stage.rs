@@ -275,7 +275,7 @@ fn round4(v: f64) -> f64 {
 
 /// Trains, then measures the kept weights on the validation and test parts.
 #[allow(clippy::too_many_arguments)]
-fn fit_and_measure<B: burn::tensor::backend::AutodiffBackend>(
+fn fit_and_measure<B: crate::recurrent::TrainBackend>(
     blueprint: &Blueprint,
     spec: &TrainSpec,
     windows: &WindowSet,

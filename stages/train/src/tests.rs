@@ -16,7 +16,7 @@ type B = Flex;
 /// flex's generator is process-wide: tests that seed it or draw from it take turns.
 static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn seeded() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn seeded() -> std::sync::MutexGuard<'static, ()> {
     SEEDED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
