@@ -12,12 +12,16 @@ fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let rounded = x * LOG2E + ROUND;
+    let k = rounded - ROUND;
     let r = x - k * 0.693_359_4 + k * 2.121_944_4e-4;
     let p =
         ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
     let e = p * (r * r) + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // k sits in the low bits of `rounded`: 2^k without a float-to-int conversion (which
+    // Rust saturates, and LLVM then does not vectorise).
+    let k_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(k_bits.wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -30,21 +34,56 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
+#[inline(always)]
 pub fn sigmoid_in_place(v: &mut [f32]) {
     for x in v {
         *x = sigmoid(*x);
     }
 }
 
+#[inline(always)]
 pub fn tanh_in_place(v: &mut [f32]) {
     for x in v {
         *x = tanh(*x);
     }
 }
 
+/// Each entry point as the widest vector code this CPU runs (AVX-512, AVX2, else the
+/// baseline SSE2): the same operations in the same order, so the same results.
+macro_rules! widest {
+    ($(pub fn $name:ident => $imp:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) { $imp($($arg),*) }
+                #[target_feature(enable = "avx2")]
+                fn v3($($arg: $ty),*) { $imp($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the feature.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    )*};
+}
+
+widest! {
+    pub fn lstm_forward => lstm_forward_imp(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]);
+    pub fn lstm_backward => lstm_backward_imp(gates: &mut [f32], c: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32]);
+    pub fn gru_forward => gru_forward_imp(x: &mut [f32], hw: &[f32], h_prev: &[f32], h: &mut [f32]);
+    pub fn gru_backward => gru_backward_imp(x: &mut [f32], hw: &mut [f32], h_prev: &[f32], dh: &[f32], dh_prev: &mut [f32]);
+}
+
 /// LSTM forward: pre-activations `[i f g o]` in `gates` are replaced by their activations;
 /// `c = f·c_prev + i·g`, `h = o·tanh(c)`.
-pub fn lstm_forward(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
+#[inline(always)]
+fn lstm_forward_imp(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
     let n = c.len();
     sigmoid_in_place(&mut gates[..2 * n]);
     tanh_in_place(&mut gates[2 * n..3 * n]);
@@ -55,6 +94,7 @@ pub fn lstm_forward(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f
     lstm_state(i, f, g, o, c_prev, c, h);
 }
 
+#[inline(always)]
 fn lstm_state(i: &[f32], f: &[f32], g: &[f32], o: &[f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
     let n = c.len();
     let (i, f, g, o, c_prev, h) = (&i[..n], &f[..n], &g[..n], &o[..n], &c_prev[..n], &mut h[..n]);
@@ -67,7 +107,8 @@ fn lstm_state(i: &[f32], f: &[f32], g: &[f32], o: &[f32], c_prev: &[f32], c: &mu
 /// LSTM backward for one row and step: the activated gates in `gates` become the gradients
 /// of their pre-activations; `dc` (the cell-state gradient from the step after) becomes the
 /// one for `c_prev`. `dh` is the hidden state's whole gradient at this step.
-pub fn lstm_backward(gates: &mut [f32], c: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32]) {
+#[inline(always)]
+fn lstm_backward_imp(gates: &mut [f32], c: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32]) {
     let n = c.len();
     let (i, rest) = gates.split_at_mut(n);
     let (f, rest) = rest.split_at_mut(n);
@@ -76,6 +117,7 @@ pub fn lstm_backward(gates: &mut [f32], c: &[f32], c_prev: &[f32], dh: &[f32], d
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn lstm_gradients(
     i: &mut [f32],
     f: &mut [f32],
@@ -104,7 +146,8 @@ fn lstm_gradients(
 /// GRU forward: `x` holds the input side's `[r z n]` pre-activations and becomes
 /// `[r z n]` activated; `hw` the hidden side's (with its bias), kept for the backward.
 /// `r = σ(x_r + h_r)`, `z = σ(x_z + h_z)`, `n = tanh(x_n + r·h_n)`, `h = n + z·(h_prev − n)`.
-pub fn gru_forward(x: &mut [f32], hw: &[f32], h_prev: &[f32], h: &mut [f32]) {
+#[inline(always)]
+fn gru_forward_imp(x: &mut [f32], hw: &[f32], h_prev: &[f32], h: &mut [f32]) {
     let n = h.len();
     for (a, b) in x[..2 * n].iter_mut().zip(&hw[..2 * n]) {
         *a += b;
@@ -115,6 +158,7 @@ pub fn gru_forward(x: &mut [f32], hw: &[f32], h_prev: &[f32], h: &mut [f32]) {
     gru_state(r, z, nx, &hw[2 * n..], h_prev, h);
 }
 
+#[inline(always)]
 fn gru_state(r: &[f32], z: &[f32], nx: &mut [f32], hn: &[f32], h_prev: &[f32], h: &mut [f32]) {
     let n = h.len();
     let (r, z, nx, hn, h_prev) = (&r[..n], &z[..n], &mut nx[..n], &hn[..n], &h_prev[..n]);
@@ -128,7 +172,8 @@ fn gru_state(r: &[f32], z: &[f32], nx: &mut [f32], hn: &[f32], h_prev: &[f32], h
 /// GRU backward for one row and step: `x` (activated `[r z n]`) becomes the input side's
 /// pre-activation gradients, `hw` (hidden side, `h_n` used) the hidden side's; `dh_prev`
 /// receives the gradient that flows straight to the previous hidden state (`dh·z`).
-pub fn gru_backward(x: &mut [f32], hw: &mut [f32], h_prev: &[f32], dh: &[f32], dh_prev: &mut [f32]) {
+#[inline(always)]
+fn gru_backward_imp(x: &mut [f32], hw: &mut [f32], h_prev: &[f32], dh: &[f32], dh_prev: &mut [f32]) {
     let n = dh.len();
     let (r, rest) = x.split_at_mut(n);
     let (z, a) = rest.split_at_mut(n);
@@ -137,6 +182,7 @@ pub fn gru_backward(x: &mut [f32], hw: &mut [f32], h_prev: &[f32], dh: &[f32], d
     gru_gradients([r, z, a], [hr, hz, hn], h_prev, dh, dh_prev);
 }
 
+#[inline(always)]
 fn gru_gradients(x: [&mut [f32]; 3], hw: [&mut [f32]; 3], h_prev: &[f32], dh: &[f32], dh_prev: &mut [f32]) {
     let n = dh.len();
     let [r, z, a] = x;

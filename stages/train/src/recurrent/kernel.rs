@@ -7,8 +7,15 @@ use super::cell;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-/// Rows per shard: a fixed number so the split, and every sum, is the same on any machine.
-pub const SHARD_ROWS: usize = 32;
+/// Rows per training shard: a fixed number so the split, and every sum, is the same on any
+/// machine.
+pub const SHARD_ROWS: usize = 64;
+
+/// Rows per shard when training (the default batch of 256 is four shards) and when
+/// predicting (smaller: a shard's working set then stays in the core's cache).
+fn shard_rows(keep: bool) -> usize {
+    if keep { SHARD_ROWS } else { SHARD_ROWS / 2 }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cell {
@@ -115,6 +122,13 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumula
     }
 }
 
+/// `row` repeated `times` times.
+fn repeated(row: &[f32], times: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(row.len() * times);
+    (0..times).for_each(|_| out.extend_from_slice(row));
+    out
+}
+
 /// Column sums of a `[rows, width]` matrix, rows added in order.
 fn column_sums(m: &[f32], width: usize) -> Vec<f32> {
     let mut sums = vec![0.0; width];
@@ -130,57 +144,98 @@ pub fn forward(cell: Cell, d: Dims, x: &[f32], w: &Weights, keep: bool) -> (Vec<
     assert_eq!(x.len(), d.batch * d.steps * d.inputs, "forward: input shape");
     let mut hs = vec![0.0; d.batch * d.steps * d.hidden];
     let caches = hs
-        .par_chunks_mut(SHARD_ROWS * d.steps * d.hidden)
-        .zip(x.par_chunks(SHARD_ROWS * d.steps * d.inputs))
+        .par_chunks_mut(shard_rows(keep) * d.steps * d.hidden)
+        .zip(x.par_chunks(shard_rows(keep) * d.steps * d.inputs))
         .map(|(hs, x)| {
-            let cache = forward_shard(cell, Dims { batch: hs.len() / (d.steps * d.hidden), ..d }, x, w, hs);
+            let cache = forward_shard(cell, Dims { batch: hs.len() / (d.steps * d.hidden), ..d }, x, w, hs, keep);
             keep.then_some(cache)
         })
         .collect::<Vec<_>>();
     (hs, caches.into_iter().flatten().collect())
 }
 
-fn forward_shard(cell: Cell, d: Dims, x: &[f32], w: &Weights, hs: &mut [f32]) -> Cache {
-    let (steps, h, g) = (d.steps, d.hidden, cell.gates() * d.hidden);
-    let rows = d.batch;
-    // The input side of every step at once; LSTM adds both biases here, GRU keeps the
-    // hidden side's apart (its `n` gate scales it by `r`).
+/// One shard's forward. Training keeps every step's gates and states (`slots` = steps) and
+/// projects the inputs of all steps in one product; prediction keeps one step's gates and
+/// two cell states, so its working set stays in cache, and projects step by step.
+fn forward_shard(cell: Cell, d: Dims, x: &[f32], w: &Weights, hs: &mut [f32], keep: bool) -> Cache {
+    let (rows, steps, h, g) = (d.batch, d.steps, d.hidden, cell.gates() * d.hidden);
+    let slots = if keep { steps } else { 1 };
+    let slot = |t: usize| if keep { t } else { 0 };
+    // LSTM adds both biases to the input side; GRU keeps the hidden side's apart (its `n`
+    // gate scales it by `r`).
     let bias: Vec<f32> = match cell {
         Cell::Lstm => w.b_ih.iter().zip(w.b_hh).map(|(a, b)| a + b).collect(),
         Cell::Gru => w.b_ih.to_vec(),
     };
-    let mut gates: Vec<f32> = bias.iter().copied().cycle().take(rows * steps * g).collect();
-    matmul(rows * steps, g, d.inputs, &mut gates, g, true, mat(x, d.inputs, 1), mat(w.w_ih, g, 1));
-    let mut extra = match cell {
-        Cell::Lstm => vec![0.0; rows * steps * h],
-        Cell::Gru => w.b_hh.iter().copied().cycle().take(rows * steps * g).collect(),
+    let mut gates = repeated(&bias, rows * slots);
+    if keep {
+        matmul(rows * steps, g, d.inputs, &mut gates, g, true, mat(x, d.inputs, 1), mat(w.w_ih, g, 1));
+    }
+    let (mut extra, extra_width, extra_slots) = match cell {
+        Cell::Lstm => (vec![0.0; rows * h * if keep { steps } else { 2 }], h, if keep { steps } else { 2 }),
+        Cell::Gru => (repeated(w.b_hh, rows * slots), g, slots),
     };
     let zeros = vec![0.0; h];
     for t in 0..steps {
+        if !keep {
+            if t > 0 {
+                (0..rows).for_each(|b| gates[b * g..(b + 1) * g].copy_from_slice(&bias));
+                if cell == Cell::Gru {
+                    (0..rows).for_each(|b| extra[b * g..(b + 1) * g].copy_from_slice(w.b_hh));
+                }
+            }
+            matmul(
+                rows,
+                g,
+                d.inputs,
+                &mut gates,
+                g,
+                true,
+                mat(&x[t * d.inputs..], steps * d.inputs, 1),
+                mat(w.w_ih, g, 1),
+            );
+        }
         if t > 0 {
-            let recurrent = match cell {
-                Cell::Lstm => &mut gates[t * g..],
-                Cell::Gru => &mut extra[t * g..],
+            let (recurrent, width) = match cell {
+                Cell::Lstm => (&mut gates[slot(t) * g..], slots * g),
+                Cell::Gru => (&mut extra[slot(t) * g..], slots * g),
             };
             let h_prev = mat(&hs[(t - 1) * h..], steps * h, 1);
-            matmul(rows, g, h, recurrent, steps * g, true, h_prev, mat(w.w_hh, g, 1));
+            matmul(rows, g, h, recurrent, width, true, h_prev, mat(w.w_hh, g, 1));
         }
         for b in 0..rows {
             let at = b * steps + t;
             let (before, now) = hs.split_at_mut(at * h);
             let h_prev = if t > 0 { &before[(at - 1) * h..] } else { &zeros };
-            let gate_row = &mut gates[at * g..(at + 1) * g];
+            let gate_row = &mut gates[(b * slots + slot(t)) * g..][..g];
             match cell {
                 Cell::Lstm => {
-                    let (before, c) = extra.split_at_mut(at * h);
-                    let c_prev = if t > 0 { &before[(at - 1) * h..] } else { &zeros };
-                    cell::lstm_forward(gate_row, c_prev, &mut c[..h], &mut now[..h]);
+                    let cell_slot = |t: usize| (b * extra_slots + t % extra_slots) * extra_width;
+                    let (c_prev, c) = if t > 0 {
+                        two_rows(&mut extra, cell_slot(t - 1), cell_slot(t), h)
+                    } else {
+                        (&zeros[..], &mut extra[cell_slot(t)..][..h])
+                    };
+                    cell::lstm_forward(gate_row, c_prev, c, &mut now[..h]);
                 }
-                Cell::Gru => cell::gru_forward(gate_row, &extra[at * g..(at + 1) * g], h_prev, &mut now[..h]),
+                Cell::Gru => {
+                    cell::gru_forward(gate_row, &extra[(b * slots + slot(t)) * g..][..g], h_prev, &mut now[..h])
+                }
             }
         }
     }
     Cache { gates, extra }
+}
+
+/// Rows `read` (shared) and `write` (mutable), `width` long, of one buffer; they differ.
+fn two_rows(buf: &mut [f32], read: usize, write: usize, width: usize) -> (&[f32], &mut [f32]) {
+    if read < write {
+        let (a, b) = buf.split_at_mut(write);
+        (&a[read..read + width], &mut b[..width])
+    } else {
+        let (a, b) = buf.split_at_mut(read);
+        (&b[..width], &mut a[write..write + width])
+    }
 }
 
 /// Gradients of the layer given the hidden states' gradient `dhs` `[batch, steps, hidden]`,
