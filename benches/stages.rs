@@ -10,7 +10,7 @@
 //! query_range answers (gzipped, as dumps are) into the long table: JSON MB/s and points/s;
 //! `clean` resamples to the step (mean per step, each series apart, no filters): input points/s;
 //! `features` z-scores CPU per series and cuts lookback-48/horizon-12 windows: points/s;
-//! `train` is a 2×64 LSTM, batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
+//! `train` is a 2×64 LSTM (or `--model SPEC`), batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
 //! windows (training samples/s of the timed epoch; the stage's seconds include evaluating
 //! the validation and test windows); `predict` forecasts up to 50,000 test windows through
 //! the backtest's path: windows/s. Training and prediction cost the same per window at any
@@ -46,6 +46,8 @@ const STAGES: [&str; 7] = ["ingest", "clean", "features", "train", "predict", "e
 /// Training windows per epoch and predicted windows: the reference's 50,000.
 const WINDOWS: usize = 50_000;
 const PEER: &str = "../shared/bench/torch_peer.py";
+/// The reference's model; `--model '{kind: gru, hidden: 64, layers: 2}'` trains another.
+const REFERENCE_MODEL: &str = "{kind: lstm, hidden: 64, layers: 2}";
 
 struct Args(Vec<String>);
 
@@ -63,9 +65,11 @@ fn main() {
     let args = Args(std::env::args().skip(1).filter(|a| a != "--bench").collect());
     let dataset = PathBuf::from(args.value("--dataset").unwrap_or("data/nezha-k8s"));
     let step: u64 = args.value("--step").unwrap_or("60").parse().expect("--step: seconds");
+    let model = args.value("--model").unwrap_or(REFERENCE_MODEL);
     if let Some(stage) = args.value("--measure") {
         let (store, input) = (Path::new(args.value("--store").unwrap()), Path::new(args.value("--input").unwrap()));
-        let mut result = measure(stage, store, input, step);
+        let mut result = measure(stage, store, input, step, model);
+        result["model"] = json!(model);
         result["dataset"] = json!(dataset);
         result["scale"] = json!(args.value("--scale").unwrap().parse::<usize>().unwrap());
         println!("{result}");
@@ -88,6 +92,7 @@ fn main() {
                 .args(["--measure", stage, "--scale", &scale.to_string(), "--step", &step.to_string()])
                 .arg("--dataset")
                 .arg(&dataset)
+                .args(["--model", model])
                 .arg("--store")
                 .arg(&store)
                 .arg("--input")
@@ -183,7 +188,7 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// Runs one stage (its inputs are committed in the store) and returns its measurements.
-fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
+fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> Value {
     let started = Instant::now();
     let mut result = json!({"tool": "applearner", "stage": stage});
     if stage == "predict" {
@@ -192,7 +197,7 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
         result["windows"] = json!(windows);
         result["windows_per_s"] = json!((windows as f64 / seconds).round());
     } else {
-        let report = run_stage(store, input, step, stage);
+        let report = run_stage(store, input, step, stage, model);
         let summary = &report.record(stage).unwrap().summary;
         let seconds = started.elapsed().as_secs_f64();
         let per_s = |n: f64| json!((n / seconds).round());
@@ -243,7 +248,7 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64) -> Value {
 }
 
 /// Runs `stage` of ingest → clean → features → train over `input` in run `bench` of `store`.
-fn run_stage(store: &Path, input: &Path, step: u64, stage: &str) -> RunReport {
+fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) -> RunReport {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
@@ -256,7 +261,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str) -> RunReport {
          features:\n    uses: features.build\n    with: {{columns: [cpu], calendar: [], \
          split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
-         model: {{kind: lstm, hidden: 64, layers: 2}}, loss: {{kind: mse}}, \
+         model: {model}, loss: {{kind: mse}}, \
          train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \
          evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n",
         input.display(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::applearner;
+use crate::support::{applearner, applearner_cmd};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -54,6 +54,20 @@ fn training_on_real_data_lowers_the_loss_and_a_killed_run_resumes_to_the_same_we
     assert_eq!(losses.len(), 3);
     assert!(losses[2] < losses[0], "training loss did not fall: {losses:?}");
     let whole = &stage(&manifest, "train")["outputs"]["model.mpk"]["digest"];
+
+    // On one thread the same weights, bit for bit: the fused layers shard the batch by a
+    // fixed rule and sum the shards in order, whatever the core count.
+    let single = dir.path().join("single");
+    let store_set = format!("store={}", single.display());
+    let mut args = vec!["run", "configs/quickstart.yaml", "--until", "train", "--run-id", "one", "--set", &store_set];
+    for s in QUICK {
+        args.extend(["--set", s]);
+    }
+    let out = applearner_cmd(&args, &[("RAYON_NUM_THREADS", "1".into())]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let one: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(single.join("one/manifest.json")).unwrap()).unwrap();
+    assert_eq!(&stage(&one, "train")["outputs"]["model.mpk"]["digest"], whole, "one thread");
 
     // Kill a run after its first checkpoint, then rerun it: it resumes and ends with the
     // weights of the run that was never interrupted.

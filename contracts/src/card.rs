@@ -63,6 +63,7 @@ impl Scaler {
 /// Accuracy of point forecasts on a part, in scaled units, beside the last-value forecast.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
+    /// The part's non-overlapping windows scored (every horizon-th origin per series).
     pub windows: usize,
     pub mae: f64,
     pub rmse: f64,
@@ -94,7 +95,7 @@ impl Card {
              - training: {opt:?}, lr {lr}, batch {batch}, {epochs} epochs max (ran {ran}, kept epoch {best}), seed {seed}, on {device}\n\
              - AppLearner {version}, burn {burn}, card format {format}\n\
              - weights: `{weights}` (blake3 {digest})\n\n\
-             ## Accuracy (scaled units; relative MAE = MAE ÷ last-value MAE, below 1 beats repeating the last value)\n\n\
+             ## Accuracy (scaled units, non-overlapping windows; relative MAE = MAE ÷ last-value MAE, below 1 beats repeating the last value)\n\n\
              | part | windows | MAE | RMSE | last-value MAE | relative MAE |\n|---|---|---|---|---|---|\n{val}{test}\n\
              Load it with `applearner predict --model <this folder> --input <features>`.\n",
             kind = b.model.name().to_uppercase(),

@@ -164,6 +164,26 @@ impl WindowSet {
         Part::parse(part).and_then(|p| self.parts.get(&p)).map_or(&[], Vec::as_slice)
     }
 
+    /// Per series, every `stride`-th window of `part` in time order (the latest
+    /// `max_origins` of them; 0: all): non-overlapping windows when `stride` is the horizon.
+    pub fn every(&self, part: &str, stride: usize, max_origins: usize) -> Vec<usize> {
+        let windows = self.part(part);
+        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, w) in windows.iter().enumerate() {
+            by_key.entry(&w.key).or_default().push(i);
+        }
+        let mut chosen = Vec::new();
+        for list in by_key.values_mut() {
+            list.sort_by_key(|&i| windows[i].origin_ms);
+            let mut picked: Vec<usize> = list.iter().copied().step_by(stride.max(1)).collect();
+            if max_origins > 0 && picked.len() > max_origins {
+                picked.drain(..picked.len() - max_origins);
+            }
+            chosen.extend(picked);
+        }
+        chosen
+    }
+
     /// The last observed value of each target in the windows `which` of `part` (at their
     /// origin), `[batch, targets]`: what the last-value forecast repeats.
     pub fn last_values(&self, part: &str, which: &[usize], out: &mut Vec<f32>) {

@@ -137,7 +137,7 @@ impl Stage for Backtest {
         let device = self.params.device.resolve()?;
 
         let stride = self.params.stride.unwrap_or(horizon);
-        let chosen = origins(&windows, "test", stride, self.params.max_origins);
+        let chosen = windows.every("test", stride, self.params.max_origins);
         if chosen.is_empty() {
             return Err(EvaluateError::NoTestWindows.into());
         }
@@ -145,7 +145,7 @@ impl Stage for Backtest {
             ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
         let mut tracks = model.tracks("test", &chosen)?;
         // The validation part's forecasts: what plans are calibrated on, never scored here.
-        let calibration = model.tracks("validation", &origins(&windows, "validation", stride, 0))?;
+        let calibration = model.tracks("validation", &windows.every("validation", stride, 0))?;
 
         let mut fallbacks = 0usize;
         let mut naive_scaled = 0usize;
@@ -258,24 +258,6 @@ impl Stage for Backtest {
 /// The actual values `horizon` steps after `origin`, if every one was observed.
 fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64>> {
     (1..=horizon as i64).map(|h| s.at(origin + h * step)).collect()
-}
-
-/// Per series, every `stride`-th window of `part`, the latest `max_origins` (0: all).
-fn origins(windows: &WindowSet, part: &str, stride: usize, max_origins: usize) -> Vec<usize> {
-    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, w) in windows.part(part).iter().enumerate() {
-        by_key.entry(&w.key).or_default().push(i);
-    }
-    let mut chosen = Vec::new();
-    for list in by_key.values_mut() {
-        list.sort_by_key(|&i| windows.part(part)[i].origin_ms);
-        let mut picked: Vec<usize> = list.iter().copied().step_by(stride).collect();
-        if max_origins > 0 && picked.len() > max_origins {
-            picked.drain(..picked.len() - max_origins);
-        }
-        chosen.extend(picked);
-    }
-    chosen
 }
 
 /// The trained model and what its forecasts are read against.
