@@ -1,7 +1,7 @@
 //! The fused layer on flex: forward only on `Flex` (prediction and evaluation keep no
 //! caches), with its backward through time on `Autodiff<Flex>`.
 
-use super::kernel::{self, Cache, Cell, Dims, Weights};
+use super::kernel::{self, Cell, Dims, Trace, Weights};
 use super::{FusedLayer, Recurrent, Rnn};
 use std::sync::Arc;
 
@@ -67,11 +67,13 @@ impl Inputs {
         Weights { w_ih: slice(&self.w_ih), b_ih: slice(&self.b_ih), w_hh: slice(&self.w_hh), b_hh: slice(&self.b_hh) }
     }
 
-    /// The hidden states as a tensor, and the shards' caches when `keep`.
-    fn forward(&self, keep: bool) -> (FlexTensor, Vec<Cache>) {
+    fn forward(&self, keep: bool) -> Trace {
+        kernel::forward(self.cell, self.dims, slice(&self.x), &self.weights(), keep)
+    }
+
+    fn hidden_states(&self, hs: Vec<f32>) -> FlexTensor {
         let d = self.dims;
-        let (hs, caches) = kernel::forward(self.cell, d, slice(&self.x), &self.weights(), keep);
-        (tensor(hs, vec![d.batch, d.steps, d.hidden]), caches)
+        tensor(hs, vec![d.batch, d.steps, d.hidden])
     }
 }
 
@@ -84,16 +86,16 @@ impl FusedLayer for Flex {
         w_hh: FlexTensor,
         b_hh: FlexTensor,
     ) -> FlexTensor {
-        Inputs::new(cell, [&x, &w_ih, &b_ih, &w_hh, &b_hh]).forward(false).0
+        let inputs = Inputs::new(cell, [&x, &w_ih, &b_ih, &w_hh, &b_hh]);
+        inputs.hidden_states(inputs.forward(false).hs)
     }
 }
 
-/// What the backward needs: the inputs, the hidden states and the shards' caches.
+/// What the backward needs: the inputs and the forward's trace.
 #[derive(Debug, Clone)]
 struct Saved {
     inputs: Inputs,
-    hs: FlexTensor,
-    caches: Vec<Cache>,
+    trace: Trace,
 }
 
 #[derive(Debug)]
@@ -106,18 +108,9 @@ impl Backward<Flex, 5> for LayerBackward {
         let [x, w_ih, b_ih, w_hh, b_hh] = ops.parents.map(|parent| parent.map(|node| node.id));
         let dhs = values(&grads.consume::<Flex>(&ops.node));
         // The state is not shared once the graph runs backward; the caches become the gradients.
-        let Saved { inputs, hs, caches } = Arc::try_unwrap(ops.state).unwrap_or_else(|shared| (*shared).clone());
+        let Saved { inputs, trace } = Arc::try_unwrap(ops.state).unwrap_or_else(|shared| (*shared).clone());
         let d = inputs.dims;
-        let g = kernel::backward(
-            inputs.cell,
-            d,
-            slice(&inputs.x),
-            &inputs.weights(),
-            slice(&hs),
-            caches,
-            slice(&dhs),
-            x.is_some(),
-        );
+        let g = kernel::backward(inputs.cell, d, slice(&inputs.x), &inputs.weights(), trace, slice(&dhs), x.is_some());
         let width = inputs.cell.gates() * d.hidden;
         let mut register = |node: Option<NodeId>, values: Vec<f32>, shape: Vec<usize>| {
             if let Some(id) = node {
@@ -146,10 +139,11 @@ impl<C: CheckpointStrategy> FusedLayer for Autodiff<Flex, C> {
             Inputs::new(cell, [&x.primitive, &w_ih.primitive, &b_ih.primitive, &w_hh.primitive, &b_hh.primitive]);
         match LayerBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (hs, caches) = inputs.forward(true);
-                prep.finish(Arc::new(Saved { inputs, hs: hs.clone(), caches }), hs)
+                let trace = inputs.forward(true);
+                let hs = inputs.hidden_states(trace.hs.clone());
+                prep.finish(Arc::new(Saved { inputs, trace }), hs)
             }
-            OpsKind::UnTracked(prep) => prep.finish(inputs.forward(false).0),
+            OpsKind::UnTracked(prep) => prep.finish(inputs.hidden_states(inputs.forward(false).hs)),
         }
     }
 }

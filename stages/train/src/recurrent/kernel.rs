@@ -58,6 +58,13 @@ pub struct Cache {
     extra: Vec<f32>,
 }
 
+/// A forward pass: the hidden states and, for the backward, the shards' caches.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub hs: Vec<f32>,
+    caches: Vec<Cache>,
+}
+
 /// Weight and bias gradients, and the input's (when asked for).
 #[derive(Debug)]
 pub struct Grads {
@@ -138,9 +145,9 @@ fn column_sums(m: &[f32], width: usize) -> Vec<f32> {
     sums
 }
 
-/// The hidden states `[batch, steps, hidden]` of the layer over `x`, and each shard's
+/// The hidden states `[batch, steps, hidden]` of the layer over `x`, with each shard's
 /// cache for the backward when `keep` (prediction keeps nothing).
-pub fn forward(cell: Cell, d: Dims, x: &[f32], w: &Weights, keep: bool) -> (Vec<f32>, Vec<Cache>) {
+pub fn forward(cell: Cell, d: Dims, x: &[f32], w: &Weights, keep: bool) -> Trace {
     assert_eq!(x.len(), d.batch * d.steps * d.inputs, "forward: input shape");
     let mut hs = vec![0.0; d.batch * d.steps * d.hidden];
     let caches = hs
@@ -151,7 +158,7 @@ pub fn forward(cell: Cell, d: Dims, x: &[f32], w: &Weights, keep: bool) -> (Vec<
             keep.then_some(cache)
         })
         .collect::<Vec<_>>();
-    (hs, caches.into_iter().flatten().collect())
+    Trace { hs, caches: caches.into_iter().flatten().collect() }
 }
 
 /// One shard's forward. Training keeps every step's gates and states (`slots` = steps) and
@@ -239,18 +246,10 @@ fn two_rows(buf: &mut [f32], read: usize, write: usize, width: usize) -> (&[f32]
 }
 
 /// Gradients of the layer given the hidden states' gradient `dhs` `[batch, steps, hidden]`,
-/// from the inputs, hidden states and caches of the forward.
-pub fn backward(
-    cell: Cell,
-    d: Dims,
-    x: &[f32],
-    w: &Weights,
-    hs: &[f32],
-    caches: Vec<Cache>,
-    dhs: &[f32],
-    want_x: bool,
-) -> Grads {
+/// from the inputs and the forward's trace.
+pub fn backward(cell: Cell, d: Dims, x: &[f32], w: &Weights, trace: Trace, dhs: &[f32], want_x: bool) -> Grads {
     let (rows, g) = (SHARD_ROWS * d.steps, cell.gates() * d.hidden);
+    let Trace { hs, caches } = trace;
     let shards: Vec<Grads> = caches
         .into_par_iter()
         .zip(x.par_chunks(rows * d.inputs))

@@ -25,7 +25,7 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 /// Σ hs ⊙ r over the kernel's forward, in f64.
 fn loss(cell: Cell, d: Dims, x: &[f32], w: [&[f32]; 4], r: &[f32]) -> f64 {
     let weights = Weights { w_ih: w[0], b_ih: w[1], w_hh: w[2], b_hh: w[3] };
-    let (hs, _) = kernel::forward(cell, d, x, &weights, false);
+    let hs = kernel::forward(cell, d, x, &weights, false).hs;
     hs.iter().zip(r).map(|(h, r)| *h as f64 * *r as f64).sum()
 }
 
@@ -48,8 +48,8 @@ fn fused_gradients_match_finite_differences() {
             ];
             let r = random(d.batch * d.steps * d.hidden, 1.0, &mut rng);
             let weights = Weights { w_ih: &params[0], b_ih: &params[1], w_hh: &params[2], b_hh: &params[3] };
-            let (hs, caches) = kernel::forward(cell, d, &x, &weights, true);
-            let grads = kernel::backward(cell, d, &x, &weights, &hs, caches, &r, true);
+            let trace = kernel::forward(cell, d, &x, &weights, true);
+            let grads = kernel::backward(cell, d, &x, &weights, trace, &r, true);
             let analytic = [grads.w_ih, grads.b_ih, grads.w_hh, grads.b_hh];
             let step = 1e-2f32;
             for p in 0..4 {
@@ -161,8 +161,9 @@ fn a_shard_split_does_not_depend_on_the_thread_count() {
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
         pool.install(|| {
-            let (hs, caches) = kernel::forward(Cell::Lstm, d, &x, &w, true);
-            let g = kernel::backward(Cell::Lstm, d, &x, &w, &hs, caches, &dhs, true);
+            let trace = kernel::forward(Cell::Lstm, d, &x, &w, true);
+            let hs = trace.hs.clone();
+            let g = kernel::backward(Cell::Lstm, d, &x, &w, trace, &dhs, true);
             (hs, g.w_ih, g.w_hh, g.b_ih, g.x)
         })
     };
