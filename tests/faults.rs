@@ -107,16 +107,32 @@ fn an_object_store_that_goes_away_fails_the_run_clearly_and_a_rerun_completes() 
         "--set",
         "train.train.max_train_windows=3000",
     ];
-    let child = applearner_cmd(&args, &env)
-        .stdout(std::process::Stdio::piped())
+    let mut child = applearner_cmd(&args, &env)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The server goes away once training starts: its checkpoints and outputs cannot be
+    // written (a fixed delay raced the run, which now trains in about a second).
+    let (started, training) = std::sync::mpsc::channel();
+    let log = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("running stage=\"train\"") {
+                started.send(()).ok();
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    training.recv_timeout(std::time::Duration::from_secs(300)).expect("training never started");
     s3.stop();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
     let error = stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(error.contains("store `s3://faults/runs`, object `r/"), "{error}");
     assert!(!stderr.contains("panicked"), "{stderr}");
