@@ -10,11 +10,11 @@
 //! query_range answers (gzipped, as dumps are) into the long table: JSON MB/s and points/s;
 //! `clean` resamples to the step (mean per step, each series apart, no filters): input points/s;
 //! `features` z-scores CPU per series and cuts lookback-48/horizon-12 windows: points/s;
-//! `train` is a 2×64 LSTM (or `--model SPEC`), batch 256, Adam 1e-3, MSE, one epoch over 50,000 seeded-random
-//! windows (training samples/s of the timed epoch; the stage's seconds include evaluating
-//! the validation and test windows); `predict` forecasts up to 50,000 test windows through
-//! the backtest's path: windows/s. Training and prediction cost the same per window at any
-//! scale, and `train` evaluates every test window, so they run only at scales up to
+//! `train` is a 2×64 LSTM (or `--model SPEC`), batch 256, Adam 1e-3, MSE, one epoch over
+//! 50,000 seeded-random windows (training samples/s of the timed epoch; the stage's seconds
+//! include scoring the validation and test parts' non-overlapping windows); `predict`
+//! forecasts up to 50,000 test windows through the backtest's path: windows/s. Training and
+//! prediction cost the same per window at any scale, so they run only at scales up to
 //! `--model-scales` (default 10); so do `evaluate` (the backtest: every method from the
 //! test part's origins, the model also from the validation part's) and `plan` (CPU request
 //! lines calibrated on validation and replayed with KRR, VPA and the oracle on change
