@@ -129,13 +129,6 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumula
     }
 }
 
-/// `row` repeated `times` times.
-fn repeated(row: &[f32], times: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(row.len() * times);
-    (0..times).for_each(|_| out.extend_from_slice(row));
-    out
-}
-
 /// Column sums of a `[rows, width]` matrix, rows added in order.
 fn column_sums(m: &[f32], width: usize) -> Vec<f32> {
     let mut sums = vec![0.0; width];
@@ -161,77 +154,95 @@ pub fn forward(cell: Cell, d: Dims, x: &[f32], w: &Weights, keep: bool) -> Trace
     Trace { hs, caches: caches.into_iter().flatten().collect() }
 }
 
-/// One shard's forward. Training keeps every step's gates and states (`slots` = steps) and
-/// projects the inputs of all steps in one product; prediction keeps one step's gates and
-/// two cell states, so its working set stays in cache, and projects step by step.
+/// One shard's forward. Training keeps every step's gates and states and projects the
+/// inputs of all steps in one product; prediction keeps one step's gates and two cell
+/// states, so its working set stays in cache, and projects step by step.
 fn forward_shard(cell: Cell, d: Dims, x: &[f32], w: &Weights, hs: &mut [f32], keep: bool) -> Cache {
     let (rows, steps, h, g) = (d.batch, d.steps, d.hidden, cell.gates() * d.hidden);
-    let slots = if keep { steps } else { 1 };
-    let slot = |t: usize| if keep { t } else { 0 };
     // LSTM adds both biases to the input side; GRU keeps the hidden side's apart (its `n`
     // gate scales it by `r`).
     let bias: Vec<f32> = match cell {
         Cell::Lstm => w.b_ih.iter().zip(w.b_hh).map(|(a, b)| a + b).collect(),
         Cell::Gru => w.b_ih.to_vec(),
     };
-    let mut gates = repeated(&bias, rows * slots);
-    if keep {
-        matmul(rows * steps, g, d.inputs, &mut gates, g, true, mat(x, d.inputs, 1), mat(w.w_ih, g, 1));
-    }
-    let (mut extra, extra_width, extra_slots) = match cell {
-        Cell::Lstm => (vec![0.0; rows * h * if keep { steps } else { 2 }], h, if keep { steps } else { 2 }),
-        Cell::Gru => (repeated(w.b_hh, rows * slots), g, slots),
-    };
-    let zeros = vec![0.0; h];
+    let mut buffers = Buffers::new(cell, d, keep);
+    let slots = buffers.slots;
     for t in 0..steps {
-        if !keep {
-            if t > 0 {
-                (0..rows).for_each(|b| gates[b * g..(b + 1) * g].copy_from_slice(&bias));
-                if cell == Cell::Gru {
-                    (0..rows).for_each(|b| extra[b * g..(b + 1) * g].copy_from_slice(w.b_hh));
-                }
+        if t == 0 || !keep {
+            // The biases, then the input side: of every step at once, or of this step.
+            fill(&mut buffers.gates, &bias);
+            if cell == Cell::Gru {
+                fill(&mut buffers.extra, w.b_hh);
             }
-            matmul(
-                rows,
-                g,
-                d.inputs,
-                &mut gates,
-                g,
-                true,
-                mat(&x[t * d.inputs..], steps * d.inputs, 1),
-                mat(w.w_ih, g, 1),
-            );
+            let (m, x_t, x_rs) =
+                if keep { (rows * steps, x, d.inputs) } else { (rows, &x[t * d.inputs..], steps * d.inputs) };
+            matmul(m, g, d.inputs, &mut buffers.gates, g, true, mat(x_t, x_rs, 1), mat(w.w_ih, g, 1));
         }
         if t > 0 {
-            let (recurrent, width) = match cell {
-                Cell::Lstm => (&mut gates[slot(t) * g..], slots * g),
-                Cell::Gru => (&mut extra[slot(t) * g..], slots * g),
+            let recurrent = match cell {
+                Cell::Lstm => &mut buffers.gates[t % slots * g..],
+                Cell::Gru => &mut buffers.extra[t % slots * g..],
             };
             let h_prev = mat(&hs[(t - 1) * h..], steps * h, 1);
-            matmul(rows, g, h, recurrent, width, true, h_prev, mat(w.w_hh, g, 1));
+            matmul(rows, g, h, recurrent, slots * g, true, h_prev, mat(w.w_hh, g, 1));
         }
-        for b in 0..rows {
-            let at = b * steps + t;
+        buffers.cells(cell, d, t, hs);
+    }
+    Cache { gates: buffers.gates, extra: buffers.extra }
+}
+
+/// A shard's forward buffers, `[rows, slots, width]` with step `t` in slot `t % slots`: the
+/// gates (and GRU's hidden side) of every step or of one, LSTM's cell states of every step
+/// or of two (the previous and this one).
+struct Buffers {
+    gates: Vec<f32>,
+    extra: Vec<f32>,
+    slots: usize,
+    cell_slots: usize,
+}
+
+impl Buffers {
+    fn new(cell: Cell, d: Dims, keep: bool) -> Self {
+        let (slots, cell_slots) = if keep { (d.steps, d.steps) } else { (1, 2) };
+        let g = cell.gates() * d.hidden;
+        let extra = match cell {
+            Cell::Lstm => vec![0.0; d.batch * cell_slots * d.hidden],
+            Cell::Gru => vec![0.0; d.batch * slots * g],
+        };
+        Buffers { gates: vec![0.0; d.batch * slots * g], extra, slots, cell_slots }
+    }
+
+    /// Step `t`'s cells, row by row: the gates activated, the hidden states into `hs`.
+    fn cells(&mut self, cell: Cell, d: Dims, t: usize, hs: &mut [f32]) {
+        let (h, g) = (d.hidden, cell.gates() * d.hidden);
+        let zeros = vec![0.0; h];
+        for b in 0..d.batch {
+            let at = b * d.steps + t;
             let (before, now) = hs.split_at_mut(at * h);
-            let h_prev = if t > 0 { &before[(at - 1) * h..] } else { &zeros };
-            let gate_row = &mut gates[(b * slots + slot(t)) * g..][..g];
+            let row = (b * self.slots + t % self.slots) * g;
+            let gates = &mut self.gates[row..row + g];
             match cell {
                 Cell::Lstm => {
-                    let cell_slot = |t: usize| (b * extra_slots + t % extra_slots) * extra_width;
+                    let state = |t: usize| (b * self.cell_slots + t % self.cell_slots) * h;
                     let (c_prev, c) = if t > 0 {
-                        two_rows(&mut extra, cell_slot(t - 1), cell_slot(t), h)
+                        two_rows(&mut self.extra, state(t - 1), state(t), h)
                     } else {
-                        (&zeros[..], &mut extra[cell_slot(t)..][..h])
+                        (&zeros[..], &mut self.extra[state(t)..][..h])
                     };
-                    cell::lstm_forward(gate_row, c_prev, c, &mut now[..h]);
+                    cell::lstm_forward(gates, c_prev, c, &mut now[..h]);
                 }
                 Cell::Gru => {
-                    cell::gru_forward(gate_row, &extra[(b * slots + slot(t)) * g..][..g], h_prev, &mut now[..h])
+                    let h_prev = if t > 0 { &before[(at - 1) * h..] } else { &zeros };
+                    cell::gru_forward(gates, &self.extra[row..row + g], h_prev, &mut now[..h]);
                 }
             }
         }
     }
-    Cache { gates, extra }
+}
+
+/// Every `row.len()`-wide row of `buf` set to `row`.
+fn fill(buf: &mut [f32], row: &[f32]) {
+    buf.chunks_exact_mut(row.len()).for_each(|r| r.copy_from_slice(row));
 }
 
 /// Rows `read` (shared) and `write` (mutable), `width` long, of one buffer; they differ.
@@ -286,50 +297,19 @@ fn backward_shard(
     x: &[f32],
     w: &Weights,
     hs: &[f32],
-    cache: Cache,
+    mut cache: Cache,
     dhs: &[f32],
     want_x: bool,
 ) -> Grads {
+    through_time(cell, d, w, hs, &mut cache, dhs);
     let (rows, steps, h, g) = (d.batch, d.steps, d.hidden, cell.gates() * d.hidden);
-    let Cache { mut gates, mut extra } = cache;
-    let zeros = vec![0.0; h];
-    let (mut dh, mut dh_next, mut dc) = (vec![0.0; h], vec![0.0; rows * h], vec![0.0; rows * h]);
-    for t in (0..steps).rev() {
-        for b in 0..rows {
-            let at = b * steps + t;
-            let next = &mut dh_next[b * h..(b + 1) * h];
-            dh.iter_mut().zip(&dhs[at * h..(at + 1) * h]).zip(next.iter()).for_each(|((d, a), n)| *d = a + n);
-            let h_prev = if t > 0 { &hs[(at - 1) * h..at * h] } else { &zeros };
-            let gate_row = &mut gates[at * g..(at + 1) * g];
-            match cell {
-                Cell::Lstm => {
-                    let c_prev = if t > 0 { &extra[(at - 1) * h..at * h] } else { &zeros };
-                    cell::lstm_backward(
-                        gate_row,
-                        &extra[at * h..(at + 1) * h],
-                        c_prev,
-                        &dh,
-                        &mut dc[b * h..(b + 1) * h],
-                    );
-                }
-                Cell::Gru => cell::gru_backward(gate_row, &mut extra[at * g..(at + 1) * g], h_prev, &dh, next),
-            }
-        }
-        if t > 0 {
-            // The recurrent product's gradient reaches the previous step's hidden state.
-            let (source, accumulate) = match cell {
-                Cell::Lstm => (&gates[t * g..], false),
-                Cell::Gru => (&extra[t * g..], true),
-            };
-            matmul(rows, h, g, &mut dh_next, h, accumulate, mat(source, steps * g, 1), mat(w.w_hh, 1, g));
-        }
-    }
     // Each hidden state beside the gradient of the step after it (zero before the first).
     let mut h_prev = vec![0.0; rows * steps * h];
     for b in 0..rows {
         let at = b * steps * h;
         h_prev[at + h..at + steps * h].copy_from_slice(&hs[at..at + (steps - 1) * h]);
     }
+    let Cache { gates, extra } = cache;
     let d_hidden = match cell {
         Cell::Lstm => &gates,
         Cell::Gru => &extra,
@@ -345,4 +325,40 @@ fn backward_shard(
         dx
     });
     Grads { x: dx, w_ih, b_ih: column_sums(&gates, g), w_hh, b_hh: column_sums(d_hidden, g) }
+}
+
+/// Back-propagation through time: the cache's activations become the gradients of the
+/// pre-activations, input side in `gates`, hidden side in `gates` (LSTM) or `extra` (GRU).
+fn through_time(cell: Cell, d: Dims, w: &Weights, hs: &[f32], cache: &mut Cache, dhs: &[f32]) {
+    let (rows, steps, h, g) = (d.batch, d.steps, d.hidden, cell.gates() * d.hidden);
+    let Cache { gates, extra } = cache;
+    let zeros = vec![0.0; h];
+    let (mut dh, mut dh_next, mut dc) = (vec![0.0; h], vec![0.0; rows * h], vec![0.0; rows * h]);
+    for t in (0..steps).rev() {
+        for b in 0..rows {
+            let at = b * steps + t;
+            let next = &mut dh_next[b * h..(b + 1) * h];
+            dh.iter_mut().zip(&dhs[at * h..(at + 1) * h]).zip(next.iter()).for_each(|((d, a), n)| *d = a + n);
+            let gate_row = &mut gates[at * g..(at + 1) * g];
+            match cell {
+                Cell::Lstm => {
+                    let c_prev = if t > 0 { &extra[(at - 1) * h..at * h] } else { &zeros };
+                    let dc = &mut dc[b * h..(b + 1) * h];
+                    cell::lstm_backward(gate_row, &extra[at * h..(at + 1) * h], c_prev, &dh, dc);
+                }
+                Cell::Gru => {
+                    let h_prev = if t > 0 { &hs[(at - 1) * h..at * h] } else { &zeros };
+                    cell::gru_backward(gate_row, &mut extra[at * g..(at + 1) * g], h_prev, &dh, next);
+                }
+            }
+        }
+        if t > 0 {
+            // The recurrent product's gradient reaches the previous step's hidden state.
+            let (source, accumulate) = match cell {
+                Cell::Lstm => (&gates[t * g..], false),
+                Cell::Gru => (&extra[t * g..], true),
+            };
+            matmul(rows, h, g, &mut dh_next, h, accumulate, mat(source, steps * g, 1), mat(w.w_hh, 1, g));
+        }
+    }
 }
