@@ -26,11 +26,6 @@ impl<C: CheckpointStrategy> Recurrent for Autodiff<Flex, C> {
     }
 }
 
-/// A flex tensor's values in row-major order (copied only if it is a strided view).
-fn values(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
 fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("the fused layer runs on contiguous f32 tensors")
 }
@@ -59,7 +54,8 @@ impl Inputs {
         let g = cell.gates() * hidden;
         assert_eq!(w_ih.layout().shape().to_vec(), vec![dims.inputs, g], "fused layer: input weight shape");
         assert_eq!(w_hh.layout().shape().to_vec(), vec![hidden, g], "fused layer: hidden weight shape");
-        let (x, w_ih, b_ih, w_hh, b_hh) = (values(x), values(w_ih), values(b_ih), values(w_hh), values(b_hh));
+        // Row-major copies only where a tensor is a strided view.
+        let [x, w_ih, b_ih, w_hh, b_hh] = [x, w_ih, b_ih, w_hh, b_hh].map(FlexTensor::to_contiguous);
         Inputs { cell, dims, x, w_ih, b_ih, w_hh, b_hh }
     }
 
@@ -106,7 +102,7 @@ impl Backward<Flex, 5> for LayerBackward {
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x, w_ih, b_ih, w_hh, b_hh] = ops.parents.map(|parent| parent.map(|node| node.id));
-        let dhs = values(&grads.consume::<Flex>(&ops.node));
+        let dhs = grads.consume::<Flex>(&ops.node).to_contiguous();
         // The state is not shared once the graph runs backward; the caches become the gradients.
         let Saved { inputs, trace } = Arc::try_unwrap(ops.state).unwrap_or_else(|shared| (*shared).clone());
         let d = inputs.dims;

@@ -140,17 +140,18 @@ impl<B: Backend> Rnn<B> {
         B: FusedLayer,
     {
         let [batch, steps, _] = x.dims();
+        let device = x.device();
+        let primitive = |t: Tensor<B, 2>| t.into_primitive().tensor();
+        let bias = |linear: &Linear<B>| match &linear.bias {
+            Some(b) => b.val().into_primitive().tensor(),
+            None => Tensor::<B, 1>::zeros([linear.weight.dims()[1]], &device).into_primitive().tensor(),
+        };
         let mut seq = x;
         for (l, layer) in self.layers.iter().enumerate() {
             let input = if l > 0 { self.dropout.forward(seq) } else { seq };
-            let primitive = |t: Tensor<B, 2>| t.into_primitive().tensor();
-            let bias = |linear: &Linear<B>| match &linear.bias {
-                Some(b) => b.val().into_primitive().tensor(),
-                None => Tensor::<B, 1>::zeros([linear.weight.dims()[1]], &input.device()).into_primitive().tensor(),
-            };
             let out = B::fused_layer(
                 cell,
-                input.clone().into_primitive().tensor(),
+                input.into_primitive().tensor(),
                 primitive(layer.input.weight.val()),
                 bias(&layer.input),
                 primitive(layer.hidden.weight.val()),

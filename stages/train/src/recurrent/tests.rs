@@ -123,15 +123,9 @@ fn compare(cell: Cell, batch: usize, steps: usize, inputs: usize, hidden: usize,
         );
     }
     // Prediction: the forward-only path on the inner backend gives the same state.
-    let inner = rnn.valid_copy();
+    let inner: Rnn<Flex> = burn::module::AutodiffModule::valid(&rnn);
     let forward_only = values(inner.fused(x.inner(), cell));
     assert!(relative_error(&forward_only, &outs[0][0]) <= 1e-5, "{cell:?}: forward-only path");
-}
-
-impl Rnn<Ad> {
-    fn valid_copy(&self) -> Rnn<Flex> {
-        burn::module::AutodiffModule::valid(self)
-    }
 }
 
 #[test]
