@@ -40,10 +40,14 @@ pub mod resampled {
 /// `mean` / `median` over series), horizon step (0: all steps) and metric.
 pub mod scores {
     pub const NAME: &str = "scores";
+    /// `validation` or `test`.
+    pub const PART: &str = "part";
     pub const METHOD: &str = "method";
     pub const RESOURCE: &str = "resource";
     pub const SCOPE: &str = "scope";
     pub const KEY: &str = "key";
+    /// `all`, a horizon bucket (`1h`, `6h`, `1d`, `more`), or empty on the rows of one step.
+    pub const BUCKET: &str = "bucket";
     pub const STEP: &str = "step";
     pub const METRIC: &str = "metric";
     pub const VALUE: &str = "value";
@@ -53,8 +57,8 @@ pub mod scores {
 /// ahead: what happened and the forecast, then a column per quantile level (`p50`, `p90`, …).
 pub mod forecasts {
     pub const NAME: &str = "forecasts";
-    /// `validation` (the model's, for calibrating plans), `test` (every method's, scored)
-    /// or `ahead` (the model's from the end of the data: no actual yet).
+    /// `validation` (where methods are chosen and quantiles and plans calibrated), `test`
+    /// (scored) or `ahead` (from the end of the data: no actual yet); every method in each.
     pub const PART: &str = "part";
     pub const AHEAD: &str = "ahead";
     pub const METHOD: &str = "method";

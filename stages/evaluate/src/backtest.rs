@@ -1,12 +1,14 @@
 //! `evaluate.backtest`: the trained model, the baselines and the recommenders forecast from
-//! the same origins of the test part; every forecast is kept beside what happened, and
-//! scored per series, in aggregate and per horizon step.
+//! the same origins of the validation and test parts; every forecast is kept beside what
+//! happened, and scored per series, in aggregate, per horizon bucket and per step. The
+//! validation part chooses each series' method (`auto`) and calibrates every forecaster's
+//! quantiles; the test part judges them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::table::Usage;
-use applearner_contracts::tables::{forecasts, scores};
+use applearner_contracts::tables::forecasts;
 use applearner_contracts::{Part, WindowSet};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
@@ -22,22 +24,30 @@ use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
-use crate::metrics;
+use crate::conformal;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
+use crate::scoring::{buckets, choices_table, mase_scale, score, scores_table};
 use crate::table::{TableBuilder, read_usage};
 use applearner_pipeline::columns::{floats, ints, strings};
 
-/// Rolling-origin backtest over the test part. Reads the model (`model.mpk`, `card.json`),
-/// `features`, `windows`, `scalers` and the clean usage (`resampled`). Writes `forecasts`
-/// (per method, series, target, origin and step: the actual value, the forecast and the
-/// model's quantiles; origin-at-the-end rows with no actual are the forward forecast
-/// plans are made from) and `scores` (per method, target and metric: per series, their
-/// mean and median, over all steps (step 0) and per step).
+/// Rolling-origin backtest over the validation and test parts. Reads the model
+/// (`model.mpk`, `card.json`), `features`, `windows`, `scalers` and the clean usage
+/// (`resampled`). Writes `forecasts` (per part, method, series, target, origin and step: the
+/// actual value, the forecast and its quantiles; `ahead` rows, from the end of each series
+/// with no actual, are the forward forecast plans are made from), `scores` (per part,
+/// method, target and metric: per series and their mean and median, over all steps, per
+/// horizon bucket — up to 1 h, 6 h, 1 d ahead, beyond — and, for the mean and median, per
+/// step) and `choices` (per series and target: the method `auto` uses, and every
+/// forecaster's validation MASE).
 ///
-/// Methods: `model`; `last_value`; `seasonal_naive` (falls back to the last value where the
+/// Methods: `auto` (per series and target, the forecaster below with the lowest validation
+/// error); `model`; `last_value`; `seasonal_naive` (falls back to the last value where the
 /// history holds nothing a season back); `moving_average`; `holt_winters` (additive, fitted
-/// on the history before the first origin; no season where that history spans less than
-/// two); `vpa` and `krr` (their recommendation at the origin, as a flat forecast).
+/// per segment on its history before each part; no season where that history spans less
+/// than two); `vpa` and `krr` (their recommendation at the origin, as a flat forecast).
+/// Every forecaster's quantiles are conformal: its own quantile (the model's) or its point
+/// forecast, plus the residual quantile of its validation forecasts, per series, level and
+/// horizon bucket. Points clean.resample filled in are never scored as actuals.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BacktestParams {
@@ -70,8 +80,12 @@ fn default_device() -> DeviceName {
     DeviceName::Cpu
 }
 
-pub const METHODS: [&str; 7] =
-    ["model", "last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+/// Every method, in the order tables list them.
+pub const METHODS: [&str; 8] =
+    ["auto", "model", "last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+
+/// The methods that forecast (`auto` chooses among them); the recommenders only size.
+pub const FORECASTERS: [&str; 5] = ["model", "last_value", "seasonal_naive", "moving_average", "holt_winters"];
 
 impl StageParams for BacktestParams {
     const KIND: &'static str = "evaluate.backtest";
@@ -94,16 +108,24 @@ struct Backtest {
 }
 
 /// Forecasts of one method for one series and target, origin by origin.
-#[derive(Default)]
-struct Track {
-    origins: Vec<i64>,
-    /// Per origin: the last observed value, then `horizon` actuals and forecasts.
-    last: Vec<f64>,
-    actual: Vec<Vec<f64>>,
-    forecast: Vec<Vec<f64>>,
+#[derive(Debug, Clone, Default)]
+pub struct Track {
+    pub origins: Vec<i64>,
+    /// Per origin: the last observed value, then `horizon` actuals (`NaN` where filled in
+    /// or not yet known) and forecasts.
+    pub last: Vec<f64>,
+    pub actual: Vec<Vec<f64>>,
+    pub forecast: Vec<Vec<f64>>,
     /// Per origin and step, per quantile level.
-    quantiles: Vec<Vec<Vec<f64>>>,
+    pub quantiles: Vec<Vec<Vec<f64>>>,
 }
+
+/// (method, series, target) → its track.
+pub type Tracks = BTreeMap<(&'static str, String, String), Track>;
+
+/// The parts forecasts are written for, in order: validation and test from windows, ahead
+/// from the end of each series.
+const PARTS: [&str; 3] = [Part::Validation.name(), Part::Test.name(), forecasts::AHEAD];
 
 impl Stage for Backtest {
     fn reads(&self) -> Vec<String> {
@@ -111,7 +133,7 @@ impl Stage for Backtest {
     }
 
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("forecasts"), Output::table("scores")]
+        vec![Output::table("forecasts"), Output::table("scores"), Output::table("choices")]
     }
 
     fn host_warnings(&self) -> Vec<String> {
@@ -141,123 +163,131 @@ impl Stage for Backtest {
         if chosen.is_empty() {
             return Err(EvaluateError::NoTestWindows.into());
         }
+        let validation_windows = windows.every("validation", stride, 0);
+        if validation_windows.is_empty() {
+            return Err(EvaluateError::NoValidationWindows.into());
+        }
         let model =
             ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
-        let mut tracks = model.tracks("test", &chosen)?;
-        // The validation part's forecasts: what plans are calibrated on, never scored here.
-        let calibration = model.tracks("validation", &windows.every("validation", stride, 0))?;
+        let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
+        let mut parts: [Tracks; 3] = [
+            model.tracks("validation", &validation_windows)?,
+            model.tracks("test", &chosen)?,
+            ahead(&forward, &usage, step)?,
+        ];
 
-        let mut fallbacks = 0usize;
-        let mut naive_scaled = 0usize;
-        let mut scales: BTreeMap<(String, String), f64> = BTreeMap::new();
-        let model_keys: Vec<(String, String)> = tracks.keys().map(|(_, k, c)| (k.clone(), c.clone())).collect();
-        let bar = ctx.progress(model_keys.len() as u64, "baselines per series");
-        for (key, column) in &model_keys {
+        let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
+        let baselines = Baselines { usage: &usage, step, horizon, season_ms: self.params.season.ms(), window };
+        let bar = ctx.progress(3, "baselines per part");
+        let mut fallbacks = 0;
+        for tracks in &mut parts {
+            fallbacks += baselines.add(tracks);
             bar.inc(1);
-            let series = &usage[key];
-            let s = series.column(column).expect("model tracks exist only for known columns");
-            let model = &tracks[&("model", key.clone(), column.clone())];
-            let (origins, model_actuals) = (model.origins.clone(), model.actual.clone());
-            let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
-            let first = positions[0];
-            // The MASE scale, in sample: over every point outside the test part (of every
-            // segment, so a season can reach back into an earlier day).
-            let tested: std::collections::HashSet<i64> =
-                origins.iter().flat_map(|&o| (1..=horizon as i64).map(move |h| o + h * step)).collect();
-            let tested = &tested;
-            let in_sample = |lag: i64| {
-                move |i: usize| {
-                    let t = s.times[i];
-                    if tested.contains(&t) { None } else { s.at(t - lag) }
-                }
-            };
-            let scale = metrics::seasonal_scale(&s.values, in_sample(self.params.season.ms()));
-            let scale = if scale.is_finite() && scale > 0.0 {
-                scale
-            } else {
-                naive_scaled += 1;
-                metrics::seasonal_scale(&s.values, in_sample(step))
-            };
-            scales.insert((key.clone(), column.clone()), scale);
+        }
+        bar.finish();
+        let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
 
-            let hw = HoltWinters::fit(s, first, step, (self.params.season.ms() / step.max(1)) as usize);
-            let hw_forecasts = hw.forecast(s, step, &positions, horizon);
-            let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
-            let samples = series.samples();
-            let mut vpa = Vpa::new(VpaSettings::default());
-            let mut fed = 0;
-            for (n, (&origin, &pos)) in origins.iter().zip(&positions).enumerate() {
-                let actual = model_actuals[n].clone();
-                let last = s.values[pos];
-                let times = (1..=horizon as i64).map(|h| origin + h * step);
-                let seasonal: Vec<f64> = times
-                    .map(|t| {
-                        seasonal_naive(s, origin, t, self.params.season.ms()).unwrap_or_else(|| {
-                            fallbacks += 1;
-                            last
-                        })
-                    })
-                    .collect();
-                while fed < samples.len() && samples[fed].0 <= origin {
-                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
-                    fed += 1;
-                }
-                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
-                let flat = |v: f64| vec![v; horizon];
-                let methods: [(&'static str, Vec<f64>); 6] = [
-                    ("last_value", flat(last)),
-                    ("seasonal_naive", seasonal),
-                    ("moving_average", flat(moving_average(&s.values, pos, window))),
-                    ("holt_winters", hw_forecasts[n].clone()),
-                    ("vpa", flat(pick(vpa.target()))),
-                    ("krr", flat(pick(krr(&KrrSettings::default(), &samples, origin)))),
-                ];
-                for (method, forecast) in methods {
-                    let track = tracks.entry((method, key.clone(), column.clone())).or_default();
-                    track.origins.push(origin);
-                    track.last.push(last);
-                    track.actual.push(actual.clone());
-                    track.forecast.push(forecast);
-                    track.quantiles.push(Vec::new());
-                }
-            }
+        // The validation part decides; the test and ahead parts only receive its decisions.
+        let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
+        let adjustments = conformal::fit(&parts[0], &levels, &bucket_ranges);
+        let choice = conformal::choose(&parts[0]);
+        for tracks in &mut parts {
+            conformal::apply(tracks, &adjustments, &levels, &bucket_ranges);
+            conformal::add_auto(tracks, &choice);
         }
 
-        bar.finish();
-        let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
-        let (schema, batch) = forecasts_table(&tracks, &calibration, &levels, &forward, horizon, step)?;
+        let (schema, batch) = forecasts_table(&parts, &levels, step)?;
         ctx.write_table("forecasts", schema, &[batch])?;
-        let scores = score(&tracks, &scales, &levels, horizon);
-        let model_mase: BTreeMap<String, f64> = targets
-            .iter()
-            .map(|c| {
-                let v = scores.iter().find(|r| {
-                    r.method == "model" && &r.resource == c && r.scope == "mean" && r.step == 0 && r.metric == "mase"
-                });
-                (c.clone(), v.map_or(f64::NAN, |r| r.value))
-            })
-            .collect();
-        let (schema, batch) = scores_table(scores)?;
-        ctx.write_table("scores", schema, &[batch])?;
-
+        let mut rows = score(Part::Validation.name(), &parts[0], &scales, &levels, horizon, step);
+        rows.retain(|r| r.method != "auto");
+        rows.extend(score(Part::Test.name(), &parts[1], &scales, &levels, horizon, step));
+        let headline = |method: &str, column: &str, metric: &str| {
+            rows.iter()
+                .find(|r| {
+                    r.part == "test"
+                        && r.method == method
+                        && r.resource == column
+                        && r.scope == "mean"
+                        && r.bucket == "all"
+                        && r.metric == metric
+                })
+                .map_or(f64::NAN, |r| (r.value * 1e4).round() / 1e4)
+        };
         let mut summary = Summary::new();
-        summary.insert("series".into(), model_keys.len().into());
+        summary.insert("series".into(), parts[1].keys().filter(|k| k.0 == "model").count().into());
         summary.insert("origins".into(), chosen.len().into());
-        summary
-            .insert("validation_origins".into(), calibration.values().map(|t| t.origins.len()).sum::<usize>().into());
+        summary.insert(
+            "validation_origins".into(),
+            parts[0].iter().filter(|(k, _)| k.0 == "model").map(|(_, t)| t.origins.len()).sum::<usize>().into(),
+        );
         summary.insert("horizon_steps".into(), horizon.into());
-        for (c, v) in model_mase {
-            summary.insert(format!("model_mase_{c}"), ((v * 1e4).round() / 1e4).into());
+        for c in &targets {
+            for m in ["model", "auto"] {
+                summary.insert(format!("{m}_mase_{c}"), headline(m, c, "mase").into());
+            }
+            if let Some(l) = levels.iter().find(|l| (**l - 0.9).abs() < 1e-9) {
+                summary.insert(format!("auto_coverage_p90_{c}"), headline("auto", c, &level_name(*l)).into());
+            }
+        }
+        let mut picked: BTreeMap<String, usize> = BTreeMap::new();
+        for (m, _) in choice.values() {
+            *picked.entry(format!("auto_chose_{m}")).or_default() += 1;
+        }
+        for (k, n) in picked {
+            summary.insert(k, n.into());
         }
         summary.insert("mase_scaled_by_last_value".into(), naive_scaled.into());
         summary.insert("seasonal_naive_fell_back".into(), fallbacks.into());
+        summary.insert(
+            "filled_actuals_not_scored".into(),
+            parts[1]
+                .iter()
+                .filter(|(k, _)| k.0 == "model")
+                .map(|(_, t)| t.actual.iter().flatten().filter(|a| a.is_nan()).count())
+                .sum::<usize>()
+                .into(),
+        );
+        let (schema, batch) = scores_table(rows)?;
+        ctx.write_table("scores", schema, &[batch])?;
+        let (schema, batch) = choices_table(&choice, &scales)?;
+        ctx.write_table("choices", schema, &[batch])?;
         Ok(summary)
     }
 }
 
-/// The actual values `horizon` steps after `origin`, if every one was observed.
+/// The actual values `horizon` steps after `origin` (`NaN` where filled in), if every
+/// step is on the grid.
 fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64>> {
-    (1..=horizon as i64).map(|h| s.at(origin + h * step)).collect()
+    (1..=horizon as i64).map(|h| s.actual(origin + h * step)).collect()
+}
+
+/// The model's forward forecast (from `predict`) as one-origin tracks with no actuals.
+fn ahead(forward: &RecordBatch, usage: &BTreeMap<String, Usage>, step_ms: i64) -> Result<Tracks, BoxError> {
+    let b = forward;
+    let (keys, columns) = (strings(b, "forecast", "key")?, strings(b, "forecast", "column")?);
+    let (steps, times, point) =
+        (ints(b, "forecast", "step")?, ints(b, "forecast", "timestamp")?, floats(b, "forecast", "forecast")?);
+    let levels: Vec<String> =
+        b.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n.starts_with('p')).collect();
+    let qs: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", l)).collect::<Result<_, _>>()?;
+    let mut tracks = Tracks::new();
+    for i in 0..b.num_rows() {
+        let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
+        let t = tracks.entry(("model", keys[i].clone(), columns[i].clone())).or_default();
+        if steps[i] == 1 {
+            let origin = times[i] - steps[i] * step_ms;
+            t.origins.push(origin);
+            t.last.push(s.at(origin).unwrap_or(f64::NAN));
+            t.actual.push(Vec::new());
+            t.forecast.push(Vec::new());
+            t.quantiles.push(Vec::new());
+        }
+        let n = t.origins.len() - 1;
+        t.actual[n].push(f64::NAN);
+        t.forecast[n].push(point[i]);
+        t.quantiles[n].push(qs.iter().map(|q| q[i]).collect());
+    }
+    Ok(tracks)
 }
 
 /// The trained model and what its forecasts are read against.
@@ -272,13 +302,9 @@ struct ModelRun<'a> {
 
 impl ModelRun<'_> {
     /// The model's forecasts from the windows `chosen` of `part`, per series and target,
-    /// beside the actuals (origins whose horizon is not fully observed are left out).
-    fn tracks(
-        &self,
-        part: &str,
-        chosen: &[usize],
-    ) -> Result<BTreeMap<(&'static str, String, String), Track>, BoxError> {
-        let mut tracks = BTreeMap::new();
+    /// beside the actuals (origins whose horizon runs off the grid are left out).
+    fn tracks(&self, part: &str, chosen: &[usize]) -> Result<Tracks, BoxError> {
+        let mut tracks = Tracks::new();
         if chosen.is_empty() {
             return Ok(tracks);
         }
@@ -313,62 +339,120 @@ impl ModelRun<'_> {
     }
 }
 
-fn level_name(level: f64) -> String {
+/// The forecasts users get without a model, from the same origins as the model's.
+struct Baselines<'a> {
+    usage: &'a BTreeMap<String, Usage>,
+    step: i64,
+    horizon: usize,
+    season_ms: i64,
+    /// Steps of the moving average.
+    window: usize,
+}
+
+impl Baselines<'_> {
+    /// Adds every baseline's and recommender's track beside each model track of one part;
+    /// returns how often seasonal naive fell back to the last value.
+    fn add(&self, tracks: &mut Tracks) -> usize {
+        let mut fallbacks = 0;
+        let model: Vec<((String, String), Track)> = tracks
+            .iter()
+            .filter(|(k, _)| k.0 == "model")
+            .map(|((_, k, c), t)| ((k.clone(), c.clone()), t.clone()))
+            .collect();
+        for ((key, column), model) in model {
+            let series = &self.usage[&key];
+            let s = series.column(&column).expect("model tracks exist only for known columns");
+            let positions: Vec<usize> =
+                model.origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
+            let hw = self.holt_winters(s, &positions);
+            let samples = series.samples();
+            let mut vpa = Vpa::new(VpaSettings::default());
+            let mut fed = 0;
+            for (n, (&origin, &pos)) in model.origins.iter().zip(&positions).enumerate() {
+                let last = s.values[pos];
+                let seasonal: Vec<f64> = (1..=self.horizon as i64)
+                    .map(|h| {
+                        seasonal_naive(s, origin, origin + h * self.step, self.season_ms).unwrap_or_else(|| {
+                            fallbacks += 1;
+                            last
+                        })
+                    })
+                    .collect();
+                while fed < samples.len() && samples[fed].0 <= origin {
+                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
+                    fed += 1;
+                }
+                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
+                let flat = |v: f64| vec![v; self.horizon];
+                let methods: [(&'static str, Vec<f64>); 6] = [
+                    ("last_value", flat(last)),
+                    ("seasonal_naive", seasonal),
+                    ("moving_average", flat(moving_average(&s.values, pos, self.window))),
+                    ("holt_winters", hw[n].clone()),
+                    ("vpa", flat(pick(vpa.target()))),
+                    ("krr", flat(pick(krr(&KrrSettings::default(), &samples, origin)))),
+                ];
+                for (method, forecast) in methods {
+                    let track = tracks.entry((method, key.clone(), column.clone())).or_default();
+                    track.origins.push(origin);
+                    track.last.push(last);
+                    track.actual.push(model.actual[n].clone());
+                    track.forecast.push(forecast);
+                    track.quantiles.push(Vec::new());
+                }
+            }
+        }
+        fallbacks
+    }
+
+    /// Holt-Winters forecasts from each position of `origins` (ascending): per segment,
+    /// fitted on that segment's history up to its first origin, then run through it.
+    fn holt_winters(&self, s: &Series, origins: &[usize]) -> Vec<Vec<f64>> {
+        let period = (self.season_ms / self.step.max(1)) as usize;
+        let mut out = Vec::with_capacity(origins.len());
+        let mut i = 0;
+        while i < origins.len() {
+            let segment = s.segment(origins[i], self.step);
+            let end = origins[i..].iter().position(|o| !segment.contains(o)).map_or(origins.len(), |n| i + n);
+            let hw = HoltWinters::fit(s, segment.start..origins[i] + 1, self.step, period);
+            out.extend(hw.forecast(s, self.step, segment.start, &origins[i..end], self.horizon));
+            i = end;
+        }
+        out
+    }
+}
+
+pub fn level_name(level: f64) -> String {
     format!("p{}", (level * 100.0).round() as u32)
 }
 
-fn forecasts_table(
-    tracks: &BTreeMap<(&str, String, String), Track>,
-    calibration: &BTreeMap<(&str, String, String), Track>,
-    levels: &[f64],
-    forward: &RecordBatch,
-    horizon: usize,
-    step_ms: i64,
-) -> Result<(SchemaRef, RecordBatch), BoxError> {
+/// Every part's tracks as rows: per part, method (in the order of [`METHODS`]), series,
+/// target, origin and step.
+fn forecasts_table(parts: &[Tracks; 3], levels: &[f64], step_ms: i64) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let (mut method, mut key, mut column, mut origin, mut step) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut time, mut actual, mut forecast, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    // The validation part's, then the test part's in the order of METHODS (model first).
-    let parts = std::iter::once(("model", Part::Validation, calibration))
-        .chain(METHODS.into_iter().map(|m| (m, Part::Test, tracks)));
-    for (m, p, tracks) in parts {
-        for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
-            for (n, &o) in t.origins.iter().enumerate() {
-                for h in 0..horizon {
-                    part.push(p.name().to_string());
-                    method.push(m.to_string());
-                    key.push(k.clone());
-                    column.push(c.clone());
-                    origin.push(o);
-                    step.push(h as u32 + 1);
-                    time.push(o + (h as i64 + 1) * step_ms);
-                    actual.push(t.actual[n][h]);
-                    forecast.push(t.forecast[n][h]);
-                    for (l, q) in qs.iter_mut().enumerate() {
-                        q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
+    for (p, tracks) in PARTS.iter().zip(parts) {
+        for m in METHODS {
+            for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+                for (n, &o) in t.origins.iter().enumerate() {
+                    for h in 0..t.forecast[n].len() {
+                        part.push(p.to_string());
+                        method.push(m.to_string());
+                        key.push(k.clone());
+                        column.push(c.clone());
+                        origin.push(o);
+                        step.push(h as u32 + 1);
+                        time.push(o + (h as i64 + 1) * step_ms);
+                        actual.push(t.actual[n][h]);
+                        forecast.push(t.forecast[n][h]);
+                        for (l, q) in qs.iter_mut().enumerate() {
+                            q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
+                        }
                     }
                 }
             }
-        }
-    }
-    // The forward forecast: from the end of each series, nothing to compare with yet.
-    let b = forward;
-    let steps = ints(b, "forecast", "step")?;
-    let times = ints(b, "forecast", "timestamp")?;
-    let fq: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", &level_name(*l))).collect::<Result<_, _>>()?;
-    key.extend(strings(b, "forecast", "key")?);
-    column.extend(strings(b, "forecast", "column")?);
-    forecast.extend(floats(b, "forecast", "forecast")?);
-    for i in 0..b.num_rows() {
-        part.push(forecasts::AHEAD.to_string());
-        method.push("model".into());
-        origin.push(times[i] - steps[i] * step_ms);
-        step.push(steps[i] as u32);
-        time.push(times[i]);
-        actual.push(f64::NAN);
-        for (l, q) in qs.iter_mut().enumerate() {
-            q.push(fq[l][i]);
         }
     }
     let mut t = TableBuilder::default()
@@ -385,127 +469,4 @@ fn forecasts_table(
         t = t.floats(&level_name(*l), q);
     }
     t.finish()
-}
-
-/// One row of `scores`.
-struct Score {
-    method: String,
-    resource: String,
-    /// `series`, `mean` or `median` (of the per-series values).
-    scope: &'static str,
-    /// The series for `series` rows; empty for aggregates.
-    key: String,
-    /// 1-based horizon step; 0 for all steps together.
-    step: u32,
-    metric: String,
-    value: f64,
-}
-
-/// Every metric of one track over the origins and the steps `steps` (0-based).
-fn measure(t: &Track, scale: f64, levels: &[f64], steps: &[usize]) -> Vec<(String, f64)> {
-    let (mut last, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
-    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    for n in 0..t.origins.len() {
-        for &h in steps {
-            last.push(t.last[n]);
-            actual.push(t.actual[n][h]);
-            forecast.push(t.forecast[n][h]);
-            if let Some(q) = t.quantiles[n].get(h) {
-                for (l, v) in qs.iter_mut().zip(q) {
-                    l.push(*v);
-                }
-            }
-        }
-    }
-    let mae = metrics::mae(&actual, &forecast);
-    let (precision, recall, f1) = metrics::direction(&last, &actual, &forecast);
-    let mut out = vec![
-        ("mae".to_string(), mae),
-        ("rmse".into(), metrics::rmse(&actual, &forecast)),
-        ("mape".into(), metrics::mape(&actual, &forecast)),
-        ("smape".into(), metrics::smape(&actual, &forecast)),
-        ("mase".into(), if scale > 0.0 { mae / scale } else { f64::NAN }),
-        ("direction_precision".into(), precision),
-        ("direction_recall".into(), recall),
-        ("direction_f1".into(), f1),
-    ];
-    if qs.first().is_some_and(|q| !q.is_empty()) {
-        let pinball = metrics::mean(levels.iter().zip(&qs).map(|(l, q)| metrics::pinball(&actual, q, *l)));
-        out.push(("pinball".into(), pinball));
-        for (l, q) in levels.iter().zip(&qs) {
-            out.push((format!("coverage_{}", level_name(*l)), metrics::coverage(&actual, q)));
-        }
-    }
-    out
-}
-
-/// Per series, then mean and median across series, over all steps and per step.
-fn score(
-    tracks: &BTreeMap<(&str, String, String), Track>,
-    scales: &BTreeMap<(String, String), f64>,
-    levels: &[f64],
-    horizon: usize,
-) -> Vec<Score> {
-    let mut rows = Vec::new();
-    for m in METHODS {
-        // (column, step, metric) → per-series values
-        let mut across: BTreeMap<(String, u32, String), Vec<f64>> = BTreeMap::new();
-        for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
-            let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
-            let all: Vec<usize> = (0..horizon).collect();
-            for step in 0..=horizon {
-                let steps = if step == 0 { all.clone() } else { vec![step - 1] };
-                for (metric, value) in measure(t, scale, levels, &steps) {
-                    across.entry((column.clone(), step as u32, metric.clone())).or_default().push(value);
-                    rows.push(Score {
-                        method: m.into(),
-                        resource: column.clone(),
-                        scope: "series",
-                        key: key.clone(),
-                        step: step as u32,
-                        metric,
-                        value,
-                    });
-                }
-            }
-        }
-        for ((column, step, metric), values) in across {
-            let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
-            let median = metrics::median(values.into_iter());
-            for (scope, value) in [("mean", mean), ("median", median)] {
-                rows.push(Score {
-                    method: m.into(),
-                    resource: column.clone(),
-                    scope,
-                    key: String::new(),
-                    step,
-                    metric: metric.clone(),
-                    value,
-                });
-            }
-        }
-    }
-    rows
-}
-
-fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let mut b = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in rows {
-        b.0.push(r.method);
-        b.1.push(r.resource);
-        b.2.push(r.scope.to_string());
-        b.3.push(r.key);
-        b.4.push(r.step);
-        b.5.push(r.metric);
-        b.6.push(r.value);
-    }
-    TableBuilder::default()
-        .strings(scores::METHOD, b.0)
-        .strings(scores::RESOURCE, b.1)
-        .strings(scores::SCOPE, b.2)
-        .strings(scores::KEY, b.3)
-        .u32s(scores::STEP, b.4)
-        .strings(scores::METRIC, b.5)
-        .floats(scores::VALUE, b.6)
-        .finish()
 }

@@ -1,7 +1,8 @@
 //! Forecasts users can get without a model, from the raw history at each origin: the last
 //! value, the value a season earlier, a moving average and additive Holt-Winters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 /// One series on its grid, every segment in time order: gaps between segments are kept
 /// as gaps, so "a season earlier" is looked up by time, never by position.
@@ -10,11 +11,18 @@ pub struct Series {
     pub times: Vec<i64>,
     pub values: Vec<f64>,
     index: HashMap<i64, usize>,
+    /// Times whose value clean.resample filled in: history for forecasts, never an actual.
+    filled: HashSet<i64>,
 }
 
 impl Series {
     /// `points` in any order; a repeated time keeps the last value.
-    pub fn new(mut points: Vec<(i64, f64)>) -> Series {
+    pub fn new(points: Vec<(i64, f64)>) -> Series {
+        Series::with_filled(points, HashSet::new())
+    }
+
+    /// As [`Series::new`], with the times that were filled in rather than observed.
+    pub fn with_filled(mut points: Vec<(i64, f64)>, filled: HashSet<i64>) -> Series {
         points.sort_by_key(|p| p.0);
         points.dedup_by(|b, a| {
             let same = a.0 == b.0;
@@ -25,7 +33,26 @@ impl Series {
         });
         let index = points.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
         let (times, values) = points.into_iter().unzip();
-        Series { times, values, index }
+        Series { times, values, index, filled }
+    }
+
+    /// The observed value at `time`: `NaN` where it was filled in, `None` off the grid.
+    pub fn actual(&self, time: i64) -> Option<f64> {
+        self.at(time).map(|v| if self.filled.contains(&time) { f64::NAN } else { v })
+    }
+
+    /// The positions of the segment holding position `i`: the run of points `step` apart.
+    pub fn segment(&self, i: usize, step: i64) -> Range<usize> {
+        let t = &self.times;
+        let mut start = i;
+        while start > 0 && t[start] - t[start - 1] == step {
+            start -= 1;
+        }
+        let mut end = i + 1;
+        while end < t.len() && t[end] - t[end - 1] == step {
+            end += 1;
+        }
+        start..end
     }
 
     pub fn position(&self, time: i64) -> Option<usize> {
@@ -66,11 +93,11 @@ pub struct HoltWinters {
 }
 
 impl HoltWinters {
-    /// Chooses the parameters minimising the one-step error over the first `fit_len`
-    /// points. The season is used only if those points span two of them.
-    pub fn fit(series: &Series, fit_len: usize, step: i64, period: usize) -> HoltWinters {
-        let fit_len = fit_len.min(series.values.len());
-        let seasonal = period > 1 && fit_len >= 2 * period;
+    /// Chooses the parameters minimising the one-step error over the positions `history`
+    /// (one segment, up to where forecasting starts), as statsforecast's ETS fits on the
+    /// history it is given. The season is used only if the history spans two of them.
+    pub fn fit(series: &Series, history: Range<usize>, step: i64, period: usize) -> HoltWinters {
+        let seasonal = period > 1 && history.len() >= 2 * period;
         let period = if seasonal { period } else { 1 };
         let gammas: &[f64] = if seasonal { &[0.05, 0.1, 0.3] } else { &[0.0] };
         let mut best = (f64::INFINITY, HoltWinters { alpha: 0.5, beta: 0.0, gamma: 0.0, period });
@@ -79,7 +106,7 @@ impl HoltWinters {
                 for &gamma in gammas {
                     let hw = HoltWinters { alpha, beta, gamma, period };
                     let mut sse = 0.0;
-                    hw.filter(series, step, fit_len, |_, _| {}, |e| sse += e * e);
+                    hw.filter(series, step, history.clone(), |_, _| {}, |e| sse += e * e);
                     if sse < best.0 {
                         best = (sse, hw);
                     }
@@ -89,15 +116,23 @@ impl HoltWinters {
         best.1
     }
 
-    /// Forecasts `horizon` steps ahead of each position in `origins` (ascending).
-    pub fn forecast(&self, series: &Series, step: i64, origins: &[usize], horizon: usize) -> Vec<Vec<f64>> {
+    /// Forecasts `horizon` steps ahead of each position in `origins` (ascending, in the
+    /// segment that starts at `from`), smoothing from the segment's start.
+    pub fn forecast(
+        &self,
+        series: &Series,
+        step: i64,
+        from: usize,
+        origins: &[usize],
+        horizon: usize,
+    ) -> Vec<Vec<f64>> {
         let mut out = Vec::with_capacity(origins.len());
         let mut next = origins.iter().peekable();
-        let last = origins.last().map_or(0, |o| o + 1);
+        let last = origins.last().map_or(from, |o| o + 1);
         self.filter(
             series,
             step,
-            last,
+            from..last,
             |i, state| {
                 while next.peek() == Some(&&i) {
                     next.next();
@@ -116,17 +151,19 @@ impl HoltWinters {
         (time.div_euclid(step.max(1))).rem_euclid(self.period as i64) as usize
     }
 
-    /// Runs the smoother over the first `len` points, calling `at(i, state)` after point
+    /// Runs the smoother over the positions `range`, calling `at(i, state)` after point
     /// `i` and `error(e)` with each one-step error.
     fn filter(
         &self,
         series: &Series,
         step: i64,
-        len: usize,
+        range: Range<usize>,
         mut at: impl FnMut(usize, &State),
         mut error: impl FnMut(f64),
     ) {
-        let y = &series.values[..len.min(series.values.len())];
+        let from = range.start;
+        let times = &series.times[range.clone()];
+        let y = &series.values[range];
         let Some(&first) = y.first() else { return };
         // Level from the first season, seasonal offsets from its deviations, trend from the
         // change between the first two seasons (or the first two points).
@@ -135,7 +172,7 @@ impl HoltWinters {
         let mut state = State { level: mean(&y[..init]), trend: 0.0, season: vec![0.0; self.period] };
         if self.period > 1 {
             for (i, v) in y[..init].iter().enumerate() {
-                state.season[self.slot(series.times[i], step)] = v - state.level;
+                state.season[self.slot(times[i], step)] = v - state.level;
             }
             if y.len() >= 2 * self.period {
                 state.trend = (mean(&y[self.period..2 * self.period]) - state.level) / self.period as f64;
@@ -145,7 +182,7 @@ impl HoltWinters {
             state.trend = y.get(1).map_or(0.0, |second| second - first);
         }
         for (i, &v) in y.iter().enumerate() {
-            let slot = self.slot(series.times[i], step);
+            let slot = self.slot(times[i], step);
             if i > 0 {
                 error(v - state.ahead(1.0, slot));
             }
@@ -154,7 +191,7 @@ impl HoltWinters {
             state.trend = self.beta * (level - state.level) + (1.0 - self.beta) * state.trend;
             state.season[slot] = self.gamma * (v - level) + (1.0 - self.gamma) * s;
             state.level = level;
-            at(i, &state);
+            at(from + i, &state);
         }
     }
 }
@@ -204,18 +241,33 @@ mod tests {
         let pattern = [1.0, 5.0, 2.0, 8.0];
         let values: Vec<f64> = (0..40).map(|i| pattern[i % 4] + 10.0).collect();
         let s = series(&values);
-        let hw = HoltWinters::fit(&s, 32, 60, 4);
+        let hw = HoltWinters::fit(&s, 0..32, 60, 4);
         assert_eq!(hw.period, 4);
-        let f = hw.forecast(&s, 60, &[35], 4);
+        let f = hw.forecast(&s, 60, 0, &[35], 4);
         for (h, v) in f[0].iter().enumerate() {
             assert!((v - values[36 + h]).abs() < 0.2, "step {h}: {v} vs {}", values[36 + h]);
         }
         // Too short for two seasons: no season, Holt's trend on a straight line.
         let line: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
         let s = series(&line);
-        let hw = HoltWinters::fit(&s, 10, 60, 8);
+        let hw = HoltWinters::fit(&s, 0..10, 60, 8);
         assert_eq!(hw.period, 1);
-        let f = hw.forecast(&s, 60, &[9], 2);
+        let f = hw.forecast(&s, 60, 0, &[9], 2);
         assert!((f[0][1] - 22.0).abs() < 1.0, "{:?}", f[0]);
+    }
+
+    #[test]
+    fn holt_winters_starts_again_after_a_gap() {
+        // A level of 100, a gap of an hour, then a level of 5: smoothing from the second
+        // segment's start forecasts 5, not a blend carried across the gap.
+        let mut points: Vec<(i64, f64)> = (0..20).map(|i| (i * 60, 100.0)).collect();
+        points.extend((0..20).map(|i| (3600 + 1200 + i * 60, 5.0)));
+        let s = Series::new(points);
+        let seg = s.segment(30, 60);
+        assert_eq!(seg, 20..40);
+        assert_eq!(s.segment(3, 60), 0..20);
+        let hw = HoltWinters::fit(&s, seg.start..35, 60, 1);
+        let f = hw.forecast(&s, 60, seg.start, &[35], 3);
+        assert!(f[0].iter().all(|v| (v - 5.0).abs() < 1e-9), "{:?}", f[0]);
     }
 }

@@ -4,10 +4,14 @@
 pub enum EvaluateError {
     #[error("the test part has no windows: give features.build a test split (split: {{test: 0.2}})")]
     NoTestWindows,
+    #[error(
+        "the validation part has no windows, and `auto` chooses each series' method and calibrates quantiles there: give features.build a validation split (split: {{validation: 0.2, test: 0.2}})"
+    )]
+    NoValidationWindows,
     #[error("{resource}.source `{asked}`: the model forecasts [{forecast}]; choose one of them (or `point`)")]
     SourceNotForecast { resource: &'static str, asked: String, forecast: String },
-    #[error("the forecasts table has no model forecasts: run evaluate.backtest first")]
-    NoModelForecasts,
+    #[error("the forecasts table has no `{method}` forecasts: run evaluate.backtest (of this version) first")]
+    NoModelForecasts { method: String },
     #[error(
         "the forecasts have no validation part, so plans cannot be calibrated to a risk: give features.build a validation split (split: {{validation: 0.1, test: 0.2}}), or size each resource with `source` and `margin` instead of a risk"
     )]

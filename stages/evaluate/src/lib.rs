@@ -4,10 +4,12 @@
 
 pub mod backtest;
 pub mod baselines;
+mod conformal;
 mod error;
 pub mod metrics;
 pub mod plan;
 pub mod recommend;
+mod scoring;
 mod table;
 
 pub use error::EvaluateError;

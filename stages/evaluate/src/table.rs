@@ -1,12 +1,12 @@
 //! Reading and writing the tables these stages exchange.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use applearner_contracts::tables::resampled as table;
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
-    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
 };
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use applearner_pipeline::columns::{floats, ints, strings};
@@ -41,24 +41,39 @@ impl Usage {
     }
 }
 
-/// The `resampled` table of clean.resample, per series key.
+/// The `resampled` table of clean.resample, per series key, with the points it filled in.
 pub fn read_usage(batches: &[RecordBatch]) -> Result<BTreeMap<String, Usage>, BoxError> {
-    let mut points: BTreeMap<String, (Vec<(i64, f64)>, Vec<(i64, f64)>)> = BTreeMap::new();
+    type Points = (Vec<(i64, f64)>, HashSet<i64>);
+    let mut points: BTreeMap<String, [Points; 2]> = BTreeMap::new();
     for b in batches {
         let (keys, times) = (strings(b, table::NAME, table::KEY)?, ints(b, table::NAME, table::TIMESTAMP)?);
-        let cpu = if b.column_by_name("cpu").is_some() { floats(b, "resampled", "cpu")? } else { Vec::new() };
-        let memory = if b.column_by_name("memory").is_some() { floats(b, "resampled", "memory")? } else { Vec::new() };
+        let mut columns = Vec::new();
+        for name in ["cpu", "memory"] {
+            let values = if b.column_by_name(name).is_some() { floats(b, table::NAME, name)? } else { Vec::new() };
+            let filled = match b.column_by_name(&format!("{name}_filled")) {
+                Some(c) => c.as_boolean_opt().map(|a| a.iter().map(|f| f == Some(true)).collect()).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            columns.push((values, filled));
+        }
         for (i, key) in keys.into_iter().enumerate() {
             let entry = points.entry(key).or_default();
-            if let Some(v) = cpu.get(i).filter(|v| v.is_finite()) {
-                entry.0.push((times[i], *v));
-            }
-            if let Some(v) = memory.get(i).filter(|v| v.is_finite()) {
-                entry.1.push((times[i], *v));
+            for ((values, filled), (to, filled_at)) in columns.iter().zip(entry.iter_mut()) {
+                if let Some(v) = values.get(i).filter(|v| v.is_finite()) {
+                    to.push((times[i], *v));
+                    if filled.get(i) == Some(&true) {
+                        filled_at.insert(times[i]);
+                    }
+                }
             }
         }
     }
-    Ok(points.into_iter().map(|(k, (c, m))| (k, Usage { cpu: Series::new(c), memory: Series::new(m) })).collect())
+    Ok(points
+        .into_iter()
+        .map(|(k, [(c, cf), (m, mf)])| {
+            (k, Usage { cpu: Series::with_filled(c, cf), memory: Series::with_filled(m, mf) })
+        })
+        .collect())
 }
 
 /// Builds a table column by column.

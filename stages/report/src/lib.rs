@@ -65,7 +65,8 @@ struct Report {
     params: ReportParams,
 }
 
-const METHOD_NAMES: [(&str, &str); 8] = [
+const METHOD_NAMES: [(&str, &str); 9] = [
+    ("auto", "auto (chosen on validation)"),
     ("model", "model"),
     ("last_value", "last value"),
     ("seasonal_naive", "seasonal naive"),
@@ -130,11 +131,14 @@ fn num(v: f64) -> Value {
 }
 
 /// One score row.
+/// A row of `scores` of the test part.
 struct Score {
     method: String,
     resource: String,
     scope: String,
     key: String,
+    /// `all`, a horizon bucket, or empty on a row of one step.
+    bucket: String,
     step: i64,
     metric: String,
     value: f64,
@@ -271,14 +275,19 @@ fn leaderboard_section(
     for resource in resources {
         let columns =
             ["mase", "mae", "rmse", "smape", "direction_f1", "pinball", "coverage_p50", "coverage_p90", "coverage_p99"];
-        let value = |m: &str, scope: &str, metric: &str| {
+        let bucket_value = |m: &str, scope: &str, bucket: &str, metric: &str| {
             scores
                 .iter()
                 .find(|s| {
-                    s.method == m && &s.resource == resource && s.scope == scope && s.step == 0 && s.metric == metric
+                    s.method == m
+                        && &s.resource == resource
+                        && s.scope == scope
+                        && s.bucket == bucket
+                        && s.metric == metric
                 })
                 .map_or(f64::NAN, |s| s.value)
         };
+        let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
         let mut methods: Vec<&str> = METHOD_NAMES
             .iter()
             .map(|(k, _)| *k)
@@ -315,6 +324,25 @@ fn leaderboard_section(
         ];
         doc.titled_table(resource, &headers, &rows);
         leaderboard.insert(resource.clone(), Value::Array(json_rows));
+
+        // Accuracy by how far ahead: the buckets the horizon reaches.
+        let buckets: Vec<&str> = ["1h", "6h", "1d", "more"]
+            .into_iter()
+            .filter(|b| methods.iter().any(|m| bucket_value(m, "mean", b, "mase").is_finite()))
+            .collect();
+        let rows: Vec<Vec<String>> = methods
+            .iter()
+            .map(|m| {
+                std::iter::once(method_name(m).to_string())
+                    .chain(buckets.iter().map(|b| fmt(bucket_value(m, "mean", b, "mase"))))
+                    .collect()
+            })
+            .collect();
+        let headers: Vec<String> = std::iter::once("method".to_string())
+            .chain(buckets.iter().map(|b| format!("MASE (mean), up to {b} ahead")))
+            .collect();
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        doc.titled_table(&format!("{resource} by horizon"), &headers, &rows);
 
         horizon_chart(doc, scores, resource, &methods)?;
     }
@@ -402,12 +430,15 @@ fn read_scores(batches: &[RecordBatch]) -> Result<Vec<Score>, BoxError> {
         (c.strings(scores::METHOD)?, c.strings(scores::RESOURCE)?, c.strings(scores::SCOPE)?);
     let (key, metric) = (c.strings(scores::KEY)?, c.strings(scores::METRIC)?);
     let (step, value) = (c.ints(scores::STEP)?, c.floats(scores::VALUE)?);
+    let (part, bucket) = (c.strings(scores::PART)?, c.strings(scores::BUCKET)?);
     Ok((0..method.len())
+        .filter(|&i| part[i] == "test")
         .map(|i| Score {
             method: method[i].clone(),
             resource: resource[i].clone(),
             scope: scope[i].clone(),
             key: key[i].clone(),
+            bucket: bucket[i].clone(),
             step: step[i],
             metric: metric[i].clone(),
             value: value[i],
@@ -423,7 +454,7 @@ fn pick_series(scores: &[Score], resource: &str) -> Vec<(&'static str, String)> 
             s.method == "model"
                 && s.resource == resource
                 && s.scope == "series"
-                && s.step == 0
+                && s.bucket == "all"
                 && s.metric == "mase"
                 && s.value.is_finite()
         })

@@ -58,6 +58,10 @@ use applearner_pipeline::columns::{floats, ints, strings};
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanParams {
+    /// Whose forecasts plans are sized from: `auto` (per workload and resource, the
+    /// backtest's choice on the validation part: the model or a baseline) or `model`.
+    #[serde(default)]
+    pub forecasts: Forecasts,
     /// CPU: the request at `request_risk` (default 1%); a limit only if `limit_risk` is set
     /// (above it CPU is throttled).
     #[serde(default)]
@@ -76,6 +80,23 @@ pub struct PlanParams {
     /// The change budgets the replay compares (the configured one is always included).
     #[serde(default = "default_budgets")]
     pub budgets: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Forecasts {
+    #[default]
+    Auto,
+    Model,
+}
+
+impl Forecasts {
+    fn method(self) -> &'static str {
+        match self {
+            Forecasts::Auto => "auto",
+            Forecasts::Model => "model",
+        }
+    }
 }
 
 /// How one resource's lines are sized.
@@ -211,7 +232,8 @@ impl Stage for Plan {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let usage = read_usage(&ctx.read_table("resampled")?)?;
-        let (forecasts, columns, step_ms) = read_forecasts(&ctx.read_table("forecasts")?)?;
+        let (forecasts, columns, step_ms) =
+            read_forecasts(&ctx.read_table("forecasts")?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
         let bar = ctx.progress(usage.len() as u64, "series prepared");
         let timelines: Timelines = usage

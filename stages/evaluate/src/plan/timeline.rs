@@ -135,8 +135,8 @@ pub struct Origins {
 /// (key, resource, part) → its model forecasts.
 pub type ByPart = BTreeMap<(String, String, String), Origins>;
 
-/// The model's rows of `forecasts`, the forecast columns and the grid step.
-pub fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByPart, Vec<String>, i64), BoxError> {
+/// The rows of `forecasts` of one method, the forecast columns and the grid step.
+pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, Vec<String>, i64), BoxError> {
     let mut out = ByPart::new();
     let mut columns = Vec::new();
     let mut step_ms = i64::MAX;
@@ -157,7 +157,7 @@ pub fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByPart, Vec<String>, i
         let (origin, time, actual) =
             (ints(b, f::NAME, f::ORIGIN)?, ints(b, f::NAME, f::TIMESTAMP)?, floats(b, f::NAME, f::ACTUAL)?);
         let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, f::NAME, c)).collect::<Result<_, _>>()?;
-        for i in (0..b.num_rows()).filter(|&i| method[i] == "model") {
+        for i in (0..b.num_rows()).filter(|&i| method[i] == wanted) {
             step_ms = step_ms.min(time[i] - origin[i]);
             let o = out.entry((key[i].clone(), resource[i].clone(), part[i].clone())).or_default();
             if o.at.last() != Some(&origin[i]) {
@@ -179,7 +179,7 @@ pub fn read_forecasts(batches: &[RecordBatch]) -> Result<(ByPart, Vec<String>, i
         }
     }
     if step_ms == i64::MAX {
-        return Err(EvaluateError::NoModelForecasts.into());
+        return Err(EvaluateError::NoModelForecasts { method: wanted.to_string() }.into());
     }
     Ok((out, columns, step_ms))
 }

@@ -1,0 +1,247 @@
+//! Scoring the backtest's tracks: the MASE scale of each series, every metric per series
+//! and across series, over all steps, per horizon bucket and per step, and the tables.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+
+use crate::backtest::{FORECASTERS, METHODS, Track, Tracks, level_name};
+use crate::metrics;
+use crate::table::{TableBuilder, Usage};
+use applearner_contracts::tables::scores;
+use applearner_pipeline::BoxError;
+use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::arrow::datatypes::SchemaRef;
+
+/// The horizon buckets: steps up to 1 hour ahead, then to 6 hours, a day, and beyond;
+/// only those the horizon reaches. Each as its label and its 0-based steps.
+pub fn buckets(horizon: usize, step_ms: i64) -> Vec<(&'static str, Range<usize>)> {
+    const EDGES: [(&str, i64); 4] = [("1h", 3_600_000), ("6h", 21_600_000), ("1d", 86_400_000), ("more", i64::MAX)];
+    let mut out = Vec::new();
+    let mut from = 0;
+    for (label, edge) in EDGES {
+        let to = (0..horizon).take_while(|h| (*h as i64 + 1).saturating_mul(step_ms) <= edge).count().max(from);
+        if to > from {
+            out.push((label, from..to));
+        }
+        from = to;
+    }
+    out
+}
+
+/// Per series and target, the MASE scale in sample: the seasonal-naive error over every
+/// point outside the test part (of every segment, so a season can reach back into an
+/// earlier day); where that is 0 or undefined, the last-value error, counted.
+pub fn mase_scale(
+    test: &Tracks,
+    usage: &BTreeMap<String, Usage>,
+    step: i64,
+    horizon: usize,
+    season_ms: i64,
+) -> (BTreeMap<(String, String), f64>, usize) {
+    let mut scales = BTreeMap::new();
+    let mut naive = 0;
+    for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == "model") {
+        let s = usage[key].column(column).expect("model tracks exist only for known columns");
+        let tested: HashSet<i64> =
+            t.origins.iter().flat_map(|&o| (1..=horizon as i64).map(move |h| o + h * step)).collect();
+        let in_sample = |lag: i64| {
+            let tested = &tested;
+            move |i: usize| {
+                let t = s.times[i];
+                if tested.contains(&t) { None } else { s.at(t - lag) }
+            }
+        };
+        let scale = metrics::seasonal_scale(&s.values, in_sample(season_ms));
+        let scale = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            naive += 1;
+            metrics::seasonal_scale(&s.values, in_sample(step))
+        };
+        scales.insert((key.clone(), column.clone()), scale);
+    }
+    (scales, naive)
+}
+
+/// One row of `scores`.
+pub struct Score {
+    pub part: &'static str,
+    pub method: String,
+    pub resource: String,
+    /// `series`, `mean` or `median` (of the per-series values).
+    pub scope: &'static str,
+    /// The series for `series` rows; empty for aggregates.
+    pub key: String,
+    /// `all` (every step), a horizon bucket (`1h`, `6h`, `1d`, `more`), or empty for the
+    /// rows of one step.
+    pub bucket: &'static str,
+    /// 1-based horizon step; 0 for all the steps of the bucket.
+    pub step: u32,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Every metric of one track over the origins and the steps `steps` (0-based), on the
+/// points with an actual value (filled-in points have none).
+fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(String, f64)> {
+    let (mut last, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    for n in 0..t.origins.len() {
+        for h in steps.clone().filter(|&h| t.actual[n][h].is_finite()) {
+            last.push(t.last[n]);
+            actual.push(t.actual[n][h]);
+            forecast.push(t.forecast[n][h]);
+            if let Some(q) = t.quantiles[n].get(h) {
+                for (l, v) in qs.iter_mut().zip(q) {
+                    l.push(*v);
+                }
+            }
+        }
+    }
+    let mae = metrics::mae(&actual, &forecast);
+    let (precision, recall, f1) = metrics::direction(&last, &actual, &forecast);
+    let mut out = vec![
+        ("mae".to_string(), mae),
+        ("rmse".into(), metrics::rmse(&actual, &forecast)),
+        ("mape".into(), metrics::mape(&actual, &forecast)),
+        ("smape".into(), metrics::smape(&actual, &forecast)),
+        ("mase".into(), if scale > 0.0 { mae / scale } else { f64::NAN }),
+        ("direction_precision".into(), precision),
+        ("direction_recall".into(), recall),
+        ("direction_f1".into(), f1),
+    ];
+    if qs.first().is_some_and(|q| !q.is_empty() && q.iter().all(|v| v.is_finite())) {
+        let pinball = metrics::mean(levels.iter().zip(&qs).map(|(l, q)| metrics::pinball(&actual, q, *l)));
+        out.push(("pinball".into(), pinball));
+        for (l, q) in levels.iter().zip(&qs) {
+            out.push((format!("coverage_{}", level_name(*l)), metrics::coverage(&actual, q)));
+        }
+    }
+    out
+}
+
+/// One part's rows: per series over all steps and per bucket; then the mean and median
+/// across series of those, and of each step.
+pub fn score(
+    part: &'static str,
+    tracks: &Tracks,
+    scales: &BTreeMap<(String, String), f64>,
+    levels: &[f64],
+    horizon: usize,
+    step_ms: i64,
+) -> Vec<Score> {
+    let ranges: Vec<(&'static str, u32, Range<usize>)> = std::iter::once(("all", 0, 0..horizon))
+        .chain(buckets(horizon, step_ms).into_iter().map(|(b, r)| (b, 0, r)))
+        .chain((0..horizon).map(|h| ("", h as u32 + 1, h..h + 1)))
+        .collect();
+    let mut rows = Vec::new();
+    for m in METHODS {
+        // (column, bucket, step, metric) → per-series values
+        let mut across: BTreeMap<(String, &'static str, u32, String), Vec<f64>> = BTreeMap::new();
+        for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+            let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
+            for (bucket, step, steps) in &ranges {
+                for (metric, value) in measure(t, scale, levels, steps.clone()) {
+                    across.entry((column.clone(), bucket, *step, metric.clone())).or_default().push(value);
+                    // One step of one series is noise: per-series rows are kept per bucket.
+                    if *step == 0 {
+                        rows.push(Score {
+                            part,
+                            method: m.into(),
+                            resource: column.clone(),
+                            scope: "series",
+                            key: key.clone(),
+                            bucket,
+                            step: 0,
+                            metric,
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+        for ((column, bucket, step, metric), values) in across {
+            let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
+            let median = metrics::median(values.into_iter());
+            for (scope, value) in [("mean", mean), ("median", median)] {
+                rows.push(Score {
+                    part,
+                    method: m.into(),
+                    resource: column.clone(),
+                    scope,
+                    key: String::new(),
+                    bucket,
+                    step,
+                    metric: metric.clone(),
+                    value,
+                });
+            }
+        }
+    }
+    rows
+}
+
+pub fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut part, mut bucket) = (Vec::new(), Vec::new());
+    for r in rows {
+        part.push(r.part.to_string());
+        c.0.push(r.method);
+        c.1.push(r.resource);
+        c.2.push(r.scope.to_string());
+        c.3.push(r.key);
+        bucket.push(r.bucket.to_string());
+        c.4.push(r.step);
+        c.5.push(r.metric);
+        c.6.push(r.value);
+    }
+    TableBuilder::default()
+        .strings(scores::PART, part)
+        .strings(scores::METHOD, c.0)
+        .strings(scores::RESOURCE, c.1)
+        .strings(scores::SCOPE, c.2)
+        .strings(scores::KEY, c.3)
+        .strings(scores::BUCKET, bucket)
+        .u32s(scores::STEP, c.4)
+        .strings(scores::METRIC, c.5)
+        .floats(scores::VALUE, c.6)
+        .finish()
+}
+
+/// `choices`: per series and target, the method `auto` forecasts with and each
+/// forecaster's validation MASE.
+pub fn choices_table(
+    choice: &BTreeMap<(String, String), (&'static str, Vec<f64>)>,
+    scales: &BTreeMap<(String, String), f64>,
+) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let (mut key, mut resource, mut method) = (Vec::new(), Vec::new(), Vec::new());
+    let mut mase: Vec<Vec<f64>> = vec![Vec::new(); FORECASTERS.len()];
+    for ((k, c), (m, maes)) in choice {
+        let scale = scales.get(&(k.clone(), c.clone())).copied().unwrap_or(f64::NAN);
+        key.push(k.clone());
+        resource.push(c.clone());
+        method.push(m.to_string());
+        for (out, mae) in mase.iter_mut().zip(maes) {
+            out.push(mae / scale);
+        }
+    }
+    let mut t = TableBuilder::default().strings("key", key).strings("resource", resource).strings("method", method);
+    for (m, values) in FORECASTERS.iter().zip(mase) {
+        t = t.floats(&format!("validation_mase_{m}"), values);
+    }
+    t.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::buckets;
+
+    #[test]
+    fn buckets_cut_the_horizon_by_lead_time() {
+        // 5-minute steps, a day ahead: 12 steps to 1 h, 60 more to 6 h, 216 more to 1 d.
+        assert_eq!(buckets(288, 300_000), vec![("1h", 0..12), ("6h", 12..72), ("1d", 72..288)]);
+        // An hour at 5 minutes is one bucket; a minute grid over 2 h reaches the second.
+        assert_eq!(buckets(12, 300_000), vec![("1h", 0..12)]);
+        assert_eq!(buckets(90, 60_000), vec![("1h", 0..60), ("6h", 60..90)]);
+    }
+}
