@@ -21,6 +21,12 @@ pub enum ModelSpec {
     /// N-BEATS-style: fully connected blocks, each emitting a backcast (subtracted from its
     /// input) and a forecast (summed).
     Nbeats(NbeatsSpec),
+    /// N-HiTS-style, for long horizons and long, cheap context: stacks of fully connected
+    /// blocks, each reading the last `spans[i]` steps averaged over `pools[i]` (a week as
+    /// hourly means beside the last hours as they are), emitting a forecast every
+    /// `downsample[i]` steps that is linearly interpolated to every step, and a backcast
+    /// subtracted from what the next stack reads.
+    Nhits(NhitsSpec),
     /// DLinear: a moving average splits the window into trend and remainder, one linear map
     /// each. The strong simple baseline of long-horizon forecasting.
     Dlinear(DlinearSpec),
@@ -70,6 +76,37 @@ pub struct NbeatsSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct NhitsSpec {
+    /// Steps averaged into one input value, per stack (coarse to fine).
+    #[serde(default = "default_pools")]
+    pub pools: Vec<usize>,
+    /// The last steps each stack reads (0: the whole lookback), per stack.
+    #[serde(default)]
+    pub spans: Vec<usize>,
+    /// Steps between the forecast points each stack emits (interpolated between), per stack.
+    #[serde(default = "default_pools")]
+    pub downsample: Vec<usize>,
+    /// Fully connected layers per block.
+    #[serde(default = "d2")]
+    pub layers: usize,
+    #[serde(default = "d256")]
+    pub hidden: usize,
+}
+
+fn default_pools() -> Vec<usize> {
+    vec![12, 4, 1]
+}
+
+impl NhitsSpec {
+    /// The steps stack `i` reads, for a window of `lookback` steps: a whole number of pools.
+    pub fn span(&self, i: usize, lookback: usize) -> usize {
+        let span = self.spans.get(i).copied().filter(|s| *s > 0).unwrap_or(lookback).min(lookback);
+        span / self.pools[i] * self.pools[i]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DlinearSpec {
     /// Moving-average width of the trend, in steps (odd; clipped to the lookback).
     #[serde(default = "d25")]
@@ -97,6 +134,9 @@ fn d64() -> usize {
 fn d128() -> usize {
     128
 }
+fn d256() -> usize {
+    256
+}
 
 impl ModelSpec {
     pub fn name(&self) -> &'static str {
@@ -105,6 +145,7 @@ impl ModelSpec {
             ModelSpec::Gru(_) => "gru",
             ModelSpec::Tcn(_) => "tcn",
             ModelSpec::Nbeats(_) => "nbeats",
+            ModelSpec::Nhits(_) => "nhits",
             ModelSpec::Dlinear(_) => "dlinear",
             ModelSpec::Deepar(_) => "deepar",
         }
@@ -133,6 +174,25 @@ impl ModelSpec {
                 positive("blocks", n.blocks);
                 positive("layers", n.layers);
                 positive("hidden", n.hidden);
+            }
+            ModelSpec::Nhits(n) => {
+                positive("layers", n.layers);
+                positive("hidden", n.hidden);
+                let stacks = n.pools.len();
+                if stacks == 0 || n.pools.contains(&0) || n.downsample.contains(&0) {
+                    out.push(ParamProblem::new(&["pools"], "needs one or more stacks, each of at least 1 step", help));
+                }
+                if n.downsample.len() != stacks || !(n.spans.is_empty() || n.spans.len() == stacks) {
+                    out.push(ParamProblem::new(
+                        &["downsample"],
+                        format!(
+                            "{stacks} pools, {} downsample and {} spans: one each per stack",
+                            n.downsample.len(),
+                            n.spans.len()
+                        ),
+                        "give `downsample` (and `spans`, if any) as many entries as `pools`",
+                    ));
+                }
             }
             ModelSpec::Dlinear(d) => positive("kernel", d.kernel),
         }
@@ -401,4 +461,19 @@ pub struct Blueprint {
     pub shape: Shape,
     pub inputs: Vec<String>,
     pub targets: Vec<String>,
+    /// The model forecasts the change from each target's last input value, which is added
+    /// back: with every weight at zero it forecasts the last value. Cards without it: off.
+    #[serde(default)]
+    pub skip: bool,
+}
+
+impl Blueprint {
+    /// Where each target sits among the inputs, if the skip connection is on and every
+    /// target is an input.
+    pub fn skip_from(&self) -> Option<Vec<usize>> {
+        if !self.skip {
+            return None;
+        }
+        self.targets.iter().map(|t| self.inputs.iter().position(|i| i == t)).collect()
+    }
 }

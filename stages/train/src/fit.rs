@@ -7,7 +7,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -35,7 +35,25 @@ impl Build for Blueprint {
     fn run<B: Recurrent>(&self, model: &Forecaster<B>, x: Vec<f32>, batch: usize, device: &B::Device) -> Tensor<B, 4> {
         let s = self.shape;
         let x = Tensor::<B, 3>::from_data(TensorData::new(x, [batch, s.lookback, s.inputs]), device);
-        self.loss.decode(model.forward(x, s))
+        let raw = model.forward(x.clone(), s);
+        let raw = match self.skip_from() {
+            // Output 0 is the point, the mean or the lowest quantile, from which the others
+            // are built: adding the last value there shifts the whole forecast.
+            Some(from) => {
+                let index = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(from.iter().map(|&i| i as i64).collect::<Vec<_>>(), [from.len()]),
+                    device,
+                );
+                let last = x.narrow(1, s.lookback - 1, 1).select(2, index).reshape([batch, 1, s.targets, 1]);
+                let shift = match s.outputs {
+                    1 => last,
+                    n => Tensor::cat(vec![last, Tensor::zeros([batch, 1, s.targets, n - 1], device)], 3),
+                };
+                raw + shift.expand([batch, s.horizon, s.targets, s.outputs])
+            }
+            None => raw,
+        };
+        self.loss.decode(raw)
     }
 }
 

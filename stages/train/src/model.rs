@@ -2,7 +2,7 @@
 //! `[batch, horizon, targets, outputs]`; [`Head`] turns the raw outputs into a point
 //! forecast, ordered quantiles or a Gaussian, so each model is probabilistic on demand.
 
-pub use applearner_contracts::model::{DlinearSpec, ModelSpec, NbeatsSpec, RnnSpec, Shape, TcnSpec};
+pub use applearner_contracts::model::{DlinearSpec, ModelSpec, NbeatsSpec, NhitsSpec, RnnSpec, Shape, TcnSpec};
 use burn::module::Module;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig1d};
@@ -18,6 +18,7 @@ pub enum Forecaster<B: Backend> {
     Gru(Rnn<B>),
     Tcn(Tcn<B>),
     Nbeats(Nbeats<B>),
+    Nhits(Nhits<B>),
     Dlinear(Dlinear<B>),
 }
 
@@ -28,6 +29,7 @@ impl<B: Backend> Forecaster<B> {
             ModelSpec::Gru(r) => Forecaster::Gru(Rnn::new(r, shape, Cell::Gru, device)),
             ModelSpec::Tcn(t) => Forecaster::Tcn(Tcn::new(t, shape, device)),
             ModelSpec::Nbeats(n) => Forecaster::Nbeats(Nbeats::new(n, shape, device)),
+            ModelSpec::Nhits(n) => Forecaster::Nhits(Nhits::new(n, shape, device)),
             ModelSpec::Dlinear(d) => Forecaster::Dlinear(Dlinear::new(d, shape, device)),
         }
     }
@@ -43,6 +45,7 @@ impl<B: Backend> Forecaster<B> {
             Forecaster::Gru(m) => m.forward(x, Cell::Gru),
             Forecaster::Tcn(m) => m.forward(x),
             Forecaster::Nbeats(m) => m.forward(x),
+            Forecaster::Nhits(m) => m.forward(x, shape),
             Forecaster::Dlinear(m) => m.forward(x),
         };
         flat.reshape([batch, shape.horizon, shape.targets, shape.outputs])
@@ -151,6 +154,101 @@ impl<B: Backend> Nbeats<B> {
         }
         forecast.expect("at least one block")
     }
+}
+
+#[derive(Module, Debug)]
+pub struct NhitsStack<B: Backend> {
+    layers: Vec<Linear<B>>,
+    backcast: Linear<B>,
+    forecast: Linear<B>,
+    /// Steps read (the last ones of the window), steps per input value, steps between
+    /// forecast points.
+    span: usize,
+    pool: usize,
+    every: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Nhits<B: Backend> {
+    stacks: Vec<NhitsStack<B>>,
+}
+
+impl<B: Backend> Nhits<B> {
+    fn new(spec: &NhitsSpec, shape: Shape, device: &B::Device) -> Self {
+        let per_step = shape.targets * shape.outputs;
+        let stacks = (0..spec.pools.len())
+            .map(|i| {
+                let (span, pool) = (spec.span(i, shape.lookback), spec.pools[i]);
+                let width = span / pool * shape.inputs;
+                NhitsStack {
+                    layers: (0..spec.layers)
+                        .map(|l| LinearConfig::new(if l == 0 { width } else { spec.hidden }, spec.hidden).init(device))
+                        .collect(),
+                    backcast: LinearConfig::new(spec.hidden, width).init(device),
+                    forecast: LinearConfig::new(spec.hidden, points(shape.horizon, spec.downsample[i]) * per_step)
+                        .init(device),
+                    span,
+                    pool,
+                    every: spec.downsample[i],
+                }
+            })
+            .collect();
+        Nhits { stacks }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>, shape: Shape) -> Tensor<B, 2> {
+        let [batch, steps, inputs] = x.dims();
+        let per_step = shape.targets * shape.outputs;
+        let mut residual = x;
+        let mut forecast: Option<Tensor<B, 2>> = None;
+        for s in &self.stacks {
+            let (coarse, pool, keep) = (s.span / s.pool, s.pool, steps - s.span);
+            // Means over `pool` steps, aligned so the last one ends at the origin.
+            let read = residual.clone().narrow(1, keep, s.span);
+            let pooled = read.clone().reshape([batch, coarse, pool, inputs]).mean_dim(2).reshape([batch, coarse * inputs]);
+            let mut h = pooled;
+            for layer in &s.layers {
+                h = relu(layer.forward(h));
+            }
+            // The backcast is held over each pool's steps and taken off what later stacks read.
+            let back = s.backcast.forward(h.clone()).reshape([batch, coarse, 1, inputs]).expand([batch, coarse, pool, inputs]);
+            let read = read - back.reshape([batch, s.span, inputs]);
+            residual = if keep > 0 { Tensor::cat(vec![residual.narrow(1, 0, keep), read], 1) } else { read };
+            // Forecast points every `every` steps, linearly interpolated to each step.
+            let n = points(shape.horizon, s.every);
+            let coefficients = s.forecast.forward(h).reshape([batch, n, per_step]).swap_dims(1, 2);
+            let weights = Tensor::<B, 2>::from_data(
+                burn::tensor::TensorData::new(interpolation(n, shape.horizon, s.every), [n, shape.horizon]),
+                &coefficients.device(),
+            );
+            let f = coefficients.matmul(weights.unsqueeze::<3>()).swap_dims(1, 2).reshape([batch, shape.horizon * per_step]);
+            forecast = Some(match forecast {
+                Some(acc) => acc + f,
+                None => f,
+            });
+        }
+        forecast.expect("at least one stack")
+    }
+}
+
+/// Forecast points a stack emits for `horizon` steps, one every `every` steps: at steps
+/// 0, every, 2·every, … and one at or past the last step.
+fn points(horizon: usize, every: usize) -> usize {
+    (horizon - 1).div_ceil(every) + 1
+}
+
+/// `[points, horizon]` weights of linear interpolation: step `h` lies between points
+/// `h / every` and the next.
+fn interpolation(n: usize, horizon: usize, every: usize) -> Vec<f32> {
+    let mut w = vec![0f32; n * horizon];
+    for h in 0..horizon {
+        let (k, frac) = (h / every, (h % every) as f32 / every as f32);
+        w[k * horizon + h] += 1.0 - frac;
+        if frac > 0.0 {
+            w[(k + 1) * horizon + h] += frac;
+        }
+    }
+    w
 }
 
 #[derive(Module, Debug)]

@@ -32,7 +32,12 @@ pub struct TrainParams {
     /// Columns it forecasts: `[cpu]`, `[memory]` or both.
     #[serde(default = "default_targets")]
     pub targets: Vec<String>,
-    /// `{kind: lstm|gru|tcn|nbeats|dlinear|deepar, …sizes}`.
+    /// Forecast the change from each target's last value (added back), so a slowly
+    /// varying series is never forecast worse than by repeating it, by construction. The
+    /// targets must be among the inputs.
+    #[serde(default)]
+    pub skip: bool,
+    /// `{kind: lstm|gru|tcn|nbeats|nhits|dlinear|deepar, …sizes}`.
     #[serde(default = "default_model")]
     pub model: ModelSpec,
     /// `{kind: mse|mae|huber|quantile|gaussian}`; default mse, gaussian for deepar.
@@ -163,7 +168,15 @@ impl Stage for Train {
             },
             inputs: windows.input_names().to_vec(),
             targets: p.targets.clone(),
+            skip: p.skip,
         };
+        if p.skip && blueprint.skip_from().is_none() {
+            return Err(crate::TrainError::SkipWithoutTarget {
+                targets: p.targets.join(", "),
+                inputs: blueprint.inputs.join(", "),
+            }
+            .into());
+        }
         let init = self.init()?;
         let init_weights = match &init {
             Some(init) if init.card.blueprint != blueprint => {
