@@ -31,4 +31,9 @@ pub enum PrepareError {
          Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
     )]
     EmptyPart { part: &'static str, series: u64, need: u32, lookback: u32, horizon: u32, warmup: String, longest: u64 },
+    #[error(
+        "no segment holds one window: a window needs {need} steps (lookback {lookback} + horizon {horizon} + \
+         warm-up {warmup}), and the longest segment, of series `{key}`, has {longest} points. Lower {settings}"
+    )]
+    SegmentsTooShort { need: u32, lookback: u32, horizon: u32, warmup: u32, longest: u64, key: String, settings: String },
 }

@@ -57,6 +57,14 @@ pub struct FeaturesParams {
     /// steps (`[12, 60]`).
     #[serde(default)]
     pub rolling: Vec<u32>,
+    /// Seasons, in steps (`[288, 2016]`: a day and a week at 5 minutes), each longer than the
+    /// horizon. Per value column and season S: `<col>_season<S>`, the value S − horizon
+    /// steps back, and `<col>_season<S>_mean`, the mean of the horizon's steps before it.
+    /// At a window's origin they are the value a season before the horizon's last step and
+    /// the mean of that season-earlier horizon; over the window's last horizon rows, the
+    /// season-earlier value of every step forecast. All of it is past at every row.
+    #[serde(default)]
+    pub season_lags: Vec<u32>,
     /// How each segment is cut, in time order, into training, validation and test parts.
     #[serde(default)]
     pub split: Split,
@@ -252,6 +260,15 @@ impl FeaturesParams {
                 ));
             }
         }
+        for &season in &self.season_lags {
+            if season <= w.horizon {
+                problems.push(ParamProblem::new(
+                    &["season_lags"],
+                    format!("a season of {season} steps is not longer than the horizon ({} steps)", w.horizon),
+                    "give seasons longer than `windows.horizon` (a week, 2016 steps at 5 minutes, for a day ahead)",
+                ));
+            }
+        }
         match cut {
             Some(cut) if problems.is_empty() => Ok(cut),
             _ => Err(problems),
@@ -286,11 +303,11 @@ impl Stage for Features {
         summary.insert("series".into(), built.series.into());
         summary.insert("points".into(), built.points.into());
         summary.insert("features".into(), built.feature_names.clone().into());
-        for (part, n) in PARTS.iter().zip(built.windows_per_part) {
-            summary.insert(format!("{part}_windows"), n.into());
-        }
-        for (part, n) in PARTS.iter().zip(built.series_without_windows) {
-            summary.insert(format!("series_without_{part}_windows"), n.into());
+        let c = built.counts;
+        for (p, part) in PARTS.iter().enumerate() {
+            summary.insert(format!("{part}_windows"), c.per_part[p].into());
+            summary.insert(format!("series_without_{part}_windows"), c.without[p].into());
+            summary.insert(format!("{part}_windows_dropped_for_short_history"), c.short_history[p].into());
         }
         Ok(summary)
     }
@@ -307,8 +324,7 @@ pub struct Built {
     pub feature_names: Vec<String>,
     pub series: u64,
     pub points: u64,
-    pub windows_per_part: [u64; 3],
-    pub series_without_windows: [u64; 3],
+    pub counts: Counts,
 }
 
 /// Builds features from the table registered as `resampled`.
@@ -473,6 +489,23 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
             warmup = warmup.max(r - 1);
         }
     }
+    let horizon = params.windows.horizon;
+    for c in &columns {
+        let x = ident(c);
+        for &season in &params.season_lags {
+            let (lag, name) = (season - horizon, format!("{c}_season{season}"));
+            let full = format!("row_number() OVER ({w}) >= {season}");
+            derived.push(format!(
+                "lag({x}, {lag}) OVER ({w}) AS {}, \
+                 CASE WHEN {full} THEN avg({x}) OVER ({w} ROWS BETWEEN {} PRECEDING AND {lag} PRECEDING) END AS {}",
+                ident(&name),
+                season - 1,
+                ident(&format!("{name}_mean"))
+            ));
+            names.extend([name.clone(), format!("{name}_mean")]);
+            warmup = warmup.max(season - 1);
+        }
+    }
     let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
     let table = session
         .sql(&format!(
@@ -486,7 +519,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
     let features_schema = features_schema(&flag_names, &names);
     let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
 
-    let (windows, per_part, without) = index_windows(&features, &params.windows, warmup, series)?;
+    let (windows, counts) = index_windows(&features, &params.windows, warmup, series)?;
     Ok(Built {
         features_schema,
         features,
@@ -496,8 +529,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         feature_names: names,
         series,
         points,
-        windows_per_part: per_part,
-        series_without_windows: without,
+        counts,
     })
 }
 
@@ -543,6 +575,15 @@ pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
     ))
 }
 
+/// Per part: windows, series without any, and windows dropped for a history shorter than
+/// the lookback (and warm-up) at the start of a segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub per_part: [u64; 3],
+    pub without: [u64; 3],
+    pub short_history: [u64; 3],
+}
+
 /// Every window: inputs `[start, start + lookback)`, targets the next `horizon` rows, all in
 /// one segment, targets all in one part, no input before the features' warm-up.
 fn index_windows(
@@ -550,7 +591,7 @@ fn index_windows(
     spec: &WindowSpec,
     warmup: u32,
     series: u64,
-) -> Result<(RecordBatch, [u64; 3], [u64; 3]), BoxError> {
+) -> Result<(RecordBatch, Counts), BoxError> {
     // Flatten the columns the index needs.
     let mut keys: Vec<&str> = Vec::new();
     let mut segments = Vec::new();
@@ -576,12 +617,17 @@ fn index_windows(
     let mut per_part = [0u64; 3];
     let mut longest_part = [0u64; 3];
     let mut series_with = [std::collections::BTreeSet::new(), Default::default(), Default::default()];
+    let mut short_history = [0u64; 3];
+    let mut longest_segment = (0usize, "");
 
     let mut begin = 0;
     while begin < keys.len() {
         let mut end = begin;
         while end < keys.len() && keys[end] == keys[begin] && segments[end] == segments[begin] {
             end += 1;
+        }
+        if end - begin > longest_segment.0 {
+            longest_segment = (end - begin, keys[begin]);
         }
         // Each part's windows are strided from its first possible target.
         let mut run_start = begin;
@@ -591,7 +637,11 @@ fn index_windows(
             }
             let p = parts[run_start] as usize;
             longest_part[p] = longest_part[p].max((r - run_start) as u64);
-            let mut target = run_start.max(begin + warmup as usize + lookback);
+            // Targets whose window would reach before the segment's start (or into the
+            // warm-up) are dropped, not padded: counted.
+            let first = begin + warmup as usize + lookback;
+            short_history[p] += (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
+            let mut target = run_start.max(first);
             while target + horizon <= r {
                 per_part[p] += 1;
                 series_with[p].insert(keys[begin]);
@@ -608,6 +658,22 @@ fn index_windows(
     }
 
     let need = spec.lookback + spec.horizon;
+    if longest_segment.0 < (need + warmup) as usize {
+        // Name the settings by how much of a window each takes, largest first.
+        let mut settings = vec![(spec.lookback, "windows.lookback"), (spec.horizon, "windows.horizon")];
+        settings.push((warmup, "season_lags/lags/rolling (warm-up)"));
+        settings.sort_by_key(|s| std::cmp::Reverse(s.0));
+        return Err(PrepareError::SegmentsTooShort {
+            need: need + warmup,
+            lookback: spec.lookback,
+            horizon: spec.horizon,
+            warmup,
+            longest: longest_segment.0 as u64,
+            key: longest_segment.1.to_string(),
+            settings: settings.iter().filter(|s| s.0 > 0).map(|s| format!("`{}` ({})", s.1, s.0)).collect::<Vec<_>>().join(", "),
+        }
+        .into());
+    }
     for (p, part) in PARTS.iter().enumerate() {
         if per_part[p] == 0 {
             return Err(PrepareError::EmptyPart {
@@ -634,5 +700,5 @@ fn index_windows(
         ],
     )?;
     let without = [0, 1, 2].map(|p| series - series_with[p].len() as u64);
-    Ok((batch, per_part, without))
+    Ok((batch, Counts { per_part, without, short_history }))
 }

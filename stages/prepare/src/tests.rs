@@ -452,7 +452,7 @@ fn split_and_windows_never_look_ahead() {
     // Series a's training targets run from row 8 (warm-up 2 + lookback 6) to 59, every 2nd.
     let train_a: Vec<usize> = set.part("train").iter().filter(|w| w.key == "ns/a/app").map(|w| w.start).collect();
     assert_eq!(train_a, (2..=51).step_by(2).collect::<Vec<_>>());
-    assert_eq!(f.windows_per_part[0], set.part("train").len() as u64);
+    assert_eq!(f.counts.per_part[0], set.part("train").len() as u64);
 }
 
 #[test]
@@ -464,4 +464,70 @@ fn an_empty_part_is_a_clear_error() {
     assert!(err.contains("the longest validation part has 5 points"), "{err}");
     let err = build_features(&cleaned, "split: {validation: 0.5, test: 0.6}\n").unwrap_err();
     assert!(err.contains("leaves nothing to train on"), "{err}");
+}
+
+#[test]
+fn season_features_hold_only_the_past_and_line_up_with_the_forecast_steps() {
+    // Season 10, horizon 3: `cpu_season10` is the value 7 steps back, its mean the 3
+    // values before that. Every value is a function of earlier rows only: changing a row
+    // changes no season feature at or before it.
+    let cleaned = two_series();
+    let yaml = "calendar: []\nseason_lags: [10]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 4, horizon: 3}\n";
+    let f = build_features(&cleaned, yaml).unwrap();
+    let (cpu, season, mean) = (
+        column_f32(&f.features, "cpu"),
+        column_f32(&f.features, "cpu_season10"),
+        column_f32(&f.features, "cpu_season10_mean"),
+    );
+    for t in 10..100 {
+        assert_eq!(season[t], cpu[t - 7], "row {t}");
+        assert!((mean[t] - (cpu[t - 9] + cpu[t - 8] + cpu[t - 7]) / 3.0).abs() < 1e-5, "row {t}");
+    }
+    assert!(mean[..9].iter().all(|v| v.is_nan()), "partial frames at the start are left null");
+    // At an origin o, the window's last 3 rows carry the values a season before o+1..o+3.
+    let set = WindowSet::new(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
+    let w = &set.part("test")[0];
+    let origin = w.start + 3;
+    for h in 1..=3 {
+        assert_eq!(season[origin - 3 + h], cpu[origin + h - 10]);
+    }
+    // The warm-up is the season: no window reads a row before 9 of a segment.
+    assert!(set.part("train").iter().all(|w| w.start >= 9 || w.start >= 100));
+    // Targets in each series' first 9 + 4 rows have no full history: 13 dropped in each.
+    assert_eq!(f.counts.short_history, [26, 0, 0]);
+
+    // A changed future leaves every season feature of the past alone.
+    let mut rows = series("cpu", "a", 0..100, |m| (m as f64 * 0.3).sin() + 2.0 + m as f64 / 50.0 + bump(m));
+    rows.extend(series("cpu", "b", 0..60, |m| ((m * 7) % 11) as f64));
+    let g = build_features(&clean(&rows, CPU_ONLY).unwrap(), yaml).unwrap();
+    for name in ["cpu_season10", "cpu_season10_mean"] {
+        let (before, after) = (column_f32(&f.features, name), column_f32(&g.features, name));
+        let same = |a: &f32, b: &f32| a == b || (a.is_nan() && b.is_nan());
+        assert!(before[..67].iter().zip(&after[..67]).all(|(a, b)| same(a, b)), "{name}");
+        assert_ne!(before[67], after[67], "{name} reads row 60 seven steps later");
+    }
+}
+
+/// A jump at minute 60 only.
+fn bump(m: i64) -> f64 {
+    if m == 60 { 100.0 } else { 0.0 }
+}
+
+#[test]
+fn windows_longer_than_any_segment_are_refused_and_short_history_is_counted() {
+    let cleaned = two_series();
+    // Series a has 100 points: a lookback of 90 and a horizon of 20 fit nowhere.
+    let err = build_features(&cleaned, "calendar: []\nwindows: {lookback: 90, horizon: 20}\n").unwrap_err();
+    assert!(err.contains("the longest segment, of series `ns/a/app`, has 100 points"), "{err}");
+    assert!(err.contains("Lower `windows.lookback` (90), `windows.horizon` (20)"), "{err}");
+    let err = build_features(&cleaned, "calendar: []\nseason_lags: [120]\nwindows: {lookback: 4, horizon: 3}\n").unwrap_err();
+    assert!(err.contains("Lower `season_lags/lags/rolling (warm-up)` (119)"), "{err}");
+    let err = build_features(&cleaned, "season_lags: [3]\nwindows: {lookback: 4, horizon: 3}\n").unwrap_err();
+    assert!(err.contains("not longer than the horizon (3 steps)"), "{err}");
+    // A lookback longer than the training part: the validation and test windows whose
+    // history would start before the segment are dropped and counted, not padded.
+    let f = build_features(&cleaned, "calendar: []\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 30, horizon: 3}\n")
+        .unwrap();
+    // In each series the first 30 training targets have no 30 steps before them: 60 dropped.
+    assert_eq!(f.counts.short_history, [60, 0, 0]);
 }
