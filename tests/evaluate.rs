@@ -50,7 +50,14 @@ q = lambda sql: con.execute(sql.replace("D/", d + "/")).fetchall()
 print(json.dumps({
     "resources": q("select distinct resource from 'D/evaluate/scores.parquet' order by 1"),
     "methods": q("select count(distinct method) from 'D/evaluate/scores.parquet'")[0][0],
-    "model_mase": q("select value from 'D/evaluate/scores.parquet' where method = 'model' and scope = 'median' and step = 0 and metric = 'mase'")[0][0],
+    "model_mase": q("select value from 'D/evaluate/scores.parquet' where part = 'test' and method = 'model' and scope = 'median' and bucket = 'all' and metric = 'mase'")[0][0],
+    "validation_methods": q("select count(distinct method) from 'D/evaluate/scores.parquet' where part = 'validation'")[0][0],
+    "buckets": q("select distinct bucket from 'D/evaluate/scores.parquet' where step = 0 order by 1"),
+    "choices": q("select count(*), count(distinct method) > 0 from 'D/evaluate/choices.parquet'")[0],
+    "auto_is_chosen": q("""select count(*) from 'D/evaluate/choices.parquet' c join 'D/evaluate/forecasts.parquet' a
+        on a.key = c.key and a.resource = c.resource and a.part = 'test' and a.method = 'auto'
+        join 'D/evaluate/forecasts.parquet' m on m.key = a.key and m.resource = a.resource and m.part = 'test'
+        and m.method = c.method and m.origin = a.origin and m.step = a.step where m.forecast <> a.forecast""")[0][0],
     "per_step": q("select count(distinct step) from 'D/evaluate/scores.parquet' where scope = 'mean'")[0][0],
     "lines": q("select distinct line from 'D/plan/plan_backtest.parquet'"),
     "calibrated": q("select count(*) from 'D/plan/plan_backtest.parquet' where method = 'model' and variant = 'calibrated' and key = ''")[0][0],
@@ -67,8 +74,15 @@ print(json.dumps({
     );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["resources"], serde_json::json!([["cpu"]]));
-    // The model, five baselines, VPA and KRR.
-    assert_eq!(got["methods"], 7);
+    // auto, the model, four baselines, VPA and KRR; auto is not scored on the validation
+    // part it was chosen on.
+    assert_eq!(got["methods"], 8);
+    assert_eq!(got["validation_methods"], 7);
+    // 10 minutes ahead: all steps, and the one bucket the horizon reaches.
+    assert_eq!(got["buckets"], serde_json::json!([["1h"], ["all"]]));
+    // One choice per series, and auto forecasts exactly as the method chosen for it.
+    assert!(got["choices"][0].as_i64().unwrap() > 0 && got["choices"][1] == true, "{got}");
+    assert_eq!(got["auto_is_chosen"], 0);
     assert!(got["model_mase"].as_f64().unwrap() > 0.0, "{got}");
     // All steps together (0) and each of the 10 steps.
     assert_eq!(got["per_step"], 11);
@@ -85,4 +99,29 @@ print(json.dumps({
     assert!(patches.contains("              cpu: ") && !patches.contains("memory:"), "{patches}");
     let html = std::fs::read_to_string(run_dir.join("report/report.html")).unwrap();
     assert!(html.contains("id=\"chart-tradeoff-cpu_request\"") && !html.contains("id=\"chart-tradeoff-memory"));
+
+    // Forecasts made elsewhere are scored by the same code on the same origins: a copy of
+    // the last-value forecasts under another name scores exactly as the last value.
+    let external = dir.path().join("external.parquet");
+    let copy = format!(
+        "import duckdb; duckdb.connect().execute(\"copy (select key, resource, origin, step, 'copied' as method, forecast \
+         from '{}/evaluate/forecasts.parquet' where part = 'test' and method = 'last_value') to '{}'\")",
+        run_dir.display(),
+        external.display()
+    );
+    let out = Command::new("python3").args(["-c", &copy]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let set = format!("evaluate.external={}", external.display());
+    let out = run("external", &[&set]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let compare = format!(
+        "import duckdb; print(duckdb.connect().execute(\"select count(*), count(*) filter (where a.value is not distinct from b.value) \
+         from '{0}/evaluate/scores.parquet' a join '{0}/evaluate/scores.parquet' b using (part, resource, scope, key, bucket, step, metric) \
+         where a.method = 'copied' and b.method = 'last_value'\").fetchall()[0])",
+        store.join("external").display()
+    );
+    let out = Command::new("python3").args(["-c", &compare]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (rows, same) = text.trim().trim_matches(|c| c == '(' || c == ')').split_once(", ").unwrap();
+    assert!(rows.parse::<u32>().unwrap() > 10 && rows == same, "{text}");
 }

@@ -25,7 +25,7 @@ pub mod values;
 pub mod yaml;
 
 pub use config::{Pipeline, Problems};
-pub use context::{StageContext, StoredOutput};
+pub use context::{StageContext, StoredOutput, read_parquet};
 pub use error::PipelineError;
 pub use run::{RunOptions, RunReport, Selection};
 pub use stage::{

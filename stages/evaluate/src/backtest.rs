@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
 use crate::conformal;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
-use crate::scoring::{buckets, choices_table, mase_scale, score, scores_table};
+use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
 use crate::table::{TableBuilder, read_usage};
 use applearner_pipeline::columns::{floats, ints, strings};
 
@@ -63,6 +63,12 @@ pub struct BacktestParams {
     /// The window of the moving average.
     #[serde(default = "default_window")]
     pub moving_average: Duration,
+    /// Forecasts made elsewhere (a Parquet file of `key, resource, origin, step, method,
+    /// forecast`, such as `benches/statsforecast_reference.py` writes) scored on the test
+    /// part beside ours, with the same metric code, scales and origins; origins it lacks
+    /// leave that series unscored for it.
+    #[serde(default)]
+    pub external: Option<String>,
     /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `auto`; checked where the stage runs.
     #[serde(default = "default_device")]
     pub device: DeviceName,
@@ -140,6 +146,14 @@ impl Stage for Backtest {
         self.params.device.host_warnings()
     }
 
+    /// The external forecasts are an input too.
+    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+        if let Some(path) = &self.params.external {
+            hasher.update(&std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?);
+        }
+        Ok(())
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let model_path = ctx.input(WEIGHTS_FILE)?.path.clone();
         let model_dir = Path::new(&model_path).parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -198,9 +212,15 @@ impl Stage for Backtest {
 
         let (schema, batch) = forecasts_table(&parts, &levels, step)?;
         ctx.write_table("forecasts", schema, &[batch])?;
-        let mut rows = score(Part::Validation.name(), &parts[0], &scales, &levels, horizon, step);
+        let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, &scales, &levels, horizon, step);
         rows.retain(|r| r.method != "auto");
-        rows.extend(score(Part::Test.name(), &parts[1], &scales, &levels, horizon, step));
+        rows.extend(score(Part::Test.name(), &parts[1], &METHODS, &scales, &levels, horizon, step));
+        if let Some(path) = &self.params.external {
+            for (method, tracks) in external(path, &parts[1])? {
+                let scored = score(Part::Test.name(), &tracks, &["external"], &scales, &levels, horizon, step);
+                rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
+            }
+        }
         let headline = |method: &str, column: &str, metric: &str| {
             rows.iter()
                 .find(|r| {
@@ -288,6 +308,48 @@ fn ahead(forward: &RecordBatch, usage: &BTreeMap<String, Usage>, step_ms: i64) -
         t.quantiles[n].push(qs.iter().map(|q| q[i]).collect());
     }
     Ok(tracks)
+}
+
+/// Per method of the file at `path`: its forecasts from the model's test origins, as
+/// tracks named `external` (the rows are renamed when scored).
+fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxError> {
+    let bytes = std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?;
+    let mut forecasts: BTreeMap<(String, String, String, i64), Vec<(i64, f64)>> = BTreeMap::new();
+    for b in applearner_pipeline::read_parquet(path, bytes.into())? {
+        let (keys, resources, methods) =
+            (strings(&b, path, "key")?, strings(&b, path, "resource")?, strings(&b, path, "method")?);
+        let (origins, steps, values) =
+            (ints(&b, path, "origin")?, ints(&b, path, "step")?, floats(&b, path, "forecast")?);
+        for i in 0..b.num_rows() {
+            let at = (methods[i].clone(), keys[i].clone(), resources[i].clone(), origins[i]);
+            forecasts.entry(at).or_default().push((steps[i], values[i]));
+        }
+    }
+    let mut out: BTreeMap<String, Tracks> = forecasts.keys().map(|k| (k.0.clone(), Tracks::new())).collect();
+    for (method, tracks) in &mut out {
+        for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == "model") {
+            let mut e = Track::default();
+            for n in 0..t.origins.len() {
+                let Some(mut f) = forecasts.get(&(method.clone(), key.clone(), column.clone(), t.origins[n])).cloned()
+                else {
+                    continue;
+                };
+                f.sort_by_key(|s| s.0);
+                if f.len() != t.forecast[n].len() {
+                    continue;
+                }
+                e.origins.push(t.origins[n]);
+                e.last.push(t.last[n]);
+                e.actual.push(t.actual[n].clone());
+                e.forecast.push(f.into_iter().map(|s| s.1).collect());
+                e.quantiles.push(Vec::new());
+            }
+            if !e.origins.is_empty() {
+                tracks.insert(("external", key.clone(), column.clone()), e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The trained model and what its forecasts are read against.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
-use crate::backtest::{FORECASTERS, METHODS, Track, Tracks, level_name};
+use crate::backtest::{FORECASTERS, Track, Tracks, level_name};
 use crate::metrics;
 use crate::table::{TableBuilder, Usage};
 use applearner_contracts::tables::scores;
@@ -125,6 +125,7 @@ fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(S
 pub fn score(
     part: &'static str,
     tracks: &Tracks,
+    methods: &[&str],
     scales: &BTreeMap<(String, String), f64>,
     levels: &[f64],
     horizon: usize,
@@ -135,7 +136,7 @@ pub fn score(
         .chain((0..horizon).map(|h| ("", h as u32 + 1, h..h + 1)))
         .collect();
     let mut rows = Vec::new();
-    for m in METHODS {
+    for &m in methods {
         // (column, bucket, step, metric) → per-series values
         let mut across: BTreeMap<(String, &'static str, u32, String), Vec<f64>> = BTreeMap::new();
         for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {

@@ -35,5 +35,13 @@ pub enum PrepareError {
         "no segment holds one window: a window needs {need} steps (lookback {lookback} + horizon {horizon} + \
          warm-up {warmup}), and the longest segment, of series `{key}`, has {longest} points. Lower {settings}"
     )]
-    SegmentsTooShort { need: u32, lookback: u32, horizon: u32, warmup: u32, longest: u64, key: String, settings: String },
+    SegmentsTooShort {
+        need: u32,
+        lookback: u32,
+        horizon: u32,
+        warmup: u32,
+        longest: u64,
+        key: String,
+        settings: String,
+    },
 }

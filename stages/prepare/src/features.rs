@@ -670,7 +670,12 @@ fn index_windows(
             warmup,
             longest: longest_segment.0 as u64,
             key: longest_segment.1.to_string(),
-            settings: settings.iter().filter(|s| s.0 > 0).map(|s| format!("`{}` ({})", s.1, s.0)).collect::<Vec<_>>().join(", "),
+            settings: settings
+                .iter()
+                .filter(|s| s.0 > 0)
+                .map(|s| format!("`{}` ({})", s.1, s.0))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
         .into());
     }

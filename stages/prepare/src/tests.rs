@@ -472,7 +472,8 @@ fn season_features_hold_only_the_past_and_line_up_with_the_forecast_steps() {
     // values before that. Every value is a function of earlier rows only: changing a row
     // changes no season feature at or before it.
     let cleaned = two_series();
-    let yaml = "calendar: []\nseason_lags: [10]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 4, horizon: 3}\n";
+    let yaml =
+        "calendar: []\nseason_lags: [10]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 4, horizon: 3}\n";
     let f = build_features(&cleaned, yaml).unwrap();
     let (cpu, season, mean) = (
         column_f32(&f.features, "cpu"),
@@ -520,14 +521,18 @@ fn windows_longer_than_any_segment_are_refused_and_short_history_is_counted() {
     let err = build_features(&cleaned, "calendar: []\nwindows: {lookback: 90, horizon: 20}\n").unwrap_err();
     assert!(err.contains("the longest segment, of series `ns/a/app`, has 100 points"), "{err}");
     assert!(err.contains("Lower `windows.lookback` (90), `windows.horizon` (20)"), "{err}");
-    let err = build_features(&cleaned, "calendar: []\nseason_lags: [120]\nwindows: {lookback: 4, horizon: 3}\n").unwrap_err();
+    let err =
+        build_features(&cleaned, "calendar: []\nseason_lags: [120]\nwindows: {lookback: 4, horizon: 3}\n").unwrap_err();
     assert!(err.contains("Lower `season_lags/lags/rolling (warm-up)` (119)"), "{err}");
     let err = build_features(&cleaned, "season_lags: [3]\nwindows: {lookback: 4, horizon: 3}\n").unwrap_err();
     assert!(err.contains("not longer than the horizon (3 steps)"), "{err}");
     // A lookback longer than the training part: the validation and test windows whose
     // history would start before the segment are dropped and counted, not padded.
-    let f = build_features(&cleaned, "calendar: []\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 30, horizon: 3}\n")
-        .unwrap();
+    let f = build_features(
+        &cleaned,
+        "calendar: []\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 30, horizon: 3}\n",
+    )
+    .unwrap();
     // In each series the first 30 training targets have no 30 steps before them: 60 dropped.
     assert_eq!(f.counts.short_history, [60, 0, 0]);
 }

@@ -5,7 +5,9 @@ use crate::card::{CARD_FILE, FORMAT, WEIGHTS_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("skip: the targets [{targets}] must all be inputs to add their last value back; inputs are [{inputs}]: add them to `inputs`, or drop `skip`")]
+    #[error(
+        "skip: the targets [{targets}] must all be inputs to add their last value back; inputs are [{inputs}]: add them to `inputs`, or drop `skip`"
+    )]
     SkipWithoutTarget { targets: String, inputs: String },
     // A model folder.
     #[error("{path}: cannot read the model ({error}); a model folder holds {CARD_FILE} and {WEIGHTS_FILE}")]

@@ -205,13 +205,15 @@ impl<B: Backend> Nhits<B> {
             let (coarse, pool, keep) = (s.span / s.pool, s.pool, steps - s.span);
             // Means over `pool` steps, aligned so the last one ends at the origin.
             let read = residual.clone().narrow(1, keep, s.span);
-            let pooled = read.clone().reshape([batch, coarse, pool, inputs]).mean_dim(2).reshape([batch, coarse * inputs]);
+            let pooled =
+                read.clone().reshape([batch, coarse, pool, inputs]).mean_dim(2).reshape([batch, coarse * inputs]);
             let mut h = pooled;
             for layer in &s.layers {
                 h = relu(layer.forward(h));
             }
             // The backcast is held over each pool's steps and taken off what later stacks read.
-            let back = s.backcast.forward(h.clone()).reshape([batch, coarse, 1, inputs]).expand([batch, coarse, pool, inputs]);
+            let back =
+                s.backcast.forward(h.clone()).reshape([batch, coarse, 1, inputs]).expand([batch, coarse, pool, inputs]);
             let read = read - back.reshape([batch, s.span, inputs]);
             residual = if keep > 0 { Tensor::cat(vec![residual.narrow(1, 0, keep), read], 1) } else { read };
             // Forecast points every `every` steps, linearly interpolated to each step.
@@ -221,7 +223,10 @@ impl<B: Backend> Nhits<B> {
                 burn::tensor::TensorData::new(interpolation(n, shape.horizon, s.every), [n, shape.horizon]),
                 &coefficients.device(),
             );
-            let f = coefficients.matmul(weights.unsqueeze::<3>()).swap_dims(1, 2).reshape([batch, shape.horizon * per_step]);
+            let f = coefficients
+                .matmul(weights.unsqueeze::<3>())
+                .swap_dims(1, 2)
+                .reshape([batch, shape.horizon * per_step]);
             forecast = Some(match forecast {
                 Some(acc) => acc + f,
                 None => f,
