@@ -353,7 +353,7 @@ fn logs_without_a_terminal_are_plain_and_show_progress() {
         "(100%) stage=ingest",
         "epoch 1/2: train loss",
         "epoch 2/2: train loss",
-        "baselines per series: ",
+        "baselines per part: ",
         "lines × budgets calibrated and replayed: ",
     ] {
         assert!(log.contains(line), "`{line}` in {log}");

@@ -263,5 +263,7 @@ fn windows_longer_than_the_data_are_a_clear_error() {
         applearner(&["run", "configs/quickstart.yaml", "--set", &store_set, "--set", "features.windows.lookback=5000"]);
     let message = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{message}");
-    assert!(message.contains("lookback 5000") && message.contains("the longest train part has"), "{message}");
+    // No segment holds a window: the longest is named, with the settings to lower.
+    assert!(message.contains("lookback 5000") && message.contains("the longest segment, of series"), "{message}");
+    assert!(message.contains("Lower `windows.lookback` (5000), `windows.horizon` (10)"), "{message}");
 }

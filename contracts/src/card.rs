@@ -91,7 +91,7 @@ impl Card {
         format!(
             "# {kind} forecaster\n\n\
              Forecasts {targets} over {h} steps of {step} from the last {l} steps of {inputs}.\n\n\
-             - model: `{spec}`\n- loss: `{loss}`\n\
+             - model: `{spec}`\n- loss: `{loss}`\n- skip connection from the last value: {skip}\n\
              - training: {opt:?}, lr {lr}, batch {batch}, {epochs} epochs max (ran {ran}, kept epoch {best}), seed {seed}, on {device}\n\
              - AppLearner {version}, burn {burn}, card format {format}\n\
              - weights: `{weights}` (blake3 {digest})\n\n\
@@ -99,6 +99,7 @@ impl Card {
              | part | windows | MAE | RMSE | last-value MAE | relative MAE |\n|---|---|---|---|---|---|\n{val}{test}\n\
              Load it with `applearner predict --model <this folder> --input <features>`.\n",
             kind = b.model.name().to_uppercase(),
+            skip = if b.skip { "on" } else { "off" },
             targets = b.targets.join(", "),
             h = b.shape.horizon,
             step = humanize_ms(self.step_ms),
