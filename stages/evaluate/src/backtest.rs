@@ -314,7 +314,9 @@ fn ahead(forward: &RecordBatch, usage: &BTreeMap<String, Usage>, step_ms: i64) -
 /// tracks named `external` (the rows are renamed when scored).
 fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxError> {
     let bytes = std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?;
-    let mut forecasts: BTreeMap<(String, String, String, i64), Vec<(i64, f64)>> = BTreeMap::new();
+    // (method, key, resource, origin) → (step, forecast)
+    type Steps = BTreeMap<(String, String, String, i64), Vec<(i64, f64)>>;
+    let mut forecasts = Steps::new();
     for b in applearner_pipeline::read_parquet(path, bytes.into())? {
         let (keys, resources, methods) =
             (strings(&b, path, "key")?, strings(&b, path, "resource")?, strings(&b, path, "method")?);

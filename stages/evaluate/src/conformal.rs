@@ -137,10 +137,10 @@ mod tests {
         };
         let key = ("last_value", "a".to_string(), "cpu".to_string());
         let validation: Tracks = [(key.clone(), series(10_000, &mut draw))].into_iter().collect();
-        let buckets = [0..2];
-        let adjust = fit(&validation, &[0.5, 0.9], &buckets);
+        let buckets = std::slice::from_ref(&(0..2));
+        let adjust = fit(&validation, &[0.5, 0.9], buckets);
         let mut test: Tracks = [(key.clone(), series(10_000, &mut draw))].into_iter().collect();
-        apply(&mut test, &adjust, &[0.5, 0.9], &buckets);
+        apply(&mut test, &adjust, &[0.5, 0.9], buckets);
         let t = &test[&key];
         for (l, level) in [0.5, 0.9].into_iter().enumerate() {
             let points = (0..t.origins.len()).flat_map(|n| (0..2).map(move |h| (n, h)));
@@ -157,7 +157,7 @@ mod tests {
         t.quantiles = vec![vec![vec![4.0]]; 9];
         let key = ("model", "a".to_string(), "cpu".to_string());
         let tracks: Tracks = [(key.clone(), t)].into_iter().collect();
-        let adjust = fit(&tracks, &[0.9], &[0..1]);
+        let adjust = fit(&tracks, &[0.9], std::slice::from_ref(&(0..1)));
         assert_eq!(adjust[&key], vec![vec![1.0]]);
         assert_eq!(conformal_quantile(vec![], 0.9), 0.0);
         assert_eq!(conformal_quantile(vec![3.0, 1.0, 2.0], 0.99), 3.0);
