@@ -10,8 +10,9 @@ use std::path::Path;
 use crate::table::Usage;
 use applearner_contracts::tables::forecasts;
 use applearner_contracts::{Part, WindowSet};
+use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
-use applearner_pipeline::arrow::datatypes::SchemaRef;
+use applearner_pipeline::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Duration, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use applearner_train::card::Scaler;
@@ -320,8 +321,15 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
     for b in applearner_pipeline::read_parquet(path, bytes.into())? {
         let (keys, resources, methods) =
             (strings(&b, path, "key")?, strings(&b, path, "resource")?, strings(&b, path, "method")?);
-        let (origins, steps, values) =
-            (ints(&b, path, "origin")?, ints(&b, path, "step")?, floats(&b, path, "forecast")?);
+        // Any timestamp unit (DuckDB and pandas write microseconds or nanoseconds) as ms.
+        let ms = applearner_pipeline::columns::column(
+            &b,
+            path,
+            "origin",
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let origins: Vec<i64> = ms.as_primitive::<TimestampMillisecondType>().values().to_vec();
+        let (steps, values) = (ints(&b, path, "step")?, floats(&b, path, "forecast")?);
         for i in 0..b.num_rows() {
             let at = (methods[i].clone(), keys[i].clone(), resources[i].clone(), origins[i]);
             forecasts.entry(at).or_default().push((steps[i], values[i]));
