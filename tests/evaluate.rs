@@ -124,4 +124,7 @@ print(json.dumps({
     let text = String::from_utf8_lossy(&out.stdout);
     let (rows, same) = text.trim().trim_matches(|c| c == '(' || c == ')').split_once(", ").unwrap();
     assert!(rows.parse::<u32>().unwrap() > 10 && rows == same, "{text}");
+    // And it stands in the report's leaderboard beside ours.
+    let report = std::fs::read_to_string(store.join("external/report/report.md")).unwrap();
+    assert!(report.lines().any(|l| l.starts_with("| copied |")), "{report}");
 }

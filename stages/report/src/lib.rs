@@ -296,9 +296,16 @@ fn leaderboard_section(
                 .map_or(f64::NAN, |s| s.value)
         };
         let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
+        // Ours, then any scored from an `external` file (statsforecast's), by name.
+        let external: std::collections::BTreeSet<&str> = scores
+            .iter()
+            .map(|s| s.method.as_str())
+            .filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m))
+            .collect();
         let mut methods: Vec<&str> = METHOD_NAMES
             .iter()
             .map(|(k, _)| *k)
+            .chain(external)
             .filter(|m| !RECOMMENDERS.contains(m))
             .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
             .collect();
