@@ -222,58 +222,69 @@ impl Stage for Backtest {
                 rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
             }
         }
-        let headline = |method: &str, column: &str, metric: &str| {
-            rows.iter()
-                .find(|r| {
-                    r.part == "test"
-                        && r.method == method
-                        && r.resource == column
-                        && r.scope == "mean"
-                        && r.bucket == "all"
-                        && r.metric == metric
-                })
-                .map_or(f64::NAN, |r| (r.value * 1e4).round() / 1e4)
-        };
-        let mut summary = Summary::new();
-        summary.insert("series".into(), parts[1].keys().filter(|k| k.0 == "model").count().into());
-        summary.insert("origins".into(), chosen.len().into());
-        summary.insert(
-            "validation_origins".into(),
-            parts[0].iter().filter(|(k, _)| k.0 == "model").map(|(_, t)| t.origins.len()).sum::<usize>().into(),
-        );
-        summary.insert("horizon_steps".into(), horizon.into());
-        for c in &targets {
-            for m in ["model", "auto"] {
-                summary.insert(format!("{m}_mase_{c}"), headline(m, c, "mase").into());
-            }
-            if let Some(l) = levels.iter().find(|l| (**l - 0.9).abs() < 1e-9) {
-                summary.insert(format!("auto_coverage_p90_{c}"), headline("auto", c, &level_name(*l)).into());
-            }
-        }
-        let mut picked: BTreeMap<String, usize> = BTreeMap::new();
-        for (m, _) in choice.values() {
-            *picked.entry(format!("auto_chose_{m}")).or_default() += 1;
-        }
-        for (k, n) in picked {
-            summary.insert(k, n.into());
-        }
-        summary.insert("mase_scaled_by_last_value".into(), naive_scaled.into());
-        summary.insert("seasonal_naive_fell_back".into(), fallbacks.into());
-        summary.insert(
-            "filled_actuals_not_scored".into(),
-            parts[1]
-                .iter()
-                .filter(|(k, _)| k.0 == "model")
-                .map(|(_, t)| t.actual.iter().flatten().filter(|a| a.is_nan()).count())
-                .sum::<usize>()
-                .into(),
-        );
+        let counts = [
+            ("origins", chosen.len()),
+            ("mase_scaled_by_last_value", naive_scaled),
+            ("seasonal_naive_fell_back", fallbacks),
+        ];
+        let summary = summarise(&rows, &parts, &choice, &targets, &levels, horizon, &counts);
         let (schema, batch) = scores_table(rows)?;
         ctx.write_table("scores", schema, &[batch])?;
         let (schema, batch) = choices_table(&choice, &scales)?;
         ctx.write_table("choices", schema, &[batch])?;
         Ok(summary)
     }
+}
+
+/// The stage's summary: sizes, the headline test scores, what `auto` chose and the counts.
+fn summarise(
+    rows: &[Score],
+    parts: &[Tracks; 3],
+    choice: &BTreeMap<(String, String), (&'static str, Vec<f64>)>,
+    targets: &[String],
+    levels: &[f64],
+    horizon: usize,
+    counts: &[(&str, usize)],
+) -> Summary {
+    let headline = |method: &str, column: &str, metric: &str| {
+        rows.iter()
+            .find(|r| {
+                r.part == "test"
+                    && r.method == method
+                    && r.resource == column
+                    && r.scope == "mean"
+                    && r.bucket == "all"
+                    && r.metric == metric
+            })
+            .map_or(f64::NAN, |r| (r.value * 1e4).round() / 1e4)
+    };
+    fn model(part: &Tracks) -> Vec<&Track> {
+        part.iter().filter(|(k, _)| k.0 == "model").map(|(_, t)| t).collect()
+    }
+    let mut summary = Summary::new();
+    summary.insert("series".into(), model(&parts[1]).len().into());
+    summary.insert("validation_origins".into(), model(&parts[0]).iter().map(|t| t.origins.len()).sum::<usize>().into());
+    summary.insert("horizon_steps".into(), horizon.into());
+    for c in targets {
+        for m in ["model", "auto"] {
+            summary.insert(format!("{m}_mase_{c}"), headline(m, c, "mase").into());
+        }
+        if let Some(l) = levels.iter().find(|l| (**l - 0.9).abs() < 1e-9) {
+            let coverage = headline("auto", c, &format!("coverage_{}", level_name(*l)));
+            summary.insert(format!("auto_coverage_p90_{c}"), coverage.into());
+        }
+    }
+    let mut picked: BTreeMap<String, usize> = BTreeMap::new();
+    for (m, _) in choice.values() {
+        *picked.entry(format!("auto_chose_{m}")).or_default() += 1;
+    }
+    for (k, n) in picked.into_iter().chain(counts.iter().map(|(k, n)| (k.to_string(), *n))) {
+        summary.insert(k, n.into());
+    }
+    let filled =
+        model(&parts[1]).iter().map(|t| t.actual.iter().flatten().filter(|a| a.is_nan()).count()).sum::<usize>();
+    summary.insert("filled_actuals_not_scored".into(), filled.into());
+    summary
 }
 
 /// The actual values `horizon` steps after `origin` (`NaN` where filled in), if every

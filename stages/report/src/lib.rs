@@ -297,11 +297,8 @@ fn leaderboard_section(
         };
         let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
         // Ours, then any scored from an `external` file (statsforecast's), by name.
-        let external: std::collections::BTreeSet<&str> = scores
-            .iter()
-            .map(|s| s.method.as_str())
-            .filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m))
-            .collect();
+        let external: std::collections::BTreeSet<&str> =
+            scores.iter().map(|s| s.method.as_str()).filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m)).collect();
         let mut methods: Vec<&str> = METHOD_NAMES
             .iter()
             .map(|(k, _)| *k)
