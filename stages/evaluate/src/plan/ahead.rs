@@ -42,45 +42,69 @@ impl WorkloadPlan {
 }
 
 /// The plan ahead: per workload with a forecast from the end of its data, each line's rule
-/// on that forecast × the workload's calibrated factor, floored and rounded; a limit never
-/// below its request.
+/// on that forecast × the workload's calibrated factor, floored and rounded, through the
+/// change policy over the forecast's decisions (hourly within a day-long horizon); a limit
+/// never below its request. One row per stretch of unchanged values, in time order.
 pub(super) fn forward_plan(
     timelines: &Timelines,
     lines: &[&Line],
     configured: &[&Outcome],
     budget: u32,
+    min_change: f64,
 ) -> Vec<WorkloadPlan> {
     let mut out = Vec::new();
     for (key, tl) in timelines {
         let ahead =
             |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
         let Some(first) = ahead(0).or(ahead(1)) else { continue };
-        let mut values: Vec<Option<f64>> = lines
+        // Per line, the value in force at each decision (None where not forecast).
+        let per_line: Vec<Option<Vec<f64>>> = lines
             .iter()
             .enumerate()
             .map(|(i, l)| {
                 let o = configured.iter().find(|o| o.line == i)?;
-                let case = Case::of(key, ahead(l.resource)?, &o.rule)?;
-                let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: budget };
-                let v = policy.round(case.wanted(o.calibrated.of(key))[0]);
+                let timeline = ahead(l.resource)?;
+                let case = Case::of(key, timeline, &o.rule)?;
+                let policy = Policy { floor: l.floor, step: l.step, min_change, changes_per_day: budget };
+                let (values, _) =
+                    policy.apply(&timeline.at, &case.held(&policy, o.calibrated.of(key)), &timeline.usage);
                 // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
-                Some(if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() })
+                Some(values.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
             })
             .collect();
-        for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
-            let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
-            if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
-                values[i] = Some(v.max(req));
-            }
-        }
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
             [n, w, c] => (n.to_string(), w.to_string(), c.to_string()),
             _ => (String::new(), key.clone(), key.clone()),
         };
-        let from = first.at[0];
-        let until = from + hold_ms(budget);
-        out.push(WorkloadPlan { key: key.clone(), namespace, workload, container, from, until, values });
+        // A single decision holds for the change budget's hold; hourly ones for their hour.
+        let decisions = first.at.len();
+        let span = if decisions == 1 { hold_ms(budget) } else { DECISION_MS };
+        let mut rows: Vec<WorkloadPlan> = Vec::new();
+        for d in 0..decisions {
+            let mut values: Vec<Option<f64>> =
+                per_line.iter().map(|v| v.as_ref().and_then(|v| v.get(d).copied())).collect();
+            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
+                let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
+                if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
+                    values[i] = Some(v.max(req));
+                }
+            }
+            let (from, until) = (first.at[d], first.at[d] + span);
+            match rows.last_mut() {
+                Some(last) if last.values == values => last.until = until,
+                _ => rows.push(WorkloadPlan {
+                    key: key.clone(),
+                    namespace: namespace.clone(),
+                    workload: workload.clone(),
+                    container: container.clone(),
+                    from,
+                    until,
+                    values,
+                }),
+            }
+        }
+        out.extend(rows);
     }
     out
 }
@@ -98,7 +122,7 @@ pub(super) fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)
 }
 
 /// One strategic-merge patch per workload, as a multi-document YAML file.
-pub(super) fn patches(plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Outcome]) -> String {
+pub(super) fn patches(plan: &[&WorkloadPlan], lines: &[&Line], configured: &[&Outcome]) -> String {
     let sizing: Vec<String> =
         configured.iter().map(|o| format!("{} from {}", lines[o.line].name, o.rule.label())).collect();
     let mut out = format!(
@@ -131,7 +155,7 @@ pub(super) fn patches(plan: &[WorkloadPlan], lines: &[&Line], configured: &[&Out
 
 /// VerticalPodAutoscaler objects in recommendation form, updates off: VPA-aware tooling
 /// (dashboards, Goldilocks-style reports) reads the plan where it reads VPA's.
-pub(super) fn vpa_objects(plan: &[WorkloadPlan], lines: &[&Line]) -> String {
+pub(super) fn vpa_objects(plan: &[&WorkloadPlan], lines: &[&Line]) -> String {
     let mut out = String::from(
         "# AppLearner's plan as VerticalPodAutoscaler recommendations (updateMode Off: nothing is evicted).\n",
     );

@@ -262,13 +262,17 @@ impl Stage for Plan {
 
         let configured: Vec<&Outcome> =
             outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
-        let plan = forward_plan(&timelines, &lines, &configured, self.params.max_changes_per_day);
+        let plan =
+            forward_plan(&timelines, &lines, &configured, self.params.max_changes_per_day, self.params.min_change);
         let (schema, batch) = plan_table(&plan, &lines)?;
         ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
         ctx.write_table("plan", schema, &[batch])?;
-        ctx.write_artifact("patches.yaml", patches(&plan, &lines, &configured))?;
-        ctx.write_artifact("vpa.yaml", vpa_objects(&plan, &lines))?;
-        Ok(self.summary(&plan, &lines, &configured, &comparisons))
+        // What to set now: each workload's first stretch.
+        let now: Vec<&WorkloadPlan> =
+            plan.iter().enumerate().filter(|(i, w)| *i == 0 || plan[i - 1].key != w.key).map(|(_, w)| w).collect();
+        ctx.write_artifact("patches.yaml", patches(&now, &lines, &configured))?;
+        ctx.write_artifact("vpa.yaml", vpa_objects(&now, &lines))?;
+        Ok(self.summary(now.len(), plan.len(), &lines, &configured, &comparisons))
     }
 }
 
@@ -323,13 +327,15 @@ impl Plan {
 
     fn summary(
         &self,
-        plan: &[WorkloadPlan],
+        workloads: usize,
+        stretches: usize,
         lines: &[&Line],
         configured: &[&Outcome],
         comparisons: &[Comparison],
     ) -> Summary {
         let mut summary = Summary::new();
-        summary.insert("workloads".into(), plan.len().into());
+        summary.insert("workloads".into(), workloads.into());
+        summary.insert("plan_rows".into(), stretches.into());
         summary.insert("max_changes_per_day".into(), self.params.max_changes_per_day.into());
         for c in comparisons.iter().filter(|c| c.budget == self.params.max_changes_per_day) {
             let name = lines[c.line].name;

@@ -81,10 +81,24 @@ impl<'a> Case<'a> {
         }
     }
 
+    /// What it asks for at each decision if the value may have to hold for `policy`'s hold:
+    /// the largest wanted over the decisions of the same forecast within it. A value set at
+    /// one hour of a day-ahead forecast then covers the hours it may be kept for.
+    pub fn held(&self, policy: &Policy, k: f64) -> Vec<f64> {
+        let (wanted, t) = (self.wanted(k), self.timeline);
+        let hold = policy.hold_ms();
+        (0..wanted.len())
+            .map(|i| {
+                let same = (i..wanted.len()).take_while(|&j| t.known[j] == t.known[i] && t.at[j] < t.at[i] + hold);
+                same.map(|j| wanted[j]).fold(f64::MIN, f64::max)
+            })
+            .collect()
+    }
+
     /// The line `policy` makes of `base × k`, replayed against the usage; `unit` is the
     /// reported unit (1 core, 1 GiB), `step_hours` the grid step.
     pub fn replay(&self, policy: &Policy, k: f64, unit: f64, step_hours: f64) -> Replay {
-        let (lines, changes) = policy.apply(&self.timeline.at, &self.wanted(k), &self.timeline.usage);
+        let (lines, changes) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
         let mut out = Replay { changes, ..Default::default() };
         for (line, usage) in lines.iter().zip(&self.timeline.usage) {
             for u in usage {
@@ -96,7 +110,7 @@ impl<'a> Case<'a> {
 
     /// Only the steps above the line: what calibration searches on.
     pub fn under(&self, policy: &Policy, k: f64) -> usize {
-        let (lines, _) = policy.apply(&self.timeline.at, &self.wanted(k), &self.timeline.usage);
+        let (lines, _) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
         lines.iter().zip(&self.timeline.usage).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
     }
 }

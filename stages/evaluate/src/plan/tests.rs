@@ -60,8 +60,30 @@ fn the_change_budget_holds_and_rises_come_first() {
     assert_eq!((values, changes), (vec![1.0, 1.0, 1.08], 1));
 }
 
+#[test]
+fn hours_of_one_day_ahead_forecast_are_held_over_what_they_may_have_to_cover() {
+    // Two day-ahead forecasts of 24 hourly decisions each, wanting 1 except 3 at hour 5 of
+    // the first. With one change a day a value set at hour 0 may be kept all day, so it
+    // must cover hour 5; the next forecast's hours are sized on their own. With 24 changes
+    // a day each hour stands for itself.
+    let at: Vec<i64> = (0..48).map(|h| h * HOUR).collect();
+    let known: Vec<i64> = at.iter().map(|t| t / DAY_MS * DAY_MS).collect();
+    let base: Vec<f64> = (0..48).map(|h| if h == 5 { 3.0 } else { 1.0 }).collect();
+    let t =
+        Timeline { at, known, usage: vec![Vec::new(); 48], bases: [(Rule::Recent(RECENT[0]), base.clone())].into() };
+    let case = Case::of("a", &t, &Rule::Recent(RECENT[0])).unwrap();
+    let policy = |changes_per_day| Policy { floor: 0.0, step: 0.0, min_change: 0.0, changes_per_day };
+    let daily = case.held(&policy(1), 1.0);
+    assert_eq!(&daily[..6], &[3.0; 6]);
+    assert!(daily[6..].iter().all(|v| *v == 1.0), "{daily:?}");
+    assert_eq!(case.held(&policy(24), 1.0), base);
+    // Four changes a day: a value holds 6 hours, so hours 0–5 cover hour 5.
+    let four = case.held(&policy(4), 1.0);
+    assert_eq!(&four[..7], &[3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 1.0]);
+}
+
 fn timeline(at: Vec<i64>, usage: Vec<Vec<f64>>, base: Vec<f64>) -> Timeline {
-    Timeline { at, usage, bases: [(Rule::Recent(RECENT[0]), base)].into() }
+    Timeline { known: at.clone(), at, usage, bases: [(Rule::Recent(RECENT[0]), base)].into() }
 }
 
 #[test]
@@ -141,6 +163,7 @@ fn synthetic() -> Timelines {
                 let at = h as i64 * HOUR;
                 let steps: Vec<f64> = (1..=12).map(|s| points[(at / STEP) as usize + s].1).collect();
                 o.at.push(at);
+                o.known.push(at);
                 o.last_step.push(at + 12 * STEP);
                 o.actual.push(steps);
                 o.peaks.entry("p90".into()).or_default().push(level * 1.4);

@@ -98,6 +98,9 @@ pub const RECENT: [Recent; 6] = [
 #[derive(Default, Debug)]
 pub struct Timeline {
     pub at: Vec<i64>,
+    /// Per decision, the origin of the forecast it is sized on (the hours of one forecast
+    /// share it).
+    pub known: Vec<i64>,
     /// Per decision, the usage over the steps until the next (empty ahead).
     pub usage: Vec<Vec<f64>>,
     /// Per rule, per decision: the value it asks for before any multiplier.
@@ -115,6 +118,7 @@ impl Timeline {
         let mid = self.at.len() / 2;
         let part = |r: std::ops::Range<usize>| Timeline {
             at: self.at[r.clone()].to_vec(),
+            known: self.known[r.clone()].to_vec(),
             usage: self.usage[r.clone()].to_vec(),
             bases: self.bases.iter().map(|(k, v)| (k.clone(), v[r.clone()].to_vec())).collect(),
         };
@@ -122,11 +126,14 @@ impl Timeline {
     }
 }
 
-/// The model's forecasts of one (series, resource, part): per origin, the forecast steps'
-/// actuals and per column the peak over the horizon.
+/// The forecasts of one (series, resource, part) as decisions: per origin and hour of its
+/// horizon (the whole horizon when it is an hour or less), the decision's start, the origin
+/// its forecast was made at (all that is known then), the steps' actuals and per column the
+/// forecast's peak over those steps.
 #[derive(Default)]
 pub struct Origins {
     pub at: Vec<i64>,
+    pub known: Vec<i64>,
     pub last_step: Vec<i64>,
     pub actual: Vec<Vec<f64>>,
     pub peaks: BTreeMap<String, Vec<f64>>,
@@ -134,6 +141,10 @@ pub struct Origins {
 
 /// (key, resource, part) → its model forecasts.
 pub type ByPart = BTreeMap<(String, String, String), Origins>;
+
+/// How long one decision holds within a longer horizon: a day-ahead forecast gives 24
+/// hourly decisions, each sized on its own hour's forecast.
+pub const DECISION_MS: i64 = 3_600_000;
 
 /// The rows of `forecasts` of one method, the forecast columns and the grid step.
 pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, Vec<String>, i64), BoxError> {
@@ -160,8 +171,10 @@ pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, 
         for i in (0..b.num_rows()).filter(|&i| method[i] == wanted) {
             step_ms = step_ms.min(time[i] - origin[i]);
             let o = out.entry((key[i].clone(), resource[i].clone(), part[i].clone())).or_default();
-            if o.at.last() != Some(&origin[i]) {
-                o.at.push(origin[i]);
+            let start = origin[i] + (time[i] - origin[i] - 1) / DECISION_MS * DECISION_MS;
+            if o.at.last() != Some(&start) || o.known.last() != Some(&origin[i]) {
+                o.at.push(start);
+                o.known.push(origin[i]);
                 o.last_step.push(time[i]);
                 o.actual.push(Vec::new());
                 for c in &columns {
@@ -202,24 +215,30 @@ pub fn timelines(
         for part in PARTS {
             let Some(o) = forecasts.get(&(key.to_string(), resource.to_string(), part.to_string())) else { continue };
             let mut t = Timeline::default();
-            let mut covered_until = i64::MIN;
+            // An origin is taken whole, or skipped whole when the previous one still covers it.
+            let (mut covered_until, mut current, mut take) = (i64::MIN, None, false);
             for n in 0..o.at.len() {
-                let at = o.at[n];
-                if at < covered_until || (part != f::AHEAD && o.actual[n].is_empty()) {
+                let (at, known) = (o.at[n], o.known[n]);
+                if current != Some(known) {
+                    (current, take) = (Some(known), at >= covered_until);
+                }
+                if !take || (part != f::AHEAD && o.actual[n].is_empty()) {
                     continue;
                 }
                 covered_until = o.last_step[n];
-                while fed < samples.len() && samples[fed].0 <= at {
+                // What a decision may know: the usage up to its forecast's origin.
+                while fed < samples.len() && samples[fed].0 <= known {
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
                 for c in columns {
                     t.bases.entry(Rule::Forecast(c.clone())).or_default().push(o.peaks[c][n]);
                 }
-                for (rule, v) in history(series, &samples, &vpa, at, resource) {
+                for (rule, v) in history(series, &samples, &vpa, known, resource) {
                     t.bases.entry(rule).or_default().push(v);
                 }
                 t.at.push(at);
+                t.known.push(known);
                 t.usage.push(o.actual[n].clone());
             }
             out.insert((resource.to_string(), part.to_string()), t);
