@@ -211,8 +211,8 @@ impl Stage for Backtest {
             conformal::add_auto(tracks, &choice);
         }
 
-        let (schema, batch) = forecasts_table(&parts, &levels, step)?;
-        ctx.write_table("forecasts", schema, &[batch])?;
+        let (schema, batches) = forecasts_table(&parts, &levels, step)?;
+        ctx.write_table("forecasts", schema, &batches)?;
         let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, &scales, &levels, horizon, step);
         rows.retain(|r| r.method != "auto");
         rows.extend(score(Part::Test.name(), &parts[1], &METHODS, &scales, &levels, horizon, step));
@@ -511,36 +511,57 @@ pub fn level_name(level: f64) -> String {
 
 /// Every part's tracks as rows: per part, method (in the order of [`METHODS`]), series,
 /// target, origin and step.
-fn forecasts_table(parts: &[Tracks; 3], levels: &[f64], step_ms: i64) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let (mut method, mut key, mut column, mut origin, mut step) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut time, mut actual, mut forecast, mut part) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+fn forecasts_table(
+    parts: &[Tracks; 3],
+    levels: &[f64],
+    step_ms: i64,
+) -> Result<(SchemaRef, Vec<RecordBatch>), BoxError> {
+    // One batch per part and method: the rows' strings are held for one batch at a time.
+    let mut schema = None;
+    let mut batches = Vec::new();
     for (p, tracks) in PARTS.iter().zip(parts) {
         for m in METHODS {
-            for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
-                for (n, &o) in t.origins.iter().enumerate() {
-                    for h in 0..t.forecast[n].len() {
-                        part.push(p.to_string());
-                        method.push(m.to_string());
-                        key.push(k.clone());
-                        column.push(c.clone());
-                        origin.push(o);
-                        step.push(h as u32 + 1);
-                        time.push(o + (h as i64 + 1) * step_ms);
-                        actual.push(t.actual[n][h]);
-                        forecast.push(t.forecast[n][h]);
-                        for (l, q) in qs.iter_mut().enumerate() {
-                            q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
-                        }
-                    }
+            let (s, batch) = forecasts_batch(p, m, tracks, levels, step_ms)?;
+            schema.get_or_insert(s);
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+        }
+    }
+    Ok((schema.expect("PARTS and METHODS are not empty"), batches))
+}
+
+/// The rows of one part and method: per series, target, origin and step.
+fn forecasts_batch(
+    p: &str,
+    m: &str,
+    tracks: &Tracks,
+    levels: &[f64],
+    step_ms: i64,
+) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let (mut key, mut column, mut origin, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+        for (n, &o) in t.origins.iter().enumerate() {
+            for h in 0..t.forecast[n].len() {
+                key.push(k.clone());
+                column.push(c.clone());
+                origin.push(o);
+                step.push(h as u32 + 1);
+                time.push(o + (h as i64 + 1) * step_ms);
+                actual.push(t.actual[n][h]);
+                forecast.push(t.forecast[n][h]);
+                for (l, q) in qs.iter_mut().enumerate() {
+                    q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
                 }
             }
         }
     }
+    let rows = key.len();
     let mut t = TableBuilder::default()
-        .strings(forecasts::PART, part)
-        .strings(forecasts::METHOD, method)
+        .strings(forecasts::PART, vec![p.to_string(); rows])
+        .strings(forecasts::METHOD, vec![m.to_string(); rows])
         .strings(forecasts::KEY, key)
         .strings(forecasts::RESOURCE, column)
         .times(forecasts::ORIGIN, origin)
