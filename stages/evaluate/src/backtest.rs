@@ -123,8 +123,16 @@ pub struct Track {
     pub last: Vec<f64>,
     pub actual: Vec<Vec<f64>>,
     pub forecast: Vec<Vec<f64>>,
-    /// Per origin and step, per quantile level.
-    pub quantiles: Vec<Vec<Vec<f64>>>,
+    /// Per origin, per step and quantile level (`[step][level]` flat); empty without them.
+    pub quantiles: Vec<Vec<f64>>,
+}
+
+impl Track {
+    /// Quantile `l` of step `h` from origin `n`, if the track has quantiles.
+    pub fn quantile(&self, n: usize, h: usize, l: usize) -> Option<f64> {
+        let levels = self.quantiles[n].len() / self.forecast[n].len().max(1);
+        (l < levels).then(|| self.quantiles[n][h * levels + l])
+    }
 }
 
 /// (method, series, target) → its track.
@@ -317,7 +325,7 @@ fn ahead(forward: &RecordBatch, usage: &BTreeMap<String, Usage>, step_ms: i64) -
         let n = t.origins.len() - 1;
         t.actual[n].push(f64::NAN);
         t.forecast[n].push(point[i]);
-        t.quantiles[n].push(qs.iter().map(|q| q[i]).collect());
+        t.quantiles[n].extend(qs.iter().map(|q| q[i]));
     }
     Ok(tracks)
 }
@@ -413,7 +421,8 @@ impl ModelRun<'_> {
                 track.forecast.push((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)).collect());
                 track.quantiles.push(
                     (0..horizon)
-                        .map(|h| (0..nl).map(|l| scaler.unscale(quantiles[cell(h) * nl + l] as f64)).collect())
+                        .flat_map(|h| (0..nl).map(move |l| (h, l)))
+                        .map(|(h, l)| scaler.unscale(quantiles[cell(h) * nl + l] as f64))
                         .collect(),
                 );
             }
@@ -553,7 +562,7 @@ fn forecasts_batch(
                 actual.push(t.actual[n][h]);
                 forecast.push(t.forecast[n][h]);
                 for (l, q) in qs.iter_mut().enumerate() {
-                    q.push(t.quantiles[n].get(h).map_or(f64::NAN, |v| v[l]));
+                    q.push(t.quantile(n, h, l).unwrap_or(f64::NAN));
                 }
             }
         }

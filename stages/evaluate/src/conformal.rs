@@ -42,7 +42,7 @@ pub fn fit(validation: &Tracks, levels: &[f64], buckets: &[Range<usize>]) -> Adj
 
 /// The forecast a level's adjustment is added to.
 fn base(t: &Track, n: usize, h: usize, level: usize) -> f64 {
-    t.quantiles[n].get(h).map_or(t.forecast[n][h], |q| q[level])
+    t.quantile(n, h, level).unwrap_or(t.forecast[n][h])
 }
 
 /// The `level` quantile of `residuals` with the finite-sample correction of split
@@ -68,11 +68,8 @@ pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buc
             (0..horizon).map(|h| buckets.iter().position(|b| b.contains(&h)).unwrap_or(0)).collect();
         for n in 0..t.origins.len() {
             let adjusted = (0..horizon)
-                .map(|h| {
-                    (0..levels.len())
-                        .map(|l| adjust.map_or(f64::NAN, |a| base(t, n, h, l) + a[l][bucket_of[h]]))
-                        .collect()
-                })
+                .flat_map(|h| (0..levels.len()).map(move |l| (h, l)))
+                .map(|(h, l)| adjust.map_or(f64::NAN, |a| base(t, n, h, l) + a[l][bucket_of[h]]))
                 .collect();
             t.quantiles[n] = adjusted;
         }
@@ -144,7 +141,7 @@ mod tests {
         let t = &test[&key];
         for (l, level) in [0.5, 0.9].into_iter().enumerate() {
             let points = (0..t.origins.len()).flat_map(|n| (0..2).map(move |h| (n, h)));
-            let below = points.filter(|&(n, h)| t.actual[n][h] <= t.quantiles[n][h][l]).count();
+            let below = points.filter(|&(n, h)| t.actual[n][h] <= t.quantile(n, h, l).unwrap()).count();
             let coverage = below as f64 / 20_000.0;
             assert!((coverage - level).abs() < 0.015, "level {level}: {coverage}");
         }
@@ -154,7 +151,7 @@ mod tests {
     fn quantiles_move_by_the_residuals_of_their_own_level() {
         // A model whose p90 sits 1 below every actual: the adjustment is +1 at that level.
         let mut t = track(vec![vec![5.0]; 9], vec![vec![4.0]; 9]);
-        t.quantiles = vec![vec![vec![4.0]]; 9];
+        t.quantiles = vec![vec![4.0]; 9];
         let key = ("model", "a".to_string(), "cpu".to_string());
         let tracks: Tracks = [(key.clone(), t)].into_iter().collect();
         let adjust = fit(&tracks, &[0.9], std::slice::from_ref(&(0..1)));

@@ -91,10 +91,8 @@ fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(S
             last.push(t.last[n]);
             actual.push(t.actual[n][h]);
             forecast.push(t.forecast[n][h]);
-            if let Some(q) = t.quantiles[n].get(h) {
-                for (l, v) in qs.iter_mut().zip(q) {
-                    l.push(*v);
-                }
+            for (l, q) in qs.iter_mut().enumerate() {
+                q.extend(t.quantile(n, h, l));
             }
         }
     }
