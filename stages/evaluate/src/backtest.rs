@@ -196,18 +196,10 @@ impl Stage for Backtest {
         let mut parts: [Tracks; 3] = [
             model.tracks("validation", &validation_windows)?,
             model.tracks("test", &chosen)?,
-            ahead(&forward, &usage, step)?,
+            ahead(&forward, &usage, &levels, step)?,
         ];
 
-        let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
-        let baselines = Baselines { usage: &usage, step, horizon, season_ms: self.params.season.ms(), window };
-        let bar = ctx.progress(3, "baselines per part");
-        let mut fallbacks = 0;
-        for tracks in &mut parts {
-            fallbacks += baselines.add(tracks);
-            bar.inc(1);
-        }
-        bar.finish();
+        let fallbacks = self.add_baselines(ctx, &mut parts, &usage, step, horizon);
         let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
 
         // The validation part decides; the test and ahead parts only receive its decisions.
@@ -221,15 +213,7 @@ impl Stage for Backtest {
 
         let (schema, batches) = forecasts_table(&parts, &levels, step)?;
         ctx.write_table("forecasts", schema, &batches)?;
-        let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, &scales, &levels, horizon, step);
-        rows.retain(|r| r.method != "auto");
-        rows.extend(score(Part::Test.name(), &parts[1], &METHODS, &scales, &levels, horizon, step));
-        if let Some(path) = &self.params.external {
-            for (method, tracks) in external(path, &parts[1])? {
-                let scored = score(Part::Test.name(), &tracks, &["external"], &scales, &levels, horizon, step);
-                rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
-            }
-        }
+        let rows = self.scores(&parts, &scales, &levels, horizon, step)?;
         let counts = [
             ("origins", chosen.len()),
             ("mase_scaled_by_last_value", naive_scaled),
@@ -241,6 +225,52 @@ impl Stage for Backtest {
         let (schema, batch) = choices_table(&choice, &scales)?;
         ctx.write_table("choices", schema, &[batch])?;
         Ok(summary)
+    }
+}
+
+impl Backtest {
+    /// Every baseline's and recommender's tracks beside the model's, in each part; returns
+    /// how often seasonal naive fell back to the last value.
+    fn add_baselines(
+        &self,
+        ctx: &StageContext,
+        parts: &mut [Tracks; 3],
+        usage: &BTreeMap<String, Usage>,
+        step: i64,
+        horizon: usize,
+    ) -> usize {
+        let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
+        let baselines = Baselines { usage, step, horizon, season_ms: self.params.season.ms(), window };
+        let bar = ctx.progress(3, "baselines per part");
+        let mut fallbacks = 0;
+        for tracks in parts {
+            fallbacks += baselines.add(tracks);
+            bar.inc(1);
+        }
+        bar.finish();
+        fallbacks
+    }
+
+    /// The rows of `scores`: every method on validation (but `auto`, chosen there) and on
+    /// test, and the external forecasts on test.
+    fn scores(
+        &self,
+        parts: &[Tracks; 3],
+        scales: &BTreeMap<(String, String), f64>,
+        levels: &[f64],
+        horizon: usize,
+        step: i64,
+    ) -> Result<Vec<Score>, BoxError> {
+        let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, scales, levels, horizon, step);
+        rows.retain(|r| r.method != "auto");
+        rows.extend(score(Part::Test.name(), &parts[1], &METHODS, scales, levels, horizon, step));
+        if let Some(path) = &self.params.external {
+            for (method, tracks) in external(path, &parts[1])? {
+                let scored = score(Part::Test.name(), &tracks, &["external"], scales, levels, horizon, step);
+                rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -302,14 +332,17 @@ fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64
 }
 
 /// The model's forward forecast (from `predict`) as one-origin tracks with no actuals.
-fn ahead(forward: &RecordBatch, usage: &BTreeMap<String, Usage>, step_ms: i64) -> Result<Tracks, BoxError> {
+fn ahead(
+    forward: &RecordBatch,
+    usage: &BTreeMap<String, Usage>,
+    levels: &[f64],
+    step_ms: i64,
+) -> Result<Tracks, BoxError> {
     let b = forward;
     let (keys, columns) = (strings(b, "forecast", "key")?, strings(b, "forecast", "column")?);
     let (steps, times, point) =
         (ints(b, "forecast", "step")?, ints(b, "forecast", "timestamp")?, floats(b, "forecast", "forecast")?);
-    let levels: Vec<String> =
-        b.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n.starts_with('p')).collect();
-    let qs: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", l)).collect::<Result<_, _>>()?;
+    let qs: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", &level_name(*l))).collect::<Result<_, _>>()?;
     let mut tracks = Tracks::new();
     for i in 0..b.num_rows() {
         let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };

@@ -451,61 +451,8 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         features.join(", "),
         scaled_joins.join(" ")
     );
-    let mut derived = Vec::new();
-    let mut warmup = 0u32;
-    let w = "PARTITION BY key, segment ORDER BY ts";
-    for cal in &params.calendar {
-        let angle = match cal {
-            Calendar::Hour => "2.0 * pi() * CAST(ts % 86400000 AS DOUBLE) / 86400000.0",
-            // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
-            Calendar::Weekday => {
-                "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0"
-            }
-        };
-        let name = serde_plain(cal);
-        derived.push(format!("sin({angle}) AS {name}_sin, cos({angle}) AS {name}_cos"));
-        names.extend([format!("{name}_sin"), format!("{name}_cos")]);
-    }
-    for c in &columns {
-        let x = ident(c);
-        for lag in &params.lags {
-            derived.push(format!("lag({x}, {lag}) OVER ({w}) AS {}", ident(&format!("{c}_lag{lag}"))));
-            names.push(format!("{c}_lag{lag}"));
-            warmup = warmup.max(*lag);
-        }
-        for r in &params.rolling {
-            let frame = format!("{w} ROWS BETWEEN {} PRECEDING AND CURRENT ROW", r - 1);
-            // Partial windows at a segment's start would mean something else: left null.
-            let full = format!("row_number() OVER ({w}) >= {r}");
-            // A sliding variance is updated by subtraction, so a flat stretch can come out a
-            // hair below zero; its square root would be NaN. Clamp it at zero.
-            derived.push(format!(
-                "CASE WHEN {full} THEN avg({x}) OVER ({frame}) END AS {}, \
-                 CASE WHEN {full} THEN sqrt(greatest(var_pop({x}) OVER ({frame}), 0.0)) END AS {}",
-                ident(&format!("{c}_mean{r}")),
-                ident(&format!("{c}_std{r}"))
-            ));
-            names.extend([format!("{c}_mean{r}"), format!("{c}_std{r}")]);
-            warmup = warmup.max(r - 1);
-        }
-    }
-    let horizon = params.windows.horizon;
-    for c in &columns {
-        let x = ident(c);
-        for &season in &params.season_lags {
-            let (lag, name) = (season - horizon, format!("{c}_season{season}"));
-            let full = format!("row_number() OVER ({w}) >= {season}");
-            derived.push(format!(
-                "lag({x}, {lag}) OVER ({w}) AS {}, \
-                 CASE WHEN {full} THEN avg({x}) OVER ({w} ROWS BETWEEN {} PRECEDING AND {lag} PRECEDING) END AS {}",
-                ident(&name),
-                season - 1,
-                ident(&format!("{name}_mean"))
-            ));
-            names.extend([name.clone(), format!("{name}_mean")]);
-            warmup = warmup.max(season - 1);
-        }
-    }
+    let (derived, extra, warmup) = derived(params, &columns);
+    names.extend(extra);
     let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
     let table = session
         .sql(&format!(
@@ -531,6 +478,69 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         points,
         counts,
     })
+}
+
+/// The features computed from the scaled values, as SQL select items over the table of
+/// scaled points (`ts` its time in ms): calendar sin/cos, then per value column its lags and
+/// rolling statistics, then per column its season lags. With their names and the warm-up,
+/// the steps at a segment's start they need before they are defined.
+fn derived(params: &FeaturesParams, columns: &[String]) -> (Vec<String>, Vec<String>, u32) {
+    let (mut derived, mut names) = (Vec::new(), Vec::new());
+    let mut warmup = 0u32;
+    let w = "PARTITION BY key, segment ORDER BY ts";
+    for cal in &params.calendar {
+        let angle = match cal {
+            Calendar::Hour => "2.0 * pi() * CAST(ts % 86400000 AS DOUBLE) / 86400000.0",
+            // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
+            Calendar::Weekday => {
+                "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0"
+            }
+        };
+        let name = serde_plain(cal);
+        derived.push(format!("sin({angle}) AS {name}_sin, cos({angle}) AS {name}_cos"));
+        names.extend([format!("{name}_sin"), format!("{name}_cos")]);
+    }
+    for c in columns {
+        let x = ident(c);
+        for lag in &params.lags {
+            derived.push(format!("lag({x}, {lag}) OVER ({w}) AS {}", ident(&format!("{c}_lag{lag}"))));
+            names.push(format!("{c}_lag{lag}"));
+            warmup = warmup.max(*lag);
+        }
+        for r in &params.rolling {
+            let frame = format!("{w} ROWS BETWEEN {} PRECEDING AND CURRENT ROW", r - 1);
+            // Partial windows at a segment's start would mean something else: left null.
+            let full = format!("row_number() OVER ({w}) >= {r}");
+            // A sliding variance is updated by subtraction, so a flat stretch can come out a
+            // hair below zero; its square root would be NaN. Clamp it at zero.
+            derived.push(format!(
+                "CASE WHEN {full} THEN avg({x}) OVER ({frame}) END AS {}, \
+                 CASE WHEN {full} THEN sqrt(greatest(var_pop({x}) OVER ({frame}), 0.0)) END AS {}",
+                ident(&format!("{c}_mean{r}")),
+                ident(&format!("{c}_std{r}"))
+            ));
+            names.extend([format!("{c}_mean{r}"), format!("{c}_std{r}")]);
+            warmup = warmup.max(r - 1);
+        }
+    }
+    let horizon = params.windows.horizon;
+    for c in columns {
+        let x = ident(c);
+        for &season in &params.season_lags {
+            let (lag, name) = (season - horizon, format!("{c}_season{season}"));
+            let full = format!("row_number() OVER ({w}) >= {season}");
+            derived.push(format!(
+                "lag({x}, {lag}) OVER ({w}) AS {}, \
+                 CASE WHEN {full} THEN avg({x}) OVER ({w} ROWS BETWEEN {} PRECEDING AND {lag} PRECEDING) END AS {}",
+                ident(&name),
+                season - 1,
+                ident(&format!("{name}_mean"))
+            ));
+            names.extend([name.clone(), format!("{name}_mean")]);
+            warmup = warmup.max(season - 1);
+        }
+    }
+    (derived, names, warmup)
 }
 
 /// Lowercase name of a unit enum variant as users write it.
@@ -659,25 +669,7 @@ fn index_windows(
 
     let need = spec.lookback + spec.horizon;
     if longest_segment.0 < (need + warmup) as usize {
-        // Name the settings by how much of a window each takes, largest first.
-        let mut settings = vec![(spec.lookback, "windows.lookback"), (spec.horizon, "windows.horizon")];
-        settings.push((warmup, "season_lags/lags/rolling (warm-up)"));
-        settings.sort_by_key(|s| std::cmp::Reverse(s.0));
-        return Err(PrepareError::SegmentsTooShort {
-            need: need + warmup,
-            lookback: spec.lookback,
-            horizon: spec.horizon,
-            warmup,
-            longest: longest_segment.0 as u64,
-            key: longest_segment.1.to_string(),
-            settings: settings
-                .iter()
-                .filter(|s| s.0 > 0)
-                .map(|s| format!("`{}` ({})", s.1, s.0))
-                .collect::<Vec<_>>()
-                .join(", "),
-        }
-        .into());
+        return Err(too_short(spec, warmup, longest_segment).into());
     }
     for (p, part) in PARTS.iter().enumerate() {
         if per_part[p] == 0 {
@@ -706,4 +698,29 @@ fn index_windows(
     )?;
     let without = [0, 1, 2].map(|p| series - series_with[p].len() as u64);
     Ok((batch, Counts { per_part, without, short_history }))
+}
+
+/// No segment holds one window: the error names the longest segment and the settings to
+/// lower, by how much of a window each takes, largest first.
+fn too_short(spec: &WindowSpec, warmup: u32, (longest, key): (usize, &str)) -> PrepareError {
+    let mut settings = [
+        (spec.lookback, "windows.lookback"),
+        (spec.horizon, "windows.horizon"),
+        (warmup, "season_lags/lags/rolling (warm-up)"),
+    ];
+    settings.sort_by_key(|s| std::cmp::Reverse(s.0));
+    PrepareError::SegmentsTooShort {
+        need: spec.lookback + spec.horizon + warmup,
+        lookback: spec.lookback,
+        horizon: spec.horizon,
+        warmup,
+        longest: longest as u64,
+        key: key.to_string(),
+        settings: settings
+            .iter()
+            .filter(|s| s.0 > 0)
+            .map(|s| format!("`{}` ({})", s.1, s.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }

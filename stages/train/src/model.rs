@@ -109,6 +109,17 @@ impl<B: Backend> Tcn<B> {
     }
 }
 
+/// `layers` fully connected layers of `hidden` units reading `width` values: the body of
+/// an N-BEATS block and of an N-HiTS stack.
+fn dense<B: Backend>(width: usize, hidden: usize, layers: usize, device: &B::Device) -> Vec<Linear<B>> {
+    (0..layers).map(|l| LinearConfig::new(if l == 0 { width } else { hidden }, hidden).init(device)).collect()
+}
+
+/// `x` through `layers`, each followed by a ReLU.
+fn through<B: Backend>(layers: &[Linear<B>], x: Tensor<B, 2>) -> Tensor<B, 2> {
+    layers.iter().fold(x, |h, layer| relu(layer.forward(h)))
+}
+
 #[derive(Module, Debug)]
 pub struct NbeatsBlock<B: Backend> {
     layers: Vec<Linear<B>>,
@@ -126,9 +137,7 @@ impl<B: Backend> Nbeats<B> {
         let width = shape.lookback * shape.inputs;
         let blocks = (0..spec.blocks)
             .map(|_| NbeatsBlock {
-                layers: (0..spec.layers)
-                    .map(|l| LinearConfig::new(if l == 0 { width } else { spec.hidden }, spec.hidden).init(device))
-                    .collect(),
+                layers: dense(width, spec.hidden, spec.layers, device),
                 backcast: LinearConfig::new(spec.hidden, width).init(device),
                 forecast: LinearConfig::new(spec.hidden, shape.head_width()).init(device),
             })
@@ -141,10 +150,7 @@ impl<B: Backend> Nbeats<B> {
         let mut residual = x.reshape([batch, steps * inputs]);
         let mut forecast: Option<Tensor<B, 2>> = None;
         for b in &self.blocks {
-            let mut h = residual.clone();
-            for layer in &b.layers {
-                h = relu(layer.forward(h));
-            }
+            let h = through(&b.layers, residual.clone());
             residual = residual - b.backcast.forward(h.clone());
             let f = b.forecast.forward(h);
             forecast = Some(match forecast {
@@ -181,9 +187,7 @@ impl<B: Backend> Nhits<B> {
                 let (span, pool) = (spec.span(i, shape.lookback), spec.pools[i]);
                 let width = span / pool * shape.inputs;
                 NhitsStack {
-                    layers: (0..spec.layers)
-                        .map(|l| LinearConfig::new(if l == 0 { width } else { spec.hidden }, spec.hidden).init(device))
-                        .collect(),
+                    layers: dense(width, spec.hidden, spec.layers, device),
                     backcast: LinearConfig::new(spec.hidden, width).init(device),
                     forecast: LinearConfig::new(spec.hidden, points(shape.horizon, spec.downsample[i]) * per_step)
                         .init(device),
@@ -207,10 +211,7 @@ impl<B: Backend> Nhits<B> {
             let read = residual.clone().narrow(1, keep, s.span);
             let pooled =
                 read.clone().reshape([batch, coarse, pool, inputs]).mean_dim(2).reshape([batch, coarse * inputs]);
-            let mut h = pooled;
-            for layer in &s.layers {
-                h = relu(layer.forward(h));
-            }
+            let h = through(&s.layers, pooled);
             // The backcast is held over each pool's steps and taken off what later stacks read.
             let back =
                 s.backcast.forward(h.clone()).reshape([batch, coarse, 1, inputs]).expand([batch, coarse, pool, inputs]);

@@ -57,21 +57,7 @@ pub(super) fn forward_plan(
         let ahead =
             |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
         let Some(first) = ahead(0).or(ahead(1)) else { continue };
-        // Per line, the value in force at each decision (None where not forecast).
-        let per_line: Vec<Option<Vec<f64>>> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let o = configured.iter().find(|o| o.line == i)?;
-                let timeline = ahead(l.resource)?;
-                let case = Case::of(key, timeline, &o.rule)?;
-                let policy = Policy { floor: l.floor, step: l.step, min_change, changes_per_day: budget };
-                let (values, _) =
-                    policy.apply(&timeline.at, &case.held(&policy, o.calibrated.of(key)), &timeline.usage);
-                // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
-                Some(values.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
-            })
-            .collect();
+        let per_line = in_force(key, tl, lines, configured, budget, min_change);
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
             [n, w, c] => (n.to_string(), w.to_string(), c.to_string()),
@@ -84,12 +70,7 @@ pub(super) fn forward_plan(
         for d in 0..decisions {
             let mut values: Vec<Option<f64>> =
                 per_line.iter().map(|v| v.as_ref().and_then(|v| v.get(d).copied())).collect();
-            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
-                let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
-                if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
-                    values[i] = Some(v.max(req));
-                }
-            }
+            limits_at_least_requests(lines, &mut values);
             let (from, until) = (first.at[d], first.at[d] + span);
             match rows.last_mut() {
                 Some(last) if last.values == values => last.until = until,
@@ -107,6 +88,43 @@ pub(super) fn forward_plan(
         out.extend(rows);
     }
     out
+}
+
+/// Per line, the value in force at each decision ahead after the change policy (`None`
+/// where the line's resource is not forecast).
+fn in_force(
+    key: &str,
+    tl: &BTreeMap<(String, String), Timeline>,
+    lines: &[&Line],
+    configured: &[&Outcome],
+    budget: u32,
+    min_change: f64,
+) -> Vec<Option<Vec<f64>>> {
+    let ahead =
+        |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let o = configured.iter().find(|o| o.line == i)?;
+            let timeline = ahead(l.resource)?;
+            let case = Case::of(key, timeline, &o.rule)?;
+            let policy = Policy { floor: l.floor, step: l.step, min_change, changes_per_day: budget };
+            let (values, _) = policy.apply(&timeline.at, &case.held(&policy, o.calibrated.of(key)), &timeline.usage);
+            // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
+            Some(values.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
+        })
+        .collect()
+}
+
+/// A limit is never below its resource's request.
+fn limits_at_least_requests(lines: &[&Line], values: &mut [Option<f64>]) {
+    for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
+        let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
+        if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
+            values[i] = Some(v.max(req));
+        }
+    }
 }
 
 /// `cpu: 35m, memory: 64Mi` for the resources planned.
