@@ -109,7 +109,8 @@ pub mod plan_comparison {
     pub const LINE: &str = "line";
     pub const BUDGET: &str = "changes_per_day_allowed";
     pub const TARGET_PCT: &str = "target_pct";
-    pub const METHODS: [&str; 6] = ["model", "krr", "krr_tuned", "vpa", "vpa_tuned", "oracle"];
+    /// `current`: what was allocated at each step (where the data has allocation series).
+    pub const METHODS: [&str; 7] = ["model", "current", "krr", "krr_tuned", "vpa", "vpa_tuned", "oracle"];
     pub const RISK_PCT: &str = "_risk_pct";
     pub const SLACK_PCT: &str = "_slack_pct";
     pub const CHANGES_PER_DAY: &str = "_changes_per_day";
@@ -136,4 +137,46 @@ pub mod plan {
     pub const CPU_LIMIT_CORES: &str = "cpu_limit_cores";
     pub const MEMORY_REQUEST_BYTES: &str = "memory_request_bytes";
     pub const MEMORY_LIMIT_BYTES: &str = "memory_limit_bytes";
+}
+
+/// `clean.resample` → `allocation`: what each series had allocated and what hurt it, on the
+/// same grid and keys as `resampled`: one row per key, signal and step.
+pub mod allocation {
+    pub const NAME: &str = "allocation";
+    pub const KEY: &str = "key";
+    pub const SIGNAL: &str = "signal";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const VALUE: &str = "value";
+    /// Requests and limits (kube-state-metrics), in cores and bytes: the signals are named
+    /// after the plan's lines.
+    pub const LINES: [&str; 4] = ["cpu_request", "cpu_limit", "memory_request", "memory_limit"];
+    /// OOM kills and restarts in the step (from the restart counter and the last terminated
+    /// reason), and the share of CFS periods throttled (0–1, the busiest replica).
+    pub const OOM_KILLS: &str = "oom_kills";
+    pub const RESTARTS: &str = "restarts";
+    pub const CPU_THROTTLED: &str = "cpu_throttled";
+}
+
+/// `plan.resources` → `recommendations`: per workload or node, what is allocated now beside
+/// the plan's first values, the change in reserved capacity and its cost, and the flags.
+/// `current_{line}` and `planned_{line}` per line (cores, bytes; null where unknown).
+pub mod recommendations {
+    pub const NAME: &str = "recommendations";
+    pub const KEY: &str = "key";
+    /// `container` or `node` (nodes and VMs: planned, never patched).
+    pub const KIND: &str = "kind";
+    pub const CURRENT: &str = "current_";
+    pub const PLANNED: &str = "planned_";
+    /// Planned − current requests (negative: capacity given back).
+    pub const CPU_CHANGE_CORES: &str = "cpu_request_change_cores";
+    pub const MEMORY_CHANGE_GIB: &str = "memory_request_change_gib";
+    /// The change in requests priced per month (730 h).
+    pub const COST_CHANGE_PER_MONTH: &str = "cost_change_per_month";
+    /// Changes of the allocation over the data (a request or limit that moved).
+    pub const ALLOCATION_CHANGES: &str = "allocation_changes";
+    pub const OOM_KILLS: &str = "oom_kills";
+    /// The mean share of CFS periods throttled over the data, in %.
+    pub const THROTTLED_PCT: &str = "throttled_pct";
+    /// Comma-separated: `no_allocation`, `oom_killed`, `throttled`, `{line}_below_plan`.
+    pub const FLAGS: &str = "flags";
 }

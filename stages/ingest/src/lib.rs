@@ -73,35 +73,62 @@ pub enum Format {
     Text,
 }
 
+/// What a metric measures. Usage (`cpu`, `memory`) is learned and planned; the allocation
+/// (`request`, `limit`: kube-state-metrics, one series per `resource`) and the pain signals
+/// (`restarts`, `oom_killed`: the last terminated reason, `throttled`: the share of CFS
+/// periods throttled) are set beside the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Cpu,
     Memory,
+    Request,
+    Limit,
+    Restarts,
+    OomKilled,
+    Throttled,
     Other,
 }
 
 impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Cpu => "cpu",
-            Role::Memory => "memory",
-            Role::Other => "other",
+    /// The role a series gets in the samples table: requests and limits by their `resource`
+    /// label (`cpu_request`, `memory_limit`; other resources such as GPUs are `other`), the
+    /// last terminated reason only where it is `OOMKilled` (or the query kept no reason).
+    fn of(self, labels: &BTreeMap<String, String>) -> &'static str {
+        let resource = labels.get("resource").map(String::as_str);
+        match (self, resource) {
+            (Role::Cpu, _) => "cpu",
+            (Role::Memory, _) => "memory",
+            (Role::Request, Some("cpu")) => "cpu_request",
+            (Role::Request, Some("memory")) => "memory_request",
+            (Role::Limit, Some("cpu")) => "cpu_limit",
+            (Role::Limit, Some("memory")) => "memory_limit",
+            (Role::Restarts, _) => "restarts",
+            (Role::OomKilled, _) if labels.get("reason").is_none_or(|r| r == "OOMKilled") => "oom_killed",
+            (Role::Throttled, _) => "cpu_throttled",
+            _ => "other",
         }
     }
 }
 
 /// The usual container metrics, kube-prometheus' recording rules, the default live queries'
-/// names and the original AppLearner dumps.
+/// names, node-level usage (README: nodes and VMs) and the original AppLearner dumps.
 fn default_roles() -> BTreeMap<String, Role> {
     [
         ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate", Role::Cpu),
         ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate", Role::Cpu),
         ("container_cpu_usage_cores", Role::Cpu),
         ("container_cpu", Role::Cpu),
+        ("node_cpu_usage_cores", Role::Cpu),
         ("container_memory_working_set_bytes", Role::Memory),
         ("container_mem", Role::Memory),
         ("node_mem", Role::Memory),
+        ("node_memory_working_set_bytes", Role::Memory),
+        ("kube_pod_container_resource_requests", Role::Request),
+        ("kube_pod_container_resource_limits", Role::Limit),
+        ("kube_pod_container_status_restarts_total", Role::Restarts),
+        ("kube_pod_container_status_last_terminated_reason", Role::OomKilled),
+        ("container_cpu_cfs_throttled_ratio", Role::Throttled),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -457,7 +484,9 @@ impl Stage for Ingest {
             tracing::warn!("{w}");
         }
 
-        let roles = |metric: &str| self.params.roles.get(metric).copied().unwrap_or(Role::Other).name();
+        let roles = |metric: &str, labels: &BTreeMap<String, String>| {
+            self.params.roles.get(metric).copied().unwrap_or(Role::Other).of(labels)
+        };
         let mut writer = ctx.table_writer("samples", samples_schema())?;
         let (series, counts) = collector.finish(&roles, &mut writer)?;
         writer.finish()?;

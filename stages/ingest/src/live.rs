@@ -71,18 +71,41 @@ pub struct LiveParams {
 }
 
 /// CPU cores per container from the cAdvisor counter, and the working set, the memory the
-/// kubelet evicts on: the usual container metrics on any Kubernetes cluster.
+/// kubelet evicts on: the usual container metrics on any Kubernetes cluster. Beside them what
+/// is allocated (kube-state-metrics' requests and limits), what hurt (restarts, the last
+/// terminated reason where it is `OOMKilled`, the share of CFS periods throttled): a cluster
+/// without kube-state-metrics answers those with no series, and plans come without savings.
 fn default_queries() -> BTreeMap<String, String> {
+    const CONTAINERS: &str = "container!=\"\", container!=\"POD\"";
+    let by = "by (namespace, pod, container)";
     BTreeMap::from([
         (
             "container_cpu_usage_cores".to_string(),
-            "sum by (namespace, pod, container, node) (rate(container_cpu_usage_seconds_total{container!=\"\", container!=\"POD\"}[5m]))"
-                .to_string(),
+            format!("sum by (namespace, pod, container, node) (rate(container_cpu_usage_seconds_total{{{CONTAINERS}}}[5m]))"),
         ),
         (
             "container_memory_working_set_bytes".to_string(),
-            "sum by (namespace, pod, container, node) (container_memory_working_set_bytes{container!=\"\", container!=\"POD\"})"
-                .to_string(),
+            format!("sum by (namespace, pod, container, node) (container_memory_working_set_bytes{{{CONTAINERS}}})"),
+        ),
+        (
+            "kube_pod_container_resource_requests".to_string(),
+            "max by (namespace, pod, container, resource) (kube_pod_container_resource_requests{resource=~\"cpu|memory\"})".to_string(),
+        ),
+        (
+            "kube_pod_container_resource_limits".to_string(),
+            "max by (namespace, pod, container, resource) (kube_pod_container_resource_limits{resource=~\"cpu|memory\"})".to_string(),
+        ),
+        ("kube_pod_container_status_restarts_total".to_string(), format!("max {by} (kube_pod_container_status_restarts_total)")),
+        (
+            "kube_pod_container_status_last_terminated_reason".to_string(),
+            format!("max {by} (kube_pod_container_status_last_terminated_reason{{reason=\"OOMKilled\"}})"),
+        ),
+        (
+            "container_cpu_cfs_throttled_ratio".to_string(),
+            format!(
+                "sum {by} (rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}}}[5m])) / \
+                 sum {by} (rate(container_cpu_cfs_periods_total{{{CONTAINERS}}}[5m]))"
+            ),
         ),
     ])
 }

@@ -138,14 +138,14 @@ impl Collector {
     /// Writes the samples through `samples` and returns the series table and the counts.
     pub fn finish(
         self,
-        roles: &dyn Fn(&str) -> &'static str,
+        roles: &dyn Fn(&str, &BTreeMap<String, String>) -> &'static str,
         samples: &mut TableWriter<'_>,
     ) -> Result<(RecordBatch, Counts), BoxError> {
         let mut series = SeriesBuilder::default();
         let mut batch = SampleBuilder::default();
         let counts = self.drain(|(metric, id), labels, points| {
             let (Some(first), Some(last)) = (points.first(), points.last()) else { return Ok(()) };
-            let role = roles(&metric);
+            let role = roles(&metric, labels);
             series.push(id, &metric, role, labels, first.0, last.0, points.len() as u64);
             let extra = extra_labels(labels);
             // Whole runs of a series at a time: one dictionary lookup per column, not per row.

@@ -7,6 +7,12 @@
 //! `instance`, VMs by `machine_id`, two metrics mapped to one role) are still distinct, so
 //! the labels that differ within such a collision are added to their key as `name=value`.
 //! Only `group: {by: labels}` merges series on purpose: there the named labels are the key.
+//! A series with no namespace, pod or container (a node or VM from node_exporter or
+//! cAdvisor's root cgroup) is keyed by all its labels as `name=value`: a node's key starts
+//! with a label, never with a namespace ([`is_node`]).
+//!
+//! The allocation and pain series (requests, limits, OOM kills, throttling) are not learned:
+//! [`align`] finds the key of the usage series each describes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +33,14 @@ pub struct Identity {
     pub series_id: u64,
     pub key: String,
     pub columns: Vec<Option<String>>,
+    /// The labels added to the key to tell it apart (`metric`: the metric name).
+    pub extra: Vec<(String, String)>,
+}
+
+/// Whether a key is a node's or VM's (no namespace, pod or container) rather than a
+/// container's: it starts with `name=value`, which no Kubernetes name can.
+pub fn is_node(key: &str) -> bool {
+    key.split('/').next().is_some_and(|first| first.contains('='))
 }
 
 /// The output's label columns for a grouping.
@@ -41,16 +55,6 @@ pub fn key_columns(by: GroupBy, labels: &[String]) -> Vec<String> {
 /// The identity of every series. With `by: series` or `by: workload`, series that share
 /// namespace, pod and container but not their other labels get those labels in their key.
 pub fn identify(series: &[SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Identity> {
-    let get = |s: &SeriesLabels, name: &str| s.labels.get(name).cloned();
-    let base = |s: &SeriesLabels| -> Vec<Option<String>> {
-        match by {
-            GroupBy::Series => vec![get(s, "namespace"), get(s, "pod"), get(s, "container")],
-            GroupBy::Workload => {
-                vec![get(s, "namespace"), get(s, "pod").map(|p| workload_of(&p).to_string()), get(s, "container")]
-            }
-            GroupBy::Labels => labels.iter().map(|l| get(s, l)).collect(),
-        }
-    };
     let extra = match by {
         GroupBy::Labels => BTreeMap::new(),
         GroupBy::Series | GroupBy::Workload => distinguishing(series),
@@ -58,15 +62,77 @@ pub fn identify(series: &[SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<
     series
         .iter()
         .map(|s| {
-            let columns = base(s);
-            let mut parts: Vec<String> = columns.iter().flatten().cloned().collect();
-            for name in extra.get(&s.series_id).into_iter().flatten() {
-                let value = if name == "metric" { Some(s.metric.clone()) } else { get(s, name) };
-                if let Some(value) = value {
-                    parts.push(format!("{name}={value}"));
-                }
+            let columns = base(s, by, labels);
+            let mut extra: Vec<(String, String)> = extra
+                .get(&s.series_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| {
+                    let value = if name == "metric" { Some(s.metric.clone()) } else { s.labels.get(name).cloned() };
+                    Some((name.clone(), value?))
+                })
+                .collect();
+            let node = by != GroupBy::Labels && columns.iter().all(Option::is_none);
+            if node && extra.is_empty() {
+                extra = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             }
-            Identity { series_id: s.series_id, key: parts.join("/"), columns }
+            let mut parts: Vec<String> = columns.iter().flatten().cloned().collect();
+            parts.extend(extra.iter().map(|(name, value)| format!("{name}={value}")));
+            Identity { series_id: s.series_id, key: parts.join("/"), columns, extra }
+        })
+        .collect()
+}
+
+/// The values of the key columns of one series.
+fn base(s: &SeriesLabels, by: GroupBy, labels: &[String]) -> Vec<Option<String>> {
+    let get = |name: &str| s.labels.get(name).cloned();
+    match by {
+        GroupBy::Series => vec![get("namespace"), get("pod"), get("container")],
+        GroupBy::Workload => vec![get("namespace"), get("pod").map(|p| workload_of(&p).to_string()), get("container")],
+        GroupBy::Labels => labels.iter().map(|l| get(l)).collect(),
+    }
+}
+
+/// Where an allocation or pain series belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aligned {
+    /// The key of the usage series it describes.
+    Key(String),
+    /// No usage series has its namespace, pod (workload) and container.
+    NoUsage,
+    /// Several do, told apart by labels it lacks (e.g. `node`): never merged, counted.
+    Ambiguous,
+}
+
+/// The key each of `others` (allocation series) belongs to among the usage `identities`:
+/// the usage series with the same key columns, and, where several keys share them, the one
+/// whose distinguishing labels it carries with the same values.
+pub fn align(identities: &[Identity], others: &[SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Aligned> {
+    let mut by_columns: BTreeMap<&[Option<String>], Vec<&Identity>> = BTreeMap::new();
+    for i in identities {
+        by_columns.entry(&i.columns).or_default().push(i);
+    }
+    others
+        .iter()
+        .map(|s| {
+            let columns = base(s, by, labels);
+            let fits = |i: &&&Identity| {
+                i.extra.iter().all(|(name, value)| {
+                    name == "metric" || s.labels.get(name).is_none_or(|v| v == value)
+                })
+            };
+            let keys: BTreeSet<&str> = by_columns
+                .get(columns.as_slice())
+                .into_iter()
+                .flatten()
+                .filter(fits)
+                .map(|i| i.key.as_str())
+                .collect();
+            match keys.len() {
+                0 => Aligned::NoUsage,
+                1 => Aligned::Key(keys.into_iter().next().expect("one").to_string()),
+                _ => Aligned::Ambiguous,
+            }
         })
         .collect()
 }
@@ -176,5 +242,20 @@ mod tests {
         assert_eq!(ids[0].key, "r1");
         assert_eq!(ids[1].key, "r1");
         assert_eq!(ids[0].columns, [Some("r1".to_string())]);
+    }
+
+    #[test]
+    fn a_lone_node_is_keyed_by_its_labels_and_known_as_a_node() {
+        let series = [
+            s(1, "cpu", &[("instance", "node-a:9100"), ("job", "node")]),
+            s(2, "cpu", &[("namespace", "ns"), ("pod", "p"), ("container", "c")]),
+        ];
+        let k = keys(&series, GroupBy::Series);
+        assert_eq!(k, ["instance=node-a:9100/job=node", "ns/p/c"]);
+        assert!(is_node(&k[0]) && !is_node(&k[1]));
+        // A capacity series of the node, with labels of its own, finds the node.
+        let ids = identify(&series, GroupBy::Series, &[]);
+        let capacity = s(3, "cpu_request", &[("instance", "node-a:9100"), ("resource", "cpu")]);
+        assert_eq!(align(&ids, &[capacity], GroupBy::Series, &[]), [Aligned::Key(k[0].clone())]);
     }
 }

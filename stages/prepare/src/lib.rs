@@ -8,6 +8,7 @@
 //! Both stages read and write Parquet through the store: DataFusion reads the inputs from
 //! the store's own object store, so a pipeline on S3 never copies its tables to disk.
 
+pub mod allocation;
 mod error;
 pub mod features;
 pub mod identity;

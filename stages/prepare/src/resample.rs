@@ -28,7 +28,7 @@ use applearner_pipeline::Duration;
 pub use applearner_contracts::Resource as Role;
 use applearner_contracts::tables::resampled;
 
-use crate::identity::{self, SeriesLabels};
+use crate::identity::{self, Identity, SeriesLabels};
 use crate::{collect, ident, literal, register_batches, register_input};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
@@ -295,7 +295,7 @@ impl Stage for Resample {
     }
 
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("resampled")]
+        vec![Output::table("resampled"), Output::table("allocation")]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
@@ -309,6 +309,7 @@ impl Stage for Resample {
             tracing::warn!("{w}");
         }
         ctx.write_table("resampled", cleaned.schema.clone(), &cleaned.batches)?;
+        ctx.write_table("allocation", crate::allocation::schema(), &cleaned.allocation)?;
         let mut summary = match serde_json::to_value(&cleaned.counts)? {
             serde_json::Value::Object(map) => map,
             _ => unreachable!("counts serialize to an object"),
@@ -341,6 +342,12 @@ pub struct Counts {
     pub series: u64,
     pub output_segments: u64,
     pub points: u64,
+    /// Requests, limits and pain series (the `allocation` table), those matching no usage
+    /// series or several (left out), and the rows written.
+    pub allocation_series: u64,
+    pub allocation_series_without_usage: u64,
+    pub allocation_series_ambiguous: u64,
+    pub allocation_points: u64,
 }
 
 /// The cleaned table and its story.
@@ -348,6 +355,8 @@ pub struct Counts {
 pub struct Cleaned {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// The `allocation` table's rows.
+    pub allocation: Vec<RecordBatch>,
     pub counts: Counts,
     pub warnings: Vec<String>,
 }
@@ -369,7 +378,9 @@ pub async fn clean(
         tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
         check_cancelled()
     };
-    let (key_columns, spacing, shared) = c.groups().await?;
+    let (key_columns, spacing, shared, identities) = c.groups().await?;
+    let allocation = crate::allocation::allocation(session, plan, &identities, &mut c.counts).await?;
+    checkpoint("allocation")?;
     c.inputs(spacing).await?;
     checkpoint("input")?;
     c.grid(shared).await?;
@@ -385,7 +396,7 @@ pub async fn clean(
 
     let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles);
     let batches = batches.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Cleaned { schema, batches, counts: c.counts, warnings: c.warnings })
+    Ok(Cleaned { schema, batches, allocation, counts: c.counts, warnings: c.warnings })
 }
 
 /// A cleaning in progress: one method per step, each a query over the tables the previous
@@ -400,12 +411,13 @@ struct Cleaning<'a> {
 }
 
 /// Values that are neither NaN nor infinite.
-const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
+pub(crate) const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
 
 impl Cleaning<'_> {
     /// The series to clean, their group number k and role number r (the table `groups`);
-    /// returns the key columns, the median spacing of samples and how many series share a group.
-    async fn groups(&mut self) -> Result<(Vec<String>, u64, u64), BoxError> {
+    /// returns the key columns, the median spacing of samples, how many series share a group
+    /// and every series' identity.
+    async fn groups(&mut self) -> Result<(Vec<String>, u64, u64, Vec<Identity>), BoxError> {
         let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
         let role_number = plan
             .roles
@@ -415,7 +427,7 @@ impl Cleaning<'_> {
             .collect::<Vec<_>>()
             .join(" ");
         // The series to clean, their group number k and role number r.
-        let key_columns = register_identities(session, plan, role_list, warnings).await?;
+        let (key_columns, identities) = register_identities(session, plan, role_list, warnings).await?;
         let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
         let groups = session
             .sql(&format!(
@@ -437,7 +449,7 @@ impl Cleaning<'_> {
         )
         .await?;
         [counts.input_series, counts.grouped_series] = [row[0], row[1]];
-        Ok((key_columns, row[2], row[3]))
+        Ok((key_columns, row[2], row[3], identities))
     }
 
     /// 1. What the input holds, and what is unusable.
@@ -751,34 +763,8 @@ async fn register_identities(
     plan: &Plan,
     role_list: &str,
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>, BoxError> {
-    let rows = collect(
-        session
-            .sql(&format!(
-                "SELECT series_id, CAST(role AS VARCHAR), CAST(metric AS VARCHAR), CAST(labels AS VARCHAR) \
-                 FROM series WHERE role IN ({role_list}) ORDER BY series_id"
-            ))
-            .await?,
-    )
-    .await?;
-    let mut series = Vec::new();
-    for b in &rows {
-        let ids = cast(b.column(0), &DataType::UInt64)?;
-        let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-        let (roles, metrics, labels) =
-            (b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
-        for i in 0..b.num_rows() {
-            let labels = serde_json::from_str(labels.value(i)).map_err(|e| {
-                format!("series {}: its `labels` column is not a JSON object of strings ({e})", ids.value(i))
-            })?;
-            series.push(SeriesLabels {
-                series_id: ids.value(i),
-                role: roles.value(i).to_string(),
-                metric: metrics.value(i).to_string(),
-                labels,
-            });
-        }
-    }
+) -> Result<(Vec<String>, Vec<Identity>), BoxError> {
+    let series = read_series(session, role_list).await?;
     let columns = identity::key_columns(plan.group.by, &plan.group.labels);
     if plan.group.by == GroupBy::Labels {
         for label in &plan.group.labels {
@@ -807,7 +793,39 @@ async fn register_identities(
     }
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     register_batches(session, "identity", vec![batch], schema, &[])?;
-    Ok(columns)
+    Ok((columns, identities))
+}
+
+/// The labels of every series of the roles in `role_list` (an SQL list), by series id.
+pub(crate) async fn read_series(session: &SessionContext, role_list: &str) -> Result<Vec<SeriesLabels>, BoxError> {
+    let rows = collect(
+        session
+            .sql(&format!(
+                "SELECT series_id, CAST(role AS VARCHAR), CAST(metric AS VARCHAR), CAST(labels AS VARCHAR) \
+                 FROM series WHERE role IN ({role_list}) ORDER BY series_id"
+            ))
+            .await?,
+    )
+    .await?;
+    let mut series = Vec::new();
+    for b in &rows {
+        let ids = cast(b.column(0), &DataType::UInt64)?;
+        let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        let (roles, metrics, labels) =
+            (b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
+        for i in 0..b.num_rows() {
+            let labels = serde_json::from_str(labels.value(i)).map_err(|e| {
+                format!("series {}: its `labels` column is not a JSON object of strings ({e})", ids.value(i))
+            })?;
+            series.push(SeriesLabels {
+                series_id: ids.value(i),
+                role: roles.value(i).to_string(),
+                metric: metrics.value(i).to_string(),
+                labels,
+            });
+        }
+    }
+    Ok(series)
 }
 
 /// Kubernetes names generated suffixes from this alphabet (no vowels, no 0, 1, 3).

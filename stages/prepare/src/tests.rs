@@ -536,3 +536,80 @@ fn windows_longer_than_any_segment_are_refused_and_short_history_is_counted() {
     // In each series the first 30 training targets have no 30 steps before them: 60 dropped.
     assert_eq!(f.counts.short_history, [60, 0, 0]);
 }
+
+/// (key, signal, minute, value) of every `allocation` row.
+fn allocation_rows(c: &Cleaned) -> Vec<(String, String, i64, f64)> {
+    let mut out = Vec::new();
+    for b in &c.allocation {
+        let (key, signal) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        let ts = b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let v = b.column(3).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((key.value(i).to_string(), signal.value(i).to_string(), ts.value(i) / MIN, v.value(i)));
+        }
+    }
+    out
+}
+
+/// Requests, limits, restarts, OOM kills and throttling of two pods of one Deployment land
+/// on the workload's key, combined as its usage is; a duplicate scrape counts once; series
+/// of a workload with no usage, or matching two keys, are counted and left out.
+#[test]
+fn allocation_aligns_to_the_workloads_and_counts_what_it_cannot_place() {
+    let pod = |p: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut l = vec![("namespace", "ns"), ("pod", p), ("container", "app")];
+        l.extend_from_slice(extra);
+        l
+    };
+    let (a, b) = ("web-5f55b6cf68-77cfw", "web-5f55b6cf68-jpzbd");
+    let mut rows: Vec<LabelledRow> = Vec::new();
+    for m in 0..40 {
+        let t = m * MIN;
+        for p in [a, b] {
+            rows.push(("cpu", pod(p, &[]), t, 0.1 + (m % 3) as f64 * 0.01));
+            rows.push(("memory", pod(p, &[]), t, 1e8 + (m % 5) as f64));
+            // Pod a's request rises from 0.2 to 0.3 at minute 20; b stays at 0.25.
+            let request = if p == a && m >= 20 { 0.3 } else if p == a { 0.2 } else { 0.25 };
+            rows.push(("cpu_request", pod(p, &[("resource", "cpu")]), t, request));
+        }
+        // A second kube-state-metrics replica scrapes pod a's request again.
+        rows.push(("cpu_request", pod(a, &[("resource", "cpu"), ("instance", "ksm-2")]), t, if m >= 20 { 0.3 } else { 0.2 }));
+        // Pod b restarts at minutes 10 (OOM) and 30 (another reason); its counter resets at 35.
+        let restarts = match m {
+            0..10 => 0.0,
+            10..30 => 1.0,
+            30..35 => 2.0,
+            _ => 1.0,
+        };
+        rows.push(("restarts", pod(b, &[]), t, restarts));
+        rows.push(("oom_killed", pod(b, &[]), t, if (10..30).contains(&m) { 1.0 } else { 0.0 }));
+        rows.push(("cpu_throttled", pod(a, &[]), t, if m < 20 { 0.5 } else { 0.0 }));
+        // A workload without usage.
+        rows.push(("memory_limit", pod("gone-0", &[("resource", "memory")]), t, 2e8));
+    }
+    let c = clean_labelled(&rows, "step: 1m\nmin_points: 1\ngroup: {by: workload}\n").unwrap();
+    let all = allocation_rows(&c);
+    assert!(all.iter().all(|r| r.0 == "ns/web/app"), "every row on the workload's key");
+    let signal = |s: &str| all.iter().filter(|r| r.1 == s).map(|r| (r.2, r.3)).collect::<Vec<_>>();
+    let requests = signal("cpu_request");
+    assert_eq!(requests.len(), 40);
+    assert!((requests[0].1 - 0.45).abs() < 1e-12 && (requests[39].1 - 0.55).abs() < 1e-12, "{requests:?}");
+    assert_eq!(signal("restarts"), [(10, 1.0), (30, 1.0), (35, 1.0)]);
+    assert_eq!(signal("oom_kills"), [(10, 1.0)]);
+    let throttled = signal("cpu_throttled");
+    assert_eq!((throttled[0], throttled[39]), ((0, 0.5), (39, 0.0)));
+    assert_eq!((c.counts.allocation_series, c.counts.allocation_series_without_usage), (7, 1));
+    assert_eq!(c.counts.allocation_points, all.len() as u64);
+
+    // Two usage series of one container told apart by `node`: a request without `node`
+    // could be either, and is left out.
+    let two = [
+        ("cpu", pod("p", &[("node", "n1")]), 0, 1.0),
+        ("cpu", pod("p", &[("node", "n2")]), 0, 2.0),
+        ("cpu_request", pod("p", &[("resource", "cpu")]), 0, 1.0),
+        ("cpu_request", pod("p", &[("resource", "cpu"), ("node", "n2")]), 0, 1.0),
+    ];
+    let c = clean_labelled(&two, &format!("{CPU_ONLY}")).unwrap();
+    assert_eq!(c.counts.allocation_series_ambiguous, 1);
+    assert_eq!(allocation_rows(&c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["ns/p/app/node=n2"]);
+}
