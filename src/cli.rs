@@ -111,6 +111,20 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: String,
     },
+    /// A run's plan: per workload the current requests and limits → the planned ones, the
+    /// change in reserved cores and GiB and its monthly cost, and the flags (OOM-killed,
+    /// throttled, allocated below the plan), largest change first.
+    Plan {
+        run_id: String,
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: String,
+        /// `table` for a person; `json`, `csv` or `yaml` (every column) for machines.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        format: PlanFormat,
+        /// Only the first N workloads of the table.
+        #[arg(long)]
+        top: Option<usize>,
+    },
     /// Check every artifact a run's manifest lists against its recorded digest.
     Verify {
         run_id: String,
@@ -153,6 +167,14 @@ pub enum ExportTo {
     Argo,
     /// A Kubernetes Job (CronJob with --schedule) running the whole pipeline in one pod.
     K8s,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    Table,
+    Json,
+    Csv,
+    Yaml,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

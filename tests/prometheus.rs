@@ -71,7 +71,12 @@ fn openmetrics(chunk: &str) -> String {
 
 /// Backfills `chunk` into a fresh TSDB and serves it on a free loopback port.
 fn serve(chunk: &str) -> Prometheus {
-    let server = serve_with(chunk, tempfile::tempdir().unwrap(), None);
+    serve_ready(&openmetrics(chunk), "1m")
+}
+
+/// Backfills OpenMetrics `text` and serves it, answering once the server is ready.
+fn serve_ready(text: &str, lookback: &str) -> Prometheus {
+    let server = serve_with(text, tempfile::tempdir().unwrap(), None, lookback);
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(server.port, "/-/ready").is_none_or(|status| status != 200) {
         assert!(Instant::now() < deadline, "prometheus did not become ready");
@@ -80,11 +85,12 @@ fn serve(chunk: &str) -> Prometheus {
     server
 }
 
-/// As `serve`, in `dir`, with an optional web config (TLS, basic auth); returns once the
-/// port accepts connections.
-fn serve_with(chunk: &str, dir: tempfile::TempDir, web_config: Option<&Path>) -> Prometheus {
+/// OpenMetrics `text` backfilled into a TSDB in `dir` and served with an optional web config
+/// (TLS, basic auth) and the lookback of data scraped that often; returns once the port
+/// accepts connections.
+fn serve_with(text: &str, dir: tempfile::TempDir, web_config: Option<&Path>, lookback: &str) -> Prometheus {
     let om = dir.path().join("slice.om");
-    std::fs::write(&om, openmetrics(chunk)).unwrap();
+    std::fs::write(&om, text).unwrap();
     let tsdb = dir.path().join("tsdb");
     let out =
         tool("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&om).arg(&tsdb).output().unwrap();
@@ -97,8 +103,8 @@ fn serve_with(chunk: &str, dir: tempfile::TempDir, web_config: Option<&Path>) ->
         .arg(format!("--storage.tsdb.path={}", tsdb.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=100y")
-        // The data was scraped every minute; a longer lookback would repeat samples.
-        .arg("--query.lookback-delta=1m")
+        // As often as the data was scraped: a longer lookback would repeat samples.
+        .arg(format!("--query.lookback-delta={lookback}"))
         .args(web_config.map(|w| format!("--web.config.file={}", w.display())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -330,7 +336,7 @@ fn tls_with_a_private_ca_and_basic_auth() {
         ),
     )
     .unwrap();
-    let server = serve_with(CHUNK, dir, Some(&web));
+    let server = serve_with(&openmetrics(CHUNK), dir, Some(&web), "1m");
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("tls.yaml");
     std::fs::write(
@@ -378,4 +384,189 @@ fn tls_with_a_private_ca_and_basic_auth() {
         run("correct horse", &["ingest.prometheus.ca_file=null", "ingest.prometheus.insecure_skip_tls_verify=true"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("WARN") && text.to_lowercase().contains("verif"), "{text}");
+}
+
+/// The shipped bitbrains slice (data/bitbrains-rnd: 4 VMs, 2 days at 5 minutes).
+const SLICE: &str = "20130708T000000Z_20130710T000000Z.json.gz";
+const SLICE_START: i64 = 1_373_241_600;
+const SLICE_END: i64 = 1_373_414_400;
+const BITBRAINS: [&str; 6] =
+    ["cpu_cores", "memory_bytes", "cpu_requests", "cpu_limits", "memory_requests", "memory_limits"];
+
+fn bitbrains(folder: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bitbrains-rnd/query_range").join(folder).join(SLICE)
+}
+
+/// A saved answer's series: (labels without `__name__`, points).
+fn answer_series(folder: &str) -> Vec<(Vec<(String, String)>, Vec<(i64, String)>)> {
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&std::fs::read(bitbrains(folder)).unwrap()[..]).read_to_string(&mut json).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let series = answer["data"]["result"].as_array().unwrap().iter().map(|s| {
+        let labels = s["metric"].as_object().unwrap().iter().filter(|(k, _)| *k != "__name__");
+        let points = s["values"].as_array().unwrap().iter();
+        (
+            labels.map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect(),
+            points.map(|p| (p[0].as_i64().unwrap(), p[1].as_str().unwrap().to_string())).collect(),
+        )
+    });
+    series.collect()
+}
+
+/// One OpenMetrics family: `series` as (labels, points (seconds, value)).
+fn family(out: &mut String, name: &str, series: &[(Vec<(String, String)>, Vec<(i64, String)>)]) {
+    out.push_str(&format!("# TYPE {name} gauge\n"));
+    for (labels, points) in series {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        for (t, v) in points {
+            out.push_str(&format!("{name}{{{}}} {v} {t}\n", labels.join(",")));
+        }
+    }
+}
+
+/// The slice as a cluster's raw series, which the default live queries read: the cAdvisor
+/// CPU counter each minute (over each 5 minutes it grows by the saved cores × 300 s, so its
+/// 5-minute rate is the saved value), the working set and kube-state-metrics' requests and
+/// limits as saved. The data has no pain signals, so these are generated (the only
+/// generated series here): vm-0001 restarts at +6 h (OOM-killed) and at +30 h (another
+/// reason), vm-0018 is throttled in 25 % of its CFS periods.
+fn raw_openmetrics() -> String {
+    let mut out = String::new();
+    let cpu: Vec<_> = answer_series("cpu_cores")
+        .into_iter()
+        .map(|(labels, points)| {
+            let mut counter = 0.0;
+            let minutes = points.iter().flat_map(|(t, cores)| {
+                let cores: f64 = cores.parse().unwrap();
+                (1..=5).map(move |k| (t - 300 + 60 * k, cores * 60.0))
+            });
+            let values = minutes.map(|(t, add)| {
+                counter += add;
+                (t, format!("{counter}"))
+            });
+            (labels, values.collect())
+        })
+        .collect();
+    family(&mut out, "container_cpu_usage_seconds_total", &cpu);
+    family(&mut out, "container_memory_working_set_bytes", &answer_series("memory_bytes"));
+    let allocation: Vec<_> = ["cpu_requests", "memory_requests"].iter().flat_map(|f| answer_series(f)).collect();
+    family(&mut out, "kube_pod_container_resource_requests", &allocation);
+    let limits: Vec<_> = ["cpu_limits", "memory_limits"].iter().flat_map(|f| answer_series(f)).collect();
+    family(&mut out, "kube_pod_container_resource_limits", &limits);
+    let pod = |p: &str, extra: &[(&str, &str)]| {
+        let mut l = vec![("container", "vm"), ("namespace", "bitbrains-rnd"), ("pod", p)];
+        l.extend_from_slice(extra);
+        l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
+    };
+    let every = |step: i64, f: &dyn Fn(i64) -> f64| -> Vec<(i64, String)> {
+        (SLICE_START..=SLICE_END).step_by(step as usize).map(|t| (t, format!("{}", f(t - SLICE_START)))).collect()
+    };
+    let (oom, other) = (6 * 3600, 30 * 3600);
+    let restarts = every(300, &|s| f64::from(u8::from(s >= oom) + u8::from(s >= other)));
+    family(&mut out, "kube_pod_container_status_restarts_total", &[(pod("vm-0001", &[]), restarts)]);
+    let reason = |r: &str, on: std::ops::Range<i64>| {
+        (pod("vm-0001", &[("reason", r)]), every(300, &|s| f64::from(u8::from(on.contains(&s)))))
+    };
+    family(
+        &mut out,
+        "kube_pod_container_status_last_terminated_reason",
+        &[reason("OOMKilled", oom..other), reason("Error", other..i64::MAX)],
+    );
+    let periods = every(60, &|s| s as f64 * 10.0);
+    let throttled = every(60, &|s| s as f64 * 2.5);
+    family(&mut out, "container_cpu_cfs_periods_total", &[(pod("vm-0018", &[]), periods)]);
+    family(&mut out, "container_cpu_cfs_throttled_periods_total", &[(pod("vm-0018", &[]), throttled)]);
+    out.push_str("# EOF\n");
+    out
+}
+
+/// ingest → clean of `ingest` (YAML flow mapping) on the slice's grid; the report and store.
+fn ingest_and_clean(store: &applearner_pipeline::Store, ingest: &str) -> applearner_pipeline::RunReport {
+    let yaml = format!(
+        "name: live\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {ingest}\n  clean:\n    uses: clean.resample\n    with: {{step: 5m, max_gap: 15m, fill: ffill, min_points: 12}}\n"
+    );
+    crate::support::run_with(&crate::support::pipeline(&yaml, &[]), store, Default::default()).unwrap()
+}
+
+/// Rows of a table the clean stage wrote, as (key, name, ms, value): `resampled` per role,
+/// `allocation` per signal.
+fn clean_rows(
+    store: &applearner_pipeline::Store,
+    report: &applearner_pipeline::RunReport,
+    table: &str,
+) -> Vec<(String, String, i64, f64)> {
+    use applearner_pipeline::columns::{floats, ints, strings};
+    let path = &report.record("clean").unwrap().outputs[table].path;
+    let mut out = Vec::new();
+    for b in applearner_pipeline::context::read_parquet(path, store.get(path).unwrap()).unwrap() {
+        let (key, time) = (strings(&b, table, "key").unwrap(), ints(&b, table, "timestamp").unwrap());
+        let columns: Vec<(String, Vec<f64>)> = if table == "allocation" {
+            let signal = strings(&b, table, "signal").unwrap();
+            let value = floats(&b, table, "value").unwrap();
+            out.extend((0..b.num_rows()).map(|i| (key[i].clone(), signal[i].clone(), time[i], value[i])));
+            continue;
+        } else {
+            ["cpu", "memory"].map(|r| (r.to_string(), floats(&b, table, r).unwrap())).to_vec()
+        };
+        for (name, values) in columns {
+            out.extend((0..b.num_rows()).map(|i| (key[i].clone(), name.clone(), time[i], values[i])));
+        }
+    }
+    out.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    out
+}
+
+/// A cluster's usage, requests, limits, OOM kills and throttling pulled from a real Prometheus
+/// with the default queries, cleaned, and checked against the saved answers of the same slice.
+#[test]
+#[ignore = "full tier: needs Prometheus and promtool; .ci/run installs it and runs it"]
+fn default_queries_pull_usage_allocation_and_pain_that_match_the_saved_answers() {
+    let server = serve_ready(&raw_openmetrics(), "5m");
+    let (_dir, store) = temp_store();
+    let paths: Vec<String> = BITBRAINS.iter().map(|f| format!("'{}'", bitbrains(f).display())).collect();
+    let saved = ingest_and_clean(&store, &format!("{{paths: [{}]}}", paths.join(", ")));
+    let live = ingest_and_clean(
+        &store,
+        &format!(
+            "{{prometheus: {{url: 'http://127.0.0.1:{}', start: '{SLICE_START}', end: '{SLICE_END}', step: 5m}}}}",
+            server.port
+        ),
+    );
+    // Seven default queries: usage, requests, limits, restarts, the OOM reason, throttling.
+    assert_eq!(live.record("ingest").unwrap().summary["requests"], 7);
+    let (a, b) = (clean_rows(&store, &saved, "resampled"), clean_rows(&store, &live, "resampled"));
+    assert_eq!(a.len(), 2 * 4 * 577);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, &x.1, x.2), (&y.0, &y.1, y.2));
+        assert!((x.3 - y.3).abs() <= 1e-9 * x.3.abs().max(1e-3), "{x:?} vs {y:?}");
+    }
+    // Requests and limits as saved, at every step (vm-0004's and vm-0084's memory changes
+    // mid-window: 2 and 49 times).
+    let lines = |r: Vec<(String, String, i64, f64)>| {
+        r.into_iter().filter(|r| r.1.ends_with("request") || r.1.ends_with("limit")).collect::<Vec<_>>()
+    };
+    let (a, b) = (lines(clean_rows(&store, &saved, "allocation")), lines(clean_rows(&store, &live, "allocation")));
+    assert_eq!(a.len(), 4 * 4 * 577);
+    assert_eq!(a, b);
+    let memory = |pod: &str| a.iter().filter(|r| r.0.contains(pod) && r.1 == "memory_request").collect::<Vec<_>>();
+    let changes = |pod: &str| memory(pod).windows(2).filter(|w| w[0].3 != w[1].3).count();
+    assert_eq!((changes("vm-0004"), changes("vm-0084"), changes("vm-0001")), (2, 49, 0));
+    // The generated pain: one OOM kill and two restarts of vm-0001, vm-0018 throttled 25 %.
+    let pain = clean_rows(&store, &live, "allocation");
+    let at = |signal: &str| {
+        pain.iter()
+            .filter(|r| r.1 == signal)
+            .map(|r| (r.0.as_str(), (r.2 / 1000 - SLICE_START) / 3600, r.3))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at("oom_kills"), [("bitbrains-rnd/vm-0001/vm", 6, 1.0)]);
+    assert_eq!(at("restarts"), [("bitbrains-rnd/vm-0001/vm", 6, 1.0), ("bitbrains-rnd/vm-0001/vm", 30, 1.0)]);
+    let throttled = at("cpu_throttled");
+    assert!(
+        throttled.len() > 500
+            && throttled.iter().all(|t| t.0 == "bitbrains-rnd/vm-0018/vm" && (t.2 - 0.25).abs() < 1e-9),
+        "{throttled:?}"
+    );
+    assert_eq!(live.record("clean").unwrap().summary["allocation_series_without_usage"], 0);
 }

@@ -34,6 +34,13 @@ pub mod resampled {
     pub const KEY: &str = "key";
     pub const SEGMENT: &str = "segment";
     pub const TIMESTAMP: &str = "timestamp";
+
+    /// Whether a key is a node's or VM's (a series without namespace, pod or container,
+    /// keyed by its labels) rather than a container's: it starts with `name=value`, which no
+    /// Kubernetes name can.
+    pub fn is_node(key: &str) -> bool {
+        key.split('/').next().is_some_and(|first| first.contains('='))
+    }
 }
 
 /// `evaluate.backtest` → `scores`: one row per method, resource, scope (a series `key`, or

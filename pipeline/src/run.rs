@@ -696,11 +696,16 @@ pub fn list_runs(store: &Store) -> Result<Vec<Manifest>, PipelineError> {
     Ok(manifests)
 }
 
+/// A run's manifest.
+pub fn load_manifest(store: &Store, run_id: &str) -> Result<Manifest, PipelineError> {
+    let path = format!("{run_id}/manifest.json");
+    load_json::<Manifest>(store, &path)?.ok_or(PipelineError::NotFound { path })
+}
+
 /// Checks every artifact that a run's manifest lists against its recorded digest; returns
 /// how many were checked and what does not match.
 pub fn verify(store: &Store, run_id: &str) -> Result<(usize, Vec<String>), PipelineError> {
-    let path = format!("{run_id}/manifest.json");
-    let manifest = load_json::<Manifest>(store, &path)?.ok_or(PipelineError::NotFound { path })?;
+    let manifest = load_manifest(store, run_id)?;
     let mut problems = Vec::new();
     let mut checked = 0;
     for out in manifest.stages.iter().flat_map(|s| s.outputs.values()) {

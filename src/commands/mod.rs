@@ -1,6 +1,7 @@
 //! One module per command; [`execute`] dispatches.
 
 mod config;
+mod plan;
 mod predict;
 mod run;
 mod store;
@@ -30,6 +31,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { path, store, rows } => store::show(&path, &store, rows),
         Command::Runs { store } => store::runs(&store),
         Command::Verify { run_id, store } => store::verify(&run_id, &store),
+        Command::Plan { run_id, store, format, top } => plan::show(&run_id, &store, format, top),
         Command::Predict { model, input, horizon, output, device } => {
             predict::predict(&model, &input, horizon, output.as_deref(), &device)
         }

@@ -56,6 +56,12 @@ pub fn run(config: &str, sets: &Sets, what: What, registry: &Registry) -> anyhow
     Ok(match run::run(&p, &text, &store, &options, &cancel) {
         Ok(report) => {
             print_report(&p, &report);
+            // The plan's table closes a run that made one; a stage run alone prints only itself.
+            if !what.quiet
+                && let Err(e) = super::plan::after_run(&store, &report.manifest, 15)
+            {
+                eprintln!("warning: the plan's summary could not be printed: {e:#}");
+            }
             ExitCode::SUCCESS
         }
         Err(

@@ -37,11 +37,7 @@ pub struct Identity {
     pub extra: Vec<(String, String)>,
 }
 
-/// Whether a key is a node's or VM's (no namespace, pod or container) rather than a
-/// container's: it starts with `name=value`, which no Kubernetes name can.
-pub fn is_node(key: &str) -> bool {
-    key.split('/').next().is_some_and(|first| first.contains('='))
-}
+pub use applearner_contracts::tables::resampled::is_node;
 
 /// The output's label columns for a grouping.
 pub fn key_columns(by: GroupBy, labels: &[String]) -> Vec<String> {
@@ -117,17 +113,10 @@ pub fn align(identities: &[Identity], others: &[SeriesLabels], by: GroupBy, labe
         .map(|s| {
             let columns = base(s, by, labels);
             let fits = |i: &&&Identity| {
-                i.extra.iter().all(|(name, value)| {
-                    name == "metric" || s.labels.get(name).is_none_or(|v| v == value)
-                })
+                i.extra.iter().all(|(name, value)| name == "metric" || s.labels.get(name).is_none_or(|v| v == value))
             };
-            let keys: BTreeSet<&str> = by_columns
-                .get(columns.as_slice())
-                .into_iter()
-                .flatten()
-                .filter(fits)
-                .map(|i| i.key.as_str())
-                .collect();
+            let keys: BTreeSet<&str> =
+                by_columns.get(columns.as_slice()).into_iter().flatten().filter(fits).map(|i| i.key.as_str()).collect();
             match keys.len() {
                 0 => Aligned::NoUsage,
                 1 => Aligned::Key(keys.into_iter().next().expect("one").to_string()),

@@ -569,11 +569,22 @@ fn allocation_aligns_to_the_workloads_and_counts_what_it_cannot_place() {
             rows.push(("cpu", pod(p, &[]), t, 0.1 + (m % 3) as f64 * 0.01));
             rows.push(("memory", pod(p, &[]), t, 1e8 + (m % 5) as f64));
             // Pod a's request rises from 0.2 to 0.3 at minute 20; b stays at 0.25.
-            let request = if p == a && m >= 20 { 0.3 } else if p == a { 0.2 } else { 0.25 };
+            let request = if p == a && m >= 20 {
+                0.3
+            } else if p == a {
+                0.2
+            } else {
+                0.25
+            };
             rows.push(("cpu_request", pod(p, &[("resource", "cpu")]), t, request));
         }
         // A second kube-state-metrics replica scrapes pod a's request again.
-        rows.push(("cpu_request", pod(a, &[("resource", "cpu"), ("instance", "ksm-2")]), t, if m >= 20 { 0.3 } else { 0.2 }));
+        rows.push((
+            "cpu_request",
+            pod(a, &[("resource", "cpu"), ("instance", "ksm-2")]),
+            t,
+            if m >= 20 { 0.3 } else { 0.2 },
+        ));
         // Pod b restarts at minutes 10 (OOM) and 30 (another reason); its counter resets at 35.
         let restarts = match m {
             0..10 => 0.0,

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_contracts::tables::{forecasts, resampled as table, scores};
-use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc};
+use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -146,7 +146,7 @@ struct Score {
 
 impl Stage for Report {
     fn reads(&self) -> Vec<String> {
-        ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison"]
+        ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison", "recommendations"]
             .map(String::from)
             .to_vec()
     }
@@ -171,6 +171,7 @@ impl Stage for Report {
         let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
         plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary)?;
+        plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan_summary)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
         doc.metrics.insert("plan".into(), plan_summary);
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;

@@ -225,6 +225,7 @@ pub fn to_csv(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
                     format!("\"{}\"", s.replace('"', "\"\""))
                 }
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
                 v => v.to_string(),
             })
             .collect();
@@ -241,7 +242,8 @@ pub fn to_json(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
     Ok(out)
 }
 
-fn rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> {
+/// Each row as a JSON object, column by column (times in RFC 3339, nulls as null).
+pub fn rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> {
     let schema = batch.schema();
     (0..batch.num_rows())
         .map(|i| {
@@ -251,6 +253,8 @@ fn rows(batch: &RecordBatch) -> Vec<serde_json::Map<String, serde_json::Value>> 
                 .zip(batch.columns())
                 .map(|(f, c)| {
                     let v = match c.data_type() {
+                        // A null (an unknown value) stays null: JSON null, an empty CSV cell.
+                        _ if c.is_null(i) => serde_json::Value::Null,
                         DataType::Utf8 => c.as_string::<i32>().value(i).into(),
                         DataType::UInt32 => {
                             c.as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>().value(i).into()

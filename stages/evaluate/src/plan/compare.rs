@@ -72,6 +72,8 @@ pub struct Job<'a> {
     pub index: usize,
     pub policy: Policy,
     pub timelines: &'a Timelines,
+    /// What each workload had allocated (empty where the data holds none).
+    pub allocation: &'a Allocation,
     pub columns: &'a [String],
     pub step_hours: f64,
     /// Per-series rows and the trade-off curves (the configured budget only).
@@ -186,6 +188,7 @@ impl<'a> Job<'a> {
             format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
         };
         Self::rows(&mut rows, ("model", variant, setting), self.replay(&test, &|k| calibrated.of(k)));
+        self.current_rows(&mut rows, &test);
         for (method, rule, k) in self.line.recommenders() {
             let test = self.cases("test", &rule);
             Self::rows(&mut rows, (method, "default", factor_label(&rule, k)), self.replay(&test, &|_| k));
@@ -228,6 +231,20 @@ impl<'a> Job<'a> {
             }
         }
         (Rule::Krr(1000), 1.0)
+    }
+
+    /// What was allocated at each step, replayed over the test part for the workloads that
+    /// have this line's allocation.
+    fn current_rows(&self, rows: &mut Vec<Row>, test: &[Case]) {
+        let points = |c: &Case| self.allocation.get(c.key)?.get(self.line.name).filter(|p| !p.is_empty());
+        let allocated: Vec<Case> = test.iter().copied().filter(|c| points(c).is_some()).collect();
+        if allocated.is_empty() {
+            return;
+        }
+        let replayed = self.replay_each(&allocated, &|c| {
+            replay_allocated(c.timeline, points(c).expect("filtered"), self.line.unit(), self.step_hours)
+        });
+        Self::rows(rows, ("current", "allocated", "what was allocated at each step".into()), replayed);
     }
 
     fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {

@@ -6,6 +6,7 @@
 mod ahead;
 mod calibrate;
 mod compare;
+mod current;
 mod oracle;
 mod policy;
 mod replay;
@@ -17,6 +18,7 @@ mod timeline;
 use ahead::*;
 use calibrate::*;
 use compare::*;
+use current::*;
 use oracle::*;
 use policy::*;
 use replay::*;
@@ -39,6 +41,7 @@ use crate::EvaluateError;
 use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
+use applearner_contracts::tables::resampled::is_node;
 use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
@@ -80,6 +83,13 @@ pub struct PlanParams {
     /// The change budgets the replay compares (the configured one is always included).
     #[serde(default = "default_budgets")]
     pub budgets: Vec<u32>,
+    /// What reserved capacity costs, to price the change from the current allocation.
+    #[serde(default)]
+    pub prices: Prices,
+    /// A workload is flagged `throttled` when this share of its CFS periods, on average
+    /// over the data, were throttled (default 10%).
+    #[serde(default)]
+    pub throttled_above: Option<Risk>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -216,7 +226,7 @@ const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 impl Stage for Plan {
     fn reads(&self) -> Vec<String> {
-        vec!["forecasts".into(), "resampled".into()]
+        vec!["forecasts".into(), "resampled".into(), "allocation".into()]
     }
 
     fn writes(&self) -> Vec<Output> {
@@ -227,11 +237,13 @@ impl Stage for Plan {
             Output::artifact("vpa.yaml"),
             Output::table("plan_backtest"),
             Output::table("plan_comparison"),
+            Output::table("recommendations"),
         ]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let usage = read_usage(&ctx.read_table("resampled")?)?;
+        let allocation = read_allocation(&ctx.read_table("allocation")?)?;
         let (forecasts, columns, step_ms) =
             read_forecasts(&ctx.read_table("forecasts")?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
@@ -253,7 +265,7 @@ impl Stage for Plan {
             return Err(EvaluateError::NoValidation.into());
         }
 
-        let outcomes = self.outcomes(ctx, &lines, &timelines, &columns, step_ms);
+        let outcomes = self.outcomes(ctx, &lines, &timelines, &allocation, &columns, step_ms);
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
         ctx.write_table("plan_backtest", schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
@@ -270,9 +282,17 @@ impl Stage for Plan {
         // What to set now: each workload's first stretch.
         let now: Vec<&WorkloadPlan> =
             plan.iter().enumerate().filter(|(i, w)| *i == 0 || plan[i - 1].key != w.key).map(|(_, w)| w).collect();
-        ctx.write_artifact("patches.yaml", patches(&now, &lines, &configured))?;
-        ctx.write_artifact("vpa.yaml", vpa_objects(&now, &lines))?;
-        Ok(self.summary(now.len(), plan.len(), &lines, &configured, &comparisons))
+        // Nodes and VMs are planned, not patched.
+        let containers: Vec<&WorkloadPlan> = now.iter().copied().filter(|w| !is_node(&w.key)).collect();
+        ctx.write_artifact("patches.yaml", patches(&containers, &lines, &configured))?;
+        ctx.write_artifact("vpa.yaml", vpa_objects(&containers, &lines))?;
+        let throttled = self.params.throttled_above.as_ref().map_or(0.1, Risk::fraction);
+        let recs = recommendations(&now, &lines, &allocation, &self.params.prices, throttled);
+        let (schema, batch) = recommendations_table(&recs, &self.params.prices)?;
+        ctx.write_table("recommendations", schema, &[batch])?;
+        let mut summary = self.summary(now.len(), plan.len(), &lines, &configured, &comparisons);
+        summary.extend(self.savings(&recs, &allocation));
+        Ok(summary)
     }
 }
 
@@ -283,6 +303,7 @@ impl Plan {
         ctx: &StageContext,
         lines: &[&Line],
         timelines: &Timelines,
+        allocation: &Allocation,
         columns: &[String],
         step_ms: i64,
     ) -> Vec<Outcome> {
@@ -298,7 +319,7 @@ impl Plan {
                     Policy { floor: line.floor, step: line.step, min_change: p.min_change, changes_per_day: budget };
                 let step_hours = step_ms as f64 / 3.6e6;
                 let detail = budget == p.max_changes_per_day;
-                let outcome = Job { line, index, policy, timelines, columns, step_hours, detail }.run();
+                let outcome = Job { line, index, policy, timelines, allocation, columns, step_hours, detail }.run();
                 bar.inc(1);
                 outcome
             })
@@ -374,6 +395,46 @@ impl Plan {
 fn planned_in(timelines: &Timelines, part: &str, resource: Option<usize>) -> bool {
     let wanted = |r: &str| resource.is_none_or(|i| RESOURCES[i] == r);
     timelines.values().any(|t| t.iter().any(|((r, p), t)| p == part && wanted(r) && !t.at.is_empty()))
+}
+
+impl Plan {
+    /// What the plan changes against the current allocation, in total: requests now and
+    /// planned (over the workloads that have both), the monthly cost change, the workloads
+    /// without allocation, the allocation without a plan, and the flags.
+    fn savings(&self, recs: &[Recommendation], allocation: &Allocation) -> Summary {
+        let mut s = Summary::new();
+        let both = |i: usize| recs.iter().filter_map(move |r| Some((r.current[i]?, r.planned[i]?)));
+        let gib = MIB * 1024.0;
+        for (i, name, unit) in [(0, "cpu_request_cores", 1.0), (2, "memory_request_gib", gib)] {
+            let (current, planned) = both(i).fold((0.0, 0.0), |a, (c, p)| (a.0 + c / unit, a.1 + p / unit));
+            s.insert(format!("current_{name}"), round3(current).into());
+            s.insert(format!("planned_{name}"), round3(planned).into());
+        }
+        let cost: f64 = recs.iter().filter_map(|r| r.cost(&self.params.prices)).sum();
+        s.insert("cost_change_per_month".into(), round3(cost).into());
+        let without: Vec<&str> =
+            recs.iter().filter(|r| r.current.iter().all(Option::is_none)).map(|r| r.key.as_str()).collect();
+        s.insert("workloads_with_allocation".into(), (recs.len() - without.len()).into());
+        s.insert("workloads_without_allocation".into(), without.len().into());
+        let planned: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
+        let unplanned: Vec<&String> = allocation.keys().filter(|k| !planned.contains(k.as_str())).collect();
+        s.insert("allocated_workloads_not_planned".into(), unplanned.len().into());
+        s.insert(
+            "allocated_workloads_not_planned_keys".into(),
+            unplanned.iter().take(20).map(|k| k.to_string()).collect::<Vec<_>>().into(),
+        );
+        for flag in [
+            "oom_killed",
+            "throttled",
+            "cpu_request_below_plan",
+            "memory_request_below_plan",
+            "memory_limit_below_plan",
+        ] {
+            let n = recs.iter().filter(|r| r.flags.iter().any(|f| f == flag)).count();
+            s.insert(format!("flagged_{flag}"), n.into());
+        }
+        s
+    }
 }
 
 fn round3(v: f64) -> f64 {

@@ -39,6 +39,8 @@ pub struct Comparison {
     pub budget: u32,
     pub target_pct: Option<f64>,
     pub model: Replay,
+    /// What was allocated, where the data holds it.
+    pub current: Option<Replay>,
     pub krr: Replay,
     pub vpa: Replay,
     pub krr_tuned: Option<Replay>,
@@ -73,8 +75,9 @@ impl Comparison {
         (gap.abs() > 1e-9).then(|| (best.slack_pct() - self.model.slack_pct()) / gap)
     }
 
-    fn methods(&self) -> [Option<Replay>; 6] {
-        [Some(self.model), Some(self.krr), self.krr_tuned, Some(self.vpa), self.vpa_tuned, self.oracle]
+    /// In the order of [`pc::METHODS`].
+    fn methods(&self) -> [Option<Replay>; 7] {
+        [Some(self.model), self.current, Some(self.krr), self.krr_tuned, Some(self.vpa), self.vpa_tuned, self.oracle]
     }
 }
 
@@ -93,6 +96,7 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
                 budget: o.budget,
                 target_pct: lines[o.line].risk().map(|r| 100.0 * r),
                 model: total("model", &["calibrated", "fixed"]).unwrap_or_default(),
+                current: total("current", &["allocated"]),
                 krr: total("krr", &["default"]).unwrap_or_default(),
                 vpa: total("vpa", &["default"]).unwrap_or_default(),
                 krr_tuned: total("krr", &["tuned"]),

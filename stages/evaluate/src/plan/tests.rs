@@ -69,8 +69,13 @@ fn hours_of_one_day_ahead_forecast_are_held_over_what_they_may_have_to_cover() {
     let at: Vec<i64> = (0..48).map(|h| h * HOUR).collect();
     let known: Vec<i64> = at.iter().map(|t| t / DAY_MS * DAY_MS).collect();
     let base: Vec<f64> = (0..48).map(|h| if h == 5 { 3.0 } else { 1.0 }).collect();
-    let t =
-        Timeline { at, known, usage: vec![Vec::new(); 48], bases: [(Rule::Recent(RECENT[0]), base.clone())].into() };
+    let t = Timeline {
+        at,
+        known,
+        usage: vec![Vec::new(); 48],
+        times: vec![Vec::new(); 48],
+        bases: [(Rule::Recent(RECENT[0]), base.clone())].into(),
+    };
     let case = Case::of("a", &t, &Rule::Recent(RECENT[0])).unwrap();
     let policy = |changes_per_day| Policy { floor: 0.0, step: 0.0, min_change: 0.0, changes_per_day };
     let daily = case.held(&policy(1), 1.0);
@@ -83,7 +88,9 @@ fn hours_of_one_day_ahead_forecast_are_held_over_what_they_may_have_to_cover() {
 }
 
 fn timeline(at: Vec<i64>, usage: Vec<Vec<f64>>, base: Vec<f64>) -> Timeline {
-    Timeline { known: at.clone(), at, usage, bases: [(Rule::Recent(RECENT[0]), base)].into() }
+    // Usage steps at the decision's start, one step of 5 minutes apart.
+    let times = at.iter().zip(&usage).map(|(a, u)| (0..u.len() as i64).map(|i| a + i * 300_000).collect()).collect();
+    Timeline { known: at.clone(), at, usage, times, bases: [(Rule::Recent(RECENT[0]), base)].into() }
 }
 
 #[test]
@@ -166,6 +173,7 @@ fn synthetic() -> Timelines {
                 o.known.push(at);
                 o.last_step.push(at + 12 * STEP);
                 o.actual.push(steps);
+                o.times.push((1..=12).map(|s| at + s * STEP).collect());
                 o.peaks.entry("p90".into()).or_default().push(level * 1.4);
             }
             forecasts.insert((key.into(), "cpu".into(), part.into()), o);
@@ -186,6 +194,7 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
             index: 0,
             policy: Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: budget },
             timelines: &timelines,
+            allocation: &Allocation::new(),
             columns: &columns,
             step_hours: 5.0 / 60.0,
             detail: true,
@@ -238,6 +247,7 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
         index: 0,
         policy: Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: 24 },
         timelines: &timelines,
+        allocation: &Allocation::new(),
         columns: &columns,
         step_hours: 5.0 / 60.0,
         detail: false,
@@ -253,4 +263,61 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
     assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(0)));
     assert!(!planned_in(&timelines, "test", Some(1)), "no memory timelines in the synthetic set");
     assert!(EvaluateError::NoValidation.to_string().contains("split: {validation: 0.1"));
+}
+
+/// An allocation that changes mid-window: the replay holds each step against what was
+/// allocated then (and counts the change); the recommendation sets the plan beside the latest
+/// value, prices the difference and flags what hurt.
+#[test]
+fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_latest() {
+    // Two hourly decisions of two 5-minute steps each, usage 0.5 cores throughout; the
+    // request is 1 core until 01:00, then 0.4: the last two steps are above it.
+    let t = timeline(vec![0, HOUR], vec![vec![0.5, 0.5], vec![0.5, 0.5]], vec![0.0, 0.0]);
+    let points = [(0, 1.0), (HOUR, 0.4)];
+    let r = replay_allocated(&t, &points, 1.0, 1.0 / 12.0);
+    assert_eq!((r.steps, r.under_steps, r.changes), (4, 2, 1));
+    assert!((r.provisioned - 2.8 / 12.0).abs() < 1e-12 && (r.slack - 1.0 / 12.0).abs() < 1e-12, "{r:?}");
+    // A step before the first allocation is left out.
+    assert_eq!(replay_allocated(&t, &[(HOUR, 0.4)], 1.0, 1.0).steps, 2);
+
+    let gib = MIB * 1024.0;
+    let mut allocation = Allocation::new();
+    let signals = allocation.entry("ns/web/app".to_string()).or_default();
+    signals.insert("cpu_request".into(), points.to_vec());
+    signals.insert("memory_request".into(), vec![(0, 2.0 * gib), (HOUR, 4.0 * gib)]);
+    signals.insert("oom_kills".into(), vec![(HOUR, 1.0)]);
+    signals.insert("cpu_throttled".into(), vec![(0, 0.3), (HOUR, 0.1)]);
+    let lines = [
+        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 },
+        Line { name: "memory_request", resource: 1, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 },
+    ];
+    let lines: Vec<&Line> = lines.iter().collect();
+    let plan = |key: &str| WorkloadPlan {
+        key: key.into(),
+        namespace: String::new(),
+        workload: String::new(),
+        container: String::new(),
+        from: 0,
+        until: HOUR,
+        values: vec![Some(0.6), Some(1.0 * gib)],
+    };
+    let (web, other) = (plan("ns/web/app"), plan("instance=vm-1:9100"));
+    let prices = Prices { cpu_core_hour: 0.05, memory_gib_hour: 0.01 };
+    let recs = recommendations(&[&other, &web], &lines, &allocation, &prices, 0.1);
+    // The allocated workload first (it has a cost), the node without allocation after it.
+    assert_eq!(
+        recs.iter().map(|r| (r.key.as_str(), r.node)).collect::<Vec<_>>(),
+        [("ns/web/app", false), ("instance=vm-1:9100", true)]
+    );
+    let web = &recs[0];
+    assert_eq!((web.current[0], web.current[2]), (Some(0.4), Some(4.0 * gib)));
+    let [cpu, memory] = web.changes();
+    assert!((cpu.unwrap() - 0.2).abs() < 1e-12 && (memory.unwrap() + 3.0).abs() < 1e-12);
+    // (0.2 × 0.05 − 3 × 0.01) × 730 h.
+    assert!((web.cost(&prices).unwrap() + 14.6).abs() < 1e-9);
+    assert_eq!(web.allocation_changes, 2);
+    assert!((web.throttled_pct.unwrap() - 20.0).abs() < 1e-9);
+    assert_eq!(web.flags, ["oom_killed", "throttled", "cpu_request_below_plan"]);
+    assert_eq!(recs[1].flags, ["no_allocation"]);
+    assert_eq!(recs[1].cost(&prices), None);
 }

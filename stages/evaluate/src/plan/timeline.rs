@@ -101,8 +101,9 @@ pub struct Timeline {
     /// Per decision, the origin of the forecast it is sized on (the hours of one forecast
     /// share it).
     pub known: Vec<i64>,
-    /// Per decision, the usage over the steps until the next (empty ahead).
+    /// Per decision, the usage over the steps until the next (empty ahead), and its times.
     pub usage: Vec<Vec<f64>>,
+    pub times: Vec<Vec<i64>>,
     /// Per rule, per decision: the value it asks for before any multiplier.
     pub bases: BTreeMap<Rule, Vec<f64>>,
 }
@@ -120,6 +121,7 @@ impl Timeline {
             at: self.at[r.clone()].to_vec(),
             known: self.known[r.clone()].to_vec(),
             usage: self.usage[r.clone()].to_vec(),
+            times: self.times[r.clone()].to_vec(),
             bases: self.bases.iter().map(|(k, v)| (k.clone(), v[r.clone()].to_vec())).collect(),
         };
         [part(0..mid), part(mid..self.at.len())]
@@ -136,6 +138,7 @@ pub struct Origins {
     pub known: Vec<i64>,
     pub last_step: Vec<i64>,
     pub actual: Vec<Vec<f64>>,
+    pub times: Vec<Vec<i64>>,
     pub peaks: BTreeMap<String, Vec<f64>>,
 }
 
@@ -177,6 +180,7 @@ pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, 
                 o.known.push(origin[i]);
                 o.last_step.push(time[i]);
                 o.actual.push(Vec::new());
+                o.times.push(Vec::new());
                 for c in &columns {
                     o.peaks.entry(c.clone()).or_default().push(f64::MIN);
                 }
@@ -184,6 +188,7 @@ pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, 
             *o.last_step.last_mut().expect("pushed") = time[i];
             if actual[i].is_finite() {
                 o.actual.last_mut().expect("pushed").push(actual[i]);
+                o.times.last_mut().expect("pushed").push(time[i]);
             }
             for (c, v) in columns.iter().zip(&values) {
                 let peak = o.peaks.get_mut(c).expect("made").last_mut().expect("pushed");
@@ -240,6 +245,7 @@ pub fn timelines(
                 t.at.push(at);
                 t.known.push(known);
                 t.usage.push(o.actual[n].clone());
+                t.times.push(o.times[n].clone());
             }
             out.insert((resource.to_string(), part.to_string()), t);
         }

@@ -1,0 +1,190 @@
+//! What runs today: the allocation (clean.resample's `allocation` table: requests and limits
+//! per step, OOM kills, restarts, throttling) replayed like a plan over the test part, and the
+//! plan ahead set beside the latest allocation, with the change in reserved capacity, its
+//! cost and the flags an operator acts on.
+
+use super::*;
+use applearner_contracts::tables::{allocation as at, recommendations as rt};
+
+/// Per key, per signal (`cpu_request`, …, `oom_kills`), its steps `(time, value)` in order.
+pub type Allocation = BTreeMap<String, BTreeMap<String, Vec<(i64, f64)>>>;
+
+pub fn read_allocation(batches: &[RecordBatch]) -> Result<Allocation, BoxError> {
+    let mut out = Allocation::new();
+    for b in batches {
+        let (keys, signals) = (strings(b, at::NAME, at::KEY)?, strings(b, at::NAME, at::SIGNAL)?);
+        let (times, values) = (ints(b, at::NAME, at::TIMESTAMP)?, floats(b, at::NAME, at::VALUE)?);
+        for i in 0..b.num_rows() {
+            let signal = out.entry(keys[i].clone()).or_default().entry(signals[i].clone()).or_default();
+            signal.push((times[i], values[i]));
+        }
+    }
+    Ok(out)
+}
+
+/// The value in force at `t`: that of the last step at or before it.
+fn in_force_at(points: &[(i64, f64)], t: i64) -> Option<f64> {
+    let i = points.partition_point(|p| p.0 <= t);
+    i.checked_sub(1).map(|i| points[i].1)
+}
+
+/// A workload's usage replayed against what it had allocated at each step (steps before its
+/// first allocation are left out); a change is a step whose value differs from the last.
+pub fn replay_allocated(timeline: &Timeline, points: &[(i64, f64)], unit: f64, step_hours: f64) -> Replay {
+    let mut out = Replay::default();
+    let mut last = None;
+    for (usage, times) in timeline.usage.iter().zip(&timeline.times) {
+        for (u, t) in usage.iter().zip(times) {
+            let Some(a) = in_force_at(points, *t) else { continue };
+            out.changes += usize::from(last.is_some_and(|l| l != a));
+            last = Some(a);
+            out.add(a / unit, u / unit, step_hours);
+        }
+    }
+    out
+}
+
+/// Prices of reserved capacity, and when throttling is flagged.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    /// Per core-hour requested (default: 0.031611, Kubecost's default on-demand price).
+    #[serde(default = "cpu_price")]
+    pub cpu_core_hour: f64,
+    /// Per GiB-hour of memory requested (default: 0.004237, Kubecost's default).
+    #[serde(default = "memory_price")]
+    pub memory_gib_hour: f64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Prices { cpu_core_hour: cpu_price(), memory_gib_hour: memory_price() }
+    }
+}
+
+fn cpu_price() -> f64 {
+    0.031611
+}
+fn memory_price() -> f64 {
+    0.004237
+}
+
+/// Hours in a month, as cloud price sheets count them.
+const MONTH_HOURS: f64 = 730.0;
+
+/// One workload's (or node's) allocation now beside its plan, by the lines of
+/// [`at::LINES`]; `None` where unknown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommendation {
+    pub key: String,
+    pub node: bool,
+    pub current: [Option<f64>; 4],
+    pub planned: [Option<f64>; 4],
+    pub allocation_changes: usize,
+    pub oom_kills: f64,
+    pub throttled_pct: Option<f64>,
+    pub flags: Vec<String>,
+}
+
+impl Recommendation {
+    /// Planned − current requests: cores, GiB.
+    pub fn changes(&self) -> [Option<f64>; 2] {
+        let change = |i: usize| Some(self.planned[i]? - self.current[i]?);
+        [change(0), change(2).map(|b| b / (MIB * 1024.0))]
+    }
+
+    /// The change in requests priced per month; `None` where neither is known.
+    pub fn cost(&self, prices: &Prices) -> Option<f64> {
+        let [cpu, memory] = self.changes();
+        if cpu.is_none() && memory.is_none() {
+            return None;
+        }
+        let hourly = cpu.unwrap_or(0.0) * prices.cpu_core_hour + memory.unwrap_or(0.0) * prices.memory_gib_hour;
+        Some(hourly * MONTH_HOURS)
+    }
+}
+
+/// Per workload planned now: its latest allocation, the first values of its plan, what hurt
+/// it over the data and the flags; sorted by the size of the cost change, largest first.
+pub fn recommendations(
+    now: &[&WorkloadPlan],
+    lines: &[&Line],
+    allocation: &Allocation,
+    prices: &Prices,
+    throttled_above: f64,
+) -> Vec<Recommendation> {
+    let empty = BTreeMap::new();
+    let mut out: Vec<Recommendation> = now
+        .iter()
+        .map(|w| {
+            let signals = allocation.get(&w.key).unwrap_or(&empty);
+            let current = at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1));
+            let planned = at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i]));
+            let changes: usize = at::LINES
+                .iter()
+                .filter_map(|l| signals.get(*l))
+                .map(|p| p.windows(2).filter(|w| w[0].1 != w[1].1).count())
+                .sum();
+            let oom_kills = signals.get(at::OOM_KILLS).map_or(0.0, |p| p.iter().map(|p| p.1).sum());
+            let throttled_pct = signals
+                .get(at::CPU_THROTTLED)
+                .filter(|p| !p.is_empty())
+                .map(|p| 100.0 * p.iter().map(|p| p.1).sum::<f64>() / p.len() as f64);
+            let mut flags = Vec::new();
+            if current.iter().all(Option::is_none) {
+                flags.push("no_allocation".to_string());
+            }
+            if oom_kills > 0.0 {
+                flags.push("oom_killed".to_string());
+            }
+            if throttled_pct.is_some_and(|t| t > 100.0 * throttled_above) {
+                flags.push("throttled".to_string());
+            }
+            for (i, l) in at::LINES.iter().enumerate() {
+                if let (Some(c), Some(p)) = (current[i], planned[i])
+                    && c < p
+                {
+                    flags.push(format!("{l}_below_plan"));
+                }
+            }
+            let node = applearner_contracts::tables::resampled::is_node(&w.key);
+            Recommendation {
+                key: w.key.clone(),
+                node,
+                current,
+                planned,
+                allocation_changes: changes,
+                oom_kills,
+                throttled_pct,
+                flags,
+            }
+        })
+        .collect();
+    let impact = |r: &Recommendation| r.cost(prices).map_or(0.0, f64::abs);
+    out.sort_by(|a, b| impact(b).total_cmp(&impact(a)).then_with(|| a.key.cmp(&b.key)));
+    out
+}
+
+pub(super) fn recommendations_table(
+    recs: &[Recommendation],
+    prices: &Prices,
+) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let nan = f64::NAN;
+    let mut t = TableBuilder::default()
+        .strings(rt::KEY, recs.iter().map(|r| r.key.clone()).collect())
+        .strings(rt::KIND, recs.iter().map(|r| (if r.node { "node" } else { "container" }).to_string()).collect());
+    for (i, l) in at::LINES.iter().enumerate() {
+        let unit = if i < 2 { "cores" } else { "bytes" };
+        t = t
+            .floats(&format!("{}{l}_{unit}", rt::CURRENT), recs.iter().map(|r| r.current[i].unwrap_or(nan)).collect())
+            .floats(&format!("{}{l}_{unit}", rt::PLANNED), recs.iter().map(|r| r.planned[i].unwrap_or(nan)).collect());
+    }
+    t.floats(rt::CPU_CHANGE_CORES, recs.iter().map(|r| r.changes()[0].unwrap_or(nan)).collect())
+        .floats(rt::MEMORY_CHANGE_GIB, recs.iter().map(|r| r.changes()[1].unwrap_or(nan)).collect())
+        .floats(rt::COST_CHANGE_PER_MONTH, recs.iter().map(|r| r.cost(prices).unwrap_or(nan)).collect())
+        .u32s(rt::ALLOCATION_CHANGES, recs.iter().map(|r| r.allocation_changes as u32).collect())
+        .floats(rt::OOM_KILLS, recs.iter().map(|r| r.oom_kills).collect())
+        .floats(rt::THROTTLED_PCT, recs.iter().map(|r| r.throttled_pct.unwrap_or(nan)).collect())
+        .strings(rt::FLAGS, recs.iter().map(|r| r.flags.join(",")).collect())
+        .finish()
+}
