@@ -332,6 +332,10 @@ pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], summary: &Val
     };
     doc.html.section("current", "What is allocated now, and what the plan changes", &intro);
     let _ = writeln!(doc.md, "\n## What is allocated now, and what the plan changes\n\n{intro}\n");
+    if with == 0 {
+        // The plan ahead below lists the planned values; there is nothing to set beside them.
+        return Ok(());
+    }
     let floats = |name: &str| r.floats(name).unwrap_or_else(|_| vec![f64::NAN; key.len()]);
     let pair = |line: &str, unit: &str, scale: f64, suffix: &str| {
         let (now, planned) =
