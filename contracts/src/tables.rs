@@ -181,9 +181,14 @@ pub mod recommendations {
     pub const COST_CHANGE_PER_MONTH: &str = "cost_change_per_month";
     /// Changes of the allocation over the data (a request or limit that moved).
     pub const ALLOCATION_CHANGES: &str = "allocation_changes";
+    /// Steps of the data with usage above the limit then in force.
+    pub const CPU_ABOVE_LIMIT_STEPS: &str = "cpu_above_limit_steps";
+    pub const MEMORY_ABOVE_LIMIT_STEPS: &str = "memory_above_limit_steps";
     pub const OOM_KILLS: &str = "oom_kills";
     /// The mean share of CFS periods throttled over the data, in %.
     pub const THROTTLED_PCT: &str = "throttled_pct";
-    /// Comma-separated: `no_allocation`, `oom_killed`, `throttled`, `{line}_below_plan`.
+    /// Comma-separated: `no_allocation`, `oom_killed`, `throttled`, `cpu_request_below_plan`,
+    /// `memory_request_below_plan` (the request now runs above the stated risk),
+    /// `cpu_above_limit`, `memory_above_limit` (usage went above the limit in force).
     pub const FLAGS: &str = "flags";
 }

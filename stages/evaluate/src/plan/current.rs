@@ -81,6 +81,9 @@ pub struct Recommendation {
     pub current: [Option<f64>; 4],
     pub planned: [Option<f64>; 4],
     pub allocation_changes: usize,
+    /// Steps with usage above the CPU and the memory limit in force (throttled; OOM-killed
+    /// where the kernel enforced it).
+    pub above_limit: [usize; 2],
     pub oom_kills: f64,
     pub throttled_pct: Option<f64>,
     pub flags: Vec<String>,
@@ -110,6 +113,7 @@ pub fn recommendations(
     now: &[&WorkloadPlan],
     lines: &[&Line],
     allocation: &Allocation,
+    usage: &BTreeMap<String, Usage>,
     prices: &Prices,
     throttled_above: f64,
 ) -> Vec<Recommendation> {
@@ -140,11 +144,30 @@ pub fn recommendations(
             if throttled_pct.is_some_and(|t| t > 100.0 * throttled_above) {
                 flags.push("throttled".to_string());
             }
-            for (i, l) in at::LINES.iter().enumerate() {
+            // A request below the plan's runs above the stated risk; a limit below usage hurt.
+            for i in [0, 2] {
                 if let (Some(c), Some(p)) = (current[i], planned[i])
                     && c < p
                 {
-                    flags.push(format!("{l}_below_plan"));
+                    flags.push(format!("{}_below_plan", at::LINES[i]));
+                }
+            }
+            let above_limit = [(0, &at::LINES[1]), (1, &at::LINES[3])].map(|(r, line)| {
+                let (Some(points), Some(series)) =
+                    (signals.get(*line), usage.get(&w.key).and_then(|u| u.column(RESOURCES[r])))
+                else {
+                    return 0;
+                };
+                series
+                    .times
+                    .iter()
+                    .zip(&series.values)
+                    .filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l))
+                    .count()
+            });
+            for (n, flag) in above_limit.iter().zip(["cpu_above_limit", "memory_above_limit"]) {
+                if *n > 0 {
+                    flags.push(flag.to_string());
                 }
             }
             let node = applearner_contracts::tables::resampled::is_node(&w.key);
@@ -154,6 +177,7 @@ pub fn recommendations(
                 current,
                 planned,
                 allocation_changes: changes,
+                above_limit,
                 oom_kills,
                 throttled_pct,
                 flags,
@@ -183,6 +207,8 @@ pub(super) fn recommendations_table(
         .floats(rt::MEMORY_CHANGE_GIB, recs.iter().map(|r| r.changes()[1].unwrap_or(nan)).collect())
         .floats(rt::COST_CHANGE_PER_MONTH, recs.iter().map(|r| r.cost(prices).unwrap_or(nan)).collect())
         .u32s(rt::ALLOCATION_CHANGES, recs.iter().map(|r| r.allocation_changes as u32).collect())
+        .u32s(rt::CPU_ABOVE_LIMIT_STEPS, recs.iter().map(|r| r.above_limit[0] as u32).collect())
+        .u32s(rt::MEMORY_ABOVE_LIMIT_STEPS, recs.iter().map(|r| r.above_limit[1] as u32).collect())
         .floats(rt::OOM_KILLS, recs.iter().map(|r| r.oom_kills).collect())
         .floats(rt::THROTTLED_PCT, recs.iter().map(|r| r.throttled_pct.unwrap_or(nan)).collect())
         .strings(rt::FLAGS, recs.iter().map(|r| r.flags.join(",")).collect())

@@ -287,7 +287,7 @@ impl Stage for Plan {
         ctx.write_artifact("patches.yaml", patches(&containers, &lines, &configured))?;
         ctx.write_artifact("vpa.yaml", vpa_objects(&containers, &lines))?;
         let throttled = self.params.throttled_above.as_ref().map_or(0.1, Risk::fraction);
-        let recs = recommendations(&now, &lines, &allocation, &self.params.prices, throttled);
+        let recs = recommendations(&now, &lines, &allocation, &usage, &self.params.prices, throttled);
         let (schema, batch) = recommendations_table(&recs, &self.params.prices)?;
         ctx.write_table("recommendations", schema, &[batch])?;
         let mut summary = self.summary(now.len(), plan.len(), &lines, &configured, &comparisons);

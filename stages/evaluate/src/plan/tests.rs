@@ -303,7 +303,17 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     };
     let (web, other) = (plan("ns/web/app"), plan("instance=vm-1:9100"));
     let prices = Prices { cpu_core_hour: 0.05, memory_gib_hour: 0.01 };
-    let recs = recommendations(&[&other, &web], &lines, &allocation, &prices, 0.1);
+    // The memory limit is 2 GiB until 01:00, then 6 GiB: usage of 5 GiB at 00:30 went above
+    // the limit then in force, at 02:00 it did not.
+    signals.insert("memory_limit".into(), vec![(0, 2.0 * gib), (HOUR, 6.0 * gib)]);
+    let usage = BTreeMap::from([(
+        "ns/web/app".to_string(),
+        Usage {
+            cpu: Series::new(vec![(HOUR / 2, 0.1)]),
+            memory: Series::new(vec![(HOUR / 2, 5.0 * gib), (2 * HOUR, 5.0 * gib)]),
+        },
+    )]);
+    let recs = recommendations(&[&other, &web], &lines, &allocation, &usage, &prices, 0.1);
     // The allocated workload first (it has a cost), the node without allocation after it.
     assert_eq!(
         recs.iter().map(|r| (r.key.as_str(), r.node)).collect::<Vec<_>>(),
@@ -315,9 +325,9 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     assert!((cpu.unwrap() - 0.2).abs() < 1e-12 && (memory.unwrap() + 3.0).abs() < 1e-12);
     // (0.2 × 0.05 − 3 × 0.01) × 730 h.
     assert!((web.cost(&prices).unwrap() + 14.6).abs() < 1e-9);
-    assert_eq!(web.allocation_changes, 2);
+    assert_eq!((web.allocation_changes, web.above_limit), (3, [0, 1]));
     assert!((web.throttled_pct.unwrap() - 20.0).abs() < 1e-9);
-    assert_eq!(web.flags, ["oom_killed", "throttled", "cpu_request_below_plan"]);
+    assert_eq!(web.flags, ["oom_killed", "throttled", "cpu_request_below_plan", "memory_above_limit"]);
     assert_eq!(recs[1].flags, ["no_allocation"]);
     assert_eq!(recs[1].cost(&prices), None);
 }
