@@ -86,11 +86,18 @@ fn bytes(v: f64) -> String {
     }
 }
 
-/// `current → planned` for one line, `?` where unknown.
+/// `current → planned` for one line: `?` where nothing is known, `kept` where the plan sets
+/// no such line (its patch leaves the current one as it is).
 fn change(row: &Map<String, Value>, line: &str, format: fn(f64) -> String) -> String {
     let unit = if line.starts_with("cpu") { "cores" } else { "bytes" };
-    let side = |prefix: &str| number(row, &format!("{prefix}{line}_{unit}")).map_or("?".to_string(), format);
-    format!("{} → {}", side(rt::CURRENT), side(rt::PLANNED))
+    let value = |prefix: &str| number(row, &format!("{prefix}{line}_{unit}"));
+    let (current, planned) = (value(rt::CURRENT), value(rt::PLANNED));
+    let planned = match (current, planned) {
+        (_, Some(p)) => format(p),
+        (Some(_), None) => "kept".into(),
+        (None, None) => "?".into(),
+    };
+    format!("{} → {planned}", current.map_or("?".to_string(), format))
 }
 
 /// `+1.25`, `-3.5`: a change with its sign, coloured green when capacity is given back.
@@ -124,17 +131,27 @@ fn table(
     } else {
         out.push_str(&format!(", {with} with an allocation\n"));
     }
-    let header =
-        ["workload", "cpu request", "memory request", "memory limit", "Δ cores", "Δ GiB", "Δ $/month", "flags"];
+    let header = [
+        "workload",
+        "cpu request",
+        "cpu limit",
+        "memory request",
+        "memory limit",
+        "Δ cores",
+        "Δ GiB",
+        "Δ $/month",
+        "flags",
+    ];
     let shown = top.unwrap_or(rows.len()).min(rows.len());
-    let mut cells: Vec<[String; 8]> = vec![header.map(str::to_string)];
+    let mut cells: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
     for row in &rows[..shown] {
         let key = row.get(rt::KEY).and_then(Value::as_str).unwrap_or_default();
         let kind = if row.get(rt::KIND).and_then(Value::as_str) == Some("node") { " (node)" } else { "" };
         let flags = row.get(rt::FLAGS).and_then(Value::as_str).unwrap_or_default().replace(',', ", ");
-        cells.push([
+        cells.push(vec![
             format!("{key}{kind}"),
             change(row, "cpu_request", cores),
+            change(row, "cpu_limit", cores),
             change(row, "memory_request", bytes),
             change(row, "memory_limit", bytes),
             signed(number(row, rt::CPU_CHANGE_CORES), 2, colour),
@@ -142,6 +159,10 @@ fn table(
             signed(number(row, rt::COST_CHANGE_PER_MONTH), 2, colour),
             if colour && !flags.is_empty() { format!("\x1b[33m{flags}\x1b[0m") } else { flags },
         ]);
+    }
+    // No CPU limit now or planned (the usual case): no column for it.
+    if cells[1..].iter().all(|r| r[2] == "? → ?") {
+        cells.iter_mut().for_each(|r| drop(r.remove(2)));
     }
     out.push_str(&aligned(&cells));
     if shown < rows.len() {
@@ -166,7 +187,7 @@ fn table(
 }
 
 /// Columns padded to their widest cell (ANSI colour codes take no room).
-fn aligned(cells: &[[String; 8]]) -> String {
+fn aligned(cells: &[Vec<String>]) -> String {
     let visible = |s: &str| {
         let mut n = 0;
         let mut escape = false;
@@ -180,7 +201,8 @@ fn aligned(cells: &[[String; 8]]) -> String {
         }
         n
     };
-    let widths: Vec<usize> = (0..8).map(|c| cells.iter().map(|r| visible(&r[c])).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..cells[0].len()).map(|c| cells.iter().map(|r| visible(&r[c])).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in cells {
         let padded: Vec<String> =
@@ -189,4 +211,37 @@ fn aligned(cells: &[[String; 8]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_take_no_room_and_plain_text_has_none() {
+        let cells = vec![
+            vec!["a".to_string(), signed(Some(-1.5), 2, true), "x".into()],
+            vec!["bbb".to_string(), signed(Some(2.0), 2, false), "y".into()],
+        ];
+        let text = aligned(&cells);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "a    \x1b[32m-1.50\x1b[0m  x");
+        assert_eq!(lines[1], "bbb  +2.00  y");
+        assert_eq!(signed(None, 2, true), "");
+    }
+
+    #[test]
+    fn a_line_the_plan_does_not_set_is_kept_and_an_unknown_one_is_a_question_mark() {
+        let row: Map<String, Value> = serde_json::from_str(
+            r#"{"current_cpu_limit_cores": 2.0, "planned_cpu_limit_cores": null, "planned_cpu_request_cores": 0.25}"#,
+        )
+        .unwrap();
+        assert_eq!(change(&row, "cpu_limit", cores), "2 → kept");
+        assert_eq!(change(&row, "cpu_request", cores), "? → 250m");
+        assert_eq!(change(&row, "memory_limit", bytes), "? → ?");
+        assert_eq!(
+            (bytes(1.5 * (1u64 << 30) as f64), bytes(64.0 * (1u64 << 20) as f64)),
+            ("1.5Gi".into(), "64Mi".into())
+        );
+    }
 }
