@@ -173,17 +173,22 @@ fn table(
         ));
     }
     if with > 0 {
-        let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
-        out.push_str(&format!(
-            "total over the {with} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {} per month\n",
-            n("current_cpu_request_cores"),
-            n("planned_cpu_request_cores"),
-            n("current_memory_request_gib"),
-            n("planned_memory_request_gib"),
-            signed(Some(n("cost_change_per_month")), 2, colour),
-        ));
+        out.push_str(&totals(summary, with, colour));
     }
     out
+}
+
+/// The plan's totals over the workloads with an allocation.
+fn totals(summary: &Map<String, Value>, with: u64, colour: bool) -> String {
+    let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    format!(
+        "total over the {with} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {} per month\n",
+        n("current_cpu_request_cores"),
+        n("planned_cpu_request_cores"),
+        n("current_memory_request_gib"),
+        n("planned_memory_request_gib"),
+        signed(Some(n("cost_change_per_month")), 2, colour),
+    )
 }
 
 /// Columns padded to their widest cell (ANSI colour codes take no room).

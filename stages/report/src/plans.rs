@@ -306,69 +306,16 @@ fn tradeoff_lines(at: &dyn Fn(&str, &str) -> Vec<(f64, f64)>) -> Vec<Line> {
 /// allocation.
 pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], summary: &Value) -> Result<(), BoxError> {
     let r = Cols { batches: recs, table: rt::NAME };
-    let (key, kind, flags) = (r.strings(rt::KEY)?, r.strings(rt::KIND)?, r.strings(rt::FLAGS)?);
+    let workloads = r.strings(rt::KEY)?.len();
     let with = summary.get("workloads_with_allocation").and_then(Value::as_u64).unwrap_or(0);
-    let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    let intro = if with == 0 {
-        format!(
-            "The data holds no allocation series (kube-state-metrics' kube_pod_container_resource_requests and _limits), so this run cannot say what its plan saves: none of the {} workloads has a current request or limit to compare with. Ingest them beside the usage (the default live queries do) to see current → planned, the savings and the flags.",
-            key.len()
-        )
-    } else {
-        format!(
-            "{with} of {} workloads have an allocation (their latest requests and limits are shown; the replay above used what was allocated at each step). Over those, CPU requests go from {:.2} to {:.2} cores and memory requests from {:.1} to {:.1} GiB: {:+.2} per month at the configured prices. {} workload(s) were OOM-killed, {} throttled above the threshold, {} have a CPU request and {} a memory request below the plan's; {} allocated workload(s) have no plan (no usage left after cleaning).",
-            key.len(),
-            n("current_cpu_request_cores"),
-            n("planned_cpu_request_cores"),
-            n("current_memory_request_gib"),
-            n("planned_memory_request_gib"),
-            n("cost_change_per_month"),
-            n("flagged_oom_killed"),
-            n("flagged_throttled"),
-            n("flagged_cpu_request_below_plan"),
-            n("flagged_memory_request_below_plan"),
-            n("allocated_workloads_not_planned"),
-        )
-    };
+    let intro = current_intro(summary, with, workloads);
     doc.html.section("current", "What is allocated now, and what the plan changes", &intro);
     let _ = writeln!(doc.md, "\n## What is allocated now, and what the plan changes\n\n{intro}\n");
     if with == 0 {
         // The plan ahead below lists the planned values; there is nothing to set beside them.
         return Ok(());
     }
-    let floats = |name: &str| r.floats(name).unwrap_or_else(|_| vec![f64::NAN; key.len()]);
-    let pair = |line: &str, unit: &str, scale: f64, suffix: &str| {
-        let (now, planned) =
-            (floats(&format!("{}{line}_{unit}", rt::CURRENT)), floats(&format!("{}{line}_{unit}", rt::PLANNED)));
-        let show = |v: f64| if v.is_finite() { format!("{:.0}{suffix}", v / scale) } else { "?".into() };
-        (0..key.len()).map(|i| format!("{} → {}", show(now[i]), show(planned[i]))).collect::<Vec<_>>()
-    };
-    let cpu = pair("cpu_request", "cores", 1e-3, "m");
-    let memory = pair("memory_request", "bytes", 1048576.0, "Mi");
-    let limit = pair("memory_limit", "bytes", 1048576.0, "Mi");
-    let (cores, gib, cost) =
-        (floats(rt::CPU_CHANGE_CORES), floats(rt::MEMORY_CHANGE_GIB), floats(rt::COST_CHANGE_PER_MONTH));
-    let (kills, throttled, changes) =
-        (floats(rt::OOM_KILLS), floats(rt::THROTTLED_PCT), r.ints(rt::ALLOCATION_CHANGES)?);
-    let signed = |v: f64| if v.is_finite() { format!("{v:+.2}") } else { "–".into() };
-    let rows: Vec<Vec<String>> = (0..key.len().min(25))
-        .map(|i| {
-            vec![
-                key[i].clone(),
-                kind[i].clone(),
-                cpu[i].clone(),
-                memory[i].clone(),
-                limit[i].clone(),
-                signed(cores[i]),
-                signed(gib[i]),
-                signed(cost[i]),
-                changes[i].to_string(),
-                format!("{:.0}", kills[i]),
-                pct(throttled[i]),
-                flags[i].replace(',', ", "),
-            ]
-        })
-        .collect();
+    let rows = current_rows(&r, 25)?;
     let headers = [
         "workload",
         "kind",
@@ -384,12 +331,70 @@ pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], summary: &Val
         "flags",
     ];
     let title = format!(
-        "Largest changes ({} of {}; all in `recommendations.parquet`, or `applearner plan RUN`)",
-        rows.len(),
-        key.len()
+        "Largest changes ({} of {workloads}; all in `recommendations.parquet`, or `applearner plan RUN`)",
+        rows.len()
     );
     doc.titled_table(&title, &headers, &rows);
     Ok(())
+}
+
+/// The section's first paragraph: the totals and flags, or that there is no allocation.
+fn current_intro(summary: &Value, with: u64, workloads: usize) -> String {
+    let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    if with == 0 {
+        return format!(
+            "The data holds no allocation series (kube-state-metrics' kube_pod_container_resource_requests and _limits), so this run cannot say what its plan saves: none of the {workloads} workloads has a current request or limit to compare with. Ingest them beside the usage (the default live queries do) to see current → planned, the savings and the flags."
+        );
+    }
+    format!(
+        "{with} of {workloads} workloads have an allocation (their latest requests and limits are shown; the replay above used what was allocated at each step). Over those, CPU requests go from {:.2} to {:.2} cores and memory requests from {:.1} to {:.1} GiB: {:+.2} per month at the configured prices. {} workload(s) were OOM-killed, {} throttled above the threshold; {} have a CPU request and {} a memory request below the plan's; usage went above the CPU limit in {} and above the memory limit in {}; {} allocated workload(s) have no plan (no usage left after cleaning).",
+        n("current_cpu_request_cores"),
+        n("planned_cpu_request_cores"),
+        n("current_memory_request_gib"),
+        n("planned_memory_request_gib"),
+        n("cost_change_per_month"),
+        n("flagged_oom_killed"),
+        n("flagged_throttled"),
+        n("flagged_cpu_request_below_plan"),
+        n("flagged_memory_request_below_plan"),
+        n("flagged_cpu_above_limit"),
+        n("flagged_memory_above_limit"),
+        n("allocated_workloads_not_planned"),
+    )
+}
+
+/// The first `top` recommendations as table cells.
+fn current_rows(r: &Cols, top: usize) -> Result<Vec<Vec<String>>, BoxError> {
+    let (key, kind, flags) = (r.strings(rt::KEY)?, r.strings(rt::KIND)?, r.strings(rt::FLAGS)?);
+    let floats = |name: &str| r.floats(name).unwrap_or_else(|_| vec![f64::NAN; key.len()]);
+    let pair = |line: &str, unit: &str, scale: f64, suffix: &str| {
+        let (now, planned) =
+            (floats(&format!("{}{line}_{unit}", rt::CURRENT)), floats(&format!("{}{line}_{unit}", rt::PLANNED)));
+        let show = |v: f64| if v.is_finite() { format!("{:.0}{suffix}", v / scale) } else { "?".into() };
+        (0..key.len()).map(|i| format!("{} → {}", show(now[i]), show(planned[i]))).collect::<Vec<_>>()
+    };
+    let columns = [
+        pair("cpu_request", "cores", 1e-3, "m"),
+        pair("memory_request", "bytes", 1048576.0, "Mi"),
+        pair("memory_limit", "bytes", 1048576.0, "Mi"),
+    ];
+    let signed = |v: f64| if v.is_finite() { format!("{v:+.2}") } else { "–".into() };
+    let changes = [floats(rt::CPU_CHANGE_CORES), floats(rt::MEMORY_CHANGE_GIB), floats(rt::COST_CHANGE_PER_MONTH)];
+    let (kills, throttled, moved) = (floats(rt::OOM_KILLS), floats(rt::THROTTLED_PCT), r.ints(rt::ALLOCATION_CHANGES)?);
+    Ok((0..key.len().min(top))
+        .map(|i| {
+            let mut row = vec![key[i].clone(), kind[i].clone()];
+            row.extend(columns.iter().map(|c| c[i].clone()));
+            row.extend(changes.iter().map(|c| signed(c[i])));
+            row.extend([
+                moved[i].to_string(),
+                format!("{:.0}", kills[i]),
+                pct(throttled[i]),
+                flags[i].replace(',', ", "),
+            ]);
+            row
+        })
+        .collect())
 }
 
 /// The plan ahead, one row per workload; returns the rows.

@@ -122,71 +122,72 @@ pub fn recommendations(
         .iter()
         .map(|w| {
             let signals = allocation.get(&w.key).unwrap_or(&empty);
-            let current = at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1));
-            let planned = at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i]));
-            let changes: usize = at::LINES
-                .iter()
-                .filter_map(|l| signals.get(*l))
-                .map(|p| p.windows(2).filter(|w| w[0].1 != w[1].1).count())
-                .sum();
-            let oom_kills = signals.get(at::OOM_KILLS).map_or(0.0, |p| p.iter().map(|p| p.1).sum());
-            let throttled_pct = signals
-                .get(at::CPU_THROTTLED)
-                .filter(|p| !p.is_empty())
-                .map(|p| 100.0 * p.iter().map(|p| p.1).sum::<f64>() / p.len() as f64);
-            let mut flags = Vec::new();
-            if current.iter().all(Option::is_none) {
-                flags.push("no_allocation".to_string());
-            }
-            if oom_kills > 0.0 {
-                flags.push("oom_killed".to_string());
-            }
-            if throttled_pct.is_some_and(|t| t > 100.0 * throttled_above) {
-                flags.push("throttled".to_string());
-            }
-            // A request below the plan's runs above the stated risk; a limit below usage hurt.
-            for i in [0, 2] {
-                if let (Some(c), Some(p)) = (current[i], planned[i])
-                    && c < p
-                {
-                    flags.push(format!("{}_below_plan", at::LINES[i]));
-                }
-            }
-            let above_limit = [(0, &at::LINES[1]), (1, &at::LINES[3])].map(|(r, line)| {
-                let (Some(points), Some(series)) =
-                    (signals.get(*line), usage.get(&w.key).and_then(|u| u.column(RESOURCES[r])))
-                else {
-                    return 0;
-                };
-                series
-                    .times
-                    .iter()
-                    .zip(&series.values)
-                    .filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l))
-                    .count()
-            });
-            for (n, flag) in above_limit.iter().zip(["cpu_above_limit", "memory_above_limit"]) {
-                if *n > 0 {
-                    flags.push(flag.to_string());
-                }
-            }
-            let node = applearner_contracts::tables::resampled::is_node(&w.key);
-            Recommendation {
-                key: w.key.clone(),
-                node,
-                current,
-                planned,
-                allocation_changes: changes,
-                above_limit,
-                oom_kills,
-                throttled_pct,
-                flags,
-            }
+            let mut r = recommend(w, lines, signals, usage.get(&w.key));
+            r.flags = r.flagged(throttled_above);
+            r
         })
         .collect();
     let impact = |r: &Recommendation| r.cost(prices).map_or(0.0, f64::abs);
     out.sort_by(|a, b| impact(b).total_cmp(&impact(a)).then_with(|| a.key.cmp(&b.key)));
     out
+}
+
+/// One workload's recommendation from its plan, its allocation's signals and its usage
+/// (flags not yet set).
+fn recommend(
+    w: &WorkloadPlan,
+    lines: &[&Line],
+    signals: &BTreeMap<String, Vec<(i64, f64)>>,
+    usage: Option<&Usage>,
+) -> Recommendation {
+    let changes = |p: &Vec<(i64, f64)>| p.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    let total = |p: &Vec<(i64, f64)>| p.iter().map(|p| p.1).sum::<f64>();
+    // Steps whose usage of a resource went above its limit then in force.
+    let above = |resource: usize, line: &str| {
+        let (Some(points), Some(series)) = (signals.get(line), usage.and_then(|u| u.column(RESOURCES[resource])))
+        else {
+            return 0;
+        };
+        let times = series.times.iter().zip(&series.values);
+        times.filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l)).count()
+    };
+    Recommendation {
+        key: w.key.clone(),
+        node: applearner_contracts::tables::resampled::is_node(&w.key),
+        current: at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1)),
+        planned: at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i])),
+        allocation_changes: at::LINES.iter().filter_map(|l| signals.get(*l)).map(changes).sum(),
+        above_limit: [above(0, at::LINES[1]), above(1, at::LINES[3])],
+        oom_kills: signals.get(at::OOM_KILLS).map_or(0.0, total),
+        throttled_pct: signals
+            .get(at::CPU_THROTTLED)
+            .filter(|p| !p.is_empty())
+            .map(|p| 100.0 * total(p) / p.len() as f64),
+        flags: Vec::new(),
+    }
+}
+
+impl Recommendation {
+    /// What an operator acts on (see [`rt::FLAGS`]).
+    fn flagged(&self, throttled_above: f64) -> Vec<String> {
+        let mut flags = Vec::new();
+        let mut flag = |on: bool, name: &str| {
+            if on {
+                flags.push(name.to_string());
+            }
+        };
+        flag(self.current.iter().all(Option::is_none), "no_allocation");
+        flag(self.oom_kills > 0.0, "oom_killed");
+        flag(self.throttled_pct.is_some_and(|t| t > 100.0 * throttled_above), "throttled");
+        // A request below the plan's runs above the stated risk.
+        for i in [0, 2] {
+            let below = matches!((self.current[i], self.planned[i]), (Some(c), Some(p)) if c < p);
+            flag(below, &format!("{}_below_plan", at::LINES[i]));
+        }
+        flag(self.above_limit[0] > 0, "cpu_above_limit");
+        flag(self.above_limit[1] > 0, "memory_above_limit");
+        flags
+    }
 }
 
 pub(super) fn recommendations_table(
