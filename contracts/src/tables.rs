@@ -147,7 +147,9 @@ pub mod plan {
 }
 
 /// `clean.resample` → `allocation`: what each series had allocated and what hurt it, on the
-/// same grid and keys as `resampled`: one row per key, signal and step.
+/// same grid and keys as `resampled`: per key and signal, requests and limits at the steps
+/// where they change (the value in force from then on), the pain signals at every step they
+/// occur.
 pub mod allocation {
     pub const NAME: &str = "allocation";
     pub const KEY: &str = "key";

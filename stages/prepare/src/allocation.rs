@@ -4,18 +4,22 @@
 //!
 //! Each allocation series is aligned to the usage series it describes ([`identity::align`]);
 //! one with no usage, or matching several keys, is counted and left out, never merged. Per
-//! pod a step holds the last sample in it (the mean for the throttled share); duplicate
+//! pod a step holds the largest sample in it (a request changed within the step counts at
+//! its higher value; a counter at its latest; the mean for the throttled share); duplicate
 //! series of one pod (two kube-state-metrics replicas) count once; the pods of a workload
 //! combine as the usage does (requests and limits `sum` or `max`, the busiest replica's
 //! throttling, restarts and kills added up). A restart is an increase of the restart counter
 //! (a lower value is a reset: all of it counts); it is an OOM kill when the last terminated
 //! reason is `OOMKilled` at that step or the next.
+//!
+//! Requests and limits are written where they change (and where they resume after a gap):
+//! a row is the value in force from its step on. Pain signals have a row per step they occur.
 
 use std::sync::Arc;
 
 use applearner_contracts::tables::allocation as table;
 use applearner_pipeline::BoxError;
-use applearner_pipeline::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use applearner_pipeline::arrow::array::{Int64Array, RecordBatch, StringArray, UInt64Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
 
@@ -63,71 +67,109 @@ pub async fn allocation(
         return Ok(Vec::new());
     }
     register_aligned(session, &kept)?;
+    // Per pod and step first (integers only), held once: the queries below read it four times.
+    let member = collect(crate::sql_in_order(session, &member_sql(plan)).await?).await?;
+    if member.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::debug!(rows = member.iter().map(|b| b.num_rows()).sum::<usize>(), "allocation per pod and step");
+    let member_schema = member.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(Schema::empty()));
+    register_batches(session, "member", member, member_schema, &[])?;
     let batches = collect(crate::sql_in_order(session, &signals_sql(plan)).await?).await?;
     counts.allocation_points = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = schema();
     batches.iter().map(|b| crate::conform(b, &schema)).collect()
 }
 
-/// The table `aligned`: series id, role, the key it belongs to and its pod (`member`).
+/// The tables `aligned` (series id, role number `r` in [`ROLES`], key number `k` in key
+/// order, pod number `m`) and `keys` (`k`, `key`).
 fn register_aligned(session: &SessionContext, kept: &[(&SeriesLabels, String)]) -> Result<(), BoxError> {
-    let text = |f: &dyn Fn(&(&SeriesLabels, String)) -> String| {
-        Arc::new(StringArray::from_iter_values(kept.iter().map(f))) as _
+    let keys: std::collections::BTreeSet<&str> = kept.iter().map(|(_, k)| k.as_str()).collect();
+    let keys: Vec<&str> = keys.into_iter().collect();
+    let pods: std::collections::BTreeSet<(&str, &str)> =
+        kept.iter().map(|(s, k)| (k.as_str(), s.labels.get("pod").map_or("", String::as_str))).collect();
+    let pods: Vec<(&str, &str)> = pods.into_iter().collect();
+    let number = |k: &str| keys.binary_search(&k).expect("listed") as i64;
+    let pod = |s: &SeriesLabels, k: &str| {
+        pods.binary_search(&(k, s.labels.get("pod").map_or("", String::as_str))).expect("listed") as i64
     };
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("series_id", DataType::UInt64, false),
-        Field::new("role", DataType::Utf8, false),
-        Field::new("key", DataType::Utf8, false),
-        Field::new("member", DataType::Utf8, false),
-    ]));
+    let int = |name: &str| Field::new(name, DataType::Int64, false);
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("series_id", DataType::UInt64, false), int("r"), int("k"), int("m")]));
+    let role = |s: &SeriesLabels| ROLES.iter().position(|r| *r == s.role).expect("read by role") as i64;
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(UInt64Array::from_iter_values(kept.iter().map(|(s, _)| s.series_id))),
-            text(&|(s, _)| s.role.clone()),
-            text(&|(_, k)| k.clone()),
-            text(&|(s, _)| s.labels.get("pod").cloned().unwrap_or_default()),
+            Arc::new(Int64Array::from_iter_values(kept.iter().map(|(s, _)| role(s)))),
+            Arc::new(Int64Array::from_iter_values(kept.iter().map(|(_, k)| number(k)))),
+            Arc::new(Int64Array::from_iter_values(kept.iter().map(|(s, k)| pod(s, k)))),
         ],
     )?;
-    register_batches(session, "aligned", vec![batch], schema, &[])
+    register_batches(session, "aligned", vec![batch], schema, &[])?;
+    let schema = Arc::new(Schema::new(vec![int("k"), Field::new("key", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..keys.len() as i64)),
+            Arc::new(StringArray::from_iter_values(keys.iter().copied())),
+        ],
+    )?;
+    register_batches(session, "keys", vec![batch], schema, &[])
 }
 
-/// The query of the allocation rows (see the module's documentation).
+/// Each pod's value per signal and step (`k`, `m`, `r`, `n`, `value`): the largest sample in
+/// the step (the mean for the throttled share), duplicate series of the pod counted once.
+fn member_sql(plan: &Plan) -> String {
+    let step = plan.step_ms;
+    let roles = ROLES.map(literal).join(", ");
+    let throttled = ROLES.iter().position(|r| *r == "cpu_throttled").expect("a role");
+    format!(
+        "SELECT a.k, a.m, a.r, b.n, max(CASE WHEN a.r = {throttled} THEN b.mean ELSE b.largest END) AS value \
+         FROM (SELECT series_id, \
+                      CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
+                           'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
+                      max(value) AS largest, avg(value) AS mean \
+               FROM samples WHERE role IN ({roles}) AND {FINITE} AND value >= 0 GROUP BY series_id, n) b \
+         JOIN aligned a ON b.series_id = a.series_id GROUP BY a.k, a.m, a.r, b.n"
+    )
+}
+
+/// The allocation rows from `member` (see the module's documentation).
 fn signals_sql(plan: &Plan) -> String {
     let step = plan.step_ms;
     let combine = match plan.group.aggregate {
         Combine::Sum => "sum",
         Combine::Max => "max",
     };
-    let lines = ROLES[..4].iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ");
+    let r = |name: &str| ROLES.iter().position(|r| *r == name).expect("a role");
+    let names = ROLES.iter().enumerate().map(|(i, n)| format!("WHEN {i} THEN {}", literal(n))).collect::<Vec<_>>();
+    let (restarts, oom, throttled) = (r("restarts"), r("oom_killed"), r("cpu_throttled"));
     format!(
-        "WITH binned AS ( \
-           SELECT a.key, a.member, a.role, \
-                  CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', s.timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
-                       'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
-                  last_value(s.value ORDER BY s.timestamp) AS last, avg(s.value) AS mean \
-           FROM samples s JOIN aligned a ON s.series_id = a.series_id \
-           WHERE {FINITE} AND s.value >= 0 GROUP BY a.key, a.member, a.role, n), \
-         member AS ( \
-           SELECT key, member, role, n, max(CASE WHEN role = 'cpu_throttled' THEN mean ELSE last END) AS value \
-           FROM binned GROUP BY key, member, role, n), \
-         restarts AS ( \
-           SELECT key, member, n, CASE WHEN prev IS NULL THEN 0 WHEN value >= prev THEN value - prev ELSE value END AS value \
-           FROM (SELECT key, member, n, value, lag(value) OVER (PARTITION BY key, member ORDER BY n) AS prev \
-                 FROM member WHERE role = 'restarts')), \
+        "WITH restarts AS ( \
+           SELECT k, m, n, CASE WHEN prev IS NULL THEN 0 WHEN value >= prev THEN value - prev ELSE value END AS value \
+           FROM (SELECT k, m, n, value, lag(value) OVER (PARTITION BY k, m ORDER BY n) AS prev \
+                 FROM member WHERE r = {restarts})), \
          kills AS ( \
-           SELECT r.key, r.member, r.n, max(r.value) AS value FROM restarts r JOIN member o \
-             ON o.key = r.key AND o.member = r.member AND o.role = 'oom_killed' AND o.value >= 1 \
-                AND (o.n = r.n OR o.n = r.n + 1) \
-           WHERE r.value > 0 GROUP BY r.key, r.member, r.n), \
+           SELECT x.k, x.m, x.n, max(x.value) AS value FROM restarts x JOIN member o \
+             ON o.k = x.k AND o.m = x.m AND o.r = {oom} AND o.value >= 1 AND (o.n = x.n OR o.n = x.n + 1) \
+           WHERE x.value > 0 GROUP BY x.k, x.m, x.n), \
+         lines AS (SELECT k, r, n, {combine}(value) AS value FROM member WHERE r < 4 GROUP BY k, r, n), \
+         changed AS ( \
+           SELECT k, r, n, value FROM ( \
+             SELECT *, lag(value) OVER (PARTITION BY k, r ORDER BY n) AS was, lag(n) OVER (PARTITION BY k, r ORDER BY n) AS before \
+             FROM lines) \
+           WHERE was IS NULL OR value <> was OR n - before > 1), \
          signals AS ( \
-           SELECT key, role AS signal, n, {combine}(value) AS value FROM member WHERE role IN ({lines}) GROUP BY key, role, n \
-           UNION ALL SELECT key, '{throttled}' AS signal, n, max(value) AS value FROM member WHERE role = 'cpu_throttled' GROUP BY key, n \
-           UNION ALL SELECT key, '{restarts}' AS signal, n, sum(value) AS value FROM restarts WHERE value > 0 GROUP BY key, n \
-           UNION ALL SELECT key, '{oom}' AS signal, n, sum(value) AS value FROM kills GROUP BY key, n) \
-         SELECT key, signal, n * {step} AS timestamp, value FROM signals ORDER BY key, signal, timestamp",
-        throttled = table::CPU_THROTTLED,
-        restarts = table::RESTARTS,
-        oom = table::OOM_KILLS,
+           SELECT k, CASE r {names} END AS signal, n, value FROM changed \
+           UNION ALL SELECT k, '{cpu_throttled}' AS signal, n, max(value) AS value FROM member WHERE r = {throttled} GROUP BY k, n \
+           UNION ALL SELECT k, '{restarts_name}' AS signal, n, sum(value) AS value FROM restarts WHERE value > 0 GROUP BY k, n \
+           UNION ALL SELECT k, '{oom_kills}' AS signal, n, sum(value) AS value FROM kills GROUP BY k, n) \
+         SELECT keys.key, signal, n * {step} AS timestamp, value FROM signals JOIN keys ON signals.k = keys.k \
+         ORDER BY signals.k, signal, n",
+        names = names.join(" "),
+        cpu_throttled = table::CPU_THROTTLED,
+        restarts_name = table::RESTARTS,
+        oom_kills = table::OOM_KILLS,
     )
 }

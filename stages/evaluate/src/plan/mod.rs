@@ -428,7 +428,8 @@ impl Plan {
             "throttled",
             "cpu_request_below_plan",
             "memory_request_below_plan",
-            "memory_limit_below_plan",
+            "cpu_above_limit",
+            "memory_above_limit",
         ] {
             let n = recs.iter().filter(|r| r.flags.iter().any(|f| f == flag)).count();
             s.insert(format!("flagged_{flag}"), n.into());
