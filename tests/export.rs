@@ -135,6 +135,26 @@ fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
     assert!(fan.windows(2).any(|w| w == ["--stage", "ingest"]), "{fan:?}");
     assert!(!args("ingest").contains(&"--shard".to_string()), "the merge task runs the stage plainly");
 
+    // Clean fans out by workload the same way, after ingest's merge, and validates.
+    let (yaml, stderr, code) = export(&[
+        "export",
+        "argo",
+        &config,
+        "--set",
+        "store=s3://models/applearner",
+        "--set",
+        "ingest.shards=4",
+        "--set",
+        "clean.shards=8",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let wf = argo_valid(&yaml, dir.path());
+    let tasks = wf["spec"]["templates"][0]["dag"]["tasks"].as_array().unwrap().clone();
+    let task = |name: &str| tasks.iter().find(|t| t["name"] == name).unwrap().clone();
+    assert_eq!(task("clean-shards")["withSequence"]["count"], "8");
+    assert_eq!(task("clean-shards")["dependencies"], serde_json::json!(["ingest"]));
+    assert_eq!(task("clean")["dependencies"], serde_json::json!(["clean-shards"]));
+
     // Only stages that work series by series shard.
     let (_, stderr, code) =
         export(&["export", "argo", &config, "--set", "store=s3://models/applearner", "--set", "train.shards=4"]);

@@ -117,7 +117,18 @@ fn shards_run_apart_then_merged_equal_the_unsharded_run() {
     let merged = check(run(&["--set", "ingest.shards=3", "--run-id", "fan", "--stage", "ingest"]));
     assert!(merged.contains("merging"), "{merged}");
     assert!(!merged.contains("shard=\"0/3\" running"), "the merge reran a shard: {merged}");
-    let rest = check(run(&["--set", "ingest.shards=3", "--run-id", "fan", "--until", "features"]));
+    // Clean fans out too, by workload: four shards of the 53 workloads, then the merge.
+    let sets = ["--set", "ingest.shards=3", "--set", "clean.shards=4", "--run-id", "fan"];
+    let clean_shard = |i: usize| {
+        let shard = format!("{i}/4");
+        run(&[&sets[..], &["--stage", "clean", "--shard", &shard]].concat())
+    };
+    let shards: Vec<_> = (0..4).map(clean_shard).collect();
+    shards.into_iter().for_each(|c| {
+        check(c);
+    });
+    check(run(&[&sets[..], &["--stage", "clean"]].concat()));
+    let rest = check(run(&[&sets[..], &["--until", "features"]].concat()));
     assert!(rest.contains("features             ran"), "{rest}");
     let whole = digests(&s3.get("whole/whole/manifest.json"));
     let fan = digests(&s3.get("fan/fan/manifest.json"));
@@ -125,6 +136,9 @@ fn shards_run_apart_then_merged_equal_the_unsharded_run() {
     let shard: serde_json::Value = serde_json::from_slice(&s3.get("fan/fan/ingest/shards/1-of-3/_stage.json")).unwrap();
     let rows = shard["outputs"]["series"]["rows"].as_u64().unwrap();
     assert!(rows > 30 && rows < 206, "shard 1 of 3 holds a part of the 206 series: {rows}");
+    let shard: serde_json::Value = serde_json::from_slice(&s3.get("fan/fan/clean/shards/2-of-4/_stage.json")).unwrap();
+    let series = shard["summary"]["series"].as_u64().unwrap();
+    assert!(series > 3 && series < 53, "shard 2 of 4 cleans a part of the 53 workloads: {series}");
 
     // A shard must match the config.
     let text = check_fails(run(&["--run-id", "fan", "--stage", "ingest", "--shard", "0/3"]));

@@ -116,6 +116,11 @@ impl StageContext<'_> {
         self.shard.is_none_or(|(i, n)| shard_of(series, n) == i)
     }
 
+    /// `(i, n)` when this run of the stage is shard `i` of `n`.
+    pub fn shard(&self) -> Option<(u32, u32)> {
+        self.shard
+    }
+
     /// A store folder for state worth keeping if the stage is killed (checkpoints). It is
     /// named by the stage's cache key, so a rerun with the same parameters, inputs and seed
     /// finds it, and any change starts afresh. The stage removes it when it is done.

@@ -24,7 +24,7 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, 
 use datafusion::prelude::SessionContext;
 
 use crate::identity::{self, Aligned, Identity, SeriesLabels};
-use crate::resample::{Combine, Counts, FINITE, Plan, read_series};
+use crate::resample::{Combine, Counts, FINITE, Plan, Scope, read_series};
 use crate::{collect, literal, register_batches};
 
 /// The roles ingest gives allocation and pain series.
@@ -42,27 +42,32 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The allocation rows (sorted by key, signal, time) of the usage series `identities`.
+/// The allocation rows (sorted by key, signal, time) of the usage series `identities`, of
+/// the keys in `scope`. A shard counts the series it cannot place by their own id, so that
+/// the shards' counts add up to the unsharded ones.
 pub async fn allocation(
     session: &SessionContext,
     plan: &Plan,
     identities: &[Identity],
+    scope: Scope<'_>,
     counts: &mut Counts,
 ) -> Result<Vec<RecordBatch>, BoxError> {
     let role_list = ROLES.map(literal).join(", ");
     let series = read_series(session, &role_list).await?;
     let aligned = identity::align(identities, &series, plan.group.by, &plan.group.labels);
-    counts.allocation_series = series.len() as u64;
-    counts.allocation_series_without_usage = aligned.iter().filter(|a| **a == Aligned::NoUsage).count() as u64;
-    counts.allocation_series_ambiguous = aligned.iter().filter(|a| **a == Aligned::Ambiguous).count() as u64;
-    let kept: Vec<(&SeriesLabels, String)> = series
-        .iter()
-        .zip(aligned)
-        .filter_map(|(s, a)| match a {
-            Aligned::Key(key) => Some((s, key)),
-            _ => None,
-        })
-        .collect();
+    let mine = |key: &str| scope.shard.is_none_or(|keep| keep(key));
+    let mut kept: Vec<(&SeriesLabels, String)> = Vec::new();
+    for (s, a) in series.iter().zip(aligned) {
+        let own = s.series_id.to_string();
+        match a {
+            Aligned::Key(key) if mine(&key) => kept.push((s, key)),
+            Aligned::Key(_) => continue,
+            Aligned::NoUsage if mine(&own) => counts.allocation_series_without_usage += 1,
+            Aligned::Ambiguous if mine(&own) => counts.allocation_series_ambiguous += 1,
+            _ => continue,
+        }
+        counts.allocation_series += 1;
+    }
     if kept.is_empty() {
         return Ok(Vec::new());
     }

@@ -8,6 +8,12 @@ pub enum PrepareError {
     #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
     AllNonFinite { count: u64, roles: String },
     #[error(
+        "series `{key}` has {points} input points and is cleaned at once, more than `max_points_in_memory` ({max}); \
+         raise it to at least {points} (about {} MB), or group less into one series (`group.by: series`)",
+        points * 250 / 1_000_000
+    )]
+    GroupTooLarge { key: String, points: u64, max: u64 },
+    #[error(
         "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
     )]
     MissingLabel(String),

@@ -26,7 +26,7 @@ use applearner_pipeline::Duration;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
-use applearner_contracts::tables::resampled;
+use applearner_contracts::tables::{allocation as alloc, resampled};
 
 use crate::identity::{self, Identity, SeriesLabels};
 use crate::{collect, ident, literal, register_batches, register_input};
@@ -72,6 +72,15 @@ pub struct ResampleParams {
     /// What one series is: a pod's container, a workload's container, or any labels.
     #[serde(default)]
     pub group: Group,
+    /// Input points cleaned at a time (about 250 bytes each in memory): workloads are
+    /// cleaned in groups of at most this many points, whatever the input's size; one
+    /// workload needs them all at once.
+    #[serde(default = "default_max_points")]
+    pub max_points_in_memory: u64,
+}
+
+fn default_max_points() -> u64 {
+    2 << 20
 }
 
 fn default_aggregate() -> String {
@@ -198,6 +207,7 @@ pub struct Plan {
     pub fill: Fill,
     pub min_points: u32,
     pub trim: u32,
+    pub max_points: u64,
     pub drop_constant: bool,
     pub drop_zero: bool,
     pub group: Group,
@@ -279,6 +289,7 @@ impl ResampleParams {
                 drop_constant: self.drop_constant,
                 drop_zero: self.drop_zero,
                 group: self.group.clone(),
+                max_points: self.max_points_in_memory,
             }),
             _ => Err(problems),
         }
@@ -298,17 +309,31 @@ impl Stage for Resample {
         vec![Output::table("resampled"), Output::table("allocation")]
     }
 
+    fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
+        Some(vec![
+            ("resampled", vec![resampled::KEY, resampled::TIMESTAMP]),
+            ("allocation", vec![alloc::KEY, alloc::SIGNAL, alloc::TIMESTAMP]),
+        ])
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let session = crate::session(Some(ctx));
+        let p = &self.plan;
+        let columns = identity::key_columns(p.group.by, &p.group.labels);
+        let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles);
+        let mut writer = ctx.table_writer("resampled", schema)?;
+        let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
+        let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let cleaned = ctx.store().block_on(async {
             register_input(&session, ctx, "samples").await?;
             register_input(&session, ctx, "series").await?;
-            clean(&session, &self.plan, &|| ctx.check_cancelled().map_err(Into::into)).await
+            let cancelled = || ctx.check_cancelled().map_err(Into::into);
+            clean_into(&session, p, &cancelled, scope, &mut |b| writer.write(&b)).await
         })?;
+        writer.finish()?;
         for w in &cleaned.warnings {
             tracing::warn!("{w}");
         }
-        ctx.write_table("resampled", cleaned.schema.clone(), &cleaned.batches)?;
         ctx.write_table("allocation", crate::allocation::schema(), &cleaned.allocation)?;
         let mut summary = match serde_json::to_value(&cleaned.counts)? {
             serde_json::Value::Object(map) => map,
@@ -361,14 +386,41 @@ pub struct Cleaned {
     pub warnings: Vec<String>,
 }
 
-/// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`.
-///
-/// The heavy steps run on integers: each group of series gets a number `k` and each role a
-/// number `r` from the small `series` table, and labels are joined back at the end.
+/// Which series a run cleans: all, or those of one shard (by key).
+#[derive(Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub shard: Option<&'a dyn Fn(&str) -> bool>,
+}
+
+/// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`,
+/// the output rows collected in `batches`.
 pub async fn clean(
     session: &SessionContext,
     plan: &Plan,
     check_cancelled: &dyn Fn() -> Result<(), BoxError>,
+) -> Result<Cleaned, BoxError> {
+    let mut batches = Vec::new();
+    let mut cleaned = clean_into(session, plan, check_cancelled, Scope::default(), &mut |b| {
+        batches.push(b);
+        Ok(())
+    })
+    .await?;
+    cleaned.batches = batches;
+    Ok(cleaned)
+}
+
+/// Cleans the series of `scope`, handing the output rows to `sink` in series and time order.
+///
+/// The heavy steps run on integers: each group of series gets a number `k` and each role a
+/// number `r` from the small `series` table, and labels are joined back at the end. Groups
+/// are cleaned a range of `k` at a time, each range at most `max_points` input points, so
+/// memory holds one range whatever the input's size.
+pub async fn clean_into(
+    session: &SessionContext,
+    plan: &Plan,
+    check_cancelled: &dyn Fn() -> Result<(), BoxError>,
+    scope: Scope<'_>,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
 ) -> Result<Cleaned, BoxError> {
     let role_list = plan.roles.iter().map(|r| literal(r.name())).collect::<Vec<_>>().join(", ");
     let mut c = Cleaning { session, plan, role_list, counts: Counts::default(), warnings: Vec::new() };
@@ -378,25 +430,30 @@ pub async fn clean(
         tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
         check_cancelled()
     };
-    let (key_columns, spacing, shared, identities) = c.groups().await?;
-    let allocation = crate::allocation::allocation(session, plan, &identities, &mut c.counts).await?;
+    let (key_columns, spacing, shared, identities) = c.groups(scope).await?;
+    let allocation = crate::allocation::allocation(session, plan, &identities, scope, &mut c.counts).await?;
     checkpoint("allocation")?;
-    c.inputs(spacing).await?;
-    checkpoint("input")?;
-    c.grid(shared).await?;
-    checkpoint("grid")?;
-    c.fill().await?;
-    checkpoint("filled")?;
-    c.segment().await?;
-    checkpoint("segmented")?;
-    let (kept, long_enough) = c.trim().await?;
-    let keep = c.filter(&kept, &long_enough).await?;
-    let batches = c.output(&key_columns, &kept, &keep).await?;
-    checkpoint("output")?;
-
     let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles);
-    let batches = batches.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Cleaned { schema, batches, allocation, counts: c.counts, warnings: c.warnings })
+    if scope.shard.is_some() && c.counts.grouped_series == 0 {
+        c.warnings.push("this shard holds no series (more shards than series): its tables are empty".into());
+        return Ok(Cleaned { schema, batches: Vec::new(), allocation, counts: c.counts, warnings: c.warnings });
+    }
+    c.inputs(spacing).await?;
+    c.without_roles().await?;
+    checkpoint("input")?;
+    for (first, last) in c.ranges().await? {
+        c.grid(shared, first, last).await?;
+        c.fill().await?;
+        c.segment().await?;
+        let (kept, long_enough) = c.trim().await?;
+        let keep = c.filter(&kept, &long_enough).await?;
+        for b in c.output(&key_columns, &kept, &keep).await? {
+            sink(crate::conform(&b, &schema)?)?;
+        }
+        checkpoint(&format!("groups {first}–{last}"))?;
+    }
+    c.check_left(scope)?;
+    Ok(Cleaned { schema, batches: Vec::new(), allocation, counts: c.counts, warnings: c.warnings })
 }
 
 /// A cleaning in progress: one method per step, each a query over the tables the previous
@@ -417,7 +474,7 @@ impl Cleaning<'_> {
     /// The series to clean, their group number k and role number r (the table `groups`);
     /// returns the key columns, the median spacing of samples, how many series share a group
     /// and every series' identity.
-    async fn groups(&mut self) -> Result<(Vec<String>, u64, u64, Vec<Identity>), BoxError> {
+    async fn groups(&mut self, scope: Scope<'_>) -> Result<(Vec<String>, u64, u64, Vec<Identity>), BoxError> {
         let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
         let role_number = plan
             .roles
@@ -427,7 +484,7 @@ impl Cleaning<'_> {
             .collect::<Vec<_>>()
             .join(" ");
         // The series to clean, their group number k and role number r.
-        let (key_columns, identities) = register_identities(session, plan, role_list, warnings).await?;
+        let (key_columns, identities) = register_identities(session, plan, role_list, scope, warnings).await?;
         let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
         let groups = session
             .sql(&format!(
@@ -461,7 +518,7 @@ impl Cleaning<'_> {
             session,
             &format!(
                 "SELECT count(*), count(*) FILTER (WHERE NOT ({FINITE})), count(*) FILTER (WHERE {FINITE} AND value < 0) \
-             FROM samples WHERE role IN ({role_list})"
+             FROM samples WHERE role IN ({role_list}) AND series_id IN (SELECT series_id FROM groups)"
             ),
         )
         .await?;
@@ -486,8 +543,43 @@ impl Cleaning<'_> {
         Ok(())
     }
 
-    /// 2-3. The table `grid`: every series binned on the step grid, a group's series combined.
-    async fn grid(&mut self, shared: u64) -> Result<(), BoxError> {
+    /// The ranges of group numbers cleaned at a time: consecutive groups of at most
+    /// `max_points` input points together. A group alone above it is an error naming it.
+    async fn ranges(&self) -> Result<Vec<(u64, u64)>, BoxError> {
+        let sizes = collect(
+            self.session
+                .sql(
+                    "SELECT g.k, min(g.key), CAST(sum(s.points) AS BIGINT) FROM groups g \
+                     JOIN series s ON g.series_id = s.series_id GROUP BY g.k ORDER BY g.k",
+                )
+                .await?,
+        )
+        .await?;
+        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
+        for b in &sizes {
+            let (k, key, points) = (cast(b.column(0), &DataType::Int64)?, b.column(1).as_string::<i32>(), b.column(2));
+            let (k, points) = (
+                k.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+                points.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let (k, n) = (k.value(i) as u64, points.value(i) as u64);
+                if n > self.plan.max_points {
+                    let key = key.value(i).to_string();
+                    return Err(PrepareError::GroupTooLarge { key, points: n, max: self.plan.max_points }.into());
+                }
+                match ranges.last_mut() {
+                    Some(r) if r.2 + n <= self.plan.max_points => (r.1, r.2) = (k, r.2 + n),
+                    _ => ranges.push((k, k, n)),
+                }
+            }
+        }
+        Ok(ranges.into_iter().map(|(first, last, _)| (first, last)).collect())
+    }
+
+    /// 2-3. The table `grid`: the series of groups `first` to `last` binned on the step
+    /// grid, a group's series combined.
+    async fn grid(&mut self, shared: u64, first: u64, last: u64) -> Result<(), BoxError> {
         let Cleaning { session, plan, role_list, counts, .. } = self;
         let step = plan.step_ms;
         // 2-3. Bin each series on the grid, then combine the series of one group at each step
@@ -502,6 +594,7 @@ impl Cleaning<'_> {
                          'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
                     {agg} AS value \
              FROM samples WHERE role IN ({role_list}) AND {FINITE} AND value >= 0 \
+               AND series_id IN (SELECT series_id FROM groups WHERE k BETWEEN {first} AND {last}) \
              GROUP BY series_id, n",
             agg = plan.aggregate.sql(),
         );
@@ -523,7 +616,7 @@ impl Cleaning<'_> {
         let grid = crate::sql_in_order(session, &grid_sql).await?;
         let schema = Arc::new(grid.schema().as_arrow().clone());
         register_batches(session, "grid", collect(grid).await?, schema, &[])?;
-        counts.grid_points = single_row(session, "SELECT count(*) FROM grid").await?[0];
+        counts.grid_points += single_row(session, "SELECT count(*) FROM grid").await?[0];
         Ok(())
     }
 
@@ -558,22 +651,28 @@ impl Cleaning<'_> {
             .await?;
         let schema = Arc::new(fills.schema().as_arrow().clone());
         let fills = collect(fills).await?;
-        counts.filled_points = fills.iter().map(|b| b.num_rows() as u64).sum();
+        counts.filled_points += fills.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         register_batches(session, "fills", fills, schema, &[])?;
+        Ok(())
+    }
+
+    /// Groups missing one of the roles entirely.
+    async fn without_roles(&mut self) -> Result<(), BoxError> {
+        let n_roles = self.plan.roles.len();
+        self.counts.series_without_all_roles = single_row(self.session, &format!(
+            "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
+        ))
+        .await?[0];
         Ok(())
     }
 
     /// 5-6. The table `segmented`: one row per group and step with every role, numbered by segment.
     async fn segment(&mut self) -> Result<(), BoxError> {
-        let Cleaning { session, plan, counts, .. } = self;
+        let Cleaning { session, plan, .. } = self;
         let n_roles = plan.roles.len() as i64;
         // 5. One row per group and step with every role (a group has one row per role and
         // step, so counting rows counts roles), addressed by `w = k · 2³² + n`; 6. segments:
         // runs of consecutive w, numbered like the islands above.
-        counts.series_without_all_roles = single_row(session, &format!(
-            "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
-        ))
-        .await?[0];
         let role_columns = plan
             .roles
             .iter()
@@ -630,7 +729,9 @@ impl Cleaning<'_> {
             ),
         )
         .await?;
-        [counts.segments, counts.trimmed_points, counts.short_segments_dropped] = [row[0], row[1], row[2]];
+        counts.segments += row[0];
+        counts.trimmed_points += row[1];
+        counts.short_segments_dropped += row[2];
         let kept = format!(
             "SELECT s.*, g.k, g.number FROM segmented s JOIN ( \
                SELECT seg, k, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
@@ -666,17 +767,14 @@ impl Cleaning<'_> {
             "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats",
         )
         .await?;
-        [counts.zero_series_dropped, counts.constant_series_dropped] = [row[0], row[1]];
         let mut keep = vec!["true".to_string()];
         if plan.drop_zero {
             keep.push("NOT zero".into());
-        } else {
-            counts.zero_series_dropped = 0;
+            counts.zero_series_dropped += row[0];
         }
         if plan.drop_constant {
             keep.push("(zero OR NOT constant)".into());
-        } else {
-            counts.constant_series_dropped = 0;
+            counts.constant_series_dropped += row[1];
         }
         let row = single_row(
             session,
@@ -688,20 +786,33 @@ impl Cleaning<'_> {
             ),
         )
         .await?;
-        [counts.output_segments, counts.series, counts.points] = [row[0], row[1], row[2]];
-        if counts.points == 0 {
-            return Err(PrepareError::NothingLeft {
-                series: counts.grouped_series,
-                without_roles: counts.series_without_all_roles,
-                short: counts.short_segments_dropped,
-                min_points: plan.min_points,
-                trim: plan.trim,
-                zero: counts.zero_series_dropped,
-                constant: counts.constant_series_dropped,
-            }
-            .into());
-        }
+        counts.output_segments += row[0];
+        counts.series += row[1];
+        counts.points += row[2];
         Ok(keep)
+    }
+
+    /// Nothing left after cleaning is an error with the counts of why (a shard: a warning,
+    /// the other shards may hold the series).
+    fn check_left(&mut self, scope: Scope<'_>) -> Result<(), BoxError> {
+        let (c, plan) = (&self.counts, self.plan);
+        if c.points > 0 {
+            return Ok(());
+        }
+        let error = PrepareError::NothingLeft {
+            series: c.grouped_series,
+            without_roles: c.series_without_all_roles,
+            short: c.short_segments_dropped,
+            min_points: plan.min_points,
+            trim: plan.trim,
+            zero: c.zero_series_dropped,
+            constant: c.constant_series_dropped,
+        };
+        match scope.shard {
+            Some(_) => self.warnings.push(format!("this shard: {error}")),
+            None => return Err(error.into()),
+        }
+        Ok(())
     }
 
     /// The clean rows with their labels, in series and time order.
@@ -762,6 +873,7 @@ async fn register_identities(
     session: &SessionContext,
     plan: &Plan,
     role_list: &str,
+    scope: Scope<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<String>, Vec<Identity>), BoxError> {
     let series = read_series(session, role_list).await?;
@@ -780,7 +892,9 @@ async fn register_identities(
             }
         }
     }
-    let identities = identity::identify(&series, plan.group.by, &plan.group.labels);
+    let all = identity::identify(&series, plan.group.by, &plan.group.labels);
+    // A shard cleans its own keys; every identity still tells the allocation where it belongs.
+    let identities: Vec<&Identity> = all.iter().filter(|i| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
     let mut fields = vec![Field::new("series_id", DataType::UInt64, false), Field::new("key", DataType::Utf8, false)];
     fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
     let schema = Arc::new(Schema::new(fields));
@@ -793,7 +907,7 @@ async fn register_identities(
     }
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     register_batches(session, "identity", vec![batch], schema, &[])?;
-    Ok((columns, identities))
+    Ok((columns, all))
 }
 
 /// The labels of every series of the roles in `role_list` (an SQL list), by series id.

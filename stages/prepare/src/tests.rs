@@ -97,6 +97,12 @@ fn clean(rows: &[Row], yaml: &str) -> Result<Cleaned, String> {
 }
 
 fn clean_labelled(rows: &[LabelledRow], yaml: &str) -> Result<Cleaned, String> {
+    clean_scoped(rows, yaml, resample::Scope::default())
+}
+
+/// Cleans `rows` as one run of `scope` would (all series, or one shard's), the output rows
+/// collected.
+fn clean_scoped(rows: &[LabelledRow], yaml: &str, scope: resample::Scope) -> Result<Cleaned, String> {
     let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
     let (samples, series) = labelled_samples(rows);
     runtime().block_on(async {
@@ -106,7 +112,15 @@ fn clean_labelled(rows: &[LabelledRow], yaml: &str) -> Result<Cleaned, String> {
                 .register_table(name, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap()))
                 .unwrap();
         }
-        resample::clean(&session, &plan, &|| Ok(())).await.map_err(|e| e.to_string())
+        let mut batches = Vec::new();
+        let mut cleaned = resample::clean_into(&session, &plan, &|| Ok(()), scope, &mut |b| {
+            batches.push(b);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        cleaned.batches = batches;
+        Ok(cleaned)
     })
 }
 
@@ -624,4 +638,47 @@ fn allocation_aligns_to_the_workloads_and_counts_what_it_cannot_place() {
     let c = clean_labelled(&two, &format!("{CPU_ONLY}")).unwrap();
     assert_eq!(c.counts.allocation_series_ambiguous, 1);
     assert_eq!(allocation_rows(&c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["ns/p/app/node=n2"]);
+}
+
+/// Six pods (one with a gap, one constant): cleaned whole, a few series at a time under a
+/// small memory bound, and as three shards, the rows and the counts are the same.
+#[test]
+fn cleaning_in_groups_or_shards_gives_what_cleaning_whole_gives() {
+    let pods = ["a", "b", "c", "d", "e", "f"];
+    let mut rows: Vec<Row> = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let minutes = (0..60).filter(|m| i != 2 || !(20..30).contains(m));
+        rows.extend(series("cpu", pod, minutes, |m| if i == 5 { 1.0 } else { ((m * (i as i64 + 3)) % 7) as f64 }));
+    }
+    let yaml = "step: 1m\nroles: [cpu]\nmin_points: 5\n";
+    let whole = clean(&rows, yaml).unwrap();
+    let rows: Vec<LabelledRow> = rows.iter().map(|r| (r.0, pod_labels(r.1), r.2, r.3)).collect();
+    // 130 points: at most two 60-point pods at a time.
+    let bounded = clean_labelled(&rows, &format!("{yaml}max_points_in_memory: 130\n")).unwrap();
+    assert_eq!(rows_of(&bounded, "cpu"), rows_of(&whole, "cpu"));
+    assert_eq!(bounded.counts, whole.counts);
+    assert_eq!(whole.counts.constant_series_dropped, 1);
+
+    let shard = |i: u64| move |key: &str| blake3::hash(key.as_bytes()).as_bytes()[0] as u64 % 3 == i;
+    let (mut merged, mut counts) = (Vec::new(), serde_json::Map::new());
+    for i in 0..3 {
+        let keep = shard(i);
+        let part = clean_scoped(&rows, yaml, resample::Scope { shard: Some(&keep) }).unwrap();
+        merged.extend(rows_of(&part, "cpu"));
+        for (k, v) in serde_json::to_value(&part.counts).unwrap().as_object().unwrap() {
+            let sum = counts.get(k).and_then(|c: &serde_json::Value| c.as_u64()).unwrap_or(0) + v.as_u64().unwrap();
+            counts.insert(k.clone(), sum.into());
+        }
+    }
+    merged.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+    assert_eq!(merged, rows_of(&whole, "cpu"));
+    // Summed as the shard merge sums them; the series grouped count once per shard.
+    assert_eq!(serde_json::Value::Object(counts), serde_json::to_value(&whole.counts).unwrap());
+
+    // A shard with no series is empty and says so; a pod above the bound is named.
+    let none = |_: &str| false;
+    let empty = clean_scoped(&rows, yaml, resample::Scope { shard: Some(&none) }).unwrap();
+    assert!(empty.batches.is_empty() && empty.warnings[0].contains("holds no series"), "{:?}", empty.warnings);
+    let err = clean_labelled(&rows, &format!("{yaml}max_points_in_memory: 50\n")).unwrap_err();
+    assert!(err.contains("series `ns/a/app` has 60 input points") && err.contains("raise it to at least 60"), "{err}");
 }
