@@ -14,6 +14,12 @@ pub enum PrepareError {
     )]
     GroupTooLarge { key: String, points: u64, max: u64 },
     #[error(
+        "series `{key}` has {points} points and its features are built at once, more than `max_points_in_memory` \
+         ({max}); raise it to at least {points} (about {} MB)",
+        points * 600 / 1_000_000
+    )]
+    SeriesTooLarge { key: String, points: u64, max: u64 },
+    #[error(
         "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
     )]
     MissingLabel(String),

@@ -71,6 +71,15 @@ pub struct FeaturesParams {
     /// The training windows cut from each part.
     #[serde(default)]
     pub windows: WindowSpec,
+    /// Points built at a time (about 600 bytes each in memory): series are built in
+    /// ranges of at most this many points, whatever the input's size; one series needs all
+    /// of its points at once.
+    #[serde(default = "default_max_points")]
+    pub max_points_in_memory: u64,
+}
+
+fn default_max_points() -> u64 {
+    1 << 20
 }
 
 fn default_calendar() -> Vec<Calendar> {
@@ -292,13 +301,18 @@ impl Stage for Features {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let session = crate::session(Some(ctx));
-        let built = ctx.store().block_on(async {
-            register_input(&session, ctx, "resampled").await?;
-            build(&session, &self.params, self.cut).await
+        ctx.store().block_on(register_input(&session, ctx, "resampled"))?;
+        let layout = ctx.store().block_on(Layout::of(&session, &self.params))?;
+        let tables = [
+            ("features", features_schema(&layout.flags, &layout.names)),
+            ("windows", windows_schema(&self.params.windows, layout.warmup)),
+        ];
+        let layout = &layout;
+        let built = crate::stream_tables(ctx, &tables, |sinks| async move {
+            let mut sink = |table: usize, b: RecordBatch| crate::send(&sinks[table], b);
+            build_into(&session, &self.params, self.cut, layout, &mut sink).await
         })?;
-        ctx.write_table("features", built.features_schema.clone(), &built.features)?;
         ctx.write_table("scalers", built.scalers_schema.clone(), &built.scalers)?;
-        ctx.write_table("windows", built.windows.schema(), std::slice::from_ref(&built.windows))?;
         let mut summary = Summary::new();
         summary.insert("series".into(), built.series.into());
         summary.insert("points".into(), built.points.into());
@@ -313,10 +327,48 @@ impl Stage for Features {
     }
 }
 
+/// What the features table holds: the fill flags carried along, the feature names, the
+/// value columns modelled and the warm-up the derived features need.
+pub struct Layout {
+    pub flags: Vec<String>,
+    pub names: Vec<String>,
+    pub columns: Vec<String>,
+    pub warmup: u32,
+}
+
+impl Layout {
+    /// From the `resampled` table's schema and the parameters.
+    pub async fn of(session: &SessionContext, params: &FeaturesParams) -> Result<Layout, BoxError> {
+        let input = session.table("resampled").await?;
+        let available: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<String> = if params.columns.is_empty() {
+            ["cpu", "memory"].iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
+        } else {
+            params.columns.clone()
+        };
+        for c in &columns {
+            if !available.contains(c) {
+                return Err(PrepareError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
+            }
+        }
+        if columns.is_empty() {
+            let available = available.join(", ");
+            return Err(PrepareError::UnknownColumn { column: "cpu or memory".into(), available }.into());
+        }
+        // The fill flags of clean.resample ride along, so the features need no join back.
+        let flags = columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
+        let (_, extra, warmup) = derived(params, &columns);
+        let mut names = columns.clone();
+        names.extend(extra);
+        Ok(Layout { flags, names, columns, warmup })
+    }
+}
+
 /// What `build` produced.
 #[derive(Debug)]
 pub struct Built {
     pub features_schema: SchemaRef,
+    /// Collected by [`build`]; empty when streamed by [`build_into`].
     pub features: Vec<RecordBatch>,
     pub scalers_schema: SchemaRef,
     pub scalers: Vec<RecordBatch>,
@@ -327,27 +379,114 @@ pub struct Built {
     pub counts: Counts,
 }
 
-/// Builds features from the table registered as `resampled`.
+/// Builds features from the table registered as `resampled`, every table collected.
 pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
-    let input = session.table("resampled").await?;
-    let available: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let columns: Vec<String> = if params.columns.is_empty() {
-        ["cpu", "memory"].iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
-    } else {
-        params.columns.clone()
+    let layout = Layout::of(session, params).await?;
+    let (mut features, mut windows) = (Vec::new(), Vec::new());
+    let mut sink = |table: usize, b: RecordBatch| {
+        if table == 0 {
+            features.push(b)
+        } else {
+            windows.push(b)
+        }
+        Ok(())
     };
-    for c in &columns {
-        if !available.contains(c) {
-            return Err(PrepareError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
+    let mut built = build_into(session, params, cut, &layout, &mut sink).await?;
+    let schema = windows_schema(&params.windows, layout.warmup);
+    built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
+    built.features = features;
+    Ok(built)
+}
+
+/// Builds the features a range of series of at most `max_points_in_memory` points at a time,
+/// handing the rows of `features` (table 0) and `windows` (table 1) to `sink` in series and
+/// time order, as one build of them all would.
+pub async fn build_into(
+    session: &SessionContext,
+    params: &FeaturesParams,
+    cut: Cut,
+    layout: &Layout,
+    sink: &mut dyn FnMut(usize, RecordBatch) -> Result<(), BoxError>,
+) -> Result<Built, BoxError> {
+    let ranges = key_ranges(session, params.max_points_in_memory).await?;
+    let (series, points) = ranges.iter().fold((0, 0), |a, r| (a.0 + r.series, a.1 + r.points));
+    if points == 0 {
+        return Err(PrepareError::EmptyInput.into());
+    }
+    let features_schema = features_schema(&layout.flags, &layout.names);
+    let mut index = WindowIndex::new(&params.windows, layout.warmup);
+    let (mut scalers, mut scalers_schema, mut rows) = (Vec::new(), None, 0u64);
+    for range in &ranges {
+        let parted = parted_sql(params, cut, layout, range);
+        let (schema, fitted) = fit_scalers(session, params, layout, &parted).await?;
+        scalers_schema.get_or_insert(schema);
+        check_fitted(session, &fitted, layout, range).await?;
+        crate::register_batches(session, "scalers", fitted.clone(), scalers_schema.clone().expect("set"), &[])?;
+        scalers.extend(fitted);
+        let batches = scaled_features(session, params, layout, &parted).await?;
+        let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
+        sink(1, index.add(&features, rows)?)?;
+        for b in features {
+            rows += b.num_rows() as u64;
+            sink(0, b)?;
         }
     }
-    if columns.is_empty() {
-        return Err(
-            PrepareError::UnknownColumn { column: "cpu or memory".into(), available: available.join(", ") }.into()
-        );
-    }
+    let counts = index.finish(series)?;
+    let scalers_schema = scalers_schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+    Ok(Built {
+        features_schema,
+        features: Vec::new(),
+        scalers_schema,
+        scalers,
+        windows: RecordBatch::new_empty(windows_schema(&params.windows, layout.warmup)),
+        feature_names: layout.names.clone(),
+        series,
+        points,
+        counts,
+    })
+}
 
-    // The part of each point.
+/// A range of series (by key, inclusive) built at once.
+pub struct KeyRange {
+    first: String,
+    last: String,
+    series: u64,
+    points: u64,
+}
+
+impl KeyRange {
+    /// The SQL condition on `key` of the range's series: on the sorted `resampled` table,
+    /// Parquet statistics skip the row groups outside it.
+    fn condition(&self) -> String {
+        format!("key >= {} AND key <= {}", literal(&self.first), literal(&self.last))
+    }
+}
+
+/// Consecutive series (in key order) of at most `max_points` points together; one series
+/// above it is an error naming it.
+async fn key_ranges(session: &SessionContext, max_points: u64) -> Result<Vec<KeyRange>, BoxError> {
+    let sizes = collect(session.sql("SELECT key, count(*) FROM resampled GROUP BY key ORDER BY key").await?).await?;
+    let mut ranges: Vec<KeyRange> = Vec::new();
+    for b in &sizes {
+        let keys = b.column(0).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let (key, n) = (keys.value(i).to_string(), int(b.column(1), i));
+            if n > max_points {
+                return Err(PrepareError::SeriesTooLarge { key, points: n, max: max_points }.into());
+            }
+            match ranges.last_mut() {
+                Some(r) if r.points + n <= max_points => {
+                    (r.last, r.series, r.points) = (key, r.series + 1, r.points + n)
+                }
+                _ => ranges.push(KeyRange { first: key.clone(), last: key, series: 1, points: n }),
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// The points of `range` with their part and transformed values (`<col>__x`).
+fn parted_sql(params: &FeaturesParams, cut: Cut, layout: &Layout, range: &KeyRange) -> String {
     let part = match cut {
         Cut::Fractions { validation, test } => format!(
             "CASE WHEN i >= n - round(n * {test}) THEN 'test' \
@@ -362,23 +501,28 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         Transform::None => ident(c),
         Transform::Log1p => format!("ln(1.0 + {})", ident(c)),
     };
-    let values =
-        columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x")))).collect::<Vec<_>>();
-    // The fill flags of clean.resample ride along, so the features need no join back.
-    let flag_names: Vec<String> =
-        columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
-    let flags: String = flag_names.iter().map(|f| format!(", {}", ident(f))).collect();
-    let parted = format!(
+    let values = layout.columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x"))));
+    let flags: String = layout.flags.iter().map(|f| format!(", {}", ident(f))).collect();
+    format!(
         "SELECT key, segment, timestamp, ts, {part} AS split{flags}, {values} FROM ( \
            SELECT *, CAST(timestamp AS BIGINT) AS ts, \
                   row_number() OVER (PARTITION BY key, segment ORDER BY timestamp) - 1 AS i, \
                   count(*) OVER (PARTITION BY key, segment) AS n \
-           FROM resampled)",
-        values = values.join(", ")
-    );
+           FROM resampled WHERE {condition})",
+        values = values.collect::<Vec<_>>().join(", "),
+        condition = range.condition(),
+    )
+}
 
-    // Scaling statistics per series and column, from the training part only.
-    let fits = columns
+/// Scaling statistics per series and column, from the training part only.
+async fn fit_scalers(
+    session: &SessionContext,
+    params: &FeaturesParams,
+    layout: &Layout,
+    parted: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), BoxError> {
+    let fits = layout
+        .columns
         .iter()
         .map(|c| {
             let x = ident(&format!("{c}__x"));
@@ -403,7 +547,7 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let scalers_df = crate::sql_in_order(
+    let df = crate::sql_in_order(
         session,
         &format!(
             "WITH parted AS ({parted}) \
@@ -414,70 +558,59 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         ),
     )
     .await?;
-    let scalers_schema = Arc::new(scalers_df.schema().as_arrow().clone());
-    let scalers = collect(scalers_df).await?;
-    crate::register_batches(session, "scalers", scalers.clone(), scalers_schema.clone(), &[])?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    Ok((schema, collect(df).await?))
+}
 
-    let series_row = collect(session.sql("SELECT count(DISTINCT key), count(*) FROM resampled").await?).await?;
-    let (series, points) = match series_row.first() {
-        Some(b) => (int(b.column(0), 0), int(b.column(1), 0)),
-        None => (0, 0),
-    };
-    if points == 0 {
-        return Err(PrepareError::EmptyInput.into());
+/// Every series of `range` has a training part to be scaled by.
+async fn check_fitted(
+    session: &SessionContext,
+    fitted: &[RecordBatch],
+    layout: &Layout,
+    range: &KeyRange,
+) -> Result<(), BoxError> {
+    let fitted = fitted.iter().map(|b| b.num_rows() as u64).sum::<u64>() / layout.columns.len() as u64;
+    if fitted == range.series {
+        return Ok(());
     }
-    let fitted: u64 = scalers.iter().map(|b| b.num_rows() as u64).sum::<u64>() / columns.len() as u64;
-    if fitted < series {
-        let first =
-            collect(session.sql("SELECT min(key) FROM resampled WHERE key NOT IN (SELECT key FROM scalers)").await?)
-                .await?;
-        let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
-        return Err(PrepareError::NoTraining { count: series - fitted, series, first }.into());
-    }
+    let sql =
+        format!("SELECT min(key) FROM resampled WHERE {} AND key NOT IN (SELECT key FROM scalers)", range.condition());
+    let first = collect(session.sql(&sql).await?).await?;
+    let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
+    Err(PrepareError::NoTraining { count: range.series - fitted, series: range.series, first }.into())
+}
 
-    // Scaled values, calendar, lags and rolling statistics, as float32.
+/// Scaled values, calendar, lags and rolling statistics, as float32, in key and time order.
+async fn scaled_features(
+    session: &SessionContext,
+    params: &FeaturesParams,
+    layout: &Layout,
+    parted: &str,
+) -> Result<Vec<RecordBatch>, BoxError> {
     let mut features = Vec::new();
-    let mut names = Vec::new();
     let mut scaled_joins = Vec::new();
-    for (k, c) in columns.iter().enumerate() {
+    for (k, c) in layout.columns.iter().enumerate() {
         let x = ident(&format!("{c}__x"));
         scaled_joins.push(format!("JOIN scalers s{k} ON s{k}.key = p.key AND s{k}.\"column\" = {}", literal(c)));
         features.push(format!("(p.{x} - s{k}.center) / s{k}.scale AS {}", ident(c)));
-        names.push(c.clone());
     }
     let scaled = format!(
         "SELECT p.key, p.segment, p.timestamp, p.ts, p.split{}, {} FROM ({parted}) p {}",
-        flag_names.iter().map(|f| format!(", p.{}", ident(f))).collect::<String>(),
+        layout.flags.iter().map(|f| format!(", p.{}", ident(f))).collect::<String>(),
         features.join(", "),
         scaled_joins.join(" ")
     );
-    let (derived, extra, warmup) = derived(params, &columns);
-    names.extend(extra);
+    let (derived, _, _) = derived(params, &layout.columns);
     let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
+    let flags: String = layout.flags.iter().map(|f| format!(", {}", ident(f))).collect();
     let table = session
         .sql(&format!(
             "SELECT key, segment, timestamp, split{flags}, {cols} FROM (SELECT *{derived} FROM ({scaled})) \
              ORDER BY key, timestamp",
-            cols = names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", "),
+            cols = layout.names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", "),
         ))
         .await?;
-    let batches = collect(table).await?;
-
-    let features_schema = features_schema(&flag_names, &names);
-    let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
-
-    let (windows, counts) = index_windows(&features, &params.windows, warmup, series)?;
-    Ok(Built {
-        features_schema,
-        features,
-        scalers_schema,
-        scalers,
-        windows,
-        feature_names: names,
-        series,
-        points,
-        counts,
-    })
+    collect(table).await
 }
 
 /// The features computed from the scaled values, as SQL select items over the table of
@@ -594,110 +727,150 @@ pub struct Counts {
     pub short_history: [u64; 3],
 }
 
-/// Every window: inputs `[start, start + lookback)`, targets the next `horizon` rows, all in
-/// one segment, targets all in one part, no input before the features' warm-up.
-fn index_windows(
-    features: &[RecordBatch],
-    spec: &WindowSpec,
+/// The index of every window, built a range of series at a time: inputs
+/// `[start, start + lookback)`, targets the next `horizon` rows, all in one segment, targets
+/// all in one part, no input before the features' warm-up.
+pub struct WindowIndex<'a> {
+    spec: &'a WindowSpec,
     warmup: u32,
-    series: u64,
-) -> Result<(RecordBatch, Counts), BoxError> {
-    // Flatten the columns the index needs.
-    let mut keys: Vec<&str> = Vec::new();
-    let mut segments = Vec::new();
-    let mut parts = Vec::new();
-    let mut times: Vec<i64> = Vec::new();
-    for b in features {
-        keys.extend(b.column(0).as_string::<i32>().iter().map(|k| k.unwrap_or_default()));
-        segments.extend(b.column(1).as_primitive::<UInt32Type>().values().iter().copied());
-        parts.extend(
-            b.column(3)
-                .as_string::<i32>()
-                .iter()
-                .map(|p| PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8),
-        );
-        times.extend(b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ms").values().iter());
-    }
-    let (lookback, horizon, stride) = (spec.lookback as usize, spec.horizon as usize, spec.stride as usize);
-    let mut out_part = Vec::new();
-    let mut out_key = Vec::new();
-    let mut out_segment = Vec::new();
-    let mut out_start = Vec::new();
-    let mut out_origin: Vec<i64> = Vec::new();
-    let mut per_part = [0u64; 3];
-    let mut longest_part = [0u64; 3];
-    let mut series_with = [std::collections::BTreeSet::new(), Default::default(), Default::default()];
-    let mut short_history = [0u64; 3];
-    let mut longest_segment = (0usize, "");
+    per_part: [u64; 3],
+    longest_part: [u64; 3],
+    series_with: [u64; 3],
+    short_history: [u64; 3],
+    longest_segment: (usize, String),
+}
 
-    let mut begin = 0;
-    while begin < keys.len() {
-        let mut end = begin;
-        while end < keys.len() && keys[end] == keys[begin] && segments[end] == segments[begin] {
-            end += 1;
+/// The columns of the features rows the index reads.
+struct Rows<'a> {
+    keys: Vec<&'a str>,
+    segments: Vec<u32>,
+    parts: Vec<u8>,
+    times: Vec<i64>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(features: &'a [RecordBatch]) -> Rows<'a> {
+        let mut r = Rows { keys: Vec::new(), segments: Vec::new(), parts: Vec::new(), times: Vec::new() };
+        for b in features {
+            r.keys.extend(b.column(0).as_string::<i32>().iter().map(|k| k.unwrap_or_default()));
+            r.segments.extend(b.column(1).as_primitive::<UInt32Type>().values().iter().copied());
+            r.parts.extend(
+                b.column(3).as_string::<i32>().iter().map(|p| {
+                    PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8
+                }),
+            );
+            let times = b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ms");
+            r.times.extend(times.values().iter());
         }
-        if end - begin > longest_segment.0 {
-            longest_segment = (end - begin, keys[begin]);
+        r
+    }
+}
+
+impl<'a> WindowIndex<'a> {
+    pub fn new(spec: &'a WindowSpec, warmup: u32) -> Self {
+        WindowIndex {
+            spec,
+            warmup,
+            per_part: [0; 3],
+            longest_part: [0; 3],
+            series_with: [0; 3],
+            short_history: [0; 3],
+            longest_segment: (0, String::new()),
         }
-        // Each part's windows are strided from its first possible target.
-        let mut run_start = begin;
-        for r in begin..=end {
-            if r < end && parts[r] == parts[run_start] {
-                continue;
-            }
-            let p = parts[run_start] as usize;
-            longest_part[p] = longest_part[p].max((r - run_start) as u64);
-            // Targets whose window would reach before the segment's start (or into the
-            // warm-up) are dropped, not padded: counted.
-            let first = begin + warmup as usize + lookback;
-            short_history[p] += (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
-            let mut target = run_start.max(first);
-            while target + horizon <= r {
-                per_part[p] += 1;
-                series_with[p].insert(keys[begin]);
-                out_part.push(PARTS[p]);
-                out_key.push(keys[begin]);
-                out_segment.push(segments[begin]);
-                out_start.push((target - lookback) as u64);
-                out_origin.push(times[target - 1]);
-                target += stride;
-            }
-            run_start = r;
-        }
-        begin = end;
     }
 
-    let need = spec.lookback + spec.horizon;
-    if longest_segment.0 < (need + warmup) as usize {
-        return Err(too_short(spec, warmup, longest_segment).into());
+    /// The windows of the range of series in `features`, whose first row is row `offset` of
+    /// the whole features table.
+    pub fn add(&mut self, features: &[RecordBatch], offset: u64) -> Result<RecordBatch, BoxError> {
+        let rows = Rows::of(features);
+        let (lookback, horizon, stride) =
+            (self.spec.lookback as usize, self.spec.horizon as usize, self.spec.stride as usize);
+        let (mut part, mut key, mut segment, mut start, mut origin) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut with: [std::collections::BTreeSet<&str>; 3] = Default::default();
+        let mut begin = 0;
+        while begin < rows.keys.len() {
+            let mut end = begin;
+            while end < rows.keys.len()
+                && rows.keys[end] == rows.keys[begin]
+                && rows.segments[end] == rows.segments[begin]
+            {
+                end += 1;
+            }
+            if end - begin > self.longest_segment.0 {
+                self.longest_segment = (end - begin, rows.keys[begin].to_string());
+            }
+            // Each part's windows are strided from its first possible target.
+            let mut run_start = begin;
+            for r in begin..=end {
+                if r < end && rows.parts[r] == rows.parts[run_start] {
+                    continue;
+                }
+                let p = rows.parts[run_start] as usize;
+                self.longest_part[p] = self.longest_part[p].max((r - run_start) as u64);
+                // Targets whose window would reach before the segment's start (or into the
+                // warm-up) are dropped, not padded: counted.
+                let first = begin + self.warmup as usize + lookback;
+                self.short_history[p] +=
+                    (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
+                let mut target = run_start.max(first);
+                while target + horizon <= r {
+                    self.per_part[p] += 1;
+                    with[p].insert(rows.keys[begin]);
+                    part.push(PARTS[p]);
+                    key.push(rows.keys[begin]);
+                    segment.push(rows.segments[begin]);
+                    start.push(offset + (target - lookback) as u64);
+                    origin.push(rows.times[target - 1]);
+                    target += stride;
+                }
+                run_start = r;
+            }
+            begin = end;
+        }
+        for (p, w) in with.iter().enumerate() {
+            self.series_with[p] += w.len() as u64;
+        }
+        let schema = windows_schema(self.spec, self.warmup);
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(part)),
+                Arc::new(StringArray::from(key)),
+                Arc::new(UInt32Array::from(segment)),
+                Arc::new(UInt64Array::from(start)),
+                Arc::new(TimestampMillisecondArray::from(origin).with_timezone("UTC")),
+            ],
+        )?)
     }
-    for (p, part) in PARTS.iter().enumerate() {
-        if per_part[p] == 0 {
+
+    /// The counts over every range of `series` series; no part without windows and some
+    /// segment long enough for one, or the error that says what to change.
+    pub fn finish(self, series: u64) -> Result<Counts, BoxError> {
+        let spec = self.spec;
+        let need = spec.lookback + spec.horizon;
+        if self.longest_segment.0 < (need + self.warmup) as usize {
+            let (n, key) = &self.longest_segment;
+            return Err(too_short(spec, self.warmup, (*n, key)).into());
+        }
+        if let Some(p) = (0..3).find(|p| self.per_part[*p] == 0) {
+            let warmup = match self.warmup {
+                0 => String::new(),
+                w => format!(" + {w} warm-up steps for lags/rolling"),
+            };
             return Err(PrepareError::EmptyPart {
-                part,
+                part: PARTS[p],
                 series,
-                need: need + warmup,
+                need: need + self.warmup,
                 lookback: spec.lookback,
                 horizon: spec.horizon,
-                warmup: if warmup > 0 { format!(" + {warmup} warm-up steps for lags/rolling") } else { String::new() },
-                longest: longest_part[p],
+                warmup,
+                longest: self.longest_part[p],
             }
             .into());
         }
+        let without = [0, 1, 2].map(|p| series - self.series_with[p]);
+        Ok(Counts { per_part: self.per_part, without, short_history: self.short_history })
     }
-    let schema = windows_schema(spec, warmup);
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from(out_part)),
-            Arc::new(StringArray::from(out_key)),
-            Arc::new(UInt32Array::from(out_segment)),
-            Arc::new(UInt64Array::from(out_start)),
-            Arc::new(TimestampMillisecondArray::from(out_origin).with_timezone("UTC")),
-        ],
-    )?;
-    let without = [0, 1, 2].map(|p| series - series_with[p].len() as u64);
-    Ok((batch, Counts { per_part, without, short_history }))
 }
 
 /// No segment holds one window: the error names the longest segment and the settings to

@@ -75,6 +75,48 @@ pub async fn register_input(session: &SessionContext, ctx: &StageContext<'_>, sl
     Ok(())
 }
 
+/// Where a stage hands the rows of one of its tables: [`stream_tables`] writes them.
+pub type Sink = std::sync::mpsc::SyncSender<RecordBatch>;
+
+/// Hands `batch` to its table's writer.
+pub fn send(sink: &Sink, batch: RecordBatch) -> Result<(), BoxError> {
+    sink.send(batch).map_err(|_| BoxError::from("the table writer stopped"))
+}
+
+/// Runs `work` on the store's runtime with a sink per table of `tables`; each table is
+/// written as the batches come, by a thread of its own a few batches behind (a writer puts
+/// row groups into the store, which blocks on the runtime `work` runs on). A writer's own
+/// error comes first: a failed write stops the work, not the reverse.
+pub fn stream_tables<T, F>(
+    ctx: &StageContext,
+    tables: &[(&str, SchemaRef)],
+    work: impl FnOnce(Vec<Sink>) -> F,
+) -> Result<T, BoxError>
+where
+    F: std::future::Future<Output = Result<T, BoxError>>,
+{
+    std::thread::scope(|threads| {
+        let (mut sinks, mut writing) = (Vec::new(), Vec::new());
+        for (name, schema) in tables {
+            let mut writer = ctx.table_writer(name, schema.clone())?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
+            sinks.push(tx);
+            writing.push(threads.spawn(move || -> Result<(), BoxError> {
+                for batch in rx {
+                    writer.write(&batch)?;
+                }
+                writer.finish()
+            }));
+        }
+        // The sinks live in the future: when it is done they close and the writers finish.
+        let result = ctx.store().block_on(work(sinks));
+        for w in writing {
+            w.join().expect("a table writer panicked")?;
+        }
+        result
+    })
+}
+
 /// Runs a query to completion.
 pub async fn collect(df: DataFrame) -> Result<Vec<RecordBatch>, BoxError> {
     let mut stream = df.execute_stream().await?;

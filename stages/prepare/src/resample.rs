@@ -321,30 +321,13 @@ impl Stage for Resample {
         let p = &self.plan;
         let columns = identity::key_columns(p.group.by, &p.group.labels);
         let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles);
-        let mut writer = ctx.table_writer("resampled", schema)?;
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
-        // The writer puts row groups into the store, which blocks on the runtime the cleaning
-        // runs on: it writes on a thread of its own, a few batches behind.
-        let cleaned = std::thread::scope(|threads| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
-            let writing = threads.spawn(move || -> Result<(), BoxError> {
-                for batch in rx {
-                    writer.write(&batch)?;
-                }
-                writer.finish()
-            });
-            let cleaned = ctx.store().block_on(async {
-                register_input(&session, ctx, "samples").await?;
-                register_input(&session, ctx, "series").await?;
-                let cancelled = || ctx.check_cancelled().map_err(Into::into);
-                let mut sink = |b| tx.send(b).map_err(|_| BoxError::from("the table writer stopped"));
-                clean_into(&session, p, &cancelled, scope, &mut sink).await
-            });
-            drop(tx);
-            // The writer's own error first: a failed write stops the cleaning, not the reverse.
-            writing.join().expect("the writer thread panicked")?;
-            cleaned
+        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| async move {
+            register_input(&session, ctx, "samples").await?;
+            register_input(&session, ctx, "series").await?;
+            let cancelled = || ctx.check_cancelled().map_err(Into::into);
+            clean_into(&session, p, &cancelled, scope, &mut |b| crate::send(&sinks[0], b)).await
         })?;
         for w in &cleaned.warnings {
             tracing::warn!("{w}");

@@ -682,3 +682,25 @@ fn cleaning_in_groups_or_shards_gives_what_cleaning_whole_gives() {
     let err = clean_labelled(&rows, &format!("{yaml}max_points_in_memory: 50\n")).unwrap_err();
     assert!(err.contains("series `ns/a/app` has 60 input points") && err.contains("raise it to at least 60"), "{err}");
 }
+
+/// Features of five series built a range at a time under a small memory bound are those of
+/// one build: the same values, windows and scalers.
+#[test]
+fn features_built_in_ranges_are_those_of_one_build() {
+    let mut rows: Vec<Row> = Vec::new();
+    for (i, pod) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        rows.extend(series("cpu", pod, 0..80, |m| ((m * (i as i64 + 2)) % 9) as f64 + i as f64));
+    }
+    let cleaned = clean(&rows, CPU_ONLY).unwrap();
+    let yaml = "calendar: []\nrolling: [3]\nwindows: {lookback: 6, horizon: 2}\n";
+    let whole = build_features(&cleaned, yaml).unwrap();
+    let bounded = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 170\n")).unwrap();
+    let flat = |b: &[RecordBatch]| applearner_pipeline::arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+    assert_eq!(flat(&bounded.features), flat(&whole.features));
+    assert_eq!(bounded.windows, whole.windows);
+    assert_eq!(flat(&bounded.scalers), flat(&whole.scalers));
+
+    // A series above the bound is named with the size it needs.
+    let err = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 50\n")).unwrap_err();
+    assert!(err.contains("series `ns/a/app` has 80 points") && err.contains("at least 80"), "{err}");
+}
