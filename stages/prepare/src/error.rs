@@ -10,13 +10,13 @@ pub enum PrepareError {
     #[error(
         "series `{key}` has {points} input points and is cleaned at once, more than `max_points_in_memory` ({max}); \
          raise it to at least {points} (about {} MB), or group less into one series (`group.by: series`)",
-        points * 250 / 1_000_000
+        points / 2_000
     )]
     GroupTooLarge { key: String, points: u64, max: u64 },
     #[error(
         "series `{key}` has {points} points and its features are built at once, more than `max_points_in_memory` \
          ({max}); raise it to at least {points} (about {} MB)",
-        points * 600 / 1_000_000
+        points / 500
     )]
     SeriesTooLarge { key: String, points: u64, max: u64 },
     #[error(

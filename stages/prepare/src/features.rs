@@ -71,15 +71,15 @@ pub struct FeaturesParams {
     /// The training windows cut from each part.
     #[serde(default)]
     pub windows: WindowSpec,
-    /// Points built at a time (about 600 bytes each in memory): series are built in
-    /// ranges of at most this many points, whatever the input's size; one series needs all
+    /// Points built at a time: series are built in ranges of at most this many points,
+    /// whatever the input's size (the default peaks at about 0.5 GB); one series needs all
     /// of its points at once.
     #[serde(default = "default_max_points")]
     pub max_points_in_memory: u64,
 }
 
 fn default_max_points() -> u64 {
-    1 << 20
+    1 << 18
 }
 
 fn default_calendar() -> Vec<Calendar> {

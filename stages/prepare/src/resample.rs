@@ -72,15 +72,15 @@ pub struct ResampleParams {
     /// What one series is: a pod's container, a workload's container, or any labels.
     #[serde(default)]
     pub group: Group,
-    /// Input points cleaned at a time (about 250 bytes each in memory): workloads are
-    /// cleaned in groups of at most this many points, whatever the input's size; one
-    /// workload needs them all at once.
+    /// Input points cleaned at a time: workloads are cleaned in groups of at most this
+    /// many points, whatever the input's size (the default peaks at about 0.5 GB); one
+    /// workload needs all of its points at once.
     #[serde(default = "default_max_points")]
     pub max_points_in_memory: u64,
 }
 
 fn default_max_points() -> u64 {
-    2 << 20
+    1 << 20
 }
 
 fn default_aggregate() -> String {
