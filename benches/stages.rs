@@ -285,7 +285,7 @@ fn predict(store: &Path) -> usize {
         let path = store.join("bench").join(path);
         read_parquet(&path.display().to_string(), std::fs::read(&path).unwrap().into()).unwrap()
     };
-    let windows = applearner_contracts::WindowSet::new(
+    let windows = applearner_contracts::WindowSet::from_batches(
         &read("features/features.parquet"),
         &read("features/windows.parquet"),
         &["cpu".into()],

@@ -108,4 +108,6 @@ pub enum ContractError {
     NotFinite { key: String, column: String, time: String },
     #[error("unknown part `{0}`; use train, validation or test")]
     UnknownPart(String),
+    #[error("{0}")]
+    Read(String),
 }

@@ -1,9 +1,12 @@
 //! Reads the `features` and `windows` tables back as training batches.
 //!
-//! Feature values are held once, row-major; a batch copies the rows of the windows it is
-//! asked for, so memory grows with the points, not with lookback × windows.
+//! Feature values are held once, row-major, read from the features table a batch at a time
+//! (the decoded table is never held whole); a batch copies the rows of the windows it is
+//! asked for, so memory grows with the points, not with lookback × windows. A window names
+//! its series by a shared key, not a copy of it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
@@ -15,7 +18,7 @@ use crate::{ContractError, Part};
 /// One window: its series and where it starts in the features table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
-    pub key: String,
+    pub key: Arc<str>,
     pub start: usize,
     /// Time of the last input point (ms), where the forecast starts from.
     pub origin_ms: i64,
@@ -25,6 +28,8 @@ pub struct Window {
 pub struct WindowSet {
     inputs: Vec<f32>,
     targets: Vec<f32>,
+    /// Each row's time (ms).
+    times: Vec<i64>,
     input_names: Vec<String>,
     target_names: Vec<String>,
     pub lookback: usize,
@@ -33,15 +38,31 @@ pub struct WindowSet {
 }
 
 impl WindowSet {
-    /// `inputs`: the feature columns a model sees (empty: every float feature);
-    /// `targets`: the columns it forecasts.
-    pub fn new(
+    /// [`WindowSet::new`] over a features table already in memory.
+    pub fn from_batches(
         features: &[RecordBatch],
         windows: &[RecordBatch],
         inputs: &[String],
         targets: &[String],
     ) -> Result<WindowSet, ContractError> {
-        let schema = features.first().map(|b| b.schema());
+        let batches = |t: &[RecordBatch]| t.iter().cloned().map(Ok::<_, std::convert::Infallible>).collect::<Vec<_>>();
+        WindowSet::new(batches(features), batches(windows), inputs, targets)
+    }
+
+    /// `inputs`: the feature columns a model sees (empty: every float feature);
+    /// `targets`: the columns it forecasts. `features` and then `windows` are read once, in
+    /// order, a batch at a time.
+    pub fn new<E: std::fmt::Display>(
+        features: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        inputs: &[String],
+        targets: &[String],
+    ) -> Result<WindowSet, ContractError> {
+        let mut features = features.into_iter().peekable();
+        let schema = match features.peek() {
+            Some(Ok(b)) => Some(b.schema()),
+            _ => None,
+        };
         let available: Vec<String> = schema
             .as_ref()
             .map(|s| {
@@ -54,32 +75,30 @@ impl WindowSet {
                 return Err(ContractError::UnknownColumn { column: c.clone(), available: available.join(", ") });
             }
         }
+        let mut windows = windows.into_iter().peekable();
+        let first = match windows.peek() {
+            Some(Ok(b)) => Some(b.schema()),
+            _ => None,
+        };
         let meta = |key: &'static str| -> Result<usize, ContractError> {
-            windows
-                .first()
-                .and_then(|b| b.schema().metadata().get(key).and_then(|v| v.parse().ok()))
+            first
+                .as_ref()
+                .and_then(|s| s.metadata().get(key).and_then(|v| v.parse().ok()))
                 .ok_or(ContractError::Metadata(key))
         };
         let (lookback, horizon) = (meta(window_table::LOOKBACK_KEY)?, meta(window_table::HORIZON_KEY)?);
-
-        let rows: usize = features.iter().map(|b| b.num_rows()).sum();
-        let gather = |names: &[String]| -> Vec<f32> {
-            let mut out = vec![0f32; rows * names.len()];
-            let mut row = 0;
-            for b in features {
-                for (j, name) in names.iter().enumerate() {
-                    let col = b.column_by_name(name).expect("checked above");
-                    let col = col.as_primitive::<Float32Type>();
-                    for i in 0..b.num_rows() {
-                        out[(row + i) * names.len() + j] = if col.is_null(i) { f32::NAN } else { col.value(i) };
-                    }
-                }
-                row += b.num_rows();
+        let (mut inputs_flat, mut targets_flat, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for batch in features {
+            let b = batch.map_err(|e| ContractError::Read(e.to_string()))?;
+            gather(&b, &input_names, &mut inputs_flat);
+            gather(&b, targets, &mut targets_flat);
+            let ts = b.column_by_name(feature_table::TIMESTAMP).and_then(|c| cast(c, &DataType::Int64).ok());
+            match ts {
+                Some(ts) => times.extend(ts.as_primitive::<Int64Type>().values().iter()),
+                None => times.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
             }
-            out
-        };
-        let inputs_flat = gather(&input_names);
-        let targets_flat = gather(targets);
+        }
+        let rows = times.len();
 
         // Rows with a missing value, as prefix counts: whether a window touches one is then
         // one subtraction. Inputs are checked over the lookback, targets over the horizon.
@@ -95,7 +114,9 @@ impl WindowSet {
         let bad_targets = prefix(&targets_flat, targets.len());
 
         let mut parts: BTreeMap<Part, Vec<Window>> = Part::ALL.iter().map(|p| (*p, Vec::new())).collect();
+        let mut keys: BTreeMap<String, Arc<str>> = BTreeMap::new();
         for b in windows {
+            let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
             let column = |name: &'static str, to: &DataType| {
                 let c = b.column_by_name(name).ok_or(ContractError::Metadata(name))?;
                 cast(c, to).map_err(|_| ContractError::Metadata(name))
@@ -128,13 +149,17 @@ impl WindowSet {
                     return Err(ContractError::NotFinite {
                         key: key.value(i).to_string(),
                         column: names[j].clone(),
-                        time: row_time(features, r),
+                        time: row_time(&times, r),
                     });
                 }
                 let part = Part::parse(split.value(i))
                     .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
+                let shared = match keys.get(key.value(i)) {
+                    Some(k) => k.clone(),
+                    None => keys.entry(key.value(i).to_string()).or_insert_with(|| key.value(i).into()).clone(),
+                };
                 parts.get_mut(&part).expect("every part has a list").push(Window {
-                    key: key.value(i).to_string(),
+                    key: shared,
                     start: s,
                     origin_ms: origin.value(i),
                 });
@@ -143,12 +168,20 @@ impl WindowSet {
         Ok(WindowSet {
             inputs: inputs_flat,
             targets: targets_flat,
+            times,
             input_names,
             target_names: targets.to_vec(),
             lookback,
             horizon,
             parts,
         })
+    }
+
+    /// The grid step: the shortest time between the first two rows of a window (`None`
+    /// without windows).
+    pub fn step_ms(&self) -> Option<i64> {
+        let steps = self.parts.values().flatten().map(|w| self.times[w.start + 1] - self.times[w.start]);
+        steps.filter(|d| *d > 0).min()
     }
 
     pub fn input_names(&self) -> &[String] {
@@ -212,17 +245,23 @@ impl WindowSet {
     }
 }
 
-/// The timestamp of a features row, for messages.
-fn row_time(features: &[RecordBatch], mut row: usize) -> String {
-    for b in features {
-        if row < b.num_rows() {
-            let ts = b.column_by_name(feature_table::TIMESTAMP).and_then(|c| cast(c, &DataType::Int64).ok());
-            return ts
-                .map(|c| c.as_primitive::<Int64Type>().value(row))
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map_or_else(|| format!("row {row}"), |t| t.to_rfc3339());
+/// Appends the columns `names` of `b` row-major to `out` (a null as NaN).
+fn gather(b: &RecordBatch, names: &[String], out: &mut Vec<f32>) {
+    let start = out.len();
+    out.resize(start + b.num_rows() * names.len(), 0.0);
+    for (j, name) in names.iter().enumerate() {
+        let col = b.column_by_name(name).expect("checked before reading");
+        let col = col.as_primitive::<Float32Type>();
+        for i in 0..b.num_rows() {
+            out[start + i * names.len() + j] = if col.is_null(i) { f32::NAN } else { col.value(i) };
         }
-        row -= b.num_rows();
     }
-    format!("row {row}")
+}
+
+/// The timestamp of a features row, for messages.
+fn row_time(times: &[i64], row: usize) -> String {
+    times
+        .get(row)
+        .and_then(|&t| chrono::DateTime::from_timestamp_millis(t))
+        .map_or_else(|| format!("row {row}"), |t| t.to_rfc3339())
 }

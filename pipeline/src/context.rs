@@ -70,6 +70,20 @@ pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, Pipeli
     reader.map(|b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))).collect()
 }
 
+/// The batches of a Parquet file, decoded one at a time as they are taken (the file's
+/// schema, metadata included, on each).
+pub fn parquet_batches(
+    path: &str,
+    bytes: Bytes,
+) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, PipelineError> {
+    let path = path.to_string();
+    let bad = move |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.clone(), message: e.to_string() };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(|e| bad(&e))?;
+    Ok(reader.map(move |b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))))
+}
+
 /// Context handed to [`crate::Stage::run`].
 pub struct StageContext<'a> {
     pub(crate) stage: &'a str,
@@ -152,6 +166,15 @@ impl StageContext<'_> {
         let input = self.input(slot)?;
         let bytes = self.store.get(&input.path)?;
         Ok(read_parquet(&input.path, bytes)?)
+    }
+
+    /// An input table's batches, decoded one at a time: a stage that folds them holds one.
+    pub fn table_batches(
+        &self,
+        slot: &str,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, BoxError> {
+        let input = self.input(slot)?;
+        Ok(parquet_batches(&input.path, self.store.get(&input.path)?)?)
     }
 
     /// Reads a whole input artifact.

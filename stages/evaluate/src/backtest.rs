@@ -172,8 +172,10 @@ impl Stage for Backtest {
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let targets = card.blueprint.targets.clone();
         let levels = card.blueprint.loss.quantile_levels();
+        // The whole table: the forecast ahead reads each series' last rows from it too.
         let features = ctx.read_table("features")?;
-        let windows = WindowSet::new(&features, &ctx.read_table("windows")?, &card.blueprint.inputs, &targets)?;
+        let windows =
+            WindowSet::from_batches(&features, &ctx.read_table("windows")?, &card.blueprint.inputs, &targets)?;
         let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, &targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
@@ -438,15 +440,15 @@ impl ModelRun<'_> {
         let (point, quantiles) = forecast_windows(self.dir, self.saved, self.windows, part, chosen, self.device)?;
         for (n, &w) in chosen.iter().enumerate() {
             let window = &self.windows.part(part)[w];
-            let Some(series) = self.usage.get(&window.key) else { continue };
+            let Some(series) = self.usage.get(&*window.key) else { continue };
             for (j, column) in targets.iter().enumerate() {
                 let (Some(s), Some(scaler)) =
-                    (series.column(column), self.scalers.get(&(window.key.clone(), column.clone())))
+                    (series.column(column), self.scalers.get(&(window.key.to_string(), column.clone())))
                 else {
                     continue;
                 };
                 let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
-                let track: &mut Track = tracks.entry(("model", window.key.clone(), column.clone())).or_default();
+                let track: &mut Track = tracks.entry(("model", window.key.to_string(), column.clone())).or_default();
                 track.origins.push(window.origin_ms);
                 track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
                 track.actual.push(actual);

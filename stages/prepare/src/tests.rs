@@ -444,7 +444,8 @@ fn split_and_windows_never_look_ahead() {
     assert_eq!(lag[10], cpu[8]);
     assert!((mean[10] - (cpu[8] + cpu[9] + cpu[10]) / 3.0).abs() < 1e-5);
 
-    let set = WindowSet::new(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
+    let set =
+        WindowSet::from_batches(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
     assert_eq!((set.lookback, set.horizon), (6, 3));
     assert_eq!(set.input_names(), ["cpu", "hour_sin", "hour_cos", "cpu_lag2", "cpu_mean3", "cpu_std3"]);
     for part in ["train", "validation", "test"] {
@@ -464,7 +465,7 @@ fn split_and_windows_never_look_ahead() {
         assert_eq!(x[6 * 6..6 * 6 + 1], cpu[last.start..last.start + 1]);
     }
     // Series a's training targets run from row 8 (warm-up 2 + lookback 6) to 59, every 2nd.
-    let train_a: Vec<usize> = set.part("train").iter().filter(|w| w.key == "ns/a/app").map(|w| w.start).collect();
+    let train_a: Vec<usize> = set.part("train").iter().filter(|w| &*w.key == "ns/a/app").map(|w| w.start).collect();
     assert_eq!(train_a, (2..=51).step_by(2).collect::<Vec<_>>());
     assert_eq!(f.counts.per_part[0], set.part("train").len() as u64);
 }
@@ -500,7 +501,8 @@ fn season_features_hold_only_the_past_and_line_up_with_the_forecast_steps() {
     }
     assert!(mean[..9].iter().all(|v| v.is_nan()), "partial frames at the start are left null");
     // At an origin o, the window's last 3 rows carry the values a season before o+1..o+3.
-    let set = WindowSet::new(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
+    let set =
+        WindowSet::from_batches(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
     let w = &set.part("test")[0];
     let origin = w.start + 3;
     for h in 1..=3 {

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use applearner_contracts::WindowSet;
-use applearner_pipeline::arrow::array::{AsArray, Float64Array, RecordBatch, UInt32Array};
-use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use applearner_pipeline::arrow::array::{Float64Array, RecordBatch, UInt32Array};
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -154,8 +153,8 @@ impl Stage for Train {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.params;
-        let features = ctx.read_table("features")?;
-        let windows = WindowSet::new(&features, &ctx.read_table("windows")?, &p.inputs, &p.targets)?;
+        let features = ctx.table_batches("features")?;
+        let windows = WindowSet::new(features, ctx.table_batches("windows")?, &p.inputs, &p.targets)?;
         let blueprint = Blueprint {
             model: p.model.clone(),
             loss: self.loss.clone(),
@@ -243,7 +242,7 @@ impl Stage for Train {
             training: p.train.clone(),
             seed,
             device: device.to_string(),
-            step_ms: step_ms(&features),
+            step_ms: windows.step_ms().unwrap_or(i64::MAX),
             weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
             // Where a copy is published does not change the model.
             config_digest: blake3::hash(serde_json::to_string(&TrainParams { publish: None, ..p.clone() })?.as_bytes())
@@ -351,33 +350,6 @@ impl Checkpoints for StoreCheckpoints<'_> {
         }
         Ok(())
     }
-}
-
-/// The grid step: the smallest gap between consecutive rows of one series.
-fn step_ms(features: &[RecordBatch]) -> i64 {
-    let mut best = i64::MAX;
-    let mut prev: Option<(String, i64)> = None;
-    for b in features {
-        let (Some(key), Some(ts)) = (b.column_by_name("key"), b.column_by_name("timestamp")) else { continue };
-        let key = cast(key, &DataType::Utf8).expect("keys are strings");
-        let key = key.as_string::<i32>();
-        let ts = cast(ts, &DataType::Int64).expect("timestamps are integers");
-        let ts = ts.as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            let (k, t) = (key.value(i), ts.value(i));
-            match &mut prev {
-                // Allocates once per series, not per row.
-                Some((pk, pt)) if pk == k => {
-                    if t > *pt {
-                        best = best.min(t - *pt);
-                    }
-                    *pt = t;
-                }
-                _ => prev = Some((k.to_string(), t)),
-            }
-        }
-    }
-    if best == i64::MAX { 0 } else { best }
 }
 
 fn write_metrics(ctx: &StageContext, trained: &Trained) -> Result<(), BoxError> {

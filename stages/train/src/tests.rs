@@ -175,7 +175,8 @@ fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
         ],
     )
     .unwrap();
-    let error = WindowSet::new(&[features], &[windows], &["cpu".into()], &["cpu".into()]).err().unwrap().to_string();
+    let error =
+        WindowSet::from_batches(&[features], &[windows], &["cpu".into()], &["cpu".into()]).err().unwrap().to_string();
     assert!(error.contains("series `shop/web`") && error.contains("`cpu`"), "{error}");
     assert!(error.contains("2023-11-14T22:18:20+00:00"), "{error}");
 }
