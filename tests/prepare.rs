@@ -158,3 +158,23 @@ stages:
     assert!(text.contains("`by: labels` needs the labels to group by"), "{text}");
     assert!(text.contains("test.yaml:16:27") && text.contains("must be at least 1"), "{text}");
 }
+
+/// More clean shards than the quickstart has workloads (53): the empty shards say so, and the
+/// merged tables are the unsharded ones.
+#[test]
+fn more_clean_shards_than_workloads_merge_to_the_unsharded_tables() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
+    let yaml = yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")));
+    let options = || RunOptions { selection: Selection::Until("clean".into()), ..Default::default() };
+    let ((_a, whole), (_b, sharded)) = (temp_store(), temp_store());
+    let whole = run_with(&pipeline(&yaml, &[]), &whole, options()).unwrap();
+    let sharded = run_with(&pipeline(&yaml, &["clean.shards=64"]), &sharded, options()).unwrap();
+    let (a, b) = (whole.record("clean").unwrap(), sharded.record("clean").unwrap());
+    for table in ["resampled", "allocation"] {
+        assert_eq!(a.outputs[table].digest, b.outputs[table].digest, "{table}");
+    }
+    let warnings = b.summary["warnings"].as_array().unwrap();
+    let empty = warnings.iter().filter(|w| w.as_str().unwrap().contains("holds no series")).count();
+    assert!(empty >= 11, "64 shards of 53 workloads: at least 11 empty, said so: {warnings:?}");
+    assert_eq!((b.summary["series"].as_u64(), b.summary["shards"].as_u64()), (a.summary["series"].as_u64(), Some(64)));
+}
