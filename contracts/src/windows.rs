@@ -98,22 +98,28 @@ impl WindowSet {
                 None => times.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
             }
         }
-        let rows = times.len();
-
-        // Rows with a missing value, as prefix counts: whether a window touches one is then
-        // one subtraction. Inputs are checked over the lookback, targets over the horizon.
-        let prefix = |values: &[f32], width: usize| {
-            let mut before = vec![0u32; rows + 1];
-            for r in 0..rows {
-                let bad = values[r * width..(r + 1) * width].iter().any(|v| !v.is_finite());
-                before[r + 1] = before[r] + bad as u32;
-            }
-            before
+        let mut set = WindowSet {
+            inputs: inputs_flat,
+            targets: targets_flat,
+            times,
+            input_names,
+            target_names: targets.to_vec(),
+            lookback,
+            horizon,
+            parts: Part::ALL.iter().map(|p| (*p, Vec::new())).collect(),
         };
-        let bad_inputs = prefix(&inputs_flat, input_names.len());
-        let bad_targets = prefix(&targets_flat, targets.len());
+        set.read_windows(windows)?;
+        Ok(set)
+    }
 
-        let mut parts: BTreeMap<Part, Vec<Window>> = Part::ALL.iter().map(|p| (*p, Vec::new())).collect();
+    /// Adds the windows of the `windows` table, each checked: inside the features table and
+    /// touching no missing value.
+    fn read_windows<E: std::fmt::Display>(
+        &mut self,
+        windows: impl Iterator<Item = Result<RecordBatch, E>>,
+    ) -> Result<(), ContractError> {
+        let missing = Missing::of(self);
+        let rows = self.times.len();
         let mut keys: BTreeMap<String, Arc<str>> = BTreeMap::new();
         for b in windows {
             let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
@@ -130,27 +136,12 @@ impl WindowSet {
             let origin = origin.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let s = start.value(i) as usize;
-                if s + lookback + horizon > rows {
+                if s + self.lookback + self.horizon > rows {
                     return Err(ContractError::OutOfRange { row: start.value(i), rows });
                 }
-                let (t0, t1) = (s + lookback, s + lookback + horizon);
-                let bad_row = if bad_inputs[t0] != bad_inputs[s] {
-                    (s..t0)
-                        .find(|&r| bad_inputs[r + 1] != bad_inputs[r])
-                        .map(|r| (r, input_names.as_slice(), &inputs_flat))
-                } else if bad_targets[t1] != bad_targets[t0] {
-                    (t0..t1).find(|&r| bad_targets[r + 1] != bad_targets[r]).map(|r| (r, targets, &targets_flat))
-                } else {
-                    None
-                };
-                if let Some((r, names, values)) = bad_row {
-                    let width = names.len();
-                    let j = (0..width).find(|&j| !values[r * width + j].is_finite()).unwrap_or(0);
-                    return Err(ContractError::NotFinite {
-                        key: key.value(i).to_string(),
-                        column: names[j].clone(),
-                        time: row_time(&times, r),
-                    });
+                if let Some((r, column)) = missing.within(self, s) {
+                    let key = key.value(i).to_string();
+                    return Err(ContractError::NotFinite { key, column, time: row_time(&self.times, r) });
                 }
                 let part = Part::parse(split.value(i))
                     .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
@@ -158,23 +149,11 @@ impl WindowSet {
                     Some(k) => k.clone(),
                     None => keys.entry(key.value(i).to_string()).or_insert_with(|| key.value(i).into()).clone(),
                 };
-                parts.get_mut(&part).expect("every part has a list").push(Window {
-                    key: shared,
-                    start: s,
-                    origin_ms: origin.value(i),
-                });
+                let window = Window { key: shared, start: s, origin_ms: origin.value(i) };
+                self.parts.get_mut(&part).expect("every part has a list").push(window);
             }
         }
-        Ok(WindowSet {
-            inputs: inputs_flat,
-            targets: targets_flat,
-            times,
-            input_names,
-            target_names: targets.to_vec(),
-            lookback,
-            horizon,
-            parts,
-        })
+        Ok(())
     }
 
     /// The grid step: the shortest time between the first two rows of a window (`None`
@@ -242,6 +221,48 @@ impl WindowSet {
             let t = s + self.lookback;
             y.extend_from_slice(&self.targets[t * nt..(t + self.horizon) * nt]);
         }
+    }
+}
+
+/// Rows with a missing value, as prefix counts: whether a window touches one is then one
+/// subtraction. Inputs are checked over the lookback, targets over the horizon.
+struct Missing {
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl Missing {
+    fn of(set: &WindowSet) -> Missing {
+        let rows = set.times.len();
+        let prefix = |values: &[f32], width: usize| {
+            let mut before = vec![0u32; rows + 1];
+            for r in 0..rows {
+                let bad = values[r * width..(r + 1) * width].iter().any(|v| !v.is_finite());
+                before[r + 1] = before[r] + bad as u32;
+            }
+            before
+        };
+        Missing {
+            inputs: prefix(&set.inputs, set.input_names.len()),
+            targets: prefix(&set.targets, set.target_names.len()),
+        }
+    }
+
+    /// The first row and column with a missing value in the window starting at row `s`.
+    fn within(&self, set: &WindowSet, s: usize) -> Option<(usize, String)> {
+        let (t0, t1) = (s + set.lookback, s + set.lookback + set.horizon);
+        let first =
+            |before: &[u32], rows: std::ops::Range<usize>| rows.into_iter().find(|&r| before[r + 1] != before[r]);
+        let (r, names, values) = if self.inputs[t0] != self.inputs[s] {
+            (first(&self.inputs, s..t0)?, &set.input_names, &set.inputs)
+        } else if self.targets[t1] != self.targets[t0] {
+            (first(&self.targets, t0..t1)?, &set.target_names, &set.targets)
+        } else {
+            return None;
+        };
+        let width = names.len();
+        let j = (0..width).find(|&j| !values[r * width + j].is_finite()).unwrap_or(0);
+        Some((r, names[j].clone()))
     }
 }
 
