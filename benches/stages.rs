@@ -1,6 +1,6 @@
 //! The benchmark suite: every stage's throughput and peak memory on the shipped data and on
 //! it tiled 10× and 100× (the real series repeated with their timestamps shifted past each
-//! other), one JSON line per stage and scale:
+//! other; past 100×, in more namespaces too), one JSON line per stage and scale:
 //!
 //!     cargo bench --bench stages
 //!     cargo bench --bench stages -- --dataset ../shared/datasets/bitbrains-rnd --step 300 --scales 1
@@ -119,9 +119,15 @@ fn answers(dataset: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Copies tiled in time; beyond them, the cluster's namespaces are copied (at 1,000×, 10
+/// clusters' worth of pods with 100 spans each: 100 spans end about 2067, a thousand
+/// would pass 2262, where nanosecond timestamps end).
+const TIME_COPIES: usize = 100;
+
 /// Writes `copies` of every answer under `out/query_range/<metric>/`, gzipped, the k-th with
-/// its timestamps shifted by k times the dataset's span; or, `single`, every series of every
-/// copy into one plain answer, `out/query_range/all/answer.json`.
+/// its timestamps shifted by k times the dataset's span (k modulo [`TIME_COPIES`], and its
+/// namespaces renamed `<ns>-<k / TIME_COPIES>` past them); or, `single`, every series of
+/// every copy into one plain answer, `out/query_range/all/answer.json`.
 fn tile(files: &[PathBuf], copies: usize, out: &Path, single: bool) {
     let read = |f: &PathBuf| -> Value {
         let mut text = String::new();
@@ -147,7 +153,13 @@ fn tile(files: &[PathBuf], copies: usize, out: &Path, single: bool) {
             let mut doc = doc.clone();
             for s in doc["data"]["result"].as_array_mut().unwrap() {
                 for p in s["values"].as_array_mut().unwrap() {
-                    p[0] = json!(p[0].as_f64().unwrap() + span * k as f64);
+                    p[0] = json!(p[0].as_f64().unwrap() + span * (k % TIME_COPIES) as f64);
+                }
+                // Past 100 copies in time, more of the cluster: its namespaces copied.
+                if k >= TIME_COPIES
+                    && let Some(ns) = s["metric"].get_mut("namespace")
+                {
+                    *ns = json!(format!("{}-{}", ns.as_str().unwrap(), k / TIME_COPIES));
                 }
             }
             if let Some((one, first)) = &mut one {

@@ -178,3 +178,27 @@ fn more_clean_shards_than_workloads_merge_to_the_unsharded_tables() {
     assert!(empty >= 11, "64 shards of 53 workloads: at least 11 empty, said so: {warnings:?}");
     assert_eq!((b.summary["series"].as_u64(), b.summary["shards"].as_u64()), (a.summary["series"].as_u64(), Some(64)));
 }
+
+/// Features in more shards than the quickstart has series (53): the merged features, windows
+/// (their row numbers renumbered to the merged features) and scalers are the unsharded
+/// tables, bit for bit; the empty shards say so.
+#[test]
+fn more_features_shards_than_series_merge_to_the_unsharded_tables() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
+    let yaml = yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")));
+    let options = || RunOptions { selection: Selection::Until("features".into()), ..Default::default() };
+    let ((_a, whole), (_b, sharded)) = (temp_store(), temp_store());
+    let whole = run_with(&pipeline(&yaml, &[]), &whole, options()).unwrap();
+    let sharded = run_with(&pipeline(&yaml, &["features.shards=64"]), &sharded, options()).unwrap();
+    let (a, b) = (whole.record("features").unwrap(), sharded.record("features").unwrap());
+    for table in ["features", "windows", "scalers"] {
+        assert_eq!(a.outputs[table].digest, b.outputs[table].digest, "{table}");
+    }
+    let warnings = b.summary["warnings"].as_array().unwrap();
+    let empty = warnings.iter().filter(|w| w.as_str().unwrap().contains("holds no series")).count();
+    assert!(empty >= 11, "64 shards of 53 series: at least 11 empty, said so: {warnings:?}");
+    for key in ["series", "points", "train_windows", "test_windows", "features"] {
+        assert_eq!(a.summary[key], b.summary[key], "{key}");
+    }
+    assert_eq!(b.summary["shards"].as_u64(), Some(64));
+}

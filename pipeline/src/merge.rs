@@ -3,12 +3,17 @@
 //! Every shard's table is sorted by the columns the stage names (`Stage::shard_order`) and
 //! the shards hold disjoint series, so a k-way merge of the sorted shards is the table one
 //! unsharded run writes — bit for bit, as the table writer's bytes depend on the rows alone.
-//! The merge streams: it holds one batch per shard, never a whole table.
+//! The merge streams: it holds one batch per shard, never a whole table. A column that
+//! holds row numbers of another table (`Stage::shard_row_columns`: a window's first row in
+//! `features`) is renumbered to the merged table's rows as it passes.
 
 use std::cmp::Ordering;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{SchemaRef, UInt64Type};
 use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::Value;
@@ -17,9 +22,11 @@ use crate::context::StageContext;
 use crate::run::StageRecord;
 use crate::stage::{BoxError, Summary};
 
-/// A shard's current batch, its sort keys as comparable rows, and the next row to take.
+/// A shard's current batch, the shard's row number of its first row, its sort keys as
+/// comparable rows, and the next row to take.
 struct Head {
     batch: RecordBatch,
+    offset: u64,
     rows: Rows,
     pos: usize,
 }
@@ -27,16 +34,27 @@ struct Head {
 struct Shard {
     reader: ParquetRecordBatchReader,
     head: Option<Head>,
+    read: u64,
 }
 
-/// Writes each table of `order` through `ctx`, merged from the shards' records, and returns
-/// the merged summary.
+/// Where each shard's rows of a table went in the merged one: per shard, runs of (its row,
+/// the merged row, how many), in order.
+type RowMap = Vec<Vec<(u64, u64, u64)>>;
+
+/// Writes each table of `order` through `ctx`, merged from the shards' records, renumbering
+/// the row columns of `links` (`(table, column, rows of)`), and returns the merged summary.
 pub(crate) fn merge(
     order: &[(&str, Vec<&str>)],
+    links: &[(&str, &str, &str)],
     ctx: &StageContext,
     shards: &[StageRecord],
 ) -> Result<Summary, BoxError> {
+    let mut maps: BTreeMap<&str, RowMap> = BTreeMap::new();
     for (table, columns) in order {
+        let referenced = links.iter().any(|l| l.2 == *table);
+        let link = links.iter().find(|l| l.0 == *table);
+        let mut map: RowMap = vec![Vec::new(); shards.len()];
+        let mut written = 0u64;
         let mut schema: Option<SchemaRef> = None;
         let mut readers = Vec::new();
         for rec in shards {
@@ -49,22 +67,25 @@ pub(crate) fn merge(
         let keys: Vec<usize> = columns.iter().map(|c| schema.index_of(c)).collect::<Result<_, _>>()?;
         let converter =
             RowConverter::new(keys.iter().map(|&k| SortField::new(schema.field(k).data_type().clone())).collect())?;
-        let advance = |reader: &mut ParquetRecordBatchReader| -> Result<Option<Head>, BoxError> {
+        let advance = |reader: &mut ParquetRecordBatchReader, read: &mut u64| -> Result<Option<Head>, BoxError> {
             for batch in reader {
                 // The reader drops the schema's metadata; the merged table keeps it.
                 let batch = batch?.with_schema(schema.clone())?;
+                let offset = *read;
+                *read += batch.num_rows() as u64;
                 if batch.num_rows() > 0 {
                     let rows = converter
                         .convert_columns(&keys.iter().map(|&k| batch.column(k).clone()).collect::<Vec<_>>())?;
-                    return Ok(Some(Head { batch, rows, pos: 0 }));
+                    return Ok(Some(Head { batch, offset, rows, pos: 0 }));
                 }
             }
             Ok(None)
         };
         let mut open = Vec::new();
         for mut reader in readers {
-            let head = advance(&mut reader)?;
-            open.push(Shard { reader, head });
+            let mut read = 0;
+            let head = advance(&mut reader, &mut read)?;
+            open.push(Shard { reader, head, read });
         }
         // Rows compare by key, then by shard, so ties (which disjoint series never make)
         // still merge the same way every time.
@@ -104,20 +125,54 @@ pub(crate) fn merge(
             } else {
                 lo = hi;
             }
-            writer.write(&head.batch.slice(head.pos, lo - head.pos))?;
+            let len = lo - head.pos;
+            let mut slice = head.batch.slice(head.pos, len);
+            if let Some((_, column, of)) = link {
+                let runs =
+                    maps.get(of).ok_or_else(|| format!("`{table}.{column}` refers to `{of}`, not merged before it"))?;
+                slice = renumber(&slice, column, &runs[first])?;
+            }
+            if referenced {
+                map[first].push((head.offset + head.pos as u64, written, len as u64));
+            }
+            written += len as u64;
+            writer.write(&slice)?;
             let shard = &mut open[first];
             if lo == shard.head.as_ref().expect("live").rows.num_rows() {
-                shard.head = advance(&mut shard.reader)?;
+                shard.head = advance(&mut shard.reader, &mut shard.read)?;
             } else {
                 shard.head.as_mut().expect("live").pos = lo;
             }
         }
         writer.finish()?;
+        if referenced {
+            maps.insert(table, map);
+        }
     }
     Ok(merge_summaries(shards))
 }
 
-/// Per key: numbers summed, lists joined, a value all shards agree on kept, and otherwise
+/// `batch` with the shard's row numbers in `column` turned into the merged table's.
+fn renumber(batch: &RecordBatch, column: &str, runs: &[(u64, u64, u64)]) -> Result<RecordBatch, BoxError> {
+    let index = batch.schema().index_of(column)?;
+    let rows = batch.column(index).as_primitive_opt::<UInt64Type>().ok_or_else(|| format!("`{column}` is not u64"))?;
+    let merged = rows
+        .values()
+        .iter()
+        .map(|&row| {
+            let run = runs.partition_point(|r| r.0 <= row).checked_sub(1).map(|i| runs[i]);
+            match run {
+                Some((from, to, len)) if row < from + len => Ok(to + (row - from)),
+                _ => Err(format!("`{column}` names row {row}, which the shard's table does not have")),
+            }
+        })
+        .collect::<Result<Vec<u64>, _>>()?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(UInt64Array::from(merged));
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Per key: numbers summed, a value all shards agree on kept, lists joined, and otherwise
 /// the list of the shards' values; plus `shards`, their number.
 fn merge_summaries(shards: &[StageRecord]) -> Summary {
     let mut keys: Vec<&String> = shards.iter().flat_map(|r| r.summary.keys()).collect();
@@ -130,10 +185,10 @@ fn merge_summaries(shards: &[StageRecord]) -> Summary {
             values.iter().map(|v| v.as_u64().expect("checked")).sum::<u64>().into()
         } else if values.iter().all(|v| v.is_number()) {
             values.iter().map(|v| v.as_f64().expect("numbers are f64")).sum::<f64>().into()
-        } else if values.iter().all(|v| v.is_array()) {
-            values.iter().flat_map(|v| v.as_array().expect("checked").iter().cloned()).collect::<Vec<_>>().into()
         } else if values.windows(2).all(|w| w[0] == w[1]) {
             values[0].clone()
+        } else if values.iter().all(|v| v.is_array()) {
+            values.iter().flat_map(|v| v.as_array().expect("checked").iter().cloned()).collect::<Vec<_>>().into()
         } else {
             values.into_iter().cloned().collect::<Vec<_>>().into()
         };

@@ -527,7 +527,7 @@ impl<'a> Executor<'a> {
                 .collect::<Result<Vec<_>, _>>()?;
             tracing::info!(stage = spec.name, shards = spec.shards, "merging");
             let order = spec.stage.shard_order().expect("the config admits only stages that shard");
-            merge::merge(&order, &ctx, &shards).map_err(fail)?
+            merge::merge(&order, &spec.stage.shard_row_columns(), &ctx, &shards).map_err(fail)?
         } else {
             tracing::info!(stage = spec.name, kind = spec.kind, "running");
             spec.stage.run(&ctx).map_err(fail)?

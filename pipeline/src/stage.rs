@@ -79,6 +79,13 @@ pub trait Stage: Send + Sync {
         None
     }
 
+    /// Columns of a sharded stage's tables that hold row numbers of another of its tables,
+    /// as `(table, column, rows of)`; the merge turns a shard's row numbers into the merged
+    /// table's. The table referred to comes first in `shard_order`.
+    fn shard_row_columns(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        Vec::new()
+    }
+
     /// What keeps this machine from running the stage (no GPU for `device: cuda`), for
     /// `validate` to warn about; never an error there, since pods elsewhere may run it. The
     /// stage checks again when it starts.

@@ -31,8 +31,15 @@ pub fn predict(
         Some(path) => Some(applearner_train::card::read_scalers(&read(&path)?, &saved.card.blueprint.targets)?),
         None => None,
     };
-    let forecast = applearner_train::predict::predict(model, &saved, &features, scalers, horizon, device)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+    let forecast = applearner_train::predict::predict(
+        model,
+        &saved,
+        features.into_iter().map(Ok::<_, applearner_pipeline::BoxError>),
+        scalers,
+        horizon,
+        device,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let extension = output.and_then(|o| o.extension()).and_then(|e| e.to_str()).unwrap_or("csv");
     let bytes = match extension {
         "parquet" => applearner_train::predict::to_parquet(&forecast).map_err(boxed)?,

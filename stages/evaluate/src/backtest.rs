@@ -12,7 +12,7 @@ use applearner_contracts::tables::forecasts;
 use applearner_contracts::{Part, WindowSet};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
-use applearner_pipeline::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use applearner_pipeline::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Duration, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use applearner_train::card::Scaler;
@@ -172,15 +172,14 @@ impl Stage for Backtest {
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let targets = card.blueprint.targets.clone();
         let levels = card.blueprint.loss.quantile_levels();
-        // The whole table: the forecast ahead reads each series' last rows from it too.
-        let features = ctx.read_table("features")?;
-        let windows =
-            WindowSet::from_batches(&features, &ctx.read_table("windows")?, &card.blueprint.inputs, &targets)?;
+        // Tables a batch at a time: none is held decoded whole.
+        let (features, windows) = (ctx.table_batches("features")?, ctx.table_batches("windows")?);
+        let windows = WindowSet::new(features, windows, &card.blueprint.inputs, &targets)?;
         let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, &targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
             .collect();
-        let usage = read_usage(&ctx.read_table("resampled")?)?;
+        let usage = read_usage(ctx.table_batches("resampled")?)?;
         let device = self.params.device.resolve()?;
 
         let stride = self.params.stride.unwrap_or(horizon);
@@ -194,7 +193,9 @@ impl Stage for Backtest {
         }
         let model =
             ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
-        let forward = predict(&model_dir, &saved, &features, Some(scalers.values().cloned().collect()), None, device)?;
+        // The forecast ahead, from each series' last rows: the features table read again.
+        let features = ctx.table_batches("features")?;
+        let forward = predict(&model_dir, &saved, features, Some(scalers.values().cloned().collect()), None, device)?;
         let mut parts: [Tracks; 3] = [
             model.tracks("validation", &validation_windows)?,
             model.tracks("test", &chosen)?,
@@ -213,8 +214,7 @@ impl Stage for Backtest {
             conformal::add_auto(tracks, &choice);
         }
 
-        let (schema, batches) = forecasts_table(&parts, &levels, step)?;
-        ctx.write_table("forecasts", schema, &batches)?;
+        write_forecasts(ctx, &parts, &levels, step)?;
         let rows = self.scores(&parts, &scales, &levels, horizon, step)?;
         let counts = [
             ("origins", chosen.len()),
@@ -553,44 +553,48 @@ pub fn level_name(level: f64) -> String {
     format!("p{}", (level * 100.0).round() as u32)
 }
 
-/// Every part's tracks as rows: per part, method (in the order of [`METHODS`]), series,
-/// target, origin and step.
-fn forecasts_table(
-    parts: &[Tracks; 3],
-    levels: &[f64],
-    step_ms: i64,
-) -> Result<(SchemaRef, Vec<RecordBatch>), BoxError> {
-    // One batch per part and method: the rows' strings are held for one batch at a time.
-    let mut schema = None;
-    let mut batches = Vec::new();
+/// Every part's tracks as the `forecasts` table: per part, method (in the order of
+/// [`METHODS`]), series, target, origin and step; written a batch of whole tracks at a time.
+fn write_forecasts(ctx: &StageContext, parts: &[Tracks; 3], levels: &[f64], step_ms: i64) -> Result<(), BoxError> {
+    let schema = forecasts_batch(PARTS[0], METHODS[0], &[], levels, step_ms)?.schema();
+    let mut writer = ctx.table_writer("forecasts", schema)?;
     for (p, tracks) in PARTS.iter().zip(parts) {
         for m in METHODS {
-            let (s, batch) = forecasts_batch(p, m, tracks, levels, step_ms)?;
-            schema.get_or_insert(s);
-            if batch.num_rows() > 0 {
-                batches.push(batch);
+            let of_method: Vec<_> = tracks.iter().filter(|((mm, _, _), _)| *mm == m).collect();
+            let mut from = 0;
+            while from < of_method.len() {
+                // Whole tracks, about 2^16 rows a batch (at least one track).
+                let mut to = from;
+                let mut rows = 0;
+                while to < of_method.len() && (to == from || rows < 1 << 16) {
+                    rows += of_method[to].1.forecast.iter().map(Vec::len).sum::<usize>();
+                    to += 1;
+                }
+                let batch = forecasts_batch(p, m, &of_method[from..to], levels, step_ms)?;
+                writer.write(&batch)?;
+                from = to;
             }
         }
     }
-    Ok((schema.expect("PARTS and METHODS are not empty"), batches))
+    writer.finish()
 }
 
-/// The rows of one part and method: per series, target, origin and step.
+/// The rows of some tracks of one part and method: per series, target, origin and step.
 fn forecasts_batch(
     p: &str,
     m: &str,
-    tracks: &Tracks,
+    tracks: &[(&(&'static str, String, String), &Track)],
     levels: &[f64],
     step_ms: i64,
-) -> Result<(SchemaRef, RecordBatch), BoxError> {
+) -> Result<RecordBatch, BoxError> {
     let (mut key, mut column, mut origin, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    for ((_, k, c), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+    for ((_, k, c), t) in tracks {
         for (n, &o) in t.origins.iter().enumerate() {
             for h in 0..t.forecast[n].len() {
-                key.push(k.clone());
-                column.push(c.clone());
+                key.push(k.as_str());
+                column.push(c.as_str());
                 origin.push(o);
                 step.push(h as u32 + 1);
                 time.push(o + (h as i64 + 1) * step_ms);
@@ -604,8 +608,8 @@ fn forecasts_batch(
     }
     let rows = key.len();
     let mut t = TableBuilder::default()
-        .strings(forecasts::PART, vec![p.to_string(); rows])
-        .strings(forecasts::METHOD, vec![m.to_string(); rows])
+        .strings(forecasts::PART, std::iter::repeat_n(p, rows))
+        .strings(forecasts::METHOD, std::iter::repeat_n(m, rows))
         .strings(forecasts::KEY, key)
         .strings(forecasts::RESOURCE, column)
         .times(forecasts::ORIGIN, origin)
@@ -616,5 +620,5 @@ fn forecasts_batch(
     for (l, q) in levels.iter().zip(qs) {
         t = t.floats(&level_name(*l), q);
     }
-    t.finish()
+    Ok(t.finish()?.1)
 }

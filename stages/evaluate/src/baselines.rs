@@ -1,28 +1,29 @@
 //! Forecasts users can get without a model, from the raw history at each origin: the last
 //! value, the value a season earlier, a moving average and additive Holt-Winters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 
 /// One series on its grid, every segment in time order: gaps between segments are kept
-/// as gaps, so "a season earlier" is looked up by time, never by position.
+/// as gaps, so "a season earlier" is looked up by time (a binary search), never by
+/// position.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     pub times: Vec<i64>,
     pub values: Vec<f64>,
-    index: HashMap<i64, usize>,
-    /// Times whose value clean.resample filled in: history for forecasts, never an actual.
-    filled: HashSet<i64>,
+    /// Per position, whether clean.resample filled the value in: history for forecasts,
+    /// never an actual. Empty when none was.
+    filled: Vec<bool>,
 }
 
 impl Series {
     /// `points` in any order; a repeated time keeps the last value.
     pub fn new(points: Vec<(i64, f64)>) -> Series {
-        Series::with_filled(points, HashSet::new())
+        Series::with_filled(points, &HashSet::new())
     }
 
     /// As [`Series::new`], with the times that were filled in rather than observed.
-    pub fn with_filled(mut points: Vec<(i64, f64)>, filled: HashSet<i64>) -> Series {
+    pub fn with_filled(mut points: Vec<(i64, f64)>, filled: &HashSet<i64>) -> Series {
         points.sort_by_key(|p| p.0);
         points.dedup_by(|b, a| {
             let same = a.0 == b.0;
@@ -31,14 +32,18 @@ impl Series {
             }
             same
         });
-        let index = points.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
+        let filled = match filled.is_empty() {
+            true => Vec::new(),
+            false => points.iter().map(|p| filled.contains(&p.0)).collect(),
+        };
         let (times, values) = points.into_iter().unzip();
-        Series { times, values, index, filled }
+        Series { times, values, filled }
     }
 
     /// The observed value at `time`: `NaN` where it was filled in, `None` off the grid.
     pub fn actual(&self, time: i64) -> Option<f64> {
-        self.at(time).map(|v| if self.filled.contains(&time) { f64::NAN } else { v })
+        let i = self.position(time)?;
+        Some(if self.filled.get(i) == Some(&true) { f64::NAN } else { self.values[i] })
     }
 
     /// The positions of the segment holding position `i`: the run of points `step` apart.
@@ -56,7 +61,7 @@ impl Series {
     }
 
     pub fn position(&self, time: i64) -> Option<usize> {
-        self.index.get(&time).copied()
+        self.times.binary_search(&time).ok()
     }
 
     pub fn at(&self, time: i64) -> Option<f64> {

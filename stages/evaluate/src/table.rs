@@ -9,7 +9,7 @@ use applearner_pipeline::arrow::array::{
     ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
 };
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use applearner_pipeline::columns::{floats, ints, strings};
+use applearner_pipeline::columns::{column, floats, ints};
 
 use crate::baselines::Series;
 
@@ -41,23 +41,32 @@ impl Usage {
     }
 }
 
-/// The `resampled` table of clean.resample, per series key, with the points it filled in.
-pub fn read_usage(batches: &[RecordBatch]) -> Result<BTreeMap<String, Usage>, BoxError> {
+/// The `resampled` table of clean.resample, read a batch at a time, per series key, with
+/// the points it filled in.
+pub fn read_usage<E: Into<BoxError>>(
+    batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
+) -> Result<BTreeMap<String, Usage>, BoxError> {
     type Points = (Vec<(i64, f64)>, HashSet<i64>);
     let mut points: BTreeMap<String, [Points; 2]> = BTreeMap::new();
     for b in batches {
-        let (keys, times) = (strings(b, table::NAME, table::KEY)?, ints(b, table::NAME, table::TIMESTAMP)?);
+        let b = b.map_err(Into::into)?;
+        let keys = column(&b, table::NAME, table::KEY, &DataType::Utf8)?;
+        let (keys, times) = (keys.as_string::<i32>(), ints(&b, table::NAME, table::TIMESTAMP)?);
         let mut columns = Vec::new();
         for name in ["cpu", "memory"] {
-            let values = if b.column_by_name(name).is_some() { floats(b, table::NAME, name)? } else { Vec::new() };
+            let values = if b.column_by_name(name).is_some() { floats(&b, table::NAME, name)? } else { Vec::new() };
             let filled = match b.column_by_name(&format!("{name}_filled")) {
                 Some(c) => c.as_boolean_opt().map(|a| a.iter().map(|f| f == Some(true)).collect()).unwrap_or_default(),
                 None => Vec::new(),
             };
             columns.push((values, filled));
         }
-        for (i, key) in keys.into_iter().enumerate() {
-            let entry = points.entry(key).or_default();
+        for (i, key) in keys.iter().enumerate() {
+            let key = key.unwrap_or_default();
+            if !points.contains_key(key) {
+                points.insert(key.to_string(), Default::default());
+            }
+            let entry = points.get_mut(key).expect("inserted");
             for ((values, filled), (to, filled_at)) in columns.iter().zip(entry.iter_mut()) {
                 if let Some(v) = values.get(i).filter(|v| v.is_finite()) {
                     to.push((times[i], *v));
@@ -71,7 +80,7 @@ pub fn read_usage(batches: &[RecordBatch]) -> Result<BTreeMap<String, Usage>, Bo
     Ok(points
         .into_iter()
         .map(|(k, [(c, cf), (m, mf)])| {
-            (k, Usage { cpu: Series::with_filled(c, cf), memory: Series::with_filled(m, mf) })
+            (k, Usage { cpu: Series::with_filled(c, &cf), memory: Series::with_filled(m, &mf) })
         })
         .collect())
 }
@@ -84,9 +93,9 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    pub fn strings(mut self, name: &str, values: Vec<String>) -> Self {
+    pub fn strings(mut self, name: &str, values: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
         self.fields.push(Field::new(name, DataType::Utf8, false));
-        self.arrays.push(Arc::new(StringArray::from(values)));
+        self.arrays.push(Arc::new(StringArray::from_iter_values(values)));
         self
     }
 

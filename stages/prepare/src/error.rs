@@ -16,7 +16,7 @@ pub enum PrepareError {
     #[error(
         "series `{key}` has {points} points and its features are built at once, more than `max_points_in_memory` \
          ({max}); raise it to at least {points} (about {} MB)",
-        points / 500
+        points / 8_000
     )]
     SeriesTooLarge { key: String, points: u64, max: u64 },
     #[error(

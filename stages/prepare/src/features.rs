@@ -14,19 +14,21 @@ use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array,
 };
 use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt32Type};
+use applearner_pipeline::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt32Type,
+};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
-use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use applearner_contracts::Part;
 use applearner_contracts::tables::{features as feature_table, windows as window_table};
 
-use crate::{collect, ident, literal, register_input};
+use crate::derive;
 
 /// Turns the `resampled` series into model inputs. Writes `features` (per point: key,
 /// segment, timestamp, `split` = train/validation/test, then the float32 features: each
@@ -71,15 +73,15 @@ pub struct FeaturesParams {
     /// The training windows cut from each part.
     #[serde(default)]
     pub windows: WindowSpec,
-    /// Points built at a time: series are built in ranges of at most this many points,
-    /// whatever the input's size (the default peaks at about 0.5 GB); one series needs all
-    /// of its points at once.
+    /// The most points one series may have: its features are built from all of them at once
+    /// (about 130 bytes a point with two value columns: the default, four years at 1
+    /// minute, takes about 260 MB); the stage holds one series and a batch of output.
     #[serde(default = "default_max_points")]
     pub max_points_in_memory: u64,
 }
 
 fn default_max_points() -> u64 {
-    1 << 18
+    1 << 21
 }
 
 fn default_calendar() -> Vec<Calendar> {
@@ -299,21 +301,46 @@ impl Stage for Features {
         vec![Output::table("features"), Output::table("scalers"), Output::table("windows")]
     }
 
+    /// Series by series: shards take series by key; each shard's windows name rows of its
+    /// own features table, and the merge renumbers them.
+    fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
+        Some(vec![
+            ("features", vec![feature_table::KEY, feature_table::TIMESTAMP]),
+            ("windows", vec![window_table::KEY, window_table::ORIGIN]),
+            ("scalers", vec!["key", "column"]),
+        ])
+    }
+
+    fn shard_row_columns(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        vec![("windows", window_table::START, "features")]
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let session = crate::session(Some(ctx));
-        ctx.store().block_on(register_input(&session, ctx, "resampled"))?;
-        let layout = ctx.store().block_on(Layout::of(&session, &self.params))?;
+        let mut input = ctx.table_batches("resampled")?.map(|b| b.map_err(BoxError::from)).peekable();
+        let schema = match input.peek() {
+            Some(Ok(b)) => b.schema(),
+            Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
+            None => return Err(PrepareError::EmptyInput.into()),
+        };
+        let layout = Layout::of(&schema, &self.params)?;
         let tables = [
             ("features", features_schema(&layout.flags, &layout.names)),
             ("windows", windows_schema(&self.params.windows, layout.warmup)),
         ];
-        let layout = &layout;
-        let built = crate::stream_tables(ctx, &tables, |sinks| async move {
+        let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
+        let admit = ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool);
+        let built = crate::stream_tables(ctx, &tables, |sinks| {
             let mut sink = |table: usize, b: RecordBatch| crate::send(&sinks[table], b);
-            build_into(&session, &self.params, self.cut, layout, &mut sink).await
+            build_into(input, &self.params, self.cut, &layout, admit, &mut sink)
         })?;
-        ctx.write_table("scalers", built.scalers_schema.clone(), &built.scalers)?;
+
+        ctx.write_table("scalers", scalers_schema(), &[built.scalers])?;
         let mut summary = Summary::new();
+        if let Some((i, n)) = ctx.shard().filter(|_| built.series == 0) {
+            let empty = format!("shard {i} of {n} holds no series (more shards than series): its tables are empty");
+            tracing::warn!("{empty}");
+            summary.insert("warnings".into(), vec![empty].into());
+        }
         summary.insert("series".into(), built.series.into());
         summary.insert("points".into(), built.points.into());
         summary.insert("features".into(), built.feature_names.clone().into());
@@ -338,9 +365,8 @@ pub struct Layout {
 
 impl Layout {
     /// From the `resampled` table's schema and the parameters.
-    pub async fn of(session: &SessionContext, params: &FeaturesParams) -> Result<Layout, BoxError> {
-        let input = session.table("resampled").await?;
-        let available: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+    pub fn of(input: &Schema, params: &FeaturesParams) -> Result<Layout, BoxError> {
+        let available: Vec<String> = input.fields().iter().map(|f| f.name().clone()).collect();
         let columns: Vec<String> = if params.columns.is_empty() {
             ["cpu", "memory"].iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
         } else {
@@ -357,7 +383,7 @@ impl Layout {
         }
         // The fill flags of clean.resample ride along, so the features need no join back.
         let flags = columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
-        let (_, extra, warmup) = derived(params, &columns);
+        let (extra, warmup) = derive::names(params, &columns);
         let mut names = columns.clone();
         names.extend(extra);
         Ok(Layout { flags, names, columns, warmup })
@@ -367,11 +393,9 @@ impl Layout {
 /// What `build` produced.
 #[derive(Debug)]
 pub struct Built {
-    pub features_schema: SchemaRef,
     /// Collected by [`build`]; empty when streamed by [`build_into`].
     pub features: Vec<RecordBatch>,
-    pub scalers_schema: SchemaRef,
-    pub scalers: Vec<RecordBatch>,
+    pub scalers: RecordBatch,
     pub windows: RecordBatch,
     pub feature_names: Vec<String>,
     pub series: u64,
@@ -379,9 +403,10 @@ pub struct Built {
     pub counts: Counts,
 }
 
-/// Builds features from the table registered as `resampled`, every table collected.
-pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
-    let layout = Layout::of(session, params).await?;
+/// Builds the features of `resampled` batches, every table collected.
+pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
+    let schema = resampled.first().ok_or(PrepareError::EmptyInput)?.schema();
+    let layout = Layout::of(&schema, params)?;
     let (mut features, mut windows) = (Vec::new(), Vec::new());
     let mut sink = |table: usize, b: RecordBatch| {
         if table == 0 {
@@ -391,52 +416,69 @@ pub async fn build(session: &SessionContext, params: &FeaturesParams, cut: Cut) 
         }
         Ok(())
     };
-    let mut built = build_into(session, params, cut, &layout, &mut sink).await?;
+    let input = resampled.iter().map(|b| Ok(b.clone()));
+    let mut built = build_into(input, params, cut, &layout, None, &mut sink)?;
     let schema = windows_schema(&params.windows, layout.warmup);
     built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
     built.features = features;
     Ok(built)
 }
 
-/// Builds the features a range of series of at most `max_points_in_memory` points at a time,
-/// handing the rows of `features` (table 0) and `windows` (table 1) to `sink` in series and
-/// time order, as one build of them all would.
-pub async fn build_into(
-    session: &SessionContext,
+/// Rows of the features table put in one batch: whole series, at least this many.
+const BATCH_ROWS: usize = 1 << 16;
+
+/// Builds the features of the `resampled` batches (in key and time order, as clean writes
+/// them) a series at a time, handing the rows of `features` (table 0) and `windows` (table
+/// 1) to `sink` in that order; it holds one series (at most `max_points_in_memory` points)
+/// and a batch of output. A shard (`admit`: the series it takes) may hold no series: its
+/// tables are empty, not an error.
+pub fn build_into(
+    input: impl Iterator<Item = Result<RecordBatch, BoxError>>,
     params: &FeaturesParams,
     cut: Cut,
     layout: &Layout,
+    admit: Option<&dyn Fn(&str) -> bool>,
     sink: &mut dyn FnMut(usize, RecordBatch) -> Result<(), BoxError>,
 ) -> Result<Built, BoxError> {
-    let ranges = key_ranges(session, params.max_points_in_memory).await?;
-    let (series, points) = ranges.iter().fold((0, 0), |a, r| (a.0 + r.series, a.1 + r.points));
-    if points == 0 {
-        return Err(PrepareError::EmptyInput.into());
-    }
-    let features_schema = features_schema(&layout.flags, &layout.names);
+    let mut out = Gathered::new(layout);
     let mut index = WindowIndex::new(&params.windows, layout.warmup);
-    let (mut scalers, mut scalers_schema, mut rows) = (Vec::new(), None, 0u64);
-    for range in &ranges {
-        let parted = parted_sql(params, cut, layout, range);
-        let (schema, fitted) = fit_scalers(session, params, layout, &parted).await?;
-        scalers_schema.get_or_insert(schema);
-        check_fitted(session, &fitted, layout, range).await?;
-        crate::register_batches(session, "scalers", fitted.clone(), scalers_schema.clone().expect("set"), &[])?;
-        scalers.extend(fitted);
-        let batches = scaled_features(session, params, layout, &parted).await?;
-        let features = batches.iter().map(|b| crate::conform(b, &features_schema)).collect::<Result<Vec<_>, _>>()?;
-        sink(1, index.add(&features, rows)?)?;
-        for b in features {
-            rows += b.num_rows() as u64;
-            sink(0, b)?;
+    let (mut series, mut points, mut rows, mut untrained) = (0u64, 0u64, 0u64, (0u64, None));
+    let mut flush = |out: &mut Gathered, rows: &mut u64| -> Result<(), BoxError> {
+        let batch = out.finish()?;
+        sink(1, index.add(std::slice::from_ref(&batch), *rows)?)?;
+        *rows += batch.num_rows() as u64;
+        sink(0, batch)
+    };
+    for one in SeriesReader::new(input, layout, params.max_points_in_memory, admit.unwrap_or(&|_| true)) {
+        let (key, one) = one?;
+        (series, points) = (series + 1, points + one.points.times.len() as u64);
+        let derived = derive::derive(&one.points, params, cut, &mut out.features);
+        let Some(scalers) = derived.scalers else {
+            untrained = (untrained.0 + 1, untrained.1.or(Some(key)));
+            continue;
+        };
+        out.push(&key, &one, &derived.parts, &scalers);
+        if out.len() >= BATCH_ROWS {
+            flush(&mut out, &mut rows)?;
         }
     }
-    let counts = index.finish(series)?;
-    let scalers_schema = scalers_schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+    if let (count @ 1.., Some(first)) = untrained {
+        return Err(PrepareError::NoTraining { count, series, first }.into());
+    }
+    let empty_shard = admit.is_some() && series == 0;
+    if points == 0 && !empty_shard {
+        return Err(PrepareError::EmptyInput.into());
+    }
+    if out.len() > 0 {
+        flush(&mut out, &mut rows)?;
+    }
+    let scalers = out.scalers(params)?;
+    let counts = match empty_shard {
+        true => Counts { per_part: [0; 3], without: [0; 3], short_history: [0; 3] },
+        false => index.finish(series)?,
+    };
     Ok(Built {
-        features_schema,
         features: Vec::new(),
-        scalers_schema,
         scalers,
         windows: RecordBatch::new_empty(windows_schema(&params.windows, layout.warmup)),
         feature_names: layout.names.clone(),
@@ -446,244 +488,229 @@ pub async fn build_into(
     })
 }
 
-/// A range of series (by key, inclusive) built at once.
-pub struct KeyRange {
-    first: String,
-    last: String,
-    series: u64,
-    points: u64,
+/// One series as read: its points and fill flags.
+struct Series {
+    points: derive::Points,
+    flags: Vec<Vec<bool>>,
 }
 
-impl KeyRange {
-    /// The SQL condition on `key` of the range's series: on the sorted `resampled` table,
-    /// Parquet statistics skip the row groups outside it.
-    fn condition(&self) -> String {
-        format!("key >= {} AND key <= {}", literal(&self.first), literal(&self.last))
+/// The series of `resampled` batches one at a time, checked to come in key and time order.
+struct SeriesReader<'a, I> {
+    input: I,
+    layout: &'a Layout,
+    max_points: u64,
+    admit: &'a dyn Fn(&str) -> bool,
+    /// The batch being read and the next row in it.
+    batch: Option<(RecordBatch, usize)>,
+    last_key: Option<String>,
+}
+
+impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> {
+    fn new(input: I, layout: &'a Layout, max_points: u64, admit: &'a dyn Fn(&str) -> bool) -> Self {
+        SeriesReader { input, layout, max_points, admit, batch: None, last_key: None }
     }
-}
 
-/// Consecutive series (in key order) of at most `max_points` points together; one series
-/// above it is an error naming it.
-async fn key_ranges(session: &SessionContext, max_points: u64) -> Result<Vec<KeyRange>, BoxError> {
-    let sizes = collect(session.sql("SELECT key, count(*) FROM resampled GROUP BY key ORDER BY key").await?).await?;
-    let mut ranges: Vec<KeyRange> = Vec::new();
-    for b in &sizes {
-        let keys = b.column(0).as_string::<i32>();
-        for i in 0..b.num_rows() {
-            let (key, n) = (keys.value(i).to_string(), int(b.column(1), i));
-            if n > max_points {
-                return Err(PrepareError::SeriesTooLarge { key, points: n, max: max_points }.into());
+    /// The next series' key and rows (skipping those `admit` refuses), or None at the end.
+    fn next_series(&mut self) -> Result<Option<(String, Series)>, BoxError> {
+        loop {
+            let Some(key) = self.peek_key()? else { return Ok(None) };
+            if let Some(last) = &self.last_key
+                && *last >= key
+            {
+                return Err(format!(
+                    "the resampled table is not in key order (`{key}` comes after `{last}`); \
+                     it is clean.resample's output, rerun clean with --force=clean"
+                )
+                .into());
             }
-            match ranges.last_mut() {
-                Some(r) if r.points + n <= max_points => {
-                    (r.last, r.series, r.points) = (key, r.series + 1, r.points + n)
-                }
-                _ => ranges.push(KeyRange { first: key.clone(), last: key, series: 1, points: n }),
-            }
-        }
-    }
-    Ok(ranges)
-}
-
-/// The points of `range` with their part and transformed values (`<col>__x`).
-fn parted_sql(params: &FeaturesParams, cut: Cut, layout: &Layout, range: &KeyRange) -> String {
-    let part = match cut {
-        Cut::Fractions { validation, test } => format!(
-            "CASE WHEN i >= n - round(n * {test}) THEN 'test' \
-                  WHEN i >= n - round(n * {}) THEN 'validation' ELSE 'train' END",
-            validation + test
-        ),
-        Cut::Times { validation_ms, test_ms } => format!(
-            "CASE WHEN ts >= {test_ms} THEN 'test' WHEN ts >= {validation_ms} THEN 'validation' ELSE 'train' END"
-        ),
-    };
-    let transform = |c: &str| match params.transform {
-        Transform::None => ident(c),
-        Transform::Log1p => format!("ln(1.0 + {})", ident(c)),
-    };
-    let values = layout.columns.iter().map(|c| format!("{} AS {}", transform(c), ident(&format!("{c}__x"))));
-    let flags: String = layout.flags.iter().map(|f| format!(", {}", ident(f))).collect();
-    format!(
-        "SELECT key, segment, timestamp, ts, {part} AS split{flags}, {values} FROM ( \
-           SELECT *, CAST(timestamp AS BIGINT) AS ts, \
-                  row_number() OVER (PARTITION BY key, segment ORDER BY timestamp) - 1 AS i, \
-                  count(*) OVER (PARTITION BY key, segment) AS n \
-           FROM resampled WHERE {condition})",
-        values = values.collect::<Vec<_>>().join(", "),
-        condition = range.condition(),
-    )
-}
-
-/// Scaling statistics per series and column, from the training part only.
-async fn fit_scalers(
-    session: &SessionContext,
-    params: &FeaturesParams,
-    layout: &Layout,
-    parted: &str,
-) -> Result<(SchemaRef, Vec<RecordBatch>), BoxError> {
-    let fits = layout
-        .columns
-        .iter()
-        .map(|c| {
-            let x = ident(&format!("{c}__x"));
-            let (center, scale) = match params.scale {
-                Scale::Zscore => (format!("avg({x})"), format!("stddev_pop({x})")),
-                Scale::Minmax => (format!("min({x})"), format!("max({x}) - min({x})")),
-                Scale::Robust => (
-                    format!("median({x})"),
-                    format!(
-                        "percentile_cont(0.75) WITHIN GROUP (ORDER BY {x}) - percentile_cont(0.25) WITHIN GROUP (ORDER BY {x})"
-                    ),
-                ),
-                Scale::None => ("0.0".into(), "1.0".into()),
+            let admitted = (self.admit)(&key);
+            let mut one = Series {
+                points: derive::Points { values: vec![Vec::new(); self.layout.columns.len()], ..Default::default() },
+                flags: vec![Vec::new(); self.layout.flags.len()],
             };
-            // A constant training part has no spread: scale by 1 rather than divide by 0.
-            format!(
-                "SELECT key, {col} AS \"column\", CAST({center} AS DOUBLE) AS center, \
-                        CAST(CASE WHEN {scale} > 0 THEN {scale} ELSE 1.0 END AS DOUBLE) AS scale \
-                 FROM parted WHERE split = 'train' GROUP BY key",
-                col = literal(c)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let df = crate::sql_in_order(
-        session,
-        &format!(
-            "WITH parted AS ({parted}) \
-             SELECT key, \"column\", {transform} AS transform, {method} AS method, center, scale \
-             FROM ({fits}) ORDER BY key, \"column\"",
-            transform = literal(&serde_plain(&params.transform)),
-            method = literal(&serde_plain(&params.scale)),
-        ),
-    )
-    .await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    Ok((schema, collect(df).await?))
-}
-
-/// Every series of `range` has a training part to be scaled by.
-async fn check_fitted(
-    session: &SessionContext,
-    fitted: &[RecordBatch],
-    layout: &Layout,
-    range: &KeyRange,
-) -> Result<(), BoxError> {
-    let fitted = fitted.iter().map(|b| b.num_rows() as u64).sum::<u64>() / layout.columns.len() as u64;
-    if fitted == range.series {
-        return Ok(());
-    }
-    let sql =
-        format!("SELECT min(key) FROM resampled WHERE {} AND key NOT IN (SELECT key FROM scalers)", range.condition());
-    let first = collect(session.sql(&sql).await?).await?;
-    let first = first.first().map(|b| b.column(0).as_string::<i32>().value(0).to_string()).unwrap_or_default();
-    Err(PrepareError::NoTraining { count: range.series - fitted, series: range.series, first }.into())
-}
-
-/// Scaled values, calendar, lags and rolling statistics, as float32, in key and time order.
-async fn scaled_features(
-    session: &SessionContext,
-    params: &FeaturesParams,
-    layout: &Layout,
-    parted: &str,
-) -> Result<Vec<RecordBatch>, BoxError> {
-    let mut features = Vec::new();
-    let mut scaled_joins = Vec::new();
-    for (k, c) in layout.columns.iter().enumerate() {
-        let x = ident(&format!("{c}__x"));
-        scaled_joins.push(format!("JOIN scalers s{k} ON s{k}.key = p.key AND s{k}.\"column\" = {}", literal(c)));
-        features.push(format!("(p.{x} - s{k}.center) / s{k}.scale AS {}", ident(c)));
-    }
-    let scaled = format!(
-        "SELECT p.key, p.segment, p.timestamp, p.ts, p.split{}, {} FROM ({parted}) p {}",
-        layout.flags.iter().map(|f| format!(", p.{}", ident(f))).collect::<String>(),
-        features.join(", "),
-        scaled_joins.join(" ")
-    );
-    let (derived, _, _) = derived(params, &layout.columns);
-    let derived = if derived.is_empty() { String::new() } else { format!(", {}", derived.join(", ")) };
-    let flags: String = layout.flags.iter().map(|f| format!(", {}", ident(f))).collect();
-    let table = session
-        .sql(&format!(
-            "SELECT key, segment, timestamp, split{flags}, {cols} FROM (SELECT *{derived} FROM ({scaled})) \
-             ORDER BY key, timestamp",
-            cols = layout.names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", "),
-        ))
-        .await?;
-    collect(table).await
-}
-
-/// The features computed from the scaled values, as SQL select items over the table of
-/// scaled points (`ts` its time in ms): calendar sin/cos, then per value column its lags and
-/// rolling statistics, then per column its season lags. With their names and the warm-up,
-/// the steps at a segment's start they need before they are defined.
-fn derived(params: &FeaturesParams, columns: &[String]) -> (Vec<String>, Vec<String>, u32) {
-    let (mut derived, mut names) = (Vec::new(), Vec::new());
-    let mut warmup = 0u32;
-    let w = "PARTITION BY key, segment ORDER BY ts";
-    for cal in &params.calendar {
-        let angle = match cal {
-            Calendar::Hour => "2.0 * pi() * CAST(ts % 86400000 AS DOUBLE) / 86400000.0",
-            // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
-            Calendar::Weekday => {
-                "2.0 * pi() * (CAST((ts / 86400000 + 3) % 7 AS DOUBLE) + CAST(ts % 86400000 AS DOUBLE) / 86400000.0) / 7.0"
+            while self.peek_key()?.as_deref() == Some(key.as_str()) {
+                let (batch, pos) = self.batch.as_mut().expect("peeked");
+                let end = run_end(batch, *pos);
+                if admitted {
+                    append(&mut one, batch, *pos..end, self.layout)?;
+                    let n = one.points.times.len() as u64;
+                    if n > self.max_points {
+                        return Err(PrepareError::SeriesTooLarge { key, points: n, max: self.max_points }.into());
+                    }
+                }
+                *pos = end;
             }
-        };
-        let name = serde_plain(cal);
-        derived.push(format!("sin({angle}) AS {name}_sin, cos({angle}) AS {name}_cos"));
-        names.extend([format!("{name}_sin"), format!("{name}_cos")]);
-    }
-    for c in columns {
-        let x = ident(c);
-        for lag in &params.lags {
-            derived.push(format!("lag({x}, {lag}) OVER ({w}) AS {}", ident(&format!("{c}_lag{lag}"))));
-            names.push(format!("{c}_lag{lag}"));
-            warmup = warmup.max(*lag);
-        }
-        for r in &params.rolling {
-            let frame = format!("{w} ROWS BETWEEN {} PRECEDING AND CURRENT ROW", r - 1);
-            // Partial windows at a segment's start would mean something else: left null.
-            let full = format!("row_number() OVER ({w}) >= {r}");
-            // A sliding variance is updated by subtraction, so a flat stretch can come out a
-            // hair below zero; its square root would be NaN. Clamp it at zero.
-            derived.push(format!(
-                "CASE WHEN {full} THEN avg({x}) OVER ({frame}) END AS {}, \
-                 CASE WHEN {full} THEN sqrt(greatest(var_pop({x}) OVER ({frame}), 0.0)) END AS {}",
-                ident(&format!("{c}_mean{r}")),
-                ident(&format!("{c}_std{r}"))
-            ));
-            names.extend([format!("{c}_mean{r}"), format!("{c}_std{r}")]);
-            warmup = warmup.max(r - 1);
+            self.last_key = Some(key.clone());
+            if admitted {
+                if one.points.times.windows(2).any(|t| t[0] >= t[1]) {
+                    return Err(format!(
+                        "the resampled rows of `{key}` are not in time order; rerun clean with --force=clean"
+                    )
+                    .into());
+                }
+                return Ok(Some((key, one)));
+            }
         }
     }
-    let horizon = params.windows.horizon;
-    for c in columns {
-        let x = ident(c);
-        for &season in &params.season_lags {
-            let (lag, name) = (season - horizon, format!("{c}_season{season}"));
-            let full = format!("row_number() OVER ({w}) >= {season}");
-            derived.push(format!(
-                "lag({x}, {lag}) OVER ({w}) AS {}, \
-                 CASE WHEN {full} THEN avg({x}) OVER ({w} ROWS BETWEEN {} PRECEDING AND {lag} PRECEDING) END AS {}",
-                ident(&name),
-                season - 1,
-                ident(&format!("{name}_mean"))
-            ));
-            names.extend([name.clone(), format!("{name}_mean")]);
-            warmup = warmup.max(season - 1);
+
+    /// The key at the next row, reading the next batch when this one is done.
+    fn peek_key(&mut self) -> Result<Option<String>, BoxError> {
+        loop {
+            if let Some((batch, pos)) = &self.batch
+                && *pos < batch.num_rows()
+            {
+                return Ok(Some(keys(batch).value(*pos).to_string()));
+            }
+            match self.input.next() {
+                Some(batch) => self.batch = Some((batch?, 0)),
+                None => return Ok(None),
+            }
         }
     }
-    (derived, names, warmup)
+}
+
+impl<I: Iterator<Item = Result<RecordBatch, BoxError>>> Iterator for SeriesReader<'_, I> {
+    type Item = Result<(String, Series), BoxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_series().transpose()
+    }
+}
+
+fn keys(batch: &RecordBatch) -> &StringArray {
+    batch.column_by_name(feature_table::KEY).expect("resampled has a key").as_string::<i32>()
+}
+
+/// The end of the rows from `pos` on that share its key.
+fn run_end(batch: &RecordBatch, pos: usize) -> usize {
+    let keys = keys(batch);
+    let key = keys.value(pos);
+    (pos..batch.num_rows()).find(|&i| keys.value(i) != key).unwrap_or(batch.num_rows())
+}
+
+/// Appends rows `range` of a resampled batch to a series.
+fn append(
+    one: &mut Series,
+    batch: &RecordBatch,
+    range: std::ops::Range<usize>,
+    layout: &Layout,
+) -> Result<(), BoxError> {
+    let column = |name: &str, to: &DataType| -> Result<ArrayRef, BoxError> {
+        let c = batch.column_by_name(name).ok_or_else(|| format!("the resampled table has no column `{name}`"))?;
+        Ok(cast(&c.slice(range.start, range.len()), to)?)
+    };
+    let segments = column(feature_table::SEGMENT, &DataType::UInt32)?;
+    one.points.segments.extend(segments.as_primitive::<UInt32Type>().values());
+    let times = column(feature_table::TIMESTAMP, &DataType::Int64)?;
+    one.points.times.extend(times.as_primitive::<Int64Type>().values());
+    for (values, c) in one.points.values.iter_mut().zip(&layout.columns) {
+        // `resampled` values are never null (its contract): every step has a value.
+        values.extend(column(c, &DataType::Float64)?.as_primitive::<Float64Type>().values());
+    }
+    for (flags, f) in one.flags.iter_mut().zip(&layout.flags) {
+        flags.extend(column(f, &DataType::Boolean)?.as_boolean().values().iter());
+    }
+    Ok(())
+}
+
+/// The features table's rows being gathered, and the scalers fitted so far.
+struct Gathered {
+    keys: StringBuilder,
+    segments: UInt32Builder,
+    times: TimestampMillisecondBuilder,
+    splits: StringBuilder,
+    flags: Vec<BooleanBuilder>,
+    features: Vec<Float32Builder>,
+    schema: SchemaRef,
+    scalers: Vec<(String, String, f64, f64)>,
+    columns: Vec<String>,
+}
+
+impl Gathered {
+    fn new(layout: &Layout) -> Gathered {
+        Gathered {
+            keys: StringBuilder::new(),
+            segments: UInt32Builder::new(),
+            times: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            splits: StringBuilder::new(),
+            flags: layout.flags.iter().map(|_| BooleanBuilder::new()).collect(),
+            features: layout.names.iter().map(|_| Float32Builder::new()).collect(),
+            schema: features_schema(&layout.flags, &layout.names),
+            scalers: Vec::new(),
+            columns: layout.columns.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The rows of a series whose features [`derive::derive`] appended.
+    fn push(&mut self, key: &str, one: &Series, parts: &[u8], scalers: &[(f64, f64)]) {
+        for i in 0..parts.len() {
+            self.keys.append_value(key);
+            self.splits.append_value(PARTS[parts[i] as usize]);
+        }
+        self.segments.append_slice(&one.points.segments);
+        self.times.append_slice(&one.points.times);
+        for (b, f) in self.flags.iter_mut().zip(&one.flags) {
+            b.append_slice(f);
+        }
+        for (c, (center, scale)) in self.columns.iter().zip(scalers) {
+            self.scalers.push((key.to_string(), c.clone(), *center, *scale));
+        }
+    }
+
+    /// The rows gathered as a batch; the builders start again empty.
+    fn finish(&mut self) -> Result<RecordBatch, BoxError> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.keys.finish()),
+            Arc::new(self.segments.finish()),
+            Arc::new(self.times.finish()),
+            Arc::new(self.splits.finish()),
+        ];
+        columns.extend(self.flags.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(self.features.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// The scalers of every series built, in key and column order.
+    fn scalers(&mut self, params: &FeaturesParams) -> Result<RecordBatch, BoxError> {
+        let mut rows = std::mem::take(&mut self.scalers);
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let n = rows.len();
+        let text = |v: String| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+        Ok(RecordBatch::try_new(
+            scalers_schema(),
+            vec![
+                Arc::new(rows.iter().map(|r| Some(r.0.as_str())).collect::<StringArray>()),
+                Arc::new(rows.iter().map(|r| Some(r.1.as_str())).collect::<StringArray>()),
+                text(serde_plain(&params.transform)),
+                text(serde_plain(&params.scale)),
+                Arc::new(rows.iter().map(|r| r.2).collect::<Float64Array>()),
+                Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
+            ],
+        )?)
+    }
+}
+
+/// Per series and value column: the transform and scaling, and the centre and scale fitted
+/// on its training part (value = centre + scale × feature, before the transform's inverse).
+pub fn scalers_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        text("key"),
+        text("column"),
+        text("transform"),
+        text("method"),
+        Field::new("center", DataType::Float64, false),
+        Field::new("scale", DataType::Float64, false),
+    ]))
 }
 
 /// Lowercase name of a unit enum variant as users write it.
 fn serde_plain<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn int(array: &ArrayRef, row: usize) -> u64 {
-    let a = cast(array, &DataType::UInt64).expect("counts cast to u64");
-    a.as_primitive::<applearner_pipeline::arrow::datatypes::UInt64Type>().value(row)
 }
 
 pub fn features_schema(flags: &[String], names: &[String]) -> SchemaRef {

@@ -1,14 +1,15 @@
-//! From the ingested long table to model-ready series, with DataFusion:
-//! `clean.resample` ([`resample`]) puts every series on a fixed grid, splits it at long
-//! gaps, fills short ones, drops what cannot be learned from and groups pods into
-//! workloads; `features.build` ([`features`]) scales, adds calendar/lag/rolling features,
-//! splits chronologically and indexes the training windows, which
+//! From the ingested long table to model-ready series: `clean.resample` ([`resample`], with
+//! DataFusion) puts every series on a fixed grid, splits it at long gaps, fills short ones,
+//! drops what cannot be learned from and groups pods into workloads; `features.build`
+//! ([`features`], a pass over each series in [`derive`]) scales, adds calendar/lag/rolling
+//! features, splits chronologically and indexes the training windows, which
 //! `applearner_contracts::WindowSet` reads back.
 //!
 //! Both stages read and write Parquet through the store: DataFusion reads the inputs from
 //! the store's own object store, so a pipeline on S3 never copies its tables to disk.
 
 pub mod allocation;
+mod derive;
 mod error;
 pub mod features;
 pub mod identity;
@@ -83,18 +84,16 @@ pub fn send(sink: &Sink, batch: RecordBatch) -> Result<(), BoxError> {
     sink.send(batch).map_err(|_| BoxError::from("the table writer stopped"))
 }
 
-/// Runs `work` on the store's runtime with a sink per table of `tables`; each table is
-/// written as the batches come, by a thread of its own a few batches behind (a writer puts
-/// row groups into the store, which blocks on the runtime `work` runs on). A writer's own
-/// error comes first: a failed write stops the work, not the reverse.
-pub fn stream_tables<T, F>(
+/// Runs `work` with a sink per table of `tables`; each table is written as the batches
+/// come, by a thread of its own a few batches behind (a writer puts row groups into the
+/// store, which blocks on the store's runtime: work that runs there, such as a query, must
+/// not also write). A writer's own error comes first: a failed write stops the work, not the
+/// reverse.
+pub fn stream_tables<T>(
     ctx: &StageContext,
     tables: &[(&str, SchemaRef)],
-    work: impl FnOnce(Vec<Sink>) -> F,
-) -> Result<T, BoxError>
-where
-    F: std::future::Future<Output = Result<T, BoxError>>,
-{
+    work: impl FnOnce(Vec<Sink>) -> Result<T, BoxError>,
+) -> Result<T, BoxError> {
     std::thread::scope(|threads| {
         let (mut sinks, mut writing) = (Vec::new(), Vec::new());
         for (name, schema) in tables {
@@ -108,8 +107,8 @@ where
                 writer.finish()
             }));
         }
-        // The sinks live in the future: when it is done they close and the writers finish.
-        let result = ctx.store().block_on(work(sinks));
+        // The sinks move into the work: when it is done they close and the writers finish.
+        let result = work(sinks);
         for w in writing {
             w.join().expect("a table writer panicked")?;
         }

@@ -323,11 +323,13 @@ impl Stage for Resample {
         let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
-        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| async move {
-            register_input(&session, ctx, "samples").await?;
-            register_input(&session, ctx, "series").await?;
-            let cancelled = || ctx.check_cancelled().map_err(Into::into);
-            clean_into(&session, p, &cancelled, scope, &mut |b| crate::send(&sinks[0], b)).await
+        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| {
+            ctx.store().block_on(async move {
+                register_input(&session, ctx, "samples").await?;
+                register_input(&session, ctx, "series").await?;
+                let cancelled = || ctx.check_cancelled().map_err(Into::into);
+                clean_into(&session, p, &cancelled, scope, &mut |b| crate::send(&sinks[0], b)).await
+            })
         })?;
         for w in &cleaned.warnings {
             tracing::warn!("{w}");

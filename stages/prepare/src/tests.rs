@@ -340,13 +340,7 @@ fn bad_input_is_refused_clearly() {
 fn build_features(cleaned: &Cleaned, yaml: &str) -> Result<features::Built, String> {
     let p: FeaturesParams = serde_saphyr::from_str(yaml).unwrap();
     let cut = p.cut().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
-    let batches = cleaned.batches.clone();
-    let schema = cleaned.schema.clone();
-    runtime().block_on(async {
-        let session = crate::session(None);
-        session.register_table("resampled", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())).unwrap();
-        features::build(&session, &p, cut).await.map_err(|e| e.to_string())
-    })
+    features::build(&cleaned.batches, &p, cut).map_err(|e| e.to_string())
 }
 
 fn two_series() -> Cleaned {
@@ -396,7 +390,7 @@ fn scaling_is_fitted_on_training_points_and_inverts() {
         let scaled = column_f32(&f.features, "cpu");
         let splits = column_str(&f.features, "split");
         let keys = column_str(&f.features, "key");
-        let scalers = &applearner_pipeline::arrow::compute::concat_batches(&f.scalers_schema, &f.scalers).unwrap();
+        let scalers = &f.scalers;
         let center = scalers.column_by_name("center").unwrap().as_primitive::<Float64Type>();
         let spread = scalers.column_by_name("scale").unwrap().as_primitive::<Float64Type>();
         for (i, r) in raw.iter().enumerate() {
@@ -685,10 +679,10 @@ fn cleaning_in_groups_or_shards_gives_what_cleaning_whole_gives() {
     assert!(err.contains("series `ns/a/app` has 60 input points") && err.contains("raise it to at least 60"), "{err}");
 }
 
-/// Features of five series built a range at a time under a small memory bound are those of
-/// one build: the same values, windows and scalers.
+/// Features are built a series at a time: one series above the bound is named with the size
+/// it needs, and the bound changes nothing else.
 #[test]
-fn features_built_in_ranges_are_those_of_one_build() {
+fn a_series_above_the_features_bound_is_named() {
     let mut rows: Vec<Row> = Vec::new();
     for (i, pod) in ["a", "b", "c", "d", "e"].iter().enumerate() {
         rows.extend(series("cpu", pod, 0..80, |m| ((m * (i as i64 + 2)) % 9) as f64 + i as f64));
@@ -696,13 +690,9 @@ fn features_built_in_ranges_are_those_of_one_build() {
     let cleaned = clean(&rows, CPU_ONLY).unwrap();
     let yaml = "calendar: []\nrolling: [3]\nwindows: {lookback: 6, horizon: 2}\n";
     let whole = build_features(&cleaned, yaml).unwrap();
-    let bounded = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 170\n")).unwrap();
-    let flat = |b: &[RecordBatch]| applearner_pipeline::arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
-    assert_eq!(flat(&bounded.features), flat(&whole.features));
+    let bounded = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 80\n")).unwrap();
+    assert_eq!(bounded.features, whole.features);
     assert_eq!(bounded.windows, whole.windows);
-    assert_eq!(flat(&bounded.scalers), flat(&whole.scalers));
-
-    // A series above the bound is named with the size it needs.
     let err = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 50\n")).unwrap_err();
     assert!(err.contains("series `ns/a/app` has 80 points") && err.contains("at least 80"), "{err}");
 }

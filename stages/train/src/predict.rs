@@ -31,10 +31,10 @@ struct Tail {
 /// `features`. `scalers` are the input's own (beside the features), else the card's.
 /// Returns one row per series, target and step: key, column, step, timestamp, forecast,
 /// and `p<NN>` quantile columns for probabilistic models.
-pub fn predict(
+pub fn predict<E: Into<BoxError>>(
     model_dir: &Path,
     saved: &Saved,
-    features: &[RecordBatch],
+    features: impl IntoIterator<Item = Result<RecordBatch, E>>,
     scalers: Option<Vec<Scaler>>,
     horizon: Option<usize>,
     device: Device,
@@ -145,10 +145,23 @@ fn run<B: TrainBackend>(
 }
 
 /// The last `lookback` rows of each series' last segment, in `inputs` order.
-fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result<Vec<Tail>, BoxError> {
-    // Per series: rows of its latest segment, in time order.
-    let mut series: BTreeMap<String, (i64, Vec<(i64, Vec<f32>)>)> = BTreeMap::new();
+/// The rows of a series' latest segment; while they come in time order, only the last
+/// `lookback` are kept.
+struct Latest {
+    segment: i64,
+    rows: Vec<(i64, Vec<f32>)>,
+    in_order: bool,
+}
+
+fn tails<E: Into<BoxError>>(
+    features: impl IntoIterator<Item = Result<RecordBatch, E>>,
+    inputs: &[String],
+    lookback: usize,
+) -> Result<Vec<Tail>, BoxError> {
+    // Per series: rows of its latest segment, read a batch at a time.
+    let mut series: BTreeMap<String, Latest> = BTreeMap::new();
     for batch in features {
+        let batch = batch.map_err(Into::into)?;
         let column = |name: &str, to: &DataType| -> Result<Arc<dyn Array>, BoxError> {
             let c = batch
                 .column_by_name(name)
@@ -162,11 +175,15 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
         let (segment, ts) = (segment.as_primitive::<Int64Type>(), ts.as_primitive::<Int64Type>());
         let cols = inputs.iter().map(|name| column(name, &DataType::Float32)).collect::<Result<Vec<_>, BoxError>>()?;
         for i in 0..batch.num_rows() {
-            let entry = series.entry(key.value(i).to_string()).or_insert((i64::MIN, Vec::new()));
-            if segment.value(i) > entry.0 {
-                *entry = (segment.value(i), Vec::new());
+            if !series.contains_key(key.value(i)) {
+                let first = Latest { segment: i64::MIN, rows: Vec::new(), in_order: true };
+                series.insert(key.value(i).to_string(), first);
             }
-            if segment.value(i) == entry.0 {
+            let entry = series.get_mut(key.value(i)).expect("inserted");
+            if segment.value(i) > entry.segment {
+                *entry = Latest { segment: segment.value(i), rows: Vec::new(), in_order: true };
+            }
+            if segment.value(i) == entry.segment {
                 let row = cols
                     .iter()
                     .map(|c| {
@@ -174,13 +191,17 @@ fn tails(features: &[RecordBatch], inputs: &[String], lookback: usize) -> Result
                         if c.is_null(i) { f32::NAN } else { c.value(i) }
                     })
                     .collect();
-                entry.1.push((ts.value(i), row));
+                entry.in_order &= entry.rows.last().is_none_or(|r| r.0 < ts.value(i));
+                entry.rows.push((ts.value(i), row));
+                if entry.in_order && entry.rows.len() >= 2 * lookback.max(1) {
+                    entry.rows.drain(..entry.rows.len() - lookback);
+                }
             }
         }
     }
     let mut longest = 0;
     let mut out = Vec::new();
-    for (key, (_, mut rows)) in series {
+    for (key, Latest { mut rows, .. }) in series {
         rows.sort_by_key(|r| r.0);
         // Count the finite rows at the end: a window must not reach past a missing value.
         let finite = rows.iter().rev().take_while(|r| r.1.iter().all(|v| v.is_finite())).count();

@@ -196,8 +196,8 @@ pub(super) fn recommendations_table(
 ) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let nan = f64::NAN;
     let mut t = TableBuilder::default()
-        .strings(rt::KEY, recs.iter().map(|r| r.key.clone()).collect())
-        .strings(rt::KIND, recs.iter().map(|r| (if r.node { "node" } else { "container" }).to_string()).collect());
+        .strings(rt::KEY, recs.iter().map(|r| r.key.clone()))
+        .strings(rt::KIND, recs.iter().map(|r| (if r.node { "node" } else { "container" }).to_string()));
     for (i, l) in at::LINES.iter().enumerate() {
         let unit = if i < 2 { "cores" } else { "bytes" };
         t = t
@@ -212,6 +212,6 @@ pub(super) fn recommendations_table(
         .u32s(rt::MEMORY_ABOVE_LIMIT_STEPS, recs.iter().map(|r| r.above_limit[1] as u32).collect())
         .floats(rt::OOM_KILLS, recs.iter().map(|r| r.oom_kills).collect())
         .floats(rt::THROTTLED_PCT, recs.iter().map(|r| r.throttled_pct.unwrap_or(nan)).collect())
-        .strings(rt::FLAGS, recs.iter().map(|r| r.flags.join(",")).collect())
+        .strings(rt::FLAGS, recs.iter().map(|r| r.flags.join(",")))
         .finish()
 }

@@ -114,7 +114,7 @@ pub(super) fn comparison_table(
     let c = comparisons;
     let nan = f64::NAN;
     let mut t = TableBuilder::default()
-        .strings(pc::LINE, c.iter().map(|c| lines[c.line].name.to_string()).collect())
+        .strings(pc::LINE, c.iter().map(|c| lines[c.line].name.to_string()))
         .u32s(pc::BUDGET, c.iter().map(|c| c.budget).collect())
         .floats(pc::TARGET_PCT, c.iter().map(|c| c.target_pct.unwrap_or(nan)).collect());
     for (m, name) in pc::METHODS.iter().enumerate() {
@@ -125,7 +125,7 @@ pub(super) fn comparison_table(
             .floats(&format!("{name}{}", pc::CHANGES_PER_DAY), get(Replay::changes_per_day));
     }
     let ratio = |c: &Comparison, other: Option<Replay>| other.map_or(nan, |o| c.model.slack_pct() / o.slack_pct());
-    t.strings(pc::BEST_TUNED, c.iter().map(|c| c.best_tuned().map_or(String::new(), |b| b.0.to_string())).collect())
+    t.strings(pc::BEST_TUNED, c.iter().map(|c| c.best_tuned().map_or(String::new(), |b| b.0.to_string())))
         .floats(pc::SLACK_VS_BEST_TUNED, c.iter().map(|c| ratio(c, c.best_tuned().map(|b| b.1))).collect())
         .floats(pc::SLACK_VS_ORACLE, c.iter().map(|c| ratio(c, c.oracle)).collect())
         .floats(pc::GAP_CLOSED, c.iter().map(|c| c.gap_closed().unwrap_or(nan)).collect())
@@ -134,10 +134,10 @@ pub(super) fn comparison_table(
 
 pub(super) fn plan_table(plan: &[WorkloadPlan], lines: &[&Line]) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let mut t = TableBuilder::default()
-        .strings(pt::KEY, plan.iter().map(|w| w.key.clone()).collect())
-        .strings(pt::NAMESPACE, plan.iter().map(|w| w.namespace.clone()).collect())
-        .strings(pt::WORKLOAD, plan.iter().map(|w| w.workload.clone()).collect())
-        .strings(pt::CONTAINER, plan.iter().map(|w| w.container.clone()).collect())
+        .strings(pt::KEY, plan.iter().map(|w| w.key.clone()))
+        .strings(pt::NAMESPACE, plan.iter().map(|w| w.namespace.clone()))
+        .strings(pt::WORKLOAD, plan.iter().map(|w| w.workload.clone()))
+        .strings(pt::CONTAINER, plan.iter().map(|w| w.container.clone()))
         .times(pt::FROM, plan.iter().map(|w| w.from).collect())
         .times(pt::UNTIL, plan.iter().map(|w| w.until).collect());
     for (i, l) in lines.iter().enumerate() {
