@@ -58,6 +58,18 @@ impl WindowSet {
         inputs: &[String],
         targets: &[String],
     ) -> Result<WindowSet, ContractError> {
+        WindowSet::of_parts(features, windows, inputs, targets, &Part::ALL)
+    }
+
+    /// [`WindowSet::new`] holding only the windows of `parts` (the backtest needs no
+    /// training window: most of them).
+    pub fn of_parts<E: std::fmt::Display>(
+        features: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        inputs: &[String],
+        targets: &[String],
+        parts: &[Part],
+    ) -> Result<WindowSet, ContractError> {
         let mut features = features.into_iter().peekable();
         let schema = match features.peek() {
             Some(Ok(b)) => Some(b.schema()),
@@ -108,7 +120,7 @@ impl WindowSet {
             horizon,
             parts: Part::ALL.iter().map(|p| (*p, Vec::new())).collect(),
         };
-        set.read_windows(windows)?;
+        set.read_windows(windows, parts)?;
         Ok(set)
     }
 
@@ -117,6 +129,7 @@ impl WindowSet {
     fn read_windows<E: std::fmt::Display>(
         &mut self,
         windows: impl Iterator<Item = Result<RecordBatch, E>>,
+        parts: &[Part],
     ) -> Result<(), ContractError> {
         let missing = Missing::of(self);
         let rows = self.times.len();
@@ -135,6 +148,11 @@ impl WindowSet {
             let origin = column(window_table::ORIGIN, &DataType::Int64)?;
             let origin = origin.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
+                let part = Part::parse(split.value(i))
+                    .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
+                if !parts.contains(&part) {
+                    continue;
+                }
                 let s = start.value(i) as usize;
                 if s + self.lookback + self.horizon > rows {
                     return Err(ContractError::OutOfRange { row: start.value(i), rows });
@@ -143,8 +161,6 @@ impl WindowSet {
                     let key = key.value(i).to_string();
                     return Err(ContractError::NotFinite { key, column, time: row_time(&self.times, r) });
                 }
-                let part = Part::parse(split.value(i))
-                    .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
                 let shared = match keys.get(key.value(i)) {
                     Some(k) => k.clone(),
                     None => keys.entry(key.value(i).to_string()).or_insert_with(|| key.value(i).into()).clone(),

@@ -174,7 +174,8 @@ impl Stage for Backtest {
         let levels = card.blueprint.loss.quantile_levels();
         // Tables a batch at a time: none is held decoded whole.
         let (features, windows) = (ctx.table_batches("features")?, ctx.table_batches("windows")?);
-        let windows = WindowSet::new(features, windows, &card.blueprint.inputs, &targets)?;
+        let parts = [Part::Validation, Part::Test];
+        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, &targets, &parts)?;
         let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, &targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
