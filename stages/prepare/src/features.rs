@@ -428,9 +428,9 @@ pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Re
 const BATCH_ROWS: usize = 1 << 16;
 
 /// Builds the features of the `resampled` batches (in key and time order, as clean writes
-/// them) a series at a time, handing the rows of `features` (table 0) and `windows` (table
-/// 1) to `sink` in that order; it holds one series (at most `max_points_in_memory` points)
-/// and a batch of output. A shard (`admit`: the series it takes) may hold no series: its
+/// them) a series at a time, handing the rows of `features` (table 0) and `windows`
+/// (table 1) to `sink` in that order; it holds one series (at most `max_points_in_memory`
+/// points) and a batch of output. A shard (`admit`: the series it takes) may hold no series: its
 /// tables are empty, not an error.
 pub fn build_into(
     input: impl Iterator<Item = Result<RecordBatch, BoxError>>,
