@@ -35,6 +35,11 @@ pub enum PrepareError {
     UnknownColumn { column: String, available: String },
     #[error("the input table is empty")]
     EmptyInput,
+    #[error(
+        "the resampled table is not in key and time order at series `{key}` ({what}); it is clean.resample's \
+         output, sorted by key and time: rerun clean with --force=clean"
+    )]
+    OutOfOrder { key: String, what: String },
     #[error("{count} of {series} series have no training points (first: `{first}`); move the split cut-offs later")]
     NoTraining { count: u64, series: u64, first: String },
     #[error(

@@ -474,7 +474,7 @@ pub fn build_into(
     }
     let scalers = out.scalers(params)?;
     let counts = match empty_shard {
-        true => Counts { per_part: [0; 3], without: [0; 3], short_history: [0; 3] },
+        true => Counts::default(),
         false => index.finish(series)?,
     };
     Ok(Built {
@@ -517,11 +517,8 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
             if let Some(last) = &self.last_key
                 && *last >= key
             {
-                return Err(format!(
-                    "the resampled table is not in key order (`{key}` comes after `{last}`); \
-                     it is clean.resample's output, rerun clean with --force=clean"
-                )
-                .into());
+                let what = format!("it comes after `{last}`");
+                return Err(PrepareError::OutOfOrder { key, what }.into());
             }
             let admitted = (self.admit)(&key);
             let mut one = Series {
@@ -543,10 +540,8 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
             self.last_key = Some(key.clone());
             if admitted {
                 if one.points.times.windows(2).any(|t| t[0] >= t[1]) {
-                    return Err(format!(
-                        "the resampled rows of `{key}` are not in time order; rerun clean with --force=clean"
-                    )
-                    .into());
+                    let what = "its rows are not in time order".to_string();
+                    return Err(PrepareError::OutOfOrder { key, what }.into());
                 }
                 return Ok(Some((key, one)));
             }
@@ -747,7 +742,7 @@ pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
 
 /// Per part: windows, series without any, and windows dropped for a history shorter than
 /// the lookback (and warm-up) at the start of a segment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     pub per_part: [u64; 3],
     pub without: [u64; 3],

@@ -696,3 +696,17 @@ fn a_series_above_the_features_bound_is_named() {
     let err = build_features(&cleaned, &format!("{yaml}max_points_in_memory: 50\n")).unwrap_err();
     assert!(err.contains("series `ns/a/app` has 80 points") && err.contains("at least 80"), "{err}");
 }
+
+/// Features read `resampled` a series at a time: rows out of key order are refused with the
+/// fix, never built into two half series.
+#[test]
+fn resampled_rows_out_of_order_are_refused() {
+    let mut rows: Vec<Row> = series("cpu", "a", 0..80, |m| m as f64);
+    rows.extend(series("cpu", "b", 0..80, |m| m as f64));
+    let mut cleaned = clean(&rows, CPU_ONLY).unwrap();
+    let whole = applearner_pipeline::arrow::compute::concat_batches(&cleaned.schema, &cleaned.batches).unwrap();
+    let (a, b) = (whole.slice(0, 80), whole.slice(80, 80));
+    cleaned.batches = vec![b.clone(), a, b];
+    let err = build_features(&cleaned, "calendar: []\nwindows: {lookback: 6, horizon: 2}\n").unwrap_err();
+    assert!(err.contains("not in key and time order at series `ns/a/app`") && err.contains("--force=clean"), "{err}");
+}
