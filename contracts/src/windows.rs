@@ -1,8 +1,9 @@
 //! Reads the `features` and `windows` tables back as training batches.
 //!
 //! Feature values are held once, row-major, read from the features table a batch at a time
-//! (the decoded table is never held whole); a batch copies the rows of the windows it is
-//! asked for, so memory grows with the points, not with lookback × windows. A window names
+//! (the decoded table is never held whole), and only for the rows some window of the parts
+//! asked for reads; a batch copies the rows of the windows it is asked for, so memory grows
+//! with the points, not with lookback × windows. A window names
 //! its series by a shared key, not a copy of it.
 
 use std::collections::BTreeMap;
@@ -24,12 +25,16 @@ pub struct Window {
     pub origin_ms: i64,
 }
 
-/// Windows of each part over the feature values.
+/// Windows of each part over the feature values of the rows they read.
 pub struct WindowSet {
+    /// The rows held (those some window reads), row-major.
     inputs: Vec<f32>,
     targets: Vec<f32>,
-    /// Each row's time (ms).
+    /// Each held row's time (ms).
     times: Vec<i64>,
+    /// The runs of consecutive table rows held: (first table row, its index among the held
+    /// rows), ascending.
+    runs: Vec<(usize, usize)>,
     input_names: Vec<String>,
     target_names: Vec<String>,
     pub lookback: usize,
@@ -99,40 +104,32 @@ impl WindowSet {
                 .ok_or(ContractError::Metadata(key))
         };
         let (lookback, horizon) = (meta(window_table::LOOKBACK_KEY)?, meta(window_table::HORIZON_KEY)?);
-        let (mut inputs_flat, mut targets_flat, mut times) = (Vec::new(), Vec::new(), Vec::new());
-        for batch in features {
-            let b = batch.map_err(|e| ContractError::Read(e.to_string()))?;
-            gather(&b, &input_names, &mut inputs_flat);
-            gather(&b, targets, &mut targets_flat);
-            let ts = b.column_by_name(feature_table::TIMESTAMP).and_then(|c| cast(c, &DataType::Int64).ok());
-            match ts {
-                Some(ts) => times.extend(ts.as_primitive::<Int64Type>().values().iter()),
-                None => times.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
-            }
-        }
         let mut set = WindowSet {
-            inputs: inputs_flat,
-            targets: targets_flat,
-            times,
+            inputs: Vec::new(),
+            targets: Vec::new(),
+            times: Vec::new(),
+            runs: Vec::new(),
             input_names,
             target_names: targets.to_vec(),
             lookback,
             horizon,
             parts: Part::ALL.iter().map(|p| (*p, Vec::new())).collect(),
         };
-        set.read_windows(windows, parts)?;
+        // The windows first: they say which rows of the features table to hold.
+        let starts = set.read_windows(windows, parts)?;
+        let rows = set.hold_rows(features, &starts)?;
+        set.check_windows(rows)?;
         Ok(set)
     }
 
-    /// Adds the windows of the `windows` table, each checked: inside the features table and
-    /// touching no missing value.
+    /// Adds the windows of `parts` from the `windows` table; returns, per table row,
+    /// whether a window starts there.
     fn read_windows<E: std::fmt::Display>(
         &mut self,
         windows: impl Iterator<Item = Result<RecordBatch, E>>,
         parts: &[Part],
-    ) -> Result<(), ContractError> {
-        let missing = Missing::of(self);
-        let rows = self.times.len();
+    ) -> Result<Vec<bool>, ContractError> {
+        let mut starts = Vec::new();
         let mut keys: BTreeMap<String, Arc<str>> = BTreeMap::new();
         for b in windows {
             let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
@@ -154,13 +151,10 @@ impl WindowSet {
                     continue;
                 }
                 let s = start.value(i) as usize;
-                if s + self.lookback + self.horizon > rows {
-                    return Err(ContractError::OutOfRange { row: start.value(i), rows });
+                if s >= starts.len() {
+                    starts.resize(s + 1, false);
                 }
-                if let Some((r, column)) = missing.within(self, s) {
-                    let key = key.value(i).to_string();
-                    return Err(ContractError::NotFinite { key, column, time: row_time(&self.times, r) });
-                }
+                starts[s] = true;
                 let shared = match keys.get(key.value(i)) {
                     Some(k) => k.clone(),
                     None => keys.entry(key.value(i).to_string()).or_insert_with(|| key.value(i).into()).clone(),
@@ -169,13 +163,85 @@ impl WindowSet {
                 self.parts.get_mut(&part).expect("every part has a list").push(window);
             }
         }
+        Ok(starts)
+    }
+
+    /// Reads the features table a batch at a time, holding the rows that a window starting
+    /// at a row of `starts` reads; returns the table's row count.
+    fn hold_rows<E: std::fmt::Display>(
+        &mut self,
+        features: impl Iterator<Item = Result<RecordBatch, E>>,
+        starts: &[bool],
+    ) -> Result<usize, ContractError> {
+        let span = self.lookback + self.horizon;
+        let (mut row, mut reach) = (0, 0);
+        for batch in features {
+            let b = batch.map_err(|e| ContractError::Read(e.to_string()))?;
+            let mut i = 0;
+            while i < b.num_rows() {
+                // The run of rows from `i` on that some window reads.
+                let mut j = i;
+                while j < b.num_rows() {
+                    if starts.get(row + j) == Some(&true) {
+                        reach = reach.max(row + j + span);
+                    }
+                    if row + j >= reach {
+                        break;
+                    }
+                    j += 1;
+                }
+                if j > i {
+                    self.hold(&b.slice(i, j - i), row + i);
+                }
+                i = j + 1;
+            }
+            row += b.num_rows();
+        }
+        Ok(row)
+    }
+
+    /// Appends the rows of `b`, which start at row `first` of the features table.
+    fn hold(&mut self, b: &RecordBatch, first: usize) {
+        match self.runs.last() {
+            Some(&(r, held)) if r + (self.times.len() - held) == first => {}
+            _ => self.runs.push((first, self.times.len())),
+        }
+        gather(b, &self.input_names, &mut self.inputs);
+        gather(b, &self.target_names, &mut self.targets);
+        let ts = b.column_by_name(feature_table::TIMESTAMP).and_then(|c| cast(c, &DataType::Int64).ok());
+        match ts {
+            Some(ts) => self.times.extend(ts.as_primitive::<Int64Type>().values().iter()),
+            None => self.times.extend(std::iter::repeat_n(i64::MIN, b.num_rows())),
+        }
+    }
+
+    /// Where table row `row` is among the held rows (a row some window reads).
+    fn held(&self, row: usize) -> usize {
+        let run = self.runs[self.runs.partition_point(|r| r.0 <= row) - 1];
+        run.1 + row - run.0
+    }
+
+    /// Checks each window: inside the features table (`rows` long) and touching no missing
+    /// value.
+    fn check_windows(&self, rows: usize) -> Result<(), ContractError> {
+        let missing = Missing::of(self);
+        for w in self.parts.values().flatten() {
+            if w.start + self.lookback + self.horizon > rows {
+                return Err(ContractError::OutOfRange { row: w.start as u64, rows });
+            }
+            if let Some((r, column)) = missing.within(self, self.held(w.start)) {
+                let key = w.key.to_string();
+                return Err(ContractError::NotFinite { key, column, time: row_time(&self.times, r) });
+            }
+        }
         Ok(())
     }
 
     /// The grid step: the shortest time between the first two rows of a window (`None`
     /// without windows).
     pub fn step_ms(&self) -> Option<i64> {
-        let steps = self.parts.values().flatten().map(|w| self.times[w.start + 1] - self.times[w.start]);
+        let steps =
+            self.parts.values().flatten().map(|w| self.held(w.start)).map(|r| self.times[r + 1] - self.times[r]);
         steps.filter(|d| *d > 0).min()
     }
 
@@ -219,7 +285,7 @@ impl WindowSet {
         let nt = self.target_names.len();
         out.clear();
         for &w in which {
-            let origin = windows[w].start + self.lookback - 1;
+            let origin = self.held(windows[w].start) + self.lookback - 1;
             out.extend_from_slice(&self.targets[origin * nt..(origin + 1) * nt]);
         }
     }
@@ -232,7 +298,7 @@ impl WindowSet {
         x.clear();
         y.clear();
         for &w in which {
-            let s = windows[w].start;
+            let s = self.held(windows[w].start);
             x.extend_from_slice(&self.inputs[s * ni..(s + self.lookback) * ni]);
             let t = s + self.lookback;
             y.extend_from_slice(&self.targets[t * nt..(t + self.horizon) * nt]);
@@ -301,4 +367,90 @@ fn row_time(times: &[i64], row: usize) -> String {
         .get(row)
         .and_then(|&t| chrono::DateTime::from_timestamp_millis(t))
         .map_or_else(|| format!("row {row}"), |t| t.to_rfc3339())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float32Array, Int64Array, StringArray, UInt64Array};
+    use arrow::datatypes::{Field, Schema};
+    use std::collections::HashMap;
+
+    /// 40 rows of one series (cpu = row), in batches of 7; windows of lookback 3 and horizon 2
+    /// at every row, the first 20 train, then 10 validation and the rest test.
+    fn tables() -> (Vec<RecordBatch>, RecordBatch) {
+        let rows = 40;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(feature_table::TIMESTAMP, DataType::Int64, false),
+            Field::new("cpu", DataType::Float32, true),
+        ]));
+        let features = (0..rows)
+            .step_by(7)
+            .map(|from| {
+                let r = from..(from + 7).min(rows);
+                let times = Int64Array::from_iter_values(r.clone().map(|i| i as i64 * 60_000));
+                let cpu = Float32Array::from_iter_values(r.map(|i| i as f32));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(times), Arc::new(cpu)]).unwrap()
+            })
+            .collect();
+        let starts: Vec<u64> = (0..rows as u64 - 4).collect();
+        let split = |s: &u64| match s {
+            0..20 => "train",
+            20..30 => "validation",
+            _ => "test",
+        };
+        let metadata = HashMap::from([
+            (window_table::LOOKBACK_KEY.to_string(), "3".to_string()),
+            (window_table::HORIZON_KEY.to_string(), "2".to_string()),
+        ]);
+        let schema = Schema::new(vec![
+            Field::new(window_table::SPLIT, DataType::Utf8, false),
+            Field::new(window_table::KEY, DataType::Utf8, false),
+            Field::new(window_table::START, DataType::UInt64, false),
+            Field::new(window_table::ORIGIN, DataType::Int64, false),
+        ])
+        .with_metadata(metadata);
+        let windows = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(starts.iter().map(split))),
+                Arc::new(StringArray::from_iter_values(starts.iter().map(|_| "a"))),
+                Arc::new(UInt64Array::from(starts.clone())),
+                Arc::new(Int64Array::from_iter_values(starts.iter().map(|s| (*s as i64 + 2) * 60_000))),
+            ],
+        )
+        .unwrap();
+        (features, windows)
+    }
+
+    fn set(parts: &[Part]) -> WindowSet {
+        let (features, windows) = tables();
+        let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
+        let cpu = ["cpu".to_string()];
+        WindowSet::of_parts(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, parts).unwrap()
+    }
+
+    #[test]
+    fn a_set_of_some_parts_holds_only_their_rows_and_reads_the_same_windows() {
+        let (all, held) = (set(&Part::ALL), set(&[Part::Validation, Part::Test]));
+        // Validation windows start at row 20 and read rows 20..25 on; test ends at row 40.
+        assert_eq!((all.times.len(), held.times.len()), (40, 20));
+        assert_eq!(held.runs, [(20, 0)]);
+        assert!(held.part("train").is_empty());
+        for part in ["validation", "test"] {
+            let which: Vec<usize> = (0..all.part(part).len()).collect();
+            assert_eq!(held.part(part), all.part(part));
+            let (mut x, mut y, mut x2, mut y2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            all.batch(part, &which, &mut x, &mut y);
+            held.batch(part, &which, &mut x2, &mut y2);
+            assert_eq!((&x, &y), (&x2, &y2));
+            // The window at row s reads cpu s, s+1, s+2 and forecasts s+3, s+4.
+            let s = all.part(part)[0].start as f32;
+            assert_eq!((&x[..3], &y[..2]), (&[s, s + 1.0, s + 2.0][..], &[s + 3.0, s + 4.0][..]));
+            held.last_values(part, &which, &mut x2);
+            all.last_values(part, &which, &mut x);
+            assert_eq!(x, x2);
+        }
+        assert_eq!(held.step_ms(), Some(60_000));
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::table::Usage;
 use applearner_contracts::tables::forecasts;
@@ -114,24 +115,50 @@ struct Backtest {
     params: BacktestParams,
 }
 
-/// Forecasts of one method for one series and target, origin by origin.
-#[derive(Debug, Clone, Default)]
+/// Forecasts of one method for one series and target, origin by origin, each of
+/// `horizon` steps.
+#[derive(Debug, Clone)]
 pub struct Track {
     pub origins: Vec<i64>,
-    /// Per origin: the last observed value, then `horizon` actuals (`NaN` where filled in
-    /// or not yet known) and forecasts.
+    pub horizon: usize,
+    /// Per origin: the last observed value.
     pub last: Vec<f64>,
-    pub actual: Vec<Vec<f64>>,
-    pub forecast: Vec<Vec<f64>>,
-    /// Per origin, per step and quantile level (`[step][level]` flat); empty without them.
-    pub quantiles: Vec<Vec<f64>>,
+    /// Per origin and step (`[origin][step]` flat): what happened (`NaN` where filled in or
+    /// not yet known); one copy shared by every method's track of the series and part.
+    pub actual: Arc<Vec<f64>>,
+    /// Per origin and step, flat as `actual`.
+    pub forecast: Vec<f64>,
+    /// Per origin, step and quantile level (`[origin][step][level]` flat); empty without
+    /// them.
+    pub quantiles: Vec<f64>,
 }
 
 impl Track {
+    pub fn new(horizon: usize) -> Track {
+        Track {
+            origins: Vec::new(),
+            horizon,
+            last: Vec::new(),
+            actual: Arc::default(),
+            forecast: Vec::new(),
+            quantiles: Vec::new(),
+        }
+    }
+
+    /// What happened in the steps after origin `n`.
+    pub fn actual(&self, n: usize) -> &[f64] {
+        &self.actual[n * self.horizon..(n + 1) * self.horizon]
+    }
+
+    /// The forecast from origin `n`.
+    pub fn forecast(&self, n: usize) -> &[f64] {
+        &self.forecast[n * self.horizon..(n + 1) * self.horizon]
+    }
+
     /// Quantile `l` of step `h` from origin `n`, if the track has quantiles.
     pub fn quantile(&self, n: usize, h: usize, l: usize) -> Option<f64> {
-        let levels = self.quantiles[n].len() / self.forecast[n].len().max(1);
-        (l < levels).then(|| self.quantiles[n][h * levels + l])
+        let levels = self.quantiles.len() / self.forecast.len().max(1);
+        (l < levels).then(|| self.quantiles[(n * self.horizon + h) * levels + l])
     }
 }
 
@@ -170,13 +197,58 @@ impl Stage for Backtest {
             Saved::from_bytes(&model_dir, &ctx.read_artifact(CARD_FILE)?, ctx.read_artifact(WEIGHTS_FILE)?.to_vec())?;
         let card = &saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
-        let targets = card.blueprint.targets.clone();
-        let levels = card.blueprint.loss.quantile_levels();
+        let (targets, levels) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels());
+        let forecast = self.forecast(ctx, &model_dir, &saved)?;
+        let mut parts = forecast.parts;
+
+        // The validation part decides; the test and ahead parts only receive its decisions.
+        let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
+        let adjustments = conformal::fit(&parts[0], &levels, &bucket_ranges);
+        let choice = conformal::choose(&parts[0]);
+        for tracks in &mut parts {
+            conformal::apply(tracks, &adjustments, &levels, &bucket_ranges);
+            conformal::add_auto(tracks, &choice);
+        }
+
+        write_forecasts(ctx, &parts, &levels, step)?;
+        let rows = self.scores(&parts, &forecast.scales, &levels, horizon, step)?;
+        let counts = [
+            ("origins", forecast.origins),
+            ("mase_scaled_by_last_value", forecast.naive_scaled),
+            ("seasonal_naive_fell_back", forecast.fallbacks),
+        ];
+        let summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
+        let (schema, batch) = scores_table(&rows)?;
+        ctx.write_table("scores", schema, &[batch])?;
+        let (schema, batch) = choices_table(&choice, &forecast.scales)?;
+        ctx.write_table("choices", schema, &[batch])?;
+        Ok(summary)
+    }
+}
+
+/// Every method's tracks of each part, and what scoring needs of the usage; the inputs
+/// they came from (windows, usage) are dropped with the function that read them.
+struct Forecasts {
+    parts: [Tracks; 3],
+    scales: BTreeMap<(String, String), f64>,
+    /// Test origins, series scaled by the last value's error, seasonal-naive fallbacks.
+    origins: usize,
+    naive_scaled: usize,
+    fallbacks: usize,
+}
+
+impl Backtest {
+    /// Reads the windows and usage, forecasts from the origins of each part with the model
+    /// and every baseline, and measures each series' MASE scale.
+    fn forecast(&self, ctx: &StageContext, model_dir: &Path, saved: &Saved) -> Result<Forecasts, BoxError> {
+        let card = &saved.card;
+        let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
+        let targets = &card.blueprint.targets;
         // Tables a batch at a time: none is held decoded whole.
         let (features, windows) = (ctx.table_batches("features")?, ctx.table_batches("windows")?);
         let parts = [Part::Validation, Part::Test];
-        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, &targets, &parts)?;
-        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, &targets)?
+        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, targets, &parts)?;
+        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
             .collect();
@@ -192,46 +264,21 @@ impl Stage for Backtest {
         if validation_windows.is_empty() {
             return Err(EvaluateError::NoValidationWindows.into());
         }
-        let model =
-            ModelRun { dir: &model_dir, saved: &saved, windows: &windows, scalers: &scalers, usage: &usage, device };
+        let model = ModelRun { dir: model_dir, saved, windows: &windows, scalers: &scalers, usage: &usage, device };
         // The forecast ahead, from each series' last rows: the features table read again.
         let features = ctx.table_batches("features")?;
-        let forward = predict(&model_dir, &saved, features, Some(scalers.values().cloned().collect()), None, device)?;
+        let forward = predict(model_dir, saved, features, Some(scalers.values().cloned().collect()), None, device)?;
+        let levels = card.blueprint.loss.quantile_levels();
         let mut parts: [Tracks; 3] = [
             model.tracks("validation", &validation_windows)?,
             model.tracks("test", &chosen)?,
-            ahead(&forward, &usage, &levels, step)?,
+            ahead(&forward, &usage, &levels, (horizon, step))?,
         ];
-
         let fallbacks = self.add_baselines(ctx, &mut parts, &usage, step, horizon);
         let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
-
-        // The validation part decides; the test and ahead parts only receive its decisions.
-        let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
-        let adjustments = conformal::fit(&parts[0], &levels, &bucket_ranges);
-        let choice = conformal::choose(&parts[0]);
-        for tracks in &mut parts {
-            conformal::apply(tracks, &adjustments, &levels, &bucket_ranges);
-            conformal::add_auto(tracks, &choice);
-        }
-
-        write_forecasts(ctx, &parts, &levels, step)?;
-        let rows = self.scores(&parts, &scales, &levels, horizon, step)?;
-        let counts = [
-            ("origins", chosen.len()),
-            ("mase_scaled_by_last_value", naive_scaled),
-            ("seasonal_naive_fell_back", fallbacks),
-        ];
-        let summary = summarise(&rows, &parts, &choice, &targets, &levels, horizon, &counts);
-        let (schema, batch) = scores_table(rows)?;
-        ctx.write_table("scores", schema, &[batch])?;
-        let (schema, batch) = choices_table(&choice, &scales)?;
-        ctx.write_table("choices", schema, &[batch])?;
-        Ok(summary)
+        Ok(Forecasts { parts, scales, origins: chosen.len(), naive_scaled, fallbacks })
     }
-}
 
-impl Backtest {
     /// Every baseline's and recommender's tracks beside the model's, in each part; returns
     /// how often seasonal naive fell back to the last value.
     fn add_baselines(
@@ -265,11 +312,12 @@ impl Backtest {
         step: i64,
     ) -> Result<Vec<Score>, BoxError> {
         let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, scales, levels, horizon, step);
-        rows.retain(|r| r.method != "auto");
+        rows.retain(|r| &*r.method != "auto");
         rows.extend(score(Part::Test.name(), &parts[1], &METHODS, scales, levels, horizon, step));
         if let Some(path) = &self.params.external {
             for (method, tracks) in external(path, &parts[1])? {
                 let scored = score(Part::Test.name(), &tracks, &["external"], scales, levels, horizon, step);
+                let method: std::sync::Arc<str> = method.as_str().into();
                 rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
             }
         }
@@ -291,11 +339,11 @@ fn summarise(
         rows.iter()
             .find(|r| {
                 r.part == "test"
-                    && r.method == method
-                    && r.resource == column
+                    && &*r.method == method
+                    && &*r.resource == column
                     && r.scope == "mean"
                     && r.bucket == "all"
-                    && r.metric == metric
+                    && &*r.metric == metric
             })
             .map_or(f64::NAN, |r| (r.value * 1e4).round() / 1e4)
     };
@@ -322,8 +370,7 @@ fn summarise(
     for (k, n) in picked.into_iter().chain(counts.iter().map(|(k, n)| (k.to_string(), *n))) {
         summary.insert(k, n.into());
     }
-    let filled =
-        model(&parts[1]).iter().map(|t| t.actual.iter().flatten().filter(|a| a.is_nan()).count()).sum::<usize>();
+    let filled = model(&parts[1]).iter().map(|t| t.actual.iter().filter(|a| a.is_nan()).count()).sum::<usize>();
     summary.insert("filled_actuals_not_scored".into(), filled.into());
     summary
 }
@@ -334,12 +381,13 @@ fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64
     (1..=horizon as i64).map(|h| s.actual(origin + h * step)).collect()
 }
 
-/// The model's forward forecast (from `predict`) as one-origin tracks with no actuals.
+/// The model's forward forecast (from `predict`, `horizon` steps) as one-origin tracks with
+/// no actuals.
 fn ahead(
     forward: &RecordBatch,
     usage: &BTreeMap<String, Usage>,
     levels: &[f64],
-    step_ms: i64,
+    (horizon, step_ms): (usize, i64),
 ) -> Result<Tracks, BoxError> {
     let b = forward;
     let (keys, columns) = (strings(b, "forecast", "key")?, strings(b, "forecast", "column")?);
@@ -349,19 +397,15 @@ fn ahead(
     let mut tracks = Tracks::new();
     for i in 0..b.num_rows() {
         let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
-        let t = tracks.entry(("model", keys[i].clone(), columns[i].clone())).or_default();
+        let t = tracks.entry(("model", keys[i].clone(), columns[i].clone())).or_insert_with(|| Track::new(horizon));
         if steps[i] == 1 {
             let origin = times[i] - steps[i] * step_ms;
             t.origins.push(origin);
             t.last.push(s.at(origin).unwrap_or(f64::NAN));
-            t.actual.push(Vec::new());
-            t.forecast.push(Vec::new());
-            t.quantiles.push(Vec::new());
         }
-        let n = t.origins.len() - 1;
-        t.actual[n].push(f64::NAN);
-        t.forecast[n].push(point[i]);
-        t.quantiles[n].extend(qs.iter().map(|q| q[i]));
+        Arc::make_mut(&mut t.actual).push(f64::NAN);
+        t.forecast.push(point[i]);
+        t.quantiles.extend(qs.iter().map(|q| q[i]));
     }
     Ok(tracks)
 }
@@ -393,22 +437,23 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
     let mut out: BTreeMap<String, Tracks> = forecasts.keys().map(|k| (k.0.clone(), Tracks::new())).collect();
     for (method, tracks) in &mut out {
         for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == "model") {
-            let mut e = Track::default();
+            let mut e = Track::new(t.horizon);
+            let mut actual = Vec::new();
             for n in 0..t.origins.len() {
                 let Some(mut f) = forecasts.get(&(method.clone(), key.clone(), column.clone(), t.origins[n])).cloned()
                 else {
                     continue;
                 };
                 f.sort_by_key(|s| s.0);
-                if f.len() != t.forecast[n].len() {
+                if f.len() != t.horizon {
                     continue;
                 }
                 e.origins.push(t.origins[n]);
                 e.last.push(t.last[n]);
-                e.actual.push(t.actual[n].clone());
-                e.forecast.push(f.into_iter().map(|s| s.1).collect());
-                e.quantiles.push(Vec::new());
+                actual.extend_from_slice(t.actual(n));
+                e.forecast.extend(f.into_iter().map(|s| s.1));
             }
+            e.actual = Arc::new(actual);
             if !e.origins.is_empty() {
                 tracks.insert(("external", key.clone(), column.clone()), e);
             }
@@ -449,17 +494,18 @@ impl ModelRun<'_> {
                     continue;
                 };
                 let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
-                let track: &mut Track = tracks.entry(("model", window.key.to_string(), column.clone())).or_default();
+                let track = tracks
+                    .entry(("model", window.key.to_string(), column.clone()))
+                    .or_insert_with(|| Track::new(horizon));
                 track.origins.push(window.origin_ms);
                 track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
-                track.actual.push(actual);
+                Arc::make_mut(&mut track.actual).extend(actual);
                 let cell = |h: usize| (n * horizon + h) * targets.len() + j;
-                track.forecast.push((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)).collect());
-                track.quantiles.push(
+                track.forecast.extend((0..horizon).map(|h| scaler.unscale(point[cell(h)] as f64)));
+                track.quantiles.extend(
                     (0..horizon)
                         .flat_map(|h| (0..nl).map(move |l| (h, l)))
-                        .map(|(h, l)| scaler.unscale(quantiles[cell(h) * nl + l] as f64))
-                        .collect(),
+                        .map(|(h, l)| scaler.unscale(quantiles[cell(h) * nl + l] as f64)),
                 );
             }
         }
@@ -482,21 +528,23 @@ impl Baselines<'_> {
     /// returns how often seasonal naive fell back to the last value.
     fn add(&self, tracks: &mut Tracks) -> usize {
         let mut fallbacks = 0;
-        let model: Vec<((String, String), Track)> = tracks
+        let model: Vec<(String, String, Vec<i64>, Arc<Vec<f64>>)> = tracks
             .iter()
             .filter(|(k, _)| k.0 == "model")
-            .map(|((_, k, c), t)| ((k.clone(), c.clone()), t.clone()))
+            .map(|((_, k, c), t)| (k.clone(), c.clone(), t.origins.clone(), t.actual.clone()))
             .collect();
-        for ((key, column), model) in model {
+        const METHODS: [&str; 6] = ["last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+        for (key, column, origins, actual) in model {
             let series = &self.usage[&key];
             let s = series.column(&column).expect("model tracks exist only for known columns");
-            let positions: Vec<usize> =
-                model.origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
+            let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
             let hw = self.holt_winters(s, &positions);
             let samples = series.samples();
             let mut vpa = Vpa::new(VpaSettings::default());
             let mut fed = 0;
-            for (n, (&origin, &pos)) in model.origins.iter().zip(&positions).enumerate() {
+            let mut out =
+                METHODS.map(|_| Track { origins: origins.clone(), actual: actual.clone(), ..Track::new(self.horizon) });
+            for (n, (&origin, &pos)) in origins.iter().zip(&positions).enumerate() {
                 let last = s.values[pos];
                 let seasonal: Vec<f64> = (1..=self.horizon as i64)
                     .map(|h| {
@@ -512,22 +560,21 @@ impl Baselines<'_> {
                 }
                 let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
                 let flat = |v: f64| vec![v; self.horizon];
-                let methods: [(&'static str, Vec<f64>); 6] = [
-                    ("last_value", flat(last)),
-                    ("seasonal_naive", seasonal),
-                    ("moving_average", flat(moving_average(&s.values, pos, self.window))),
-                    ("holt_winters", hw[n].clone()),
-                    ("vpa", flat(pick(vpa.target()))),
-                    ("krr", flat(pick(krr(&KrrSettings::default(), &samples, origin)))),
+                let forecasts: [Vec<f64>; 6] = [
+                    flat(last),
+                    seasonal,
+                    flat(moving_average(&s.values, pos, self.window)),
+                    hw[n].clone(),
+                    flat(pick(vpa.target())),
+                    flat(pick(krr(&KrrSettings::default(), &samples, origin))),
                 ];
-                for (method, forecast) in methods {
-                    let track = tracks.entry((method, key.clone(), column.clone())).or_default();
-                    track.origins.push(origin);
+                for (track, forecast) in out.iter_mut().zip(forecasts) {
                     track.last.push(last);
-                    track.actual.push(model.actual[n].clone());
-                    track.forecast.push(forecast);
-                    track.quantiles.push(Vec::new());
+                    track.forecast.extend(forecast);
                 }
+            }
+            for (method, track) in METHODS.into_iter().zip(out) {
+                tracks.insert((method, key.clone(), column.clone()), track);
             }
         }
         fallbacks
@@ -568,7 +615,7 @@ fn write_forecasts(ctx: &StageContext, parts: &[Tracks; 3], levels: &[f64], step
                 let mut to = from;
                 let mut rows = 0;
                 while to < of_method.len() && (to == from || rows < 1 << 16) {
-                    rows += of_method[to].1.forecast.iter().map(Vec::len).sum::<usize>();
+                    rows += of_method[to].1.forecast.len();
                     to += 1;
                 }
                 let batch = forecasts_batch(p, m, &of_method[from..to], levels, step_ms)?;
@@ -593,14 +640,14 @@ fn forecasts_batch(
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
     for ((_, k, c), t) in tracks {
         for (n, &o) in t.origins.iter().enumerate() {
-            for h in 0..t.forecast[n].len() {
+            for h in 0..t.horizon {
                 key.push(k.as_str());
                 column.push(c.as_str());
                 origin.push(o);
                 step.push(h as u32 + 1);
                 time.push(o + (h as i64 + 1) * step_ms);
-                actual.push(t.actual[n][h]);
-                forecast.push(t.forecast[n][h]);
+                actual.push(t.actual(n)[h]);
+                forecast.push(t.forecast(n)[h]);
                 for (l, q) in qs.iter_mut().enumerate() {
                     q.push(t.quantile(n, h, l).unwrap_or(f64::NAN));
                 }

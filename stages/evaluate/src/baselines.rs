@@ -3,13 +3,15 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// One series on its grid, every segment in time order: gaps between segments are kept
 /// as gaps, so "a season earlier" is looked up by time (a binary search), never by
 /// position.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
-    pub times: Vec<i64>,
+    /// Shared by a series' CPU and memory where both have every point.
+    pub times: Arc<Vec<i64>>,
     pub values: Vec<f64>,
     /// Per position, whether clean.resample filled the value in: history for forecasts,
     /// never an actual. Empty when none was.
@@ -37,6 +39,13 @@ impl Series {
             false => points.iter().map(|p| filled.contains(&p.0)).collect(),
         };
         let (times, values) = points.into_iter().unzip();
+        Series { times: Arc::new(times), values, filled }
+    }
+
+    /// A series from its points as they are: `times` strictly ascending, a value (finite)
+    /// and whether it was filled in at each.
+    pub fn sorted(times: Arc<Vec<i64>>, values: Vec<f64>, filled: Vec<bool>) -> Series {
+        let filled = if filled.contains(&true) { filled } else { Vec::new() };
         Series { times, values, filled }
     }
 

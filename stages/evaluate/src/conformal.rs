@@ -27,7 +27,7 @@ pub fn fit(validation: &Tracks, levels: &[f64], buckets: &[Range<usize>]) -> Adj
                     .map(|steps| {
                         let residuals = (0..t.origins.len())
                             .flat_map(|n| steps.clone().map(move |h| (n, h)))
-                            .map(|(n, h)| t.actual[n][h] - base(t, n, h, l))
+                            .map(|(n, h)| t.actual(n)[h] - base(t, n, h, l))
                             .filter(|e| e.is_finite())
                             .collect();
                         conformal_quantile(residuals, level)
@@ -42,7 +42,7 @@ pub fn fit(validation: &Tracks, levels: &[f64], buckets: &[Range<usize>]) -> Adj
 
 /// The forecast a level's adjustment is added to.
 fn base(t: &Track, n: usize, h: usize, level: usize) -> f64 {
-    t.quantile(n, h, level).unwrap_or(t.forecast[n][h])
+    t.quantile(n, h, level).unwrap_or(t.forecast(n)[h])
 }
 
 /// The `level` quantile of `residuals` with the finite-sample correction of split
@@ -63,16 +63,14 @@ fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
 pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buckets: &[Range<usize>]) {
     for ((method, key, column), t) in tracks.iter_mut().filter(|((m, _, _), _)| FORECASTERS.contains(m)) {
         let adjust = adjustments.get(&(*method, key.clone(), column.clone()));
-        let horizon = t.forecast.first().map_or(0, Vec::len);
         let bucket_of: Vec<usize> =
-            (0..horizon).map(|h| buckets.iter().position(|b| b.contains(&h)).unwrap_or(0)).collect();
-        for n in 0..t.origins.len() {
-            let adjusted = (0..horizon)
-                .flat_map(|h| (0..levels.len()).map(move |l| (h, l)))
-                .map(|(h, l)| adjust.map_or(f64::NAN, |a| base(t, n, h, l) + a[l][bucket_of[h]]))
-                .collect();
-            t.quantiles[n] = adjusted;
-        }
+            (0..t.horizon).map(|h| buckets.iter().position(|b| b.contains(&h)).unwrap_or(0)).collect();
+        let adjusted: Vec<f64> = (0..t.origins.len())
+            .flat_map(|n| (0..t.horizon).map(move |h| (n, h)))
+            .flat_map(|(n, h)| (0..levels.len()).map(move |l| (n, h, l)))
+            .map(|(n, h, l)| adjust.map_or(f64::NAN, |a| base(t, n, h, l) + a[l][bucket_of[h]]))
+            .collect();
+        t.quantiles = adjusted;
     }
 }
 
@@ -83,7 +81,7 @@ pub fn choose(validation: &Tracks) -> BTreeMap<(String, String), (&'static str, 
     let mut out: BTreeMap<(String, String), (&'static str, Vec<f64>)> = BTreeMap::new();
     for ((method, key, column), t) in validation {
         let Some(i) = FORECASTERS.iter().position(|m| m == method) else { continue };
-        let errors = (0..t.origins.len()).flat_map(|n| t.actual[n].iter().zip(&t.forecast[n]));
+        let errors = t.actual.iter().zip(&t.forecast);
         let mae = metrics::mean(errors.filter(|(a, f)| a.is_finite() && f.is_finite()).map(|(a, f)| (a - f).abs()));
         let entry =
             out.entry((key.clone(), column.clone())).or_insert((FORECASTERS[0], vec![f64::NAN; FORECASTERS.len()]));
@@ -114,8 +112,9 @@ mod tests {
     use super::*;
 
     fn track(actual: Vec<Vec<f64>>, forecast: Vec<Vec<f64>>) -> Track {
-        let n = actual.len();
-        Track { origins: (0..n as i64).collect(), last: vec![0.0; n], actual, forecast, quantiles: vec![Vec::new(); n] }
+        let (n, horizon) = (actual.len(), actual.first().map_or(0, Vec::len));
+        let (actual, forecast) = (std::sync::Arc::new(actual.concat()), forecast.concat());
+        Track { origins: (0..n as i64).collect(), horizon, last: vec![0.0; n], actual, forecast, quantiles: Vec::new() }
     }
 
     #[test]
@@ -141,7 +140,7 @@ mod tests {
         let t = &test[&key];
         for (l, level) in [0.5, 0.9].into_iter().enumerate() {
             let points = (0..t.origins.len()).flat_map(|n| (0..2).map(move |h| (n, h)));
-            let below = points.filter(|&(n, h)| t.actual[n][h] <= t.quantile(n, h, l).unwrap()).count();
+            let below = points.filter(|&(n, h)| t.actual(n)[h] <= t.quantile(n, h, l).unwrap()).count();
             let coverage = below as f64 / 20_000.0;
             assert!((coverage - level).abs() < 0.015, "level {level}: {coverage}");
         }
@@ -151,7 +150,7 @@ mod tests {
     fn quantiles_move_by_the_residuals_of_their_own_level() {
         // A model whose p90 sits 1 below every actual: the adjustment is +1 at that level.
         let mut t = track(vec![vec![5.0]; 9], vec![vec![4.0]; 9]);
-        t.quantiles = vec![vec![4.0]; 9];
+        t.quantiles = vec![4.0; 9];
         let key = ("model", "a".to_string(), "cpu".to_string());
         let tracks: Tracks = [(key.clone(), t)].into_iter().collect();
         let adjust = fit(&tracks, &[0.9], std::slice::from_ref(&(0..1)));
@@ -181,6 +180,6 @@ mod tests {
         assert_eq!(chosen[&("b".into(), "cpu".into())].0, "model");
         let mut test: Tracks = [entry("model", "a", 9.0), entry("moving_average", "a", 7.0)].into_iter().collect();
         add_auto(&mut test, &chosen);
-        assert_eq!(test[&("auto", "a".into(), "cpu".into())].forecast[0][0], 7.0);
+        assert_eq!(test[&("auto", "a".into(), "cpu".into())].forecast(0)[0], 7.0);
     }
 }

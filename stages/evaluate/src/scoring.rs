@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::backtest::{FORECASTERS, Track, Tracks, level_name};
 use crate::metrics;
@@ -63,21 +64,22 @@ pub fn mase_scale(
     (scales, naive)
 }
 
-/// One row of `scores`.
+/// One row of `scores`. Its names are shared, not copied: a large backtest has millions of
+/// rows.
 pub struct Score {
     pub part: &'static str,
-    pub method: String,
-    pub resource: String,
+    pub method: Arc<str>,
+    pub resource: Arc<str>,
     /// `series`, `mean` or `median` (of the per-series values).
     pub scope: &'static str,
     /// The series for `series` rows; empty for aggregates.
-    pub key: String,
+    pub key: Arc<str>,
     /// `all` (every step), a horizon bucket (`1h`, `6h`, `1d`, `more`), or empty for the
     /// rows of one step.
     pub bucket: &'static str,
     /// 1-based horizon step; 0 for all the steps of the bucket.
     pub step: u32,
-    pub metric: String,
+    pub metric: Arc<str>,
     pub value: f64,
 }
 
@@ -87,10 +89,11 @@ fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(S
     let (mut last, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
     for n in 0..t.origins.len() {
-        for h in steps.clone().filter(|&h| t.actual[n][h].is_finite()) {
+        let (actuals, forecasts) = (t.actual(n), t.forecast(n));
+        for h in steps.clone().filter(|&h| actuals[h].is_finite()) {
             last.push(t.last[n]);
-            actual.push(t.actual[n][h]);
-            forecast.push(t.forecast[n][h]);
+            actual.push(actuals[h]);
+            forecast.push(forecasts[h]);
             for (l, q) in qs.iter_mut().enumerate() {
                 q.extend(t.quantile(n, h, l));
             }
@@ -134,20 +137,26 @@ pub fn score(
         .chain((0..horizon).map(|h| ("", h as u32 + 1, h..h + 1)))
         .collect();
     let mut rows = Vec::new();
+    let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    let mut name = |s: &str| names.entry(s.to_string()).or_insert_with(|| s.into()).clone();
+    let empty = name("");
     for &m in methods {
+        let method = name(m);
         // (column, bucket, step, metric) → per-series values
-        let mut across: BTreeMap<(String, &'static str, u32, String), Vec<f64>> = BTreeMap::new();
+        let mut across: BTreeMap<(Arc<str>, &'static str, u32, Arc<str>), Vec<f64>> = BTreeMap::new();
         for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
             let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
+            let (key, resource) = (name(key), name(column));
             for (bucket, step, steps) in &ranges {
                 for (metric, value) in measure(t, scale, levels, steps.clone()) {
-                    across.entry((column.clone(), bucket, *step, metric.clone())).or_default().push(value);
+                    let metric = name(&metric);
+                    across.entry((resource.clone(), bucket, *step, metric.clone())).or_default().push(value);
                     // One step of one series is noise: per-series rows are kept per bucket.
                     if *step == 0 {
                         rows.push(Score {
                             part,
-                            method: m.into(),
-                            resource: column.clone(),
+                            method: method.clone(),
+                            resource: resource.clone(),
                             scope: "series",
                             key: key.clone(),
                             bucket,
@@ -159,16 +168,16 @@ pub fn score(
                 }
             }
         }
-        for ((column, bucket, step, metric), values) in across {
+        for ((resource, bucket, step, metric), values) in across {
             let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
             let median = metrics::median(values.into_iter());
             for (scope, value) in [("mean", mean), ("median", median)] {
                 rows.push(Score {
                     part,
-                    method: m.into(),
-                    resource: column.clone(),
+                    method: method.clone(),
+                    resource: resource.clone(),
                     scope,
-                    key: String::new(),
+                    key: empty.clone(),
                     bucket,
                     step,
                     metric: metric.clone(),
@@ -180,30 +189,17 @@ pub fn score(
     rows
 }
 
-pub fn scores_table(rows: Vec<Score>) -> Result<(SchemaRef, RecordBatch), BoxError> {
-    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut part, mut bucket) = (Vec::new(), Vec::new());
-    for r in rows {
-        part.push(r.part.to_string());
-        c.0.push(r.method);
-        c.1.push(r.resource);
-        c.2.push(r.scope.to_string());
-        c.3.push(r.key);
-        bucket.push(r.bucket.to_string());
-        c.4.push(r.step);
-        c.5.push(r.metric);
-        c.6.push(r.value);
-    }
+pub fn scores_table(rows: &[Score]) -> Result<(SchemaRef, RecordBatch), BoxError> {
     TableBuilder::default()
-        .strings(scores::PART, part)
-        .strings(scores::METHOD, c.0)
-        .strings(scores::RESOURCE, c.1)
-        .strings(scores::SCOPE, c.2)
-        .strings(scores::KEY, c.3)
-        .strings(scores::BUCKET, bucket)
-        .u32s(scores::STEP, c.4)
-        .strings(scores::METRIC, c.5)
-        .floats(scores::VALUE, c.6)
+        .strings(scores::PART, rows.iter().map(|r| r.part))
+        .strings(scores::METHOD, rows.iter().map(|r| &*r.method))
+        .strings(scores::RESOURCE, rows.iter().map(|r| &*r.resource))
+        .strings(scores::SCOPE, rows.iter().map(|r| r.scope))
+        .strings(scores::KEY, rows.iter().map(|r| &*r.key))
+        .strings(scores::BUCKET, rows.iter().map(|r| r.bucket))
+        .u32s(scores::STEP, rows.iter().map(|r| r.step).collect())
+        .strings(scores::METRIC, rows.iter().map(|r| &*r.metric))
+        .floats(scores::VALUE, rows.iter().map(|r| r.value).collect())
         .finish()
 }
 

@@ -46,8 +46,7 @@ impl Usage {
 pub fn read_usage<E: Into<BoxError>>(
     batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
 ) -> Result<BTreeMap<String, Usage>, BoxError> {
-    type Points = (Vec<(i64, f64)>, HashSet<i64>);
-    let mut points: BTreeMap<String, [Points; 2]> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Rows> = BTreeMap::new();
     for b in batches {
         let b = b.map_err(Into::into)?;
         let keys = column(&b, table::NAME, table::KEY, &DataType::Utf8)?;
@@ -63,26 +62,57 @@ pub fn read_usage<E: Into<BoxError>>(
         }
         for (i, key) in keys.iter().enumerate() {
             let key = key.unwrap_or_default();
-            if !points.contains_key(key) {
-                points.insert(key.to_string(), Default::default());
+            if !rows.contains_key(key) {
+                rows.insert(key.to_string(), Rows::default());
             }
-            let entry = points.get_mut(key).expect("inserted");
-            for ((values, filled), (to, filled_at)) in columns.iter().zip(entry.iter_mut()) {
-                if let Some(v) = values.get(i).filter(|v| v.is_finite()) {
-                    to.push((times[i], *v));
-                    if filled.get(i) == Some(&true) {
-                        filled_at.insert(times[i]);
-                    }
-                }
+            let r = rows.get_mut(key).expect("inserted");
+            r.times.push(times[i]);
+            for (c, (values, filled)) in columns.iter().enumerate() {
+                r.values[c].push(values.get(i).copied().unwrap_or(f64::NAN));
+                r.filled[c].push(filled.get(i) == Some(&true));
             }
         }
     }
-    Ok(points
-        .into_iter()
-        .map(|(k, [(c, cf), (m, mf)])| {
-            (k, Usage { cpu: Series::with_filled(c, &cf), memory: Series::with_filled(m, &mf) })
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(k, r)| (k, r.usage())).collect())
+}
+
+/// One series' rows of `resampled` as read: times, and CPU then memory values and whether
+/// they were filled in.
+#[derive(Default)]
+struct Rows {
+    times: Vec<i64>,
+    values: [Vec<f64>; 2],
+    filled: [Vec<bool>; 2],
+}
+
+impl Rows {
+    /// Each column's known values as a series: in time order, a repeated time keeping the
+    /// last value. The usual table (ascending times, both columns known at every row) is
+    /// taken as it is, one time column for both.
+    fn usage(self) -> Usage {
+        let Rows { mut times, values: [mut cpu, mut memory], filled: [cpu_filled, memory_filled] } = self;
+        // Vectors grown while reading hold up to twice their length.
+        for v in [&mut cpu, &mut memory] {
+            v.shrink_to_fit();
+        }
+        times.shrink_to_fit();
+        let known = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if times.windows(2).all(|w| w[0] < w[1]) && known(&cpu) && known(&memory) {
+            let times = Arc::new(times);
+            return Usage {
+                cpu: Series::sorted(times.clone(), cpu, cpu_filled),
+                memory: Series::sorted(times, memory, memory_filled),
+            };
+        }
+        let series = |values: Vec<f64>, filled: Vec<bool>| {
+            let keep = |i: &usize| values[*i].is_finite();
+            let points = (0..times.len()).filter(keep).map(|i| (times[i], values[i])).collect();
+            let filled_at: HashSet<i64> =
+                (0..times.len()).filter(keep).filter(|&i| filled[i]).map(|i| times[i]).collect();
+            Series::with_filled(points, &filled_at)
+        };
+        Usage { cpu: series(cpu, cpu_filled), memory: series(memory, memory_filled) }
+    }
 }
 
 /// Builds a table column by column.
