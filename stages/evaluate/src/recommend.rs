@@ -185,21 +185,32 @@ impl Default for KrrSettings {
     }
 }
 
-/// KRR's recommendation from the samples `(time, cpu, memory)` in its history window
-/// before `now`: CPU request and memory request (= limit). `None` without samples.
+/// KRR's recommendation from the samples `(time, cpu, memory)` (in time order) in its
+/// history window before `now`: CPU request and memory request (= limit). `None` without
+/// samples.
 pub fn krr(settings: &KrrSettings, samples: &[(i64, f64, f64)], now: i64) -> Option<(f64, f64)> {
-    let window: Vec<&(i64, f64, f64)> =
-        samples.iter().filter(|s| s.0 <= now && s.0 > now - settings.history_ms).collect();
+    // Found by binary search: the backtest asks from every origin of long series.
+    let from = samples.partition_point(|s| s.0 <= now - settings.history_ms);
+    let window = &samples[from..samples.partition_point(|s| s.0 <= now).max(from)];
     if window.is_empty() {
         return None;
     }
     let mut cpu: Vec<f64> = window.iter().map(|s| s.1).collect();
-    cpu.sort_by(f64::total_cmp);
     let peak = window.iter().map(|s| s.2).fold(f64::MIN, f64::max);
     Some((
-        percentile(&cpu, settings.cpu_percentile).max(settings.min_cpu),
+        percentile_of(&mut cpu, settings.cpu_percentile).max(settings.min_cpu),
         (peak * (1.0 + settings.memory_buffer)).max(settings.min_memory),
     ))
+}
+
+/// [`percentile`] of values in any order (reordered): the two order statistics it reads
+/// are selected, not sorted for.
+fn percentile_of(values: &mut [f64], p: f64) -> f64 {
+    let rank = p / 100.0 * (values.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    let (_, &mut low, above) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    let high = if hi > lo { above.iter().copied().fold(f64::INFINITY, f64::min) } else { low };
+    low + (high - low) * (rank - lo as f64)
 }
 
 /// NumPy's default (linear) percentile of sorted values, `p` in 0..=100.
@@ -271,6 +282,25 @@ mod tests {
         let mut small = Vpa::new(VpaSettings::default());
         small.add(0, 0.5, 10e6);
         assert_eq!(small.target().unwrap().1, 250.0 * MIB);
+    }
+
+    #[test]
+    fn selected_percentiles_are_the_sorted_ones() {
+        let mut state = 3u64;
+        let values: Vec<f64> = (0..1001)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) % 97) as f64 / 7.0
+            })
+            .collect();
+        for n in [1, 2, 10, 1001] {
+            for p in [0.0, 12.5, 50.0, 90.0, 95.0, 99.9, 100.0] {
+                let mut shuffled = values[..n].to_vec();
+                let mut sorted = shuffled.clone();
+                sorted.sort_by(f64::total_cmp);
+                assert_eq!(percentile_of(&mut shuffled, p), percentile(&sorted, p), "{n} values, p{p}");
+            }
+        }
     }
 
     #[test]
