@@ -835,9 +835,11 @@ impl<'a> WindowIndex<'a> {
                 self.short_history[p] +=
                     (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
                 let mut target = run_start.max(first);
+                if target + horizon <= r {
+                    with[p].insert(rows.keys[begin]);
+                }
                 while target + horizon <= r {
                     self.per_part[p] += 1;
-                    with[p].insert(rows.keys[begin]);
                     part.push(PARTS[p]);
                     key.push(rows.keys[begin]);
                     segment.push(rows.segments[begin]);
