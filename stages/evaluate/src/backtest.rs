@@ -528,13 +528,12 @@ impl Baselines<'_> {
     /// returns how often seasonal naive fell back to the last value.
     fn add(&self, tracks: &mut Tracks) -> usize {
         let mut fallbacks = 0;
-        let model: Vec<(String, String, Vec<i64>, Arc<Vec<f64>>)> = tracks
-            .iter()
-            .filter(|(k, _)| k.0 == "model")
-            .map(|((_, k, c), t)| (k.clone(), c.clone(), t.origins.clone(), t.actual.clone()))
-            .collect();
+        let model: Vec<(String, String)> =
+            tracks.keys().filter(|k| k.0 == "model").map(|(_, k, c)| (k.clone(), c.clone())).collect();
         const METHODS: [&str; 6] = ["last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
-        for (key, column, origins, actual) in model {
+        for (key, column) in model {
+            let t = &tracks[&("model", key.clone(), column.clone())];
+            let (origins, actual) = (t.origins.clone(), t.actual.clone());
             let series = &self.usage[&key];
             let s = series.column(&column).expect("model tracks exist only for known columns");
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();

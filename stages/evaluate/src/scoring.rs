@@ -121,6 +121,9 @@ fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(S
     out
 }
 
+/// (resource, bucket, step, metric) → the values of every series.
+type Across = BTreeMap<(Arc<str>, &'static str, u32, Arc<str>), Vec<f64>>;
+
 /// One part's rows: per series over all steps and per bucket; then the mean and median
 /// across series of those, and of each step.
 pub fn score(
@@ -142,8 +145,7 @@ pub fn score(
     let empty = name("");
     for &m in methods {
         let method = name(m);
-        // (column, bucket, step, metric) → per-series values
-        let mut across: BTreeMap<(Arc<str>, &'static str, u32, Arc<str>), Vec<f64>> = BTreeMap::new();
+        let mut across = Across::new();
         for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
             let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
             let (key, resource) = (name(key), name(column));
