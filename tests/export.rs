@@ -135,7 +135,8 @@ fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
     assert!(fan.windows(2).any(|w| w == ["--stage", "ingest"]), "{fan:?}");
     assert!(!args("ingest").contains(&"--shard".to_string()), "the merge task runs the stage plainly");
 
-    // Clean fans out by workload the same way, after ingest's merge, and validates.
+    // Clean and features fan out by workload the same way, each after the merge before it,
+    // and validate.
     let (yaml, stderr, code) = export(&[
         "export",
         "argo",
@@ -146,6 +147,8 @@ fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
         "ingest.shards=4",
         "--set",
         "clean.shards=8",
+        "--set",
+        "features.shards=3",
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     let wf = argo_valid(&yaml, dir.path());
@@ -154,6 +157,9 @@ fn a_sharded_stage_fans_out_into_parallel_argo_tasks_and_a_merge() {
     assert_eq!(task("clean-shards")["withSequence"]["count"], "8");
     assert_eq!(task("clean-shards")["dependencies"], serde_json::json!(["ingest"]));
     assert_eq!(task("clean")["dependencies"], serde_json::json!(["clean-shards"]));
+    assert_eq!(task("features-shards")["withSequence"]["count"], "3");
+    assert_eq!(task("features-shards")["dependencies"], serde_json::json!(["clean"]));
+    assert_eq!(task("features")["dependencies"], serde_json::json!(["features-shards"]));
 
     // Only stages that work series by series shard.
     let (_, stderr, code) =

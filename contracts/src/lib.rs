@@ -12,7 +12,7 @@ pub mod model;
 pub mod tables;
 pub mod windows;
 
-pub use windows::{Window, WindowSet};
+pub use windows::{Window, WindowSet, windows_per_part};
 
 use serde::{Deserialize, Serialize};
 

@@ -75,6 +75,19 @@ impl WindowSet {
         targets: &[String],
         parts: &[Part],
     ) -> Result<WindowSet, ContractError> {
+        WindowSet::of_windows(features, windows, inputs, targets, &|part, _| parts.contains(&part))
+    }
+
+    /// [`WindowSet::new`] holding only the windows `keep` accepts, each named by its part
+    /// and its place among that part's windows in the table (training's seeded subsample:
+    /// the rows no kept window reads are never held).
+    pub fn of_windows<E: std::fmt::Display>(
+        features: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
+        inputs: &[String],
+        targets: &[String],
+        keep: &dyn Fn(Part, usize) -> bool,
+    ) -> Result<WindowSet, ContractError> {
         let mut features = features.into_iter().peekable();
         let schema = match features.peek() {
             Some(Ok(b)) => Some(b.schema()),
@@ -116,20 +129,21 @@ impl WindowSet {
             parts: Part::ALL.iter().map(|p| (*p, Vec::new())).collect(),
         };
         // The windows first: they say which rows of the features table to hold.
-        let starts = set.read_windows(windows, parts)?;
+        let starts = set.read_windows(windows, keep)?;
         let rows = set.hold_rows(features, &starts)?;
         set.check_windows(rows)?;
         Ok(set)
     }
 
-    /// Adds the windows of `parts` from the `windows` table; returns, per table row,
+    /// Adds the windows `keep` accepts from the `windows` table; returns, per table row,
     /// whether a window starts there.
     fn read_windows<E: std::fmt::Display>(
         &mut self,
         windows: impl Iterator<Item = Result<RecordBatch, E>>,
-        parts: &[Part],
+        keep: &dyn Fn(Part, usize) -> bool,
     ) -> Result<Vec<bool>, ContractError> {
         let mut starts = Vec::new();
+        let mut seen: BTreeMap<Part, usize> = BTreeMap::new();
         let mut keys: BTreeMap<String, Arc<str>> = BTreeMap::new();
         for b in windows {
             let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
@@ -147,7 +161,9 @@ impl WindowSet {
             for i in 0..b.num_rows() {
                 let part = Part::parse(split.value(i))
                     .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
-                if !parts.contains(&part) {
+                let n = seen.entry(part).or_default();
+                *n += 1;
+                if !keep(part, *n - 1) {
                     continue;
                 }
                 let s = start.value(i) as usize;
@@ -306,6 +322,24 @@ impl WindowSet {
     }
 }
 
+/// How many windows each part has in the `windows` table (in [`Part::ALL`]'s order), read
+/// a batch at a time.
+pub fn windows_per_part<E: std::fmt::Display>(
+    windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
+) -> Result<[usize; 3], ContractError> {
+    let mut counts = [0; 3];
+    for b in windows {
+        let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
+        let split = b.column_by_name(window_table::SPLIT).ok_or(ContractError::Metadata(window_table::SPLIT))?;
+        let split = cast(split, &DataType::Utf8).map_err(|_| ContractError::Metadata(window_table::SPLIT))?;
+        for name in split.as_string::<i32>().iter().map(Option::unwrap_or_default) {
+            let part = Part::parse(name).ok_or_else(|| ContractError::UnknownPart(name.to_string()))?;
+            counts[Part::ALL.iter().position(|p| *p == part).expect("every part is in ALL")] += 1;
+        }
+    }
+    Ok(counts)
+}
+
 /// Rows with a missing value, as prefix counts: whether a window touches one is then one
 /// subtraction. Inputs are checked over the lookback, targets over the horizon.
 struct Missing {
@@ -452,5 +486,23 @@ mod tests {
             assert_eq!(x, x2);
         }
         assert_eq!(held.step_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn a_subsample_of_training_windows_holds_only_the_rows_they_read() {
+        let (features, windows) = tables();
+        assert_eq!(windows_per_part([Ok::<_, std::convert::Infallible>(windows.clone())]).unwrap(), [20, 10, 6]);
+        let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
+        let cpu = ["cpu".to_string()];
+        let keep = |part: Part, i: usize| part != Part::Train || i == 0 || i == 10;
+        let set = WindowSet::of_windows(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, &keep).unwrap();
+        // Training windows 0 and 10 read rows 0..5 and 10..15; validation and test 20..40.
+        assert_eq!(set.runs, [(0, 0), (10, 5), (20, 10)]);
+        let starts: Vec<usize> = set.part("train").iter().map(|w| w.start).collect();
+        assert_eq!(starts, [0, 10]);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        set.batch("train", &[0, 1], &mut x, &mut y);
+        assert_eq!((x, y), (vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0], vec![3.0, 4.0, 13.0, 14.0]));
+        assert_eq!((set.part("validation").len(), set.part("test").len()), (10, 6));
     }
 }

@@ -194,7 +194,8 @@ impl<B: TrainBackend> Loop<'_, B> {
         mut optim: O,
     ) -> Result<Trained, crate::BoxError> {
         let (spec, shape) = (self.spec, self.blueprint.shape);
-        let train = subsample(self.windows.part("train").len(), spec.max_train_windows, self.seed);
+        let count = self.windows.part("train").len();
+        let train = subsample(count, spec.max_train_windows, self.seed).unwrap_or_else(|| (0..count).collect());
         let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
         let mut best = model.valid();
         let mut resumed_from = None;
@@ -279,15 +280,17 @@ impl<B: TrainBackend> Loop<'_, B> {
     }
 }
 
-/// `count` indices, or a seeded random `limit` of them in increasing order.
-fn subsample(count: usize, limit: usize, seed: u64) -> Vec<usize> {
-    let mut all: Vec<usize> = (0..count).collect();
-    if limit > 0 && limit < count {
-        all.shuffle(&mut StdRng::seed_from_u64(seed));
-        all.truncate(limit);
-        all.sort_unstable();
+/// A seeded random `limit` of `count` indices in increasing order; `None` (all of them)
+/// where `limit` is 0 or not below `count`.
+pub fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
+    if limit == 0 || limit >= count {
+        return None;
     }
-    all
+    let mut all: Vec<usize> = (0..count).collect();
+    all.shuffle(&mut StdRng::seed_from_u64(seed));
+    all.truncate(limit);
+    all.sort_unstable();
+    Some(all)
 }
 
 /// Windows per forward pass when no gradients are kept.

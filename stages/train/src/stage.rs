@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use applearner_contracts::WindowSet;
+use applearner_contracts::{Part, WindowSet, windows_per_part};
 use applearner_pipeline::arrow::array::{Float64Array, RecordBatch, UInt32Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
 use crate::device::DeviceName;
-use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
+use crate::fit::{
+    Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights, subsample,
+};
 use crate::head::LossSpec;
 use crate::model::{ModelSpec, RnnSpec, Shape};
 
@@ -153,8 +155,14 @@ impl Stage for Train {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.params;
+        // Only the seeded subsample of training windows `fit` trains on is held (with every
+        // validation and test window), and only the rows those windows read.
+        let train_windows = windows_per_part(ctx.table_batches("windows")?)?[0];
+        let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
+        let keep =
+            |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
         let features = ctx.table_batches("features")?;
-        let windows = WindowSet::new(features, ctx.table_batches("windows")?, &p.inputs, &p.targets)?;
+        let windows = WindowSet::of_windows(features, ctx.table_batches("windows")?, &p.inputs, &p.targets, &keep)?;
         let blueprint = Blueprint {
             model: p.model.clone(),
             loss: self.loss.clone(),
@@ -268,7 +276,7 @@ impl Stage for Train {
 
         let mut summary = Summary::new();
         summary.insert("device".into(), device.to_string().into());
-        summary.insert("train_windows".into(), windows.part("train").len().into());
+        summary.insert("train_windows".into(), train_windows.into());
         summary.insert("epochs_run".into(), trained.metrics.len().into());
         summary.insert("best_epoch".into(), trained.best_epoch.into());
         if let Some(from) = trained.resumed_from {
