@@ -290,18 +290,21 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
     run::run(&pipeline, &yaml, &store, &options, &AtomicBool::new(false)).unwrap()
 }
 
-/// Forecasts up to [`WINDOWS`] test windows with the trained model; returns how many.
+/// Forecasts up to [`WINDOWS`] test windows with the trained model, read as the backtest
+/// reads them (decoded a batch at a time, the test part's rows held); returns how many.
 fn predict(store: &Path) -> usize {
-    use applearner_pipeline::context::read_parquet;
-    let read = |path: &str| {
+    use applearner_pipeline::context::parquet_batches;
+    let open = |path: &str| {
         let path = store.join("bench").join(path);
-        read_parquet(&path.display().to_string(), std::fs::read(&path).unwrap().into()).unwrap()
+        parquet_batches(&path.display().to_string(), std::fs::read(&path).unwrap().into()).unwrap()
     };
-    let windows = applearner_contracts::WindowSet::from_batches(
-        &read("features/features.parquet"),
-        &read("features/windows.parquet"),
-        &["cpu".into()],
-        &["cpu".into()],
+    let cpu = ["cpu".to_string()];
+    let windows = applearner_contracts::WindowSet::of_parts(
+        open("features/features.parquet"),
+        open("features/windows.parquet"),
+        &cpu,
+        &cpu,
+        &[applearner_contracts::Part::Test],
     )
     .unwrap();
     let dir = store.join("bench/train");
