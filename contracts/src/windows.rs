@@ -193,23 +193,23 @@ impl WindowSet {
         let (mut row, mut reach) = (0, 0);
         for batch in features {
             let b = batch.map_err(|e| ContractError::Read(e.to_string()))?;
-            let mut i = 0;
-            while i < b.num_rows() {
-                // The run of rows from `i` on that some window reads.
-                let mut j = i;
-                while j < b.num_rows() {
-                    if starts.get(row + j) == Some(&true) {
-                        reach = reach.max(row + j + span);
-                    }
-                    if row + j >= reach {
-                        break;
-                    }
-                    j += 1;
+            // The first row of the batch's current run of rows some window reads.
+            let mut from = None;
+            for j in 0..b.num_rows() {
+                if starts.get(row + j) == Some(&true) {
+                    reach = reach.max(row + j + span);
                 }
-                if j > i {
-                    self.hold(&b.slice(i, j - i), row + i);
+                match (row + j < reach, from) {
+                    (true, None) => from = Some(j),
+                    (false, Some(i)) => {
+                        self.hold(&b.slice(i, j - i), row + i);
+                        from = None;
+                    }
+                    _ => {}
                 }
-                i = j + 1;
+            }
+            if let Some(i) = from {
+                self.hold(&b.slice(i, b.num_rows() - i), row + i);
             }
             row += b.num_rows();
         }

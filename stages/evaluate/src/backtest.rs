@@ -317,7 +317,7 @@ impl Backtest {
         if let Some(path) = &self.params.external {
             for (method, tracks) in external(path, &parts[1])? {
                 let scored = score(Part::Test.name(), &tracks, &["external"], scales, levels, horizon, step);
-                let method: std::sync::Arc<str> = method.as_str().into();
+                let method: Arc<str> = method.as_str().into();
                 rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
             }
         }

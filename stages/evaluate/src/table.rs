@@ -154,3 +154,44 @@ impl TableBuilder {
         Ok((schema, batch))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use applearner_pipeline::arrow::array::{BooleanArray, Int64Array};
+
+    fn batch(keys: &[&str], times: &[i64], cpu: &[Option<f64>], memory: &[Option<f64>]) -> RecordBatch {
+        let filled = BooleanArray::from(times.iter().map(|t| *t == 2).collect::<Vec<_>>());
+        RecordBatch::try_from_iter([
+            (table::KEY, Arc::new(StringArray::from(keys.to_vec())) as ArrayRef),
+            (table::TIMESTAMP, Arc::new(Int64Array::from(times.to_vec()))),
+            ("cpu", Arc::new(Float64Array::from(cpu.to_vec()))),
+            ("memory", Arc::new(Float64Array::from(memory.to_vec()))),
+            ("cpu_filled", Arc::new(filled.clone())),
+            ("memory_filled", Arc::new(filled)),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn usage_shares_one_time_column_only_where_both_columns_have_every_point() {
+        let ok = |b| [Ok::<_, BoxError>(b)];
+        // In order with both columns known: one time column for both; time 2 was filled in.
+        let usage = read_usage(ok(batch(&["a"; 3], &[1, 2, 3], &[Some(1.0); 3], &[Some(5.0); 3]))).unwrap();
+        let a = &usage["a"];
+        assert!(Arc::ptr_eq(&a.cpu.times, &a.memory.times));
+        assert_eq!((a.cpu.actual(2).map(f64::is_nan), a.cpu.actual(3)), (Some(true), Some(1.0)));
+        // Out of order, a repeated time and a missing memory value: sorted, the last value of
+        // a time kept, the missing point left out of memory only.
+        let b = batch(
+            &["b"; 4],
+            &[3, 1, 3, 4],
+            &[Some(1.0), Some(2.0), Some(3.0), Some(4.0)],
+            &[Some(5.0), None, Some(6.0), Some(7.0)],
+        );
+        let usage = read_usage(ok(b)).unwrap();
+        let b = &usage["b"];
+        assert_eq!((b.cpu.times.as_slice(), b.cpu.values.as_slice()), (&[1, 3, 4][..], &[2.0, 3.0, 4.0][..]));
+        assert_eq!((b.memory.times.as_slice(), b.memory.values.as_slice()), (&[3, 4][..], &[6.0, 7.0][..]));
+    }
+}

@@ -194,8 +194,8 @@ impl<B: TrainBackend> Loop<'_, B> {
         mut optim: O,
     ) -> Result<Trained, crate::BoxError> {
         let (spec, shape) = (self.spec, self.blueprint.shape);
-        let count = self.windows.part("train").len();
-        let train = subsample(count, spec.max_train_windows, self.seed).unwrap_or_else(|| (0..count).collect());
+        // Every training window the set holds: the stage read only the seeded subsample.
+        let train: Vec<usize> = (0..self.windows.part("train").len()).collect();
         let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
         let mut best = model.valid();
         let mut resumed_from = None;
@@ -278,19 +278,6 @@ impl<B: TrainBackend> Loop<'_, B> {
             samples_per_s: seen as f64 / busy.as_secs_f64().max(1e-9),
         })
     }
-}
-
-/// A seeded random `limit` of `count` indices in increasing order; `None` (all of them)
-/// where `limit` is 0 or not below `count`.
-pub fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
-    if limit == 0 || limit >= count {
-        return None;
-    }
-    let mut all: Vec<usize> = (0..count).collect();
-    all.shuffle(&mut StdRng::seed_from_u64(seed));
-    all.truncate(limit);
-    all.sort_unstable();
-    Some(all)
 }
 
 /// Windows per forward pass when no gradients are kept.

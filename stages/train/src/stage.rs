@@ -8,14 +8,15 @@ use applearner_contracts::{Part, WindowSet, windows_per_part};
 use applearner_pipeline::arrow::array::{Float64Array, RecordBatch, UInt32Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
 use crate::device::DeviceName;
-use crate::fit::{
-    Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights, subsample,
-};
+use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
 use crate::head::LossSpec;
 use crate::model::{ModelSpec, RnnSpec, Shape};
 
@@ -156,7 +157,8 @@ impl Stage for Train {
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.params;
         // Only the seeded subsample of training windows `fit` trains on is held (with every
-        // validation and test window), and only the rows those windows read.
+        // validation and test window), and only the rows those windows read: the windows
+        // table is counted first, then read.
         let train_windows = windows_per_part(ctx.table_batches("windows")?)?[0];
         let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
         let keep =
@@ -208,11 +210,7 @@ impl Stage for Train {
         };
 
         let device = p.device.resolve()?;
-        let batches_per_epoch = {
-            let n = windows.part("train").len();
-            let n = if p.train.max_train_windows > 0 { n.min(p.train.max_train_windows) } else { n };
-            n.div_ceil(p.train.batch)
-        };
+        let batches_per_epoch = windows.part("train").len().div_ceil(p.train.batch);
         let bar = ctx.progress((batches_per_epoch * p.train.epochs) as u64, "training");
         let on_progress = |step: Step| -> Result<(), BoxError> {
             match step {
@@ -381,4 +379,17 @@ fn write_metrics(ctx: &StageContext, trained: &Trained) -> Result<(), BoxError> 
         ],
     )?;
     ctx.write_table("metrics", schema, &[batch])
+}
+
+/// A seeded random `limit` of `count` indices in increasing order; `None` (all of them)
+/// where `limit` is 0 or not below `count`.
+fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
+    if limit == 0 || limit >= count {
+        return None;
+    }
+    let mut all: Vec<usize> = (0..count).collect();
+    all.shuffle(&mut StdRng::seed_from_u64(seed));
+    all.truncate(limit);
+    all.sort_unstable();
+    Some(all)
 }
