@@ -24,12 +24,15 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, 
 use datafusion::prelude::SessionContext;
 
 use crate::identity::{self, Aligned, Identity, SeriesLabels};
-use crate::resample::{Combine, Counts, FINITE, Plan, Scope, read_series};
+use crate::resample::{Combine, Counts, Plan, Scope};
 use crate::{collect, literal, register_batches};
 
 /// The roles ingest gives allocation and pain series.
 pub const ROLES: [&str; 7] =
     ["cpu_request", "cpu_limit", "memory_request", "memory_limit", "restarts", "oom_killed", "cpu_throttled"];
+
+/// Values that are neither NaN nor infinite.
+const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
 
 /// The `allocation` table's schema.
 pub fn schema() -> SchemaRef {
@@ -42,22 +45,21 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The allocation rows (sorted by key, signal, time) of the usage series `identities`, of
-/// the keys in `scope`. A shard counts the series it cannot place by their own id, so that
-/// the shards' counts add up to the unsharded ones.
-pub async fn allocation(
-    session: &SessionContext,
+/// The allocation series of `series` placed on the keys of the usage series `identities`,
+/// those of the keys in `scope`. A shard counts the series it cannot place by their own id,
+/// so that the shards' counts add up to the unsharded ones.
+pub fn place<'s>(
     plan: &Plan,
     identities: &[Identity],
+    series: &'s [SeriesLabels],
     scope: Scope<'_>,
     counts: &mut Counts,
-) -> Result<Vec<RecordBatch>, BoxError> {
-    let role_list = ROLES.map(literal).join(", ");
-    let series = read_series(session, &role_list).await?;
+) -> Vec<(&'s SeriesLabels, String)> {
+    let series: Vec<&SeriesLabels> = series.iter().filter(|s| ROLES.contains(&s.role.as_str())).collect();
     let aligned = identity::align(identities, &series, plan.group.by, &plan.group.labels);
     let mine = |key: &str| scope.shard.is_none_or(|keep| keep(key));
-    let mut kept: Vec<(&SeriesLabels, String)> = Vec::new();
-    for (s, a) in series.iter().zip(aligned) {
+    let mut kept = Vec::new();
+    for (s, a) in series.into_iter().zip(aligned) {
         let own = s.series_id.to_string();
         match a {
             Aligned::Key(key) if mine(&key) => kept.push((s, key)),
@@ -68,10 +70,18 @@ pub async fn allocation(
         }
         counts.allocation_series += 1;
     }
-    if kept.is_empty() {
-        return Ok(Vec::new());
-    }
-    register_aligned(session, &kept)?;
+    kept
+}
+
+/// The allocation rows (sorted by key, signal, time) of the `kept` series placed by
+/// [`place`], from the table `samples` of `session`.
+pub async fn rows(
+    session: &SessionContext,
+    plan: &Plan,
+    kept: &[(&SeriesLabels, String)],
+    counts: &mut Counts,
+) -> Result<Vec<RecordBatch>, BoxError> {
+    register_aligned(session, kept)?;
     // Per pod and step first (integers only), held once: the queries below read it four times.
     let member = collect(crate::sql_in_order(session, &member_sql(plan)).await?).await?;
     if member.is_empty() {

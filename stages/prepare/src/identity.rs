@@ -103,7 +103,7 @@ pub enum Aligned {
 /// The key each of `others` (allocation series) belongs to among the usage `identities`:
 /// the usage series with the same key columns, and, where several keys share them, the one
 /// whose distinguishing labels it carries with the same values.
-pub fn align(identities: &[Identity], others: &[SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Aligned> {
+pub fn align(identities: &[Identity], others: &[&SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Aligned> {
     let mut by_columns: BTreeMap<&[Option<String>], Vec<&Identity>> = BTreeMap::new();
     for i in identities {
         by_columns.entry(&i.columns).or_default().push(i);
@@ -245,6 +245,6 @@ mod tests {
         // A capacity series of the node, with labels of its own, finds the node.
         let ids = identify(&series, GroupBy::Series, &[]);
         let capacity = s(3, "cpu_request", &[("instance", "node-a:9100"), ("resource", "cpu")]);
-        assert_eq!(align(&ids, &[capacity], GroupBy::Series, &[]), [Aligned::Key(k[0].clone())]);
+        assert_eq!(align(&ids, &[&capacity], GroupBy::Series, &[]), [Aligned::Key(k[0].clone())]);
     }
 }

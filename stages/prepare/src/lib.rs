@@ -1,18 +1,20 @@
-//! From the ingested long table to model-ready series: `clean.resample` ([`resample`], with
-//! DataFusion) puts every series on a fixed grid, splits it at long gaps, fills short ones,
+//! From the ingested long table to model-ready series: `clean.resample` ([`resample`], a
+//! pass over each range of series in [`pass`]) puts every series on a fixed grid, splits it at long gaps, fills short ones,
 //! drops what cannot be learned from and groups pods into workloads; `features.build`
 //! ([`features`], a pass over each series in [`derive`]) scales, adds calendar/lag/rolling
 //! features, splits chronologically and indexes the training windows, which
 //! `applearner_contracts::WindowSet` reads back.
 //!
-//! Both stages read and write Parquet through the store: DataFusion reads the inputs from
-//! the store's own object store, so a pipeline on S3 never copies its tables to disk.
+//! Both stages read and write Parquet through the store; the allocation rows' queries read
+//! it through the store's own object store, so a pipeline on S3 never copies its tables to
+//! disk (clean's own spill files, under a memory bound, are local and temporary).
 
 pub mod allocation;
 mod derive;
 mod error;
 pub mod features;
 pub mod identity;
+mod pass;
 pub mod resample;
 
 #[cfg(test)]
@@ -161,9 +163,4 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxEr
 /// Quotes a string as an SQL literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-/// Quotes a column name as an SQL identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -1,35 +1,41 @@
 //! `clean.resample`: the ingested samples → one row per series and grid step, CPU and
 //! memory side by side, in segments without gaps.
 //!
-//! Order of work, each step a DataFusion query over the previous one:
+//! Order of work, for a range of groups at a time ([`pass`](crate::pass)):
 //! 1. drop non-finite and negative values (counted);
-//! 2. bin every series on the step grid (`date_bin`) with the chosen aggregation;
+//! 2. bin every series on the step grid with the chosen aggregation;
 //! 3. group series into workloads (or keep them apart) and combine replicas per step;
 //! 4. fill gaps up to `max_gap` (flagged), leave longer ones;
 //! 5. align the roles on the grid (a row needs every role);
 //! 6. split at the remaining gaps into segments, trim segment edges, drop short segments;
 //! 7. drop series that are constant or all zero.
+//!
+//! It is one ordered pass in plain Rust, not SQL: the samples arrive sorted by series and
+//! time, and a dozen queries per range (binning, islands, windows, joins) cost more to
+//! plan and hash than the work itself. DataFusion still builds the sparse `allocation` rows.
 
 use crate::PrepareError;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use applearner_pipeline::arrow::array::{Int64Array, RecordBatch, StringArray};
+use applearner_pipeline::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use applearner_pipeline::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType, UInt64Type,
+};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use applearner_pipeline::Duration;
+use applearner_pipeline::context::parquet_columns;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
 use applearner_contracts::tables::{allocation as alloc, resampled};
 
 use crate::identity::{self, Identity, SeriesLabels};
-use crate::{collect, ident, literal, register_batches, register_input};
+use crate::pass::{Key, Range, Sample};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
 /// stage's `samples` and `series`; writes `resampled`: one row per series and step with a column per role
@@ -146,10 +152,6 @@ pub enum Combine {
     Max,
 }
 
-/// 2³²: step numbers (ts / step, below 2³² for steps of a second or more until 2106) live in
-/// the low 32 bits of the integers that address points.
-const SHIFT: i64 = 1 << 32;
-
 const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
 
 /// The aggregation of the samples within one step.
@@ -183,17 +185,6 @@ impl Aggregate {
                 Aggregate::Percentile(q / 100.0)
             }
         })
-    }
-
-    fn sql(self) -> String {
-        match self {
-            Aggregate::Mean => "avg(value)".into(),
-            Aggregate::Max => "max(value)".into(),
-            Aggregate::Min => "min(value)".into(),
-            Aggregate::Last => "last_value(value ORDER BY timestamp)".into(),
-            Aggregate::Sum => "sum(value)".into(),
-            Aggregate::Percentile(q) => format!("percentile_cont({q}) WITHIN GROUP (ORDER BY value)"),
-        }
     }
 }
 
@@ -317,19 +308,27 @@ impl Stage for Resample {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let session = crate::session(Some(ctx));
         let p = &self.plan;
         let columns = identity::key_columns(p.group.by, &p.group.labels);
         let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
-        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| {
-            ctx.store().block_on(async move {
-                register_input(&session, ctx, "samples").await?;
-                register_input(&session, ctx, "series").await?;
-                let cancelled = || ctx.check_cancelled().map_err(Into::into);
-                clean_into(&session, p, &cancelled, scope, &mut |b| crate::send(&sinks[0], b)).await
+        let series = ctx.read_table("series")?;
+        let samples = ctx.input("samples")?;
+        let bytes = ctx.store().get(&samples.path)?;
+        let read = Some(&["series_id", "timestamp", "value"][..]);
+        let mut batches = parquet_columns(&samples.path, bytes, read)?.map(|b| b.map_err(BoxError::from));
+        let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut Counts| {
+            ctx.store().block_on(async {
+                let session = crate::session(Some(ctx));
+                crate::register_input(&session, ctx, "samples").await?;
+                crate::allocation::rows(&session, p, kept, counts).await
             })
+        };
+        let cancelled = || ctx.check_cancelled().map_err(Into::into);
+        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| {
+            let input = Input { series: &series, samples: &mut batches };
+            clean_into(input, p, &cancelled, scope, &mut allocate, &mut |b| crate::send(&sinks[0], b))
         })?;
         for w in &cleaned.warnings {
             tracing::warn!("{w}");
@@ -392,449 +391,327 @@ pub struct Scope<'a> {
     pub shard: Option<&'a dyn Fn(&str) -> bool>,
 }
 
-/// Cleans the tables registered as `samples` and `series` (ingest's outputs) in `session`,
-/// the output rows collected in `batches`.
-pub async fn clean(
-    session: &SessionContext,
-    plan: &Plan,
-    check_cancelled: &dyn Fn() -> Result<(), BoxError>,
-) -> Result<Cleaned, BoxError> {
-    let mut batches = Vec::new();
-    let mut cleaned = clean_into(session, plan, check_cancelled, Scope::default(), &mut |b| {
-        batches.push(b);
-        Ok(())
-    })
-    .await?;
-    cleaned.batches = batches;
-    Ok(cleaned)
+/// What cleaning reads: the `series` table whole, and the `samples` table's batches once
+/// (their `series_id`, `timestamp` and `value` columns).
+pub struct Input<'a> {
+    pub series: &'a [RecordBatch],
+    pub samples: &'a mut dyn Iterator<Item = Result<RecordBatch, BoxError>>,
 }
+
+/// Builds the `allocation` rows of the allocation series placed on usage keys (a query
+/// over the samples; only called when some are placed).
+pub type Allocate<'a> = dyn FnMut(&[(&SeriesLabels, String)], &mut Counts) -> Result<Vec<RecordBatch>, BoxError> + 'a;
 
 /// Cleans the series of `scope`, handing the output rows to `sink` in series and time order.
 ///
-/// The heavy steps run on integers: each group of series gets a number `k` and each role a
-/// number `r` from the small `series` table, and labels are joined back at the end. Groups
-/// are cleaned a range of `k` at a time, each range at most `max_points` input points, so
-/// memory holds one range whatever the input's size.
-pub async fn clean_into(
-    session: &SessionContext,
+/// Groups of series (one per key, numbered in key order) are cleaned a range at a time,
+/// each range at most `max_points` input points, so memory holds one range whatever the
+/// input's size: one pass over the samples puts every range's samples aside (in memory
+/// when there is one range, else in a local file per range), then each range is cleaned
+/// in turn ([`pass`](crate::pass)).
+pub fn clean_into(
+    input: Input<'_>,
     plan: &Plan,
     check_cancelled: &dyn Fn() -> Result<(), BoxError>,
     scope: Scope<'_>,
+    allocate: &mut Allocate<'_>,
     sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
 ) -> Result<Cleaned, BoxError> {
-    let role_list = plan.roles.iter().map(|r| literal(r.name())).collect::<Vec<_>>().join(", ");
-    let mut c = Cleaning { session, plan, role_list, counts: Counts::default(), warnings: Vec::new() };
     let started = std::time::Instant::now();
     // Between steps: stop if the run is cancelled; `-vv` shows where the time goes.
     let checkpoint = |step: &str| {
         tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
         check_cancelled()
     };
-    let (key_columns, spacing, shared, identities) = c.groups(scope).await?;
-    let allocation = crate::allocation::allocation(session, plan, &identities, scope, &mut c.counts).await?;
+    let (mut counts, mut warnings) = (Counts::default(), Vec::new());
+    let (series, spans) = read_series(input.series)?;
+    let usage: Vec<SeriesLabels> =
+        series.iter().filter(|s| plan.roles.iter().any(|r| r.name() == s.role)).cloned().collect();
+    let identities = identify(plan, &usage, &mut warnings)?;
+    let kept = crate::allocation::place(plan, &identities, &series, scope, &mut counts);
+    let allocation = if kept.is_empty() { Vec::new() } else { allocate(&kept, &mut counts)? };
     checkpoint("allocation")?;
+    let key_columns = identity::key_columns(plan.group.by, &plan.group.labels);
     let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles);
-    if scope.shard.is_some() && c.counts.grouped_series == 0 {
-        c.warnings.push("this shard holds no series (more shards than series): its tables are empty".into());
-        return Ok(Cleaned { schema, batches: Vec::new(), allocation, counts: c.counts, warnings: c.warnings });
+    let groups = Groups::of(plan, &identities, &usage, &spans, scope, &mut counts)?;
+    if scope.shard.is_some() && counts.grouped_series == 0 {
+        warnings.push("this shard holds no series (more shards than series): its tables are empty".into());
+        return Ok(Cleaned { schema, batches: Vec::new(), allocation, counts, warnings });
     }
-    c.inputs(spacing).await?;
-    c.without_roles().await?;
+    let mut aside = put_aside(input.samples, &groups, &mut counts, check_cancelled)?;
+    check_inputs(plan, &counts, groups.spacing, &mut warnings)?;
     checkpoint("input")?;
-    for (first, last) in c.ranges().await? {
-        c.grid(shared, first, last).await?;
-        c.fill().await?;
-        c.segment().await?;
-        let (kept, long_enough) = c.trim().await?;
-        let keep = c.filter(&kept, &long_enough).await?;
-        for b in c.output(&key_columns, &kept, &keep).await? {
-            sink(crate::conform(&b, &schema)?)?;
-        }
-        checkpoint(&format!("groups {first}–{last}"))?;
+    let mut out = crate::pass::Output::new(schema.clone(), key_columns.len(), plan.roles.len());
+    for (i, range) in groups.ranges.iter().enumerate() {
+        crate::pass::clean_range(plan, range, &groups.keys, aside.take(i)?, &mut counts, &mut out, sink)?;
+        checkpoint(&format!("groups {}–{}", range.first, range.last))?;
     }
-    c.check_left(scope)?;
-    Ok(Cleaned { schema, batches: Vec::new(), allocation, counts: c.counts, warnings: c.warnings })
+    if out.rows > 0 {
+        sink(out.finish()?)?;
+    }
+    check_left(plan, &counts, scope, &mut warnings)?;
+    Ok(Cleaned { schema, batches: Vec::new(), allocation, counts, warnings })
 }
 
-/// A cleaning in progress: one method per step, each a query over the tables the previous
-/// ones registered in the session, counting what it does.
-struct Cleaning<'a> {
-    session: &'a SessionContext,
-    plan: &'a Plan,
-    /// The roles kept, as an SQL list: `'cpu', 'memory'`.
-    role_list: String,
-    counts: Counts,
-    warnings: Vec<String>,
-}
-
-/// Values that are neither NaN nor infinite.
-pub(crate) const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";
-
-impl Cleaning<'_> {
-    /// The series to clean, their group number k and role number r (the table `groups`);
-    /// returns the key columns, the median spacing of samples, how many series share a group
-    /// and every series' identity.
-    async fn groups(&mut self, scope: Scope<'_>) -> Result<(Vec<String>, u64, u64, Vec<Identity>), BoxError> {
-        let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
-        let role_number = plan
-            .roles
-            .iter()
-            .enumerate()
-            .map(|(i, r)| format!("WHEN {} THEN {i}", literal(r.name())))
-            .collect::<Vec<_>>()
-            .join(" ");
-        // The series to clean, their group number k and role number r.
-        let (key_columns, identities) = register_identities(session, plan, role_list, scope, warnings).await?;
-        let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
-        let groups = session
-            .sql(&format!(
-                "SELECT series_id, r, key, {names}, CAST(dense_rank() OVER (ORDER BY key) AS BIGINT) AS k, spacing FROM ( \
-                   SELECT s.series_id, CASE CAST(s.role AS VARCHAR) {role_number} END AS r, i.key, {identity_names}, \
-                          CASE WHEN points > 1 THEN (CAST(last_timestamp AS BIGINT) - CAST(first_timestamp AS BIGINT)) \
-                               / (CAST(points AS BIGINT) - 1) END AS spacing \
-                   FROM series s JOIN identity i ON s.series_id = i.series_id WHERE s.role IN ({role_list}))",
-                names = key_names.join(", "),
-                identity_names = key_names.iter().map(|n| format!("i.{n}")).collect::<Vec<_>>().join(", "),
-            ))
-            .await?;
-        let schema = Arc::new(groups.schema().as_arrow().clone());
-        register_batches(session, "groups", collect(groups).await?, schema, &[])?;
-        let row = single_row(
-            session,
-            "SELECT count(*), max(k), CAST(median(spacing) AS BIGINT), \
-                    count(*) - count(DISTINCT k * 16 + r) FROM groups",
-        )
-        .await?;
-        [counts.input_series, counts.grouped_series] = [row[0], row[1]];
-        Ok((key_columns, row[2], row[3], identities))
-    }
-
-    /// 1. What the input holds, and what is unusable.
-    async fn inputs(&mut self, spacing: u64) -> Result<(), BoxError> {
-        let Cleaning { session, plan, role_list, counts, warnings, .. } = self;
-        let step = plan.step_ms;
-        let role_names = || plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
-        let row = single_row(
-            session,
-            &format!(
-                "SELECT count(*), count(*) FILTER (WHERE NOT ({FINITE})), count(*) FILTER (WHERE {FINITE} AND value < 0) \
-             FROM samples WHERE role IN ({role_list}) AND series_id IN (SELECT series_id FROM groups)"
-            ),
-        )
-        .await?;
-        [counts.input_points, counts.non_finite_dropped, counts.negative_dropped] = [row[0], row[1], row[2]];
-        if counts.input_points == 0 {
-            return Err(PrepareError::NoSamples { roles: role_names() }.into());
-        }
-        if counts.non_finite_dropped == counts.input_points {
-            return Err(PrepareError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
-        }
-        // A step finer than the data's own interval makes most grid points gaps.
-        let spacing = spacing as i64;
-        if spacing > 0 && step < spacing * 9 / 10 {
-            warnings.push(format!(
-                "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
-                 points will be gaps; use a step of at least {} s",
-                step as f64 / 1000.0,
-                spacing as f64 / 1000.0,
-                spacing as f64 / 1000.0
-            ));
-        }
-        Ok(())
-    }
-
-    /// The ranges of group numbers cleaned at a time: consecutive groups of at most
-    /// `max_points` input points together. A group alone above it is an error naming it.
-    async fn ranges(&self) -> Result<Vec<(u64, u64)>, BoxError> {
-        let sizes = collect(
-            self.session
-                .sql(
-                    "SELECT g.k, min(g.key), CAST(sum(s.points) AS BIGINT) FROM groups g \
-                     JOIN series s ON g.series_id = s.series_id GROUP BY g.k ORDER BY g.k",
-                )
-                .await?,
-        )
-        .await?;
-        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
-        for b in &sizes {
-            let (k, key, points) = (cast(b.column(0), &DataType::Int64)?, b.column(1).as_string::<i32>(), b.column(2));
-            let (k, points) = (
-                k.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
-                points.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
-            );
-            for i in 0..b.num_rows() {
-                let (k, n) = (k.value(i) as u64, points.value(i) as u64);
-                if n > self.plan.max_points {
-                    let key = key.value(i).to_string();
-                    return Err(PrepareError::GroupTooLarge { key, points: n, max: self.plan.max_points }.into());
-                }
-                match ranges.last_mut() {
-                    Some(r) if r.2 + n <= self.plan.max_points => (r.1, r.2) = (k, r.2 + n),
-                    _ => ranges.push((k, k, n)),
-                }
+/// The identities of the usage series; with `by: labels`, a label no series has is an
+/// error, one only some have a warning.
+fn identify(plan: &Plan, usage: &[SeriesLabels], warnings: &mut Vec<String>) -> Result<Vec<Identity>, BoxError> {
+    if plan.group.by == GroupBy::Labels {
+        for label in &plan.group.labels {
+            let without = usage.iter().filter(|s| !s.labels.contains_key(label)).count();
+            if without == usage.len() && without > 0 {
+                return Err(PrepareError::MissingLabel(label.clone()).into());
+            }
+            if without > 0 {
+                warnings.push(format!(
+                    "{without} series have no `{label}` label; as in PromQL's `by ({label})` they are grouped \
+                     as if it were empty"
+                ));
             }
         }
-        Ok(ranges.into_iter().map(|(first, last, _)| (first, last)).collect())
     }
+    Ok(identity::identify(usage, plan.group.by, &plan.group.labels))
+}
 
-    /// 2-3. The table `grid`: the series of groups `first` to `last` binned on the step
-    /// grid, a group's series combined.
-    async fn grid(&mut self, shared: u64, first: u64, last: u64) -> Result<(), BoxError> {
-        let Cleaning { session, plan, role_list, counts, .. } = self;
-        let step = plan.step_ms;
-        // 2-3. Bin each series on the grid, then combine the series of one group at each step
-        // (a no-op, skipped, when every group has one series per role). From here on a point is
-        // addressed by one integer, `s = (k · roles + r) · 2³² + n` with n the step number
-        // (ts / step), so that sorting, windows and grouping work on a single column: the runs
-        // of consecutive steps of one series are the runs of consecutive values of `s`.
-        let n_roles = plan.roles.len() as i64;
-        let binned = format!(
-            "SELECT series_id, \
-                    CAST(arrow_cast(date_bin(INTERVAL '{step} milliseconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z'), \
-                         'Timestamp(Millisecond, Some(\"UTC\"))') AS BIGINT) / {step} AS n, \
-                    {agg} AS value \
-             FROM samples WHERE role IN ({role_list}) AND {FINITE} AND value >= 0 \
-               AND series_id IN (SELECT series_id FROM groups WHERE k BETWEEN {first} AND {last}) \
-             GROUP BY series_id, n",
-            agg = plan.aggregate.sql(),
-        );
-        let grid_sql = if shared == 0 {
-            format!(
-                "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, b.value \
-                 FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id"
-            )
-        } else {
-            let combine = match plan.group.aggregate {
-                Combine::Sum => "sum",
-                Combine::Max => "max",
-            };
-            format!(
-                "SELECT (g.k * {n_roles} + g.r) * {SHIFT} + b.n AS s, {combine}(b.value) AS value \
-                 FROM ({binned}) b JOIN groups g ON b.series_id = g.series_id GROUP BY s"
-            )
-        };
-        let grid = crate::sql_in_order(session, &grid_sql).await?;
-        let schema = Arc::new(grid.schema().as_arrow().clone());
-        register_batches(session, "grid", collect(grid).await?, schema, &[])?;
-        counts.grid_points += single_row(session, "SELECT count(*) FROM grid").await?[0];
-        Ok(())
-    }
+/// A series' extent in the `series` table: its points and first and last times (ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub points: u64,
+    pub first: i64,
+    pub last: i64,
+}
 
-    /// 4. The table `fills`: the points that fill short gaps.
-    async fn fill(&mut self) -> Result<(), BoxError> {
-        let Cleaning { session, plan, counts, .. } = self;
-        let step = plan.step_ms;
-        // 4. Fill gaps of up to max_gap missing time; longer ones stay and split segments below.
-        // Runs of consecutive steps ("islands": s - row number is constant along one, and grows
-        // from one to the next) come from one window; the gaps lie between the few islands.
-        let fill = match plan.fill {
-            Fill::Linear => "prev_value + (value - prev_value) * CAST(t - prev AS DOUBLE) / CAST(s - prev AS DOUBLE)",
-            Fill::Ffill => "prev_value",
-            Fill::Zero => "CAST(0 AS DOUBLE)",
-        };
-        let max_steps = plan.max_gap_ms / step;
-        let fills = session
-            .sql(&format!(
-                "WITH islands AS ( \
-                   SELECT min(s) AS first, max(s) AS last, \
-                          first_value(value ORDER BY s) AS first_value, last_value(value ORDER BY s) AS last_value \
-                   FROM (SELECT s, value, s - CAST(row_number() OVER (ORDER BY s) AS BIGINT) AS island FROM grid) \
-                   GROUP BY island), \
-                 gaps AS ( \
-                   SELECT first AS s, first_value AS value, \
-                          lag(last) OVER (ORDER BY first) AS prev, lag(last_value) OVER (ORDER BY first) AS prev_value \
-                   FROM islands) \
-                 SELECT t AS s, {fill} AS value FROM ( \
-                   SELECT *, unnest(range(prev + 1, s)) AS t FROM gaps \
-                   WHERE s / {SHIFT} = prev / {SHIFT} AND s - prev - 1 <= {max_steps})"
-            ))
-            .await?;
-        let schema = Arc::new(fills.schema().as_arrow().clone());
-        let fills = collect(fills).await?;
-        counts.filled_points += fills.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        register_batches(session, "fills", fills, schema, &[])?;
-        Ok(())
-    }
+/// The series of a run: their groups (one per key, in key order), the ranges of groups
+/// cleaned at a time, and where each series' samples go.
+struct Groups {
+    keys: Vec<Key>,
+    ranges: Vec<Range>,
+    /// Series id → (range, slot in it).
+    slot_of: HashMap<u64, (u32, u32)>,
+    /// The median time between a series' samples (ms), where known.
+    spacing: Option<i64>,
+}
 
-    /// Groups missing one of the roles entirely.
-    async fn without_roles(&mut self) -> Result<(), BoxError> {
-        let n_roles = self.plan.roles.len();
-        self.counts.series_without_all_roles = single_row(self.session, &format!(
-            "SELECT count(*) FROM (SELECT k FROM (SELECT DISTINCT k, r FROM groups) GROUP BY k HAVING count(*) < {n_roles})"
-        ))
-        .await?[0];
-        Ok(())
-    }
-
-    /// 5-6. The table `segmented`: one row per group and step with every role, numbered by segment.
-    async fn segment(&mut self) -> Result<(), BoxError> {
-        let Cleaning { session, plan, .. } = self;
-        let n_roles = plan.roles.len() as i64;
-        // 5. One row per group and step with every role (a group has one row per role and
-        // step, so counting rows counts roles), addressed by `w = k · 2³² + n`; 6. segments:
-        // runs of consecutive w, numbered like the islands above.
-        let role_columns = plan
-            .roles
+impl Groups {
+    /// The groups of the usage series of `scope`; a group alone above `max_points` is an
+    /// error naming it.
+    fn of(
+        plan: &Plan,
+        identities: &[Identity],
+        usage: &[SeriesLabels],
+        spans: &HashMap<u64, Span>,
+        scope: Scope<'_>,
+        counts: &mut Counts,
+    ) -> Result<Groups, BoxError> {
+        let mine: Vec<(&Identity, &SeriesLabels)> =
+            identities.iter().zip(usage).filter(|(i, _)| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
+        let mut by_key: BTreeMap<&str, Vec<(&Identity, &SeriesLabels)>> = BTreeMap::new();
+        for &(i, s) in &mine {
+            by_key.entry(i.key.as_str()).or_default().push((i, s));
+        }
+        [counts.input_series, counts.grouped_series] = [mine.len() as u64, by_key.len() as u64];
+        let role = |s: &SeriesLabels| plan.roles.iter().position(|r| r.name() == s.role).expect("a usage role");
+        let mut groups = Groups { keys: Vec::new(), ranges: Vec::new(), slot_of: HashMap::new(), spacing: None };
+        let mut held = 0;
+        for (k, members) in by_key.values().enumerate() {
+            let roles: BTreeSet<usize> = members.iter().map(|(_, s)| role(s)).collect();
+            counts.series_without_all_roles += u64::from(roles.len() < plan.roles.len());
+            let points: u64 = members.iter().map(|(i, _)| spans[&i.series_id].points).sum();
+            let key = members[0].0.key.clone();
+            if points > plan.max_points {
+                return Err(PrepareError::GroupTooLarge { key, points, max: plan.max_points }.into());
+            }
+            match groups.ranges.last_mut() {
+                Some(range) if held + points <= plan.max_points => {
+                    range.last = k;
+                    held += points;
+                }
+                _ => {
+                    groups.ranges.push(Range { first: k, last: k, slots: Vec::new() });
+                    held = points;
+                }
+            }
+            let range = groups.ranges.len() - 1;
+            for (i, s) in members {
+                let slots = &mut groups.ranges[range].slots;
+                groups.slot_of.insert(i.series_id, (range as u32, slots.len() as u32));
+                slots.push((k, role(s)));
+            }
+            groups.keys.push(Key { key, columns: members[0].0.columns.clone() });
+        }
+        let mut spacings: Vec<i64> = mine
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let name = r.name();
-                format!(
-                    "max(value) FILTER (WHERE r = {i}) AS {name}, bool_or(filled) FILTER (WHERE r = {i}) AS {name}_filled"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let all = format!(
-            "SELECT (s / {SHIFT} / {n_roles}) * {SHIFT} + s % {SHIFT} AS w, (s / {SHIFT}) % {n_roles} AS r, value, filled \
-             FROM (SELECT s, value, false AS filled FROM grid UNION ALL SELECT s, value, true AS filled FROM fills)"
-        );
-        let wide = if n_roles == 1 {
-            let name = plan.roles[0].name();
-            format!("SELECT w, value AS {name}, filled AS {name}_filled FROM ({all})")
-        } else {
-            format!("SELECT w, {role_columns} FROM ({all}) GROUP BY w HAVING count(*) = {n_roles}")
+            .map(|(i, _)| spans[&i.series_id])
+            .filter(|s| s.points > 1)
+            .map(|s| (s.last - s.first) / (s.points as i64 - 1))
+            .collect();
+        spacings.sort_unstable();
+        groups.spacing = match spacings.len() {
+            0 => None,
+            n if n % 2 == 0 => Some((spacings[n / 2 - 1] + spacings[n / 2]) / 2),
+            n => Some(spacings[n / 2]),
         };
-        let segmented = session
-            .sql(&format!(
-                "SELECT *, w - CAST(row_number() OVER (ORDER BY w) AS BIGINT) AS seg FROM ({wide}) ORDER BY w"
-            ))
-            .await?;
-        let schema = Arc::new(segmented.schema().as_arrow().clone());
-        register_batches(session, "segmented", collect(segmented).await?, schema, &["w"])?;
-        Ok(())
+        Ok(groups)
+    }
+}
+
+/// Each range's samples, put aside by one pass over the input.
+enum Aside {
+    Memory(Vec<Sample>),
+    /// A local file per range (`slot`, `ts`, `value`, little-endian), removed with the folder.
+    Files(tempfile::TempDir, Vec<Option<std::io::BufWriter<std::fs::File>>>),
+}
+
+/// Bytes of one sample put aside in a file.
+const SAMPLE_BYTES: usize = 20;
+
+impl Aside {
+    fn new(ranges: usize) -> Result<Aside, BoxError> {
+        if ranges <= 1 {
+            return Ok(Aside::Memory(Vec::new()));
+        }
+        let dir = tempfile::Builder::new().prefix("applearner-clean").tempdir()?;
+        let files = (0..ranges)
+            .map(|i| Ok(Some(std::io::BufWriter::new(std::fs::File::create(dir.path().join(i.to_string()))?))))
+            .collect::<Result<_, std::io::Error>>()?;
+        Ok(Aside::Files(dir, files))
     }
 
-    /// 6. The table `segments` and the query of the points kept after trimming; returns that
-    /// query and the condition a segment long enough meets.
-    async fn trim(&mut self) -> Result<(String, String), BoxError> {
-        let Cleaning { session, plan, counts, .. } = self;
-        // Segment extents (few rows): a point is kept when it is not among the `trim` first or
-        // last of its segment, and the segment keeps at least min_points.
-        let trim = plan.trim as i64;
-        let segments = session
-            .sql(&format!(
-                "SELECT seg, min(w) / {SHIFT} AS k, min(w) + {trim} AS first, max(w) - {trim} AS last, count(*) AS n \
-                 FROM segmented GROUP BY seg"
-            ))
-            .await?;
-        let schema = Arc::new(segments.schema().as_arrow().clone());
-        register_batches(session, "segments", collect(segments).await?, schema, &[])?;
-        let long_enough = format!("n - {} >= {}", 2 * trim, plan.min_points);
-        let row = single_row(
-            session,
-            &format!(
-                "SELECT count(*), sum(least(n, {})), count(*) FILTER (WHERE NOT ({long_enough})) FROM segments",
-                2 * trim
-            ),
-        )
-        .await?;
-        counts.segments += row[0];
-        counts.trimmed_points += row[1];
-        counts.short_segments_dropped += row[2];
-        let kept = format!(
-            "SELECT s.*, g.k, g.number FROM segmented s JOIN ( \
-               SELECT seg, k, first, last, row_number() OVER (PARTITION BY k ORDER BY seg) - 1 AS number \
-               FROM segments WHERE {long_enough}) g \
-             ON s.seg = g.seg WHERE s.w >= g.first AND s.w <= g.last"
-        );
-        Ok((kept, long_enough))
-    }
-
-    /// 7. The table `stats`: groups in which a role is zero throughout, or constant; returns
-    /// the conditions a kept group meets.
-    async fn filter(&mut self, kept: &str, long_enough: &str) -> Result<Vec<String>, BoxError> {
-        let Cleaning { session, plan, counts, .. } = self;
-        // 7. Groups in which a role is zero throughout, or constant.
-        let mut zero_any = Vec::new();
-        let mut constant_any = Vec::new();
-        for role in &plan.roles {
-            let r = role.name();
-            zero_any.push(format!("(min({r}) = 0 AND max({r}) = 0)"));
-            constant_any.push(format!("min({r}) = max({r})"));
-        }
-        let stats = session
-            .sql(&format!(
-                "SELECT k, {} AS zero, {} AS constant FROM ({kept}) GROUP BY k",
-                zero_any.join(" OR "),
-                constant_any.join(" OR ")
-            ))
-            .await?;
-        let schema = Arc::new(stats.schema().as_arrow().clone());
-        register_batches(session, "stats", collect(stats).await?, schema, &[])?;
-        let row = single_row(
-            session,
-            "SELECT count(*) FILTER (WHERE zero), count(*) FILTER (WHERE constant AND NOT zero) FROM stats",
-        )
-        .await?;
-        let mut keep = vec!["true".to_string()];
-        if plan.drop_zero {
-            keep.push("NOT zero".into());
-            counts.zero_series_dropped += row[0];
-        }
-        if plan.drop_constant {
-            keep.push("(zero OR NOT constant)".into());
-            counts.constant_series_dropped += row[1];
-        }
-        let row = single_row(
-            session,
-            &format!(
-                "SELECT count(*), count(DISTINCT k), sum(n - {}) FROM segments \
-             WHERE {long_enough} AND k IN (SELECT k FROM stats WHERE {keep})",
-                2 * plan.trim as i64,
-                keep = keep.join(" AND ")
-            ),
-        )
-        .await?;
-        counts.output_segments += row[0];
-        counts.series += row[1];
-        counts.points += row[2];
-        Ok(keep)
-    }
-
-    /// Nothing left after cleaning is an error with the counts of why (a shard: a warning,
-    /// the other shards may hold the series).
-    fn check_left(&mut self, scope: Scope<'_>) -> Result<(), BoxError> {
-        let (c, plan) = (&self.counts, self.plan);
-        if c.points > 0 {
-            return Ok(());
-        }
-        let error = PrepareError::NothingLeft {
-            series: c.grouped_series,
-            without_roles: c.series_without_all_roles,
-            short: c.short_segments_dropped,
-            min_points: plan.min_points,
-            trim: plan.trim,
-            zero: c.zero_series_dropped,
-            constant: c.constant_series_dropped,
-        };
-        match scope.shard {
-            Some(_) => self.warnings.push(format!("this shard: {error}")),
-            None => return Err(error.into()),
+    fn push(&mut self, range: u32, s: Sample) -> Result<(), BoxError> {
+        use std::io::Write;
+        match self {
+            Aside::Memory(samples) => samples.push(s),
+            Aside::Files(_, files) => {
+                let file = files[range as usize].as_mut().expect("a range is taken once, after the pass");
+                let mut bytes = [0u8; SAMPLE_BYTES];
+                bytes[..4].copy_from_slice(&s.slot.to_le_bytes());
+                bytes[4..12].copy_from_slice(&s.ts.to_le_bytes());
+                bytes[12..].copy_from_slice(&s.value.to_le_bytes());
+                file.write_all(&bytes)?;
+            }
         }
         Ok(())
     }
 
-    /// The clean rows with their labels, in series and time order.
-    async fn output(&self, key_columns: &[String], kept: &str, keep: &[String]) -> Result<Vec<RecordBatch>, BoxError> {
-        let Cleaning { session, plan, .. } = self;
-        let step = plan.step_ms;
-        let key_names = key_columns.iter().map(|name| ident(name)).collect::<Vec<_>>();
-        let values = plan.roles.iter().map(|r| format!("{0}, {0}_filled", r.name())).collect::<Vec<_>>().join(", ");
-        let out = session
-            .sql(&format!(
-                "WITH labels AS (SELECT DISTINCT k, key, {names} FROM groups) \
-                 SELECT labels.key, {labels}, number AS segment, (w % {SHIFT}) * {step} AS timestamp, {values} \
-                 FROM ({kept}) kept JOIN labels ON kept.k = labels.k \
-                 WHERE kept.k IN (SELECT k FROM stats WHERE {keep}) \
-                 ORDER BY w",
-                names = key_names.join(", "),
-                labels = key_names.iter().map(|n| format!("labels.{n}")).collect::<Vec<_>>().join(", "),
-                keep = keep.join(" AND "),
-            ))
-            .await?;
-        collect(out).await
+    /// The samples of range `i`, in input order.
+    fn take(&mut self, i: usize) -> Result<Vec<Sample>, BoxError> {
+        match self {
+            Aside::Memory(samples) => Ok(std::mem::take(samples)),
+            Aside::Files(dir, files) => {
+                let file = files[i].take().expect("a range is taken once").into_inner().map_err(|e| e.into_error())?;
+                drop(file);
+                let path = dir.path().join(i.to_string());
+                let bytes = std::fs::read(&path)?;
+                std::fs::remove_file(&path)?;
+                Ok(bytes
+                    .chunks_exact(SAMPLE_BYTES)
+                    .map(|b| Sample {
+                        slot: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
+                        ts: i64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+                        value: f64::from_le_bytes(b[12..].try_into().expect("8 bytes")),
+                    })
+                    .collect())
+            }
+        }
     }
+}
+
+/// Reads the samples once: those of the run's series are counted, non-finite and negative
+/// ones dropped (counted), the rest put aside by range.
+fn put_aside(
+    samples: &mut dyn Iterator<Item = Result<RecordBatch, BoxError>>,
+    groups: &Groups,
+    counts: &mut Counts,
+    check_cancelled: &dyn Fn() -> Result<(), BoxError>,
+) -> Result<Aside, BoxError> {
+    let mut aside = Aside::new(groups.ranges.len())?;
+    // Samples come a series at a time: look each series up once.
+    let mut last: Option<(u64, Option<(u32, u32)>)> = None;
+    for batch in samples {
+        let batch = batch?;
+        check_cancelled()?;
+        let ids = cast(column(&batch, "series_id")?, &DataType::UInt64)?;
+        let times = cast(column(&batch, "timestamp")?, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let values = cast(column(&batch, "value")?, &DataType::Float64)?;
+        let (ids, times, values) = (
+            ids.as_primitive::<UInt64Type>(),
+            times.as_primitive::<TimestampMillisecondType>(),
+            values.as_primitive::<Float64Type>(),
+        );
+        for row in 0..batch.num_rows() {
+            let id = ids.value(row);
+            let place = match last {
+                Some((seen, place)) if seen == id => place,
+                _ => last.insert((id, groups.slot_of.get(&id).copied())).1,
+            };
+            let Some((range, slot)) = place else { continue };
+            counts.input_points += 1;
+            let value = values.value(row);
+            if !value.is_finite() {
+                counts.non_finite_dropped += 1;
+            } else if value < 0.0 {
+                counts.negative_dropped += 1;
+            } else {
+                aside.push(range, Sample { slot, ts: times.value(row), value })?;
+            }
+        }
+    }
+    Ok(aside)
+}
+
+fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, BoxError> {
+    batch.column_by_name(name).ok_or_else(|| format!("the samples table has no `{name}` column").into())
+}
+
+/// No usable sample is an error; a step finer than the samples' spacing a warning.
+fn check_inputs(
+    plan: &Plan,
+    counts: &Counts,
+    spacing: Option<i64>,
+    warnings: &mut Vec<String>,
+) -> Result<(), BoxError> {
+    let role_names = || plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
+    if counts.input_points == 0 {
+        return Err(PrepareError::NoSamples { roles: role_names() }.into());
+    }
+    if counts.non_finite_dropped == counts.input_points {
+        return Err(PrepareError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
+    }
+    // A step finer than the data's own interval makes most grid points gaps.
+    if let Some(spacing) = spacing.filter(|s| *s > 0)
+        && plan.step_ms < spacing * 9 / 10
+    {
+        warnings.push(format!(
+            "the step ({} s) is finer than the data's resolution (about {} s between samples): most grid \
+             points will be gaps; use a step of at least {} s",
+            plan.step_ms as f64 / 1000.0,
+            spacing as f64 / 1000.0,
+            spacing as f64 / 1000.0
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing left after cleaning is an error with the counts of why (a shard: a warning, the
+/// other shards may hold the series).
+fn check_left(plan: &Plan, c: &Counts, scope: Scope<'_>, warnings: &mut Vec<String>) -> Result<(), BoxError> {
+    if c.points > 0 {
+        return Ok(());
+    }
+    let error = PrepareError::NothingLeft {
+        series: c.grouped_series,
+        without_roles: c.series_without_all_roles,
+        short: c.short_segments_dropped,
+        min_points: plan.min_points,
+        trim: plan.trim,
+        zero: c.zero_series_dropped,
+        constant: c.constant_series_dropped,
+    };
+    match scope.shard {
+        Some(_) => warnings.push(format!("this shard: {error}")),
+        None => return Err(error.into()),
+    }
+    Ok(())
 }
 
 /// The `resampled` table's schema.
@@ -851,82 +728,34 @@ pub fn output_schema(labels: &[&str], roles: &[Role]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The first row of a query whose columns are all counts.
-async fn single_row(session: &SessionContext, sql: &str) -> Result<Vec<u64>, BoxError> {
-    let batches = collect(session.sql(sql).await?).await?;
-    let Some(batch) = batches.first() else { return Ok(Vec::new()) };
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            let c = cast(c, &DataType::Int64)?;
-            let c = c.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-            Ok(if c.is_null(0) { 0 } else { c.value(0).max(0) as u64 })
-        })
-        .collect()
-}
-
-/// Reads every series' labels (the small `series` table), works out which series are one
-/// (see [`identity`](crate::identity)) and registers the result as the table `identity`:
-/// `series_id`, `key` and the key columns, whose names it returns.
-async fn register_identities(
-    session: &SessionContext,
-    plan: &Plan,
-    role_list: &str,
-    scope: Scope<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<(Vec<String>, Vec<Identity>), BoxError> {
-    let series = read_series(session, role_list).await?;
-    let columns = identity::key_columns(plan.group.by, &plan.group.labels);
-    if plan.group.by == GroupBy::Labels {
-        for label in &plan.group.labels {
-            let without = series.iter().filter(|s| !s.labels.contains_key(label)).count();
-            if without == series.len() && without > 0 {
-                return Err(PrepareError::MissingLabel(label.clone()).into());
-            }
-            if without > 0 {
-                warnings.push(format!(
-                    "{without} series have no `{label}` label; as in PromQL's `by ({label})` they are grouped \
-                     as if it were empty"
-                ));
-            }
-        }
-    }
-    let all = identity::identify(&series, plan.group.by, &plan.group.labels);
-    // A shard cleans its own keys; every identity still tells the allocation where it belongs.
-    let identities: Vec<&Identity> = all.iter().filter(|i| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
-    let mut fields = vec![Field::new("series_id", DataType::UInt64, false), Field::new("key", DataType::Utf8, false)];
-    fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
-    let schema = Arc::new(Schema::new(fields));
-    let mut arrays: Vec<datafusion::arrow::array::ArrayRef> = vec![
-        Arc::new(datafusion::arrow::array::UInt64Array::from_iter_values(identities.iter().map(|i| i.series_id))),
-        Arc::new(StringArray::from_iter_values(identities.iter().map(|i| i.key.as_str()))),
-    ];
-    for c in 0..columns.len() {
-        arrays.push(Arc::new(identities.iter().map(|i| i.columns[c].as_deref()).collect::<StringArray>()));
-    }
-    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
-    register_batches(session, "identity", vec![batch], schema, &[])?;
-    Ok((columns, all))
-}
-
-/// The labels of every series of the roles in `role_list` (an SQL list), by series id.
-pub(crate) async fn read_series(session: &SessionContext, role_list: &str) -> Result<Vec<SeriesLabels>, BoxError> {
-    let rows = collect(
-        session
-            .sql(&format!(
-                "SELECT series_id, CAST(role AS VARCHAR), CAST(metric AS VARCHAR), CAST(labels AS VARCHAR) \
-                 FROM series WHERE role IN ({role_list}) ORDER BY series_id"
-            ))
-            .await?,
-    )
-    .await?;
+/// Every series of the `series` table (labels by series id) and its extent.
+pub(crate) fn read_series(batches: &[RecordBatch]) -> Result<(Vec<SeriesLabels>, HashMap<u64, Span>), BoxError> {
     let mut series = Vec::new();
-    for b in &rows {
-        let ids = cast(b.column(0), &DataType::UInt64)?;
-        let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+    let mut spans = HashMap::new();
+    for b in batches {
+        let text = |name: &str| -> Result<ArrayRef, BoxError> {
+            Ok(cast(
+                b.column_by_name(name).ok_or_else(|| format!("the series table has no `{name}` column"))?,
+                &DataType::Utf8,
+            )?)
+        };
+        let int = |name: &str, to: &DataType| -> Result<ArrayRef, BoxError> {
+            let c = b.column_by_name(name).ok_or_else(|| format!("the series table has no `{name}` column"))?;
+            Ok(cast(&cast(c, to)?, &DataType::Int64)?)
+        };
+        let ids = cast(
+            b.column_by_name("series_id").ok_or("the series table has no `series_id` column")?,
+            &DataType::UInt64,
+        )?;
+        let ids = ids.as_primitive::<UInt64Type>();
+        let (roles, metrics, labels) = (text("role")?, text("metric")?, text("labels")?);
         let (roles, metrics, labels) =
-            (b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
+            (roles.as_string::<i32>(), metrics.as_string::<i32>(), labels.as_string::<i32>());
+        let stamp = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let (first, last, points) =
+            (int("first_timestamp", &stamp)?, int("last_timestamp", &stamp)?, int("points", &DataType::Int64)?);
+        let (first, last, points) =
+            (first.as_primitive::<Int64Type>(), last.as_primitive::<Int64Type>(), points.as_primitive::<Int64Type>());
         for i in 0..b.num_rows() {
             let labels = serde_json::from_str(labels.value(i)).map_err(|e| {
                 format!("series {}: its `labels` column is not a JSON object of strings ({e})", ids.value(i))
@@ -937,9 +766,12 @@ pub(crate) async fn read_series(session: &SessionContext, role_list: &str) -> Re
                 metric: metrics.value(i).to_string(),
                 labels,
             });
+            let span = Span { points: points.value(i).max(0) as u64, first: first.value(i), last: last.value(i) };
+            spans.insert(ids.value(i), span);
         }
     }
-    Ok(series)
+    series.sort_by_key(|s| s.series_id);
+    Ok((series, spans))
 }
 
 /// Kubernetes names generated suffixes from this alphabet (no vowels, no 0, 1, 3).

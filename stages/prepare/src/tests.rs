@@ -10,6 +10,7 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Float6
 use datafusion::datasource::MemTable;
 
 use crate::features::{self, FeaturesParams};
+use crate::identity::SeriesLabels;
 use crate::resample::{self, Cleaned, ResampleParams};
 use applearner_contracts::WindowSet;
 
@@ -105,23 +106,25 @@ fn clean_labelled(rows: &[LabelledRow], yaml: &str) -> Result<Cleaned, String> {
 fn clean_scoped(rows: &[LabelledRow], yaml: &str, scope: resample::Scope) -> Result<Cleaned, String> {
     let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
     let (samples, series) = labelled_samples(rows);
-    runtime().block_on(async {
-        let session = crate::session(None);
-        for (name, batch) in [("samples", samples), ("series", series)] {
-            session
-                .register_table(name, Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap()))
-                .unwrap();
-        }
-        let mut batches = Vec::new();
-        let mut cleaned = resample::clean_into(&session, &plan, &|| Ok(()), scope, &mut |b| {
-            batches.push(b);
-            Ok(())
+    // The allocation rows come from a query over the samples, as in the stage.
+    let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut resample::Counts| {
+        runtime().block_on(async {
+            let session = crate::session(None);
+            let table = MemTable::try_new(samples.schema(), vec![vec![samples.clone()]]).unwrap();
+            session.register_table("samples", Arc::new(table)).unwrap();
+            crate::allocation::rows(&session, &plan, kept, counts).await
         })
-        .await
-        .map_err(|e| e.to_string())?;
-        cleaned.batches = batches;
-        Ok(cleaned)
+    };
+    let mut batches = Vec::new();
+    let mut input = std::iter::once(Ok(samples.clone()));
+    let input = resample::Input { series: &[series], samples: &mut input };
+    let mut cleaned = resample::clean_into(input, &plan, &|| Ok(()), scope, &mut allocate, &mut |b| {
+        batches.push(b);
+        Ok(())
     })
+    .map_err(|e| e.to_string())?;
+    cleaned.batches = batches;
+    Ok(cleaned)
 }
 
 /// (key, segment, minute, value of the first role, filled) of every output row.

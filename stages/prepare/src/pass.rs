@@ -1,0 +1,337 @@
+//! clean.resample's work on one range of groups, in plain Rust over the range's samples:
+//! bin every series on the step grid, combine a group's series, fill short gaps, align the
+//! roles, cut segments, trim and filter them, and build the output rows.
+//!
+//! Every step keeps the arithmetic of the SQL it replaced (sums in input order from 0, the
+//! same interpolation), so the output is the same to the bit.
+
+use std::sync::Arc;
+
+use applearner_pipeline::BoxError;
+use applearner_pipeline::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+};
+use applearner_pipeline::arrow::datatypes::SchemaRef;
+
+use crate::resample::{Aggregate, Combine, Counts, Fill, Plan};
+
+/// One finite, non-negative sample of the series in slot `slot` of its range.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub slot: u32,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// The groups cleaned together: `first..=last` in key order, and the series in them by slot.
+pub struct Range {
+    pub first: usize,
+    pub last: usize,
+    /// Per slot: the series' group and role number.
+    pub slots: Vec<(usize, usize)>,
+}
+
+/// A group's key and the values of its key columns.
+pub struct Key {
+    pub key: String,
+    pub columns: Vec<Option<String>>,
+}
+
+/// One point on the grid: step number, value, whether it was filled.
+type Point = (i64, f64, bool);
+
+/// Cleans one range: its samples (in input order) → output batches handed to `sink`.
+pub fn clean_range(
+    plan: &Plan,
+    range: &Range,
+    keys: &[Key],
+    samples: Vec<Sample>,
+    counts: &mut Counts,
+    out: &mut Output,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    let binned = bin_slots(plan, range.slots.len(), samples);
+    let roles = plan.roles.len();
+    // Per group of the range and role, the slots holding its series.
+    let mut members = vec![Vec::new(); (range.last - range.first + 1) * roles];
+    for (slot, &(k, r)) in range.slots.iter().enumerate() {
+        members[(k - range.first) * roles + r].push(slot);
+    }
+    for k in range.first..=range.last {
+        let lines: Vec<Vec<Point>> = (0..roles)
+            .map(|r| {
+                let grid = combine(plan.group.aggregate, &members[(k - range.first) * roles + r], &binned);
+                counts.grid_points += grid.len() as u64;
+                let line = fill(plan, &grid);
+                counts.filled_points += (line.len() - grid.len()) as u64;
+                line
+            })
+            .collect();
+        let rows = align(&lines);
+        let segments = segments(plan, &rows, counts);
+        if !segments.is_empty() && keep(plan, &rows, &segments, counts) {
+            counts.series += 1;
+            counts.output_segments += segments.len() as u64;
+            for (number, &(from, to)) in segments.iter().enumerate() {
+                counts.points += (to - from) as u64;
+                out.push(plan, &keys[k], number as u32, &rows, (from, to));
+            }
+        }
+        if out.rows >= BATCH_ROWS {
+            sink(out.finish()?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Output rows per batch handed on.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Every slot's samples binned on the grid: per slot, (step number, value) in step order.
+fn bin_slots(plan: &Plan, slots: usize, samples: Vec<Sample>) -> Vec<Vec<(i64, f64)>> {
+    // A counting sort by slot, keeping each series' samples in input order.
+    let mut start = vec![0usize; slots + 1];
+    for s in &samples {
+        start[s.slot as usize + 1] += 1;
+    }
+    for i in 0..slots {
+        start[i + 1] += start[i];
+    }
+    let mut next = start.clone();
+    let mut points = vec![(0i64, 0f64); samples.len()];
+    for s in samples {
+        let at = &mut next[s.slot as usize];
+        points[*at] = (s.ts, s.value);
+        *at += 1;
+    }
+    (0..slots).map(|slot| bin(plan, &mut points[start[slot]..start[slot + 1]])).collect()
+}
+
+/// One series' samples → one value per step holding any: the step's aggregate.
+fn bin(plan: &Plan, points: &mut [(i64, f64)]) -> Vec<(i64, f64)> {
+    let step = plan.step_ms;
+    // Ingest writes each series in time order; any other order is sorted, stably, so that
+    // the samples of one step are still added up in input order.
+    if !points.windows(2).all(|w| w[0].0 <= w[1].0) {
+        points.sort_by_key(|p| p.0.div_euclid(step));
+    }
+    let mut out = Vec::new();
+    let mut values = Vec::new();
+    for run in points.chunk_by(|a, b| a.0.div_euclid(step) == b.0.div_euclid(step)) {
+        let n = run[0].0.div_euclid(step);
+        let value = match plan.aggregate {
+            Aggregate::Mean => run.iter().fold(0.0, |sum, p| sum + p.1) / run.len() as f64,
+            Aggregate::Sum => run.iter().fold(0.0, |sum, p| sum + p.1),
+            Aggregate::Max => run.iter().map(|p| p.1).fold(f64::MIN, f64::max),
+            Aggregate::Min => run.iter().map(|p| p.1).fold(f64::MAX, f64::min),
+            // The latest sample; of several at one time, the last read.
+            Aggregate::Last => run.iter().fold(run[0], |last, p| if p.0 >= last.0 { *p } else { last }).1,
+            Aggregate::Percentile(q) => {
+                values.clear();
+                values.extend(run.iter().map(|p| p.1));
+                percentile_cont(&mut values, q)
+            }
+        };
+        out.push((n, value));
+    }
+    out
+}
+
+/// SQL's `percentile_cont(q)` as DataFusion computes it: linear between the closest ranks,
+/// the weight rounded down to a millionth.
+fn percentile_cont(values: &mut [f64], q: f64) -> f64 {
+    let index = q * (values.len() - 1) as f64;
+    let (lower, upper) = (index.floor() as usize, index.ceil() as usize);
+    let low = *values.select_nth_unstable_by(lower, f64::total_cmp).1;
+    if lower == upper {
+        return low;
+    }
+    let high = *values.select_nth_unstable_by(upper, f64::total_cmp).1;
+    let weight = ((index - lower as f64) * 1e6) as usize as f64 / 1e6;
+    low + (high - low) * weight
+}
+
+/// The series of one group and role combined per step (`sum` or `max`, in slot order).
+fn combine(how: Combine, slots: &[usize], binned: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
+    match slots {
+        [] => Vec::new(),
+        [one] => binned[*one].clone(),
+        many => {
+            let mut all: Vec<(i64, f64)> = many.iter().flat_map(|&s| binned[s].iter().copied()).collect();
+            all.sort_by_key(|p| p.0);
+            all.chunk_by(|a, b| a.0 == b.0)
+                .map(|run| {
+                    let value = match how {
+                        Combine::Sum => run.iter().fold(0.0, |sum, p| sum + p.1),
+                        Combine::Max => run.iter().map(|p| p.1).fold(f64::MIN, f64::max),
+                    };
+                    (run[0].0, value)
+                })
+                .collect()
+        }
+    }
+}
+
+/// The grid points with the gaps of up to `max_gap` filled (flagged); longer gaps stay.
+fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
+    let max_steps = plan.max_gap_ms / plan.step_ms;
+    let mut line = Vec::with_capacity(grid.len());
+    for (i, &(n, value)) in grid.iter().enumerate() {
+        if let Some(&(prev, before)) = i.checked_sub(1).map(|j| &grid[j])
+            && n - prev - 1 <= max_steps
+        {
+            for t in prev + 1..n {
+                let filled = match plan.fill {
+                    Fill::Linear => before + (value - before) * (t - prev) as f64 / (n - prev) as f64,
+                    Fill::Ffill => before,
+                    Fill::Zero => 0.0,
+                };
+                line.push((t, filled, true));
+            }
+        }
+        line.push((n, value, false));
+    }
+    line
+}
+
+/// A group's rows: the steps where every role has a point, with each role's value and flag.
+struct Rows {
+    steps: Vec<i64>,
+    /// `[row][role]`.
+    values: Vec<f64>,
+    filled: Vec<bool>,
+}
+
+/// The steps every role's line holds (a row needs all of them).
+fn align(lines: &[Vec<Point>]) -> Rows {
+    let mut rows = Rows { steps: Vec::new(), values: Vec::new(), filled: Vec::new() };
+    let mut at = vec![0usize; lines.len()];
+    for first in 0..lines[0].len() {
+        let n = lines[0][first].0;
+        at[0] = first;
+        let mut everywhere = true;
+        for (line, i) in lines.iter().zip(&mut at).skip(1) {
+            while *i < line.len() && line[*i].0 < n {
+                *i += 1;
+            }
+            everywhere &= *i < line.len() && line[*i].0 == n;
+        }
+        if everywhere {
+            rows.steps.push(n);
+            for (line, &i) in lines.iter().zip(&at) {
+                rows.values.push(line[i].1);
+                rows.filled.push(line[i].2);
+            }
+        }
+    }
+    rows
+}
+
+/// The group's segments (runs of consecutive steps), trimmed; those still long enough, as
+/// row ranges `from..to`.
+fn segments(plan: &Plan, rows: &Rows, counts: &mut Counts) -> Vec<(usize, usize)> {
+    let (trim, len) = (plan.trim as usize, rows.steps.len());
+    let mut kept = Vec::new();
+    let mut from = 0;
+    for end in 1..=len {
+        if end < len && rows.steps[end] == rows.steps[end - 1] + 1 {
+            continue;
+        }
+        let n = end - from;
+        counts.segments += 1;
+        counts.trimmed_points += n.min(2 * trim) as u64;
+        if n as i64 - 2 * trim as i64 >= i64::from(plan.min_points) {
+            kept.push((from + trim, end - trim));
+        } else {
+            counts.short_segments_dropped += 1;
+        }
+        from = end;
+    }
+    kept
+}
+
+/// Whether the group's kept points pass the filters: no role all zero (`drop_zero`), no
+/// role constant (`drop_constant`; an all-zero role counts as zero, not constant).
+fn keep(plan: &Plan, rows: &Rows, segments: &[(usize, usize)], counts: &mut Counts) -> bool {
+    let roles = plan.roles.len();
+    let (mut zero, mut constant) = (false, false);
+    for r in 0..roles {
+        let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &(from, to) in segments {
+            for row in from..to {
+                let v = rows.values[row * roles + r];
+                (low, high) = (low.min(v), high.max(v));
+            }
+        }
+        zero |= low == 0.0 && high == 0.0;
+        constant |= low == high;
+    }
+    let mut keep = true;
+    if plan.drop_zero {
+        counts.zero_series_dropped += u64::from(zero);
+        keep &= !zero;
+    }
+    if plan.drop_constant {
+        counts.constant_series_dropped += u64::from(constant && !zero);
+        keep &= zero || !constant;
+    }
+    keep
+}
+
+/// The `resampled` rows being gathered.
+pub struct Output {
+    schema: SchemaRef,
+    key: StringBuilder,
+    columns: Vec<StringBuilder>,
+    segment: UInt32Builder,
+    timestamp: TimestampMillisecondBuilder,
+    values: Vec<Float64Builder>,
+    filled: Vec<BooleanBuilder>,
+    pub rows: usize,
+}
+
+impl Output {
+    pub fn new(schema: SchemaRef, columns: usize, roles: usize) -> Output {
+        Output {
+            schema,
+            key: StringBuilder::new(),
+            columns: (0..columns).map(|_| StringBuilder::new()).collect(),
+            segment: UInt32Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            values: (0..roles).map(|_| Float64Builder::new()).collect(),
+            filled: (0..roles).map(|_| BooleanBuilder::new()).collect(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, plan: &Plan, key: &Key, number: u32, rows: &Rows, (from, to): (usize, usize)) {
+        let roles = self.values.len();
+        for row in from..to {
+            self.key.append_value(&key.key);
+            for (builder, value) in self.columns.iter_mut().zip(&key.columns) {
+                builder.append_option(value.as_deref());
+            }
+            self.segment.append_value(number);
+            self.timestamp.append_value(rows.steps[row] * plan.step_ms);
+            for r in 0..roles {
+                self.values[r].append_value(rows.values[row * roles + r]);
+                self.filled[r].append_value(rows.filled[row * roles + r]);
+            }
+        }
+        self.rows += to - from;
+    }
+
+    /// The rows gathered so far, as a batch of the output schema.
+    pub fn finish(&mut self) -> Result<RecordBatch, BoxError> {
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.key.finish())];
+        arrays.extend(self.columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        arrays.push(Arc::new(self.segment.finish()));
+        arrays.push(Arc::new(self.timestamp.finish()));
+        for (value, filled) in self.values.iter_mut().zip(&mut self.filled) {
+            arrays.push(Arc::new(value.finish()));
+            arrays.push(Arc::new(filled.finish()));
+        }
+        self.rows = 0;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
