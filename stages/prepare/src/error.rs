@@ -10,7 +10,7 @@ pub enum PrepareError {
     #[error(
         "series `{key}` has {points} input points and is cleaned at once, more than `max_points_in_memory` ({max}); \
          raise it to at least {points} (about {} MB), or group less into one series (`group.by: series`)",
-        points / 2_000
+        points / 6_000
     )]
     GroupTooLarge { key: String, points: u64, max: u64 },
     #[error(

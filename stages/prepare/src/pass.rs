@@ -335,3 +335,29 @@ impl Output {
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(aggregate: &str) -> Plan {
+        let yaml = format!("step: 1m\naggregate: {aggregate}\n");
+        serde_saphyr::from_str::<crate::resample::ResampleParams>(&yaml).unwrap().plan().unwrap()
+    }
+
+    /// Samples out of time order bin as sorted ones do; percentiles interpolate as
+    /// DataFusion's `percentile_cont` does (its weight rounded down to a millionth).
+    #[test]
+    fn steps_aggregate_whatever_the_sample_order() {
+        let minute = |m: i64, s: i64| m * 60_000 + s * 1000;
+        let sorted = [(minute(0, 0), 1.0), (minute(0, 20), 2.0), (minute(0, 40), 4.0), (minute(2, 0), 8.0)];
+        let mut shuffled = [sorted[3], sorted[1], sorted[0], sorted[2]];
+        assert_eq!(bin(&plan("mean"), &mut sorted.clone()), [(0, 7.0 / 3.0), (2, 8.0)]);
+        assert_eq!(bin(&plan("mean"), &mut shuffled.clone()), [(0, 7.0 / 3.0), (2, 8.0)]);
+        assert_eq!(bin(&plan("last"), &mut shuffled.clone()), [(0, 4.0), (2, 8.0)]);
+        assert_eq!(bin(&plan("p50"), &mut shuffled), [(0, 2.0), (2, 8.0)]);
+        let mut ten: Vec<f64> = (0..10).map(f64::from).collect();
+        assert_eq!(percentile_cont(&mut ten, 0.9), 8.099999);
+        assert_eq!(percentile_cont(&mut [4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
+    }
+}

@@ -79,7 +79,8 @@ pub struct ResampleParams {
     #[serde(default)]
     pub group: Group,
     /// Input points cleaned at a time: workloads are cleaned in groups of at most this
-    /// many points, whatever the input's size (the default peaks at about 0.5 GB); one
+    /// many points, whatever the input's size (about 150 bytes a point; with more than one
+    /// group, each group's samples wait in a local temporary file, 20 bytes a point); one
     /// workload needs all of its points at once.
     #[serde(default = "default_max_points")]
     pub max_points_in_memory: u64,
