@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::progress::Progress;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::arrow::{ArrowSchemaConverter, ProjectionMask, add_encoded_arrow_schema_to_metadata};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
@@ -76,28 +76,12 @@ pub fn parquet_batches(
     path: &str,
     bytes: Bytes,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, PipelineError> {
-    parquet_columns(path, bytes, None)
-}
-
-/// The batches of a Parquet file, decoded one at a time: every column (with the file's
-/// schema, metadata included), or only `columns` (a column the file lacks is simply absent).
-pub fn parquet_columns(
-    path: &str,
-    bytes: Bytes,
-    columns: Option<&[&str]>,
-) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, PipelineError> {
     let path = path.to_string();
     let bad = move |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.clone(), message: e.to_string() };
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
     let schema = builder.schema().clone();
-    if let Some(columns) = columns {
-        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-        builder = builder.with_projection(mask);
-    }
-    let whole = columns.is_none();
     let reader = builder.build().map_err(|e| bad(&e))?;
-    Ok(reader
-        .map(move |b| b.and_then(|b| if whole { b.with_schema(schema.clone()) } else { Ok(b) }).map_err(|e| bad(&e))))
+    Ok(reader.map(move |b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))))
 }
 
 /// Context handed to [`crate::Stage::run`].

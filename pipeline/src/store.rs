@@ -8,6 +8,7 @@
 use crate::PipelineError;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -115,6 +116,36 @@ impl Store {
     /// Runs a future on the store's I/O runtime (from synchronous stage code).
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
+    }
+
+    /// The batches of `columns` of the Parquet object `path` (a column it lacks is simply
+    /// absent), fetched by ranged reads a row group at a time as they are taken: memory holds
+    /// one row group's columns, whatever the object's size, on a disk or object storage.
+    pub fn parquet_columns(
+        &self,
+        path: &str,
+        columns: &[&str],
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, PipelineError> {
+        // parquet 59 deprecates its object_store reader in favour of one's own `AsyncFileReader`;
+        // it still does exactly this (ranged gets through the store), so it is kept until the
+        // pinned parquet drops it.
+        #[allow(deprecated)]
+        use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+        let bad =
+            |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.to_string(), message: e.to_string() };
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.inner.clone(), self.full(path)?);
+        let stream = self.block_on(async {
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            builder.with_projection(mask).build()
+        });
+        let mut stream = stream.map_err(|e| bad(&e))?;
+        let path = path.to_string();
+        Ok(std::iter::from_fn(move || {
+            let next = self.block_on(futures::StreamExt::next(&mut stream))?;
+            Some(next.map_err(|e| PipelineError::BadTable { path: path.clone(), message: e.to_string() }))
+        }))
     }
 
     /// The object path of `path` below the store's prefix. `ObjectPath` drops `..` and leading

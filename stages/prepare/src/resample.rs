@@ -28,7 +28,6 @@ use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, S
 use serde::{Deserialize, Serialize};
 
 use applearner_pipeline::Duration;
-use applearner_pipeline::context::parquet_columns;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
@@ -315,10 +314,9 @@ impl Stage for Resample {
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let series = ctx.read_table("series")?;
-        let samples = ctx.input("samples")?;
-        let bytes = ctx.store().get(&samples.path)?;
-        let read = Some(&["series_id", "timestamp", "value"][..]);
-        let mut batches = parquet_columns(&samples.path, bytes, read)?.map(|b| b.map_err(BoxError::from));
+        let samples = &ctx.input("samples")?.path;
+        let read = ["series_id", "timestamp", "value"];
+        let mut batches = ctx.store().parquet_columns(samples, &read)?.map(|b| b.map_err(BoxError::from));
         let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut Counts| {
             ctx.store().block_on(async {
                 let session = crate::session(Some(ctx));
