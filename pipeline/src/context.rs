@@ -168,13 +168,13 @@ impl StageContext<'_> {
         Ok(read_parquet(&input.path, bytes)?)
     }
 
-    /// An input table's batches, decoded one at a time: a stage that folds them holds one.
+    /// An input table's batches, read from the store a row group at a time and decoded one
+    /// batch at a time: a stage that folds them holds one row group.
     pub fn table_batches(
         &self,
         slot: &str,
-    ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, BoxError> {
-        let input = self.input(slot)?;
-        Ok(parquet_batches(&input.path, self.store.get(&input.path)?)?)
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, BoxError> {
+        Ok(self.store.parquet_batches(&self.input(slot)?.path, None)?)
     }
 
     /// Reads a whole input artifact.

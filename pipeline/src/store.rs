@@ -118,33 +118,47 @@ impl Store {
         self.runtime.block_on(future)
     }
 
-    /// The batches of `columns` of the Parquet object `path` (a column it lacks is simply
-    /// absent), fetched by ranged reads a row group at a time as they are taken: memory holds
+    /// The batches of the Parquet object `path`: every column (with the file's schema,
+    /// metadata included, on each) or only `columns` (a column it lacks is simply absent).
+    /// They are fetched by ranged reads a row group at a time as they are taken: memory holds
     /// one row group's columns, whatever the object's size, on a disk or object storage.
-    pub fn parquet_columns(
+    pub fn parquet_batches(
         &self,
         path: &str,
-        columns: &[&str],
+        columns: Option<&[&str]>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, PipelineError> {
         // parquet 59 deprecates its object_store reader in favour of one's own `AsyncFileReader`;
         // it still does exactly this (ranged gets through the store), so it is kept until the
         // pinned parquet drops it.
         #[allow(deprecated)]
         use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-        let bad =
-            |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.to_string(), message: e.to_string() };
+        let bad = |path: &str, e: &dyn std::fmt::Display| PipelineError::BadTable {
+            path: path.to_string(),
+            message: e.to_string(),
+        };
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.inner.clone(), self.full(path)?);
-        let stream = self.block_on(async {
-            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-            builder.with_projection(mask).build()
+        let opened = self.block_on(async {
+            let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let schema = builder.schema().clone();
+            if let Some(columns) = columns {
+                let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+                builder = builder.with_projection(mask);
+            }
+            builder.build().map(|stream| (stream, schema))
         });
-        let mut stream = stream.map_err(|e| bad(&e))?;
+        let (mut stream, schema) = opened.map_err(|e| bad(path, &e))?;
+        // The reader's batches drop the schema's metadata (the windows table keeps its
+        // lookback there): put the file's schema back on them when they have every column.
+        let whole = columns.is_none().then_some(schema);
         let path = path.to_string();
         Ok(std::iter::from_fn(move || {
             let next = self.block_on(futures::StreamExt::next(&mut stream))?;
-            Some(next.map_err(|e| PipelineError::BadTable { path: path.clone(), message: e.to_string() }))
+            let next = next.and_then(|b| match &whole {
+                Some(schema) => Ok(b.with_schema(schema.clone())?),
+                None => Ok(b),
+            });
+            Some(next.map_err(|e| bad(&path, &e)))
         }))
     }
 

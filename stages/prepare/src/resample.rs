@@ -316,7 +316,7 @@ impl Stage for Resample {
         let series = ctx.read_table("series")?;
         let samples = &ctx.input("samples")?.path;
         let read = ["series_id", "timestamp", "value"];
-        let mut batches = ctx.store().parquet_columns(samples, &read)?.map(|b| b.map_err(BoxError::from));
+        let mut batches = ctx.store().parquet_batches(samples, Some(&read))?.map(|b| b.map_err(BoxError::from));
         let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut Counts| {
             ctx.store().block_on(async {
                 let session = crate::session(Some(ctx));
