@@ -168,13 +168,16 @@ impl StageContext<'_> {
         Ok(read_parquet(&input.path, bytes)?)
     }
 
-    /// An input table's batches, read from the store a row group at a time and decoded one
-    /// batch at a time: a stage that folds them holds one row group.
+    /// An input table's batches (every column, or only `columns`), decoded one at a time; a
+    /// large table is read a row group at a time ([`Store::parquet_batches`]), so a stage
+    /// that folds them holds about one row group.
     pub fn table_batches(
         &self,
         slot: &str,
+        columns: Option<&[&str]>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, BoxError> {
-        Ok(self.store.parquet_batches(&self.input(slot)?.path, None)?)
+        let input = self.input(slot)?;
+        Ok(self.store.parquet_batches(&input.path, input.bytes, columns)?)
     }
 
     /// Reads a whole input artifact.

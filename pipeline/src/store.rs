@@ -9,10 +9,13 @@ use crate::PipelineError;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderBuilder;
 use tokio::runtime::Runtime;
 
 /// Whether a write failed for want of space (ENOSPC). object_store wraps the I/O error in
@@ -28,6 +31,10 @@ fn disk_full(e: &object_store::Error) -> bool {
     }
     e.to_string().contains("No space left on device")
 }
+
+/// Parquet objects up to this size are read in one piece; larger ones a row group at a time
+/// ([`Store::parquet_batches`]): 64 MiB held at most.
+pub const WHOLE_BYTES: u64 = 64 << 20;
 
 /// Where run artifacts live. Cheap to clone.
 #[derive(Clone)]
@@ -118,48 +125,57 @@ impl Store {
         self.runtime.block_on(future)
     }
 
-    /// The batches of the Parquet object `path`: every column (with the file's schema,
-    /// metadata included, on each) or only `columns` (a column it lacks is simply absent).
-    /// They are fetched by ranged reads a row group at a time as they are taken: memory holds
-    /// one row group's columns, whatever the object's size, on a disk or object storage.
+    /// The batches of the Parquet object `path` of `size` bytes: every column (with the
+    /// file's schema, metadata included, on each) or only `columns` (a column it lacks is
+    /// simply absent), decoded one at a time as they are taken. An object above
+    /// [`WHOLE_BYTES`] is fetched by ranged reads a row group at a time, so memory holds one
+    /// row group's columns whatever its size; a smaller one in one read, which costs less.
     pub fn parquet_batches(
         &self,
         path: &str,
+        size: u64,
         columns: Option<&[&str]>,
-    ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, PipelineError> {
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
+        if size > WHOLE_BYTES { self.ranged_batches(path, size, columns) } else { self.whole_batches(path, columns) }
+    }
+
+    fn whole_batches(
+        &self,
+        path: &str,
+        columns: Option<&[&str]>,
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(self.get(path)?).map_err(|e| bad_table(path, &e))?;
+        let schema = restore_schema(builder.schema().clone(), columns);
+        let reader = project(builder, columns).build().map_err(|e| bad_table(path, &e))?;
+        let path = path.to_string();
+        Ok(Box::new(reader.map(move |b| b.and_then(&schema).map_err(|e| bad_table(&path, &e)))))
+    }
+
+    fn ranged_batches(
+        &self,
+        path: &str,
+        size: u64,
+        columns: Option<&[&str]>,
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
         // parquet 59 deprecates its object_store reader in favour of one's own `AsyncFileReader`;
         // it still does exactly this (ranged gets through the store), so it is kept until the
         // pinned parquet drops it.
         #[allow(deprecated)]
         use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-        let bad = |path: &str, e: &dyn std::fmt::Display| PipelineError::BadTable {
-            path: path.to_string(),
-            message: e.to_string(),
-        };
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.inner.clone(), self.full(path)?);
+        let reader = ParquetObjectReader::new(self.inner.clone(), self.full(path)?).with_file_size(size);
         let opened = self.block_on(async {
-            let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            let schema = builder.schema().clone();
-            if let Some(columns) = columns {
-                let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-                builder = builder.with_projection(mask);
-            }
-            builder.build().map(|stream| (stream, schema))
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let schema = restore_schema(builder.schema().clone(), columns);
+            project(builder, columns).build().map(|stream| (stream, schema))
         });
-        let (mut stream, schema) = opened.map_err(|e| bad(path, &e))?;
-        // The reader's batches drop the schema's metadata (the windows table keeps its
-        // lookback there): put the file's schema back on them when they have every column.
-        let whole = columns.is_none().then_some(schema);
+        let (mut stream, schema) = opened.map_err(|e| bad_table(path, &e))?;
         let path = path.to_string();
-        Ok(std::iter::from_fn(move || {
+        Ok(Box::new(std::iter::from_fn(move || {
             let next = self.block_on(futures::StreamExt::next(&mut stream))?;
-            let next = next.and_then(|b| match &whole {
-                Some(schema) => Ok(b.with_schema(schema.clone())?),
-                None => Ok(b),
-            });
-            Some(next.map_err(|e| bad(&path, &e)))
-        }))
+            Some(next.and_then(|b| Ok(schema(b)?)).map_err(|e| bad_table(&path, &e)))
+        })))
     }
 
     /// The object path of `path` below the store's prefix. `ObjectPath` drops `..` and leading
@@ -385,9 +401,73 @@ pub fn digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+fn bad_table(path: &str, e: &dyn std::fmt::Display) -> PipelineError {
+    PipelineError::BadTable { path: path.to_string(), message: e.to_string() }
+}
+
+/// A reader of only `columns`, or of every column.
+fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<&[&str]>) -> ArrowReaderBuilder<T> {
+    match columns {
+        Some(columns) => {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    }
+}
+
+/// The readers' batches drop the schema's metadata (the windows table keeps its lookback
+/// there): the file's `schema` goes back on batches of every column.
+fn restore_schema(
+    schema: SchemaRef,
+    columns: Option<&[&str]>,
+) -> impl Fn(RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> + use<> {
+    let whole = columns.is_none();
+    move |b| if whole { b.with_schema(schema.clone()) } else { Ok(b) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read whole or a row group at a time by ranged reads, a table gives the same batches,
+    /// its schema's metadata kept; with columns named, only those.
+    #[test]
+    fn parquet_objects_read_whole_or_by_ranges_alike() {
+        use arrow::array::{ArrayRef, Int64Array};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let meta = [("lookback".to_string(), "3".to_string())].into_iter().collect();
+        let fields = vec![Field::new("a", DataType::Int64, false), Field::new("b", DataType::Int64, false)];
+        let schema = Arc::new(Schema::new(fields).with_metadata(meta));
+        let column = |from: i64| Arc::new(Int64Array::from_iter_values(from..from + 5000)) as ArrayRef;
+        let batch = RecordBatch::try_new(schema.clone(), vec![column(0), column(10_000)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(1000));
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props.build())).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for store in [Store::open(dir.path().to_str().unwrap()).unwrap(), Store::open("memory://t").unwrap()] {
+            let size = bytes.len() as u64;
+            store.put("t.parquet", Bytes::from(bytes.clone())).unwrap();
+            for columns in [None, Some(&["b"][..])] {
+                let read = |ranged: bool| -> Vec<RecordBatch> {
+                    let batches = match ranged {
+                        true => store.ranged_batches("t.parquet", size, columns),
+                        false => store.whole_batches("t.parquet", columns),
+                    };
+                    batches.unwrap().map(Result::unwrap).collect()
+                };
+                let (whole, ranged) = (read(false), read(true));
+                // Batches may be cut differently (the ranged reader stops at row groups).
+                let one = |b: &[RecordBatch]| arrow::compute::concat_batches(&b[0].schema(), b).unwrap();
+                assert_eq!(one(&whole), one(&ranged));
+                assert_eq!(one(&ranged).num_rows(), 5000);
+                assert_eq!(ranged[0].num_columns(), if columns.is_some() { 1 } else { 2 });
+                assert_eq!(ranged[0].schema().metadata().get("lookback").is_some(), columns.is_none());
+            }
+        }
+    }
 
     #[test]
     fn local_store_round_trips_and_lists_below_its_root() {

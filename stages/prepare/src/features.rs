@@ -316,7 +316,7 @@ impl Stage for Features {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let mut input = ctx.table_batches("resampled")?.map(|b| b.map_err(BoxError::from)).peekable();
+        let mut input = ctx.table_batches("resampled", None)?.map(|b| b.map_err(BoxError::from)).peekable();
         let schema = match input.peek() {
             Some(Ok(b)) => b.schema(),
             Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
