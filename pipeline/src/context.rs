@@ -22,7 +22,7 @@ use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{BoxError, Output, OutputKind};
-use crate::store::{ObjectWriter, Store, digest};
+use crate::store::{ObjectWriter, Store, bad_table, digest, project, restore_schema};
 
 /// An artifact committed to the store, as recorded in stage records and manifests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,27 +61,22 @@ pub fn writer_properties() -> WriterProperties {
 
 /// Reads a whole Parquet object into record batches.
 pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, PipelineError> {
-    let bad = |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.to_string(), message: e.to_string() };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
-    // The reader's batches drop the schema's metadata (the windows table keeps its lookback
-    // there): put the file's schema back on them.
-    let schema = builder.schema().clone();
-    let reader = builder.build().map_err(|e| bad(&e))?;
-    reader.map(|b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))).collect()
+    parquet_batches(path, bytes, None)?.collect()
 }
 
-/// The batches of a Parquet file, decoded one at a time as they are taken (the file's
-/// schema, metadata included, on each).
+/// The batches of a Parquet file in memory, decoded one at a time as they are taken: every
+/// column (with the file's schema, metadata included, on each) or only `columns` (a column
+/// the file lacks is simply absent).
 pub fn parquet_batches(
     path: &str,
     bytes: Bytes,
+    columns: Option<&[&str]>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, PipelineError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad_table(path, &e))?;
+    let schema = restore_schema(builder.schema().clone(), columns);
+    let reader = project(builder, columns).build().map_err(|e| bad_table(path, &e))?;
     let path = path.to_string();
-    let bad = move |e: &dyn std::fmt::Display| PipelineError::BadTable { path: path.clone(), message: e.to_string() };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
-    let schema = builder.schema().clone();
-    let reader = builder.build().map_err(|e| bad(&e))?;
-    Ok(reader.map(move |b| b.and_then(|b| b.with_schema(schema.clone())).map_err(|e| bad(&e))))
+    Ok(reader.map(move |b| b.and_then(&schema).map_err(|e| bad_table(&path, &e))))
 }
 
 /// Context handed to [`crate::Stage::run`].

@@ -136,20 +136,10 @@ impl Store {
         size: u64,
         columns: Option<&[&str]>,
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
-        if size > WHOLE_BYTES { self.ranged_batches(path, size, columns) } else { self.whole_batches(path, columns) }
-    }
-
-    fn whole_batches(
-        &self,
-        path: &str,
-        columns: Option<&[&str]>,
-    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
-        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(self.get(path)?).map_err(|e| bad_table(path, &e))?;
-        let schema = restore_schema(builder.schema().clone(), columns);
-        let reader = project(builder, columns).build().map_err(|e| bad_table(path, &e))?;
-        let path = path.to_string();
-        Ok(Box::new(reader.map(move |b| b.and_then(&schema).map_err(|e| bad_table(&path, &e)))))
+        if size > WHOLE_BYTES {
+            return self.ranged_batches(path, size, columns);
+        }
+        Ok(Box::new(crate::context::parquet_batches(path, self.get(path)?, columns)?))
     }
 
     fn ranged_batches(
@@ -401,12 +391,12 @@ pub fn digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-fn bad_table(path: &str, e: &dyn std::fmt::Display) -> PipelineError {
+pub(crate) fn bad_table(path: &str, e: &dyn std::fmt::Display) -> PipelineError {
     PipelineError::BadTable { path: path.to_string(), message: e.to_string() }
 }
 
 /// A reader of only `columns`, or of every column.
-fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<&[&str]>) -> ArrowReaderBuilder<T> {
+pub(crate) fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<&[&str]>) -> ArrowReaderBuilder<T> {
     match columns {
         Some(columns) => {
             let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
@@ -418,7 +408,7 @@ fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<&[&str]>) -> Arrow
 
 /// The readers' batches drop the schema's metadata (the windows table keeps its lookback
 /// there): the file's `schema` goes back on batches of every column.
-fn restore_schema(
+pub(crate) fn restore_schema(
     schema: SchemaRef,
     columns: Option<&[&str]>,
 ) -> impl Fn(RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> + use<> {
@@ -454,7 +444,7 @@ mod tests {
                 let read = |ranged: bool| -> Vec<RecordBatch> {
                     let batches = match ranged {
                         true => store.ranged_batches("t.parquet", size, columns),
-                        false => store.whole_batches("t.parquet", columns),
+                        false => store.parquet_batches("t.parquet", size, columns),
                     };
                     batches.unwrap().map(Result::unwrap).collect()
                 };

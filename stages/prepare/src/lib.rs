@@ -1,6 +1,7 @@
 //! From the ingested long table to model-ready series: `clean.resample` ([`resample`], a
-//! pass over each range of series in [`pass`]) puts every series on a fixed grid, splits it at long gaps, fills short ones,
-//! drops what cannot be learned from and groups pods into workloads; `features.build`
+//! pass over each range of series in [`pass`]) puts every series on a fixed grid, splits it
+//! at long gaps, fills short ones, drops what cannot be learned from and groups pods into
+//! workloads; `features.build`
 //! ([`features`], a pass over each series in [`derive`]) scales, adds calendar/lag/rolling
 //! features, splits chronologically and indexes the training windows, which
 //! `applearner_contracts::WindowSet` reads back.

@@ -50,7 +50,7 @@ pub fn clean_range(
     out: &mut Output,
     sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
 ) -> Result<(), BoxError> {
-    let binned = bin_slots(plan, range.slots.len(), samples);
+    let mut binned = bin_slots(plan, range.slots.len(), samples);
     let roles = plan.roles.len();
     // Per group of the range and role, the slots holding its series.
     let mut members = vec![Vec::new(); (range.last - range.first + 1) * roles];
@@ -60,7 +60,7 @@ pub fn clean_range(
     for k in range.first..=range.last {
         let lines: Vec<Vec<Point>> = (0..roles)
             .map(|r| {
-                let grid = combine(plan.group.aggregate, &members[(k - range.first) * roles + r], &binned);
+                let grid = combine(plan.group.aggregate, &members[(k - range.first) * roles + r], &mut binned);
                 counts.grid_points += grid.len() as u64;
                 let line = fill(plan, &grid);
                 counts.filled_points += (line.len() - grid.len()) as u64;
@@ -151,11 +151,12 @@ fn percentile_cont(values: &mut [f64], q: f64) -> f64 {
     low + (high - low) * weight
 }
 
-/// The series of one group and role combined per step (`sum` or `max`, in slot order).
-fn combine(how: Combine, slots: &[usize], binned: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
+/// The series of one group and role combined per step (`sum` or `max`, in slot order);
+/// their bins are taken (each slot belongs to one group and role).
+fn combine(how: Combine, slots: &[usize], binned: &mut [Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
     match slots {
         [] => Vec::new(),
-        [one] => binned[*one].clone(),
+        [one] => std::mem::take(&mut binned[*one]),
         many => {
             let mut all: Vec<(i64, f64)> = many.iter().flat_map(|&s| binned[s].iter().copied()).collect();
             all.sort_by_key(|p| p.0);

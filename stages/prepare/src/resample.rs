@@ -537,19 +537,21 @@ impl Groups {
             }
             groups.keys.push(Key { key, columns: members[0].0.columns.clone() });
         }
-        let mut spacings: Vec<i64> = mine
-            .iter()
-            .map(|(i, _)| spans[&i.series_id])
-            .filter(|s| s.points > 1)
-            .map(|s| (s.last - s.first) / (s.points as i64 - 1))
-            .collect();
-        spacings.sort_unstable();
-        groups.spacing = match spacings.len() {
-            0 => None,
-            n if n % 2 == 0 => Some((spacings[n / 2 - 1] + spacings[n / 2]) / 2),
-            n => Some(spacings[n / 2]),
-        };
+        groups.spacing = median_spacing(mine.iter().map(|(i, _)| spans[&i.series_id]));
         Ok(groups)
+    }
+}
+
+/// The median time between samples (ms) of the series of `spans` with two or more points
+/// (of two middle values, their mean rounded down, as SQL's `median` of integers).
+fn median_spacing(spans: impl Iterator<Item = Span>) -> Option<i64> {
+    let mut spacings: Vec<i64> =
+        spans.filter(|s| s.points > 1).map(|s| (s.last - s.first) / (s.points as i64 - 1)).collect();
+    spacings.sort_unstable();
+    match spacings.len() {
+        0 => None,
+        n if n % 2 == 0 => Some((spacings[n / 2 - 1] + spacings[n / 2]) / 2),
+        n => Some(spacings[n / 2]),
     }
 }
 
