@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -16,9 +16,10 @@ use crate::progress::Progress;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{BoxError, Output, OutputKind};
@@ -50,13 +51,28 @@ impl<'de> Deserialize<'de> for OutputKind {
 
 /// Parquet as every stage writes it: zstd, with row-group and page statistics so readers
 /// (DataFusion, DuckDB) can prune, and nothing time-dependent, so equal data gives equal
-/// bytes and equal digests.
-pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// bytes and equal digests. Strings (keys, labels, parts) are dictionary-encoded: a table
+/// repeats them row after row. Numbers are not — times, row numbers and usage are nearly all
+/// distinct, so a dictionary only costs a hash per value: integers and times are delta-encoded
+/// (they ascend within a series: the benchmark's `windows` table at 1× shrank from 326 KB to
+/// 10 KB) and floats byte-stream-split, which zstd compresses better than plain floats.
+pub fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_created_by(format!("applearner {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("applearner {}", env!("CARGO_PKG_VERSION")));
+    for field in schema.fields() {
+        let t = field.data_type();
+        let encoding = match t {
+            DataType::Timestamp(..) => Encoding::DELTA_BINARY_PACKED,
+            _ if t.is_integer() => Encoding::DELTA_BINARY_PACKED,
+            _ if t.is_floating() => Encoding::BYTE_STREAM_SPLIT,
+            _ => continue,
+        };
+        let column = ColumnPath::from(field.name().as_str());
+        builder = builder.set_column_dictionary_enabled(column.clone(), false).set_column_encoding(column, encoding);
+    }
+    builder.build()
 }
 
 /// Reads a whole Parquet object into record batches.
@@ -186,7 +202,7 @@ impl StageContext<'_> {
         let output = self.declared(name, OutputKind::Table)?;
         self.check_unwritten(name)?;
         let path = format!("{}/{}", self.dir, output.file_name());
-        let mut props = writer_properties();
+        let mut props = writer_properties(&schema);
         // Readers (pyarrow, DuckDB, us) restore dictionaries and time zones from it.
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
@@ -315,29 +331,40 @@ const ROW_GROUP_ROWS: usize = 1024 * 1024;
 /// Rows handed to the column encoders at a time, however the stage batches them: page
 /// boundaries, and so the bytes, depend on the rows alone (tables merged from shards are
 /// bit for bit the unsharded ones).
-const ENCODE_ROWS: usize = 64 * 1024;
+const ENCODE_ROWS: usize = 8 * 1024;
 
 impl TableWriter<'_> {
+    /// Encodes the rows in chunks of `ENCODE_ROWS`: the rows held back from the last batch
+    /// are completed from the head of this one (the only rows copied), then whole chunks are
+    /// encoded from slices of it, and what is left is held back.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         self.rows += batch.num_rows() as u64;
-        self.pending_rows += batch.num_rows();
-        self.pending.push(batch.clone());
-        if self.pending_rows >= ENCODE_ROWS {
-            let all = self.take_pending()?;
-            let mut offset = 0;
-            while all.num_rows() - offset >= ENCODE_ROWS {
-                self.encode(&all.slice(offset, ENCODE_ROWS))?;
-                offset += ENCODE_ROWS;
+        let mut rest = batch.clone();
+        if self.pending_rows > 0 {
+            let fill = (ENCODE_ROWS - self.pending_rows).min(rest.num_rows());
+            self.pending.push(rest.slice(0, fill));
+            self.pending_rows += fill;
+            rest = rest.slice(fill, rest.num_rows() - fill);
+            if self.pending_rows < ENCODE_ROWS {
+                return Ok(());
             }
-            self.pending_rows = all.num_rows() - offset;
-            if self.pending_rows > 0 {
-                self.pending.push(all.slice(offset, self.pending_rows));
-            }
+            let chunk = self.take_pending()?;
+            self.encode(&chunk)?;
+        }
+        while rest.num_rows() >= ENCODE_ROWS {
+            self.encode(&rest.slice(0, ENCODE_ROWS))?;
+            rest = rest.slice(ENCODE_ROWS, rest.num_rows() - ENCODE_ROWS);
+        }
+        if rest.num_rows() > 0 {
+            self.pending_rows = rest.num_rows();
+            self.pending.push(rest);
         }
         Ok(())
     }
 
+    /// The rows held back, as one batch; none are held any more.
     fn take_pending(&mut self) -> Result<RecordBatch, BoxError> {
+        self.pending_rows = 0;
         let pending = std::mem::take(&mut self.pending);
         Ok(match <[RecordBatch; 1]>::try_from(pending) {
             Ok([one]) => one,
@@ -473,6 +500,42 @@ mod tests {
         ctx.write_table("b", schema, &pieces).unwrap();
         let written = ctx.written.lock().unwrap();
         assert_eq!(written["a"].digest, written["b"].digest);
+    }
+
+    /// Strings keep their dictionaries; integers, times and floats are written without one.
+    #[test]
+    fn columns_are_encoded_by_type() {
+        use arrow::array::{Float32Array, StringArray, TimestampMillisecondArray};
+        use parquet::basic::Encoding;
+        let store = Store::open("memory://").unwrap();
+        let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
+        let ctx = context(&store, &progress, &cancel);
+        let fields = vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("time", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), false),
+            Field::new("row", DataType::Int64, false),
+            Field::new("cpu", DataType::Float32, false),
+        ];
+        let schema = Arc::new(Schema::new(fields));
+        let n = 1000;
+        let columns: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("pod-{}", i / 100)))),
+            Arc::new(TimestampMillisecondArray::from_iter_values((0..n).map(|i| i * 60_000))),
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(Float32Array::from_iter_values((0..n).map(|i| (i as f32).sin()))),
+        ];
+        ctx.write_table("a", schema.clone(), &[RecordBatch::try_new(schema, columns).unwrap()]).unwrap();
+        let bytes = store.get(&ctx.written.lock().unwrap()["a"].path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        let group = reader.metadata().row_group(0);
+        let encodings = |c: usize| group.column(c).encodings().collect::<Vec<_>>();
+        assert!(encodings(0).contains(&Encoding::RLE_DICTIONARY), "{:?}", encodings(0));
+        for (c, expected) in
+            [(1, Encoding::DELTA_BINARY_PACKED), (2, Encoding::DELTA_BINARY_PACKED), (3, Encoding::BYTE_STREAM_SPLIT)]
+        {
+            assert!(encodings(c).contains(&expected), "column {c}: {:?}", encodings(c));
+            assert!(!encodings(c).contains(&Encoding::RLE_DICTIONARY), "column {c}: {:?}", encodings(c));
+        }
     }
 
     #[test]

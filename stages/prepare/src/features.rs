@@ -316,7 +316,9 @@ impl Stage for Features {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let mut input = ctx.table_batches("resampled", None)?.map(|b| b.map_err(BoxError::from)).peekable();
+        let wanted = input_columns(&self.params);
+        let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let mut input = ctx.table_batches("resampled", Some(&wanted))?.map(|b| b.map_err(BoxError::from)).peekable();
         let schema = match input.peek() {
             Some(Ok(b)) => b.schema(),
             Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
@@ -352,6 +354,18 @@ impl Stage for Features {
         }
         Ok(summary)
     }
+}
+
+/// The columns of `resampled` read: key, segment and time, and every value column (with its
+/// fill flag) the parameters name or a default could choose; the key's label columns are not.
+fn input_columns(params: &FeaturesParams) -> Vec<String> {
+    let mut values: Vec<String> = vec!["cpu".into(), "memory".into()];
+    values.extend(params.columns.iter().filter(|c| !values.contains(c)).cloned().collect::<Vec<_>>());
+    let flags: Vec<String> = values.iter().map(|c| format!("{c}_filled")).collect();
+    let mut columns: Vec<String> =
+        [feature_table::KEY, feature_table::SEGMENT, feature_table::TIMESTAMP].map(String::from).into();
+    columns.extend(values.into_iter().chain(flags));
+    columns
 }
 
 /// What the features table holds: the fill flags carried along, the feature names, the
@@ -444,8 +458,9 @@ pub fn build_into(
     let mut index = WindowIndex::new(&params.windows, layout.warmup);
     let (mut series, mut points, mut rows, mut untrained) = (0u64, 0u64, 0u64, (0u64, None));
     let mut flush = |out: &mut Gathered, rows: &mut u64| -> Result<(), BoxError> {
+        let windows = index.add(&out.rows(), *rows)?;
         let batch = out.finish()?;
-        sink(1, index.add(std::slice::from_ref(&batch), *rows)?)?;
+        sink(1, windows)?;
         *rows += batch.num_rows() as u64;
         sink(0, batch)
     };
@@ -619,6 +634,9 @@ struct Gathered {
     schema: SchemaRef,
     scalers: Vec<(String, String, f64, f64)>,
     columns: Vec<String>,
+    /// The series gathered (key and rows) and each row's part, for the window index.
+    series: Vec<(String, usize)>,
+    parts: Vec<u8>,
 }
 
 impl Gathered {
@@ -633,6 +651,8 @@ impl Gathered {
             schema: features_schema(&layout.flags, &layout.names),
             scalers: Vec::new(),
             columns: layout.columns.clone(),
+            series: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -642,10 +662,12 @@ impl Gathered {
 
     /// The rows of a series whose features [`derive::derive`] appended.
     fn push(&mut self, key: &str, one: &Series, parts: &[u8], scalers: &[(f64, f64)]) {
-        for i in 0..parts.len() {
+        for &p in parts {
             self.keys.append_value(key);
-            self.splits.append_value(PARTS[parts[i] as usize]);
+            self.splits.append_value(PARTS[p as usize]);
         }
+        self.series.push((key.to_string(), parts.len()));
+        self.parts.extend_from_slice(parts);
         self.segments.append_slice(&one.points.segments);
         self.times.append_slice(&one.points.times);
         for (b, f) in self.flags.iter_mut().zip(&one.flags) {
@@ -656,8 +678,20 @@ impl Gathered {
         }
     }
 
+    /// What the window index reads of the rows gathered.
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            series: &self.series,
+            segments: self.segments.values_slice(),
+            parts: &self.parts,
+            times: self.times.values_slice(),
+        }
+    }
+
     /// The rows gathered as a batch; the builders start again empty.
     fn finish(&mut self) -> Result<RecordBatch, BoxError> {
+        self.series.clear();
+        self.parts.clear();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.keys.finish()),
             Arc::new(self.segments.finish()),
@@ -762,30 +796,22 @@ pub struct WindowIndex<'a> {
     longest_segment: (usize, String),
 }
 
-/// The columns of the features rows the index reads.
-struct Rows<'a> {
-    keys: Vec<&'a str>,
-    segments: Vec<u32>,
-    parts: Vec<u8>,
-    times: Vec<i64>,
+/// The windows table's columns being built.
+struct WindowColumns {
+    part: StringBuilder,
+    key: StringBuilder,
+    segment: Vec<u32>,
+    start: Vec<u64>,
+    origin: Vec<i64>,
 }
 
-impl<'a> Rows<'a> {
-    fn of(features: &'a [RecordBatch]) -> Rows<'a> {
-        let mut r = Rows { keys: Vec::new(), segments: Vec::new(), parts: Vec::new(), times: Vec::new() };
-        for b in features {
-            r.keys.extend(b.column(0).as_string::<i32>().iter().map(|k| k.unwrap_or_default()));
-            r.segments.extend(b.column(1).as_primitive::<UInt32Type>().values().iter().copied());
-            r.parts.extend(
-                b.column(3).as_string::<i32>().iter().map(|p| {
-                    PARTS.iter().position(|q| Some(*q) == p).expect("split is train, validation or test") as u8
-                }),
-            );
-            let times = b.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ms");
-            r.times.extend(times.values().iter());
-        }
-        r
-    }
+/// The features rows the index reads: the series in row order (key and rows), then per
+/// row its segment, part and time.
+struct Rows<'a> {
+    series: &'a [(String, usize)],
+    segments: &'a [u32],
+    parts: &'a [u8],
+    times: &'a [i64],
 }
 
 impl<'a> WindowIndex<'a> {
@@ -801,70 +827,85 @@ impl<'a> WindowIndex<'a> {
         }
     }
 
-    /// The windows of the range of series in `features`, whose first row is row `offset` of
-    /// the whole features table.
-    pub fn add(&mut self, features: &[RecordBatch], offset: u64) -> Result<RecordBatch, BoxError> {
-        let rows = Rows::of(features);
-        let (lookback, horizon, stride) =
-            (self.spec.lookback as usize, self.spec.horizon as usize, self.spec.stride as usize);
-        let (mut part, mut key, mut segment, mut start, mut origin) = (vec![], vec![], vec![], vec![], vec![]);
-        let mut with: [std::collections::BTreeSet<&str>; 3] = Default::default();
+    /// The windows of the range of series in `rows`, whose first row is row `offset` of the
+    /// whole features table.
+    fn add(&mut self, rows: &Rows, offset: u64) -> Result<RecordBatch, BoxError> {
+        let n = rows.parts.len();
+        let mut out = WindowColumns {
+            part: StringBuilder::with_capacity(n, n * 5),
+            key: StringBuilder::with_capacity(n, rows.series.iter().map(|(k, r)| k.len() * r).sum()),
+            segment: Vec::with_capacity(n),
+            start: Vec::with_capacity(n),
+            origin: Vec::with_capacity(n),
+        };
         let mut begin = 0;
-        while begin < rows.keys.len() {
-            let mut end = begin;
-            while end < rows.keys.len()
-                && rows.keys[end] == rows.keys[begin]
-                && rows.segments[end] == rows.segments[begin]
-            {
-                end += 1;
-            }
-            if end - begin > self.longest_segment.0 {
-                self.longest_segment = (end - begin, rows.keys[begin].to_string());
-            }
-            // Each part's windows are strided from its first possible target.
-            let mut run_start = begin;
-            for r in begin..=end {
-                if r < end && rows.parts[r] == rows.parts[run_start] {
-                    continue;
+        for (key, len) in rows.series {
+            let (end_of_series, mut with) = (begin + len, [false; 3]);
+            while begin < end_of_series {
+                let segment = rows.segments[begin];
+                let end = (begin..end_of_series).find(|&i| rows.segments[i] != segment).unwrap_or(end_of_series);
+                if end - begin > self.longest_segment.0 {
+                    self.longest_segment = (end - begin, key.clone());
                 }
-                let p = rows.parts[run_start] as usize;
-                self.longest_part[p] = self.longest_part[p].max((r - run_start) as u64);
-                // Targets whose window would reach before the segment's start (or into the
-                // warm-up) are dropped, not padded: counted.
-                let first = begin + self.warmup as usize + lookback;
-                self.short_history[p] +=
-                    (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
-                let mut target = run_start.max(first);
-                if target + horizon <= r {
-                    with[p].insert(rows.keys[begin]);
-                }
-                while target + horizon <= r {
-                    self.per_part[p] += 1;
-                    part.push(PARTS[p]);
-                    key.push(rows.keys[begin]);
-                    segment.push(rows.segments[begin]);
-                    start.push(offset + (target - lookback) as u64);
-                    origin.push(rows.times[target - 1]);
-                    target += stride;
-                }
-                run_start = r;
+                self.segment(rows, key, begin..end, offset, &mut with, &mut out);
+                begin = end;
             }
-            begin = end;
+            for (p, with) in with.iter().enumerate() {
+                self.series_with[p] += u64::from(*with);
+            }
         }
-        for (p, w) in with.iter().enumerate() {
-            self.series_with[p] += w.len() as u64;
-        }
-        let schema = windows_schema(self.spec, self.warmup);
         Ok(RecordBatch::try_new(
-            schema,
+            windows_schema(self.spec, self.warmup),
             vec![
-                Arc::new(StringArray::from(part)),
-                Arc::new(StringArray::from(key)),
-                Arc::new(UInt32Array::from(segment)),
-                Arc::new(UInt64Array::from(start)),
-                Arc::new(TimestampMillisecondArray::from(origin).with_timezone("UTC")),
+                Arc::new(out.part.finish()),
+                Arc::new(out.key.finish()),
+                Arc::new(UInt32Array::from(out.segment)),
+                Arc::new(UInt64Array::from(out.start)),
+                Arc::new(TimestampMillisecondArray::from(out.origin).with_timezone("UTC")),
             ],
         )?)
+    }
+
+    /// The windows of the segment at `rows` (of series `key`); `with` marks the parts it has
+    /// windows in.
+    fn segment(
+        &mut self,
+        rows: &Rows,
+        key: &str,
+        segment: std::ops::Range<usize>,
+        offset: u64,
+        with: &mut [bool; 3],
+        out: &mut WindowColumns,
+    ) {
+        let (lookback, horizon, stride) =
+            (self.spec.lookback as usize, self.spec.horizon as usize, self.spec.stride as usize);
+        let (begin, end) = (segment.start, segment.end);
+        // Each part's windows are strided from its first possible target.
+        let mut run_start = begin;
+        for r in begin..=end {
+            if r < end && rows.parts[r] == rows.parts[run_start] {
+                continue;
+            }
+            let p = rows.parts[run_start] as usize;
+            self.longest_part[p] = self.longest_part[p].max((r - run_start) as u64);
+            // Targets whose window would reach before the segment's start (or into the
+            // warm-up) are dropped, not padded: counted.
+            let first = begin + self.warmup as usize + lookback;
+            self.short_history[p] +=
+                (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
+            let mut target = run_start.max(first);
+            with[p] |= target + horizon <= r;
+            while target + horizon <= r {
+                self.per_part[p] += 1;
+                out.part.append_value(PARTS[p]);
+                out.key.append_value(key);
+                out.segment.push(rows.segments[begin]);
+                out.start.push(offset + (target - lookback) as u64);
+                out.origin.push(rows.times[target - 1]);
+                target += stride;
+            }
+            run_start = r;
+        }
     }
 
     /// The counts over every range of `series` series; no part without windows and some

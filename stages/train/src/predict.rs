@@ -226,7 +226,7 @@ fn tails<E: Into<BoxError>>(
 /// The forecast as a Parquet file, with the pipeline's writer settings.
 pub fn to_parquet(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
     let mut out = Vec::new();
-    let props = applearner_pipeline::context::writer_properties();
+    let props = applearner_pipeline::context::writer_properties(&batch.schema());
     let mut writer = applearner_pipeline::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     writer.write(batch)?;
     writer.close()?;
