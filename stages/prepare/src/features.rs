@@ -356,10 +356,13 @@ impl Stage for Features {
     }
 }
 
+/// The value columns modelled when `columns` names none (those present).
+const ROLES: [&str; 2] = ["cpu", "memory"];
+
 /// The columns of `resampled` read: key, segment and time, and every value column (with its
 /// fill flag) the parameters name or a default could choose; the key's label columns are not.
 fn input_columns(params: &FeaturesParams) -> Vec<String> {
-    let mut values: Vec<String> = vec!["cpu".into(), "memory".into()];
+    let mut values: Vec<String> = ROLES.map(String::from).into();
     values.extend(params.columns.iter().filter(|c| !values.contains(c)).cloned().collect::<Vec<_>>());
     let flags: Vec<String> = values.iter().map(|c| format!("{c}_filled")).collect();
     let mut columns: Vec<String> =
@@ -382,7 +385,7 @@ impl Layout {
     pub fn of(input: &Schema, params: &FeaturesParams) -> Result<Layout, BoxError> {
         let available: Vec<String> = input.fields().iter().map(|f| f.name().clone()).collect();
         let columns: Vec<String> = if params.columns.is_empty() {
-            ["cpu", "memory"].iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
+            ROLES.iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
         } else {
             params.columns.clone()
         };
@@ -786,7 +789,7 @@ pub struct Counts {
 /// The index of every window, built a range of series at a time: inputs
 /// `[start, start + lookback)`, targets the next `horizon` rows, all in one segment, targets
 /// all in one part, no input before the features' warm-up.
-pub struct WindowIndex<'a> {
+struct WindowIndex<'a> {
     spec: &'a WindowSpec,
     warmup: u32,
     per_part: [u64; 3],
@@ -815,7 +818,7 @@ struct Rows<'a> {
 }
 
 impl<'a> WindowIndex<'a> {
-    pub fn new(spec: &'a WindowSpec, warmup: u32) -> Self {
+    fn new(spec: &'a WindowSpec, warmup: u32) -> Self {
         WindowIndex {
             spec,
             warmup,
@@ -832,7 +835,7 @@ impl<'a> WindowIndex<'a> {
     fn add(&mut self, rows: &Rows, offset: u64) -> Result<RecordBatch, BoxError> {
         let n = rows.parts.len();
         let mut out = WindowColumns {
-            part: StringBuilder::with_capacity(n, n * 5),
+            part: StringBuilder::with_capacity(n, n * Part::Train.name().len()),
             key: StringBuilder::with_capacity(n, rows.series.iter().map(|(k, r)| k.len() * r).sum()),
             segment: Vec::with_capacity(n),
             start: Vec::with_capacity(n),
@@ -910,7 +913,7 @@ impl<'a> WindowIndex<'a> {
 
     /// The counts over every range of `series` series; no part without windows and some
     /// segment long enough for one, or the error that says what to change.
-    pub fn finish(self, series: u64) -> Result<Counts, BoxError> {
+    fn finish(self, series: u64) -> Result<Counts, BoxError> {
         let spec = self.spec;
         let need = spec.lookback + spec.horizon;
         if self.longest_segment.0 < (need + self.warmup) as usize {
