@@ -296,7 +296,7 @@ fn predict(store: &Path) -> usize {
     use applearner_pipeline::context::parquet_batches;
     let open = |path: &str| {
         let path = store.join("bench").join(path);
-        parquet_batches(&path.display().to_string(), std::fs::read(&path).unwrap().into(), None).unwrap()
+        parquet_batches(&path.display().to_string(), std::fs::read(&path).unwrap().into(), None, &[]).unwrap()
     };
     let cpu = ["cpu".to_string()];
     let windows = applearner_contracts::WindowSet::of_parts(

@@ -3,6 +3,7 @@
 //! the store.
 
 use crate::PipelineError;
+use crate::store::with_dictionaries;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,18 +78,25 @@ pub fn writer_properties(schema: &Schema) -> WriterProperties {
 
 /// Reads a whole Parquet object into record batches.
 pub fn read_parquet(path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, PipelineError> {
-    parquet_batches(path, bytes, None)?.collect()
+    parquet_batches(path, bytes, None, &[])?.collect()
 }
 
 /// The batches of a Parquet file in memory, decoded one at a time as they are taken: every
 /// column (with the file's schema, metadata included, on each) or only `columns` (a column
-/// the file lacks is simply absent).
+/// the file lacks is simply absent); the string columns named in `dictionaries` come as
+/// dictionaries of strings ([`crate::store::with_dictionaries`]).
 pub fn parquet_batches(
     path: &str,
     bytes: Bytes,
     columns: Option<&[&str]>,
+    dictionaries: &[&str],
 ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + use<>, PipelineError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad_table(path, &e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| bad_table(path, &e))?;
+    let builder = match with_dictionaries(builder.metadata(), builder.schema(), dictionaries) {
+        Ok(None) => builder,
+        Ok(Some(metadata)) => ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata),
+        Err(e) => return Err(bad_table(path, &e)),
+    };
     let schema = restore_schema(builder.schema().clone(), columns);
     let reader = project(builder, columns).build().map_err(|e| bad_table(path, &e))?;
     let path = path.to_string();
@@ -179,16 +187,18 @@ impl StageContext<'_> {
         Ok(read_parquet(&input.path, bytes)?)
     }
 
-    /// An input table's batches (every column, or only `columns`), decoded one at a time; a
-    /// large table is read a row group at a time ([`Store::parquet_batches`]), so a stage
-    /// that folds them holds about one row group.
+    /// An input table's batches (every column, or only `columns`; the string columns named in
+    /// `dictionaries` as dictionaries), decoded one at a time; a large table is read a row
+    /// group at a time ([`Store::parquet_batches`]), so a stage that folds them holds about
+    /// one row group.
     pub fn table_batches(
         &self,
         slot: &str,
         columns: Option<&[&str]>,
+        dictionaries: &[&str],
     ) -> Result<impl Iterator<Item = Result<RecordBatch, PipelineError>> + '_, BoxError> {
         let input = self.input(slot)?;
-        Ok(self.store.parquet_batches(&input.path, input.bytes, columns)?)
+        Ok(self.store.parquet_batches(&input.path, input.bytes, columns, dictionaries)?)
     }
 
     /// Reads a whole input artifact.
@@ -337,6 +347,11 @@ impl TableWriter<'_> {
     /// Encodes the rows in chunks of `ENCODE_ROWS`: the rows held back from the last batch
     /// are completed from the head of this one (the only rows copied), then whole chunks are
     /// encoded from slices of it, and what is left is held back.
+    ///
+    /// A string column may come as a dictionary of strings (`Dictionary(_, Utf8)`): it is
+    /// written as the strings it stands for, byte for byte as the plain column would be, so
+    /// a stage that repeats a string on many rows (a series' key on each of its points)
+    /// need not copy it onto each.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
         self.rows += batch.num_rows() as u64;
         let mut rest = batch.clone();
@@ -368,7 +383,8 @@ impl TableWriter<'_> {
         let pending = std::mem::take(&mut self.pending);
         Ok(match <[RecordBatch; 1]>::try_from(pending) {
             Ok([one]) => one,
-            Err(many) => arrow::compute::concat_batches(&self.schema, &many)?,
+            // The batches' own schema: their string columns may be dictionaries.
+            Err(many) => arrow::compute::concat_batches(&many[0].schema(), &many)?,
         })
     }
 
@@ -497,6 +513,34 @@ mod tests {
         ctx.write_table("a", schema.clone(), std::slice::from_ref(&batch)).unwrap();
         let pieces: Vec<RecordBatch> =
             [0, 1, 1000, ENCODE_ROWS + 5, rows].windows(2).map(|w| batch.slice(w[0], w[1] - w[0])).collect();
+        ctx.write_table("b", schema, &pieces).unwrap();
+        let written = ctx.written.lock().unwrap();
+        assert_eq!(written["a"].digest, written["b"].digest);
+    }
+
+    #[test]
+    fn a_dictionary_of_strings_is_written_as_the_strings() {
+        use arrow::array::{Array, DictionaryArray, StringArray, UInt32Array};
+        let store = Store::open("memory://").unwrap();
+        let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
+        let ctx = context(&store, &progress, &cancel);
+        let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, false)]));
+        let rows = 2 * ENCODE_ROWS + 321;
+        let name = |i: usize| format!("ns/pod-{}/c", i / 1000);
+        let plain = StringArray::from_iter_values((0..rows).map(name));
+        let plain = RecordBatch::try_new(schema.clone(), vec![Arc::new(plain)]).unwrap();
+        ctx.write_table("a", schema.clone(), &[plain]).unwrap();
+        // In pieces, each with its own dictionary, as a stage hands them over batch by batch.
+        let pieces: Vec<RecordBatch> = [0, 5000, ENCODE_ROWS + 7, rows]
+            .windows(2)
+            .map(|w| {
+                let values = StringArray::from_iter_values((w[0] / 1000..=(w[1] - 1) / 1000).map(|p| name(p * 1000)));
+                let keys = UInt32Array::from_iter_values((w[0]..w[1]).map(|i| (i / 1000 - w[0] / 1000) as u32));
+                let column = DictionaryArray::new(keys, Arc::new(values));
+                let field = Field::new("key", column.data_type().clone(), false);
+                RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![Arc::new(column)]).unwrap()
+            })
+            .collect();
         ctx.write_table("b", schema, &pieces).unwrap();
         let written = ctx.written.lock().unwrap();
         assert_eq!(written["a"].digest, written["b"].digest);

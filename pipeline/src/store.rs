@@ -9,13 +9,15 @@ use crate::PipelineError;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 use tokio::runtime::Runtime;
 
 /// Whether a write failed for want of space (ENOSPC). object_store wraps the I/O error in
@@ -135,11 +137,12 @@ impl Store {
         path: &str,
         size: u64,
         columns: Option<&[&str]>,
+        dictionaries: &[&str],
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
         if size > WHOLE_BYTES {
-            return self.ranged_batches(path, size, columns);
+            return self.ranged_batches(path, size, columns, dictionaries);
         }
-        Ok(Box::new(crate::context::parquet_batches(path, self.get(path)?, columns)?))
+        Ok(Box::new(crate::context::parquet_batches(path, self.get(path)?, columns, dictionaries)?))
     }
 
     fn ranged_batches(
@@ -147,6 +150,7 @@ impl Store {
         path: &str,
         size: u64,
         columns: Option<&[&str]>,
+        dictionaries: &[&str],
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, PipelineError>> + '_>, PipelineError> {
         // parquet 59 deprecates its object_store reader in favour of one's own `AsyncFileReader`;
         // it still does exactly this (ranged gets through the store), so it is kept until the
@@ -156,7 +160,10 @@ impl Store {
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.inner.clone(), self.full(path)?).with_file_size(size);
         let opened = self.block_on(async {
-            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let mut builder = ParquetRecordBatchStreamBuilder::new(reader.clone()).await?;
+            if let Some(metadata) = with_dictionaries(builder.metadata(), builder.schema(), dictionaries)? {
+                builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata);
+            }
             let schema = restore_schema(builder.schema().clone(), columns);
             project(builder, columns).build().map(|stream| (stream, schema))
         });
@@ -395,6 +402,27 @@ pub(crate) fn bad_table(path: &str, e: &dyn std::fmt::Display) -> PipelineError 
     PipelineError::BadTable { path: path.to_string(), message: e.to_string() }
 }
 
+/// The reader's metadata with the string columns `names` read as dictionaries of strings
+/// (as Parquet stores them by default: a row's string is not copied onto it), or None when
+/// no column is named.
+pub(crate) fn with_dictionaries(
+    metadata: &Arc<ParquetMetaData>,
+    schema: &SchemaRef,
+    names: &[&str],
+) -> Result<Option<ArrowReaderMetadata>, ParquetError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields =
+        schema.fields().iter().map(|f| match names.contains(&f.name().as_str()) && *f.data_type() == DataType::Utf8 {
+            true => Arc::new(f.as_ref().clone().with_data_type(dictionary.clone())),
+            false => f.clone(),
+        });
+    let schema = Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()));
+    ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new().with_schema(schema)).map(Some)
+}
+
 /// A reader of only `columns`, or of every column.
 pub(crate) fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<&[&str]>) -> ArrowReaderBuilder<T> {
     match columns {
@@ -443,8 +471,8 @@ mod tests {
             for columns in [None, Some(&["b"][..])] {
                 let read = |ranged: bool| -> Vec<RecordBatch> {
                     let batches = match ranged {
-                        true => store.ranged_batches("t.parquet", size, columns),
-                        false => store.parquet_batches("t.parquet", size, columns),
+                        true => store.ranged_batches("t.parquet", size, columns, &[]),
+                        false => store.parquet_batches("t.parquet", size, columns, &[]),
                     };
                     batches.unwrap().map(Result::unwrap).collect()
                 };
@@ -456,6 +484,38 @@ mod tests {
                 assert_eq!(ranged[0].num_columns(), if columns.is_some() { 1 } else { 2 });
                 assert_eq!(ranged[0].schema().metadata().get("lookback").is_some(), columns.is_none());
             }
+        }
+    }
+
+    /// String columns asked for as dictionaries come as dictionaries of the same strings,
+    /// read whole or by ranges; the others as they are.
+    #[test]
+    fn string_columns_read_as_dictionaries() {
+        use arrow::array::{Array, AsArray, StringArray};
+        use arrow::datatypes::{Field, Int32Type};
+        let fields = vec![Field::new("key", DataType::Utf8, false), Field::new("label", DataType::Utf8, false)];
+        let schema = Arc::new(Schema::new(fields));
+        let strings = StringArray::from_iter_values((0..3000).map(|i| format!("ns/pod-{}/c", i / 700)));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(strings.clone()), Arc::new(strings)]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let store = Store::open("memory://t").unwrap();
+        store.put("t.parquet", Bytes::from(bytes.clone())).unwrap();
+        for ranged in [false, true] {
+            let size = bytes.len() as u64;
+            let batches = match ranged {
+                true => store.ranged_batches("t.parquet", size, None, &["key"]),
+                false => store.parquet_batches("t.parquet", size, None, &["key"]),
+            };
+            let read: Vec<RecordBatch> = batches.unwrap().map(Result::unwrap).collect();
+            let key = arrow::compute::concat(&read.iter().map(|b| b.column(0).as_ref()).collect::<Vec<_>>()).unwrap();
+            let dictionary = key.as_dictionary::<Int32Type>();
+            let decoded = arrow::compute::cast(dictionary, &DataType::Utf8).unwrap();
+            assert_eq!(decoded.as_string::<i32>(), batch.column(0).as_string::<i32>());
+            assert!(dictionary.values().len() <= 5, "each string once per dictionary");
+            assert_eq!(read[0].column(1).data_type(), &DataType::Utf8);
         }
     }
 

@@ -245,14 +245,14 @@ impl Backtest {
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let targets = &card.blueprint.targets;
         // Tables a batch at a time: none is held decoded whole.
-        let (features, windows) = (ctx.table_batches("features", None)?, ctx.table_batches("windows", None)?);
+        let (features, windows) = (ctx.table_batches("features", None, &[])?, ctx.table_batches("windows", None, &[])?);
         let parts = [Part::Validation, Part::Test];
         let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, targets, &parts)?;
         let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
             .collect();
-        let usage = read_usage(ctx.table_batches("resampled", None)?)?;
+        let usage = read_usage(ctx.table_batches("resampled", None, &[])?)?;
         let device = self.params.device.resolve()?;
 
         let stride = self.params.stride.unwrap_or(horizon);
@@ -266,7 +266,7 @@ impl Backtest {
         }
         let model = ModelRun { dir: model_dir, saved, windows: &windows, scalers: &scalers, usage: &usage, device };
         // The forecast ahead, from each series' last rows: the features table read again.
-        let features = ctx.table_batches("features", None)?;
+        let features = ctx.table_batches("features", None, &[])?;
         let forward = predict(model_dir, saved, features, Some(scalers.values().cloned().collect()), None, device)?;
         let levels = card.blueprint.loss.quantile_levels();
         let mut parts: [Tracks; 3] = [

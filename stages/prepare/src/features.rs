@@ -14,12 +14,12 @@ use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float32Builder, Float64Array, RecordBatch, StringArray,
-    StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanBuilder, DictionaryArray, Float32Builder, Float64Array, Int32Array, RecordBatch,
+    StringArray, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array,
 };
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt32Type,
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt32Type,
 };
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
@@ -318,7 +318,9 @@ impl Stage for Features {
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let wanted = input_columns(&self.params);
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let mut input = ctx.table_batches("resampled", Some(&wanted))?.map(|b| b.map_err(BoxError::from)).peekable();
+        let keys = [feature_table::KEY];
+        let mut input =
+            ctx.table_batches("resampled", Some(&wanted), &keys)?.map(|b| b.map_err(BoxError::from)).peekable();
         let schema = match input.peek() {
             Some(Ok(b)) => b.schema(),
             Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
@@ -436,9 +438,42 @@ pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Re
     let input = resampled.iter().map(|b| Ok(b.clone()));
     let mut built = build_into(input, params, cut, &layout, None, &mut sink)?;
     let schema = windows_schema(&params.windows, layout.warmup);
+    let windows = windows.iter().map(|b| stored(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
-    built.features = features;
+    let schema = features_schema(&layout.flags, &layout.names);
+    built.features = features.iter().map(|b| stored(b, &schema)).collect::<Result<_, _>>()?;
     Ok(built)
+}
+
+/// A batch as its table stores it: dictionaries of strings become the strings.
+fn stored(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let columns = batch.columns().iter().zip(schema.fields()).map(|(c, f)| cast(c, f.data_type()));
+    Ok(RecordBatch::try_new(schema.clone(), columns.collect::<Result<_, _>>()?)?)
+}
+
+/// The schema of a table's batches in memory: its string columns `names` are dictionaries
+/// (a series' key and a part's name stored once per batch, not copied onto every row); the
+/// table writer writes them as the strings.
+fn in_memory(schema: &Schema, names: [&str; 2]) -> SchemaRef {
+    let fields = schema.fields().iter().map(|f| match names.contains(&f.name().as_str()) {
+        true => f.as_ref().clone().with_data_type(dictionary_of_strings()),
+        false => f.as_ref().clone(),
+    });
+    Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()))
+}
+
+fn dictionary_of_strings() -> DataType {
+    DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
+}
+
+/// Per row, the index of its string in `values`, as the column [`in_memory`] declares.
+fn strings(rows: Vec<u32>, values: StringArray) -> ArrayRef {
+    Arc::new(DictionaryArray::new(UInt32Array::from(rows), Arc::new(values)))
+}
+
+/// The part names of rows given as indices into [`PARTS`].
+fn part_names(parts: &[u8]) -> ArrayRef {
+    strings(parts.iter().map(|&p| u32::from(p)).collect(), StringArray::from(PARTS.to_vec()))
 }
 
 /// Rows of the features table put in one batch: whole series, at least this many.
@@ -518,9 +553,45 @@ struct SeriesReader<'a, I> {
     layout: &'a Layout,
     max_points: u64,
     admit: &'a dyn Fn(&str) -> bool,
-    /// The batch being read and the next row in it.
-    batch: Option<(RecordBatch, usize)>,
+    /// The batch being read, its keys and the next row in it.
+    batch: Option<(RecordBatch, Keys, usize)>,
     last_key: Option<String>,
+}
+
+/// A batch's keys as a dictionary: a row's key is its index into the strings, so runs of
+/// one key are found by comparing integers (the stage reads the column so; a plain column
+/// handed to [`build`] is cast).
+struct Keys {
+    rows: Int32Array,
+    strings: StringArray,
+}
+
+impl Keys {
+    fn of(batch: &RecordBatch) -> Result<Keys, BoxError> {
+        let column = batch.column_by_name(feature_table::KEY).ok_or("the resampled table has no column `key`")?;
+        let column = cast(column, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?;
+        let dictionary = column.as_dictionary::<Int32Type>();
+        Ok(Keys { rows: dictionary.keys().clone(), strings: dictionary.values().as_string::<i32>().clone() })
+    }
+
+    fn value(&self, row: usize) -> &str {
+        self.strings.value(self.rows.value(row) as usize)
+    }
+
+    /// The end of the rows from `pos` on that share its key (a dictionary may hold a string
+    /// twice: where the index changes, the strings are compared).
+    fn run_end(&self, pos: usize) -> usize {
+        let (rows, mut index) = (self.rows.values(), self.rows.value(pos));
+        for (i, &next) in rows.iter().enumerate().skip(pos + 1) {
+            if next != index {
+                if self.strings.value(next as usize) != self.value(pos) {
+                    return i;
+                }
+                index = next;
+            }
+        }
+        rows.len()
+    }
 }
 
 impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> {
@@ -544,8 +615,8 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
                 flags: vec![Vec::new(); self.layout.flags.len()],
             };
             while self.peek_key()?.as_deref() == Some(key.as_str()) {
-                let (batch, pos) = self.batch.as_mut().expect("peeked");
-                let end = run_end(batch, *pos);
+                let (batch, keys, pos) = self.batch.as_mut().expect("peeked");
+                let end = keys.run_end(*pos);
                 if admitted {
                     append(&mut one, batch, *pos..end, self.layout)?;
                     let n = one.points.times.len() as u64;
@@ -569,13 +640,17 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
     /// The key at the next row, reading the next batch when this one is done.
     fn peek_key(&mut self) -> Result<Option<String>, BoxError> {
         loop {
-            if let Some((batch, pos)) = &self.batch
+            if let Some((batch, keys, pos)) = &self.batch
                 && *pos < batch.num_rows()
             {
-                return Ok(Some(keys(batch).value(*pos).to_string()));
+                return Ok(Some(keys.value(*pos).to_string()));
             }
             match self.input.next() {
-                Some(batch) => self.batch = Some((batch?, 0)),
+                Some(batch) => {
+                    let batch = batch?;
+                    let keys = Keys::of(&batch)?;
+                    self.batch = Some((batch, keys, 0));
+                }
                 None => return Ok(None),
             }
         }
@@ -588,17 +663,6 @@ impl<I: Iterator<Item = Result<RecordBatch, BoxError>>> Iterator for SeriesReade
     fn next(&mut self) -> Option<Self::Item> {
         self.next_series().transpose()
     }
-}
-
-fn keys(batch: &RecordBatch) -> &StringArray {
-    batch.column_by_name(feature_table::KEY).expect("resampled has a key").as_string::<i32>()
-}
-
-/// The end of the rows from `pos` on that share its key.
-fn run_end(batch: &RecordBatch, pos: usize) -> usize {
-    let keys = keys(batch);
-    let key = keys.value(pos);
-    (pos..batch.num_rows()).find(|&i| keys.value(i) != key).unwrap_or(batch.num_rows())
 }
 
 /// Appends rows `range` of a resampled batch to a series.
@@ -628,10 +692,10 @@ fn append(
 
 /// The features table's rows being gathered, and the scalers fitted so far.
 struct Gathered {
-    keys: StringBuilder,
+    /// Per row, its series' index in `series`.
+    keys: Vec<u32>,
     segments: UInt32Builder,
     times: TimestampMillisecondBuilder,
-    splits: StringBuilder,
     flags: Vec<BooleanBuilder>,
     features: Vec<Float32Builder>,
     schema: SchemaRef,
@@ -645,13 +709,15 @@ struct Gathered {
 impl Gathered {
     fn new(layout: &Layout) -> Gathered {
         Gathered {
-            keys: StringBuilder::new(),
+            keys: Vec::new(),
             segments: UInt32Builder::new(),
             times: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            splits: StringBuilder::new(),
             flags: layout.flags.iter().map(|_| BooleanBuilder::new()).collect(),
             features: layout.names.iter().map(|_| Float32Builder::new()).collect(),
-            schema: features_schema(&layout.flags, &layout.names),
+            schema: in_memory(
+                &features_schema(&layout.flags, &layout.names),
+                [feature_table::KEY, feature_table::SPLIT],
+            ),
             scalers: Vec::new(),
             columns: layout.columns.clone(),
             series: Vec::new(),
@@ -665,10 +731,7 @@ impl Gathered {
 
     /// The rows of a series whose features [`derive::derive`] appended.
     fn push(&mut self, key: &str, one: &Series, parts: &[u8], scalers: &[(f64, f64)]) {
-        for &p in parts {
-            self.keys.append_value(key);
-            self.splits.append_value(PARTS[p as usize]);
-        }
+        self.keys.resize(self.keys.len() + parts.len(), self.series.len() as u32);
         self.series.push((key.to_string(), parts.len()));
         self.parts.extend_from_slice(parts);
         self.segments.append_slice(&one.points.segments);
@@ -693,14 +756,14 @@ impl Gathered {
 
     /// The rows gathered as a batch; the builders start again empty.
     fn finish(&mut self) -> Result<RecordBatch, BoxError> {
-        self.series.clear();
-        self.parts.clear();
+        let keys = StringArray::from_iter_values(self.series.drain(..).map(|(key, _)| key));
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.keys.finish()),
+            strings(std::mem::take(&mut self.keys), keys),
             Arc::new(self.segments.finish()),
             Arc::new(self.times.finish()),
-            Arc::new(self.splits.finish()),
+            part_names(&self.parts),
         ];
+        self.parts.clear();
         columns.extend(self.flags.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.extend(self.features.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
@@ -801,8 +864,9 @@ struct WindowIndex<'a> {
 
 /// The windows table's columns being built.
 struct WindowColumns {
-    part: StringBuilder,
-    key: StringBuilder,
+    /// Per window, its part's index in [`PARTS`] and its series' in the rows'.
+    part: Vec<u8>,
+    key: Vec<u32>,
     segment: Vec<u32>,
     start: Vec<u64>,
     origin: Vec<i64>,
@@ -835,14 +899,14 @@ impl<'a> WindowIndex<'a> {
     fn add(&mut self, rows: &Rows, offset: u64) -> Result<RecordBatch, BoxError> {
         let n = rows.parts.len();
         let mut out = WindowColumns {
-            part: StringBuilder::with_capacity(n, n * Part::Train.name().len()),
-            key: StringBuilder::with_capacity(n, rows.series.iter().map(|(k, r)| k.len() * r).sum()),
+            part: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
             segment: Vec::with_capacity(n),
             start: Vec::with_capacity(n),
             origin: Vec::with_capacity(n),
         };
         let mut begin = 0;
-        for (key, len) in rows.series {
+        for (s, (key, len)) in rows.series.iter().enumerate() {
             let (end_of_series, mut with) = (begin + len, [false; 3]);
             while begin < end_of_series {
                 let segment = rows.segments[begin];
@@ -850,18 +914,19 @@ impl<'a> WindowIndex<'a> {
                 if end - begin > self.longest_segment.0 {
                     self.longest_segment = (end - begin, key.clone());
                 }
-                self.segment(rows, key, begin..end, offset, &mut with, &mut out);
+                self.segment(rows, s as u32, begin..end, offset, &mut with, &mut out);
                 begin = end;
             }
             for (p, with) in with.iter().enumerate() {
                 self.series_with[p] += u64::from(*with);
             }
         }
+        let keys = StringArray::from_iter_values(rows.series.iter().map(|(key, _)| key));
         Ok(RecordBatch::try_new(
-            windows_schema(self.spec, self.warmup),
+            in_memory(&windows_schema(self.spec, self.warmup), [window_table::SPLIT, window_table::KEY]),
             vec![
-                Arc::new(out.part.finish()),
-                Arc::new(out.key.finish()),
+                part_names(&out.part),
+                strings(out.key, keys),
                 Arc::new(UInt32Array::from(out.segment)),
                 Arc::new(UInt64Array::from(out.start)),
                 Arc::new(TimestampMillisecondArray::from(out.origin).with_timezone("UTC")),
@@ -869,12 +934,12 @@ impl<'a> WindowIndex<'a> {
         )?)
     }
 
-    /// The windows of the segment at `rows` (of series `key`); `with` marks the parts it has
-    /// windows in.
+    /// The windows of the segment at `rows` (of the rows' series `series`); `with` marks the
+    /// parts it has windows in.
     fn segment(
         &mut self,
         rows: &Rows,
-        key: &str,
+        series: u32,
         segment: std::ops::Range<usize>,
         offset: u64,
         with: &mut [bool; 3],
@@ -900,8 +965,8 @@ impl<'a> WindowIndex<'a> {
             with[p] |= target + horizon <= r;
             while target + horizon <= r {
                 self.per_part[p] += 1;
-                out.part.append_value(PARTS[p]);
-                out.key.append_value(key);
+                out.part.push(p as u8);
+                out.key.push(series);
                 out.segment.push(rows.segments[begin]);
                 out.start.push(offset + (target - lookback) as u64);
                 out.origin.push(rows.times[target - 1]);
@@ -963,5 +1028,28 @@ fn too_short(spec: &WindowSpec, warmup: u32, (longest, key): (usize, &str)) -> P
             .map(|s| format!("`{}` ({})", s.1, s.0))
             .collect::<Vec<_>>()
             .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod keys_tests {
+    use super::*;
+    use applearner_pipeline::arrow::array::DictionaryArray;
+
+    /// Runs end where the string changes, not where the index does: a dictionary may hold a
+    /// string twice.
+    #[test]
+    fn runs_of_a_key_end_where_its_string_changes() {
+        let strings = StringArray::from(vec!["a", "b", "a", "c"]);
+        let rows = Int32Array::from(vec![0, 0, 2, 2, 1, 1, 3, 3]);
+        let column = Arc::new(DictionaryArray::new(rows, Arc::new(strings))) as ArrayRef;
+        let schema = Arc::new(Schema::new(vec![Field::new(feature_table::KEY, column.data_type().clone(), false)]));
+        let keys = Keys::of(&RecordBatch::try_new(schema, vec![column]).unwrap()).unwrap();
+        assert_eq!([0, 4, 6].map(|p| keys.run_end(p)), [4, 6, 8]);
+        // A plain column (as `build` is handed) is read the same way.
+        let plain = Arc::new(StringArray::from(vec!["a", "a", "b"])) as ArrayRef;
+        let schema = Arc::new(Schema::new(vec![Field::new(feature_table::KEY, DataType::Utf8, false)]));
+        let keys = Keys::of(&RecordBatch::try_new(schema, vec![plain]).unwrap()).unwrap();
+        assert_eq!((keys.run_end(0), keys.value(2)), (2, "b"));
     }
 }

@@ -315,7 +315,7 @@ impl Stage for Resample {
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let series = ctx.read_table("series")?;
         let read = ["series_id", "timestamp", "value"];
-        let mut batches = ctx.table_batches("samples", Some(&read))?.map(|b| b.map_err(BoxError::from));
+        let mut batches = ctx.table_batches("samples", Some(&read), &[])?.map(|b| b.map_err(BoxError::from));
         let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut Counts| {
             ctx.store().block_on(async {
                 let session = crate::session(Some(ctx));

@@ -159,13 +159,13 @@ impl Stage for Train {
         // Only the seeded subsample of training windows `fit` trains on is held (with every
         // validation and test window), and only the rows those windows read: the windows
         // table is counted first, then read.
-        let train_windows = windows_per_part(ctx.table_batches("windows", None)?)?[0];
+        let train_windows = windows_per_part(ctx.table_batches("windows", None, &[])?)?[0];
         let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
         let keep =
             |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
-        let features = ctx.table_batches("features", None)?;
+        let features = ctx.table_batches("features", None, &[])?;
         let windows =
-            WindowSet::of_windows(features, ctx.table_batches("windows", None)?, &p.inputs, &p.targets, &keep)?;
+            WindowSet::of_windows(features, ctx.table_batches("windows", None, &[])?, &p.inputs, &p.targets, &keep)?;
         let blueprint = Blueprint {
             model: p.model.clone(),
             loss: self.loss.clone(),

@@ -242,7 +242,7 @@ impl Stage for Plan {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let usage = read_usage(ctx.table_batches("resampled", None)?)?;
+        let usage = read_usage(ctx.table_batches("resampled", None, &[])?)?;
         let allocation = read_allocation(&ctx.read_table("allocation")?)?;
         let (forecasts, columns, step_ms) =
             read_forecasts(&ctx.read_table("forecasts")?, self.params.forecasts.method())?;
