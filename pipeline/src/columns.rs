@@ -2,7 +2,9 @@
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 
 use crate::BoxError;
 
@@ -31,4 +33,20 @@ pub fn ints(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<i64>, Bo
 pub fn floats(batch: &RecordBatch, table: &str, name: &str) -> Result<Vec<f64>, BoxError> {
     let c = column(batch, table, name, &DataType::Float64)?;
     Ok(c.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// A string column held as a dictionary: each distinct string once, each row its index.
+pub fn dictionary_of_strings() -> DataType {
+    DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
+}
+
+/// `schema` with its string columns `names` as [`dictionary_of_strings`]; the table writer
+/// writes such a column as the strings, and the table readers read one so when asked.
+pub fn as_dictionaries(schema: &Schema, names: &[&str]) -> SchemaRef {
+    let fields =
+        schema.fields().iter().map(|f| match names.contains(&f.name().as_str()) && *f.data_type() == DataType::Utf8 {
+            true => Arc::new(f.as_ref().clone().with_data_type(dictionary_of_strings())),
+            false => f.clone(),
+        });
+    Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()))
 }

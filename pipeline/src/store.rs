@@ -9,7 +9,7 @@ use crate::PipelineError;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -413,13 +413,7 @@ pub(crate) fn with_dictionaries(
     if names.is_empty() {
         return Ok(None);
     }
-    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    let fields =
-        schema.fields().iter().map(|f| match names.contains(&f.name().as_str()) && *f.data_type() == DataType::Utf8 {
-            true => Arc::new(f.as_ref().clone().with_data_type(dictionary.clone())),
-            false => f.clone(),
-        });
-    let schema = Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()));
+    let schema = crate::columns::as_dictionaries(schema, names);
     ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new().with_schema(schema)).map(Some)
 }
 
@@ -492,7 +486,7 @@ mod tests {
     #[test]
     fn string_columns_read_as_dictionaries() {
         use arrow::array::{Array, AsArray, StringArray};
-        use arrow::datatypes::{Field, Int32Type};
+        use arrow::datatypes::{DataType, Field, Schema, UInt32Type};
         let fields = vec![Field::new("key", DataType::Utf8, false), Field::new("label", DataType::Utf8, false)];
         let schema = Arc::new(Schema::new(fields));
         let strings = StringArray::from_iter_values((0..3000).map(|i| format!("ns/pod-{}/c", i / 700)));
@@ -511,7 +505,7 @@ mod tests {
             };
             let read: Vec<RecordBatch> = batches.unwrap().map(Result::unwrap).collect();
             let key = arrow::compute::concat(&read.iter().map(|b| b.column(0).as_ref()).collect::<Vec<_>>()).unwrap();
-            let dictionary = key.as_dictionary::<Int32Type>();
+            let dictionary = key.as_dictionary::<UInt32Type>();
             let decoded = arrow::compute::cast(dictionary, &DataType::Utf8).unwrap();
             assert_eq!(decoded.as_string::<i32>(), batch.column(0).as_string::<i32>());
             assert!(dictionary.values().len() <= 5, "each string once per dictionary");

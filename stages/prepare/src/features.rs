@@ -14,13 +14,14 @@ use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, DictionaryArray, Float32Builder, Float64Array, Int32Array, RecordBatch,
-    StringArray, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanBuilder, DictionaryArray, Float32Builder, Float64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array, UInt32Builder, UInt64Array,
 };
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt32Type,
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt32Type,
 };
+use applearner_pipeline::columns::{self, as_dictionaries, dictionary_of_strings};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use serde::{Deserialize, Serialize};
@@ -438,35 +439,15 @@ pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Re
     let input = resampled.iter().map(|b| Ok(b.clone()));
     let mut built = build_into(input, params, cut, &layout, None, &mut sink)?;
     let schema = windows_schema(&params.windows, layout.warmup);
-    let windows = windows.iter().map(|b| stored(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    // As the tables store them: dictionaries of strings become the strings.
+    let windows = windows.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
     let schema = features_schema(&layout.flags, &layout.names);
-    built.features = features.iter().map(|b| stored(b, &schema)).collect::<Result<_, _>>()?;
+    built.features = features.iter().map(|b| crate::conform(b, &schema)).collect::<Result<_, _>>()?;
     Ok(built)
 }
 
-/// A batch as its table stores it: dictionaries of strings become the strings.
-fn stored(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let columns = batch.columns().iter().zip(schema.fields()).map(|(c, f)| cast(c, f.data_type()));
-    Ok(RecordBatch::try_new(schema.clone(), columns.collect::<Result<_, _>>()?)?)
-}
-
-/// The schema of a table's batches in memory: its string columns `names` are dictionaries
-/// (a series' key and a part's name stored once per batch, not copied onto every row); the
-/// table writer writes them as the strings.
-fn in_memory(schema: &Schema, names: [&str; 2]) -> SchemaRef {
-    let fields = schema.fields().iter().map(|f| match names.contains(&f.name().as_str()) {
-        true => f.as_ref().clone().with_data_type(dictionary_of_strings()),
-        false => f.as_ref().clone(),
-    });
-    Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()))
-}
-
-fn dictionary_of_strings() -> DataType {
-    DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
-}
-
-/// Per row, the index of its string in `values`, as the column [`in_memory`] declares.
+/// Per row, the index of its string in `values`: a column of [`dictionary_of_strings`].
 fn strings(rows: Vec<u32>, values: StringArray) -> ArrayRef {
     Arc::new(DictionaryArray::new(UInt32Array::from(rows), Arc::new(values)))
 }
@@ -562,15 +543,14 @@ struct SeriesReader<'a, I> {
 /// one key are found by comparing integers (the stage reads the column so; a plain column
 /// handed to [`build`] is cast).
 struct Keys {
-    rows: Int32Array,
+    rows: UInt32Array,
     strings: StringArray,
 }
 
 impl Keys {
     fn of(batch: &RecordBatch) -> Result<Keys, BoxError> {
-        let column = batch.column_by_name(feature_table::KEY).ok_or("the resampled table has no column `key`")?;
-        let column = cast(column, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?;
-        let dictionary = column.as_dictionary::<Int32Type>();
+        let column = columns::column(batch, "resampled", feature_table::KEY, &dictionary_of_strings())?;
+        let dictionary = column.as_dictionary::<UInt32Type>();
         Ok(Keys { rows: dictionary.keys().clone(), strings: dictionary.values().as_string::<i32>().clone() })
     }
 
@@ -714,9 +694,10 @@ impl Gathered {
             times: TimestampMillisecondBuilder::new().with_timezone("UTC"),
             flags: layout.flags.iter().map(|_| BooleanBuilder::new()).collect(),
             features: layout.names.iter().map(|_| Float32Builder::new()).collect(),
-            schema: in_memory(
+            // A series' key and a part's name once per batch, not copied onto every row.
+            schema: as_dictionaries(
                 &features_schema(&layout.flags, &layout.names),
-                [feature_table::KEY, feature_table::SPLIT],
+                &[feature_table::KEY, feature_table::SPLIT],
             ),
             scalers: Vec::new(),
             columns: layout.columns.clone(),
@@ -923,7 +904,7 @@ impl<'a> WindowIndex<'a> {
         }
         let keys = StringArray::from_iter_values(rows.series.iter().map(|(key, _)| key));
         Ok(RecordBatch::try_new(
-            in_memory(&windows_schema(self.spec, self.warmup), [window_table::SPLIT, window_table::KEY]),
+            as_dictionaries(&windows_schema(self.spec, self.warmup), &[window_table::SPLIT, window_table::KEY]),
             vec![
                 part_names(&out.part),
                 strings(out.key, keys),
@@ -1041,7 +1022,7 @@ mod keys_tests {
     #[test]
     fn runs_of_a_key_end_where_its_string_changes() {
         let strings = StringArray::from(vec!["a", "b", "a", "c"]);
-        let rows = Int32Array::from(vec![0, 0, 2, 2, 1, 1, 3, 3]);
+        let rows = UInt32Array::from(vec![0, 0, 2, 2, 1, 1, 3, 3]);
         let column = Arc::new(DictionaryArray::new(rows, Arc::new(strings))) as ArrayRef;
         let schema = Arc::new(Schema::new(vec![Field::new(feature_table::KEY, column.data_type().clone(), false)]));
         let keys = Keys::of(&RecordBatch::try_new(schema, vec![column]).unwrap()).unwrap();
