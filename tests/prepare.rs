@@ -65,8 +65,10 @@ fn the_quickstart_cleans_and_builds_features_from_the_real_data() {
     let script = r#"
 import json, sys
 import duckdb
+import pyarrow.parquet as pq
 samples, resampled, features, windows, scalers = sys.argv[1:6]
 con = duckdb.connect()
+stride = int(pq.read_schema(windows).metadata[b"applearner.stride"])
 # Pods lose their ReplicaSet and pod hashes; islands are runs of consecutive minutes.
 con.execute(f"""create view grid as
   select namespace, regexp_replace(pod, '-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}$', '') as workload, container,
@@ -91,15 +93,23 @@ gaps, off_grid, dup = con.execute(f"""
 # Every window's targets lie in its part, and its inputs come before its origin.
 crossing, late_inputs = con.execute(f"""
   with f as (select file_row_number as row, split, timestamp from read_parquet('{features}', file_row_number = true)),
-       w as (select split, origin, start, unnest(range(start::bigint, start::bigint + 40)) as row from read_parquet('{windows}'))
+       runs as (select split, start, windows, unnest(range(windows::bigint)) as i from read_parquet('{windows}')),
+       each as (select split, start + i * {stride} as start from runs),
+       w as (select split, start, unnest(range(start::bigint, start::bigint + 40)) as row from each)
   select count(*) filter (where f.split <> w.split and f.row >= w.start + 30),
-         count(*) filter (where f.row < w.start + 30 and f.timestamp > w.origin)
-  from w join f using (row)""").fetchone()
+         count(*) filter (where f.row < w.start + 30 and f.timestamp > o.timestamp)
+  from w join f using (row) join f as o on o.row = w.start + 29""").fetchone()
+# One row per run of windows: its origin is its first window's, and its windows sum to the summary's.
+origins, total = con.execute(f"""
+  with f as (select file_row_number as row, timestamp from read_parquet('{features}', file_row_number = true))
+  select count(*) filter (where w.origin <> f.timestamp), sum(windows)
+  from read_parquet('{windows}') as w join f on f.row = w.start + 29""").fetchone()
 # Scalers are fitted on training points only: z-scores of training points have mean 0 per series.
 train_mean = con.execute(f"""
   select max(abs(m)) from (select key, avg(cpu) as m from read_parquet('{features}') where split = 'train' group by key)""").fetchone()[0]
 print(json.dumps({"islands": islands, "workloads": workloads, "zero": zero, "gaps": gaps, "off_grid": off_grid,
-                  "duplicates": dup, "crossing": crossing, "late_inputs": late_inputs, "train_mean": train_mean}))
+                  "duplicates": dup, "crossing": crossing, "late_inputs": late_inputs, "train_mean": train_mean,
+                  "origins": origins, "windows": total}))
 "#;
     let args = [
         path(&store, &report, "ingest", "samples"),
@@ -119,7 +129,10 @@ print(json.dumps({"islands": islands, "workloads": workloads, "zero": zero, "gap
     assert_eq!(got["workloads"], clean["grouped_series"]);
     assert_eq!(got["zero"], clean["zero_series_dropped"]);
     assert_eq!((&got["gaps"], &got["off_grid"], &got["duplicates"]), (&0.into(), &0.into(), &0.into()));
-    assert_eq!((&got["crossing"], &got["late_inputs"]), (&0.into(), &0.into()));
+    assert_eq!((&got["crossing"], &got["late_inputs"], &got["origins"]), (&0.into(), &0.into(), &0.into()));
+    let windows: u64 =
+        ["train", "validation", "test"].iter().map(|p| features[&format!("{p}_windows")].as_u64().unwrap()).sum();
+    assert_eq!(got["windows"].as_u64(), Some(windows));
     assert!(got["train_mean"].as_f64().unwrap() < 1e-4, "{got}");
 }
 

@@ -3,7 +3,6 @@
 //! `card.json` beside the weights; prediction, the backtest and the report read it.
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
 
@@ -136,10 +135,7 @@ fn humanize_ms(ms: i64) -> String {
 pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<Scaler>, ContractError> {
     let mut out = Vec::new();
     for b in batches {
-        let col = |column: &'static str, to: &DataType| {
-            let c = b.column_by_name(column).ok_or(ContractError::MissingColumn { table: "scalers", column })?;
-            cast(c, to).map_err(|error| ContractError::Type { table: "scalers", column, error })
-        };
+        let col = |column, to: &DataType| crate::cast_column(b, "scalers", column, to);
         let (key, column, transform) =
             (col("key", &DataType::Utf8)?, col("column", &DataType::Utf8)?, col("transform", &DataType::Utf8)?);
         let (center, scale) = (col("center", &DataType::Float64)?, col("scale", &DataType::Float64)?);

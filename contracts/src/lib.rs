@@ -88,6 +88,17 @@ impl ParamProblem {
     }
 }
 
+/// Column `column` of a batch of table `table`, as type `to`.
+fn cast_column(
+    b: &arrow::array::RecordBatch,
+    table: &'static str,
+    column: &'static str,
+    to: &arrow::datatypes::DataType,
+) -> Result<arrow::array::ArrayRef, ContractError> {
+    let c = b.column_by_name(column).ok_or(ContractError::MissingColumn { table, column })?;
+    arrow::compute::cast(c, to).map_err(|error| ContractError::Type { table, column, error })
+}
+
 /// A table that does not hold what its contract says.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {

@@ -11,19 +11,25 @@ pub mod features {
     pub const SPLIT: &str = "split";
 }
 
-/// `features.build` → `windows`: one row per window: where it starts in `features`.
+/// `features.build` → `windows`: one row per run of windows (those of one series, segment
+/// and part, `stride` rows apart): where the first starts in `features` and how many there
+/// are. Window `i` of a run starts at row `start + i × stride`.
 pub mod windows {
     pub const SPLIT: &str = "split";
     pub const KEY: &str = "key";
     pub const SEGMENT: &str = "segment";
-    /// The first `features` row of the window.
+    /// The first `features` row of the run's first window.
     pub const START: &str = "start";
-    /// The time of its last input step, where the forecast starts from.
+    /// The time of that window's last input step, where its forecast starts from.
     pub const ORIGIN: &str = "origin";
-    /// Schema metadata: the steps a window sees and forecasts, and the leading steps of
-    /// each segment no window uses (rolling features warm up there).
+    /// How many windows the run holds.
+    pub const WINDOWS: &str = "windows";
+    /// Schema metadata: the steps a window sees and forecasts, the rows between the starts
+    /// of a run's windows, and the leading steps of each segment no window uses (rolling
+    /// features warm up there).
     pub const LOOKBACK_KEY: &str = "applearner.lookback";
     pub const HORIZON_KEY: &str = "applearner.horizon";
+    pub const STRIDE_KEY: &str = "applearner.stride";
     pub const WARMUP_KEY: &str = "applearner.warmup";
 }
 

@@ -117,6 +117,7 @@ impl WindowSet {
                 .ok_or(ContractError::Metadata(key))
         };
         let (lookback, horizon) = (meta(window_table::LOOKBACK_KEY)?, meta(window_table::HORIZON_KEY)?);
+        let stride = meta(window_table::STRIDE_KEY)?;
         let mut set = WindowSet {
             inputs: Vec::new(),
             targets: Vec::new(),
@@ -129,17 +130,20 @@ impl WindowSet {
             parts: Part::ALL.iter().map(|p| (*p, Vec::new())).collect(),
         };
         // The windows first: they say which rows of the features table to hold.
-        let starts = set.read_windows(windows, keep)?;
+        let starts = set.read_windows(windows, stride, keep)?;
         let rows = set.hold_rows(features, &starts)?;
         set.check_windows(rows)?;
+        set.set_origins();
         Ok(set)
     }
 
-    /// Adds the windows `keep` accepts from the `windows` table; returns, per table row,
-    /// whether a window starts there.
+    /// Adds the windows `keep` accepts from the `windows` table (each run's windows, `stride`
+    /// rows apart); returns, per table row, whether a window starts there. Their origins are
+    /// set once the rows are held ([`WindowSet::set_origins`]).
     fn read_windows<E: std::fmt::Display>(
         &mut self,
         windows: impl Iterator<Item = Result<RecordBatch, E>>,
+        stride: usize,
         keep: &dyn Fn(Part, usize) -> bool,
     ) -> Result<Vec<bool>, ContractError> {
         let mut starts = Vec::new();
@@ -147,39 +151,46 @@ impl WindowSet {
         let mut keys: BTreeMap<String, Arc<str>> = BTreeMap::new();
         for b in windows {
             let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
-            let column = |name: &'static str, to: &DataType| {
-                let c = b.column_by_name(name).ok_or(ContractError::Metadata(name))?;
-                cast(c, to).map_err(|_| ContractError::Metadata(name))
-            };
+            let column = |name, to: &DataType| crate::cast_column(&b, "windows", name, to);
             let (split, key) =
                 (column(window_table::SPLIT, &DataType::Utf8)?, column(window_table::KEY, &DataType::Utf8)?);
             let (split, key) = (split.as_string::<i32>(), key.as_string::<i32>());
-            let start = column(window_table::START, &DataType::UInt64)?;
-            let start = start.as_primitive::<UInt64Type>();
-            let origin = column(window_table::ORIGIN, &DataType::Int64)?;
-            let origin = origin.as_primitive::<Int64Type>();
+            let (start, count) =
+                (column(window_table::START, &DataType::UInt64)?, column(window_table::WINDOWS, &DataType::UInt64)?);
+            let (start, count) = (start.as_primitive::<UInt64Type>(), count.as_primitive::<UInt64Type>());
             for i in 0..b.num_rows() {
                 let part = Part::parse(split.value(i))
                     .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
-                let n = seen.entry(part).or_default();
-                *n += 1;
-                if !keep(part, *n - 1) {
-                    continue;
-                }
-                let s = start.value(i) as usize;
-                if s >= starts.len() {
-                    starts.resize(s + 1, false);
-                }
-                starts[s] = true;
                 let shared = match keys.get(key.value(i)) {
                     Some(k) => k.clone(),
                     None => keys.entry(key.value(i).to_string()).or_insert_with(|| key.value(i).into()).clone(),
                 };
-                let window = Window { key: shared, start: s, origin_ms: origin.value(i) };
-                self.parts.get_mut(&part).expect("every part has a list").push(window);
+                let n = seen.entry(part).or_default();
+                for w in 0..count.value(i) as usize {
+                    *n += 1;
+                    if !keep(part, *n - 1) {
+                        continue;
+                    }
+                    let s = start.value(i) as usize + w * stride;
+                    if s >= starts.len() {
+                        starts.resize(s + 1, false);
+                    }
+                    starts[s] = true;
+                    let window = Window { key: shared.clone(), start: s, origin_ms: i64::MIN };
+                    self.parts.get_mut(&part).expect("every part has a list").push(window);
+                }
             }
         }
         Ok(starts)
+    }
+
+    /// Each window's origin: the time of its last input row.
+    fn set_origins(&mut self) {
+        let origins: Vec<i64> =
+            self.parts.values().flatten().map(|w| self.times[self.held(w.start + self.lookback - 1)]).collect();
+        for (w, origin) in self.parts.values_mut().flatten().zip(origins) {
+            w.origin_ms = origin;
+        }
     }
 
     /// Reads the features table a batch at a time, holding the rows that a window starting
@@ -330,11 +341,13 @@ pub fn windows_per_part<E: std::fmt::Display>(
     let mut counts = [0; 3];
     for b in windows {
         let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
-        let split = b.column_by_name(window_table::SPLIT).ok_or(ContractError::Metadata(window_table::SPLIT))?;
-        let split = cast(split, &DataType::Utf8).map_err(|_| ContractError::Metadata(window_table::SPLIT))?;
-        for name in split.as_string::<i32>().iter().map(Option::unwrap_or_default) {
+        let column = |name, to: &DataType| crate::cast_column(&b, "windows", name, to);
+        let (split, windows) =
+            (column(window_table::SPLIT, &DataType::Utf8)?, column(window_table::WINDOWS, &DataType::UInt64)?);
+        let windows = windows.as_primitive::<UInt64Type>().values();
+        for (name, n) in split.as_string::<i32>().iter().map(Option::unwrap_or_default).zip(windows) {
             let part = Part::parse(name).ok_or_else(|| ContractError::UnknownPart(name.to_string()))?;
-            counts[Part::ALL.iter().position(|p| *p == part).expect("every part is in ALL")] += 1;
+            counts[Part::ALL.iter().position(|p| *p == part).expect("every part is in ALL")] += *n as usize;
         }
     }
     Ok(counts)
@@ -406,7 +419,7 @@ fn row_time(times: &[i64], row: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Float32Array, Int64Array, StringArray, UInt64Array};
+    use arrow::array::{Float32Array, Int64Array, StringArray, UInt32Array, UInt64Array};
     use arrow::datatypes::{Field, Schema};
     use std::collections::HashMap;
 
@@ -427,30 +440,29 @@ mod tests {
                 RecordBatch::try_new(schema.clone(), vec![Arc::new(times), Arc::new(cpu)]).unwrap()
             })
             .collect();
-        let starts: Vec<u64> = (0..rows as u64 - 4).collect();
-        let split = |s: &u64| match s {
-            0..20 => "train",
-            20..30 => "validation",
-            _ => "test",
-        };
+        // Runs of windows one row apart: 20 train, 10 validation, 6 test.
+        let runs = [("train", 0u64, 20u64), ("validation", 20, 10), ("test", 30, 6)];
         let metadata = HashMap::from([
             (window_table::LOOKBACK_KEY.to_string(), "3".to_string()),
             (window_table::HORIZON_KEY.to_string(), "2".to_string()),
+            (window_table::STRIDE_KEY.to_string(), "1".to_string()),
         ]);
         let schema = Schema::new(vec![
             Field::new(window_table::SPLIT, DataType::Utf8, false),
             Field::new(window_table::KEY, DataType::Utf8, false),
             Field::new(window_table::START, DataType::UInt64, false),
             Field::new(window_table::ORIGIN, DataType::Int64, false),
+            Field::new(window_table::WINDOWS, DataType::UInt32, false),
         ])
         .with_metadata(metadata);
         let windows = RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(StringArray::from_iter_values(starts.iter().map(split))),
-                Arc::new(StringArray::from_iter_values(starts.iter().map(|_| "a"))),
-                Arc::new(UInt64Array::from(starts.clone())),
-                Arc::new(Int64Array::from_iter_values(starts.iter().map(|s| (*s as i64 + 2) * 60_000))),
+                Arc::new(StringArray::from_iter_values(runs.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(runs.iter().map(|_| "a"))),
+                Arc::new(UInt64Array::from_iter_values(runs.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| (r.1 as i64 + 2) * 60_000))),
+                Arc::new(UInt32Array::from_iter_values(runs.iter().map(|r| r.2 as u32))),
             ],
         )
         .unwrap();
@@ -480,6 +492,8 @@ mod tests {
             assert_eq!((&x, &y), (&x2, &y2));
             // The window at row s reads cpu s, s+1, s+2 and forecasts s+3, s+4.
             let s = all.part(part)[0].start as f32;
+            // Its origin is the time of its last input row (60 s a row).
+            assert!(all.part(part).iter().all(|w| w.origin_ms == (w.start as i64 + 2) * 60_000));
             assert_eq!((&x[..3], &y[..2]), (&[s, s + 1.0, s + 2.0][..], &[s + 3.0, s + 4.0][..]));
             held.last_values(part, &which, &mut x2);
             all.last_values(part, &which, &mut x);

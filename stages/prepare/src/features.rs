@@ -35,8 +35,9 @@ use crate::derive;
 /// segment, timestamp, `split` = train/validation/test, then the float32 features: each
 /// value column transformed and scaled, calendar sin/cos, lags, rolling mean/std),
 /// `scalers` (per series and column: the transform and the centre and scale fitted on the
-/// training part, to turn forecasts back into cores and bytes) and `windows` (per window:
-/// its part, series and first row in `features`; lookback and horizon in the metadata).
+/// training part, to turn forecasts back into cores and bytes) and `windows` (per run of
+/// windows of one series, segment and part: the first's row in `features` and origin, and
+/// how many there are, `stride` rows apart; lookback, horizon and stride in the metadata).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
@@ -805,6 +806,7 @@ pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
     let metadata = [
         (window_table::LOOKBACK_KEY.to_string(), spec.lookback.to_string()),
         (window_table::HORIZON_KEY.to_string(), spec.horizon.to_string()),
+        (window_table::STRIDE_KEY.to_string(), spec.stride.to_string()),
         (window_table::WARMUP_KEY.to_string(), warmup.to_string()),
     ]
     .into_iter()
@@ -816,6 +818,7 @@ pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {
             Field::new(window_table::SEGMENT, DataType::UInt32, false),
             Field::new(window_table::START, DataType::UInt64, false),
             Field::new(window_table::ORIGIN, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(window_table::WINDOWS, DataType::UInt32, false),
         ],
         metadata,
     ))
@@ -845,12 +848,13 @@ struct WindowIndex<'a> {
 
 /// The windows table's columns being built.
 struct WindowColumns {
-    /// Per window, its part's index in [`PARTS`] and its series' in the rows'.
+    /// Per run of windows, its part's index in [`PARTS`] and its series' in the rows'.
     part: Vec<u8>,
     key: Vec<u32>,
     segment: Vec<u32>,
     start: Vec<u64>,
     origin: Vec<i64>,
+    count: Vec<u32>,
 }
 
 /// The features rows the index reads: the series in row order (key and rows), then per
@@ -878,14 +882,8 @@ impl<'a> WindowIndex<'a> {
     /// The windows of the range of series in `rows`, whose first row is row `offset` of the
     /// whole features table.
     fn add(&mut self, rows: &Rows, offset: u64) -> Result<RecordBatch, BoxError> {
-        let n = rows.parts.len();
-        let mut out = WindowColumns {
-            part: Vec::with_capacity(n),
-            key: Vec::with_capacity(n),
-            segment: Vec::with_capacity(n),
-            start: Vec::with_capacity(n),
-            origin: Vec::with_capacity(n),
-        };
+        let mut out =
+            WindowColumns { part: vec![], key: vec![], segment: vec![], start: vec![], origin: vec![], count: vec![] };
         let mut begin = 0;
         for (s, (key, len)) in rows.series.iter().enumerate() {
             let (end_of_series, mut with) = (begin + len, [false; 3]);
@@ -911,6 +909,7 @@ impl<'a> WindowIndex<'a> {
                 Arc::new(UInt32Array::from(out.segment)),
                 Arc::new(UInt64Array::from(out.start)),
                 Arc::new(TimestampMillisecondArray::from(out.origin).with_timezone("UTC")),
+                Arc::new(UInt32Array::from(out.count)),
             ],
         )?)
     }
@@ -942,16 +941,18 @@ impl<'a> WindowIndex<'a> {
             let first = begin + self.warmup as usize + lookback;
             self.short_history[p] +=
                 (run_start..first.min(r.saturating_sub(horizon - 1))).step_by(stride).count() as u64;
-            let mut target = run_start.max(first);
-            with[p] |= target + horizon <= r;
-            while target + horizon <= r {
-                self.per_part[p] += 1;
+            let target = run_start.max(first);
+            // One row for the part's windows: targets from `target`, `stride` apart.
+            let count = if target + horizon <= r { (r - horizon - target) / stride + 1 } else { 0 };
+            if count > 0 {
+                with[p] = true;
+                self.per_part[p] += count as u64;
                 out.part.push(p as u8);
                 out.key.push(series);
                 out.segment.push(rows.segments[begin]);
                 out.start.push(offset + (target - lookback) as u64);
                 out.origin.push(rows.times[target - 1]);
-                target += stride;
+                out.count.push(count as u32);
             }
             run_start = r;
         }

@@ -6,7 +6,9 @@ use applearner_pipeline::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     UInt64Array,
 };
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, TimeUnit};
+use applearner_pipeline::arrow::datatypes::{
+    DataType, Field, Float32Type, Float64Type, Schema, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::datasource::MemTable;
 
 use crate::features::{self, FeaturesParams};
@@ -465,6 +467,17 @@ fn split_and_windows_never_look_ahead() {
     let train_a: Vec<usize> = set.part("train").iter().filter(|w| &*w.key == "ns/a/app").map(|w| w.start).collect();
     assert_eq!(train_a, (2..=51).step_by(2).collect::<Vec<_>>());
     assert_eq!(f.counts.per_part[0], set.part("train").len() as u64);
+    // The table holds one row per run of windows (series, part); each window's origin is
+    // the time of its last input row.
+    assert_eq!(f.windows.num_rows(), 6);
+    let times: Vec<i64> = f
+        .features
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("timestamp").unwrap().as_primitive::<TimestampMillisecondType>().values().to_vec()
+        })
+        .collect();
+    assert!(set.part("test").iter().all(|w| w.origin_ms == times[w.start + 5]));
 }
 
 #[test]

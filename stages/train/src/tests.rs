@@ -137,8 +137,10 @@ fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
     use std::sync::Arc;
 
     use applearner_contracts::WindowSet;
-    use applearner_contracts::tables::windows::{HORIZON_KEY, LOOKBACK_KEY};
-    use applearner_pipeline::arrow::array::{Float32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+    use applearner_contracts::tables::windows::{HORIZON_KEY, LOOKBACK_KEY, STRIDE_KEY};
+    use applearner_pipeline::arrow::array::{
+        Float32Array, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    };
     use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
 
     let mut cpu: Vec<f32> = (0..10).map(|i| i as f32).collect();
@@ -156,7 +158,8 @@ fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
         ],
     )
     .unwrap();
-    let metadata = [(LOOKBACK_KEY.to_string(), "4".to_string()), (HORIZON_KEY.to_string(), "2".to_string())];
+    let metadata =
+        [(LOOKBACK_KEY, "4"), (HORIZON_KEY, "2"), (STRIDE_KEY, "3")].map(|(k, v)| (k.to_string(), v.to_string()));
     let windows = RecordBatch::try_new(
         Arc::new(
             Schema::new(vec![
@@ -164,14 +167,17 @@ fn a_window_over_a_missing_value_is_refused_naming_the_series_and_time() {
                 Field::new("key", DataType::Utf8, false),
                 Field::new("start", DataType::UInt64, false),
                 Field::new("origin", DataType::Int64, false),
+                Field::new("windows", DataType::UInt32, false),
             ])
             .with_metadata(metadata.into_iter().collect()),
         ),
         vec![
-            Arc::new(StringArray::from(vec!["train", "train"])),
-            Arc::new(StringArray::from(vec!["shop/web", "shop/web"])),
-            Arc::new(UInt64Array::from(vec![0, 3])),
-            Arc::new(Int64Array::from(vec![0, 0])),
+            // Two training windows, at rows 0 and 3.
+            Arc::new(StringArray::from(vec!["train"])),
+            Arc::new(StringArray::from(vec!["shop/web"])),
+            Arc::new(UInt64Array::from(vec![0])),
+            Arc::new(Int64Array::from(vec![0])),
+            Arc::new(UInt32Array::from(vec![2])),
         ],
     )
     .unwrap();
