@@ -90,15 +90,15 @@ gaps, off_grid, dup = con.execute(f"""
              from read_parquet('{resampled}'))
   select count(*) filter (where d <> 60000), count(*) filter (where t % 60000 <> 0),
          count(*) - count(distinct (key, t)) from r""").fetchone()
-# Every window's targets lie in its part, and its inputs come before its origin.
-crossing, late_inputs = con.execute(f"""
-  with f as (select file_row_number as row, split, timestamp from read_parquet('{features}', file_row_number = true)),
-       runs as (select split, start, windows, unnest(range(windows::bigint)) as i from read_parquet('{windows}')),
-       each as (select split, start + i * {stride} as start from runs),
-       w as (select split, start, unnest(range(start::bigint, start::bigint + 40)) as row from each)
+# Every window's targets lie in its part, and all its rows in its run's series and segment.
+crossing, foreign = con.execute(f"""
+  with f as (select file_row_number as row, key, segment, split from read_parquet('{features}', file_row_number = true)),
+       runs as (select split, key, segment, start, unnest(range(windows::bigint)) as i from read_parquet('{windows}')),
+       each as (select split, key, segment, start + i * {stride} as start from runs),
+       w as (select split, key, segment, start, unnest(range(start::bigint, start::bigint + 40)) as row from each)
   select count(*) filter (where f.split <> w.split and f.row >= w.start + 30),
-         count(*) filter (where f.row < w.start + 30 and f.timestamp > o.timestamp)
-  from w join f using (row) join f as o on o.row = w.start + 29""").fetchone()
+         count(*) filter (where f.key <> w.key or f.segment <> w.segment)
+  from w join f using (row)""").fetchone()
 # One row per run of windows: its origin is its first window's, and its windows sum to the summary's.
 origins, total = con.execute(f"""
   with f as (select file_row_number as row, timestamp from read_parquet('{features}', file_row_number = true))
@@ -108,7 +108,7 @@ origins, total = con.execute(f"""
 train_mean = con.execute(f"""
   select max(abs(m)) from (select key, avg(cpu) as m from read_parquet('{features}') where split = 'train' group by key)""").fetchone()[0]
 print(json.dumps({"islands": islands, "workloads": workloads, "zero": zero, "gaps": gaps, "off_grid": off_grid,
-                  "duplicates": dup, "crossing": crossing, "late_inputs": late_inputs, "train_mean": train_mean,
+                  "duplicates": dup, "crossing": crossing, "foreign": foreign, "train_mean": train_mean,
                   "origins": origins, "windows": total}))
 "#;
     let args = [
@@ -129,7 +129,7 @@ print(json.dumps({"islands": islands, "workloads": workloads, "zero": zero, "gap
     assert_eq!(got["workloads"], clean["grouped_series"]);
     assert_eq!(got["zero"], clean["zero_series_dropped"]);
     assert_eq!((&got["gaps"], &got["off_grid"], &got["duplicates"]), (&0.into(), &0.into(), &0.into()));
-    assert_eq!((&got["crossing"], &got["late_inputs"], &got["origins"]), (&0.into(), &0.into(), &0.into()));
+    assert_eq!((&got["crossing"], &got["foreign"], &got["origins"]), (&0.into(), &0.into(), &0.into()));
     let windows: u64 =
         ["train", "validation", "test"].iter().map(|p| features[&format!("{p}_windows")].as_u64().unwrap()).sum();
     assert_eq!(got["windows"].as_u64(), Some(windows));

@@ -186,11 +186,11 @@ impl WindowSet {
 
     /// Each window's origin: the time of its last input row.
     fn set_origins(&mut self) {
-        let origins: Vec<i64> =
-            self.parts.values().flatten().map(|w| self.times[self.held(w.start + self.lookback - 1)]).collect();
-        for (w, origin) in self.parts.values_mut().flatten().zip(origins) {
-            w.origin_ms = origin;
+        let mut parts = std::mem::take(&mut self.parts);
+        for w in parts.values_mut().flatten() {
+            w.origin_ms = self.times[self.held(w.start + self.lookback - 1)];
         }
+        self.parts = parts;
     }
 
     /// Reads the features table a batch at a time, holding the rows that a window starting
