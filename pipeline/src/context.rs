@@ -429,6 +429,25 @@ impl TableWriter<'_> {
         Ok(())
     }
 
+    /// The last rows, fewer than `ENCODE_ROWS`, when no row group is open (a small table
+    /// whole): one row group encoded on this thread, column after column, since starting a
+    /// thread per column costs more than encoding them. The encoders see the same arrays as
+    /// on their threads, so the bytes are the same.
+    fn encode_here(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
+        let mut writers = self.factory.create_column_writers(self.row_groups)?.into_iter();
+        let mut row_group = self.file.next_row_group()?;
+        for (array, field) in batch.columns().iter().zip(self.schema.fields()) {
+            for leaf in compute_leaves(field, array)? {
+                let mut writer = writers.next().expect("one encoder per leaf column");
+                writer.write(&leaf)?;
+                writer.close()?.append_to_row_group(&mut row_group)?;
+            }
+        }
+        row_group.close()?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
     fn close_row_group(&mut self) -> Result<(), BoxError> {
         if self.encoders.is_empty() {
             return Ok(());
@@ -448,7 +467,10 @@ impl TableWriter<'_> {
     pub fn finish(mut self) -> Result<(), BoxError> {
         if self.pending_rows > 0 {
             let rest = self.take_pending()?;
-            self.encode(&rest)?;
+            match self.encoders.is_empty() {
+                true => self.encode_here(&rest)?,
+                false => self.encode(&rest)?,
+            }
         }
         self.close_row_group()?;
         let (digest, bytes) = self.file.into_inner()?.finish()?;
