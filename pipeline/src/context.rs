@@ -541,6 +541,36 @@ mod tests {
     }
 
     #[test]
+    fn a_small_table_encoded_here_has_the_bytes_the_column_threads_give() {
+        use arrow::array::StringArray;
+        let store = Store::open("memory://").unwrap();
+        let (progress, cancel) = (MultiProgress::new(), AtomicBool::new(false));
+        let ctx = context(&store, &progress, &cancel);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("x", DataType::Int64, false),
+        ]));
+        let rows = 777;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("k{}", i / 100)))),
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            ],
+        )
+        .unwrap();
+        ctx.write_table("a", schema.clone(), std::slice::from_ref(&batch)).unwrap();
+        // The same rows handed to the column threads, as a larger table's are.
+        let mut threaded = ctx.table_writer("b", schema).unwrap();
+        threaded.encode(&batch).unwrap();
+        threaded.rows = rows as u64;
+        threaded.finish().unwrap();
+        let written = ctx.written.lock().unwrap();
+        assert_eq!(written["a"].digest, written["b"].digest);
+        assert_eq!(written["a"].rows, Some(rows as u64));
+    }
+
+    #[test]
     fn a_dictionary_of_strings_is_written_as_the_strings() {
         use arrow::array::{Array, DictionaryArray, StringArray, UInt32Array};
         let store = Store::open("memory://").unwrap();
