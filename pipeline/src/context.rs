@@ -321,7 +321,8 @@ pub struct TableWriter<'a> {
     factory: ArrowRowGroupWriterFactory,
     /// One thread per column of the open row group: columns are encoded and compressed in
     /// parallel, and while the stage builds its next batch. Each column sees the same
-    /// sequence of arrays whatever the timing, so the same batches give the same bytes.
+    /// sequence of arrays whatever the timing, so the same batches give the same bytes. A
+    /// table smaller than one chunk is encoded without them ([`TableWriter::encode_here`]).
     encoders: Vec<ColumnEncoder>,
     /// Rows written but not yet encoded, fewer than `ENCODE_ROWS`.
     pending: Vec<RecordBatch>,
