@@ -172,6 +172,19 @@ stages:
     assert!(text.contains("test.yaml:16:27") && text.contains("must be at least 1"), "{text}");
 }
 
+/// Only the value columns modelled are read; one the input lacks is named beside every
+/// column it has.
+#[test]
+fn a_value_column_the_input_lacks_is_named_beside_those_it_has() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
+    let yaml = yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")));
+    let options = RunOptions { selection: Selection::Until("features".into()), ..Default::default() };
+    let (_dir, store) = temp_store();
+    let error = run_with(&pipeline(&yaml, &["features.columns=[gpu]"]), &store, options).unwrap_err();
+    let text = format!("{error:#}");
+    assert!(text.contains("no column `gpu`") && text.contains("cpu, cpu_filled, memory, memory_filled"), "{text}");
+}
+
 /// `stage` of the quickstart run whole and in 64 shards (more than its 53 workloads): the
 /// merged tables equal the whole run's, bit for bit, and at least 11 empty shards say so.
 /// Returns both stage summaries.

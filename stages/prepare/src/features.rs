@@ -328,7 +328,11 @@ impl Stage for Features {
             Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
             None => return Err(PrepareError::EmptyInput.into()),
         };
-        let layout = Layout::of(&schema, &self.params)?;
+        // Only the columns modelled were read: one the input lacks is named beside all it has.
+        let layout = match Layout::of(&schema, &self.params) {
+            Ok(layout) => layout,
+            Err(_) => Layout::of(&*whole_schema(ctx)?, &self.params)?,
+        };
         let tables = [
             ("features", features_schema(&layout.flags, &layout.names)),
             ("windows", windows_schema(&self.params.windows, layout.warmup)),
@@ -360,14 +364,23 @@ impl Stage for Features {
     }
 }
 
+/// The schema of every column of `resampled`.
+fn whole_schema(ctx: &StageContext) -> Result<SchemaRef, BoxError> {
+    let first = ctx.table_batches("resampled", None, &[])?.next().ok_or(PrepareError::EmptyInput)?;
+    Ok(first.map_err(BoxError::from)?.schema())
+}
+
 /// The value columns modelled when `columns` names none (those present).
 const ROLES: [&str; 2] = ["cpu", "memory"];
 
-/// The columns of `resampled` read: key, segment and time, and every value column (with its
-/// fill flag) the parameters name or a default could choose; the key's label columns are not.
+/// The columns of `resampled` read: key, segment and time, and the value columns (with
+/// their fill flags) the parameters name, or else those a default could choose; the key's
+/// label columns and unmodelled values are not decoded.
 fn input_columns(params: &FeaturesParams) -> Vec<String> {
-    let mut values: Vec<String> = ROLES.map(String::from).into();
-    values.extend(params.columns.iter().filter(|c| !values.contains(c)).cloned().collect::<Vec<_>>());
+    let values: Vec<String> = match params.columns.is_empty() {
+        true => ROLES.map(String::from).into(),
+        false => params.columns.clone(),
+    };
     let flags: Vec<String> = values.iter().map(|c| format!("{c}_filled")).collect();
     let mut columns: Vec<String> =
         [feature_table::KEY, feature_table::SEGMENT, feature_table::TIMESTAMP].map(String::from).into();
