@@ -11,7 +11,8 @@ pub fn describe_kind(kind: &StageKind) -> String {
         out.push_str(&format!("    {line}\n"));
     }
     out.push_str("  parameters:\n");
-    let schema = kind.schema.as_value();
+    let schema = kind.schema();
+    let schema = schema.as_value();
     describe_properties(schema, schema.get("$defs"), "    ", &mut out);
     out.push('\n');
     out

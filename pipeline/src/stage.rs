@@ -128,7 +128,8 @@ pub struct Built {
 pub struct StageKind {
     pub name: &'static str,
     pub source: &'static str,
-    pub schema: schemars::Schema,
+    /// Generated when asked for (docs, suggestions), not for every run of a stage.
+    schema: fn() -> schemars::Schema,
     build: fn(&Node) -> Result<Built, BuildError>,
 }
 
@@ -137,9 +138,14 @@ impl StageKind {
         (self.build)(with)
     }
 
+    /// The JSON schema of the kind's parameters.
+    pub fn schema(&self) -> schemars::Schema {
+        (self.schema)()
+    }
+
     /// The parameter names of the kind, for unknown-key suggestions.
     pub fn param_names(&self) -> Vec<String> {
-        self.schema
+        self.schema()
             .get("properties")
             .and_then(|p| p.as_object())
             .map(|p| p.keys().cloned().collect())
@@ -147,8 +153,8 @@ impl StageKind {
     }
 
     /// The kind's description: the doc comment of its parameter struct.
-    pub fn description(&self) -> &str {
-        self.schema.get("description").and_then(|d| d.as_str()).unwrap_or("")
+    pub fn description(&self) -> String {
+        self.schema().get("description").and_then(|d| d.as_str()).unwrap_or("").to_string()
     }
 }
 
@@ -172,7 +178,7 @@ impl Registry {
 
     pub fn register<P: StageParams>(&mut self) -> &mut Self {
         let kind =
-            StageKind { name: P::KIND, source: P::SOURCE, schema: schemars::schema_for!(P), build: build_kind::<P> };
+            StageKind { name: P::KIND, source: P::SOURCE, schema: || schemars::schema_for!(P), build: build_kind::<P> };
         let previous = self.kinds.insert(P::KIND, kind);
         assert!(previous.is_none(), "stage kind {} registered twice", P::KIND);
         self
