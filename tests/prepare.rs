@@ -8,11 +8,15 @@ use applearner_pipeline::{RunOptions, RunReport, Selection, Store};
 use crate::ingest::temp_store;
 use crate::support::{pipeline, problems, run_with};
 
-/// The quickstart up to its features (what this file checks), with the data path made absolute.
-fn quickstart(store: &Store) -> RunReport {
+/// The quickstart's config with the data path made absolute.
+fn quickstart_yaml() -> String {
     let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
-    let data = format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR"));
-    let yaml = yaml.replace("data: data/nezha-k8s", &data);
+    yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The quickstart up to its features (what this file checks).
+fn quickstart(store: &Store) -> RunReport {
+    let yaml = quickstart_yaml();
     let options = RunOptions { selection: Selection::Until("features".into()), ..Default::default() };
     run_with(&pipeline(&yaml, &[]), store, options).unwrap()
 }
@@ -176,8 +180,7 @@ stages:
 /// column it has.
 #[test]
 fn a_value_column_the_input_lacks_is_named_beside_those_it_has() {
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
-    let yaml = yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")));
+    let yaml = quickstart_yaml();
     let options = RunOptions { selection: Selection::Until("features".into()), ..Default::default() };
     let (_dir, store) = temp_store();
     let error = run_with(&pipeline(&yaml, &["features.columns=[gpu]"]), &store, options).unwrap_err();
@@ -189,8 +192,7 @@ fn a_value_column_the_input_lacks_is_named_beside_those_it_has() {
 /// merged tables equal the whole run's, bit for bit, and at least 11 empty shards say so.
 /// Returns both stage summaries.
 fn whole_and_in_64_shards(stage: &str, tables: &[&str]) -> (serde_json::Value, serde_json::Value) {
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.yaml")).unwrap();
-    let yaml = yaml.replace("data: data/nezha-k8s", &format!("data: {}/data/nezha-k8s", env!("CARGO_MANIFEST_DIR")));
+    let yaml = quickstart_yaml();
     let options = || RunOptions { selection: Selection::Until(stage.into()), ..Default::default() };
     let ((_a, whole), (_b, sharded)) = (temp_store(), temp_store());
     let whole = run_with(&pipeline(&yaml, &[]), &whole, options()).unwrap();
