@@ -56,6 +56,30 @@ fn validate_reports_every_problem_with_its_position_and_exit_code_2() {
     assert!(stderr.contains(&format!("{shown}:7:3: stage `clean` has no `uses:`")), "{stderr}");
 }
 
+/// A `with:` is checked key by key only when its kind refuses it (a config that builds is
+/// not slowed by building every kind's schema): so every kind must refuse unknown keys.
+#[test]
+fn every_kind_names_an_unknown_parameter() {
+    let out = applearner(&["stages"]);
+    let (stdout, _) = text(&out);
+    let kinds: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.ends_with(".rs)"))
+        .map(|l| l.split_once(" (").unwrap().0)
+        .collect();
+    assert!(kinds.len() >= 7, "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    for kind in kinds {
+        let config = dir.path().join("typo.yaml");
+        std::fs::write(&config, format!("name: typo\nstages:\n  a:\n    uses: {kind}\n    with: {{colour: 1}}\n"))
+            .unwrap();
+        let out = applearner(&["validate", config.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{kind}: {stderr}");
+        assert!(stderr.contains(&format!("5:12: unknown parameter `colour` of {kind}")), "{kind}: {stderr}");
+    }
+}
+
 #[test]
 fn stages_documents_every_kind_and_its_parameters() {
     let out = applearner(&["stages"]);

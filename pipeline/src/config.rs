@@ -9,7 +9,7 @@ use std::fmt;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::stage::{BuildError, Output, Registry, Stage, closest};
+use crate::stage::{BuildError, Output, Registry, Stage, StageKind, closest};
 use serde::{Deserialize, Serialize};
 
 use crate::yaml::{self, Key, Loc, Node, NodeDeserializer, Value};
@@ -561,22 +561,13 @@ impl Checker<'_> {
             with.value = Value::Map(Vec::new());
         }
         self.interpolate_tree(&mut with, vars);
-        // Report every unknown parameter at once; serde would stop at the first.
-        let mut shape_ok = true;
-        if let Some(entries) = with.as_map() {
-            let names = kind.param_names();
-            for (k, _) in entries {
-                if !names.contains(&k.name) {
-                    shape_ok = false;
-                    let help = suggest(&k.name, names.iter().map(String::as_str), "parameters are");
-                    self.problem(k.loc, format!("unknown parameter `{}` of {kind_name}", k.name), help);
-                }
-            }
-        }
-        if !shape_ok {
+        let built = kind.build(&with);
+        // Parameter structs deny unknown keys, so only a refused `with:` can hold some; they
+        // are then all reported at once (serde stops at the first).
+        if matches!(built, Err(BuildError::Shape(_))) && self.unknown_params(kind, &with) {
             return None;
         }
-        match kind.build(&with) {
+        match built {
             Ok(built) if shards > 1 && built.stage.shard_order().is_none() => {
                 self.problem(
                     node.get("shards").map_or(key.loc, |n| n.loc),
@@ -615,6 +606,21 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// Reports each key of `with` that is not a parameter of `kind`; whether there was one.
+    /// The names come from the kind's schema, built only here: not for every stage loaded.
+    fn unknown_params(&mut self, kind: &StageKind, with: &Node) -> bool {
+        let names = kind.param_names();
+        let mut found = false;
+        for (k, _) in with.as_map().unwrap_or_default() {
+            if !names.contains(&k.name) {
+                found = true;
+                let help = suggest(&k.name, names.iter().map(String::as_str), "parameters are");
+                self.problem(k.loc, format!("unknown parameter `{}` of {}", k.name, kind.name), help);
+            }
+        }
+        found
     }
 
     /// Resolves inputs to producing stages, then orders the DAG (reporting cycles).
