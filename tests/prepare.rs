@@ -210,7 +210,7 @@ fn whole_and_in_64_shards(stage: &str, tables: &[&str]) -> (serde_json::Value, s
 
 #[test]
 fn more_clean_shards_than_workloads_merge_to_the_unsharded_tables() {
-    let (a, b) = whole_and_in_64_shards("clean", &["resampled", "allocation"]);
+    let (a, b) = whole_and_in_64_shards("clean", &["resampled", "allocation", "workloads", "quotas"]);
     assert_eq!(a["series"], b["series"]);
 }
 

@@ -532,8 +532,9 @@ fn default_queries_pull_usage_allocation_and_pain_that_match_the_saved_answers()
             server.port
         ),
     );
-    // Seven default queries: usage, requests, limits, restarts, the OOM reason, throttling.
-    assert_eq!(live.record("ingest").unwrap().summary["requests"], 7);
+    // Fifteen default queries: usage, requests, limits, restarts, the OOM reason, throttling,
+    // three owner links, four of the HPA and the quotas.
+    assert_eq!(live.record("ingest").unwrap().summary["requests"], 15);
     let (a, b) = (clean_rows(&store, &saved, "resampled"), clean_rows(&store, &live, "resampled"));
     assert_eq!(a.len(), 2 * 4 * 577);
     assert_eq!(a.len(), b.len());
@@ -568,4 +569,34 @@ fn default_queries_pull_usage_allocation_and_pain_that_match_the_saved_answers()
         "{throttled:?}"
     );
     assert_eq!(live.record("clean").unwrap().summary["allocation_series_without_usage"], 0);
+}
+
+/// The generated cluster (data/cluster, GENERATED) backfilled with promtool into a fresh
+/// Prometheus and pulled with the default live queries gives the tables its saved answers
+/// give: usage, allocation, owners, HPAs and quotas.
+#[test]
+#[ignore = "full tier: needs Prometheus, promtool and python3; .ci/run installs them and runs it"]
+fn the_generated_cluster_pulled_live_equals_its_saved_answers() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let om = Command::new("python3").arg(format!("{root}/data/cluster/generate.py")).output().unwrap();
+    assert!(om.status.success(), "{}", String::from_utf8_lossy(&om.stderr));
+    let server = serve_ready(&String::from_utf8(om.stdout).unwrap(), "5m");
+    let (_dir, store) = temp_store();
+    let saved = ingest_and_clean(&store, &format!("{{paths: ['{root}/data/cluster/query_range']}}"));
+    let (start, end) = ("2026-11-02T00:00:00Z", "2026-11-05T23:55:00Z");
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let live = ingest_and_clean(&store, &format!("{{prometheus: {{url: '{url}', start: '{start}', end: '{end}', step: 5m}}}}"));
+    let (a, b) = (clean_rows(&store, &saved, "resampled"), clean_rows(&store, &live, "resampled"));
+    assert!(a.len() > 10_000 && a.len() == b.len(), "{} vs {}", a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, &x.1, x.2), (&y.0, &y.1, y.2));
+        assert!((x.3 - y.3).abs() <= 1e-9 * x.3.abs().max(1e-3), "{x:?} vs {y:?}");
+    }
+    assert_eq!(clean_rows(&store, &saved, "allocation"), clean_rows(&store, &live, "allocation"));
+    for table in ["workloads", "quotas"] {
+        let digest = |r: &applearner_pipeline::RunReport| r.record("clean").unwrap().outputs[table].digest.clone();
+        assert_eq!(digest(&saved), digest(&live), "{table}");
+    }
+    let summary = &live.record("clean").unwrap().summary;
+    assert_eq!((summary["hpas"].as_u64(), summary["owner_series_without_usage"].as_u64()), (Some(1), Some(1)));
 }

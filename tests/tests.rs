@@ -1,6 +1,7 @@
 //! AppLearner's integration tests: one binary, a module per topic.
 
 mod cli;
+mod cluster;
 mod engine;
 mod evaluate;
 mod export;

@@ -40,6 +40,11 @@ pub mod resampled {
     pub const KEY: &str = "key";
     pub const SEGMENT: &str = "segment";
     pub const TIMESTAMP: &str = "timestamp";
+    /// How many of the group's series (pods of a workload) held samples at the step.
+    pub const REPLICAS: &str = "replicas";
+    /// Schema metadata: how replicas were combined per step, `max` (one pod's size) or
+    /// `sum` (the workload's total).
+    pub const COMBINED: &str = "applearner.replicas";
 
     /// Whether a key is a node's or VM's (a series without namespace, pod or container,
     /// keyed by its labels) rather than a container's: it starts with `name=value`, which no
@@ -47,6 +52,74 @@ pub mod resampled {
     pub fn is_node(key: &str) -> bool {
         key.split('/').next().is_some_and(|first| first.contains('='))
     }
+}
+
+/// `clean.resample` → `workloads`: per container key, what kube-state-metrics says of it:
+/// the object its pods belong to (`kube_pod_owner`, `kube_replicaset_owner`,
+/// `kube_job_owner`; null where they name none or several), its pods over the data, and the
+/// HorizontalPodAutoscaler scaling that object (null where none).
+pub mod workloads {
+    pub const NAME: &str = "workloads";
+    pub const KEY: &str = "key";
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `ReplicaSet` or `Pod`.
+    pub const OWNER_KIND: &str = "owner_kind";
+    pub const OWNER_NAME: &str = "owner_name";
+    pub const PODS: &str = "pods";
+    /// The HPA's name, its utilization targets (% of the request), whether it also scales
+    /// on other metrics, and its latest current and desired replicas.
+    pub const HPA: &str = "hpa";
+    pub const HPA_CPU_TARGET_PCT: &str = "hpa_cpu_target_pct";
+    pub const HPA_MEMORY_TARGET_PCT: &str = "hpa_memory_target_pct";
+    pub const HPA_OTHER_METRICS: &str = "hpa_other_metrics";
+    pub const HPA_REPLICAS: &str = "hpa_replicas";
+    pub const HPA_DESIRED_REPLICAS: &str = "hpa_desired_replicas";
+}
+
+/// `clean.resample` → `quotas`: kube-state-metrics' `kube_resourcequota`, the latest value
+/// per namespace, quota, resource (`requests.cpu`, `limits.memory`, …) and type (`hard`,
+/// `used`).
+pub mod quotas {
+    pub const NAME: &str = "quotas";
+    pub const NAMESPACE: &str = "namespace";
+    pub const QUOTA: &str = "resourcequota";
+    pub const RESOURCE: &str = "resource";
+    pub const TYPE: &str = "type";
+    pub const VALUE: &str = "value";
+}
+
+/// `plan.resources` → `hpas`: per workload scaled by an HPA on CPU or memory utilization,
+/// how the plan keeps its scale point (usage per pod = target × request): the target and
+/// request now and planned, that point now and planned, the data's steps with the busiest
+/// pod above it under each (equal when it is kept), and the action taken.
+pub mod hpas {
+    pub const NAME: &str = "hpas";
+    pub const KEY: &str = "key";
+    pub const HPA: &str = "hpa";
+    pub const RESOURCE: &str = "resource";
+    pub const TARGET_PCT: &str = "target_pct";
+    pub const PLANNED_TARGET_PCT: &str = "planned_target_pct";
+    /// Cores or bytes.
+    pub const REQUEST: &str = "request";
+    pub const PLANNED_REQUEST: &str = "planned_request";
+    pub const SCALE_POINT: &str = "scale_point";
+    pub const PLANNED_SCALE_POINT: &str = "planned_scale_point";
+    pub const ABOVE_TARGET_STEPS: &str = "above_target_steps";
+    pub const PLANNED_ABOVE_TARGET_STEPS: &str = "planned_above_target_steps";
+    pub const ACTION: &str = "action";
+}
+
+/// `plan.resources` → `namespaces`: per namespace with workloads and quota resource
+/// (`requests.cpu`, `limits.cpu`, `requests.memory`, `limits.memory`), the total now and as
+/// planned (one pod's value × replicas, over the workloads with both) beside its
+/// ResourceQuota's hard limit and use (null without one).
+pub mod namespaces {
+    pub const NAME: &str = "namespaces";
+    pub const NAMESPACE: &str = "namespace";
+    pub const RESOURCE: &str = "resource";
+    pub const CURRENT: &str = "current";
+    pub const PLANNED: &str = "planned";
+    pub const QUOTA_HARD: &str = "quota_hard";
+    pub const QUOTA_USED: &str = "quota_used";
 }
 
 /// `evaluate.backtest` → `scores`: one row per method, resource, scope (a series `key`, or
@@ -182,7 +255,19 @@ pub mod recommendations {
     pub const KIND: &str = "kind";
     pub const CURRENT: &str = "current_";
     pub const PLANNED: &str = "planned_";
-    /// Planned − current requests (negative: capacity given back).
+    /// The workload's replicas at the end of the data. Requests and limits are one pod's;
+    /// the changes and their cost are the workload's, one pod's × replicas.
+    pub const REPLICAS: &str = "replicas";
+    /// The object its patch goes to (from `owners`), empty where unknown.
+    pub const OWNER_KIND: &str = "owner_kind";
+    pub const OWNER_NAME: &str = "owner_name";
+    /// The highest usage of one pod seen over the data, and each planned limit as a
+    /// multiple of it: the limit's evidence.
+    pub const MAX_SEEN_CPU_CORES: &str = "max_seen_cpu_cores";
+    pub const MAX_SEEN_MEMORY_BYTES: &str = "max_seen_memory_bytes";
+    pub const CPU_LIMIT_OVER_MAX_SEEN: &str = "cpu_limit_over_max_seen";
+    pub const MEMORY_LIMIT_OVER_MAX_SEEN: &str = "memory_limit_over_max_seen";
+    /// Planned − current requests over the replicas (negative: capacity given back).
     pub const CPU_CHANGE_CORES: &str = "cpu_request_change_cores";
     pub const MEMORY_CHANGE_GIB: &str = "memory_request_change_gib";
     /// The change in requests priced per month (730 h).
@@ -197,6 +282,9 @@ pub mod recommendations {
     pub const THROTTLED_PCT: &str = "throttled_pct";
     /// Comma-separated: `no_allocation`, `oom_killed`, `throttled`, `cpu_request_below_plan`,
     /// `memory_request_below_plan` (the request now runs above the stated risk),
-    /// `cpu_above_limit`, `memory_above_limit` (usage went above the limit in force).
+    /// `cpu_above_limit`, `memory_above_limit` (usage went above the limit in force),
+    /// `replicated` (more than one replica: totals are per pod × replicas), `owner_unknown`
+    /// (no kube_pod_owner: the patch assumes a Deployment), `job` (a Job or CronJob), `hpa`
+    /// (scaled by an HPA: see `hpas`).
     pub const FLAGS: &str = "flags";
 }

@@ -4,7 +4,7 @@
 //! validation part chooses each series' method (`auto`) and calibrates every forecaster's
 //! quantiles; the test part judges them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -217,7 +217,8 @@ impl Stage for Backtest {
             ("mase_scaled_by_last_value", forecast.naive_scaled),
             ("seasonal_naive_fell_back", forecast.fallbacks),
         ];
-        let summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
+        let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
+        summary.extend(crate::units::said(&forecast.implausible));
         let (schema, batch) = scores_table(&rows)?;
         ctx.write_table("scores", schema, &[batch])?;
         let (schema, batch) = choices_table(&choice, &forecast.scales)?;
@@ -235,6 +236,8 @@ struct Forecasts {
     origins: usize,
     naive_scaled: usize,
     fallbacks: usize,
+    /// Series whose values cannot be cores or bytes: no KRR or VPA track.
+    implausible: BTreeSet<(String, &'static str)>,
 }
 
 impl Backtest {
@@ -274,9 +277,10 @@ impl Backtest {
             model.tracks("test", &chosen)?,
             ahead(&forward, &usage, &levels, (horizon, step))?,
         ];
-        let fallbacks = self.add_baselines(ctx, &mut parts, &usage, step, horizon);
+        let implausible = crate::units::implausible(&usage);
+        let fallbacks = self.add_baselines(ctx, &mut parts, &usage, &implausible, step, horizon);
         let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
-        Ok(Forecasts { parts, scales, origins: chosen.len(), naive_scaled, fallbacks })
+        Ok(Forecasts { parts, scales, origins: chosen.len(), naive_scaled, fallbacks, implausible })
     }
 
     /// Every baseline's and recommender's tracks beside the model's, in each part; returns
@@ -286,11 +290,12 @@ impl Backtest {
         ctx: &StageContext,
         parts: &mut [Tracks; 3],
         usage: &BTreeMap<String, Usage>,
+        implausible: &BTreeSet<(String, &'static str)>,
         step: i64,
         horizon: usize,
     ) -> usize {
         let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
-        let baselines = Baselines { usage, step, horizon, season_ms: self.params.season.ms(), window };
+        let baselines = Baselines { usage, implausible, step, horizon, season_ms: self.params.season.ms(), window };
         let bar = ctx.progress(3, "baselines per part");
         let mut fallbacks = 0;
         for tracks in parts {
@@ -516,6 +521,8 @@ impl ModelRun<'_> {
 /// The forecasts users get without a model, from the same origins as the model's.
 struct Baselines<'a> {
     usage: &'a BTreeMap<String, Usage>,
+    /// Series whose values cannot be cores or bytes: the recommenders' floors would decide.
+    implausible: &'a BTreeSet<(String, &'static str)>,
     step: i64,
     horizon: usize,
     season_ms: i64,
@@ -572,8 +579,11 @@ impl Baselines<'_> {
                     track.forecast.extend(forecast);
                 }
             }
+            let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
             for (method, track) in METHODS.into_iter().zip(out) {
-                tracks.insert((method, key.clone(), column.clone()), track);
+                if !(unitless && ["vpa", "krr"].contains(&method)) {
+                    tracks.insert((method, key.clone(), column.clone()), track);
+                }
             }
         }
         fallbacks

@@ -18,4 +18,8 @@ pub enum EvaluateError {
     NoValidation,
     #[error("no series has forecasts of cpu or memory with actuals: run evaluate.backtest on a model of them")]
     NoActuals,
+    #[error(
+        "the clean stage summed the replicas of {workloads} workloads (clean.resample `group: {{aggregate: sum}}`): patched onto pods, every replica would reserve the whole workload's usage. Size one pod: set `group: {{by: workload, aggregate: max}}` in the clean stage (the default); keep `sum` only in pipelines that forecast workload totals without plan.resources"
+    )]
+    SummedReplicas { workloads: usize },
 }

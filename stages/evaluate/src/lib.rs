@@ -11,6 +11,7 @@ pub mod plan;
 pub mod recommend;
 mod scoring;
 mod table;
+mod units;
 
 pub use error::EvaluateError;
 

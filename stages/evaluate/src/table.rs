@@ -8,7 +8,8 @@ use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
     ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
 };
-use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt32Type};
 use applearner_pipeline::columns::{column, floats, ints};
 
 use crate::baselines::Series;
@@ -18,6 +19,8 @@ use crate::baselines::Series;
 pub struct Usage {
     pub cpu: Series,
     pub memory: Series,
+    /// Replicas (pods of the workload) at the latest step; 1 for a table without the count.
+    pub replicas: u32,
 }
 
 impl Usage {
@@ -51,6 +54,10 @@ pub fn read_usage<E: Into<BoxError>>(
         let b = b.map_err(Into::into)?;
         let keys = column(&b, table::NAME, table::KEY, &DataType::Utf8)?;
         let (keys, times) = (keys.as_string::<i32>(), ints(&b, table::NAME, table::TIMESTAMP)?);
+        let replicas = match b.column_by_name(table::REPLICAS) {
+            Some(c) => cast(c, &DataType::UInt32)?.as_primitive::<UInt32Type>().values().to_vec(),
+            None => vec![1; b.num_rows()],
+        };
         let mut columns = Vec::new();
         for name in ["cpu", "memory"] {
             let values = if b.column_by_name(name).is_some() { floats(&b, table::NAME, name)? } else { Vec::new() };
@@ -67,6 +74,7 @@ pub fn read_usage<E: Into<BoxError>>(
             }
             let r = rows.get_mut(key).expect("inserted");
             r.times.push(times[i]);
+            r.replicas = replicas[i];
             for (c, (values, filled)) in columns.iter().enumerate() {
                 r.values[c].push(values.get(i).copied().unwrap_or(f64::NAN));
                 r.filled[c].push(filled.get(i) == Some(&true));
@@ -81,6 +89,7 @@ pub fn read_usage<E: Into<BoxError>>(
 #[derive(Default)]
 struct Rows {
     times: Vec<i64>,
+    replicas: u32,
     values: [Vec<f64>; 2],
     filled: [Vec<bool>; 2],
 }
@@ -90,7 +99,7 @@ impl Rows {
     /// last value. The usual table (ascending times, both columns known at every row) is
     /// taken as it is, one time column for both.
     fn usage(self) -> Usage {
-        let Rows { mut times, values: [mut cpu, mut memory], filled: [cpu_filled, memory_filled] } = self;
+        let Rows { mut times, replicas, values: [mut cpu, mut memory], filled: [cpu_filled, memory_filled] } = self;
         // Vectors grown while reading hold up to twice their length.
         for v in [&mut cpu, &mut memory] {
             v.shrink_to_fit();
@@ -102,6 +111,7 @@ impl Rows {
             return Usage {
                 cpu: Series::sorted(times.clone(), cpu, cpu_filled),
                 memory: Series::sorted(times, memory, memory_filled),
+                replicas,
             };
         }
         let series = |values: Vec<f64>, filled: Vec<bool>| {
@@ -111,7 +121,7 @@ impl Rows {
                 (0..times.len()).filter(keep).filter(|&i| filled[i]).map(|i| times[i]).collect();
             Series::with_filled(points, &filled_at)
         };
-        Usage { cpu: series(cpu, cpu_filled), memory: series(memory, memory_filled) }
+        Usage { cpu: series(cpu, cpu_filled), memory: series(memory, memory_filled), replicas }
     }
 }
 

@@ -76,7 +76,10 @@ pub enum Format {
 /// What a metric measures. Usage (`cpu`, `memory`) is learned and planned; the allocation
 /// (`request`, `limit`: kube-state-metrics, one series per `resource`) and the pain signals
 /// (`restarts`, `oom_killed`: the last terminated reason, `throttled`: the share of CFS
-/// periods throttled) are set beside the plan.
+/// periods throttled) are set beside the plan; kube-state-metrics' objects say where a
+/// plan goes: the owners (`pod_owner`, `replicaset_owner`, `job_owner`), the HPAs
+/// (`hpa_info`: its target, `hpa_target`: a metric's target, `hpa_replicas`,
+/// `hpa_desired_replicas`) and the namespaces' quotas (`quota`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -87,6 +90,14 @@ pub enum Role {
     Restarts,
     OomKilled,
     Throttled,
+    PodOwner,
+    ReplicasetOwner,
+    JobOwner,
+    HpaInfo,
+    HpaTarget,
+    HpaReplicas,
+    HpaDesiredReplicas,
+    Quota,
     Other,
 }
 
@@ -106,6 +117,14 @@ impl Role {
             (Role::Restarts, _) => "restarts",
             (Role::OomKilled, _) if labels.get("reason").is_none_or(|r| r == "OOMKilled") => "oom_killed",
             (Role::Throttled, _) => "cpu_throttled",
+            (Role::PodOwner, _) => "pod_owner",
+            (Role::ReplicasetOwner, _) => "replicaset_owner",
+            (Role::JobOwner, _) => "job_owner",
+            (Role::HpaInfo, _) => "hpa_info",
+            (Role::HpaTarget, _) => "hpa_target",
+            (Role::HpaReplicas, _) => "hpa_replicas",
+            (Role::HpaDesiredReplicas, _) => "hpa_desired_replicas",
+            (Role::Quota, _) => "quota",
             _ => "other",
         }
     }
@@ -129,6 +148,14 @@ fn default_roles() -> BTreeMap<String, Role> {
         ("kube_pod_container_status_restarts_total", Role::Restarts),
         ("kube_pod_container_status_last_terminated_reason", Role::OomKilled),
         ("container_cpu_cfs_throttled_ratio", Role::Throttled),
+        ("kube_pod_owner", Role::PodOwner),
+        ("kube_replicaset_owner", Role::ReplicasetOwner),
+        ("kube_job_owner", Role::JobOwner),
+        ("kube_horizontalpodautoscaler_info", Role::HpaInfo),
+        ("kube_horizontalpodautoscaler_spec_target_metric", Role::HpaTarget),
+        ("kube_horizontalpodautoscaler_status_current_replicas", Role::HpaReplicas),
+        ("kube_horizontalpodautoscaler_status_desired_replicas", Role::HpaDesiredReplicas),
+        ("kube_resourcequota", Role::Quota),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -100,6 +100,31 @@ fn default_queries() -> BTreeMap<String, String> {
             "kube_pod_container_status_last_terminated_reason".to_string(),
             format!("max {by} (kube_pod_container_status_last_terminated_reason{{reason=\"OOMKilled\"}})"),
         ),
+        // Owners: which Deployment, StatefulSet, DaemonSet, CronJob or Job a pod's patch goes to.
+        ("kube_pod_owner".to_string(), "max by (namespace, pod, owner_kind, owner_name) (kube_pod_owner)".to_string()),
+        (
+            "kube_replicaset_owner".to_string(),
+            "max by (namespace, replicaset, owner_kind, owner_name) (kube_replicaset_owner)".to_string(),
+        ),
+        ("kube_job_owner".to_string(), "max by (namespace, job_name, owner_kind, owner_name) (kube_job_owner)".to_string()),
+        // HPAs (what they scale, on which target, with how many replicas) and quotas.
+        (
+            "kube_horizontalpodautoscaler_info".to_string(),
+            "max by (namespace, horizontalpodautoscaler, scaletargetref_kind, scaletargetref_name) (kube_horizontalpodautoscaler_info)".to_string(),
+        ),
+        (
+            "kube_horizontalpodautoscaler_spec_target_metric".to_string(),
+            "max by (namespace, horizontalpodautoscaler, metric_name, metric_target_type) (kube_horizontalpodautoscaler_spec_target_metric)".to_string(),
+        ),
+        (
+            "kube_horizontalpodautoscaler_status_current_replicas".to_string(),
+            "max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas)".to_string(),
+        ),
+        (
+            "kube_horizontalpodautoscaler_status_desired_replicas".to_string(),
+            "max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas)".to_string(),
+        ),
+        ("kube_resourcequota".to_string(), "max by (namespace, resourcequota, resource, type) (kube_resourcequota)".to_string()),
         (
             "container_cpu_cfs_throttled_ratio".to_string(),
             format!(

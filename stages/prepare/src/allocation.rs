@@ -24,7 +24,7 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, 
 use datafusion::prelude::SessionContext;
 
 use crate::identity::{self, Aligned, Identity, SeriesLabels};
-use crate::resample::{Combine, Counts, Plan, Scope};
+use crate::resample::{Counts, Plan, Scope};
 use crate::{collect, literal, register_batches};
 
 /// The roles ingest gives allocation and pain series.
@@ -153,10 +153,7 @@ fn member_sql(plan: &Plan) -> String {
 /// The allocation rows from `member` (see the module's documentation).
 fn signals_sql(plan: &Plan) -> String {
     let step = plan.step_ms;
-    let combine = match plan.group.aggregate {
-        Combine::Sum => "sum",
-        Combine::Max => "max",
-    };
+    let combine = plan.group.aggregate.name();
     let r = |name: &str| ROLES.iter().position(|r| *r == name).expect("a role");
     let names = ROLES.iter().enumerate().map(|(i, n)| format!("WHEN {i} THEN {}", literal(n))).collect::<Vec<_>>();
     let (restarts, oom, throttled) = (r("restarts"), r("oom_killed"), r("cpu_throttled"));

@@ -15,6 +15,7 @@ mod derive;
 mod error;
 pub mod features;
 pub mod identity;
+pub mod kube;
 mod pass;
 pub mod resample;
 

@@ -58,16 +58,18 @@ pub fn clean_range(
         members[(k - range.first) * roles + r].push(slot);
     }
     for k in range.first..=range.last {
+        let members = &members[(k - range.first) * roles..(k - range.first + 1) * roles];
+        let pods = replicas(members, &binned);
         let lines: Vec<Vec<Point>> = (0..roles)
             .map(|r| {
-                let grid = combine(plan.group.aggregate, &members[(k - range.first) * roles + r], &mut binned);
+                let grid = combine(plan.group.aggregate, &members[r], &mut binned);
                 counts.grid_points += grid.len() as u64;
                 let line = fill(plan, &grid);
                 counts.filled_points += (line.len() - grid.len()) as u64;
                 line
             })
             .collect();
-        let rows = align(&lines);
+        let rows = align(&lines, &pods);
         let segments = segments(plan, &rows, counts);
         if !segments.is_empty() && keep(plan, &rows, &segments, counts) {
             counts.series += 1;
@@ -173,6 +175,20 @@ fn combine(how: Combine, slots: &[usize], binned: &mut [Vec<(i64, f64)>]) -> Vec
     }
 }
 
+/// How many of a group's series (its replicas) hold a sample at each step, the most over
+/// its roles, in step order.
+fn replicas(members: &[Vec<usize>], binned: &[Vec<(i64, f64)>]) -> Vec<(i64, u32)> {
+    let mut steps: Vec<(i64, usize)> =
+        members.iter().enumerate().flat_map(|(r, slots)| slots.iter().flat_map(move |&s| binned[s].iter().map(move |p| (p.0, r)))).collect();
+    steps.sort_unstable();
+    let mut out: Vec<(i64, u32)> = Vec::new();
+    for run in steps.chunk_by(|a, b| a.0 == b.0) {
+        let most = run.chunk_by(|a, b| a.1 == b.1).map(|role| role.len() as u32).max().unwrap_or(0);
+        out.push((run[0].0, most));
+    }
+    out
+}
+
 /// The grid points with the gaps of up to `max_gap` filled (flagged); longer gaps stay.
 fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
     let max_steps = plan.max_gap_ms / plan.step_ms;
@@ -198,14 +214,16 @@ fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
 /// A group's rows: the steps where every role has a point, with each role's value and flag.
 struct Rows {
     steps: Vec<i64>,
+    /// Replicas present at each step (at a filled step, those of the last step with samples).
+    replicas: Vec<u32>,
     /// `[row][role]`.
     values: Vec<f64>,
     filled: Vec<bool>,
 }
 
-/// The steps every role's line holds (a row needs all of them).
-fn align(lines: &[Vec<Point>]) -> Rows {
-    let mut rows = Rows { steps: Vec::new(), values: Vec::new(), filled: Vec::new() };
+/// The steps every role's line holds (a row needs all of them), with the replicas present.
+fn align(lines: &[Vec<Point>], pods: &[(i64, u32)]) -> Rows {
+    let mut rows = Rows { steps: Vec::new(), replicas: Vec::new(), values: Vec::new(), filled: Vec::new() };
     let mut at = vec![0usize; lines.len()];
     for first in 0..lines[0].len() {
         let n = lines[0][first].0;
@@ -219,6 +237,8 @@ fn align(lines: &[Vec<Point>]) -> Rows {
         }
         if everywhere {
             rows.steps.push(n);
+            let last = pods.partition_point(|p| p.0 <= n);
+            rows.replicas.push(last.checked_sub(1).map_or(1, |i| pods[i].1));
             for (line, &i) in lines.iter().zip(&at) {
                 rows.values.push(line[i].1);
                 rows.filled.push(line[i].2);
@@ -286,6 +306,7 @@ pub struct Output {
     columns: Vec<StringBuilder>,
     segment: UInt32Builder,
     timestamp: TimestampMillisecondBuilder,
+    replicas: UInt32Builder,
     values: Vec<Float64Builder>,
     filled: Vec<BooleanBuilder>,
     pub rows: usize,
@@ -299,6 +320,7 @@ impl Output {
             columns: (0..columns).map(|_| StringBuilder::new()).collect(),
             segment: UInt32Builder::new(),
             timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            replicas: UInt32Builder::new(),
             values: (0..roles).map(|_| Float64Builder::new()).collect(),
             filled: (0..roles).map(|_| BooleanBuilder::new()).collect(),
             rows: 0,
@@ -314,6 +336,7 @@ impl Output {
             }
             self.segment.append_value(number);
             self.timestamp.append_value(rows.steps[row] * plan.step_ms);
+            self.replicas.append_value(rows.replicas[row]);
             for r in 0..roles {
                 self.values[r].append_value(rows.values[row * roles + r]);
                 self.filled[r].append_value(rows.filled[row * roles + r]);
@@ -328,6 +351,7 @@ impl Output {
         arrays.extend(self.columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         arrays.push(Arc::new(self.segment.finish()));
         arrays.push(Arc::new(self.timestamp.finish()));
+        arrays.push(Arc::new(self.replicas.finish()));
         for (value, filled) in self.values.iter_mut().zip(&mut self.filled) {
             arrays.push(Arc::new(value.finish()));
             arrays.push(Arc::new(filled.finish()));

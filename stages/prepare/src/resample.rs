@@ -31,9 +31,10 @@ use applearner_pipeline::Duration;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
-use applearner_contracts::tables::{allocation as alloc, resampled};
+use applearner_contracts::tables::{allocation as alloc, quotas, resampled, workloads};
 
 use crate::identity::{self, Identity, SeriesLabels};
+use crate::kube;
 use crate::pass::{Key, Range, Sample};
 
 /// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
@@ -129,8 +130,10 @@ pub struct Group {
     /// With `by: labels`: any labels of the series (`namespace`, `instance`, `machine_id`…).
     #[serde(default)]
     pub labels: Vec<String>,
-    /// How replicas combine at each step: `sum` (the workload's total) or `max` (its
-    /// busiest replica).
+    /// How replicas combine at each step: `max` (the default: one pod's size, the busiest
+    /// replica, so a request that covers it covers every pod) or `sum` (the workload's
+    /// total, for capacity and quotas; plan.resources refuses to patch pods with it). The
+    /// replicas present at each step are counted in the `replicas` column either way.
     #[serde(default)]
     pub aggregate: Combine,
 }
@@ -148,8 +151,17 @@ pub enum GroupBy {
 #[serde(rename_all = "lowercase")]
 pub enum Combine {
     #[default]
-    Sum,
     Max,
+    Sum,
+}
+
+impl Combine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Combine::Max => "max",
+            Combine::Sum => "sum",
+        }
+    }
 }
 
 const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
@@ -297,20 +309,22 @@ impl Stage for Resample {
     }
 
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("resampled"), Output::table("allocation")]
+        vec![Output::table("resampled"), Output::table("allocation"), Output::table(workloads::NAME), Output::table(quotas::NAME)]
     }
 
     fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
         Some(vec![
             ("resampled", vec![resampled::KEY, resampled::TIMESTAMP]),
             ("allocation", vec![alloc::KEY, alloc::SIGNAL, alloc::TIMESTAMP]),
+            (workloads::NAME, vec![workloads::KEY]),
+            (quotas::NAME, vec![quotas::NAMESPACE, quotas::QUOTA, quotas::RESOURCE, quotas::TYPE]),
         ])
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.plan;
         let columns = identity::key_columns(p.group.by, &p.group.labels);
-        let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles);
+        let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles, p.group.aggregate);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let series = ctx.read_table("series")?;
@@ -332,6 +346,9 @@ impl Stage for Resample {
             tracing::warn!("{w}");
         }
         ctx.write_table("allocation", crate::allocation::schema(), &cleaned.allocation)?;
+        let kube = &cleaned.kube;
+        ctx.write_table(workloads::NAME, kube::workloads_schema(), &[kube::workloads_table(&kube.workloads)?])?;
+        ctx.write_table(quotas::NAME, kube::quotas_schema(), &[kube::quotas_table(&kube.quotas)?])?;
         let mut summary = match serde_json::to_value(&cleaned.counts)? {
             serde_json::Value::Object(map) => map,
             _ => unreachable!("counts serialize to an object"),
@@ -370,6 +387,23 @@ pub struct Counts {
     pub allocation_series_without_usage: u64,
     pub allocation_series_ambiguous: u64,
     pub allocation_points: u64,
+    /// kube-state-metrics' `kube_pod_owner` links, those naming pods without usage, and the
+    /// workloads whose pods name no owner or several (left unresolved, never guessed).
+    pub owner_series: u64,
+    pub owner_series_without_usage: u64,
+    pub workloads_without_owner: u64,
+    /// HPAs attached to the workloads they scale, those whose target has no usage, and the
+    /// namespaces with quotas but no workloads.
+    pub hpas: u64,
+    pub hpas_without_usage: u64,
+    pub quota_namespaces_without_workloads: u64,
+}
+
+/// What kube-state-metrics says of the workloads and namespaces cleaned.
+#[derive(Debug, Default)]
+pub struct Kube {
+    pub workloads: BTreeMap<String, kube::Workload>,
+    pub quotas: kube::Quotas,
 }
 
 /// The cleaned table and its story.
@@ -379,6 +413,8 @@ pub struct Cleaned {
     pub batches: Vec<RecordBatch>,
     /// The `allocation` table's rows.
     pub allocation: Vec<RecordBatch>,
+    /// Owners, HPAs and quotas.
+    pub kube: Kube,
     pub counts: Counts,
     pub warnings: Vec<String>,
 }
@@ -430,13 +466,22 @@ pub fn clean_into(
     let allocation = if kept.is_empty() { Vec::new() } else { allocate(&kept, &mut counts)? };
     checkpoint("allocation")?;
     let key_columns = identity::key_columns(plan.group.by, &plan.group.labels);
-    let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles);
+    let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles, plan.group.aggregate);
     let groups = Groups::of(plan, &identities, &usage, &spans, scope, &mut counts)?;
+    // The latest value of each kube-state-metrics series that carries one (HPA targets,
+    // replicas, quotas), read in the same pass as the usage.
+    let mut latest: HashMap<u64, (i64, f64)> =
+        series.iter().filter(|s| kube::valued(&s.role)).map(|s| (s.series_id, (i64::MIN, f64::NAN))).collect();
+    let mut aside = put_aside(input.samples, &groups, &mut latest, &mut counts, check_cancelled)?;
+    let latest: HashMap<u64, f64> = latest.into_iter().filter(|(_, v)| v.0 > i64::MIN).map(|(k, v)| (k, v.1)).collect();
+    let workloads = kube::workloads(&series, &identities, &usage, &latest, scope, &mut counts);
+    let quotas = kube::quotas(&series, &latest, &identities, scope, &mut counts);
+    say_kube(&counts, &mut warnings);
+    let kube = Kube { workloads, quotas };
     if scope.shard.is_some() && counts.grouped_series == 0 {
         warnings.push("this shard holds no series (more shards than series): its tables are empty".into());
-        return Ok(Cleaned { schema, batches: Vec::new(), allocation, counts, warnings });
+        return Ok(Cleaned { schema, batches: Vec::new(), allocation, kube, counts, warnings });
     }
-    let mut aside = put_aside(input.samples, &groups, &mut counts, check_cancelled)?;
     check_inputs(plan, &counts, groups.spacing, &mut warnings)?;
     checkpoint("input")?;
     let mut out = crate::pass::Output::new(schema.clone(), key_columns.len(), plan.roles.len());
@@ -448,7 +493,7 @@ pub fn clean_into(
         sink(out.finish()?)?;
     }
     check_left(plan, &counts, scope, &mut warnings)?;
-    Ok(Cleaned { schema, batches: Vec::new(), allocation, counts, warnings })
+    Ok(Cleaned { schema, batches: Vec::new(), allocation, kube, counts, warnings })
 }
 
 /// The identities of the usage series; with `by: labels`, a label no series has is an
@@ -621,6 +666,7 @@ impl Aside {
 fn put_aside(
     samples: &mut dyn Iterator<Item = Result<RecordBatch, BoxError>>,
     groups: &Groups,
+    latest: &mut HashMap<u64, (i64, f64)>,
     counts: &mut Counts,
     check_cancelled: &dyn Fn() -> Result<(), BoxError>,
 ) -> Result<Aside, BoxError> {
@@ -644,7 +690,14 @@ fn put_aside(
                 Some((seen, place)) if seen == id => place,
                 _ => last.insert((id, groups.slot_of.get(&id).copied())).1,
             };
-            let Some((range, slot)) = place else { continue };
+            let Some((range, slot)) = place else {
+                if let Some(last) = latest.get_mut(&id)
+                    && times.value(row) >= last.0
+                {
+                    *last = (times.value(row), values.value(row));
+                }
+                continue;
+            };
             counts.input_points += 1;
             let value = values.value(row);
             if !value.is_finite() {
@@ -661,6 +714,18 @@ fn put_aside(
 
 fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, BoxError> {
     batch.column_by_name(name).ok_or_else(|| format!("the samples table has no `{name}` column").into())
+}
+
+/// kube-state-metrics series that describe nothing cleaned are said, not only counted.
+fn say_kube(counts: &Counts, warnings: &mut Vec<String>) {
+    let said = [
+        (counts.owner_series_without_usage, "kube_pod_owner series name pods without usage: left out"),
+        (counts.hpas_without_usage, "HPAs scale workloads without usage (or whose pods name no owner): left out"),
+        (counts.quota_namespaces_without_workloads, "namespaces have a ResourceQuota but no workload: their quotas are compared with nothing"),
+    ];
+    for (n, what) in said.into_iter().filter(|(n, _)| *n > 0) {
+        warnings.push(format!("{n} {what}"));
+    }
 }
 
 /// No usable sample is an error; a step finer than the samples' spacing a warning.
@@ -715,17 +780,19 @@ fn check_left(plan: &Plan, c: &Counts, scope: Scope<'_>, warnings: &mut Vec<Stri
 }
 
 /// The `resampled` table's schema.
-pub fn output_schema(labels: &[&str], roles: &[Role]) -> SchemaRef {
+pub fn output_schema(labels: &[&str], roles: &[Role], combine: Combine) -> SchemaRef {
     let mut fields = vec![Field::new(resampled::KEY, DataType::Utf8, false)];
     fields.extend(labels.iter().map(|l| Field::new(*l, DataType::Utf8, true)));
     fields.push(Field::new(resampled::SEGMENT, DataType::UInt32, false));
     let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     fields.push(Field::new(resampled::TIMESTAMP, timestamp, false));
+    fields.push(Field::new(resampled::REPLICAS, DataType::UInt32, false));
     for r in roles {
         fields.push(Field::new(r.name(), DataType::Float64, false));
         fields.push(Field::new(format!("{}_filled", r.name()), DataType::Boolean, false));
     }
-    Arc::new(Schema::new(fields))
+    let combined = HashMap::from([(resampled::COMBINED.to_string(), combine.name().to_string())]);
+    Arc::new(Schema::new_with_metadata(fields, combined))
 }
 
 /// Every series of the `series` table (labels by series id) and its extent.
@@ -780,7 +847,8 @@ fn is_generated(s: &str) -> bool {
 }
 
 /// Strips the suffixes Kubernetes controllers add to pod names: Deployment pods
-/// (`name-<template hash>-<5>`), StatefulSet pods (`name-<ordinal>`), DaemonSet and Job pods
+/// (`name-<template hash>-<5>`), CronJob pods (`name-<scheduled minute>-<5>`, so that every
+/// run is one workload), StatefulSet pods (`name-<ordinal>`), DaemonSet and Job pods
 /// (`name-<5>`). Other names are kept whole.
 pub fn workload_of(pod: &str) -> &str {
     let mut parts = pod.rsplitn(3, '-');
@@ -788,8 +856,8 @@ pub fn workload_of(pod: &str) -> &str {
     if let (Some(last), Some(middle), Some(rest)) = (last, middle, rest)
         && last.len() == 5
         && is_generated(last)
-        && (6..=10).contains(&middle.len())
-        && is_generated(middle)
+        && (((6..=10).contains(&middle.len()) && is_generated(middle))
+            || (middle.len() >= 8 && middle.bytes().all(|b| b.is_ascii_digit())))
     {
         return rest;
     }
@@ -810,6 +878,8 @@ mod tests {
         assert_eq!(workload_of("web-0"), "web");
         assert_eq!(workload_of("web-12"), "web");
         assert_eq!(workload_of("node-exporter-x7k2p"), "node-exporter");
+        // A CronJob's runs: its Job is named after the scheduled minute.
+        assert_eq!(workload_of("report-29892961-x5b2c"), "report");
         // Zero-padded numbers are not ordinals (bitbrains' VMs), vowels are never generated.
         assert_eq!(workload_of("vm-0001"), "vm-0001");
         assert_eq!(workload_of("my-redis"), "my-redis");

@@ -238,12 +238,13 @@ fn pods_group_into_workloads() {
     rows.extend(series("cpu", "web-5f55b6cf68-jpzbd", 2..5, |m| m as f64));
     rows.extend(series("cpu", "web-84cbf6c798-qmx8k", 5..8, |_| 3.0));
     rows.extend(series("cpu", "db-0", 0..8, |m| m as f64));
-    let sum = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload}}\n")).unwrap();
+    let sum = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload, aggregate: sum}}\n")).unwrap();
     let web: Vec<_> = rows_of(&sum, "cpu").into_iter().filter(|r| r.0 == "ns/web/app").map(|r| r.3).collect();
     assert_eq!(web, [1.0, 1.0, 3.0, 4.0, 5.0, 3.0, 3.0, 3.0]);
     assert_eq!(sum.counts.series, 2);
     assert_eq!(sum.counts.input_series, 4);
     assert!(rows_of(&sum, "cpu").iter().any(|r| r.0 == "ns/db/app"));
+    assert_eq!(sum.schema.metadata()["applearner.replicas"], "sum");
     let max = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload, aggregate: max}}\n")).unwrap();
     let web: Vec<_> = rows_of(&max, "cpu").into_iter().filter(|r| r.0 == "ns/web/app").map(|r| r.3).collect();
     assert_eq!(web, [1.0, 1.0, 2.0, 3.0, 4.0, 3.0, 3.0, 3.0]);
@@ -251,6 +252,37 @@ fn pods_group_into_workloads() {
     assert_eq!(per_pod.counts.series, 4);
     let by_labels = clean(&rows, &format!("{CPU_ONLY}group: {{by: labels, labels: [namespace]}}\n")).unwrap();
     assert_eq!(by_labels.counts.series, 1);
+}
+
+/// Each row's `replicas`: per key, the pods present at each step.
+fn replicas_of(c: &Cleaned, key: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for b in &c.batches {
+        let keys = b.column_by_name("key").unwrap().as_string::<i32>();
+        let n = b.column_by_name("replicas").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
+        out.extend((0..b.num_rows()).filter(|&i| keys.value(i) == key).map(|i| n.value(i)));
+    }
+    out
+}
+
+/// Regression: the quickstart grouped pods with `aggregate: sum`, the default, so a
+/// Deployment with 3 overlapping replicas got the whole workload's usage as each pod's
+/// request. By default a step now holds one pod's size (the busiest replica), and the
+/// replicas present are counted beside it.
+#[test]
+fn replicas_are_not_summed_into_one_pods_request() {
+    let mut rows = Vec::new();
+    for (pod, level) in [("api-7d9f8c6b5d-a1b2c", 1.0), ("api-7d9f8c6b5d-d3e4f", 2.0), ("api-7d9f8c6b5d-g5h6i", 3.0)] {
+        rows.extend(series("cpu", pod, (0..6).filter(|&m| m != 3 || level == 1.0), move |m| level + 0.1 * m as f64));
+    }
+    // The third replica scaled away after minute 4; minute 3 of two replicas is missing.
+    rows.retain(|r| !(r.1 == "api-7d9f8c6b5d-g5h6i" && r.2 > 4 * MIN));
+    let c = clean(&rows, &format!("{CPU_ONLY}group: {{by: workload}}\n")).unwrap();
+    let api: Vec<f64> = rows_of(&c, "cpu").into_iter().filter(|r| r.0 == "ns/api/app").map(|r| r.3).collect();
+    // Never the sum (6.0 at minute 0): the busiest pod's usage.
+    assert_eq!(api, [3.0, 3.1, 3.2, 1.3, 3.4, 2.5]);
+    assert_eq!(replicas_of(&c, "ns/api/app"), [3, 3, 3, 1, 3, 2]);
+    assert_eq!(c.schema.metadata()["applearner.replicas"], "max");
 }
 
 /// Regression: `clean.resample` keyed series by namespace/pod/container only, so node

@@ -26,9 +26,29 @@ pub struct WorkloadPlan {
     pub from: i64,
     pub until: i64,
     pub values: Vec<Option<f64>>,
+    /// The object that owns the workload's pods (kind, name), where kube-state-metrics says.
+    pub owner: Option<(String, String)>,
+    /// The HPA scaling it and its utilization targets (%) that keep its scale points.
+    pub hpa: Option<String>,
+    pub hpa_targets: [Option<f64>; 2],
 }
 
 impl WorkloadPlan {
+    /// What a patch goes to: API version, kind and name, and the path of its pod spec; a
+    /// workload without a known owner is assumed a Deployment named after its pods.
+    pub fn target(&self) -> (&'static str, &str, &str, &'static str) {
+        let Some((kind, name)) = &self.owner else {
+            return ("apps/v1", "Deployment", &self.workload, "spec:\n  template:\n    spec:\n");
+        };
+        let (api, path) = match kind.as_str() {
+            "CronJob" => ("batch/v1", "spec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n"),
+            "Job" => ("batch/v1", "spec:\n  template:\n    spec:\n"),
+            "Pod" => ("v1", "spec:\n"),
+            _ => ("apps/v1", "spec:\n  template:\n    spec:\n"),
+        };
+        (api, kind, name, path)
+    }
+
     /// Requests and limits as `[cpu, memory]`.
     pub fn of(&self, lines: &[&Line], kind: &str) -> [Option<f64>; 2] {
         let mut out = [None; 2];
@@ -51,6 +71,7 @@ pub(super) fn forward_plan(
     configured: &[&Outcome],
     budget: u32,
     min_change: f64,
+    workloads: &Workloads,
 ) -> Vec<WorkloadPlan> {
     let mut out = Vec::new();
     for (key, tl) in timelines {
@@ -82,6 +103,9 @@ pub(super) fn forward_plan(
                     from,
                     until,
                     values,
+                    owner: workloads.get(key).and_then(|k| k.owner.clone()),
+                    hpa: None,
+                    hpa_targets: [None; 2],
                 }),
             }
         }
@@ -108,7 +132,7 @@ fn in_force(
         .map(|(i, l)| {
             let o = configured.iter().find(|o| o.line == i)?;
             let timeline = ahead(l.resource)?;
-            let case = Case::of(key, timeline, &o.rule)?;
+            let case = Case::of(key, timeline, &o.rule)?.capped(l);
             let policy = Policy { floor: l.floor, step: l.step, min_change, changes_per_day: budget };
             let (values, _) = policy.apply(&timeline.at, &case.held(&policy, o.calibrated.of(key)), &timeline.usage);
             // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
@@ -118,7 +142,7 @@ fn in_force(
 }
 
 /// A limit is never below its resource's request.
-fn limits_at_least_requests(lines: &[&Line], values: &mut [Option<f64>]) {
+pub(super) fn limits_at_least_requests(lines: &[&Line], values: &mut [Option<f64>]) {
     for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.name.ends_with("limit")) {
         let request = lines.iter().position(|r| r.resource == l.resource && r.name.ends_with("request"));
         if let (Some(v), Some(Some(req))) = (values[i], request.map(|r| values[r])) {
@@ -139,32 +163,41 @@ pub(super) fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)
     out
 }
 
-/// One strategic-merge patch per workload, as a multi-document YAML file.
+/// One strategic-merge patch per workload, to the object that owns its pods, as a
+/// multi-document YAML file.
 pub(super) fn patches(plan: &[&WorkloadPlan], lines: &[&Line], configured: &[&Outcome]) -> String {
     let sizing: Vec<String> =
         configured.iter().map(|o| format!("{} from {}", lines[o.line].name, o.rule.label())).collect();
     let mut out = format!(
-        "# Container resources planned by AppLearner ({}; k calibrated on validation).\n\
-         # Apply one workload: kubectl patch deployment NAME -n NAMESPACE --type strategic --patch-file <(its document)\n\
+        "# Container resources planned by AppLearner ({}; k calibrated on validation), one pod's size.\n\
+         # Apply one workload: kubectl patch KIND NAME -n NAMESPACE --type strategic --patch-file <(its document)\n\
          # or all of them: kubectl apply --server-side --field-manager=applearner -f patches.yaml\n\
-         # Workloads are assumed to be Deployments; change `kind` for StatefulSets and DaemonSets.\n\
          # On Kubernetes ≥ 1.33 (InPlacePodVerticalScaling) a resize needs no restart: kubectl patch pod --subresource resize.\n",
         sizing.join("; "),
     );
     for w in plan {
         let (requests, limits) = (w.of(lines, "request"), w.of(lines, "limit"));
+        let (api, kind, name, path) = w.target();
+        out.push_str("---\n");
+        match (&w.owner, kind) {
+            (None, _) => out.push_str("# Owner unknown (no kube_pod_owner series): assumed a Deployment named after the pods.\n"),
+            (_, "Job") => out.push_str("# A Job's pod template cannot change: set these where the Job is created.\n"),
+            (_, "Pod") => out.push_str("# A bare pod: resize it in place (kubectl patch pod --subresource resize).\n"),
+            _ => {}
+        }
+        let indent = " ".repeat(path.lines().count() * 2);
         let _ = write!(
             out,
-            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  template:\n    spec:\n      containers:\n        - name: {}\n          resources:\n            requests:\n",
-            w.workload, w.namespace, w.container,
+            "apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {}\n{path}{indent}containers:\n{indent}  - name: {}\n{indent}    resources:\n{indent}      requests:\n",
+            w.namespace, w.container,
         );
         for (name, q) in quantities(requests) {
-            let _ = writeln!(out, "              {name}: {q}");
+            let _ = writeln!(out, "{indent}        {name}: {q}");
         }
         if limits.iter().any(Option::is_some) {
-            let _ = writeln!(out, "            limits:");
+            let _ = writeln!(out, "{indent}      limits:");
             for (name, q) in quantities(limits) {
-                let _ = writeln!(out, "              {name}: {q}");
+                let _ = writeln!(out, "{indent}        {name}: {q}");
             }
         }
     }
@@ -181,17 +214,18 @@ pub(super) fn vpa_objects(plan: &[&WorkloadPlan], lines: &[&Line]) -> String {
         let inner: Vec<String> = quantities(values).into_iter().map(|(n, q)| format!("{n}: {q}")).collect();
         format!("{{{}}}", inner.join(", "))
     };
-    for w in plan {
+    // A VPA targets a controller; a bare pod has none.
+    for w in plan.iter().filter(|w| w.target().1 != "Pod") {
         let requests = w.of(lines, "request");
         // VPA's bounds: the request, and the limit where one is planned.
         let limits = w.of(lines, "limit");
         let upper = [0, 1].map(|r| limits[r].or(requests[r]));
+        let (api, kind, name, _) = w.target();
         let _ = write!(
             out,
-            "---\napiVersion: autoscaling.k8s.io/v1\nkind: VerticalPodAutoscaler\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {}\n  updatePolicy:\n    updateMode: \"Off\"\nstatus:\n  recommendation:\n    containerRecommendations:\n      - containerName: {}\n        target: {}\n        uncappedTarget: {}\n        lowerBound: {}\n        upperBound: {}\n",
+            "---\napiVersion: autoscaling.k8s.io/v1\nkind: VerticalPodAutoscaler\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  targetRef:\n    apiVersion: {api}\n    kind: {kind}\n    name: {name}\n  updatePolicy:\n    updateMode: \"Off\"\nstatus:\n  recommendation:\n    containerRecommendations:\n      - containerName: {}\n        target: {}\n        uncappedTarget: {}\n        lowerBound: {}\n        upperBound: {}\n",
             w.workload,
             w.namespace,
-            w.workload,
             w.container,
             map(requests),
             map(requests),

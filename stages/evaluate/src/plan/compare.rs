@@ -12,6 +12,24 @@ pub struct Line {
     pub sizing: Sizing,
     pub floor: f64,
     pub step: f64,
+    /// Limits only: how far above the highest usage seen the line may go.
+    pub cap: Option<Cap>,
+}
+
+/// A limit's cap: `multiple` × the highest usage seen, and never above `max` (the largest
+/// node's allocatable, where given).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cap {
+    pub multiple: f64,
+    pub max: f64,
+}
+
+impl Cap {
+    /// `wanted` under the cap; a decision that has seen no usage yet is capped by `max` only.
+    pub fn apply(&self, wanted: f64, seen: f64) -> f64 {
+        let by_usage = if seen.is_finite() && seen > 0.0 { self.multiple * seen } else { f64::INFINITY };
+        wanted.min(by_usage).min(self.max)
+    }
 }
 
 /// A stated risk (calibrated), or a fixed rule × multiplier.
@@ -92,6 +110,11 @@ impl<'a> Job<'a> {
             .collect()
     }
 
+    /// The model's cases: those of `rule` under the line's cap.
+    pub fn model_cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
+        self.cases(part, rule).into_iter().map(|c| c.capped(self.line)).collect()
+    }
+
     /// Every case replayed with its multiplier: the total, and per series when detailed.
     pub fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
         self.replay_each(cases, &|c| c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours))
@@ -139,7 +162,7 @@ impl<'a> Job<'a> {
             .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
             .collect();
         let half = |h: usize, rule: &Rule| -> Vec<Case> {
-            halves.iter().filter_map(|(key, t)| Case::of(key, &t[h], rule)).collect()
+            halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
         };
         let mut best: Option<(f64, Rule, bool, Replay)> = None;
         for (rule, own) in model_rules(self.columns, self.line.name.ends_with("limit"))
@@ -164,7 +187,7 @@ impl<'a> Job<'a> {
         } else {
             risk
         };
-        (rule.clone(), per_workload(&self.cases("validation", &rule), &self.policy, tightened, own))
+        (rule.clone(), per_workload(&self.model_cases("validation", &rule), &self.policy, tightened, own))
     }
 
     pub fn run(&self) -> Outcome {
@@ -176,7 +199,7 @@ impl<'a> Job<'a> {
                 (rule, c, "calibrated")
             }
         };
-        let test = self.cases("test", &rule);
+        let test = self.model_cases("test", &rule);
         // A fixed sizing has nothing to calibrate.
         let uncalibrated = match self.line.sizing {
             Sizing::Risk(_) => test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count(),
@@ -188,6 +211,9 @@ impl<'a> Job<'a> {
             format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
         };
         Self::rows(&mut rows, ("model", variant, setting), self.replay(&test, &|k| calibrated.of(k)));
+        if self.detail {
+            self.matched_oracle_rows(&mut rows, &test);
+        }
         self.current_rows(&mut rows, &test);
         for (method, rule, k) in self.line.recommenders() {
             let test = self.cases("test", &rule);
@@ -247,6 +273,20 @@ impl<'a> Job<'a> {
         Self::rows(rows, ("current", "allocated", "what was allocated at each step".into()), replayed);
     }
 
+    /// Per workload, the oracle at the risk the plan ran at on it over the test part: the least
+    /// any plan on this budget reserves for the same time above the line.
+    fn matched_oracle_rows(&self, rows: &mut Vec<Row>, test: &[Case]) {
+        let risk: BTreeMap<String, f64> = rows
+            .iter()
+            .filter(|r| r.method == "model" && !r.key.is_empty())
+            .map(|r| (r.key.clone(), r.replay.risk_pct() / 100.0))
+            .collect();
+        let replayed = self.replay_each(test, &|c| {
+            oracle(c.timeline, &self.policy, risk.get(c.key).copied().unwrap_or(0.0), self.line.unit(), self.step_hours)
+        });
+        Self::rows(rows, ("oracle", "matched", "foresight at the plan's risk on each workload".into()), replayed);
+    }
+
     fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
         let test = self.cases("test", &Rule::Recent(RECENT[0]));
         let replayed =
@@ -258,7 +298,7 @@ impl<'a> Job<'a> {
     /// Trade-off curves over the test part: the model's calibrated factors scaled, KRR's
     /// percentiles or buffers, VPA's margins. Drawn only; nothing is chosen from them.
     fn curves(&self, rows: &mut Vec<Row>, rule: &Rule, calibrated: &Calibrated) {
-        let test = self.cases("test", rule);
+        let test = self.model_cases("test", rule);
         let point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
             let replay = self.replay(cases, k).0;
             Row { method, variant: "sweep", setting, key: String::new(), replay }

@@ -23,7 +23,7 @@ pub fn read_allocation(batches: &[RecordBatch]) -> Result<Allocation, BoxError> 
 }
 
 /// The value in force at `t`: that of the last step at or before it.
-fn in_force_at(points: &[(i64, f64)], t: i64) -> Option<f64> {
+pub fn in_force_at(points: &[(i64, f64)], t: i64) -> Option<f64> {
     let i = points.partition_point(|p| p.0 <= t);
     i.checked_sub(1).map(|i| points[i].1)
 }
@@ -78,8 +78,17 @@ const MONTH_HOURS: f64 = 730.0;
 pub struct Recommendation {
     pub key: String,
     pub node: bool,
+    /// One pod's requests and limits: what is set on each replica.
     pub current: [Option<f64>; 4],
     pub planned: [Option<f64>; 4],
+    /// The workload's replicas at the end of the data: its totals are one pod's × these.
+    pub replicas: u32,
+    /// The highest CPU and memory usage of one pod seen over the data: a limit's evidence.
+    pub max_seen: [Option<f64>; 2],
+    /// The object its patch goes to (kind, name), where kube-state-metrics says, and the
+    /// HPA scaling it.
+    pub owner: Option<(String, String)>,
+    pub hpa: Option<String>,
     pub allocation_changes: usize,
     /// Steps with usage above the CPU and the memory limit in force (throttled; OOM-killed
     /// where the kernel enforced it).
@@ -90,9 +99,9 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
-    /// Planned − current requests: cores, GiB.
+    /// Planned − current requests over the workload's replicas: cores, GiB.
     pub fn changes(&self) -> [Option<f64>; 2] {
-        let change = |i: usize| Some(self.planned[i]? - self.current[i]?);
+        let change = |i: usize| Some((self.planned[i]? - self.current[i]?) * f64::from(self.replicas));
         [change(0), change(2).map(|b| b / (MIB * 1024.0))]
     }
 
@@ -151,9 +160,14 @@ fn recommend(
         let times = series.times.iter().zip(&series.values);
         times.filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l)).count()
     };
+    let max_seen = |r: usize| usage?.column(RESOURCES[r])?.values.iter().copied().reduce(f64::max);
     Recommendation {
         key: w.key.clone(),
         node: applearner_contracts::tables::resampled::is_node(&w.key),
+        replicas: usage.map_or(1, |u| u.replicas.max(1)),
+        max_seen: [max_seen(0), max_seen(1)],
+        owner: w.owner.clone(),
+        hpa: w.hpa.clone(),
         current: at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1)),
         planned: at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i])),
         allocation_changes: at::LINES.iter().filter_map(|l| signals.get(*l)).map(changes).sum(),
@@ -186,6 +200,12 @@ impl Recommendation {
         }
         flag(self.above_limit[0] > 0, "cpu_above_limit");
         flag(self.above_limit[1] > 0, "memory_above_limit");
+        flag(self.replicas > 1, "replicated");
+        flag(!self.node && self.owner.is_none(), "owner_unknown");
+        // A Job's or CronJob's pods run to completion: its usage is runs, not a service's day.
+        flag(self.owner.as_ref().is_some_and(|o| o.0 == "Job" || o.0 == "CronJob"), "job");
+        // Scaled by an HPA: its scale point is kept (the `hpas` table says how).
+        flag(self.hpa.is_some(), "hpa");
         flags
     }
 }
@@ -204,7 +224,7 @@ pub(super) fn recommendations_table(
             .floats(&format!("{}{l}_{unit}", rt::CURRENT), recs.iter().map(|r| r.current[i].unwrap_or(nan)).collect())
             .floats(&format!("{}{l}_{unit}", rt::PLANNED), recs.iter().map(|r| r.planned[i].unwrap_or(nan)).collect());
     }
-    t.floats(rt::CPU_CHANGE_CORES, recs.iter().map(|r| r.changes()[0].unwrap_or(nan)).collect())
+    t = t.floats(rt::CPU_CHANGE_CORES, recs.iter().map(|r| r.changes()[0].unwrap_or(nan)).collect())
         .floats(rt::MEMORY_CHANGE_GIB, recs.iter().map(|r| r.changes()[1].unwrap_or(nan)).collect())
         .floats(rt::COST_CHANGE_PER_MONTH, recs.iter().map(|r| r.cost(prices).unwrap_or(nan)).collect())
         .u32s(rt::ALLOCATION_CHANGES, recs.iter().map(|r| r.allocation_changes as u32).collect())
@@ -213,5 +233,15 @@ pub(super) fn recommendations_table(
         .floats(rt::OOM_KILLS, recs.iter().map(|r| r.oom_kills).collect())
         .floats(rt::THROTTLED_PCT, recs.iter().map(|r| r.throttled_pct.unwrap_or(nan)).collect())
         .strings(rt::FLAGS, recs.iter().map(|r| r.flags.join(",")))
+        .u32s(rt::REPLICAS, recs.iter().map(|r| r.replicas).collect())
+        .strings(rt::OWNER_KIND, recs.iter().map(|r| r.owner.as_ref().map_or("", |o| o.0.as_str())))
+        .strings(rt::OWNER_NAME, recs.iter().map(|r| r.owner.as_ref().map_or("", |o| o.1.as_str())));
+    for (r, name) in [(0, rt::MAX_SEEN_CPU_CORES), (1, rt::MAX_SEEN_MEMORY_BYTES)] {
+        t = t.floats(name, recs.iter().map(|x| x.max_seen[r].unwrap_or(nan)).collect());
+    }
+    // How far each limit sits above the highest usage seen: its evidence.
+    let over = |r: &Recommendation, line: usize, res: usize| Some(r.planned[line]? / r.max_seen[res]?);
+    t.floats(rt::CPU_LIMIT_OVER_MAX_SEEN, recs.iter().map(|r| over(r, 1, 0).unwrap_or(nan)).collect())
+        .floats(rt::MEMORY_LIMIT_OVER_MAX_SEEN, recs.iter().map(|r| over(r, 3, 1).unwrap_or(nan)).collect())
         .finish()
 }

@@ -7,6 +7,7 @@ mod ahead;
 mod calibrate;
 mod compare;
 mod current;
+mod kube;
 mod oracle;
 mod policy;
 mod replay;
@@ -19,6 +20,7 @@ use ahead::*;
 use calibrate::*;
 use compare::*;
 use current::*;
+use kube::*;
 use oracle::*;
 use policy::*;
 use replay::*;
@@ -41,7 +43,7 @@ use crate::EvaluateError;
 use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
-use applearner_contracts::tables::resampled::is_node;
+use applearner_contracts::tables::resampled::{self, is_node};
 use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
@@ -90,6 +92,10 @@ pub struct PlanParams {
     /// over the data, were throttled (default 10%).
     #[serde(default)]
     pub throttled_above: Option<Risk>,
+    /// The highest HPA utilization target (in %) the plan sets to keep an HPA's scale point;
+    /// a request that would need more is left as it is, and says so.
+    #[serde(default = "default_hpa_max_target")]
+    pub hpa_max_target: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -110,7 +116,7 @@ impl Forecasts {
 }
 
 /// How one resource's lines are sized.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceParams {
     /// The share of time usage may exceed the request: `1%`.
@@ -133,10 +139,41 @@ pub struct ResourceParams {
     /// Values are rounded up to a multiple of this (default 5m, 4Mi).
     #[serde(default)]
     pub step: Option<Quantity>,
+    /// The limit is never set above this multiple of the highest usage seen up to the
+    /// decision (default 2; `.inf` for no cap): a limit far above anything ever used
+    /// protects nothing and hides a leak. The validation part cannot calibrate a 0.01 % line
+    /// per workload, and a fleet factor would otherwise set such limits.
+    #[serde(default = "default_limit_cap")]
+    pub limit_cap: f64,
+    /// Nor above this, as `64Gi` or `16` cores: the largest node's allocatable, where a pod
+    /// above it could never be scheduled.
+    #[serde(default)]
+    pub limit_max: Option<Quantity>,
 }
 
 fn one() -> u32 {
     1
+}
+fn default_hpa_max_target() -> f64 {
+    100.0
+}
+fn default_limit_cap() -> f64 {
+    2.0
+}
+
+impl Default for ResourceParams {
+    fn default() -> Self {
+        ResourceParams {
+            request_risk: None,
+            limit_risk: None,
+            source: None,
+            margin: 0.0,
+            min: None,
+            step: None,
+            limit_cap: default_limit_cap(),
+            limit_max: None,
+        }
+    }
 }
 fn default_min_change() -> f64 {
     0.1
@@ -173,14 +210,20 @@ impl ResourceParams {
             (None, r) => Sizing::Risk(r.as_ref().map_or_else(|| default(DEFAULT_REQUEST_RISK), Risk::fraction)),
         };
         let names = if resource == 0 { ["cpu_request", "cpu_limit"] } else { ["memory_request", "memory_limit"] };
-        let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step }];
+        let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step, cap: None }];
         let limit = match (&self.limit_risk, resource) {
             (Some(r), _) => Some(r.fraction()),
             (None, 1) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
             (None, _) => None,
         };
+        if !(self.limit_cap >= 1.0) {
+            let what = "must be at least 1: a limit below the highest usage seen kills or throttles what ran before";
+            problems.push(ParamProblem::new(&[name, "limit_cap"], what, "e.g. 2, or .inf for no cap"));
+        }
+        let max = self.limit_max.as_ref().map_or(f64::INFINITY, Quantity::value);
+        let cap = Some(Cap { multiple: self.limit_cap, max });
         if let Some(r) = limit {
-            lines.push(Line { name: names[1], resource, sizing: Sizing::Risk(r), floor, step });
+            lines.push(Line { name: names[1], resource, sizing: Sizing::Risk(r), floor, step, cap });
         }
         lines
     }
@@ -196,6 +239,9 @@ impl StageParams for PlanParams {
         lines.extend(self.memory.lines("memory", &mut problems));
         if !(self.min_change.is_finite() && self.min_change >= 0.0) {
             problems.push(ParamProblem::new(&["min_change"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
+        }
+        if !(self.hpa_max_target >= 1.0) {
+            problems.push(ParamProblem::new(&["hpa_max_target"], "must be at least 1 (%)", "e.g. 100"));
         }
         if self.max_changes_per_day == 0 || self.budgets.contains(&0) {
             problems.push(ParamProblem::new(
@@ -226,7 +272,7 @@ const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 impl Stage for Plan {
     fn reads(&self) -> Vec<String> {
-        vec!["forecasts".into(), "resampled".into(), "allocation".into()]
+        vec!["forecasts".into(), "resampled".into(), "allocation".into(), "workloads".into(), "quotas".into()]
     }
 
     fn writes(&self) -> Vec<Output> {
@@ -238,21 +284,36 @@ impl Stage for Plan {
             Output::table("plan_backtest"),
             Output::table("plan_comparison"),
             Output::table("recommendations"),
+            Output::table("hpas"),
+            Output::table("namespaces"),
         ]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let usage = read_usage(ctx.table_batches("resampled", None, &[])?)?;
+        let mut combined = None;
+        let batches = ctx.table_batches("resampled", None, &[])?.inspect(|b| {
+            if let Ok(b) = b {
+                combined = b.schema().metadata().get(resampled::COMBINED).cloned();
+            }
+        });
+        let usage = read_usage(batches)?;
+        refuse_summed_replicas(combined.as_deref(), &usage)?;
         let allocation = read_allocation(&ctx.read_table("allocation")?)?;
+        let workloads = read_workloads(&ctx.read_table("workloads")?)?;
+        let quotas = read_quotas(&ctx.read_table("quotas")?)?;
         let (forecasts, columns, step_ms) =
             read_forecasts(&ctx.read_table("forecasts")?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
+        let implausible = crate::units::implausible(&usage);
         let bar = ctx.progress(usage.len() as u64, "series prepared");
         let timelines: Timelines = usage
             .iter()
             .map(|(key, u)| {
                 bar.inc(1);
-                (key.clone(), timelines(key, &forecasts, u, &columns))
+                let mut t = timelines(key, &forecasts, u, &columns);
+                // Values that cannot be cores or bytes are neither planned nor compared.
+                t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r == resource));
+                (key.clone(), t)
             })
             .collect();
         bar.finish();
@@ -274,9 +335,46 @@ impl Stage for Plan {
 
         let configured: Vec<&Outcome> =
             outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
-        let plan =
-            forward_plan(&timelines, &lines, &configured, self.params.max_changes_per_day, self.params.min_change);
-        let (schema, batch) = plan_table(&plan, &lines)?;
+        let mut summary = self.summary(&lines, &configured, &comparisons);
+        let known = Beside { usage: &usage, allocation: &allocation, workloads: &workloads, quotas: &quotas };
+        summary.extend(self.ahead(ctx, &timelines, &lines, &configured, &known)?);
+        summary.extend(crate::units::said(&implausible));
+        Ok(summary)
+    }
+}
+
+/// What the plan ahead is set beside: the usage, what is allocated now, and what
+/// kube-state-metrics says of the workloads and namespaces.
+struct Beside<'a> {
+    usage: &'a BTreeMap<String, Usage>,
+    allocation: &'a Allocation,
+    workloads: &'a Workloads,
+    quotas: &'a Quotas,
+}
+
+impl Plan {
+    /// The plan ahead, with each workload's jobs sized from their runs and HPAs' scale points
+    /// kept, and what it changes: `plan`, `plan.csv`, `hpas`, `patches.yaml`, `vpa.yaml`,
+    /// `recommendations`, `namespaces`.
+    fn ahead(
+        &self,
+        ctx: &StageContext,
+        timelines: &Timelines,
+        lines: &[&Line],
+        configured: &[&Outcome],
+        known: &Beside,
+    ) -> Result<Summary, BoxError> {
+        let (budget, min_change) = (self.params.max_changes_per_day, self.params.min_change);
+        let mut plan = forward_plan(timelines, lines, configured, budget, min_change, known.workloads);
+        let jobs = size_jobs(&mut plan, lines, known.usage);
+        let max_target = self.params.hpa_max_target;
+        let hpas = keep_scale_points(&mut plan, lines, known.allocation, known.workloads, known.usage, max_target);
+        for w in &mut plan {
+            limits_at_least_requests(lines, &mut w.values);
+        }
+        let (schema, batch) = hpas_table(&hpas)?;
+        ctx.write_table("hpas", schema, &[batch])?;
+        let (schema, batch) = plan_table(&plan, lines)?;
         ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
         ctx.write_table("plan", schema, &[batch])?;
         // What to set now: each workload's first stretch.
@@ -284,19 +382,26 @@ impl Stage for Plan {
             plan.iter().enumerate().filter(|(i, w)| *i == 0 || plan[i - 1].key != w.key).map(|(_, w)| w).collect();
         // Nodes and VMs are planned, not patched.
         let containers: Vec<&WorkloadPlan> = now.iter().copied().filter(|w| !is_node(&w.key)).collect();
-        ctx.write_artifact("patches.yaml", patches(&containers, &lines, &configured))?;
-        ctx.write_artifact("vpa.yaml", vpa_objects(&containers, &lines))?;
+        let patched = patches(&containers, lines, configured) + &hpa_patches(&containers, &hpas);
+        ctx.write_artifact("patches.yaml", patched)?;
+        ctx.write_artifact("vpa.yaml", vpa_objects(&containers, lines))?;
         let throttled = self.params.throttled_above.as_ref().map_or(0.1, Risk::fraction);
-        let recs = recommendations(&now, &lines, &allocation, &usage, &self.params.prices, throttled);
+        let recs = recommendations(&now, lines, known.allocation, known.usage, &self.params.prices, throttled);
         let (schema, batch) = recommendations_table(&recs, &self.params.prices)?;
         ctx.write_table("recommendations", schema, &[batch])?;
-        let mut summary = self.summary(now.len(), plan.len(), &lines, &configured, &comparisons);
-        summary.extend(self.savings(&recs, &allocation));
+        let (schema, batch) = namespaces_table(&recs, known.quotas)?;
+        ctx.write_table("namespaces", schema, &[batch])?;
+        let mut summary = self.savings(&recs, known.allocation);
+        summary.insert("workloads".into(), now.len().into());
+        summary.insert("plan_rows".into(), plan.len().into());
+        summary.insert("jobs_sized_from_runs_peaks".into(), jobs.into());
+        summary.insert("hpas".into(), hpas.len().into());
+        let kept = hpas.iter().filter(|d| d.planned_target == d.target).map(|d| format!("{}: {}", d.key, d.action));
+        summary.insert("hpa_requests_kept".into(), kept.collect::<Vec<_>>().into());
+        summary.insert("namespaces_over_quota".into(), over_quota(&recs, known.quotas).into());
         Ok(summary)
     }
-}
 
-impl Plan {
     /// Every line on every change budget: calibrated, compared and replayed.
     fn outcomes(
         &self,
@@ -346,17 +451,8 @@ impl Plan {
         Ok(())
     }
 
-    fn summary(
-        &self,
-        workloads: usize,
-        stretches: usize,
-        lines: &[&Line],
-        configured: &[&Outcome],
-        comparisons: &[Comparison],
-    ) -> Summary {
+    fn summary(&self, lines: &[&Line], configured: &[&Outcome], comparisons: &[Comparison]) -> Summary {
         let mut summary = Summary::new();
-        summary.insert("workloads".into(), workloads.into());
-        summary.insert("plan_rows".into(), stretches.into());
         summary.insert("max_changes_per_day".into(), self.params.max_changes_per_day.into());
         for c in comparisons.iter().filter(|c| c.budget == self.params.max_changes_per_day) {
             let name = lines[c.line].name;
@@ -377,6 +473,10 @@ impl Plan {
                 Sizing::Risk(_) => o.rule.scaled("k"),
             };
             summary.insert(format!("{name}_rule"), rule.into());
+            if let Some(cap) = lines[o.line].cap {
+                let max = if cap.max.is_finite() { format!(", at most {}", cap.max) } else { String::new() };
+                summary.insert(format!("{name}_cap"), format!("{} × highest usage seen{max}", cap.multiple).into());
+            }
             summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
             let misses: Vec<String> = o
                 .calibrated
@@ -388,6 +488,16 @@ impl Plan {
         }
         summary
     }
+}
+
+/// A table whose replicas were summed holds workload totals: patched onto pods, every
+/// replica would reserve the whole workload's usage. Nodes and VMs have no replicas.
+fn refuse_summed_replicas(combined: Option<&str>, usage: &BTreeMap<String, Usage>) -> Result<(), EvaluateError> {
+    let workloads = usage.keys().filter(|k| !is_node(k)).count();
+    if combined == Some("sum") && workloads > 0 {
+        return Err(EvaluateError::SummedReplicas { workloads });
+    }
+    Ok(())
 }
 
 /// Whether any series has decisions in `part`, of `resource` (index into [`RESOURCES`]) or
@@ -403,7 +513,13 @@ impl Plan {
     /// without allocation, the allocation without a plan, and the flags.
     fn savings(&self, recs: &[Recommendation], allocation: &Allocation) -> Summary {
         let mut s = Summary::new();
-        let both = |i: usize| recs.iter().filter_map(move |r| Some((r.current[i]?, r.planned[i]?)));
+        // Workload totals: one pod's requests × its replicas.
+        let both = |i: usize| {
+            recs.iter().filter_map(move |r| {
+                let n = f64::from(r.replicas);
+                Some((r.current[i]? * n, r.planned[i]? * n))
+            })
+        };
         let gib = MIB * 1024.0;
         for (i, name, unit) in [(0, "cpu_request_cores", 1.0), (2, "memory_request_gib", gib)] {
             let (current, planned) = both(i).fold((0.0, 0.0), |a, (c, p)| (a.0 + c / unit, a.1 + p / unit));
@@ -423,6 +539,8 @@ impl Plan {
             "allocated_workloads_not_planned_keys".into(),
             unplanned.iter().take(20).map(|k| k.to_string()).collect::<Vec<_>>().into(),
         );
+        s.insert("replicated_workloads".into(), recs.iter().filter(|r| r.replicas > 1).count().into());
+        s.extend(limit_evidence(recs));
         for flag in [
             "oom_killed",
             "throttled",
@@ -430,12 +548,33 @@ impl Plan {
             "memory_request_below_plan",
             "cpu_above_limit",
             "memory_above_limit",
+            "owner_unknown",
+            "job",
+            "hpa",
         ] {
             let n = recs.iter().filter(|r| r.flags.iter().any(|f| f == flag)).count();
             s.insert(format!("flagged_{flag}"), n.into());
         }
         s
     }
+}
+
+/// How far the planned limits sit above the highest usage seen: per resource with a limit,
+/// the median and largest ratio, and how many are above 2×.
+fn limit_evidence(recs: &[Recommendation]) -> Summary {
+    let mut s = Summary::new();
+    for (line, res, name) in [(1, 0, "cpu_limit"), (3, 1, "memory_limit")] {
+        let mut ratios: Vec<f64> =
+            recs.iter().filter_map(|r| Some(r.planned[line]? / r.max_seen[res]?)).filter(|x| x.is_finite()).collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        s.insert(format!("{name}_over_max_seen_median"), round3(ratios[ratios.len() / 2]).into());
+        s.insert(format!("{name}_over_max_seen_max"), round3(ratios[ratios.len() - 1]).into());
+        s.insert(format!("{name}_above_2x_max_seen"), ratios.iter().filter(|&&x| x > 2.0 + 1e-6).count().into());
+    }
+    s
 }
 
 fn round3(v: f64) -> f64 {

@@ -60,6 +60,8 @@ pub struct Case<'a> {
     pub timeline: &'a Timeline,
     pub base: &'a [f64],
     pub floor: Option<&'a [f64]>,
+    /// A limit's cap: never above `multiple` × the highest usage seen then, nor `max`.
+    pub cap: Option<(&'a [f64], Cap)>,
 }
 
 impl<'a> Case<'a> {
@@ -70,15 +72,27 @@ impl<'a> Case<'a> {
             Some(f) => Some(timeline.bases.get(&f)?.as_slice()),
             None => None,
         };
-        Some(Case { key, timeline, base: timeline.bases.get(&scaled)?, floor })
+        Some(Case { key, timeline, base: timeline.bases.get(&scaled)?, floor, cap: None })
+    }
+
+    /// The case under `line`'s cap, where it has one.
+    pub fn capped(self, line: &Line) -> Case<'a> {
+        let seen = self.timeline.bases.get(&Rule::Seen).map(Vec::as_slice);
+        Case { cap: line.cap.zip(seen).map(|(cap, seen)| (seen, cap)), ..self }
     }
 
     /// What the case asks for at each decision with factor `k`.
     pub fn wanted(&self, k: f64) -> Vec<f64> {
-        match self.floor {
+        let mut wanted: Vec<f64> = match self.floor {
             Some(floor) => self.base.iter().zip(floor).map(|(b, f)| (b * k).max(*f)).collect(),
             None => self.base.iter().map(|b| b * k).collect(),
+        };
+        if let Some((seen, cap)) = self.cap {
+            for (w, s) in wanted.iter_mut().zip(seen) {
+                *w = cap.apply(*w, *s);
+            }
         }
+        wanted
     }
 
     /// What it asks for at each decision if the value may have to hold for `policy`'s hold:

@@ -162,7 +162,7 @@ fn synthetic() -> Timelines {
     for (key, level) in [("a", 1.0), ("b", 2.0)] {
         let points: Vec<(i64, f64)> =
             (0..20 * 288).map(|i| (i as i64 * STEP, level * (0.5 + uniform(&mut seed)))).collect();
-        let usage = Usage { cpu: Series::new(points.clone()), memory: Series::new(points.clone()) };
+        let usage = Usage { cpu: Series::new(points.clone()), memory: Series::new(points.clone()), replicas: 1 };
         let mut forecasts = ByPart::new();
         for (part, days) in [("validation", 10..15), ("test", 15..20)] {
             let mut o = Origins::default();
@@ -186,7 +186,7 @@ fn synthetic() -> Timelines {
 #[test]
 fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_them() {
     let timelines = synthetic();
-    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 };
+    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None };
     let columns = ["p90".to_string()];
     for budget in [1, 24] {
         let job = Job {
@@ -240,7 +240,7 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
 fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_counted() {
     let mut timelines = synthetic();
     timelines.get_mut("b").unwrap().remove(&("cpu".to_string(), "validation".to_string()));
-    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 };
+    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None };
     let columns = ["p90".to_string()];
     let job = Job {
         line: &line,
@@ -288,8 +288,8 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     signals.insert("oom_kills".into(), vec![(HOUR, 1.0)]);
     signals.insert("cpu_throttled".into(), vec![(0, 0.3), (HOUR, 0.1)]);
     let lines = [
-        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 },
-        Line { name: "memory_request", resource: 1, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0 },
+        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
+        Line { name: "memory_request", resource: 1, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
     ];
     let lines: Vec<&Line> = lines.iter().collect();
     let plan = |key: &str| WorkloadPlan {
@@ -300,6 +300,9 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
         from: 0,
         until: HOUR,
         values: vec![Some(0.6), Some(1.0 * gib)],
+        owner: key.starts_with("ns/").then(|| ("StatefulSet".to_string(), "web".to_string())),
+        hpa: None,
+        hpa_targets: [None; 2],
     };
     let (web, other) = (plan("ns/web/app"), plan("instance=vm-1:9100"));
     let prices = Prices { cpu_core_hour: 0.05, memory_gib_hour: 0.01 };
@@ -311,6 +314,7 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
         Usage {
             cpu: Series::new(vec![(HOUR / 2, 0.1)]),
             memory: Series::new(vec![(HOUR / 2, 5.0 * gib), (2 * HOUR, 5.0 * gib)]),
+            replicas: 3,
         },
     )]);
     let recs = recommendations(&[&other, &web], &lines, &allocation, &usage, &prices, 0.1);
@@ -321,13 +325,148 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     );
     let web = &recs[0];
     assert_eq!((web.current[0], web.current[2]), (Some(0.4), Some(4.0 * gib)));
+    // Requests and limits are one pod's; the changes and their cost the workload's, over its
+    // 3 replicas.
     let [cpu, memory] = web.changes();
-    assert!((cpu.unwrap() - 0.2).abs() < 1e-12 && (memory.unwrap() + 3.0).abs() < 1e-12);
-    // (0.2 × 0.05 − 3 × 0.01) × 730 h.
-    assert!((web.cost(&prices).unwrap() + 14.6).abs() < 1e-9);
+    assert!((cpu.unwrap() - 0.6).abs() < 1e-12 && (memory.unwrap() + 9.0).abs() < 1e-12);
+    // 3 × (0.2 × 0.05 − 3 × 0.01) × 730 h.
+    assert!((web.cost(&prices).unwrap() + 43.8).abs() < 1e-9);
     assert_eq!((web.allocation_changes, web.above_limit), (3, [0, 1]));
     assert!((web.throttled_pct.unwrap() - 20.0).abs() < 1e-9);
-    assert_eq!(web.flags, ["oom_killed", "throttled", "cpu_request_below_plan", "memory_above_limit"]);
+    assert_eq!(web.flags, ["oom_killed", "throttled", "cpu_request_below_plan", "memory_above_limit", "replicated"]);
     assert_eq!(recs[1].flags, ["no_allocation"]);
     assert_eq!(recs[1].cost(&prices), None);
+}
+
+/// Regression: on the hidden VMs a memory limit calibrated with a fleet factor of 3.65 × the
+/// p99 peak was set up to 5.4× the highest usage the VM ever showed (VM 417: 6016Mi →
+/// 22300Mi). A limit line is capped at a multiple of the highest usage seen up to each
+/// decision (2 by default), and never above `limit_max`, whatever its factor.
+#[test]
+fn memory_limits_are_capped_near_the_highest_usage_seen() {
+    let mut t = timeline(vec![0, HOUR, 2 * HOUR], vec![vec![1.0], vec![3.0], vec![2.0]], vec![1.0; 3]);
+    t.bases.insert(Rule::Seen, vec![f64::NAN, 1.0, 3.0]);
+    let cap = Some(Cap { multiple: 2.0, max: 5.0 });
+    let line = Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap };
+    let case = Case::of("vm", &t, &Rule::Recent(RECENT[0])).unwrap();
+    assert_eq!(case.wanted(3.65), [3.65; 3]);
+    // Nothing seen yet: only `limit_max`; then 2 × 1; then 2 × 3 = 6, above the max of 5.
+    assert_eq!(case.capped(&line).wanted(3.65), [3.65, 2.0, 5.0]);
+    // The highest usage seen is what was known at each decision, never later usage.
+    let timelines = synthetic();
+    let test = &timelines["a"][&("cpu".to_string(), "test".to_string())];
+    let seen = &test.bases[&Rule::Seen];
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    let first_test_usage = test.usage[0].iter().copied().fold(f64::MIN, f64::max);
+    assert!(seen[0] < 1.5 && first_test_usage <= 1.5, "{} {}", seen[0], first_test_usage);
+}
+
+/// Regression: with replicas summed per step, `patches.yaml` set the workload's total as
+/// every pod's request. The plan stage refuses such a table (nodes and VMs have no replicas).
+#[test]
+fn a_table_of_summed_replicas_is_refused_before_anything_is_patched() {
+    let usage = BTreeMap::from([("ns/web/app".to_string(), Usage::default())]);
+    let err = refuse_summed_replicas(Some("sum"), &usage).unwrap_err().to_string();
+    assert!(err.contains("1 workloads") && err.contains("aggregate: max"), "{err}");
+    assert!(refuse_summed_replicas(Some("max"), &usage).is_ok());
+    let vms = BTreeMap::from([("instance=vm-1:9100".to_string(), Usage::default())]);
+    assert!(refuse_summed_replicas(Some("sum"), &vms).is_ok());
+}
+
+/// Regression: every patch and VPA object assumed a Deployment. Each now goes to the object
+/// that owns the workload's pods, with its API version, kind, name and pod spec path; a
+/// workload without a known owner says it is assumed a Deployment.
+#[test]
+fn patches_go_to_the_owner_of_each_kind() {
+    let lines = [
+        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
+        Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap: None },
+    ];
+    let lines: Vec<&Line> = lines.iter().collect();
+    let plan = |workload: &str, owner: Option<(&str, &str)>| WorkloadPlan {
+        key: format!("ns/{workload}/app"),
+        namespace: "ns".into(),
+        workload: workload.into(),
+        container: "app".into(),
+        from: 0,
+        until: HOUR,
+        values: vec![Some(0.25), Some(64.0 * MIB)],
+        owner: owner.map(|(k, n)| (k.to_string(), n.to_string())),
+        hpa: None,
+        hpa_targets: [None; 2],
+    };
+    let plans = [
+        plan("web", Some(("Deployment", "web"))),
+        plan("db", Some(("StatefulSet", "db"))),
+        plan("report", Some(("CronJob", "nightly-report"))),
+        plan("debug", Some(("Pod", "debug"))),
+        plan("api", None),
+    ];
+    let plans: Vec<&WorkloadPlan> = plans.iter().collect();
+    let yaml = patches(&plans, &lines, &[]);
+    let docs: Vec<&str> = yaml.split("---\n").skip(1).collect();
+    assert!(docs[0].contains("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"), "{}", docs[0]);
+    assert!(docs[1].contains("kind: StatefulSet\nmetadata:\n  name: db\n"), "{}", docs[1]);
+    let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly-report\n  namespace: ns\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n            - name: app\n              resources:\n                requests:\n                  cpu: 250m\n                limits:\n                  memory: 64Mi\n";
+    assert_eq!(docs[2], cron);
+    assert!(docs[3].contains("apiVersion: v1\nkind: Pod\n") && docs[3].contains("spec:\n  containers:\n    - name: app\n"));
+    assert!(docs[4].starts_with("# Owner unknown") && docs[4].contains("kind: Deployment\nmetadata:\n  name: api\n"));
+    // A VPA targets the owner; a bare pod gets none.
+    let vpa = vpa_objects(&plans, &lines);
+    assert!(vpa.contains("    apiVersion: batch/v1\n    kind: CronJob\n    name: nightly-report\n"), "{vpa}");
+    assert!(vpa.contains("    kind: StatefulSet\n    name: db\n") && !vpa.contains("kind: Pod"), "{vpa}");
+    assert_eq!(vpa.matches("kind: VerticalPodAutoscaler").count(), 4);
+}
+
+/// Regression: the CPU request of a workload scaled by an HPA on CPU utilization was changed
+/// with no regard for it (a lower request raises utilization and scales it out). The plan
+/// changes the target with the request, so that the usage per pod at which it scales stays
+/// where it is, or leaves the request alone and says why; the data's steps above the scale
+/// point are the same before and after.
+#[test]
+fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
+    let lines = [Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None }];
+    let lines: Vec<&Line> = lines.iter().collect();
+    let key = "shop/api/app".to_string();
+    let hpa = |other_metrics| Hpa { name: "api".into(), targets: [Some(60.0), None], other_metrics };
+    let workloads = |other| Workloads::from([(key.clone(), Known { owner: Some(("Deployment".into(), "api".into())), hpa: Some(hpa(other)) })]);
+    let mut allocation = Allocation::new();
+    allocation.entry(key.clone()).or_default().insert("cpu_request".into(), vec![(0, 0.5)]);
+    let points = [0.1, 0.29, 0.31, 0.5].iter().enumerate().map(|(i, v)| (i as i64 * HOUR, *v)).collect();
+    let usage = BTreeMap::from([(key.clone(), Usage { cpu: Series::new(points), ..Default::default() })]);
+    let plan = |cpu: f64| WorkloadPlan {
+        key: key.clone(),
+        namespace: "shop".into(),
+        workload: "api".into(),
+        container: "app".into(),
+        from: 0,
+        until: HOUR,
+        values: vec![Some(cpu)],
+        owner: Some(("Deployment".into(), "api".into())),
+        hpa: None,
+        hpa_targets: [None; 2],
+    };
+    // 500m at 60 % scales out above 300m a pod; 350m at 86 % above 301m: the same two steps.
+    let mut changed = [plan(0.35)];
+    let d = keep_scale_points(&mut changed, &lines, &allocation, &workloads(false), &usage, 100.0);
+    assert_eq!((d[0].planned_target, changed[0].values[0]), (86.0, Some(0.35)));
+    assert_eq!((d[0].above_now, d[0].above_planned), (2, 2));
+    let [before, after] = d[0].scale_points().map(Option::unwrap);
+    assert!((after - before).abs() / before < 0.01, "{before} → {after}");
+    let patch = hpa_patches(&[&changed[0]], &d);
+    assert!(patch.contains("kind: HorizontalPodAutoscaler\nmetadata:\n  name: api\n  namespace: shop\n"), "{patch}");
+    assert!(patch.contains("name: cpu\n        target:\n          type: Utilization\n          averageUtilization: 86\n"));
+    // 200m would need 150 %: the request stays at 500m, and the table says why.
+    let mut kept = [plan(0.2)];
+    let d = keep_scale_points(&mut kept, &lines, &allocation, &workloads(false), &usage, 100.0);
+    assert_eq!((d[0].planned_target, kept[0].values[0]), (60.0, Some(0.5)));
+    assert!(d[0].action.contains("150 %"), "{}", d[0].action);
+    assert!(hpa_patches(&[&kept[0]], &d).is_empty());
+    // An HPA on other metrics too, or no request now: the request is not changed.
+    let mut other = [plan(0.35)];
+    let d = keep_scale_points(&mut other, &lines, &allocation, &workloads(true), &usage, 100.0);
+    assert_eq!((other[0].values[0], d[0].action.contains("other metrics")), (Some(0.5), true));
+    let mut unknown = [plan(0.35)];
+    let d = keep_scale_points(&mut unknown, &lines, &Allocation::new(), &workloads(false), &usage, 100.0);
+    assert_eq!((unknown[0].values[0], d[0].request), (None, None));
 }

@@ -23,6 +23,8 @@ pub enum Rule {
     /// VPA's target at this percentile (tenths of a percent) before its safety margin (at
     /// least VPA's floors).
     Vpa(u32),
+    /// The highest usage seen up to the decision: what a limit's cap is a multiple of.
+    Seen,
 }
 
 impl Rule {
@@ -51,6 +53,7 @@ impl Rule {
             Rule::Krr(1000) => "history max".into(),
             Rule::Krr(p) => format!("history p{}", *p as f64 / 10.0),
             Rule::Vpa(p) => format!("VPA p{}", *p as f64 / 10.0),
+            Rule::Seen => "highest usage seen".into(),
         }
     }
 }
@@ -214,6 +217,7 @@ pub fn timelines(
     let samples = usage.samples();
     for resource in RESOURCES {
         let Some(series) = usage.column(resource) else { continue };
+        let highest = running_max(&series.values);
         // VPA learns from every sample in time order: feed it across the parts.
         let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
@@ -242,6 +246,8 @@ pub fn timelines(
                 for (rule, v) in history(series, &samples, &vpa, known, resource) {
                     t.bases.entry(rule).or_default().push(v);
                 }
+                let seen = series.times.partition_point(|&t| t <= known).checked_sub(1).map_or(f64::NAN, |i| highest[i]);
+                t.bases.entry(Rule::Seen).or_default().push(seen);
                 t.at.push(at);
                 t.known.push(known);
                 t.usage.push(o.actual[n].clone());
@@ -270,6 +276,14 @@ fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, res
     let krr = krr_values(&KrrSettings::default(), samples, at, resource);
     out.extend(krr.into_iter().map(|(p, v)| (Rule::Krr(p), v)));
     out
+}
+
+/// The highest value up to each point.
+fn running_max(values: &[f64]) -> Vec<f64> {
+    values.iter().scan(f64::NAN, |top, &v| {
+        *top = if v > *top || top.is_nan() { v } else { *top };
+        Some(*top)
+    }).collect()
 }
 
 /// The parts decisions are made in, in time order.
