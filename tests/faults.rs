@@ -58,7 +58,7 @@ fn killed_at_random_moments_a_run_reruns_to_the_uninterrupted_artifacts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let span = clock.elapsed();
     let expected = digests(&whole);
-    assert_eq!(expected.len(), 11, "ingest 2, clean 2, features 3, train 4: {expected:?}");
+    assert_eq!(expected.len(), 13, "ingest 2, clean 4, features 3, train 4: {expected:?}");
 
     for seed in 1u64..=4 {
         let store = dir.path().join(format!("killed-{seed}"));

@@ -53,7 +53,7 @@ fn concurrent_runs_on_one_store_do_not_corrupt_each_other() {
             None => std::fs::read(format!("{store}/{id}/manifest.json")).unwrap(),
         };
         let expected = digests(&manifest(&ids[0]));
-        assert_eq!(expected.len(), 7, "ingest (2 tables), clean (2), features (3 tables): {expected:?}");
+        assert_eq!(expected.len(), 9, "ingest (2 tables), clean (4), features (3 tables): {expected:?}");
         for id in &ids {
             assert_eq!(digests(&manifest(id)), expected, "{store}: run {id}");
             let out = applearner_cmd(&["verify", id, "--store", &store], &env).output().unwrap();

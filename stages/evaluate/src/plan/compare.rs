@@ -17,18 +17,22 @@ pub struct Line {
 }
 
 /// A limit's cap: `multiple` × the highest usage seen, and never above `max` (the largest
-/// node's allocatable, where given).
+/// node's allocatable, where given), rounded down to the line's `step` so that rounding the
+/// value up to it never crosses the cap.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cap {
     pub multiple: f64,
     pub max: f64,
+    pub step: f64,
 }
 
 impl Cap {
     /// `wanted` under the cap; a decision that has seen no usage yet is capped by `max` only.
     pub fn apply(&self, wanted: f64, seen: f64) -> f64 {
         let by_usage = if seen.is_finite() && seen > 0.0 { self.multiple * seen } else { f64::INFINITY };
-        wanted.min(by_usage).min(self.max)
+        let cap = by_usage.min(self.max);
+        let cap = if self.step > 0.0 && cap.is_finite() { (cap / self.step + 1e-9).floor() * self.step } else { cap };
+        wanted.min(cap)
     }
 }
 

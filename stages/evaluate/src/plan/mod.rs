@@ -140,11 +140,11 @@ pub struct ResourceParams {
     #[serde(default)]
     pub step: Option<Quantity>,
     /// The limit is never set above this multiple of the highest usage seen up to the
-    /// decision (default 2; `.inf` for no cap): a limit far above anything ever used
+    /// decision (default 2; `null` for no cap): a limit far above anything ever used
     /// protects nothing and hides a leak. The validation part cannot calibrate a 0.01 % line
     /// per workload, and a fleet factor would otherwise set such limits.
     #[serde(default = "default_limit_cap")]
-    pub limit_cap: f64,
+    pub limit_cap: Option<f64>,
     /// Nor above this, as `64Gi` or `16` cores: the largest node's allocatable, where a pod
     /// above it could never be scheduled.
     #[serde(default)]
@@ -157,8 +157,8 @@ fn one() -> u32 {
 fn default_hpa_max_target() -> f64 {
     100.0
 }
-fn default_limit_cap() -> f64 {
-    2.0
+fn default_limit_cap() -> Option<f64> {
+    Some(2.0)
 }
 
 impl Default for ResourceParams {
@@ -216,12 +216,13 @@ impl ResourceParams {
             (None, 1) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
             (None, _) => None,
         };
-        if !(self.limit_cap >= 1.0) {
+        let multiple = self.limit_cap.unwrap_or(f64::INFINITY);
+        if !(multiple >= 1.0) {
             let what = "must be at least 1: a limit below the highest usage seen kills or throttles what ran before";
-            problems.push(ParamProblem::new(&[name, "limit_cap"], what, "e.g. 2, or .inf for no cap"));
+            problems.push(ParamProblem::new(&[name, "limit_cap"], what, "e.g. 2, or null for no cap"));
         }
         let max = self.limit_max.as_ref().map_or(f64::INFINITY, Quantity::value);
-        let cap = Some(Cap { multiple: self.limit_cap, max });
+        let cap = Some(Cap { multiple, max, step });
         if let Some(r) = limit {
             lines.push(Line { name: names[1], resource, sizing: Sizing::Risk(r), floor, step, cap });
         }
@@ -474,8 +475,10 @@ impl Plan {
             };
             summary.insert(format!("{name}_rule"), rule.into());
             if let Some(cap) = lines[o.line].cap {
+                let by_usage =
+                    if cap.multiple.is_finite() { format!("{} × highest usage seen", cap.multiple) } else { "none".into() };
                 let max = if cap.max.is_finite() { format!(", at most {}", cap.max) } else { String::new() };
-                summary.insert(format!("{name}_cap"), format!("{} × highest usage seen{max}", cap.multiple).into());
+                summary.insert(format!("{name}_cap"), format!("{by_usage}{max}").into());
             }
             summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
             let misses: Vec<String> = o

@@ -346,12 +346,16 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
 fn memory_limits_are_capped_near_the_highest_usage_seen() {
     let mut t = timeline(vec![0, HOUR, 2 * HOUR], vec![vec![1.0], vec![3.0], vec![2.0]], vec![1.0; 3]);
     t.bases.insert(Rule::Seen, vec![f64::NAN, 1.0, 3.0]);
-    let cap = Some(Cap { multiple: 2.0, max: 5.0 });
+    let cap = Some(Cap { multiple: 2.0, max: 5.0, step: 0.0 });
     let line = Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap };
     let case = Case::of("vm", &t, &Rule::Recent(RECENT[0])).unwrap();
     assert_eq!(case.wanted(3.65), [3.65; 3]);
-    // Nothing seen yet: only `limit_max`; then 2 × 1; then 2 × 3 = 6, above the max of 5.
-    assert_eq!(case.capped(&line).wanted(3.65), [3.65, 2.0, 5.0]);
+    // Nothing seen yet: only `limit_max` (5); then 2 × 1; then 2 × 3 = 6, above what it wants.
+    assert_eq!(case.capped(&line).wanted(3.65), [3.65, 2.0, 3.65]);
+    assert_eq!(case.capped(&line).wanted(10.0), [5.0, 2.0, 5.0]);
+    // Rounded down to the line's step, so that rounding up to it stays under the cap.
+    let cap = Cap { multiple: 2.0, max: f64::INFINITY, step: 0.25 };
+    assert_eq!(cap.apply(3.65, 0.9), 1.75);
     // The highest usage seen is what was known at each decision, never later usage.
     let timelines = synthetic();
     let test = &timelines["a"][&("cpu".to_string(), "test".to_string())];
