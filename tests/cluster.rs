@@ -74,9 +74,19 @@ fn replays(line: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
     let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for b in table("plan/plan_backtest.parquet") {
         let t = "plan_backtest";
-        let (lines, methods, variants, keys) =
-            (strings(&b, t, "line").unwrap(), strings(&b, t, "method").unwrap(), strings(&b, t, "variant").unwrap(), strings(&b, t, "key").unwrap());
-        let budgets = applearner_pipeline::columns::column(&b, t, "changes_per_day_allowed", &applearner_pipeline::arrow::datatypes::DataType::UInt32).unwrap();
+        let (lines, methods, variants, keys) = (
+            strings(&b, t, "line").unwrap(),
+            strings(&b, t, "method").unwrap(),
+            strings(&b, t, "variant").unwrap(),
+            strings(&b, t, "key").unwrap(),
+        );
+        let budgets = applearner_pipeline::columns::column(
+            &b,
+            t,
+            "changes_per_day_allowed",
+            &applearner_pipeline::arrow::datatypes::DataType::UInt32,
+        )
+        .unwrap();
         let budgets = budgets.as_any().downcast_ref::<applearner_pipeline::arrow::array::UInt32Array>().unwrap();
         let (provisioned, risk) = (floats(&b, t, "provisioned_hours").unwrap(), floats(&b, t, "risk_pct").unwrap());
         for i in 0..b.num_rows() {
@@ -101,7 +111,13 @@ fn replicated_deployments_are_sized_as_one_pod_near_a_per_pod_oracle() {
     let mut planned = BTreeMap::new();
     for b in &recs {
         let (keys, cpu) = (strings(b, t, "key").unwrap(), floats(b, t, "planned_cpu_request_cores").unwrap());
-        let replicas = applearner_pipeline::columns::column(b, t, "replicas", &applearner_pipeline::arrow::datatypes::DataType::UInt32).unwrap();
+        let replicas = applearner_pipeline::columns::column(
+            b,
+            t,
+            "replicas",
+            &applearner_pipeline::arrow::datatypes::DataType::UInt32,
+        )
+        .unwrap();
         let replicas = replicas.as_any().downcast_ref::<applearner_pipeline::arrow::array::UInt32Array>().unwrap();
         for i in 0..b.num_rows() {
             planned.insert(keys[i].clone(), (cpu[i], replicas.value(i)));
@@ -142,13 +158,17 @@ fn the_hpa_scale_point_is_kept_and_replayed() {
         assert!((after - before).abs() / before < 0.02, "scale point {before} → {after}");
         let patches = std::fs::read_to_string(run().join("plan/patches.yaml")).unwrap();
         let target = format!("averageUtilization: {}", get("planned_target_pct"));
-        assert!(patches.contains("kind: HorizontalPodAutoscaler\nmetadata:\n  name: api\n") && patches.contains(&target));
+        assert!(
+            patches.contains("kind: HorizontalPodAutoscaler\nmetadata:\n  name: api\n") && patches.contains(&target)
+        );
     } else {
         assert!(actions[0].starts_with("request kept"), "{}", actions[0]);
         assert_eq!((get("planned_request"), after), (0.5, before));
     }
     let above = |name: &str| {
-        let c = applearner_pipeline::columns::column(b, t, name, &applearner_pipeline::arrow::datatypes::DataType::UInt32).unwrap();
+        let c =
+            applearner_pipeline::columns::column(b, t, name, &applearner_pipeline::arrow::datatypes::DataType::UInt32)
+                .unwrap();
         c.as_any().downcast_ref::<applearner_pipeline::arrow::array::UInt32Array>().unwrap().value(0)
     };
     let (now, planned) = (above("above_target_steps"), above("planned_above_target_steps"));

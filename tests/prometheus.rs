@@ -585,7 +585,10 @@ fn the_generated_cluster_pulled_live_equals_its_saved_answers() {
     let saved = ingest_and_clean(&store, &format!("{{paths: ['{root}/data/cluster/query_range']}}"));
     let (start, end) = ("2026-11-02T00:00:00Z", "2026-11-05T23:55:00Z");
     let url = format!("http://127.0.0.1:{}", server.port);
-    let live = ingest_and_clean(&store, &format!("{{prometheus: {{url: '{url}', start: '{start}', end: '{end}', step: 5m}}}}"));
+    let live = ingest_and_clean(
+        &store,
+        &format!("{{prometheus: {{url: '{url}', start: '{start}', end: '{end}', step: 5m}}}}"),
+    );
     let (a, b) = (clean_rows(&store, &saved, "resampled"), clean_rows(&store, &live, "resampled"));
     assert!(a.len() > 10_000 && a.len() == b.len(), "{} vs {}", a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {

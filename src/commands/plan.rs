@@ -133,6 +133,7 @@ fn table(
     }
     let header = [
         "workload",
+        "pods",
         "cpu request",
         "cpu limit",
         "memory request",
@@ -150,6 +151,8 @@ fn table(
         let flags = row.get(rt::FLAGS).and_then(Value::as_str).unwrap_or_default().replace(',', ", ");
         cells.push(vec![
             format!("{key}{kind}"),
+            // One pod's values; the Δ columns are over these replicas.
+            row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string()),
             change(row, "cpu_request", cores),
             change(row, "cpu_limit", cores),
             change(row, "memory_request", bytes),
@@ -161,8 +164,8 @@ fn table(
         ]);
     }
     // No CPU limit now or planned (the usual case): no column for it.
-    if cells[1..].iter().all(|r| r[2] == "? → ?") {
-        cells.iter_mut().for_each(|r| drop(r.remove(2)));
+    if cells[1..].iter().all(|r| r[3] == "? → ?") {
+        cells.iter_mut().for_each(|r| drop(r.remove(3)));
     }
     out.push_str(&aligned(&cells));
     if shown < rows.len() {

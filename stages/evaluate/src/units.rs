@@ -36,7 +36,8 @@ pub fn said(implausible: &BTreeSet<(String, &'static str)>) -> Summary {
     [("cpu", "cpu_not_cores"), ("memory", "memory_not_bytes")]
         .into_iter()
         .map(|(resource, name)| {
-            let keys: Vec<String> = implausible.iter().filter(|(_, r)| *r == resource).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<String> =
+                implausible.iter().filter(|(_, r)| *r == resource).map(|(k, _)| k.clone()).collect();
             if !keys.is_empty() {
                 tracing::warn!(
                     "{} series have {resource} values that cannot be {}: left out of the comparisons with KRR and VPA \

@@ -175,7 +175,9 @@ fn attach_hpas(
         }
     }
     for ((ns, _), (target, hpa)) in hpas {
-        let scales = |key: &str, w: &Workload| key.split('/').next() == Some(ns.as_str()) && target.is_some() && w.owner == target;
+        let scales = |key: &str, w: &Workload| {
+            key.split('/').next() == Some(ns.as_str()) && target.is_some() && w.owner == target
+        };
         let scaled: Vec<String> = workloads.iter().filter(|(k, w)| scales(k, w)).map(|(k, _)| k.clone()).collect();
         if mine(&hpa.name) {
             if scaled.is_empty() { counts.hpas_without_usage += 1 } else { counts.hpas += 1 }
@@ -231,11 +233,17 @@ pub fn workloads_schema() -> SchemaRef {
 /// The `workloads` table: one row per key, in key order.
 pub fn workloads_table(workloads: &BTreeMap<String, Workload>) -> Result<RecordBatch, BoxError> {
     let w: Vec<&Workload> = workloads.values().collect();
-    let text = |f: &dyn Fn(&Workload) -> Option<String>| -> ArrayRef { Arc::new(w.iter().map(|w| f(w)).collect::<StringArray>()) };
+    let text = |f: &dyn Fn(&Workload) -> Option<String>| -> ArrayRef {
+        Arc::new(w.iter().map(|w| f(w)).collect::<StringArray>())
+    };
     let number = |f: &dyn Fn(&Hpa) -> Option<f64>| -> ArrayRef {
         Arc::new(w.iter().map(|w| w.hpa.as_ref().and_then(f)).collect::<Float64Array>())
     };
-    let other: ArrayRef = Arc::new(w.iter().map(|w| w.hpa.as_ref().map(|h| h.other_metrics)).collect::<applearner_pipeline::arrow::array::BooleanArray>());
+    let other: ArrayRef = Arc::new(
+        w.iter()
+            .map(|w| w.hpa.as_ref().map(|h| h.other_metrics))
+            .collect::<applearner_pipeline::arrow::array::BooleanArray>(),
+    );
     Ok(RecordBatch::try_new(
         workloads_schema(),
         vec![
@@ -271,6 +279,12 @@ pub fn quotas_table(quotas: &Quotas) -> Result<RecordBatch, BoxError> {
     };
     Ok(RecordBatch::try_new(
         quotas_schema(),
-        vec![part(|k| &k.0), part(|k| &k.1), part(|k| &k.2), part(|k| &k.3), Arc::new(Float64Array::from_iter_values(quotas.values().copied()))],
+        vec![
+            part(|k| &k.0),
+            part(|k| &k.1),
+            part(|k| &k.2),
+            part(|k| &k.3),
+            Arc::new(Float64Array::from_iter_values(quotas.values().copied())),
+        ],
     )?)
 }

@@ -178,8 +178,11 @@ fn combine(how: Combine, slots: &[usize], binned: &mut [Vec<(i64, f64)>]) -> Vec
 /// How many of a group's series (its replicas) hold a sample at each step, the most over
 /// its roles, in step order.
 fn replicas(members: &[Vec<usize>], binned: &[Vec<(i64, f64)>]) -> Vec<(i64, u32)> {
-    let mut steps: Vec<(i64, usize)> =
-        members.iter().enumerate().flat_map(|(r, slots)| slots.iter().flat_map(move |&s| binned[s].iter().map(move |p| (p.0, r)))).collect();
+    let mut steps: Vec<(i64, usize)> = members
+        .iter()
+        .enumerate()
+        .flat_map(|(r, slots)| slots.iter().flat_map(move |&s| binned[s].iter().map(move |p| (p.0, r))))
+        .collect();
     steps.sort_unstable();
     let mut out: Vec<(i64, u32)> = Vec::new();
     for run in steps.chunk_by(|a, b| a.0 == b.0) {

@@ -309,7 +309,12 @@ impl Stage for Resample {
     }
 
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("resampled"), Output::table("allocation"), Output::table(workloads::NAME), Output::table(quotas::NAME)]
+        vec![
+            Output::table("resampled"),
+            Output::table("allocation"),
+            Output::table(workloads::NAME),
+            Output::table(quotas::NAME),
+        ]
     }
 
     fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
@@ -324,7 +329,8 @@ impl Stage for Resample {
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.plan;
         let columns = identity::key_columns(p.group.by, &p.group.labels);
-        let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles, p.group.aggregate);
+        let schema =
+            output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles, p.group.aggregate);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let series = ctx.read_table("series")?;
@@ -466,7 +472,8 @@ pub fn clean_into(
     let allocation = if kept.is_empty() { Vec::new() } else { allocate(&kept, &mut counts)? };
     checkpoint("allocation")?;
     let key_columns = identity::key_columns(plan.group.by, &plan.group.labels);
-    let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles, plan.group.aggregate);
+    let schema =
+        output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles, plan.group.aggregate);
     let groups = Groups::of(plan, &identities, &usage, &spans, scope, &mut counts)?;
     // The latest value of each kube-state-metrics series that carries one (HPA targets,
     // replicas, quotas), read in the same pass as the usage.
@@ -721,7 +728,10 @@ fn say_kube(counts: &Counts, warnings: &mut Vec<String>) {
     let said = [
         (counts.owner_series_without_usage, "kube_pod_owner series name pods without usage: left out"),
         (counts.hpas_without_usage, "HPAs scale workloads without usage (or whose pods name no owner): left out"),
-        (counts.quota_namespaces_without_workloads, "namespaces have a ResourceQuota but no workload: their quotas are compared with nothing"),
+        (
+            counts.quota_namespaces_without_workloads,
+            "namespaces have a ResourceQuota but no workload: their quotas are compared with nothing",
+        ),
     ];
     for (n, what) in said.into_iter().filter(|(n, _)| *n > 0) {
         warnings.push(format!("{n} {what}"));

@@ -259,7 +259,8 @@ fn replicas_of(c: &Cleaned, key: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for b in &c.batches {
         let keys = b.column_by_name("key").unwrap().as_string::<i32>();
-        let n = b.column_by_name("replicas").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
+        let n =
+            b.column_by_name("replicas").unwrap().as_primitive::<applearner_pipeline::arrow::datatypes::UInt32Type>();
         out.extend((0..b.num_rows()).filter(|&i| keys.value(i) == key).map(|i| n.value(i)));
     }
     out

@@ -180,7 +180,9 @@ pub(super) fn patches(plan: &[&WorkloadPlan], lines: &[&Line], configured: &[&Ou
         let (api, kind, name, path) = w.target();
         out.push_str("---\n");
         match (&w.owner, kind) {
-            (None, _) => out.push_str("# Owner unknown (no kube_pod_owner series): assumed a Deployment named after the pods.\n"),
+            (None, _) => {
+                out.push_str("# Owner unknown (no kube_pod_owner series): assumed a Deployment named after the pods.\n")
+            }
             (_, "Job") => out.push_str("# A Job's pod template cannot change: set these where the Job is created.\n"),
             (_, "Pod") => out.push_str("# A bare pod: resize it in place (kubectl patch pod --subresource resize).\n"),
             _ => {}

@@ -224,7 +224,8 @@ pub(super) fn recommendations_table(
             .floats(&format!("{}{l}_{unit}", rt::CURRENT), recs.iter().map(|r| r.current[i].unwrap_or(nan)).collect())
             .floats(&format!("{}{l}_{unit}", rt::PLANNED), recs.iter().map(|r| r.planned[i].unwrap_or(nan)).collect());
     }
-    t = t.floats(rt::CPU_CHANGE_CORES, recs.iter().map(|r| r.changes()[0].unwrap_or(nan)).collect())
+    t = t
+        .floats(rt::CPU_CHANGE_CORES, recs.iter().map(|r| r.changes()[0].unwrap_or(nan)).collect())
         .floats(rt::MEMORY_CHANGE_GIB, recs.iter().map(|r| r.changes()[1].unwrap_or(nan)).collect())
         .floats(rt::COST_CHANGE_PER_MONTH, recs.iter().map(|r| r.cost(prices).unwrap_or(nan)).collect())
         .u32s(rt::ALLOCATION_CHANGES, recs.iter().map(|r| r.allocation_changes as u32).collect())

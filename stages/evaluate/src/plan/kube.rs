@@ -47,7 +47,8 @@ pub fn read_workloads(batches: &[RecordBatch]) -> Result<Workloads, BoxError> {
         let other = applearner_pipeline::columns::column(b, wt::NAME, wt::HPA_OTHER_METRICS, &DataType::Boolean)?;
         let other = other.as_boolean();
         for i in 0..b.num_rows() {
-            let hpa = hpas[i].clone().map(|name| Hpa { name, targets: [cpu[i], memory[i]], other_metrics: other.value(i) });
+            let hpa =
+                hpas[i].clone().map(|name| Hpa { name, targets: [cpu[i], memory[i]], other_metrics: other.value(i) });
             let known = Known { owner: kinds[i].clone().zip(names[i].clone()), hpa };
             out.insert(keys[i].clone().unwrap_or_default(), known);
         }
@@ -136,7 +137,8 @@ pub fn keep_scale_points(
                 };
                 let points = d.scale_points();
                 let series = usage.get(&w.key).and_then(|u| u.column(RESOURCES[resource]));
-                let above = |p: Option<f64>| p.map_or(0, |p| series.map_or(0, |s| s.values.iter().filter(|v| **v > p).count()));
+                let above =
+                    |p: Option<f64>| p.map_or(0, |p| series.map_or(0, |s| s.values.iter().filter(|v| **v > p).count()));
                 (d.above_now, d.above_planned) = (above(points[0]), above(points[1]));
                 out.push(d);
             }
@@ -186,7 +188,11 @@ pub type Quotas = BTreeMap<(String, String, String), f64>;
 pub fn read_quotas(batches: &[RecordBatch]) -> Result<Quotas, BoxError> {
     let mut out = Quotas::new();
     for b in batches {
-        let (ns, resource, kind) = (strings(b, qt::NAME, qt::NAMESPACE)?, strings(b, qt::NAME, qt::RESOURCE)?, strings(b, qt::NAME, qt::TYPE)?);
+        let (ns, resource, kind) = (
+            strings(b, qt::NAME, qt::NAMESPACE)?,
+            strings(b, qt::NAME, qt::RESOURCE)?,
+            strings(b, qt::NAME, qt::TYPE)?,
+        );
         let value = floats(b, qt::NAME, qt::VALUE)?;
         for i in 0..b.num_rows() {
             let e = out.entry((ns[i].clone(), resource[i].clone(), kind[i].clone())).or_insert(f64::INFINITY);
@@ -236,7 +242,10 @@ pub(super) fn namespaces_table(recs: &[Recommendation], quotas: &Quotas) -> Resu
 /// The namespace totals the plan would put above their quota's hard limit.
 pub(super) fn over_quota(recs: &[Recommendation], quotas: &Quotas) -> Vec<String> {
     let over = totals(recs).into_iter().filter(|((ns, l), t)| t[1] > quota(quotas, ns, *l, "hard"));
-    over.map(|((ns, l), t)| format!("{ns} {}: {} planned, {} hard", QUOTA_RESOURCES[l], t[1], quota(quotas, &ns, l, "hard"))).collect()
+    over.map(|((ns, l), t)| {
+        format!("{ns} {}: {} planned, {} hard", QUOTA_RESOURCES[l], t[1], quota(quotas, &ns, l, "hard"))
+    })
+    .collect()
 }
 
 /// The `hpas` table: per workload scaled by an HPA and resource it targets, how its scale

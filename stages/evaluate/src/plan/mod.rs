@@ -217,7 +217,7 @@ impl ResourceParams {
             (None, _) => None,
         };
         let multiple = self.limit_cap.unwrap_or(f64::INFINITY);
-        if !(multiple >= 1.0) {
+        if multiple.is_nan() || multiple < 1.0 {
             let what = "must be at least 1: a limit below the highest usage seen kills or throttles what ran before";
             problems.push(ParamProblem::new(&[name, "limit_cap"], what, "e.g. 2, or null for no cap"));
         }
@@ -241,7 +241,7 @@ impl StageParams for PlanParams {
         if !(self.min_change.is_finite() && self.min_change >= 0.0) {
             problems.push(ParamProblem::new(&["min_change"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
         }
-        if !(self.hpa_max_target >= 1.0) {
+        if !self.hpa_max_target.is_finite() || self.hpa_max_target < 1.0 {
             problems.push(ParamProblem::new(&["hpa_max_target"], "must be at least 1 (%)", "e.g. 100"));
         }
         if self.max_changes_per_day == 0 || self.budgets.contains(&0) {
@@ -475,8 +475,11 @@ impl Plan {
             };
             summary.insert(format!("{name}_rule"), rule.into());
             if let Some(cap) = lines[o.line].cap {
-                let by_usage =
-                    if cap.multiple.is_finite() { format!("{} × highest usage seen", cap.multiple) } else { "none".into() };
+                let by_usage = if cap.multiple.is_finite() {
+                    format!("{} × highest usage seen", cap.multiple)
+                } else {
+                    "none".into()
+                };
                 let max = if cap.max.is_finite() { format!(", at most {}", cap.max) } else { String::new() };
                 summary.insert(format!("{name}_cap"), format!("{by_usage}{max}").into());
             }

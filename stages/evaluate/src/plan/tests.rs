@@ -413,7 +413,9 @@ fn patches_go_to_the_owner_of_each_kind() {
     assert!(docs[1].contains("kind: StatefulSet\nmetadata:\n  name: db\n"), "{}", docs[1]);
     let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly-report\n  namespace: ns\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n            - name: app\n              resources:\n                requests:\n                  cpu: 250m\n                limits:\n                  memory: 64Mi\n";
     assert_eq!(docs[2], cron);
-    assert!(docs[3].contains("apiVersion: v1\nkind: Pod\n") && docs[3].contains("spec:\n  containers:\n    - name: app\n"));
+    assert!(
+        docs[3].contains("apiVersion: v1\nkind: Pod\n") && docs[3].contains("spec:\n  containers:\n    - name: app\n")
+    );
     assert!(docs[4].starts_with("# Owner unknown") && docs[4].contains("kind: Deployment\nmetadata:\n  name: api\n"));
     // A VPA targets the owner; a bare pod gets none.
     let vpa = vpa_objects(&plans, &lines);
@@ -429,11 +431,17 @@ fn patches_go_to_the_owner_of_each_kind() {
 /// point are the same before and after.
 #[test]
 fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
-    let lines = [Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None }];
+    let lines =
+        [Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None }];
     let lines: Vec<&Line> = lines.iter().collect();
     let key = "shop/api/app".to_string();
     let hpa = |other_metrics| Hpa { name: "api".into(), targets: [Some(60.0), None], other_metrics };
-    let workloads = |other| Workloads::from([(key.clone(), Known { owner: Some(("Deployment".into(), "api".into())), hpa: Some(hpa(other)) })]);
+    let workloads = |other| {
+        Workloads::from([(
+            key.clone(),
+            Known { owner: Some(("Deployment".into(), "api".into())), hpa: Some(hpa(other)) },
+        )])
+    };
     let mut allocation = Allocation::new();
     allocation.entry(key.clone()).or_default().insert("cpu_request".into(), vec![(0, 0.5)]);
     let points = [0.1, 0.29, 0.31, 0.5].iter().enumerate().map(|(i, v)| (i as i64 * HOUR, *v)).collect();
@@ -459,7 +467,9 @@ fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
     assert!((after - before).abs() / before < 0.01, "{before} → {after}");
     let patch = hpa_patches(&[&changed[0]], &d);
     assert!(patch.contains("kind: HorizontalPodAutoscaler\nmetadata:\n  name: api\n  namespace: shop\n"), "{patch}");
-    assert!(patch.contains("name: cpu\n        target:\n          type: Utilization\n          averageUtilization: 86\n"));
+    assert!(
+        patch.contains("name: cpu\n        target:\n          type: Utilization\n          averageUtilization: 86\n")
+    );
     // 200m would need 150 %: the request stays at 500m, and the table says why.
     let mut kept = [plan(0.2)];
     let d = keep_scale_points(&mut kept, &lines, &allocation, &workloads(false), &usage, 100.0);

@@ -246,7 +246,8 @@ pub fn timelines(
                 for (rule, v) in history(series, &samples, &vpa, known, resource) {
                     t.bases.entry(rule).or_default().push(v);
                 }
-                let seen = series.times.partition_point(|&t| t <= known).checked_sub(1).map_or(f64::NAN, |i| highest[i]);
+                let seen =
+                    series.times.partition_point(|&t| t <= known).checked_sub(1).map_or(f64::NAN, |i| highest[i]);
                 t.bases.entry(Rule::Seen).or_default().push(seen);
                 t.at.push(at);
                 t.known.push(known);
@@ -280,10 +281,13 @@ fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, res
 
 /// The highest value up to each point.
 fn running_max(values: &[f64]) -> Vec<f64> {
-    values.iter().scan(f64::NAN, |top, &v| {
-        *top = if v > *top || top.is_nan() { v } else { *top };
-        Some(*top)
-    }).collect()
+    values
+        .iter()
+        .scan(f64::NAN, |top, &v| {
+            *top = if v > *top || top.is_nan() { v } else { *top };
+            Some(*top)
+        })
+        .collect()
 }
 
 /// The parts decisions are made in, in time order.
