@@ -678,8 +678,10 @@ fn put_aside(
     check_cancelled: &dyn Fn() -> Result<(), BoxError>,
 ) -> Result<Aside, BoxError> {
     let mut aside = Aside::new(groups.ranges.len())?;
-    // Samples come a series at a time: look each series up once.
-    let mut last: Option<(u64, Option<(u32, u32)>)> = None;
+    // Samples come a series at a time: look each series up once (its range and slot, or
+    // whether its latest value is wanted).
+    type Place = Option<(u32, u32)>;
+    let mut last: Option<(u64, Place, bool)> = None;
     for batch in samples {
         let batch = batch?;
         check_cancelled()?;
@@ -693,12 +695,17 @@ fn put_aside(
         );
         for row in 0..batch.num_rows() {
             let id = ids.value(row);
-            let place = match last {
-                Some((seen, place)) if seen == id => place,
-                _ => last.insert((id, groups.slot_of.get(&id).copied())).1,
+            let (place, watched) = match last {
+                Some((seen, place, watched)) if seen == id => (place, watched),
+                _ => {
+                    let (_, place, watched) =
+                        last.insert((id, groups.slot_of.get(&id).copied(), latest.contains_key(&id)));
+                    (*place, *watched)
+                }
             };
             let Some((range, slot)) = place else {
-                if let Some(last) = latest.get_mut(&id)
+                if watched
+                    && let Some(last) = latest.get_mut(&id)
                     && times.value(row) >= last.0
                 {
                     *last = (times.value(row), values.value(row));

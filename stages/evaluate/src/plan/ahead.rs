@@ -28,9 +28,13 @@ pub struct WorkloadPlan {
     pub values: Vec<Option<f64>>,
     /// The object that owns the workload's pods (kind, name), where kube-state-metrics says.
     pub owner: Option<(String, String)>,
-    /// The HPA scaling it and its utilization targets (%) that keep its scale points.
+    /// The HPA scaling it, whose scale points the plan keeps.
     pub hpa: Option<String>,
-    pub hpa_targets: [Option<f64>; 2],
+}
+
+/// Whether an owner runs to completion (a Job, or a CronJob's Jobs).
+pub fn is_job(owner: &Option<(String, String)>) -> bool {
+    owner.as_ref().is_some_and(|o| o.0 == "Job" || o.0 == "CronJob")
 }
 
 impl WorkloadPlan {
@@ -105,7 +109,6 @@ pub(super) fn forward_plan(
                     values,
                     owner: workloads.get(key).and_then(|k| k.owner.clone()),
                     hpa: None,
-                    hpa_targets: [None; 2],
                 }),
             }
         }

@@ -203,7 +203,7 @@ impl Recommendation {
         flag(self.replicas > 1, "replicated");
         flag(!self.node && self.owner.is_none(), "owner_unknown");
         // A Job's or CronJob's pods run to completion: its usage is runs, not a service's day.
-        flag(self.owner.as_ref().is_some_and(|o| o.0 == "Job" || o.0 == "CronJob"), "job");
+        flag(is_job(&self.owner), "job");
         // Scaled by an HPA: its scale point is kept (the `hpas` table says how).
         flag(self.hpa.is_some(), "hpa");
         flags

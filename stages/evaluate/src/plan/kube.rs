@@ -83,10 +83,9 @@ impl HpaDecision {
 }
 
 /// Keeps the scale point of every HPA scaling on CPU or memory utilization, on every stretch
-/// of the plan: the target follows the planned request (`target × request now / planned`,
-/// rounded to a whole %) when that stays within 1–`max_target` %; otherwise, and where the
-/// request now is unknown or the HPA also scales on other metrics, the request is left as it
-/// is now. Returns the decisions for each workload's first stretch.
+/// of the plan (see [`decide`]): where the target cannot follow the request, the request is
+/// left as it is now. Returns the decisions for each workload's first stretch, replayed
+/// against its usage.
 pub fn keep_scale_points(
     plan: &mut [WorkloadPlan],
     lines: &[&Line],
@@ -95,35 +94,22 @@ pub fn keep_scale_points(
     usage: &BTreeMap<String, Usage>,
     max_target: f64,
 ) -> Vec<HpaDecision> {
-    let mut out = Vec::new();
+    let mut out: Vec<HpaDecision> = Vec::new();
     for w in plan.iter_mut() {
-        let Some(hpa) = workloads.get(&w.key).and_then(|k| k.hpa.clone()) else { continue };
+        let Some(hpa) = workloads.get(&w.key).and_then(|k| k.hpa.as_ref()) else { continue };
         for (resource, target) in hpa.targets.iter().enumerate().filter_map(|(r, t)| Some((r, (*t)?))) {
             let Some(line) = lines.iter().position(|l| l.resource == resource && l.name.ends_with("request")) else {
                 continue;
             };
             let now = allocation.get(&w.key).and_then(|s| s.get(lines[line].name)).and_then(|p| p.last()).map(|p| p.1);
-            let (planned_target, action) = match (now, w.values[line]) {
-                _ if hpa.other_metrics => (target, "request kept: the HPA also scales on other metrics".to_string()),
-                (None, _) => (target, "request left unset: no request now, so no scale point to keep".to_string()),
-                (Some(now), Some(planned)) => {
-                    let t = (target * now / planned).round();
-                    if (1.0..=max_target).contains(&t) {
-                        (t, "target changed with the request".to_string())
-                    } else {
-                        (target, format!("request kept: the scale point needs a target of {t} %, above {max_target} %"))
-                    }
-                }
-                (Some(_), None) => continue,
-            };
+            let Some((planned_target, action)) = decide(hpa, target, now, w.values[line], max_target) else { continue };
             if planned_target == target {
                 w.values[line] = now;
             }
-            w.hpa_targets[resource] = Some(planned_target);
             w.hpa = Some(hpa.name.clone());
             // The first stretch's decision is the one reported (and patched now).
-            if !out.iter().any(|d: &HpaDecision| d.key == w.key && d.resource == resource) {
-                let mut d = HpaDecision {
+            if !out.iter().any(|d| d.key == w.key && d.resource == resource) {
+                let d = HpaDecision {
                     key: w.key.clone(),
                     hpa: hpa.name.clone(),
                     resource,
@@ -135,16 +121,45 @@ pub fn keep_scale_points(
                     above_now: 0,
                     above_planned: 0,
                 };
-                let points = d.scale_points();
-                let series = usage.get(&w.key).and_then(|u| u.column(RESOURCES[resource]));
-                let above =
-                    |p: Option<f64>| p.map_or(0, |p| series.map_or(0, |s| s.values.iter().filter(|v| **v > p).count()));
-                (d.above_now, d.above_planned) = (above(points[0]), above(points[1]));
-                out.push(d);
+                out.push(d.replayed(usage.get(&w.key).and_then(|u| u.column(RESOURCES[resource]))));
             }
         }
     }
     out
+}
+
+/// The planned target and why, for `target` with the request `now` and as `planned`: the
+/// target follows the request (`target × now / planned`, a whole %) where that stays within
+/// 1–`max_target` %; otherwise, where the request now is unknown, or where the HPA also scales
+/// on other metrics, the target stays (and the caller keeps the request). `None` where the
+/// plan sets no such request.
+fn decide(hpa: &Hpa, target: f64, now: Option<f64>, planned: Option<f64>, max_target: f64) -> Option<(f64, String)> {
+    if hpa.other_metrics {
+        return Some((target, "request kept: the HPA also scales on other metrics".into()));
+    }
+    let Some(now) = now else {
+        return Some((target, "request left unset: no request now, so no scale point to keep".into()));
+    };
+    let t = (target * now / planned?).round();
+    Some(if (1.0..=max_target).contains(&t) {
+        (t, "target changed with the request".into())
+    } else {
+        (target, format!("request kept: the scale point needs a target of {t} %, above {max_target} %"))
+    })
+}
+
+impl HpaDecision {
+    /// With the steps of `series` (the busiest pod's usage) above the scale point now and as
+    /// planned.
+    fn replayed(mut self, series: Option<&crate::baselines::Series>) -> HpaDecision {
+        let above = |p: Option<f64>| match (p, series) {
+            (Some(p), Some(s)) => s.values.iter().filter(|v| **v > p).count(),
+            _ => 0,
+        };
+        let [now, planned] = self.scale_points();
+        (self.above_now, self.above_planned) = (above(now), above(planned));
+        self
+    }
 }
 
 /// One HPA patch per workload whose targets change, keeping its scale points.
@@ -275,7 +290,7 @@ pub(super) fn hpas_table(decisions: &[HpaDecision]) -> Result<(SchemaRef, Record
 /// replica of a parallel Job), and a limit never below it. Returns how many were sized so.
 pub fn size_jobs(plan: &mut [WorkloadPlan], lines: &[&Line], usage: &BTreeMap<String, Usage>) -> usize {
     let mut keys = std::collections::BTreeSet::new();
-    for w in plan.iter_mut().filter(|w| w.owner.as_ref().is_some_and(|o| o.0 == "Job" || o.0 == "CronJob")) {
+    for w in plan.iter_mut().filter(|w| is_job(&w.owner)) {
         let Some(u) = usage.get(&w.key) else { continue };
         for (i, l) in lines.iter().enumerate() {
             let Some(peak) = u.column(RESOURCES[l.resource]).and_then(|s| s.values.iter().copied().reduce(f64::max))

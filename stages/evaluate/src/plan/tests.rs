@@ -302,7 +302,6 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
         values: vec![Some(0.6), Some(1.0 * gib)],
         owner: key.starts_with("ns/").then(|| ("StatefulSet".to_string(), "web".to_string())),
         hpa: None,
-        hpa_targets: [None; 2],
     };
     let (web, other) = (plan("ns/web/app"), plan("instance=vm-1:9100"));
     let prices = Prices { cpu_core_hour: 0.05, memory_gib_hour: 0.01 };
@@ -397,7 +396,6 @@ fn patches_go_to_the_owner_of_each_kind() {
         values: vec![Some(0.25), Some(64.0 * MIB)],
         owner: owner.map(|(k, n)| (k.to_string(), n.to_string())),
         hpa: None,
-        hpa_targets: [None; 2],
     };
     let plans = [
         plan("web", Some(("Deployment", "web"))),
@@ -456,7 +454,6 @@ fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
         values: vec![Some(cpu)],
         owner: Some(("Deployment".into(), "api".into())),
         hpa: None,
-        hpa_targets: [None; 2],
     };
     // 500m at 60 % scales out above 300m a pod; 350m at 86 % above 301m: the same two steps.
     let mut changed = [plan(0.35)];
