@@ -50,6 +50,10 @@ pub struct IngestParams {
     /// Metric name → role. Metrics not listed get the role `other`.
     #[serde(default = "default_roles")]
     pub roles: BTreeMap<String, Role>,
+    /// Keep only the samples at or before this time (RFC 3339 or Unix seconds), from every
+    /// source: what they held then. Replays hourly refreshes on saved data.
+    #[serde(default)]
+    pub until: Option<String>,
     /// Name for series of saved answers without a `__name__` label (results of `rate(…)`).
     #[serde(default)]
     pub metric: Option<String>,
@@ -215,7 +219,15 @@ impl StageParams for IngestParams {
             }
         }
         let pull = self.prometheus.as_ref().and_then(|live| resolve_pull(live, &mut problems));
-        if problems.is_empty() { Ok(Box::new(Ingest { params: self, pull })) } else { Err(problems) }
+        let until = match &self.until {
+            None => i64::MAX,
+            Some(t) => live::parse_time(t, chrono::Utc::now()).filter(|_| t != "now" && !t.starts_with('-')).unwrap_or_else(|| {
+                let help = "an absolute time: RFC 3339 (2024-05-01T00:00:00Z) or Unix seconds";
+                problems.push(ParamProblem::new(&["until"], format!("`{t}` is not an absolute time"), help));
+                i64::MAX
+            }),
+        };
+        if problems.is_empty() { Ok(Box::new(Ingest { params: self, pull, until })) } else { Err(problems) }
     }
 }
 
@@ -264,6 +276,8 @@ fn resolve_pull(live: &LiveParams, problems: &mut Vec<ParamProblem>) -> Option<P
 struct Ingest {
     params: IngestParams,
     pull: Option<Pull>,
+    /// `until` in Unix milliseconds (`i64::MAX`: no end).
+    until: i64,
 }
 
 impl Ingest {
@@ -484,11 +498,19 @@ impl Stage for Ingest {
         let mut warnings = Vec::new();
         // Sharded, every shard reads every source and keeps its own series.
         let in_shard = |s: &RawSeries| ctx.in_shard(&series_id(&s.metric, &s.labels).to_be_bytes());
+        let mut after_until = 0;
+        let mut cut = |mut s: RawSeries| {
+            let before = s.points.len();
+            s.points.retain(|p| p.0 <= self.until);
+            after_until += before - s.points.len();
+            s
+        };
 
         let (bytes_read, file_warnings) = self.read_files(&files, ctx, &mut |s| {
             if !in_shard(&s) {
                 return Ok(());
             }
+            let s = cut(s);
             // Only spilling to the temporary folder writes here.
             collector.add(s).map_err(|error| IngestError::Io { origin: spill_folder(), error })
         })?;
@@ -503,7 +525,7 @@ impl Stage for Ingest {
             for p in answers {
                 warnings.extend(p.warnings);
                 for s in p.series.into_iter().filter(|s| in_shard(s)) {
-                    collector.add(s).map_err(|error| IngestError::Io { origin: spill_folder(), error })?;
+                    collector.add(cut(s)).map_err(|error| IngestError::Io { origin: spill_folder(), error })?;
                 }
             }
         }
@@ -526,6 +548,9 @@ impl Stage for Ingest {
         summary.insert("series".into(), counts.series.into());
         summary.insert("points".into(), counts.points.into());
         summary.insert("duplicate_timestamps_dropped".into(), counts.duplicates.into());
+        if self.until < i64::MAX {
+            summary.insert("samples_after_until_dropped".into(), after_until.into());
+        }
         summary.insert("out_of_order_samples_sorted".into(), counts.out_of_order.into());
         summary.insert("warnings".into(), warnings.into());
         Ok(summary)

@@ -28,6 +28,22 @@ impl Saved {
         Saved::from_bytes(dir, &read(CARD_FILE)?, read(WEIGHTS_FILE)?)
     }
 
+    /// A model folder on disk, or in object storage where `location` is a URL
+    /// (`s3://bucket/models/web`): where a weekly training run published it.
+    pub fn fetch(location: &str) -> Result<Saved, TrainError> {
+        if !location.contains("://") {
+            return Saved::read(Path::new(location));
+        }
+        let read = |file: &str| {
+            let store = applearner_pipeline::Store::open(location).map_err(std::io::Error::other)?;
+            store.get(file).map(|b| b.to_vec()).map_err(std::io::Error::other)
+        };
+        let fail = |file: &str, error| TrainError::Read { path: format!("{location}/{file}"), error };
+        let card = read(CARD_FILE).map_err(|e| fail(CARD_FILE, e))?;
+        let weights = read(WEIGHTS_FILE).map_err(|e| fail(WEIGHTS_FILE, e))?;
+        Saved::from_bytes(Path::new(location), &card, weights)
+    }
+
     /// A model from the bytes of its card and weights; `dir` names them in messages.
     pub fn from_bytes(dir: &Path, card: &[u8], weights: Vec<u8>) -> Result<Saved, TrainError> {
         let card_path = dir.join(CARD_FILE).display().to_string();

@@ -55,6 +55,12 @@ pub struct TrainParams {
     /// must match this one; it is read when the stage runs.
     #[serde(default)]
     pub init_from: Option<String>,
+    /// Use this trained model as it is, with no training: a model folder, or its URL in
+    /// object storage (`s3://bucket/models/web`). What an hourly refresh does with the model
+    /// a weekly run trained. Its blueprint (model, loss, inputs, targets, lookback, horizon)
+    /// must be the one this stage would build on this data.
+    #[serde(default)]
+    pub use_model: Option<String>,
     /// Also write the model folder here (e.g. `trained_models/<name>`), replacing it whole.
     #[serde(default)]
     pub publish: Option<String>,
@@ -89,6 +95,13 @@ impl StageParams for TrainParams {
                 "use {kind: gaussian} or drop `loss`",
             ));
         }
+        if self.use_model.is_some() && self.init_from.is_some() {
+            problems.push(ParamProblem::new(
+                &["use_model"],
+                "`use_model` uses a model as it is; `init_from` trains from one",
+                "keep one of them",
+            ));
+        }
         if self.targets.is_empty() {
             problems.push(ParamProblem::new(&["targets"], "no target column", "e.g. [cpu] or [cpu, memory]"));
         }
@@ -111,18 +124,22 @@ impl TrainParams {
 struct Train {
     params: TrainParams,
     loss: LossSpec,
-    /// The model to fine-tune, read once where the stage runs (the cache key needs it
-    /// before `run` does).
+    /// The model to fine-tune or to use as it is, read once where the stage runs (the cache
+    /// key needs it before `run` does).
     init: std::sync::OnceLock<Result<Option<Arc<Saved>>, String>>,
 }
 
 impl Train {
     fn init(&self) -> Result<Option<Arc<Saved>>, BoxError> {
         let read = || {
-            let Some(dir) = &self.params.init_from else { return Ok(None) };
-            Saved::read(std::path::Path::new(dir))
+            let (name, location) = match (&self.params.init_from, &self.params.use_model) {
+                (Some(dir), _) => ("init_from", dir),
+                (None, Some(location)) => ("use_model", location),
+                (None, None) => return Ok(None),
+            };
+            Saved::fetch(location)
                 .map(|saved| Some(Arc::new(saved)))
-                .map_err(|e| format!("init_from: {e}; point it at a trained_models/<name> folder"))
+                .map_err(|e| format!("{name}: {e}; point it at a model folder (trained_models/<name>, a run's train/)"))
         };
         self.init.get_or_init(read).clone().map_err(Into::into)
     }
@@ -156,6 +173,9 @@ impl Stage for Train {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.params;
+        if let (Some(location), Some(saved)) = (&p.use_model, self.init()?) {
+            return self.use_as_is(ctx, location, &saved);
+        }
         // Only the seeded subsample of training windows `fit` trains on is held (with every
         // validation and test window), and only the rows those windows read: the windows
         // table is counted first, then read.
@@ -166,49 +186,12 @@ impl Stage for Train {
         let features = ctx.table_batches("features", None, &[])?;
         let windows =
             WindowSet::of_windows(features, ctx.table_batches("windows", None, &[])?, &p.inputs, &p.targets, &keep)?;
-        let blueprint = Blueprint {
-            model: p.model.clone(),
-            loss: self.loss.clone(),
-            shape: Shape {
-                lookback: windows.lookback,
-                horizon: windows.horizon,
-                inputs: windows.input_names().len(),
-                targets: p.targets.len(),
-                outputs: self.loss.outputs(),
-            },
-            inputs: windows.input_names().to_vec(),
-            targets: p.targets.clone(),
-            skip: p.skip,
-        };
-        if p.skip && blueprint.skip_from().is_none() {
-            return Err(crate::TrainError::SkipWithoutTarget {
-                targets: p.targets.join(", "),
-                inputs: blueprint.inputs.join(", "),
-            }
-            .into());
-        }
+        let blueprint = self.blueprint(&windows)?;
         let init = self.init()?;
-        let init_weights = match &init {
-            Some(init) if init.card.blueprint != blueprint => {
-                return Err(format!(
-                    "init_from: the model to fine-tune was built as {} on inputs [{}] → [{}] (lookback {}, horizon {}); \
-                     this stage builds {} on [{}] → [{}] (lookback {}, horizon {}): match model, inputs, targets and windows",
-                    init.card.blueprint.model.name(),
-                    init.card.blueprint.inputs.join(", "),
-                    init.card.blueprint.targets.join(", "),
-                    init.card.blueprint.shape.lookback,
-                    init.card.blueprint.shape.horizon,
-                    blueprint.model.name(),
-                    blueprint.inputs.join(", "),
-                    blueprint.targets.join(", "),
-                    blueprint.shape.lookback,
-                    blueprint.shape.horizon,
-                )
-                .into());
-            }
-            Some(init) => Some(init.weights.as_slice()),
-            None => None,
-        };
+        if let Some(init) = &init {
+            same_blueprint("init_from: the model to fine-tune", &init.card.blueprint, &blueprint)?;
+        }
+        let init_weights = init.as_ref().map(|i| i.weights.as_slice());
 
         let device = p.device.resolve()?;
         let batches_per_epoch = windows.part("train").len().div_ceil(p.train.batch);
@@ -263,7 +246,7 @@ impl Stage for Train {
             test,
             scalers: read_scalers(&ctx.read_table("scalers")?, &p.targets)?,
         };
-        write_metrics(ctx, &trained)?;
+        write_metrics(ctx, &trained.metrics)?;
         let saved = Saved { card, weights: trained.weights };
         ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
         ctx.write_artifact(CARD_FILE, saved.card_json())?;
@@ -286,6 +269,87 @@ impl Stage for Train {
         summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
         Ok(summary)
     }
+}
+
+impl Train {
+    /// The model this stage builds on these windows.
+    fn blueprint(&self, windows: &WindowSet) -> Result<Blueprint, BoxError> {
+        let p = &self.params;
+        let blueprint = Blueprint {
+            model: p.model.clone(),
+            loss: self.loss.clone(),
+            shape: Shape {
+                lookback: windows.lookback,
+                horizon: windows.horizon,
+                inputs: windows.input_names().len(),
+                targets: p.targets.len(),
+                outputs: self.loss.outputs(),
+            },
+            inputs: windows.input_names().to_vec(),
+            targets: p.targets.clone(),
+            skip: p.skip,
+        };
+        if p.skip && blueprint.skip_from().is_none() {
+            return Err(crate::TrainError::SkipWithoutTarget {
+                targets: p.targets.join(", "),
+                inputs: blueprint.inputs.join(", "),
+            }
+            .into());
+        }
+        Ok(blueprint)
+    }
+
+    /// `use_model`: the trained model, unchanged, once it is known to read these features
+    /// and windows. Its card keeps saying what it was trained on.
+    fn use_as_is(&self, ctx: &StageContext, location: &str, saved: &Saved) -> Result<Summary, BoxError> {
+        let p = &self.params;
+        // The names and shapes only: no window is held.
+        let windows = WindowSet::of_windows(
+            ctx.table_batches("features", None, &[])?,
+            ctx.table_batches("windows", None, &[])?,
+            &p.inputs,
+            &p.targets,
+            &|_, _| false,
+        )?;
+        let what = format!("use_model: {location}");
+        same_blueprint(&what, &saved.card.blueprint, &self.blueprint(&windows)?)?;
+        ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
+        ctx.write_artifact(CARD_FILE, saved.card_json())?;
+        ctx.write_artifact(README_FILE, saved.card.markdown())?;
+        write_metrics(ctx, &[])?;
+        let mut summary = Summary::new();
+        summary.insert("used_model".into(), location.into());
+        summary.insert("weights_digest".into(), saved.card.weights_digest.clone().into());
+        summary.insert("epochs_run".into(), 0.into());
+        summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
+        Ok(summary)
+    }
+}
+
+/// A model read from elsewhere must be the one this stage builds: the same layers on the
+/// same inputs, targets and windows.
+fn same_blueprint(what: &str, theirs: &Blueprint, ours: &Blueprint) -> Result<(), BoxError> {
+    if theirs == ours {
+        return Ok(());
+    }
+    let describe = |b: &Blueprint| {
+        format!(
+            "{} on inputs [{}] → [{}] (lookback {}, horizon {}, loss {:?})",
+            b.model.name(),
+            b.inputs.join(", "),
+            b.targets.join(", "),
+            b.shape.lookback,
+            b.shape.horizon,
+            b.loss,
+        )
+    };
+    Err(format!(
+        "{what} was built as {}; this stage builds {} on this data: match model, loss, inputs, targets and windows \
+         (features.build's columns and windows, train.fit's model) to the ones it was trained with, or train a new one",
+        describe(theirs),
+        describe(ours),
+    )
+    .into())
 }
 
 fn round4(v: f64) -> f64 {
@@ -359,8 +423,7 @@ impl Checkpoints for StoreCheckpoints<'_> {
     }
 }
 
-fn write_metrics(ctx: &StageContext, trained: &Trained) -> Result<(), BoxError> {
-    let m = &trained.metrics;
+fn write_metrics(ctx: &StageContext, m: &[crate::fit::EpochMetrics]) -> Result<(), BoxError> {
     let f64s = |f: fn(&crate::fit::EpochMetrics) -> f64| Arc::new(Float64Array::from_iter_values(m.iter().map(f)));
     let schema = Arc::new(Schema::new(vec![
         Field::new("epoch", DataType::UInt32, false),

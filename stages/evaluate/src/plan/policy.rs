@@ -40,27 +40,41 @@ impl Policy {
     /// risk from being answered); the budget still holds.
     pub fn apply(&self, at: &[i64], wanted: &[f64], usage: &[Vec<f64>]) -> (Vec<f64>, usize) {
         let mut out: Vec<f64> = Vec::with_capacity(wanted.len());
-        let mut changed: Vec<i64> = Vec::new();
-        let mut current: Option<(f64, i64)> = None;
+        let mut held: Option<Held> = None;
         for (i, (&t, &w)) in at.iter().zip(wanted).enumerate() {
-            let w = self.round(w);
-            current = match current {
-                None => Some((w, t)),
-                Some((c, since)) => {
-                    let breached = i > 0 && usage.get(i - 1).is_some_and(|u| u.iter().any(|&u| u > c));
-                    let worth = (w - c).abs() > self.min_change * c || (breached && w > c);
-                    let in_day = changed.iter().rev().take_while(|&&x| x > t - DAY_MS).count();
-                    let may = in_day < self.changes_per_day as usize && (w > c || t - since >= self.hold_ms());
-                    if worth && may {
-                        changed.push(t);
-                        Some((w, t))
-                    } else {
-                        Some((c, since))
-                    }
-                }
-            };
-            out.push(current.expect("set above").0);
+            let breached = held.as_ref().is_some_and(|h| usage.get(i - 1).is_some_and(|u| u.iter().any(|&u| u > h.value)));
+            let next = self.decide(held, t, w, breached);
+            out.push(next.value);
+            held = Some(next);
         }
-        (out, changed.len())
+        (out, held.map_or(0, |h| h.changes))
     }
+
+    /// One decision at `t`: what is held after it, given the value wanted and whether usage
+    /// went above the value in force since the last decision.
+    pub fn decide(&self, held: Option<Held>, t: i64, wanted: f64, breached: bool) -> Held {
+        let w = self.round(wanted);
+        let Some(mut h) = held else { return Held { value: w, since: t, last_day: Vec::new(), changes: 0 } };
+        h.last_day.retain(|&x| x > t - DAY_MS);
+        let worth = (w - h.value).abs() > self.min_change * h.value || (breached && w > h.value);
+        let may = h.last_day.len() < self.changes_per_day as usize && (w > h.value || t - h.since >= self.hold_ms());
+        if worth && may {
+            h.last_day.push(t);
+            h.changes += 1;
+            (h.value, h.since) = (w, t);
+        }
+        h
+    }
+}
+
+/// A line's value in force between decisions, and the change budget it has used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub value: f64,
+    /// When it was set.
+    pub since: i64,
+    /// When it changed within the last 24 hours: the budget used.
+    pub last_day: Vec<i64>,
+    /// Changes since the first value was set.
+    pub changes: usize,
 }

@@ -52,6 +52,27 @@ impl Replay {
     }
 }
 
+/// How a line's factor adapts between recalibrations: adaptive conformal inference (Gibbs &
+/// Candès 2021) on the factor's logarithm. After each decision log k moves by `rate` × (the
+/// share of the steps that followed above the line − `risk`). While log k stays inside
+/// [`K_RANGE`] the sum of those moves is bounded, so over T decisions the share of steps
+/// above the line differs from `risk` by at most ln(50 / 0.05) / (rate × T): the long-run
+/// rate meets the target whatever the data does, unless a cap or the range's end binds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adapt {
+    pub rate: f64,
+    pub risk: f64,
+}
+
+/// One line's loop for one workload after a decision: when it was made, what it holds, and
+/// the factor's logarithm it was made with. What the `state` table keeps between refreshes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loop {
+    pub at: i64,
+    pub held: Held,
+    pub log_k: f64,
+}
+
 /// One workload's decisions to replay: its timeline, the rule's values at each decision
 /// (scaled by the factor) and the floor they never go under.
 #[derive(Clone, Copy)]
@@ -81,32 +102,86 @@ impl<'a> Case<'a> {
         Case { cap: line.cap.zip(seen).map(|(cap, seen)| (seen, cap)), ..self }
     }
 
-    /// What the case asks for at each decision with factor `k`.
-    pub fn wanted(&self, k: f64) -> Vec<f64> {
-        let mut wanted: Vec<f64> = match self.floor {
-            Some(floor) => self.base.iter().zip(floor).map(|(b, f)| (b * k).max(*f)).collect(),
-            None => self.base.iter().map(|b| b * k).collect(),
-        };
-        if let Some((seen, cap)) = self.cap {
-            for (w, s) in wanted.iter_mut().zip(seen) {
-                *w = cap.apply(*w, *s);
-            }
+    /// What the case asks for at decision `i` with factor `k`: the base × k, never below
+    /// the floor nor above the cap.
+    pub fn wanted_at(&self, i: usize, k: f64) -> f64 {
+        let mut w = self.base[i] * k;
+        if let Some(floor) = self.floor {
+            w = w.max(floor[i]);
         }
-        wanted
+        if let Some((seen, cap)) = self.cap {
+            w = cap.apply(w, seen[i]);
+        }
+        w
     }
 
-    /// What it asks for at each decision if the value may have to hold for `policy`'s hold:
+    /// What it asks for at decision `i` if the value may have to hold for `policy`'s hold:
     /// the largest wanted over the decisions of the same forecast within it. A value set at
     /// one hour of a day-ahead forecast then covers the hours it may be kept for.
+    fn held_at(&self, policy: &Policy, i: usize, k: f64) -> f64 {
+        let (t, hold) = (self.timeline, policy.hold_ms());
+        (i..t.at.len())
+            .take_while(|&j| t.known[j] == t.known[i] && t.at[j] < t.at[i] + hold)
+            .map(|j| self.wanted_at(j, k))
+            .fold(f64::MIN, f64::max)
+    }
+
+    /// `held_at` of every decision.
     pub fn held(&self, policy: &Policy, k: f64) -> Vec<f64> {
-        let (wanted, t) = (self.wanted(k), self.timeline);
-        let hold = policy.hold_ms();
-        (0..wanted.len())
-            .map(|i| {
-                let same = (i..wanted.len()).take_while(|&j| t.known[j] == t.known[i] && t.at[j] < t.at[i] + hold);
-                same.map(|j| wanted[j]).fold(f64::MIN, f64::max)
-            })
-            .collect()
+        (0..self.timeline.at.len()).map(|i| self.held_at(policy, i, k)).collect()
+    }
+
+    /// The loop a refresh runs, decision by decision, from `from` (the state the last refresh
+    /// left; decisions up to its time were made then and are `None`) or from the start with
+    /// factor `k`: learn from the usage that followed the decision in force (a breach lets
+    /// the next decision raise the value; `adapt` moves the factor), then decide. Returns the
+    /// loop after each decision.
+    pub fn walk(&self, policy: &Policy, k: f64, adapt: Option<Adapt>, from: Option<&Loop>) -> Vec<Option<Loop>> {
+        let (t, lo, hi) = (self.timeline, K_RANGE.0.ln(), K_RANGE.1.ln());
+        let mut state = from.cloned();
+        // What followed the decision in force: found in this timeline, or unknown (a gap).
+        let mut followed: Option<&[f64]> = None;
+        let mut out = Vec::with_capacity(t.at.len());
+        for i in 0..t.at.len() {
+            if let Some(s) = state.as_ref().filter(|s| t.at[i] <= s.at) {
+                if t.at[i] == s.at {
+                    followed = Some(&t.usage[i]);
+                }
+                out.push(None);
+                continue;
+            }
+            let mut log_k = state.as_ref().map_or(k.ln(), |s| s.log_k);
+            let mut breached = false;
+            if let (Some(s), Some(u)) = (&state, followed.filter(|u| !u.is_empty())) {
+                let above = u.iter().filter(|&&x| x > s.held.value).count();
+                breached = above > 0;
+                if let Some(a) = adapt {
+                    log_k = (log_k + a.rate * (above as f64 / u.len() as f64 - a.risk)).clamp(lo, hi);
+                }
+            }
+            let wanted = self.held_at(policy, i, log_k.exp());
+            let held = policy.decide(state.map(|s| s.held), t.at[i], wanted, breached);
+            let next = Loop { at: t.at[i], held, log_k };
+            followed = Some(&t.usage[i]);
+            out.push(Some(next.clone()));
+            state = Some(next);
+        }
+        out
+    }
+
+    /// The decisions `walk` made, replayed against the usage that followed them.
+    pub fn replay_walk(&self, walk: &[Option<Loop>], unit: f64, step_hours: f64) -> Replay {
+        let mut out = Replay::default();
+        let mut first_changes = None;
+        for (l, usage) in walk.iter().zip(&self.timeline.usage) {
+            let Some(l) = l else { continue };
+            first_changes.get_or_insert(l.held.changes);
+            out.changes = l.held.changes - first_changes.unwrap_or(0);
+            for u in usage {
+                out.add(l.held.value / unit, u / unit, step_hours);
+            }
+        }
+        out
     }
 
     /// The line `policy` makes of `base × k`, replayed against the usage; `unit` is the

@@ -348,10 +348,11 @@ fn memory_limits_are_capped_near_the_highest_usage_seen() {
     let cap = Some(Cap { multiple: 2.0, max: 5.0, step: 0.0 });
     let line = Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap };
     let case = Case::of("vm", &t, &Rule::Recent(RECENT[0])).unwrap();
-    assert_eq!(case.wanted(3.65), [3.65; 3]);
+    let wanted = |c: Case, k: f64| (0..3).map(|i| c.wanted_at(i, k)).collect::<Vec<f64>>();
+    assert_eq!(wanted(case, 3.65), [3.65; 3]);
     // Nothing seen yet: only `limit_max` (5); then 2 × 1; then 2 × 3 = 6, above what it wants.
-    assert_eq!(case.capped(&line).wanted(3.65), [3.65, 2.0, 3.65]);
-    assert_eq!(case.capped(&line).wanted(10.0), [5.0, 2.0, 5.0]);
+    assert_eq!(wanted(case.capped(&line), 3.65), [3.65, 2.0, 3.65]);
+    assert_eq!(wanted(case.capped(&line), 10.0), [5.0, 2.0, 5.0]);
     // Rounded down to the line's step, so that rounding up to it stays under the cap.
     let cap = Cap { multiple: 2.0, max: f64::INFINITY, step: 0.25 };
     assert_eq!(cap.apply(3.65, 0.9), 1.75);
