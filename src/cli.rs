@@ -91,6 +91,21 @@ pub enum Command {
         /// Run on a cron schedule (`0 3 * * *`): a CronWorkflow or a CronJob.
         #[arg(long)]
         schedule: Option<String>,
+        /// Instead of one run: what keeps plans current on a cluster. A ServiceAccount with
+        /// its RBAC, a training schedule publishing the model to this location (object
+        /// storage), and an hourly plan refresh from it that ends by applying the plan.
+        #[arg(long, value_name = "MODEL_URL", conflicts_with_all = ["schedule", "template"])]
+        schedules: Option<String>,
+        /// With --schedules: when training runs.
+        #[arg(long, default_value = "0 3 * * 0", requires = "schedules")]
+        train_schedule: String,
+        /// With --schedules: when plans are refreshed.
+        #[arg(long, default_value = "0 * * * *", requires = "schedules")]
+        plan_schedule: String,
+        /// With --schedules: apply each refresh's patches (server-side apply). Without it
+        /// the last step is a server-side dry run.
+        #[arg(long, requires = "schedules")]
+        apply: bool,
     },
     /// List stage kinds and their parameters.
     Stages {
@@ -124,6 +139,9 @@ pub enum Command {
         /// Only the first N workloads of the table.
         #[arg(long)]
         top: Option<usize>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Check every artifact a run's manifest lists against its recorded digest.
     Verify {
@@ -175,6 +193,8 @@ pub enum PlanFormat {
     Json,
     Csv,
     Yaml,
+    /// The run's patches.yaml: what `kubectl apply --server-side -f -` applies.
+    Patches,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

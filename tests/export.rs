@@ -226,3 +226,45 @@ fn the_dockerfile_builds_what_the_repository_holds() {
         .unwrap();
     assert!(out.status.success(), "--locked would fail: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `--schedules`: RBAC, a weekly training and an hourly plan schedule, as Argo
+/// CronWorkflows (Argo's schema, and the RBAC through kubernetes-validate) and as CronJobs
+/// (kubernetes-validate); the plan schedule reads the published model and ends with a
+/// server-side apply that is a dry run until `--apply`.
+#[test]
+#[ignore = "full tier: needs jsonschema and kubernetes-validate; .ci/run installs them and runs it"]
+fn schedules_and_their_rbac_validate_against_argo_and_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_resources(dir.path());
+    let model = "s3://models/web-model";
+    for (to, apply) in [("argo", false), ("k8s", false), ("argo", true), ("k8s", true)] {
+        let mut args = vec!["export", to, &config, "--set", "store=s3://models/applearner", "--schedules", model];
+        if apply {
+            args.push("--apply");
+        }
+        let (yaml, stderr, code) = export(&args);
+        assert_eq!(code, Some(0), "{stderr}");
+        let docs: Vec<&str> = yaml.split("---\n").filter(|d| !d.trim().is_empty()).collect();
+        assert_eq!(docs.len(), 5, "account, role, binding, two schedules:\n{yaml}");
+        let (rbac, schedules) = docs.split_at(3);
+        let mut check = rbac.to_vec();
+        if to == "argo" {
+            for d in schedules {
+                argo_valid(d, dir.path());
+            }
+        } else {
+            check.extend(schedules);
+        }
+        let file = dir.path().join("k8s.yaml");
+        std::fs::write(&file, check.iter().map(|d| format!("---\n{d}")).collect::<String>()).unwrap();
+        let out = Command::new("kubernetes-validate").args(["--strict", "--quiet", file.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}{}\n{yaml}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(rbac[1].contains("pods/resize"), "{}", rbac[1]);
+        let (train, plan) = (schedules[0], schedules[1]);
+        assert!(train.contains("0 3 * * 0") && train.contains(&format!("train.publish={model}")), "{train}");
+        assert!(train.contains("train.use_model=null"), "{train}");
+        assert!(plan.contains("0 * * * *") && plan.contains(&format!("train.use_model={model}")), "{plan}");
+        assert!(plan.contains("--server-side") && plan.contains("serviceAccountName: applearner"), "{plan}");
+        assert_eq!(plan.contains("--dry-run=server"), !apply, "{plan}");
+    }
+}

@@ -213,7 +213,7 @@ impl Redactor {
     }
 }
 
-/// Applies `--set path=value`: `seed=7`, `store=…`, or `STAGE.PARAM[.SUB…]=VALUE` for the
+/// Applies `--set path=value`: `seed=7`, `store=…`, `variables.NAME=…`, or `STAGE.PARAM[.SUB…]=VALUE` for the
 /// stage's `with:` block. Values are YAML, so `3`, `true`, `[a, b]` keep their types.
 fn apply_overrides(root: &mut Node, overrides: &[String], problems: &mut Vec<Problem>) {
     for (i, item) in overrides.iter().enumerate() {
@@ -238,7 +238,7 @@ fn apply_overrides(root: &mut Node, overrides: &[String], problems: &mut Vec<Pro
         };
         let segments: Vec<&str> = path.split('.').collect();
         let target: Vec<&str> = match segments.as_slice() {
-            ["name" | "store" | "seed"] => segments.clone(),
+            ["name" | "store" | "seed"] | ["variables", _] => segments.clone(),
             // A stage key, not a parameter: no stage kind has a parameter of this name.
             [stage, "shards"] => vec!["stages", stage, "shards"],
             [stage, param, rest @ ..] => [&["stages", stage, "with", param][..], rest].concat(),
@@ -246,7 +246,7 @@ fn apply_overrides(root: &mut Node, overrides: &[String], problems: &mut Vec<Pro
                 problems.push(Problem::new(
                     loc,
                     format!("`{path}` names neither a top-level setting nor a stage parameter"),
-                    Some("use `seed`, `store`, `name`, `STAGE.PARAM` or `STAGE.shards`".into()),
+                    Some("use `seed`, `store`, `name`, `variables.NAME`, `STAGE.PARAM` or `STAGE.shards`".into()),
                 ));
                 continue;
             }

@@ -72,6 +72,8 @@ pub enum PipelineError {
     LocalStore(String),
     #[error("stage `{stage}`: {field} `{value}` is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")]
     Quantity { stage: String, field: &'static str, value: String },
+    #[error("the pipeline has no train.fit stage: the schedules train a model weekly and refresh plans from it")]
+    NoTrainStage,
 }
 
 impl PipelineError {

@@ -241,3 +241,147 @@ fn largest(pipeline: &Pipeline) -> Result<Resources, PipelineError> {
     }
     Ok(out)
 }
+
+/// What keeps a cluster's plans current: a training schedule that publishes the model, and
+/// a plan schedule that refreshes the plan from the latest published model (optionally
+/// applying it), run under a ServiceAccount allowed to read what the plan needs and to
+/// resize pods.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    /// Where the training run publishes the model and refreshes read it (object storage).
+    pub model: String,
+    /// Cron schedule of training (`0 3 * * 0`: weekly).
+    pub train: String,
+    /// Cron schedule of refreshes (`0 * * * *`: hourly).
+    pub plan: String,
+    /// Apply each refresh's patches (server-side apply); otherwise a server-side dry run.
+    pub apply: bool,
+}
+
+const ACCOUNT: &str = "applearner";
+
+/// The ServiceAccount, its ClusterRole and binding, the training and the plan schedule: as
+/// Argo CronWorkflows (`argo`) or Kubernetes CronJobs.
+pub fn schedules(pipeline: &Pipeline, target: &Target, s: &Schedules, argo_kind: bool) -> Result<Vec<Value>, PipelineError> {
+    let train = pipeline.stages.iter().find(|st| st.kind == "train.fit").ok_or(PipelineError::NoTrainStage)?;
+    let train_sets = [format!("{}.use_model=null", train.name), format!("{}.publish={}", train.name, s.model)];
+    let plan_sets = [format!("{}.use_model={}", train.name, s.model)];
+    let mut docs = rbac(target);
+    for (suffix, schedule, sets) in [("train", &s.train, &train_sets[..]), ("plan", &s.plan, &plan_sets[..])] {
+        let mut doc = if argo_kind {
+            argo(pipeline, target, &ArgoKind::CronWorkflow(schedule.clone()))?
+        } else {
+            kubernetes(pipeline, target, Some(schedule))?
+        };
+        add_sets(&mut doc, sets);
+        doc["metadata"]["name"] = format!("{}-{suffix}", pipeline.name).into();
+        let spec = if argo_kind { &mut doc["spec"]["workflowSpec"] } else { &mut doc["spec"]["jobTemplate"]["spec"]["template"]["spec"] };
+        spec["serviceAccountName"] = ACCOUNT.into();
+        if suffix == "plan" {
+            if argo_kind { argo_apply(&mut doc, pipeline, s.apply) } else { job_apply(&mut doc, pipeline, target, s.apply) }
+        }
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+/// Appends `--set` overrides to every AppLearner container's arguments.
+fn add_sets(doc: &mut Value, sets: &[String]) {
+    match doc {
+        Value::Object(map) => {
+            if map.get("command") == Some(&json!(["applearner"])) && map.get("args").is_some_and(|a| a[0] == "run") {
+                let args = map.get_mut("args").and_then(Value::as_array_mut).expect("checked");
+                args.extend(sets.iter().flat_map(|s| [json!("--set"), json!(s)]));
+            }
+            map.values_mut().for_each(|v| add_sets(v, sets));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| add_sets(v, sets)),
+        _ => {}
+    }
+}
+
+/// kubectl's flags for applying the plan: server-side, as AppLearner, a dry run unless `apply`.
+fn apply_flags(apply: bool) -> Vec<&'static str> {
+    let mut flags = vec!["--server-side", "--field-manager=applearner", "--force-conflicts"];
+    if !apply {
+        flags.push("--dry-run=server");
+    }
+    flags
+}
+
+/// Argo: after the pipeline, a task prints the run's patches and a resource task applies them.
+fn argo_apply(doc: &mut Value, pipeline: &Pipeline, apply: bool) {
+    let spec = &mut doc["spec"]["workflowSpec"];
+    let last = pipeline.stages.last().map_or(String::new(), |s| s.name.clone());
+    let image = spec["templates"][1]["container"]["image"].clone();
+    let store = pipeline.store.clone();
+    let templates = spec["templates"].as_array_mut().expect("argo() writes templates");
+    templates.push(json!({
+        "name": "patches",
+        "container": {"image": image, "command": ["applearner"],
+            "args": ["plan", "{{workflow.name}}", "--store", store, "-o", "patches"]},
+    }));
+    templates.push(json!({
+        "name": "apply",
+        "inputs": {"parameters": [{"name": "patches"}]},
+        "resource": {"action": "apply", "flags": apply_flags(apply), "manifest": "{{inputs.parameters.patches}}"},
+    }));
+    let tasks = templates[0]["dag"]["tasks"].as_array_mut().expect("argo() writes a dag");
+    tasks.push(json!({"name": "patches", "template": "patches", "dependencies": [last]}));
+    tasks.push(json!({"name": "apply", "template": "apply", "dependencies": ["patches"],
+        "arguments": {"parameters": [{"name": "patches", "value": "{{tasks.patches.outputs.result}}"}]}}));
+}
+
+/// A CronJob: the pipeline and the printing of its patches run first (init containers), then
+/// kubectl applies them from a shared folder.
+fn job_apply(doc: &mut Value, pipeline: &Pipeline, target: &Target, apply: bool) {
+    let pod = &mut doc["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let mut run = pod["containers"][0].take();
+    run["name"] = "pipeline".into();
+    let mut print = json!({"name": "patches", "image": target.image, "command": ["applearner"],
+        "args": ["plan", "$(JOB_NAME)", "--store", pipeline.store, "-o", "patches", "--to", "/plan/patches.yaml"],
+        "env": run["env"].clone(), "volumeMounts": [{"name": "plan", "mountPath": "/plan"}]});
+    if let Some(secret) = &target.secret {
+        print["envFrom"] = json!([{"secretRef": {"name": secret}}]);
+    }
+    pod["initContainers"] = json!([run, print]);
+    let mut args = vec!["apply", "-f", "/plan/patches.yaml"];
+    args.extend(apply_flags(apply));
+    pod["containers"] = json!([{"name": "apply", "image": KUBECTL_IMAGE, "args": args,
+        "volumeMounts": [{"name": "plan", "mountPath": "/plan", "readOnly": true}]}]);
+    pod["volumes"].as_array_mut().expect("kubernetes() writes volumes").push(json!({"name": "plan", "emptyDir": {}}));
+}
+
+const KUBECTL_IMAGE: &str = "registry.k8s.io/kubectl:v1.33.0";
+
+/// The ServiceAccount the schedules run as, and what it may do: read pods, their owners and
+/// HPAs (and namespaces, which OpenShift's thanos-querier checks), patch the owners' pod
+/// templates and HPAs, resize running pods in place (`pods/resize`, Kubernetes ≥ 1.33), and
+/// report Argo task results.
+fn rbac(target: &Target) -> Vec<Value> {
+    let mut meta = json!({"name": ACCOUNT, "labels": {"app.kubernetes.io/name": "applearner"}});
+    let namespace = target.namespace.clone().unwrap_or_else(|| "default".into());
+    let mut account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta.clone()});
+    account["metadata"]["namespace"] = namespace.clone().into();
+    let read = json!(["get", "list", "watch"]);
+    let write = json!(["get", "list", "watch", "patch"]);
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta.clone(),
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": write},
+            {"apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch", "update"]},
+            {"apiGroups": [""], "resources": ["namespaces", "resourcequotas"], "verbs": read},
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "verbs": write},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": write},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": write},
+            {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+        ],
+    });
+    meta["name"] = ACCOUNT.into();
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACCOUNT},
+        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
+    });
+    vec![account, role, binding]
+}

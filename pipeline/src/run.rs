@@ -492,7 +492,7 @@ impl<'a> Executor<'a> {
         for (slot, input) in &input_records {
             hasher.update(format!("{slot}={}\0", input.digest).as_bytes());
         }
-        spec.stage.fingerprint(&mut hasher).map_err(fail)?;
+        spec.stage.fingerprint(self.store, &mut hasher).map_err(fail)?;
         let key = hasher.finalize().to_hex().to_string();
 
         if let Some((i, n)) = shard {

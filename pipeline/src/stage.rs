@@ -64,9 +64,9 @@ pub trait Stage: Send + Sync {
     /// Everything the stage writes; each must be written by `run`, nothing else may be.
     fn writes(&self) -> Vec<Output>;
 
-    /// Feeds data the stage reads from outside the store (source files, a model folder) into
-    /// the cache key, so that changing a file reruns the stage.
-    fn fingerprint(&self, _hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+    /// Feeds data the stage reads from outside its inputs (source files, a model folder, a
+    /// state kept in the store) into the cache key, so that changing it reruns the stage.
+    fn fingerprint(&self, _store: &crate::Store, _hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         Ok(())
     }
 

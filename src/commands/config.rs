@@ -46,6 +46,7 @@ pub struct Target {
     pub retries: u32,
     pub template: bool,
     pub schedule: Option<String>,
+    pub schedules: Option<export::Schedules>,
 }
 
 pub fn export(to: ExportTo, config: &str, sets: &Sets, t: Target, registry: &Registry) -> anyhow::Result<ExitCode> {
@@ -60,6 +61,20 @@ pub fn export(to: ExportTo, config: &str, sets: &Sets, t: Target, registry: &Reg
         namespace: t.namespace,
         retries: t.retries,
     };
+    if let Some(s) = &t.schedules {
+        return match export::schedules(&p, &target, s, matches!(to, ExportTo::Argo)) {
+            Ok(docs) => {
+                for d in docs {
+                    print!("---\n{}", serde_saphyr::to_string(&d)?);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(EXIT_INVALID))
+            }
+        };
+    }
     let manifest = match to {
         ExportTo::Argo => {
             let kind = match (t.template, t.schedule) {

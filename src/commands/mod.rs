@@ -19,8 +19,29 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { config, sets } => config::validate(&config, &sets, &registry),
         Command::Dag { config, format, sets } => config::dag(&config, format, &sets, &registry),
-        Command::Export { to, config, sets, image, config_map, secret, namespace, retries, template, schedule } => {
-            let target = config::Target { image, config_map, secret, namespace, retries, template, schedule };
+        Command::Export {
+            to,
+            config,
+            sets,
+            image,
+            config_map,
+            secret,
+            namespace,
+            retries,
+            template,
+            schedule,
+            schedules,
+            train_schedule,
+            plan_schedule,
+            apply,
+        } => {
+            let schedules = schedules.map(|model| applearner_pipeline::export::Schedules {
+                model,
+                train: train_schedule,
+                plan: plan_schedule,
+                apply,
+            });
+            let target = config::Target { image, config_map, secret, namespace, retries, template, schedule, schedules };
             config::export(to, &config, &sets, target, &registry)
         }
         Command::Run { config, sets, run_id, stage, until, from, force, jobs, shard } => {
@@ -31,7 +52,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { path, store, rows } => store::show(&path, &store, rows),
         Command::Runs { store } => store::runs(&store),
         Command::Verify { run_id, store } => store::verify(&run_id, &store),
-        Command::Plan { run_id, store, format, top } => plan::show(&run_id, &store, format, top),
+        Command::Plan { run_id, store, format, top, to } => plan::show(&run_id, &store, format, top, to.as_deref()),
         Command::Predict { model, input, horizon, output, device } => {
             predict::predict(&model, &input, horizon, output.as_deref(), &device)
         }

@@ -18,25 +18,42 @@ use crate::cli::PlanFormat;
 
 const PLAN_KIND: &str = "plan.resources";
 
-pub fn show(run_id: &str, store: &str, format: PlanFormat, top: Option<usize>) -> anyhow::Result<ExitCode> {
+pub fn show(run_id: &str, store: &str, format: PlanFormat, top: Option<usize>, to: Option<&str>) -> anyhow::Result<ExitCode> {
     let store = Store::open(store)?;
     let manifest = load_manifest(&store, run_id)?;
     let Some(record) = plan_record(&manifest) else {
         anyhow::bail!("run {run_id} has no {PLAN_KIND} stage; its pipeline makes no plan");
     };
-    let rows = read_rows(&store, record)?;
-    let text = match format {
-        PlanFormat::Table => table(&manifest, record, &rows, top, colours()),
-        PlanFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
-        PlanFormat::Yaml => serde_saphyr::to_string(&rows)?,
+    let text = render(&store, &manifest, record, format, top)?;
+    match to {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {path}"))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(
+    store: &Store,
+    manifest: &Manifest,
+    record: &StageRecord,
+    format: PlanFormat,
+    top: Option<usize>,
+) -> anyhow::Result<String> {
+    let rows = || read_rows(store, record);
+    Ok(match format {
+        PlanFormat::Patches => {
+            let path = &record.outputs.get("patches.yaml").context("the plan stage wrote no patches.yaml")?.path;
+            String::from_utf8(store.get(path)?.to_vec())?
+        }
+        PlanFormat::Table => table(manifest, record, &rows()?, top, colours()),
+        PlanFormat::Json => serde_json::to_string_pretty(&rows()?)? + "\n",
+        PlanFormat::Yaml => serde_saphyr::to_string(&rows()?)?,
         PlanFormat::Csv => {
-            let batches = batches(&store, record)?;
+            let batches = batches(store, record)?;
             let batch = applearner_pipeline::arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
             String::from_utf8(applearner_train::predict::to_csv(&batch).map_err(super::boxed)?)?
         }
-    };
-    print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The table `applearner run` ends with, when its pipeline has a plan (its top `top` rows).

@@ -52,7 +52,7 @@ impl Stage for Source {
     fn writes(&self) -> Vec<Output> {
         vec![Output::table("numbers")]
     }
-    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+    fn fingerprint(&self, _store: &Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         if let Some(f) = &self.0.file {
             hasher.update(&std::fs::read(f)?);
         }

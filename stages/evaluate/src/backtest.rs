@@ -74,6 +74,15 @@ pub struct BacktestParams {
     /// Where the model runs: `cpu`, `cuda`, `cuda:N` or `auto`; checked where the stage runs.
     #[serde(default = "default_device")]
     pub device: DeviceName,
+    /// The model is due for retraining when its mean MASE on the test part (in a refresh:
+    /// the data since the split's `test_from`) is more than this fraction worse than the
+    /// best baseline's: the summary says `retrain: true` and why, for a scheduler to act on.
+    #[serde(default = "default_degradation")]
+    pub degradation: f64,
+}
+
+fn default_degradation() -> f64 {
+    0.1
 }
 
 fn default_season() -> Duration {
@@ -100,6 +109,9 @@ impl StageParams for BacktestParams {
     const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
+        if !(self.degradation.is_finite() && self.degradation >= 0.0) {
+            return Err(vec![ParamProblem::new(&["degradation"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %")]);
+        }
         if self.stride == Some(0) {
             return Err(vec![ParamProblem::new(
                 &["stride"],
@@ -183,7 +195,7 @@ impl Stage for Backtest {
     }
 
     /// The external forecasts are an input too.
-    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+    fn fingerprint(&self, _store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         if let Some(path) = &self.params.external {
             hasher.update(&std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?);
         }
@@ -218,6 +230,12 @@ impl Stage for Backtest {
             ("seasonal_naive_fell_back", forecast.fallbacks),
         ];
         let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
+        let reasons = due_for_retraining(&rows, targets, self.params.degradation);
+        for r in &reasons {
+            tracing::warn!("retrain the model: {r}");
+        }
+        summary.insert("retrain".into(), (!reasons.is_empty()).into());
+        summary.insert("retrain_reasons".into(), reasons.into());
         summary.extend(crate::units::said(&forecast.implausible));
         let (schema, batch) = scores_table(&rows)?;
         ctx.write_table("scores", schema, &[batch])?;
@@ -378,6 +396,26 @@ fn summarise(
     let filled = model(&parts[1]).iter().map(|t| t.actual.iter().filter(|a| a.is_nan()).count()).sum::<usize>();
     summary.insert("filled_actuals_not_scored".into(), filled.into());
     summary
+}
+
+/// Why the model should be retrained: per target where its mean test MASE is more than
+/// `degradation` worse than the best baseline's.
+fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> Vec<String> {
+    let mean = |method: &str, column: &str| {
+        rows.iter()
+            .find(|r| r.part == "test" && &*r.method == method && &*r.resource == column && r.scope == "mean" && r.bucket == "all" && &*r.metric == "mase")
+            .map(|r| r.value)
+            .filter(|v| v.is_finite())
+    };
+    let mut out = Vec::new();
+    for c in targets {
+        let Some(model) = mean("model", c) else { continue };
+        let best = FORECASTERS[1..].iter().filter_map(|m| Some((*m, mean(m, c)?))).min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((name, b)) = best.filter(|b| model > (1.0 + degradation) * b.1) {
+            out.push(format!("{c}: the model's MASE {model:.3} is above {name}'s {b:.3} by more than {:.0} %", 100.0 * degradation));
+        }
+    }
+    out
 }
 
 /// The actual values `horizon` steps after `origin` (`NaN` where filled in), if every

@@ -22,4 +22,12 @@ pub enum EvaluateError {
         "the clean stage summed the replicas of {workloads} workloads (clean.resample `group: {{aggregate: sum}}`): patched onto pods, every replica would reserve the whole workload's usage. Size one pod: set `group: {{by: workload, aggregate: max}}` in the clean stage (the default); keep `sum` only in pipelines that forecast workload totals without plan.resources"
     )]
     SummedReplicas { workloads: usize },
+    #[error(
+        "another refresh wrote the state after number {previous} while this one ran ({path} exists): its plan stands and this one's is not kept; run the refresh again to continue from it"
+    )]
+    StateRace { path: String, previous: u64 },
+    #[error(
+        "{path}: a state table of format {version}, written by another version of AppLearner; this version reads format 1. Run the version that wrote it, or move the folder away to start the loop afresh from the replay (the values in force and the change budget used are then forgotten)"
+    )]
+    StateVersion { path: String, version: String },
 }

@@ -475,7 +475,7 @@ impl Stage for Ingest {
         Some(vec![("samples", vec!["metric", "series_id", "timestamp"]), ("series", vec!["metric", "series_id"])])
     }
 
-    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+    fn fingerprint(&self, _store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         for file in self.files()? {
             hasher.update(file.to_string_lossy().as_bytes());
             let mut f = std::fs::File::open(&file)

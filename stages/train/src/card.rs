@@ -79,8 +79,24 @@ impl Saved {
         })
     }
 
+    /// Writes the model where `fetch` reads it: a folder, or object storage where `location`
+    /// is a URL (the card last: a reader that sees it finds its weights, and the digest check
+    /// refuses a half-replaced pair).
+    pub fn publish_to(&self, location: &str) -> Result<(), std::io::Error> {
+        if !location.contains("://") {
+            return self.publish(Path::new(location));
+        }
+        let store = applearner_pipeline::Store::open(location).map_err(std::io::Error::other)?;
+        for (file, bytes) in
+            [(WEIGHTS_FILE, self.weights.clone()), (README_FILE, self.card.markdown().into_bytes()), (CARD_FILE, self.card_json())]
+        {
+            store.put(file, bytes.into()).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
     /// Writes the folder whole: into a temporary sibling, then renamed over `dir`.
-    pub fn publish(&self, dir: &Path) -> Result<(), std::io::Error> {
+    fn publish(&self, dir: &Path) -> Result<(), std::io::Error> {
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent)?;
         let tmp = tempfile::Builder::new().prefix(".publish-").tempdir_in(parent)?;

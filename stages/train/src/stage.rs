@@ -1,7 +1,6 @@
 //! The `train.fit` stage.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use applearner_contracts::{Part, WindowSet, windows_per_part};
@@ -61,7 +60,8 @@ pub struct TrainParams {
     /// must be the one this stage would build on this data.
     #[serde(default)]
     pub use_model: Option<String>,
-    /// Also write the model folder here (e.g. `trained_models/<name>`), replacing it whole.
+    /// Also write the model folder here (e.g. `trained_models/<name>`, or a URL in object
+    /// storage that a refresh's `use_model` reads), replacing it whole.
     #[serde(default)]
     pub publish: Option<String>,
 }
@@ -160,7 +160,7 @@ impl Stage for Train {
     }
 
     /// The starting model is an input too: another one gives another result.
-    fn fingerprint(&self, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+    fn fingerprint(&self, _store: &Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         if let Some(init) = self.init()? {
             hasher.update(init.card.weights_digest.as_bytes());
         }
@@ -252,7 +252,7 @@ impl Stage for Train {
         ctx.write_artifact(CARD_FILE, saved.card_json())?;
         ctx.write_artifact(README_FILE, saved.card.markdown())?;
         if let Some(dir) = &p.publish {
-            saved.publish(&PathBuf::from(dir)).map_err(|e| format!("publish: cannot write {dir}: {e}"))?;
+            saved.publish_to(dir).map_err(|e| format!("publish: cannot write {dir}: {e}"))?;
         }
         checkpoints.clear()?;
 

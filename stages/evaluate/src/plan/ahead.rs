@@ -65,16 +65,15 @@ impl WorkloadPlan {
     }
 }
 
-/// The plan ahead: per workload with a forecast from the end of its data, each line's rule
-/// on that forecast × the workload's calibrated factor, floored and rounded, through the
-/// change policy over the forecast's decisions (hourly within a day-long horizon); a limit
-/// never below its request. One row per stretch of unchanged values, in time order.
+/// The plan ahead: per workload with a forecast from the end of its data, each line's loop
+/// carried on from the test part (or the last refresh) over the forecast's decisions (hourly
+/// within a day-long horizon): its rule × the workload's factor, floored and rounded, under
+/// the change budget already used; a limit never below its request. One row per stretch of unchanged values, in time order.
 pub(super) fn forward_plan(
     timelines: &Timelines,
     lines: &[&Line],
     configured: &[&Outcome],
     budget: u32,
-    min_change: f64,
     workloads: &Workloads,
 ) -> Vec<WorkloadPlan> {
     let mut out = Vec::new();
@@ -82,7 +81,7 @@ pub(super) fn forward_plan(
         let ahead =
             |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
         let Some(first) = ahead(0).or(ahead(1)) else { continue };
-        let per_line = in_force(key, tl, lines, configured, budget, min_change);
+        let per_line = in_force(key, lines, configured);
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
             [n, w, c] => (n.to_string(), w.to_string(), c.to_string()),
@@ -117,29 +116,16 @@ pub(super) fn forward_plan(
     out
 }
 
-/// Per line, the value in force at each decision ahead after the change policy (`None`
+/// Per line, the value in force at each decision ahead, as the line's loop decided it (`None`
 /// where the line's resource is not forecast).
-fn in_force(
-    key: &str,
-    tl: &BTreeMap<(String, String), Timeline>,
-    lines: &[&Line],
-    configured: &[&Outcome],
-    budget: u32,
-    min_change: f64,
-) -> Vec<Option<Vec<f64>>> {
-    let ahead =
-        |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
+fn in_force(key: &str, lines: &[&Line], configured: &[&Outcome]) -> Vec<Option<Vec<f64>>> {
     lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let o = configured.iter().find(|o| o.line == i)?;
-            let timeline = ahead(l.resource)?;
-            let case = Case::of(key, timeline, &o.rule)?.capped(l);
-            let policy = Policy { floor: l.floor, step: l.step, min_change, changes_per_day: budget };
-            let (values, _) = policy.apply(&timeline.at, &case.held(&policy, o.calibrated.of(key)), &timeline.usage);
+            let walked = configured.iter().find(|o| o.line == i)?.walks.get(key)?;
             // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
-            Some(values.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
+            Some(walked.ahead.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
         })
         .collect()
 }

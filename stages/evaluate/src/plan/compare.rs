@@ -85,7 +85,42 @@ pub struct Outcome {
     pub calibrated: Calibrated,
     /// Workloads with test data but no validation data: given the fleet's multiplier.
     pub uncalibrated: usize,
+    /// The configured budget only: each workload's loop over the test part and ahead.
+    pub walks: BTreeMap<String, Walked>,
 }
+
+/// One workload's loop over the test part and on into the plan ahead.
+pub struct Walked {
+    /// Per decision ahead, the value in force.
+    pub ahead: Vec<f64>,
+    /// The loop after the first decision ahead (or the last one made): what the next
+    /// refresh continues from.
+    pub state: Option<Loop>,
+    /// Per UTC day of the test part: steps, steps above the line, and the factor at its end.
+    pub days: Vec<(i64, usize, usize, f64)>,
+}
+
+/// Per UTC day of the walked decisions: steps, steps above the line, the factor at the day's
+/// last decision.
+fn per_day(case: &Case, walk: &[Option<Loop>]) -> Vec<(i64, usize, usize, f64)> {
+    let mut days: Vec<(i64, usize, usize, f64)> = Vec::new();
+    for (i, l) in walk.iter().enumerate() {
+        let Some(l) = l else { continue };
+        let day = l.at - l.at.rem_euclid(DAY_MS);
+        if days.last().is_none_or(|d| d.0 != day) {
+            days.push((day, 0, 0, 0.0));
+        }
+        let d = days.last_mut().expect("pushed");
+        let usage = &case.timeline.usage[i];
+        d.1 += usage.len();
+        d.2 += usage.iter().filter(|&&u| u > l.held.value).count();
+        d.3 = l.log_k.exp();
+    }
+    days
+}
+
+/// The adaptation rates tried on validation.
+pub const ADAPT_RATES: [f64; 4] = [0.0, 0.03, 0.1, 0.3];
 
 pub type Timelines = BTreeMap<String, BTreeMap<(String, String), Timeline>>;
 
@@ -100,6 +135,11 @@ pub struct Job<'a> {
     pub step_hours: f64,
     /// Per-series rows and the trade-off curves (the configured budget only).
     pub detail: bool,
+    /// How fast each workload's factor adapts online (0: fixed factors; `None`: chosen on
+    /// validation).
+    pub adapt_rate: Option<f64>,
+    /// Where the last refresh left each workload's loop.
+    pub state: &'a States,
 }
 
 impl<'a> Job<'a> {
@@ -159,12 +199,7 @@ impl<'a> Job<'a> {
     /// data: the final calibration, on the whole validation part, aims that much lower (at
     /// most 4×, and only where the halves have enough steps to show the target's rate).
     fn choose(&self, risk: f64) -> (Rule, Calibrated) {
-        let slot = (RESOURCES[self.line.resource].to_string(), "validation".to_string());
-        let halves: Vec<(&str, [Timeline; 2])> = self
-            .timelines
-            .iter()
-            .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
-            .collect();
+        let halves = self.validation_halves();
         let half = |h: usize, rule: &Rule| -> Vec<Case> {
             halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
         };
@@ -194,6 +229,47 @@ impl<'a> Job<'a> {
         (rule.clone(), per_workload(&self.model_cases("validation", &rule), &self.policy, tightened, own))
     }
 
+    /// Each workload's validation part in two halves.
+    fn validation_halves(&self) -> Vec<(&'a str, [Timeline; 2])> {
+        let slot = (RESOURCES[self.line.resource].to_string(), "validation".to_string());
+        self.timelines
+            .iter()
+            .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
+            .collect()
+    }
+
+    /// How fast factors adapt, unless configured: chosen on validation. Factors calibrated on
+    /// the first half of each workload's validation part, then each rate's loop walked over
+    /// the second half from them; the rate with the most workloads within 2× the target wins,
+    /// the least slack among equals. 0 (fixed factors) is a candidate.
+    fn choose_rate(&self, rule: &Rule, calibrated: &Calibrated, risk: f64) -> f64 {
+        if let Some(rate) = self.adapt_rate {
+            return rate;
+        }
+        let halves = self.validation_halves();
+        let half = |h: usize| -> Vec<Case> {
+            halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
+        };
+        let own = calibrated.k.values().any(|k| *k != calibrated.fleet);
+        let first = per_workload(&half(0), &self.policy, risk, own);
+        let mut best = (f64::MIN, f64::MAX, 0.0);
+        for rate in ADAPT_RATES {
+            let adapt = (rate > 0.0).then_some(Adapt { rate, risk });
+            let (mut within, mut total) = (Vec::new(), Replay::default());
+            for c in half(1) {
+                let walk = c.walk(&self.policy, first.of(c.key), adapt, None);
+                let r = c.replay_walk(&walk, self.line.unit(), self.step_hours);
+                within.push(r.risk_pct() <= 200.0 * risk);
+                total.merge(&r);
+            }
+            let share = within.iter().filter(|w| **w).count() as f64 / within.len().max(1) as f64;
+            if share > best.0 + 1e-9 || (share > best.0 - 1e-9 && total.slack_pct() < best.1) {
+                best = (share, total.slack_pct(), rate);
+            }
+        }
+        best.2
+    }
+
     pub fn run(&self) -> Outcome {
         let mut rows = Vec::new();
         let (rule, calibrated, variant) = match &self.line.sizing {
@@ -214,6 +290,14 @@ impl<'a> Job<'a> {
         } else {
             format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
         };
+        let mut walks = BTreeMap::new();
+        if self.detail {
+            let rate = self.line.risk().map_or(0.0, |risk| self.choose_rate(&rule, &calibrated, risk));
+            let (adapted, walked) = self.walk(&rule, &calibrated, rate);
+            let how = format!("{setting}, adapting online at rate {rate}");
+            Self::rows(&mut rows, ("model", "adapted", how), adapted);
+            walks = walked;
+        }
         Self::rows(&mut rows, ("model", variant, setting), self.replay(&test, &|k| calibrated.of(k)));
         if self.detail {
             self.matched_oracle_rows(&mut rows, &test);
@@ -234,7 +318,42 @@ impl<'a> Job<'a> {
         if self.detail {
             self.curves(&mut rows, &rule, &calibrated);
         }
-        Outcome { line: self.index, budget: self.policy.changes_per_day, rows, rule, calibrated, uncalibrated }
+        Outcome { line: self.index, budget: self.policy.changes_per_day, rows, rule, calibrated, uncalibrated, walks }
+    }
+
+    /// Every workload's loop over the test part and the decisions ahead, from where the last
+    /// refresh left it (where that was under the same rule): the test part replayed (total
+    /// and per workload) and each workload's walk.
+    fn walk(
+        &self,
+        rule: &Rule,
+        calibrated: &Calibrated,
+        rate: f64,
+    ) -> ((Replay, Vec<(String, Replay)>), BTreeMap<String, Walked>) {
+        let adapt = self.line.risk().filter(|_| rate > 0.0).map(|risk| Adapt { rate, risk });
+        let slot = |part: &str| (RESOURCES[self.line.resource].to_string(), part.to_string());
+        let (mut total, mut each, mut walks) = (Replay::default(), Vec::new(), BTreeMap::new());
+        let empty = Timeline::default();
+        for (key, tl) in self.timelines {
+            let (test, ahead) = (tl.get(&slot("test")).unwrap_or(&empty), tl.get(&slot(applearner_contracts::tables::forecasts::AHEAD)).unwrap_or(&empty));
+            let joined = test.joined(ahead);
+            let Some(case) = Case::of(key, &joined, rule).map(|c| c.capped(self.line)) else { continue };
+            let from = self.state.get(&(key.clone(), self.line.name.to_string())).filter(|s| s.0 == rule.label());
+            let from = from.map(|s| &s.1);
+            let walk = case.walk(&self.policy, calibrated.of(key), adapt, from);
+            let n = test.at.len();
+            if walk[..n].iter().any(Option::is_some) {
+                let r = case.replay_walk(&walk, self.line.unit(), self.step_hours);
+                total.merge(&r);
+                each.push((key.clone(), r));
+            }
+            let last = walk[..n].iter().flatten().last().or(from);
+            let now = walk[n..].iter().flatten().next().or(last).cloned();
+            let held = |l: &Option<Loop>| l.as_ref().or(now.as_ref()).map_or(f64::NAN, |l| l.held.value);
+            let days = per_day(&case, &walk[..n]);
+            walks.insert(key.clone(), Walked { ahead: walk[n..].iter().map(held).collect(), state: now, days });
+        }
+        ((total, each), walks)
     }
 
     /// A recommender's knob tuned on validation to `risk`: KRR's CPU percentile (the lowest

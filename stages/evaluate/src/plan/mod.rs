@@ -11,6 +11,7 @@ mod kube;
 mod oracle;
 mod policy;
 mod replay;
+mod state;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use kube::*;
 use oracle::*;
 use policy::*;
 use replay::*;
+use state::*;
 use tables::*;
 use timeline::*;
 
@@ -96,7 +98,19 @@ pub struct PlanParams {
     /// a request that would need more is left as it is, and says so.
     #[serde(default = "default_hpa_max_target")]
     pub hpa_max_target: f64,
+    /// How fast each workload's factor follows the breaches it has seen since it was
+    /// calibrated (adaptive conformal inference on the factor's log; 0: fixed factors).
+    /// Default: chosen per line on validation among 0, 0.03, 0.1 and 0.3. The replay of the
+    /// test part runs this same loop.
+    #[serde(default)]
+    pub adapt_rate: Option<f64>,
+    /// Keep the loop's state in the store under `state/<name>/` and continue from the latest
+    /// there: each refresh decides only what is new since the last one, with the values in
+    /// force, the change budget used and the factors it left.
+    #[serde(default)]
+    pub state: Option<String>,
 }
+
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -244,6 +258,13 @@ impl StageParams for PlanParams {
         if !self.hpa_max_target.is_finite() || self.hpa_max_target < 1.0 {
             problems.push(ParamProblem::new(&["hpa_max_target"], "must be at least 1 (%)", "e.g. 100"));
         }
+        if self.adapt_rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            problems.push(ParamProblem::new(&["adapt_rate"], "must be ≥ 0", "e.g. 0.3, or 0 for fixed factors"));
+        }
+        if self.state.as_ref().is_some_and(|s| s.is_empty() || s.contains(['/', '\\', '.'])) {
+            let help = "a plain name such as the pipeline's: the folder state/<name>/ in the store";
+            problems.push(ParamProblem::new(&["state"], "must be a name", help));
+        }
         if self.max_changes_per_day == 0 || self.budgets.contains(&0) {
             problems.push(ParamProblem::new(
                 &["max_changes_per_day"],
@@ -287,7 +308,16 @@ impl Stage for Plan {
             Output::table("recommendations"),
             Output::table("hpas"),
             Output::table("namespaces"),
+            Output::table("plan_risk"),
         ]
+    }
+
+    /// The latest state is an input too: a refresh continues from it.
+    fn fingerprint(&self, store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
+        if let Some(name) = &self.params.state {
+            hasher.update(latest(store, name)?.path.unwrap_or_default().as_bytes());
+        }
+        Ok(())
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
@@ -327,7 +357,11 @@ impl Stage for Plan {
             return Err(EvaluateError::NoValidation.into());
         }
 
-        let outcomes = self.outcomes(ctx, &lines, &timelines, &allocation, &columns, step_ms);
+        let stored = match &self.params.state {
+            Some(name) => latest(ctx.store(), name)?,
+            None => Stored::default(),
+        };
+        let outcomes = self.outcomes(ctx, &lines, &timelines, (&allocation, &stored.states), &columns, step_ms);
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
         ctx.write_table("plan_backtest", schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
@@ -340,6 +374,10 @@ impl Stage for Plan {
         let known = Beside { usage: &usage, allocation: &allocation, workloads: &workloads, quotas: &quotas };
         summary.extend(self.ahead(ctx, &timelines, &lines, &configured, &known)?);
         summary.extend(crate::units::said(&implausible));
+        let (schema, batch) = risk_table(&lines, &configured)?;
+        ctx.write_table("plan_risk", schema, &[batch])?;
+        // Last: a state is kept only once everything it stands for is written.
+        summary.extend(self.keep_state(ctx, &lines, &configured, stored)?);
         Ok(summary)
     }
 }
@@ -365,8 +403,7 @@ impl Plan {
         configured: &[&Outcome],
         known: &Beside,
     ) -> Result<Summary, BoxError> {
-        let (budget, min_change) = (self.params.max_changes_per_day, self.params.min_change);
-        let mut plan = forward_plan(timelines, lines, configured, budget, min_change, known.workloads);
+        let mut plan = forward_plan(timelines, lines, configured, self.params.max_changes_per_day, known.workloads);
         let jobs = size_jobs(&mut plan, lines, known.usage);
         let max_target = self.params.hpa_max_target;
         let hpas = keep_scale_points(&mut plan, lines, known.allocation, known.workloads, known.usage, max_target);
@@ -409,12 +446,14 @@ impl Plan {
         ctx: &StageContext,
         lines: &[&Line],
         timelines: &Timelines,
-        allocation: &Allocation,
+        (allocation, state): (&Allocation, &States),
         columns: &[String],
         step_ms: i64,
     ) -> Vec<Outcome> {
+        // A refresh continuing a loop needs its budget only: the others are for comparing.
+        let budgets = if state.is_empty() { self.budgets.clone() } else { vec![self.params.max_changes_per_day] };
         let jobs: Vec<(usize, &Line, u32)> =
-            lines.iter().enumerate().flat_map(|(i, l)| self.budgets.iter().map(move |&b| (i, *l, b))).collect();
+            lines.iter().enumerate().flat_map(|(i, l)| budgets.iter().map(move |&b| (i, *l, b))).collect();
         let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
         // Each line × budget is independent: one per core.
         let outcomes = jobs
@@ -425,7 +464,10 @@ impl Plan {
                     Policy { floor: line.floor, step: line.step, min_change: p.min_change, changes_per_day: budget };
                 let step_hours = step_ms as f64 / 3.6e6;
                 let detail = budget == p.max_changes_per_day;
-                let outcome = Job { line, index, policy, timelines, allocation, columns, step_hours, detail }.run();
+                let adapt_rate = p.adapt_rate;
+                let outcome =
+                    Job { line, index, policy, timelines, allocation, columns, step_hours, detail, adapt_rate, state }
+                        .run();
                 bar.inc(1);
                 outcome
             })
@@ -484,6 +526,18 @@ impl Plan {
                 summary.insert(format!("{name}_cap"), format!("{by_usage}{max}").into());
             }
             summary.insert(format!("{name}_uncalibrated_workloads"), o.uncalibrated.into());
+            if let Some(target) = lines[o.line].risk().map(|r| 100.0 * r) {
+                for (variant, prefix) in [("adapted", ""), ("calibrated", "fixed_")] {
+                    let Some((within, worst)) = spread(o, variant, target) else { continue };
+                    summary.insert(format!("{name}_{prefix}workloads_within_2x_target_pct"), round3(within).into());
+                    summary.insert(format!("{name}_{prefix}worst_workload_risk_pct"), round3(worst).into());
+                }
+                let fixed = o.rows.iter().find(|r| r.method == "model" && r.variant == "calibrated" && r.key.is_empty());
+                if let Some(f) = fixed {
+                    summary.insert(format!("{name}_fixed_risk_pct"), round3(f.replay.risk_pct()).into());
+                    summary.insert(format!("{name}_fixed_slack_pct"), round3(f.replay.slack_pct()).into());
+                }
+            }
             let misses: Vec<String> = o
                 .calibrated
                 .misses
@@ -494,6 +548,71 @@ impl Plan {
         }
         summary
     }
+}
+
+impl Plan {
+    /// Writes the loop's new state, where the plan keeps one and something was decided
+    /// since the last: every workload walked, and those without new data as they were.
+    fn keep_state(&self, ctx: &StageContext, lines: &[&Line], configured: &[&Outcome], stored: Stored) -> Result<Summary, BoxError> {
+        let mut summary = Summary::new();
+        let Some(name) = &self.params.state else { return Ok(summary) };
+        let mut states = stored.states.clone();
+        for o in configured {
+            for (key, w) in &o.walks {
+                if let Some(l) = &w.state {
+                    states.insert((key.clone(), lines[o.line].name.to_string()), (o.rule.label(), l.clone()));
+                }
+            }
+        }
+        let newest = states.values().map(|s| s.1.at).max().unwrap_or(i64::MIN);
+        let mut behind: Vec<String> = states.iter().filter(|s| s.1.1.at < newest).map(|s| s.0.0.clone()).collect();
+        behind.dedup();
+        if !behind.is_empty() {
+            tracing::warn!("{} workloads have no data up to the latest decision: their values in force hold", behind.len());
+        }
+        summary.insert("workloads_without_recent_data".into(), behind.into());
+        let said = if states == stored.states {
+            let at = stored.path.as_deref().unwrap_or("none");
+            tracing::warn!("no new data since the last refresh ({at}): nothing changed");
+            format!("unchanged: no decision is due after the last refresh ({at})")
+        } else {
+            write_next(ctx.store(), name, stored.number, &states)?
+        };
+        summary.insert("state".into(), said.into());
+        Ok(summary)
+    }
+}
+
+/// Per workload, line and UTC day of the test part, as the loop ran: steps, steps above the
+/// line, that share beside the target, and the factor at the day's end.
+fn risk_table(lines: &[&Line], configured: &[&Outcome]) -> Result<(SchemaRef, RecordBatch), BoxError> {
+    let rows: Vec<(&Outcome, &String, &(i64, usize, usize, f64))> = configured
+        .iter()
+        .flat_map(|o| o.walks.iter().flat_map(move |(k, w)| w.days.iter().map(move |d| (*o, k, d))))
+        .collect();
+    TableBuilder::default()
+        .strings("line", rows.iter().map(|r| lines[r.0.line].name))
+        .strings("key", rows.iter().map(|r| r.1))
+        .times("day", rows.iter().map(|r| r.2.0).collect())
+        .u32s("steps", rows.iter().map(|r| r.2.1 as u32).collect())
+        .u32s("above", rows.iter().map(|r| r.2.2 as u32).collect())
+        .floats("risk_pct", rows.iter().map(|r| 100.0 * r.2.2 as f64 / r.2.1.max(1) as f64).collect())
+        .floats("target_pct", rows.iter().map(|r| lines[r.0.line].risk().map_or(f64::NAN, |x| 100.0 * x)).collect())
+        .floats("factor", rows.iter().map(|r| r.2.3).collect())
+        .finish()
+}
+
+/// How evenly a line's risk falls on the workloads, for one variant of the model's plan: the
+/// share within 2× the target and the worst, in %.
+fn spread(outcome: &Outcome, variant: &str, target_pct: f64) -> Option<(f64, f64)> {
+    let risks: Vec<f64> = outcome
+        .rows
+        .iter()
+        .filter(|r| r.method == "model" && r.variant == variant && !r.key.is_empty() && r.replay.steps > 0)
+        .map(|r| r.replay.risk_pct())
+        .collect();
+    let within = risks.iter().filter(|&&r| r <= 2.0 * target_pct).count() as f64 / risks.len().max(1) as f64;
+    (!risks.is_empty()).then(|| (100.0 * within, risks.iter().copied().fold(0.0, f64::max)))
 }
 
 /// A table whose replicas were summed holds workload totals: patched onto pods, every

@@ -85,17 +85,17 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
     outcomes
         .iter()
         .map(|o| {
+            // The first variant listed that the outcome has.
             let total = |method: &str, variants: &[&str]| {
-                o.rows
-                    .iter()
-                    .find(|r| r.method == method && variants.contains(&r.variant) && r.key.is_empty())
-                    .map(|r| r.replay)
+                variants.iter().find_map(|v| {
+                    o.rows.iter().find(|r| r.method == method && r.variant == *v && r.key.is_empty()).map(|r| r.replay)
+                })
             };
             Comparison {
                 line: o.line,
                 budget: o.budget,
                 target_pct: lines[o.line].risk().map(|r| 100.0 * r),
-                model: total("model", &["calibrated", "fixed"]).unwrap_or_default(),
+                model: total("model", &["adapted", "calibrated", "fixed"]).unwrap_or_default(),
                 current: total("current", &["allocated"]),
                 krr: total("krr", &["default"]).unwrap_or_default(),
                 vpa: total("vpa", &["default"]).unwrap_or_default(),

@@ -482,3 +482,82 @@ fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
     let d = keep_scale_points(&mut unknown, &lines, &Allocation::new(), &workloads(false), &usage, 100.0);
     assert_eq!((unknown[0].values[0], d[0].request), (None, None));
 }
+
+/// Hourly refreshes must decide what one replay of the same hours decides: walking a
+/// timeline whole, or in pieces each continuing from the loop the last one left (and seeing
+/// only the decisions up to it), gives the same values, factors and changes.
+#[test]
+fn refreshes_continuing_from_the_state_equal_one_replay() {
+    let mut seed = 3;
+    let hours = 72;
+    let usage: Vec<Vec<f64>> = (0..hours).map(|h| (0..12).map(|_| 1.0 + (h / 24) as f64 * 0.3 * uniform(&mut seed)).collect()).collect();
+    let base: Vec<f64> = (0..hours).map(|h| 1.0 + 0.1 * (h % 5) as f64).collect();
+    let t = timeline((0..hours as i64).map(|h| h * HOUR).collect(), usage, base);
+    let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
+    let p = Policy { floor: 0.0, step: 0.01, min_change: 0.05, changes_per_day: 4 };
+    let adapt = Some(Adapt { rate: 0.5, risk: 0.01 });
+    let whole = case.walk(&p, 1.1, adapt, None);
+    let mut state: Option<Loop> = None;
+    for end in 1..=hours {
+        // A refresh at hour `end` sees the decisions up to it, the last one with no usage yet.
+        let mut seen = Timeline { at: t.at[..end].to_vec(), known: t.known[..end].to_vec(), ..Default::default() };
+        seen.usage = t.usage[..end].to_vec();
+        seen.usage[end - 1].clear();
+        seen.times = t.times[..end].to_vec();
+        seen.bases = t.bases.iter().map(|(r, v)| (r.clone(), v[..end].to_vec())).collect();
+        let case = Case::of("w", &seen, &Rule::Recent(RECENT[0])).unwrap();
+        let walked = case.walk(&p, 1.1, adapt, state.as_ref());
+        assert!(walked[..end - 1].iter().all(Option::is_none), "decided before: not again");
+        state = walked[end - 1].clone();
+        assert_eq!(state, whole[end - 1], "hour {end}");
+    }
+    // With no new data, nothing is decided.
+    let again = case.walk(&p, 1.1, adapt, state.as_ref());
+    assert!(again.iter().all(Option::is_none));
+}
+
+/// Adaptive factors hold a drifting workload's risk where fixed ones cannot: usage doubles
+/// after the calibration; the fixed factor's line sits under it for good, the adapted one
+/// climbs back and its long-run rate comes near the target.
+#[test]
+fn an_adapted_factor_follows_drift_and_its_long_run_risk_nears_the_target() {
+    let mut seed = 11;
+    let hours = 24 * 30;
+    let level = |h: usize| if h < 24 * 3 { 1.0 } else { 2.0 };
+    let usage: Vec<Vec<f64>> = (0..hours).map(|h| (0..12).map(|_| level(h) * (0.5 + uniform(&mut seed))).collect()).collect();
+    let t = timeline((0..hours as i64).map(|h| h * HOUR).collect(), usage, vec![1.5; hours]);
+    let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
+    let p = Policy { floor: 0.0, step: 0.0, min_change: 0.0, changes_per_day: 24 };
+    let risk = |walk: &[Option<Loop>]| case.replay_walk(walk, 1.0, 1.0 / 12.0).risk_pct();
+    let fixed = risk(&case.walk(&p, 1.0, None, None));
+    let adapted = risk(&case.walk(&p, 1.0, Some(Adapt { rate: 1.0, risk: 0.01 }), None));
+    assert!(fixed > 40.0, "the fixed line stays under the doubled usage: {fixed}");
+    assert!(adapted < 3.0, "the adapted one comes back near 1 %: {adapted}");
+}
+
+/// Two refreshes continuing from the same state: the first writes the next one, the second
+/// is refused and changes nothing; a state of another format is refused with what to do.
+#[test]
+fn racing_refreshes_cannot_both_write_the_state_and_old_formats_are_refused() {
+    let store = applearner_pipeline::Store::open("memory://").unwrap();
+    let held = Held { value: 0.25, since: HOUR, last_day: vec![HOUR], changes: 3 };
+    let mut states = States::new();
+    states.insert(("ns/web/app".into(), "cpu_request".into()), ("p90 peak".into(), Loop { at: 2 * HOUR, held, log_k: 0.1 }));
+    assert_eq!(write_next(&store, "web", 0, &states).unwrap(), "state/web/00000001.parquet");
+    let read = latest(&store, "web").unwrap();
+    assert_eq!((read.number, read.states.clone()), (1, states.clone()));
+    let mut other = states.clone();
+    other.values_mut().for_each(|s| s.1.held.value = 0.5);
+    let err = write_next(&store, "web", 0, &other).unwrap_err().to_string();
+    assert!(err.contains("another refresh wrote the state") && err.contains("run the refresh again"), "{err}");
+    assert_eq!(latest(&store, "web").unwrap().states, states, "the first refresh's state stands");
+    // A table without our format's mark, as an older version would have left.
+    let (schema, batch) = TableBuilder::default().strings("key", ["a"]).finish().unwrap();
+    let mut bytes = Vec::new();
+    let mut w = applearner_pipeline::parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    store.put("state/web/00000002.parquet", bytes.into()).unwrap();
+    let err = latest(&store, "web").err().unwrap().to_string();
+    assert!(err.contains("00000002.parquet") && err.contains("format none") && err.contains("move the folder away"), "{err}");
+}

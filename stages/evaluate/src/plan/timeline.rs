@@ -116,6 +116,24 @@ impl Timeline {
         self.usage.iter().map(Vec::len).sum()
     }
 
+    /// This timeline's decisions, then `next`'s: the test part and the plan ahead, walked as
+    /// one loop. Rules missing from either are dropped.
+    pub fn joined(&self, next: &Timeline) -> Timeline {
+        let cat = |a: &[i64], b: &[i64]| [a, b].concat();
+        let bases = self
+            .bases
+            .iter()
+            .filter_map(|(rule, v)| Some((rule.clone(), [v.as_slice(), next.bases.get(rule)?].concat())))
+            .collect();
+        Timeline {
+            at: cat(&self.at, &next.at),
+            known: cat(&self.known, &next.known),
+            usage: [self.usage.as_slice(), &next.usage].concat(),
+            times: [self.times.as_slice(), &next.times].concat(),
+            bases,
+        }
+    }
+
     /// The first and the second half of the decisions: calibrating on one and checking on
     /// the other shows how a calibration holds on later data.
     pub fn halves(&self) -> [Timeline; 2] {
