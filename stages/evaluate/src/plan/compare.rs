@@ -114,7 +114,7 @@ fn per_day(case: &Case, walk: &[Option<Loop>]) -> Vec<(i64, usize, usize, f64)> 
         let usage = &case.timeline.usage[i];
         d.1 += usage.len();
         d.2 += usage.iter().filter(|&&u| u > l.held.value).count();
-        d.3 = l.log_k.exp();
+        d.3 = l.k;
     }
     days
 }

@@ -65,12 +65,13 @@ pub struct Adapt {
 }
 
 /// One line's loop for one workload after a decision: when it was made, what it holds, and
-/// the factor's logarithm it was made with. What the `state` table keeps between refreshes.
+/// the factor it was made with (kept as is, so a refresh reading it continues exactly where
+/// the replay would). What the `state` table keeps between refreshes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loop {
     pub at: i64,
     pub held: Held,
-    pub log_k: f64,
+    pub k: f64,
 }
 
 /// One workload's decisions to replay: its timeline, the rule's values at each decision
@@ -137,7 +138,7 @@ impl<'a> Case<'a> {
     /// the next decision raise the value; `adapt` moves the factor), then decide. Returns the
     /// loop after each decision.
     pub fn walk(&self, policy: &Policy, k: f64, adapt: Option<Adapt>, from: Option<&Loop>) -> Vec<Option<Loop>> {
-        let (t, lo, hi) = (self.timeline, K_RANGE.0.ln(), K_RANGE.1.ln());
+        let t = self.timeline;
         let mut state = from.cloned();
         // What followed the decision in force: found in this timeline, or unknown (a gap).
         let mut followed: Option<&[f64]> = None;
@@ -150,18 +151,19 @@ impl<'a> Case<'a> {
                 out.push(None);
                 continue;
             }
-            let mut log_k = state.as_ref().map_or(k.ln(), |s| s.log_k);
+            let mut k = state.as_ref().map_or(k, |s| s.k);
             let mut breached = false;
             if let (Some(s), Some(u)) = (&state, followed.filter(|u| !u.is_empty())) {
                 let above = u.iter().filter(|&&x| x > s.held.value).count();
                 breached = above > 0;
                 if let Some(a) = adapt {
-                    log_k = (log_k + a.rate * (above as f64 / u.len() as f64 - a.risk)).clamp(lo, hi);
+                    let moved = k.ln() + a.rate * (above as f64 / u.len() as f64 - a.risk);
+                    k = moved.exp().clamp(K_RANGE.0, K_RANGE.1);
                 }
             }
-            let wanted = self.held_at(policy, i, log_k.exp());
+            let wanted = self.held_at(policy, i, k);
             let held = policy.decide(state.map(|s| s.held), t.at[i], wanted, breached);
-            let next = Loop { at: t.at[i], held, log_k };
+            let next = Loop { at: t.at[i], held, k };
             followed = Some(&t.usage[i]);
             out.push(Some(next.clone()));
             state = Some(next);

@@ -68,7 +68,7 @@ fn table(states: &States) -> Result<RecordBatch, BoxError> {
         .times("since", rows.iter().map(|r| r.1.1.held.since).collect())
         .strings("changed_last_day", rows.iter().map(|r| join(&r.1.1.held.last_day)))
         .u32s("changes", rows.iter().map(|r| r.1.1.held.changes as u32).collect())
-        .floats("factor", rows.iter().map(|r| r.1.1.log_k.exp()).collect())
+        .floats("factor", rows.iter().map(|r| r.1.1.k).collect())
         .finish()?;
     let metadata = [(VERSION_KEY.to_string(), VERSION.to_string())].into();
     let schema = Arc::new(Schema::new_with_metadata(batch.schema().fields().clone(), metadata));
@@ -96,7 +96,7 @@ fn read(path: &str, batches: &[RecordBatch]) -> Result<States, BoxError> {
             let last_day = changed[i].split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>();
             let last_day = last_day.map_err(|e| format!("{path}: row {i}: changed_last_day: {e}"))?;
             let held = Held { value: value[i], since: since[i], last_day, changes: changes[i] as usize };
-            let l = Loop { at: at[i], held, log_k: factor[i].ln() };
+            let l = Loop { at: at[i], held, k: factor[i] };
             out.insert((key[i].clone(), line[i].clone()), (rule[i].clone(), l));
         }
     }

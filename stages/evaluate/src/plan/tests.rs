@@ -198,6 +198,8 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
             columns: &columns,
             step_hours: 5.0 / 60.0,
             detail: true,
+            adapt_rate: None,
+            state: &States::new(),
         };
         let outcome = job.run();
         let total = |m: &str, v: &str| {
@@ -251,6 +253,8 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
         columns: &columns,
         step_hours: 5.0 / 60.0,
         detail: false,
+        adapt_rate: None,
+        state: &States::new(),
     };
     let outcome = job.run();
     assert_eq!(outcome.uncalibrated, 1);
@@ -542,7 +546,7 @@ fn racing_refreshes_cannot_both_write_the_state_and_old_formats_are_refused() {
     let store = applearner_pipeline::Store::open("memory://").unwrap();
     let held = Held { value: 0.25, since: HOUR, last_day: vec![HOUR], changes: 3 };
     let mut states = States::new();
-    states.insert(("ns/web/app".into(), "cpu_request".into()), ("p90 peak".into(), Loop { at: 2 * HOUR, held, log_k: 0.1 }));
+    states.insert(("ns/web/app".into(), "cpu_request".into()), ("p90 peak".into(), Loop { at: 2 * HOUR, held, k: 1.1 }));
     assert_eq!(write_next(&store, "web", 0, &states).unwrap(), "state/web/00000001.parquet");
     let read = latest(&store, "web").unwrap();
     assert_eq!((read.number, read.states.clone()), (1, states.clone()));
