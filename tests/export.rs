@@ -257,8 +257,14 @@ fn schedules_and_their_rbac_validate_against_argo_and_kubernetes() {
         }
         let file = dir.path().join("k8s.yaml");
         std::fs::write(&file, check.iter().map(|d| format!("---\n{d}")).collect::<String>()).unwrap();
-        let out = Command::new("kubernetes-validate").args(["--strict", "--quiet", file.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "{}{}\n{yaml}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out =
+            Command::new("kubernetes-validate").args(["--strict", "--quiet", file.to_str().unwrap()]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}\n{yaml}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(rbac[1].contains("pods/resize"), "{}", rbac[1]);
         let (train, plan) = (schedules[0], schedules[1]);
         assert!(train.contains("0 3 * * 0") && train.contains(&format!("train.publish={model}")), "{train}");

@@ -262,7 +262,12 @@ const ACCOUNT: &str = "applearner";
 
 /// The ServiceAccount, its ClusterRole and binding, the training and the plan schedule: as
 /// Argo CronWorkflows (`argo`) or Kubernetes CronJobs.
-pub fn schedules(pipeline: &Pipeline, target: &Target, s: &Schedules, argo_kind: bool) -> Result<Vec<Value>, PipelineError> {
+pub fn schedules(
+    pipeline: &Pipeline,
+    target: &Target,
+    s: &Schedules,
+    argo_kind: bool,
+) -> Result<Vec<Value>, PipelineError> {
     let train = pipeline.stages.iter().find(|st| st.kind == "train.fit").ok_or(PipelineError::NoTrainStage)?;
     let train_sets = [format!("{}.use_model=null", train.name), format!("{}.publish={}", train.name, s.model)];
     let plan_sets = [format!("{}.use_model={}", train.name, s.model)];
@@ -275,10 +280,18 @@ pub fn schedules(pipeline: &Pipeline, target: &Target, s: &Schedules, argo_kind:
         };
         add_sets(&mut doc, sets);
         doc["metadata"]["name"] = format!("{}-{suffix}", pipeline.name).into();
-        let spec = if argo_kind { &mut doc["spec"]["workflowSpec"] } else { &mut doc["spec"]["jobTemplate"]["spec"]["template"]["spec"] };
+        let spec = if argo_kind {
+            &mut doc["spec"]["workflowSpec"]
+        } else {
+            &mut doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        };
         spec["serviceAccountName"] = ACCOUNT.into();
         if suffix == "plan" {
-            if argo_kind { argo_apply(&mut doc, pipeline, s.apply) } else { job_apply(&mut doc, pipeline, target, s.apply) }
+            if argo_kind {
+                argo_apply(&mut doc, pipeline, s.apply)
+            } else {
+                job_apply(&mut doc, pipeline, target, s.apply)
+            }
         }
         docs.push(doc);
     }

@@ -41,7 +41,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 plan: plan_schedule,
                 apply,
             });
-            let target = config::Target { image, config_map, secret, namespace, retries, template, schedule, schedules };
+            let target =
+                config::Target { image, config_map, secret, namespace, retries, template, schedule, schedules };
             config::export(to, &config, &sets, target, &registry)
         }
         Command::Run { config, sets, run_id, stage, until, from, force, jobs, shard } => {

@@ -18,7 +18,13 @@ use crate::cli::PlanFormat;
 
 const PLAN_KIND: &str = "plan.resources";
 
-pub fn show(run_id: &str, store: &str, format: PlanFormat, top: Option<usize>, to: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn show(
+    run_id: &str,
+    store: &str,
+    format: PlanFormat,
+    top: Option<usize>,
+    to: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let store = Store::open(store)?;
     let manifest = load_manifest(&store, run_id)?;
     let Some(record) = plan_record(&manifest) else {

@@ -403,7 +403,14 @@ fn summarise(
 fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> Vec<String> {
     let mean = |method: &str, column: &str| {
         rows.iter()
-            .find(|r| r.part == "test" && &*r.method == method && &*r.resource == column && r.scope == "mean" && r.bucket == "all" && &*r.metric == "mase")
+            .find(|r| {
+                r.part == "test"
+                    && &*r.method == method
+                    && &*r.resource == column
+                    && r.scope == "mean"
+                    && r.bucket == "all"
+                    && &*r.metric == "mase"
+            })
             .map(|r| r.value)
             .filter(|v| v.is_finite())
     };
@@ -412,7 +419,10 @@ fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> V
         let Some(model) = mean("model", c) else { continue };
         let best = FORECASTERS[1..].iter().filter_map(|m| Some((*m, mean(m, c)?))).min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((name, b)) = best.filter(|b| model > (1.0 + degradation) * b.1) {
-            out.push(format!("{c}: the model's MASE {model:.3} is above {name}'s {b:.3} by more than {:.0} %", 100.0 * degradation));
+            out.push(format!(
+                "{c}: the model's MASE {model:.3} is above {name}'s {b:.3} by more than {:.0} %",
+                100.0 * degradation
+            ));
         }
     }
     out

@@ -221,11 +221,13 @@ impl StageParams for IngestParams {
         let pull = self.prometheus.as_ref().and_then(|live| resolve_pull(live, &mut problems));
         let until = match &self.until {
             None => i64::MAX,
-            Some(t) => live::parse_time(t, chrono::Utc::now()).filter(|_| t != "now" && !t.starts_with('-')).unwrap_or_else(|| {
-                let help = "an absolute time: RFC 3339 (2024-05-01T00:00:00Z) or Unix seconds";
-                problems.push(ParamProblem::new(&["until"], format!("`{t}` is not an absolute time"), help));
-                i64::MAX
-            }),
+            Some(t) => live::parse_time(t, chrono::Utc::now())
+                .filter(|_| t != "now" && !t.starts_with('-'))
+                .unwrap_or_else(|| {
+                    let help = "an absolute time: RFC 3339 (2024-05-01T00:00:00Z) or Unix seconds";
+                    problems.push(ParamProblem::new(&["until"], format!("`{t}` is not an absolute time"), help));
+                    i64::MAX
+                }),
         };
         if problems.is_empty() { Ok(Box::new(Ingest { params: self, pull, until })) } else { Err(problems) }
     }

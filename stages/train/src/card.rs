@@ -87,9 +87,11 @@ impl Saved {
             return self.publish(Path::new(location));
         }
         let store = applearner_pipeline::Store::open(location).map_err(std::io::Error::other)?;
-        for (file, bytes) in
-            [(WEIGHTS_FILE, self.weights.clone()), (README_FILE, self.card.markdown().into_bytes()), (CARD_FILE, self.card_json())]
-        {
+        for (file, bytes) in [
+            (WEIGHTS_FILE, self.weights.clone()),
+            (README_FILE, self.card.markdown().into_bytes()),
+            (CARD_FILE, self.card_json()),
+        ] {
             store.put(file, bytes.into()).map_err(std::io::Error::other)?;
         }
         Ok(())

@@ -125,7 +125,13 @@ fn in_force(key: &str, lines: &[&Line], configured: &[&Outcome]) -> Vec<Option<V
         .map(|(i, l)| {
             let walked = configured.iter().find(|o| o.line == i)?.walks.get(key)?;
             // Whole nanocores and bytes: 83 × 5m is 0.415, not 0.41500000000000004.
-            Some(walked.ahead.iter().map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() }).collect())
+            Some(
+                walked
+                    .ahead
+                    .iter()
+                    .map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() })
+                    .collect(),
+            )
         })
         .collect()
 }

@@ -335,7 +335,10 @@ impl<'a> Job<'a> {
         let (mut total, mut each, mut walks) = (Replay::default(), Vec::new(), BTreeMap::new());
         let empty = Timeline::default();
         for (key, tl) in self.timelines {
-            let (test, ahead) = (tl.get(&slot("test")).unwrap_or(&empty), tl.get(&slot(applearner_contracts::tables::forecasts::AHEAD)).unwrap_or(&empty));
+            let (test, ahead) = (
+                tl.get(&slot("test")).unwrap_or(&empty),
+                tl.get(&slot(applearner_contracts::tables::forecasts::AHEAD)).unwrap_or(&empty),
+            );
             let joined = test.joined(ahead);
             let Some(case) = Case::of(key, &joined, rule).map(|c| c.capped(self.line)) else { continue };
             let from = self.state.get(&(key.clone(), self.line.name.to_string())).filter(|s| s.0 == rule.label());

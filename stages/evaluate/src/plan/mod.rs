@@ -111,7 +111,6 @@ pub struct PlanParams {
     pub state: Option<String>,
 }
 
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Forecasts {
@@ -532,7 +531,8 @@ impl Plan {
                     summary.insert(format!("{name}_{prefix}workloads_within_2x_target_pct"), round3(within).into());
                     summary.insert(format!("{name}_{prefix}worst_workload_risk_pct"), round3(worst).into());
                 }
-                let fixed = o.rows.iter().find(|r| r.method == "model" && r.variant == "calibrated" && r.key.is_empty());
+                let fixed =
+                    o.rows.iter().find(|r| r.method == "model" && r.variant == "calibrated" && r.key.is_empty());
                 if let Some(f) = fixed {
                     summary.insert(format!("{name}_fixed_risk_pct"), round3(f.replay.risk_pct()).into());
                     summary.insert(format!("{name}_fixed_slack_pct"), round3(f.replay.slack_pct()).into());
@@ -553,7 +553,13 @@ impl Plan {
 impl Plan {
     /// Writes the loop's new state, where the plan keeps one and something was decided
     /// since the last: every workload walked, and those without new data as they were.
-    fn keep_state(&self, ctx: &StageContext, lines: &[&Line], configured: &[&Outcome], stored: Stored) -> Result<Summary, BoxError> {
+    fn keep_state(
+        &self,
+        ctx: &StageContext,
+        lines: &[&Line],
+        configured: &[&Outcome],
+        stored: Stored,
+    ) -> Result<Summary, BoxError> {
         let mut summary = Summary::new();
         let Some(name) = &self.params.state else { return Ok(summary) };
         let mut states = stored.states.clone();
@@ -568,7 +574,10 @@ impl Plan {
         let mut behind: Vec<String> = states.iter().filter(|s| s.1.1.at < newest).map(|s| s.0.0.clone()).collect();
         behind.dedup();
         if !behind.is_empty() {
-            tracing::warn!("{} workloads have no data up to the latest decision: their values in force hold", behind.len());
+            tracing::warn!(
+                "{} workloads have no data up to the latest decision: their values in force hold",
+                behind.len()
+            );
         }
         summary.insert("workloads_without_recent_data".into(), behind.into());
         let said = if states == stored.states {

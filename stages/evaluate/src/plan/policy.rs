@@ -42,7 +42,8 @@ impl Policy {
         let mut out: Vec<f64> = Vec::with_capacity(wanted.len());
         let mut held: Option<Held> = None;
         for (i, (&t, &w)) in at.iter().zip(wanted).enumerate() {
-            let breached = held.as_ref().is_some_and(|h| usage.get(i - 1).is_some_and(|u| u.iter().any(|&u| u > h.value)));
+            let breached =
+                held.as_ref().is_some_and(|h| usage.get(i - 1).is_some_and(|u| u.iter().any(|&u| u > h.value)));
             let next = self.decide(held, t, w, breached);
             out.push(next.value);
             held = Some(next);

@@ -494,7 +494,8 @@ fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
 fn refreshes_continuing_from_the_state_equal_one_replay() {
     let mut seed = 3;
     let hours = 72;
-    let usage: Vec<Vec<f64>> = (0..hours).map(|h| (0..12).map(|_| 1.0 + (h / 24) as f64 * 0.3 * uniform(&mut seed)).collect()).collect();
+    let usage: Vec<Vec<f64>> =
+        (0..hours).map(|h| (0..12).map(|_| 1.0 + (h / 24) as f64 * 0.3 * uniform(&mut seed)).collect()).collect();
     let base: Vec<f64> = (0..hours).map(|h| 1.0 + 0.1 * (h % 5) as f64).collect();
     let t = timeline((0..hours as i64).map(|h| h * HOUR).collect(), usage, base);
     let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
@@ -528,7 +529,8 @@ fn an_adapted_factor_follows_drift_and_its_long_run_risk_nears_the_target() {
     let mut seed = 11;
     let hours = 24 * 30;
     let level = |h: usize| if h < 24 * 3 { 1.0 } else { 2.0 };
-    let usage: Vec<Vec<f64>> = (0..hours).map(|h| (0..12).map(|_| level(h) * (0.5 + uniform(&mut seed))).collect()).collect();
+    let usage: Vec<Vec<f64>> =
+        (0..hours).map(|h| (0..12).map(|_| level(h) * (0.5 + uniform(&mut seed))).collect()).collect();
     let t = timeline((0..hours as i64).map(|h| h * HOUR).collect(), usage, vec![1.5; hours]);
     let case = Case::of("w", &t, &Rule::Recent(RECENT[0])).unwrap();
     let p = Policy { floor: 0.0, step: 0.0, min_change: 0.0, changes_per_day: 24 };
@@ -546,7 +548,8 @@ fn racing_refreshes_cannot_both_write_the_state_and_old_formats_are_refused() {
     let store = applearner_pipeline::Store::open("memory://").unwrap();
     let held = Held { value: 0.25, since: HOUR, last_day: vec![HOUR], changes: 3 };
     let mut states = States::new();
-    states.insert(("ns/web/app".into(), "cpu_request".into()), ("p90 peak".into(), Loop { at: 2 * HOUR, held, k: 1.1 }));
+    states
+        .insert(("ns/web/app".into(), "cpu_request".into()), ("p90 peak".into(), Loop { at: 2 * HOUR, held, k: 1.1 }));
     assert_eq!(write_next(&store, "web", 0, &states).unwrap(), "state/web/00000001.parquet");
     let read = latest(&store, "web").unwrap();
     assert_eq!((read.number, read.states.clone()), (1, states.clone()));
@@ -563,5 +566,8 @@ fn racing_refreshes_cannot_both_write_the_state_and_old_formats_are_refused() {
     w.close().unwrap();
     store.put("state/web/00000002.parquet", bytes.into()).unwrap();
     let err = latest(&store, "web").err().unwrap().to_string();
-    assert!(err.contains("00000002.parquet") && err.contains("format none") && err.contains("move the folder away"), "{err}");
+    assert!(
+        err.contains("00000002.parquet") && err.contains("format none") && err.contains("move the folder away"),
+        "{err}"
+    );
 }
