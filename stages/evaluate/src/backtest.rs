@@ -315,11 +315,13 @@ impl Backtest {
         let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
         let baselines = Baselines { usage, implausible, step, horizon, season_ms: self.params.season.ms(), window };
         let bar = ctx.progress(3, "baselines per part");
-        let mut fallbacks = 0;
-        for tracks in parts {
-            fallbacks += baselines.add(tracks);
-            bar.inc(1);
-        }
+        let [validation, test, ahead] = parts;
+        let mut fallbacks = baselines.add(validation, None);
+        bar.inc(1);
+        fallbacks += baselines.add(test, None);
+        bar.inc(1);
+        fallbacks += baselines.add(ahead, Some(test));
+        bar.inc(1);
         bar.finish();
         fallbacks
     }
@@ -580,8 +582,10 @@ struct Baselines<'a> {
 
 impl Baselines<'_> {
     /// Adds every baseline's and recommender's track beside each model track of one part;
-    /// returns how often seasonal naive fell back to the last value.
-    fn add(&self, tracks: &mut Tracks) -> usize {
+    /// returns how often seasonal naive fell back to the last value. Holt-Winters is fitted
+    /// where it was for `fitted_from`'s first origin, where given: the forecast ahead then
+    /// equals the one a later replay makes from the same origin.
+    fn add(&self, tracks: &mut Tracks, fitted_from: Option<&Tracks>) -> usize {
         let mut fallbacks = 0;
         let model: Vec<(String, String)> =
             tracks.keys().filter(|k| k.0 == "model").map(|(_, k, c)| (k.clone(), c.clone())).collect();
@@ -592,7 +596,11 @@ impl Baselines<'_> {
             let series = &self.usage[&key];
             let s = series.column(&column).expect("model tracks exist only for known columns");
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
-            let hw = self.holt_winters(s, &positions);
+            let first = fitted_from.and_then(|f| f.get(&("model", key.clone(), column.clone())));
+            let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
+            let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
+            let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
+            hw.drain(..usize::from(first.is_some()));
             let samples = series.samples();
             let mut vpa = Vpa::new(VpaSettings::default());
             let mut fed = 0;

@@ -40,8 +40,6 @@ pub enum PrepareError {
          output, sorted by key and time: rerun clean with --force=clean"
     )]
     OutOfOrder { key: String, what: String },
-    #[error("{count} of {series} series have no training points (first: `{first}`); move the split cut-offs later")]
-    NoTraining { count: u64, series: u64, first: String },
     #[error(
         "the {part} part has no windows: in all {series} series it is shorter than the {need} steps a window \
          needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \

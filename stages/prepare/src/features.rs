@@ -351,6 +351,16 @@ impl Stage for Features {
             tracing::warn!("{empty}");
             summary.insert("warnings".into(), vec![empty].into());
         }
+        if let Some(first) = built.untrained.first() {
+            let said = format!(
+                "{} series have no point in the training part and are left out (first: `{first}`): they began \
+                 after it; a run that trains with a later `split` takes them in",
+                built.untrained.len()
+            );
+            tracing::warn!("{said}");
+            summary.insert("warnings".into(), vec![said].into());
+        }
+        summary.insert("series_without_training_points".into(), built.untrained.into());
         summary.insert("series".into(), built.series.into());
         summary.insert("points".into(), built.points.into());
         summary.insert("features".into(), built.feature_names.clone().into());
@@ -435,6 +445,8 @@ pub struct Built {
     pub series: u64,
     pub points: u64,
     pub counts: Counts,
+    /// Series with no point in the training part (they began after it), left out.
+    pub untrained: Vec<String>,
 }
 
 /// Builds the features of `resampled` batches, every table collected.
@@ -489,7 +501,7 @@ pub fn build_into(
 ) -> Result<Built, BoxError> {
     let mut out = Gathered::new(layout);
     let mut index = WindowIndex::new(&params.windows, layout.warmup);
-    let (mut series, mut points, mut rows, mut untrained) = (0u64, 0u64, 0u64, (0u64, None));
+    let (mut series, mut points, mut rows, mut untrained) = (0u64, 0u64, 0u64, Vec::new());
     let mut flush = |out: &mut Gathered, rows: &mut u64| -> Result<(), BoxError> {
         let windows = index.add(&out.rows(), *rows)?;
         let batch = out.finish()?;
@@ -502,16 +514,13 @@ pub fn build_into(
         (series, points) = (series + 1, points + one.points.times.len() as u64);
         let derived = derive::derive(&one.points, params, cut, &mut out.features);
         let Some(scalers) = derived.scalers else {
-            untrained = (untrained.0 + 1, untrained.1.or(Some(key)));
+            untrained.push(key);
             continue;
         };
         out.push(&key, &one, &derived.parts, &scalers);
         if out.len() >= BATCH_ROWS {
             flush(&mut out, &mut rows)?;
         }
-    }
-    if let (count @ 1.., Some(first)) = untrained {
-        return Err(PrepareError::NoTraining { count, series, first }.into());
     }
     let empty_shard = admit.is_some() && series == 0;
     if points == 0 && !empty_shard {
@@ -533,6 +542,7 @@ pub fn build_into(
         series,
         points,
         counts,
+        untrained,
     })
 }
 
