@@ -18,8 +18,14 @@
 //! `--model-scales` (default 10); so do `evaluate` (the backtest: every method from the
 //! test part's origins, the model also from the validation part's) and `plan` (CPU request
 //! lines calibrated on validation and replayed with KRR, VPA and the oracle on change
-//! budgets 1, 4 and 24: seconds). Each stage runs in a fresh process on what the stages
-//! before it committed, so its peak RSS is its own.
+//! budgets 1, 4 and 24: seconds) and `refresh` (an hourly refresh: every stage again, as new
+//! data makes it, but with the model `train` left used as it is and the plan's loop
+//! continued from its state: seconds, workloads and points). Each stage runs in a fresh
+//! process on what the stages before it committed, so its peak RSS is its own. The refresh
+//! target (100 workloads × 14 days at 5 minutes in ≤ 30 s) is measured on the Bitbrains VMs:
+//!
+//!     cargo bench --bench stages -- --dataset ../shared/datasets/bitbrains-rnd --step 300 \
+//!       --scales 1 --stages ingest,clean,features,train,refresh
 //!
 //! `--stages ingest,clean` measures only those; `--single-file` writes each scale as one
 //! plain answer file instead (one JSON document holding every series of every copy), for
@@ -42,7 +48,7 @@ use applearner_pipeline::run::{self, RunOptions, RunReport, Selection};
 use applearner_pipeline::{Pipeline, Registry, Store};
 use serde_json::{Value, json};
 
-const STAGES: [&str; 7] = ["ingest", "clean", "features", "train", "predict", "evaluate", "plan"];
+const STAGES: [&str; 8] = ["ingest", "clean", "features", "train", "predict", "evaluate", "plan", "refresh"];
 /// Training windows per epoch and predicted windows: the reference's 50,000.
 const WINDOWS: usize = 50_000;
 const PEER: &str = "../shared/bench/torch_peer.py";
@@ -85,7 +91,9 @@ fn main() {
         tile(&answers(&dataset), scale, &input, single_file);
         let store = work.path().join("store");
         for stage in stages.iter().copied() {
-            if matches!(stage, "train" | "predict" | "evaluate" | "plan") && !model_scales.iter().any(|s| scale <= *s) {
+            if matches!(stage, "train" | "predict" | "evaluate" | "plan" | "refresh")
+                && !model_scales.iter().any(|s| scale <= *s)
+            {
                 continue;
             }
             let status = Command::new(std::env::current_exe().unwrap())
@@ -201,6 +209,11 @@ fn round(x: f64, digits: i32) -> f64 {
 
 /// Runs one stage (its inputs are committed in the store) and returns its measurements.
 fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> Value {
+    if stage == "refresh" {
+        // The first refresh starts the plan's state; the one timed continues it, as every
+        // hourly refresh after the first does.
+        run_stage(store, input, step, stage, model);
+    }
     let started = Instant::now();
     let mut result = json!({"tool": "applearner", "stage": stage});
     if stage == "predict" {
@@ -210,7 +223,7 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> V
         result["windows_per_s"] = json!((windows as f64 / seconds).round());
     } else {
         let report = run_stage(store, input, step, stage, model);
-        let summary = &report.record(stage).unwrap().summary;
+        let summary = &report.record(if stage == "refresh" { "plan" } else { stage }).unwrap().summary;
         let seconds = started.elapsed().as_secs_f64();
         let per_s = |n: f64| json!((n / seconds).round());
         match stage {
@@ -241,6 +254,12 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> V
                 result["origins"] = summary["origins"].clone();
                 result["validation_origins"] = summary["validation_origins"].clone();
             }
+            "refresh" => {
+                result["workloads"] = summary["workloads"].clone();
+                let clean = &report.record("clean").unwrap().summary;
+                result["points"] = clean["points"].clone();
+                result["state"] = summary["state"].clone();
+            }
             "plan" => {
                 result["workloads"] = summary["workloads"].clone();
                 result["cpu_request_slack_pct"] = summary["cpu_request_slack_pct"].clone();
@@ -259,7 +278,10 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> V
     result
 }
 
-/// Runs `stage` of ingest → clean → features → train over `input` in run `bench` of `store`.
+/// Runs `stage` of ingest → clean → features → train → evaluate → plan over `input` in run
+/// `bench` of `store`; `refresh` is all of them in run `refresh`, every stage run again (as
+/// new data makes it) but training: the model `train` left in run `bench` is used as it is,
+/// and the plan's loop continues from the state the last refresh kept.
 fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) -> RunReport {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
@@ -278,14 +300,22 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
          evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n",
         input.display(),
     );
-    let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, &[], &registry).unwrap();
+    let refresh = stage == "refresh";
+    let trained = store.join("bench/train");
+    assert!(!refresh || trained.exists(), "refresh uses the model `train` leaves: measure train before it");
+    let sets = [format!("train.use_model={}", trained.display()), "plan.state=bench".into()];
+    let sets: &[String] = if refresh { &sets } else { &[] };
+    let pipeline = Pipeline::from_yaml("bench.yaml", &yaml, sets, &registry).unwrap();
     let store = Store::open(store.to_str().unwrap()).unwrap();
     // One run id: each stage reads what the stages before it committed there.
-    let options = RunOptions {
-        jobs: 1,
-        selection: Selection::Stage(stage.into()),
-        run_id: Some("bench".into()),
-        ..Default::default()
+    let options = match refresh {
+        true => RunOptions { jobs: 1, run_id: Some("refresh".into()), force: vec!["*".into()], ..Default::default() },
+        false => RunOptions {
+            jobs: 1,
+            selection: Selection::Stage(stage.into()),
+            run_id: Some("bench".into()),
+            ..Default::default()
+        },
     };
     run::run(&pipeline, &yaml, &store, &options, &AtomicBool::new(false)).unwrap()
 }

@@ -10,26 +10,38 @@ use std::time::{Duration, Instant};
 
 use crate::ingest::{data, ingest, samples, temp_store};
 
-const CPU: &str = "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate";
-const MEMORY: &str = "container_memory_working_set_bytes";
+pub(crate) const CPU: &str = "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate";
+pub(crate) const MEMORY: &str = "container_memory_working_set_bytes";
 const CHUNK: &str = "20220823T120000Z_20220824T000000Z.json.gz";
 const START: &str = "2022-08-23T12:00:00Z";
 const END: &str = "2022-08-24T00:00:00Z";
 
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    pub port: u16,
+    dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
+impl Prometheus {
+    /// Stops the server and hands back its folder, to add blocks and start it again.
+    pub(crate) fn stop(mut self) -> tempfile::TempDir {
+        self.halt();
+        self.dir.take().expect("held until stopped")
+    }
+
+    fn halt(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn tool(name: &str) -> Command {
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+pub(crate) fn tool(name: &str) -> Command {
     let found = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(
         found,
@@ -38,7 +50,7 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -76,31 +88,47 @@ fn serve(chunk: &str) -> Prometheus {
 
 /// Backfills OpenMetrics `text` and serves it, answering once the server is ready.
 fn serve_ready(text: &str, lookback: &str) -> Prometheus {
-    let server = serve_with(text, tempfile::tempdir().unwrap(), None, lookback);
+    let dir = tempfile::tempdir().unwrap();
+    backfill(text, dir.path());
+    let server = start(dir, free_port(), None, lookback);
+    wait_ready(server.port);
+    server
+}
+
+pub(crate) fn wait_ready(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(server.port, "/-/ready").is_none_or(|status| status != 200) {
+    while http_get(port, "/-/ready").is_none_or(|status| status != 200) {
         assert!(Instant::now() < deadline, "prometheus did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    server
 }
 
 /// OpenMetrics `text` backfilled into a TSDB in `dir` and served with an optional web config
 /// (TLS, basic auth) and the lookback of data scraped that often; returns once the port
 /// accepts connections.
 fn serve_with(text: &str, dir: tempfile::TempDir, web_config: Option<&Path>, lookback: &str) -> Prometheus {
-    let om = dir.path().join("slice.om");
+    backfill(text, dir.path());
+    start(dir, free_port(), web_config, lookback)
+}
+
+/// Adds OpenMetrics `text` to the TSDB in `dir` (`dir/tsdb`) as promtool blocks: what a
+/// server started on it afterwards serves beside what it held.
+pub(crate) fn backfill(text: &str, dir: &Path) {
+    let om = dir.join("slice.om");
     std::fs::write(&om, text).unwrap();
-    let tsdb = dir.path().join("tsdb");
+    let tsdb = dir.join("tsdb");
     let out =
         tool("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&om).arg(&tsdb).output().unwrap();
     assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Serves the TSDB in `dir` on `port`; returns once the port accepts connections.
+pub(crate) fn start(dir: tempfile::TempDir, port: u16, web_config: Option<&Path>, lookback: &str) -> Prometheus {
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-    let port = free_port();
     let child = tool("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=100y")
         // As often as the data was scraped: a longer lookback would repeat samples.
@@ -115,7 +143,16 @@ fn serve_with(text: &str, dir: tempfile::TempDir, web_config: Option<&Path>, loo
         assert!(Instant::now() < deadline, "prometheus did not start listening");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Prometheus { child, port, _dir: dir }
+    Prometheus { child, port, dir: Some(dir) }
+}
+
+/// The body of a GET answered by the server on `port`.
+pub(crate) fn http_body(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
 fn http_get(port: u16, path: &str) -> Option<u16> {
@@ -270,7 +307,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 #[ignore = "full tier: needs Prometheus; .ci/run installs it and runs it"]
 fn tls_with_a_private_ca_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let d = &dir.path().to_path_buf();
     // A private CA and a server certificate for 127.0.0.1, as a cluster's service CA would give.
     openssl(
         d,
@@ -345,7 +382,7 @@ fn tls_with_a_private_ca_and_basic_auth() {
             "name: tls\nstore: {}\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with:\n      prometheus:\n        url: https://127.0.0.1:{}\n        ca_file: {}\n        basic_auth_user: applearner\n        basic_auth_password_env: APPLEARNER_TEST_PROM_PASSWORD\n        queries: {{{MEMORY}: {MEMORY}}}\n        start: '{START}'\n        end: '{END}'\n        step: 60s\n        retries: 1\n",
             work.path().join("store").display(),
             server.port,
-            server._dir.path().join("ca.crt").display()
+            d.join("ca.crt").display()
         ),
     )
     .unwrap();
@@ -388,8 +425,8 @@ fn tls_with_a_private_ca_and_basic_auth() {
 
 /// The shipped bitbrains slice (data/bitbrains-rnd: 4 VMs, 2 days at 5 minutes).
 const SLICE: &str = "20130708T000000Z_20130710T000000Z.json.gz";
-const SLICE_START: i64 = 1_373_241_600;
-const SLICE_END: i64 = 1_373_414_400;
+pub(crate) const SLICE_START: i64 = 1_373_241_600;
+pub(crate) const SLICE_END: i64 = 1_373_414_400;
 const BITBRAINS: [&str; 6] =
     ["cpu_cores", "memory_bytes", "cpu_requests", "cpu_limits", "memory_requests", "memory_limits"];
 
@@ -398,7 +435,7 @@ fn bitbrains(folder: &str) -> std::path::PathBuf {
 }
 
 /// A saved answer's series: (labels without `__name__`, points).
-fn answer_series(folder: &str) -> Vec<(Vec<(String, String)>, Vec<(i64, String)>)> {
+pub(crate) fn answer_series(folder: &str) -> Vec<(Vec<(String, String)>, Vec<(i64, String)>)> {
     let mut json = String::new();
     flate2::read::GzDecoder::new(&std::fs::read(bitbrains(folder)).unwrap()[..]).read_to_string(&mut json).unwrap();
     let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -414,7 +451,7 @@ fn answer_series(folder: &str) -> Vec<(Vec<(String, String)>, Vec<(i64, String)>
 }
 
 /// One OpenMetrics family: `series` as (labels, points (seconds, value)).
-fn family(out: &mut String, name: &str, series: &[(Vec<(String, String)>, Vec<(i64, String)>)]) {
+pub(crate) fn family(out: &mut String, name: &str, series: &[(Vec<(String, String)>, Vec<(i64, String)>)]) {
     out.push_str(&format!("# TYPE {name} gauge\n"));
     for (labels, points) in series {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();

@@ -10,6 +10,7 @@ mod golden;
 mod ingest;
 mod prepare;
 mod prometheus;
+mod refresh;
 mod storage;
 mod support;
 mod train;

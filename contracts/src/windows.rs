@@ -285,35 +285,25 @@ impl WindowSet {
         Part::parse(part).and_then(|p| self.parts.get(&p)).map_or(&[], Vec::as_slice)
     }
 
-    /// Per series, the windows of `part` at every `stride` steps of the clock (multiples
-    /// since the Unix epoch: whole hours for 12 × 5 minutes), or the first after one where a
-    /// gap leaves none on it; the latest `max_origins` of them (0: all). The origins then
-    /// sit at the same times whatever data a run holds, so an hourly refresh's forecast is
-    /// the one a later replay makes at that hour.
+    /// Per series, the windows of `part` whose origin is on the clock's grid of `stride`
+    /// steps (multiples since the Unix epoch: whole hours for 12 × 5 minutes); the latest
+    /// `max_origins` of them (0: all). Origins then sit at the same times whatever data a run
+    /// holds and wherever a gap ends, so an hourly refresh's forecast is the one a later
+    /// replay makes at that hour.
     pub fn every(&self, part: &str, stride: usize, max_origins: usize) -> Vec<usize> {
         let windows = self.part(part);
         let grid = self.step_ms().unwrap_or(1) * stride.max(1) as i64;
         let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, w) in windows.iter().enumerate() {
+        for (i, w) in windows.iter().enumerate().filter(|(_, w)| w.origin_ms.rem_euclid(grid) == 0) {
             by_key.entry(&w.key).or_default().push(i);
         }
         let mut chosen = Vec::new();
         for list in by_key.values_mut() {
             list.sort_by_key(|&i| windows[i].origin_ms);
-            let first = list.first().map_or(0, |&i| windows[i].origin_ms);
-            let mut due = (first.saturating_add(grid - 1)).div_euclid(grid) * grid;
-            let mut picked = Vec::new();
-            for &i in list.iter() {
-                let origin = windows[i].origin_ms;
-                if origin >= due {
-                    picked.push(i);
-                    due = (origin.div_euclid(grid) + 1) * grid;
-                }
+            if max_origins > 0 && list.len() > max_origins {
+                list.drain(..list.len() - max_origins);
             }
-            if max_origins > 0 && picked.len() > max_origins {
-                picked.drain(..picked.len() - max_origins);
-            }
-            chosen.extend(picked);
+            chosen.extend_from_slice(list);
         }
         chosen
     }
@@ -524,6 +514,7 @@ mod tests {
         // Test origins are minutes 32..=37, validation 22..=31 (a row a minute).
         assert_eq!(origins("test", 2), [32, 34, 36]);
         assert_eq!(origins("test", 5), [35]);
+        assert_eq!(origins("test", 7), [35]);
         assert_eq!(origins("validation", 5), [25, 30]);
         assert_eq!(origins("validation", 4), [24, 28]);
         let latest: Vec<usize> = all.every("validation", 4, 1);

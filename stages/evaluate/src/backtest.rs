@@ -26,10 +26,10 @@ use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
-use crate::conformal;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
 use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
 use crate::table::{TableBuilder, read_usage};
+use crate::{conformal, fallback};
 use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Rolling-origin backtest over the validation and test parts. Reads the model
@@ -77,6 +77,9 @@ pub struct BacktestParams {
     /// The model is due for retraining when its mean MASE on the test part (in a refresh:
     /// the data since the split's `test_from`) is more than this fraction worse than the
     /// best baseline's: the summary says `retrain: true` and why, for a scheduler to act on.
+    /// Per series, where `auto` took the model and the model has since trailed a baseline
+    /// by more than this (over the test forecasts ended by each origin), `auto` takes that
+    /// baseline meanwhile.
     #[serde(default = "default_degradation")]
     pub degradation: f64,
 }
@@ -221,6 +224,15 @@ impl Stage for Backtest {
             conformal::apply(tracks, &adjustments, &levels, &bucket_ranges);
             conformal::add_auto(tracks, &choice);
         }
+        // Where the model has trailed a baseline since the test part began, `auto` falls back.
+        let on_model: Vec<(String, String)> =
+            choice.iter().filter(|(_, c)| c.0 == "model").map(|(k, _)| k.clone()).collect();
+        let span = horizon as i64 * step;
+        let degradation = self.params.degradation;
+        let fell_back = [1, 2].map(|p| fallback::switches(&parts[1], &parts[p], on_model.iter(), span, degradation));
+        for (p, switches) in [1, 2].into_iter().zip(&fell_back) {
+            fallback::apply(&mut parts[p], switches);
+        }
 
         write_forecasts(ctx, &parts, &levels, step)?;
         let rows = self.scores(&parts, &forecast.scales, &levels, horizon, step)?;
@@ -230,7 +242,18 @@ impl Stage for Backtest {
             ("seasonal_naive_fell_back", forecast.fallbacks),
         ];
         let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
-        let reasons = due_for_retraining(&rows, targets, self.params.degradation);
+        let mut reasons = due_for_retraining(&rows, targets, degradation);
+        let ahead: Vec<String> = fell_back[1].keys().map(|(k, c)| format!("{k} {c}")).collect();
+        if !ahead.is_empty() {
+            reasons.push(format!(
+                "{} series are forecast by a baseline for now: the model has trailed it there by more than {:.0} %",
+                ahead.len(),
+                100.0 * degradation
+            ));
+        }
+        let switched: usize = fell_back[0].values().map(Vec::len).sum();
+        summary.insert("auto_fell_back_at_test_origins".into(), (switched as u64).into());
+        summary.insert("auto_falls_back_ahead".into(), ahead.into());
         for r in &reasons {
             tracing::warn!("retrain the model: {r}");
         }

@@ -6,6 +6,7 @@ pub mod backtest;
 pub mod baselines;
 mod conformal;
 mod error;
+mod fallback;
 pub mod metrics;
 pub mod plan;
 pub mod recommend;

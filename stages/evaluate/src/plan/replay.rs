@@ -133,10 +133,11 @@ impl<'a> Case<'a> {
     }
 
     /// The loop a refresh runs, decision by decision, from `from` (the state the last refresh
-    /// left; decisions up to its time were made then and are `None`) or from the start with
-    /// factor `k`: learn from the usage that followed the decision in force (a breach lets
-    /// the next decision raise the value; `adapt` moves the factor), then decide. Returns the
-    /// loop after each decision.
+    /// left: decisions before its time are `None`, the one at its time is `from` itself, so
+    /// the usage that followed it counts in this refresh) or from the start with factor `k`:
+    /// learn from the usage that followed the decision in force (a breach lets the next
+    /// decision raise the value; `adapt` moves the factor), then decide. Returns the loop
+    /// after each decision.
     pub fn walk(&self, policy: &Policy, k: f64, adapt: Option<Adapt>, from: Option<&Loop>) -> Vec<Option<Loop>> {
         let t = self.timeline;
         let mut state = from.cloned();
@@ -145,10 +146,11 @@ impl<'a> Case<'a> {
         let mut out = Vec::with_capacity(t.at.len());
         for i in 0..t.at.len() {
             if let Some(s) = state.as_ref().filter(|s| t.at[i] <= s.at) {
-                if t.at[i] == s.at {
+                let in_force = t.at[i] == s.at;
+                if in_force {
                     followed = Some(&t.usage[i]);
                 }
-                out.push(None);
+                out.push(in_force.then(|| s.clone()));
                 continue;
             }
             let mut k = state.as_ref().map_or(k, |s| s.k);

@@ -512,13 +512,18 @@ fn refreshes_continuing_from_the_state_equal_one_replay() {
         seen.bases = t.bases.iter().map(|(r, v)| (r.clone(), v[..end].to_vec())).collect();
         let case = Case::of("w", &seen, &Rule::Recent(RECENT[0])).unwrap();
         let walked = case.walk(&p, 1.1, adapt, state.as_ref());
-        assert!(walked[..end - 1].iter().all(Option::is_none), "decided before: not again");
+        // Decided before: not again; the decision in force comes back as it was, so what
+        // followed it is replayed in this refresh.
+        let before = end.saturating_sub(2);
+        assert!(walked[..before].iter().all(Option::is_none), "hour {end}");
+        assert_eq!(walked[before..end - 1], [state.clone()][..end - 1 - before], "hour {end}");
         state = walked[end - 1].clone();
         assert_eq!(state, whole[end - 1], "hour {end}");
     }
-    // With no new data, nothing is decided.
+    // With no new data, nothing new is decided.
     let again = case.walk(&p, 1.1, adapt, state.as_ref());
-    assert!(again.iter().all(Option::is_none));
+    assert!(again[..hours - 1].iter().all(Option::is_none));
+    assert_eq!(again[hours - 1], state);
 }
 
 /// Adaptive factors hold a drifting workload's risk where fixed ones cannot: usage doubles
