@@ -146,9 +146,8 @@ struct Score {
 
 impl Stage for Report {
     fn reads(&self) -> Vec<String> {
-        ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison", "recommendations"]
-            .map(String::from)
-            .to_vec()
+        let tables = ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison"];
+        tables.into_iter().chain(["plan_risk", "recommendations"]).map(String::from).collect()
     }
 
     fn writes(&self) -> Vec<Output> {
@@ -171,6 +170,7 @@ impl Stage for Report {
         let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
         plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary)?;
+        plans::risk_per_day(&mut doc, &ctx.read_table("plan_risk")?)?;
         plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan_summary)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
         doc.metrics.insert("plan".into(), plan_summary);

@@ -198,28 +198,40 @@ fn budgets_table(doc: &mut Doc, compared: &[Compared]) {
     doc.titled_table("Per change budget", &headers, &rows);
 }
 
-/// How the realized risk spreads across workloads (the configured budget, calibrated plan).
+/// How the realized risk spreads across workloads (the configured budget): the loop whose
+/// factor adapts online beside the fixed calibrated factors.
 fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<(), BoxError> {
     let b = Cols { batches: backtest, table: pb::NAME };
     let (line, budget, method, key) =
         (b.strings(pb::LINE)?, b.ints(pb::BUDGET)?, b.strings(pb::METHOD)?, b.strings(pb::KEY)?);
-    let (target, risk) = (b.floats(pb::TARGET_PCT)?, b.floats(pb::RISK_PCT)?);
-    let mut by_line: BTreeMap<&str, (f64, Vec<f64>)> = BTreeMap::new();
+    let (variant, target, risk) = (b.strings(pb::VARIANT)?, b.floats(pb::TARGET_PCT)?, b.floats(pb::RISK_PCT)?);
+    const VARIANTS: [(&str, &str); 2] = [("adapted", "adapted online"), ("calibrated", "fixed factor")];
+    let mut by_line: BTreeMap<(&str, usize), (f64, Vec<f64>)> = BTreeMap::new();
     for i in (0..line.len()).filter(|&i| budget[i] == configured && method[i] == "model" && !key[i].is_empty()) {
-        let e = by_line.entry(&line[i]).or_insert((target[i], Vec::new()));
+        let Some(v) = VARIANTS.iter().position(|v| v.0 == variant[i]) else { continue };
+        let e = by_line.entry((&line[i], v)).or_insert((target[i], Vec::new()));
         e.1.push(risk[i]);
     }
     let rows: Vec<Vec<String>> = by_line
         .into_iter()
-        .map(|(l, (t, mut r))| {
+        .map(|((l, v), (t, mut r))| {
             r.sort_by(f64::total_cmp);
             let q = |p: f64| r[((r.len() - 1) as f64 * p).round() as usize];
             let over = r.iter().filter(|v| **v > 2.0 * t).count();
-            vec![l.to_string(), pct(t), r.len().to_string(), pct(q(0.5)), pct(q(0.9)), pct(q(1.0)), over.to_string()]
+            let cells = [pct(t), r.len().to_string(), pct(q(0.5)), pct(q(0.9)), pct(q(1.0)), over.to_string()];
+            [l.to_string(), VARIANTS[v].1.to_string()].into_iter().chain(cells).collect()
         })
         .collect();
-    let headers =
-        ["line", "target %", "workloads", "median risk %", "p90 risk %", "max risk %", "workloads above 2× target"];
+    let headers = [
+        "line",
+        "factor",
+        "target %",
+        "workloads",
+        "median risk %",
+        "p90 risk %",
+        "max risk %",
+        "workloads above 2× target",
+    ];
     doc.titled_table("Risk across workloads", &headers, &rows);
     Ok(())
 }
@@ -432,4 +444,34 @@ pub(super) fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<
     let _ = writeln!(doc.md, "\n## The plan ahead\n");
     md_table(&mut doc.md, &headers, &rows);
     Ok(rows.len())
+}
+
+/// Per line and UTC day of the test part, as the plan's loop ran (`plan_risk`): how many
+/// workloads it sized, the share within 2× the target and the worst.
+pub(super) fn risk_per_day(doc: &mut Doc, risk: &[RecordBatch]) -> Result<(), BoxError> {
+    let b = Cols { batches: risk, table: "plan_risk" };
+    let (line, day, target) = (b.strings("line")?, b.ints("day")?, b.floats("target_pct")?);
+    let (steps, above) = (b.ints("steps")?, b.ints("above")?);
+    // (line, day) → (target, workloads, within 2× the target, worst risk)
+    let mut by: BTreeMap<(&str, i64), (f64, usize, usize, f64)> = BTreeMap::new();
+    for i in (0..line.len()).filter(|&i| steps[i] > 0) {
+        let r = 100.0 * above[i] as f64 / steps[i] as f64;
+        let e = by.entry((&line[i], day[i])).or_insert((target[i], 0, 0, 0.0));
+        *e = (e.0, e.1 + 1, e.2 + usize::from(r <= 2.0 * target[i]), e.3.max(r));
+    }
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.format("%Y-%m-%d").to_string())
+    };
+    let rows: Vec<Vec<String>> = by
+        .into_iter()
+        .map(|((l, d), (t, n, within, worst))| {
+            let share = 100.0 * within as f64 / n as f64;
+            vec![l.to_string(), date(d), pct(t), n.to_string(), format!("{share:.0}"), pct(worst)]
+        })
+        .collect();
+    if !rows.is_empty() {
+        let headers = ["line", "day (UTC)", "target %", "workloads", "within 2× target %", "worst risk %"];
+        doc.titled_table("Risk per day, as the loop ran", &headers, &rows);
+    }
+    Ok(())
 }
