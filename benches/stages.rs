@@ -223,59 +223,64 @@ fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> V
         result["windows_per_s"] = json!((windows as f64 / seconds).round());
     } else {
         let report = run_stage(store, input, step, stage, model);
-        let summary = &report.record(if stage == "refresh" { "plan" } else { stage }).unwrap().summary;
         let seconds = started.elapsed().as_secs_f64();
-        let per_s = |n: f64| json!((n / seconds).round());
-        match stage {
-            "ingest" => {
-                let bytes = summary["bytes_read"].as_f64().unwrap();
-                result["json_mb"] = json!(round(bytes / 1e6, 1));
-                result["json_mb_per_s"] = json!(round(bytes / 1e6 / seconds, 1));
-                result["points"] = summary["points"].clone();
-                result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
-            }
-            "clean" => {
-                result["input_points"] = summary["input_points"].clone();
-                result["output_points"] = summary["points"].clone();
-                result["points_per_s"] = per_s(summary["input_points"].as_f64().unwrap());
-            }
-            "features" => {
-                result["points"] = summary["points"].clone();
-                result["windows"] = json!(
-                    ["train", "validation", "test"]
-                        .iter()
-                        .map(|p| summary[&format!("{p}_windows")].as_u64().unwrap())
-                        .sum::<u64>()
-                );
-                result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
-            }
-            "evaluate" => {
-                result["series"] = summary["series"].clone();
-                result["origins"] = summary["origins"].clone();
-                result["validation_origins"] = summary["validation_origins"].clone();
-            }
-            "refresh" => {
-                result["workloads"] = summary["workloads"].clone();
-                let clean = &report.record("clean").unwrap().summary;
-                result["points"] = clean["points"].clone();
-                result["state"] = summary["state"].clone();
-            }
-            "plan" => {
-                result["workloads"] = summary["workloads"].clone();
-                result["cpu_request_slack_pct"] = summary["cpu_request_slack_pct"].clone();
-                result["cpu_request_risk_pct"] = summary["cpu_request_risk_pct"].clone();
-            }
-            _ => {
-                result["epoch_windows"] = json!(summary["train_windows"].as_u64().unwrap().min(WINDOWS as u64));
-                result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
-                result["test_relative_mae"] = summary["test_relative_mae"].clone();
-            }
-        }
+        figures(&mut result, stage, &report, seconds);
         result["seconds"] = json!(round(seconds, 3));
     }
     result["peak_rss_mb"] = json!(peak_rss_mb());
     result["threads"] = json!(std::thread::available_parallelism().map_or(1, |n| n.get()));
     result
+}
+
+/// The stage's own figures from its run report, added to `result`.
+fn figures(result: &mut Value, stage: &str, report: &RunReport, seconds: f64) {
+    let summary = &report.record(if stage == "refresh" { "plan" } else { stage }).unwrap().summary;
+    let per_s = |n: f64| json!((n / seconds).round());
+    match stage {
+        "ingest" => {
+            let bytes = summary["bytes_read"].as_f64().unwrap();
+            result["json_mb"] = json!(round(bytes / 1e6, 1));
+            result["json_mb_per_s"] = json!(round(bytes / 1e6 / seconds, 1));
+            result["points"] = summary["points"].clone();
+            result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
+        }
+        "clean" => {
+            result["input_points"] = summary["input_points"].clone();
+            result["output_points"] = summary["points"].clone();
+            result["points_per_s"] = per_s(summary["input_points"].as_f64().unwrap());
+        }
+        "features" => {
+            result["points"] = summary["points"].clone();
+            result["windows"] = json!(
+                ["train", "validation", "test"]
+                    .iter()
+                    .map(|p| summary[&format!("{p}_windows")].as_u64().unwrap())
+                    .sum::<u64>()
+            );
+            result["points_per_s"] = per_s(summary["points"].as_f64().unwrap());
+        }
+        "evaluate" => {
+            result["series"] = summary["series"].clone();
+            result["origins"] = summary["origins"].clone();
+            result["validation_origins"] = summary["validation_origins"].clone();
+        }
+        "refresh" => {
+            result["workloads"] = summary["workloads"].clone();
+            let clean = &report.record("clean").unwrap().summary;
+            result["points"] = clean["points"].clone();
+            result["state"] = summary["state"].clone();
+        }
+        "plan" => {
+            result["workloads"] = summary["workloads"].clone();
+            result["cpu_request_slack_pct"] = summary["cpu_request_slack_pct"].clone();
+            result["cpu_request_risk_pct"] = summary["cpu_request_risk_pct"].clone();
+        }
+        _ => {
+            result["epoch_windows"] = json!(summary["train_windows"].as_u64().unwrap().min(WINDOWS as u64));
+            result["train_samples_per_s"] = summary["train_samples_per_s"].clone();
+            result["test_relative_mae"] = summary["test_relative_mae"].clone();
+        }
+    }
 }
 
 /// Runs `stage` of ingest → clean → features → train → evaluate → plan over `input` in run

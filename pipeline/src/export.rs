@@ -372,7 +372,7 @@ const KUBECTL_IMAGE: &str = "registry.k8s.io/kubectl:v1.33.0";
 /// templates and HPAs, resize running pods in place (`pods/resize`, Kubernetes ≥ 1.33), and
 /// report Argo task results.
 fn rbac(target: &Target) -> Vec<Value> {
-    let mut meta = json!({"name": ACCOUNT, "labels": {"app.kubernetes.io/name": "applearner"}});
+    let meta = json!({"name": ACCOUNT, "labels": {"app.kubernetes.io/name": "applearner"}});
     let namespace = target.namespace.clone().unwrap_or_else(|| "default".into());
     let mut account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta.clone()});
     account["metadata"]["namespace"] = namespace.clone().into();
@@ -390,7 +390,6 @@ fn rbac(target: &Target) -> Vec<Value> {
             {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
         ],
     });
-    meta["name"] = ACCOUNT.into();
     let binding = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACCOUNT},

@@ -242,20 +242,7 @@ impl Stage for Backtest {
             ("seasonal_naive_fell_back", forecast.fallbacks),
         ];
         let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
-        let reasons = due_for_retraining(&rows, targets, degradation);
-        // A few series falling back is what `auto` is for; the fleet's score decides a retrain.
-        let ahead: Vec<String> = fell_back[1].keys().map(|(k, c)| format!("{k} {c}")).collect();
-        if !ahead.is_empty() {
-            tracing::info!("{} series are forecast by a baseline for now: the model trails it there", ahead.len());
-        }
-        let switched: usize = fell_back[0].values().map(Vec::len).sum();
-        summary.insert("auto_fell_back_at_test_origins".into(), (switched as u64).into());
-        summary.insert("auto_falls_back_ahead".into(), ahead.into());
-        for r in &reasons {
-            tracing::warn!("retrain the model: {r}");
-        }
-        summary.insert("retrain".into(), (!reasons.is_empty()).into());
-        summary.insert("retrain_reasons".into(), reasons.into());
+        summary.extend(model_health(&rows, targets, degradation, &fell_back));
         summary.extend(crate::units::said(&forecast.implausible));
         let (schema, batch) = scores_table(&rows)?;
         ctx.write_table("scores", schema, &[batch])?;
@@ -381,16 +368,7 @@ fn summarise(
     counts: &[(&str, usize)],
 ) -> Summary {
     let headline = |method: &str, column: &str, metric: &str| {
-        rows.iter()
-            .find(|r| {
-                r.part == "test"
-                    && &*r.method == method
-                    && &*r.resource == column
-                    && r.scope == "mean"
-                    && r.bucket == "all"
-                    && &*r.metric == metric
-            })
-            .map_or(f64::NAN, |r| (r.value * 1e4).round() / 1e4)
+        test_mean(rows, method, column, metric).map_or(f64::NAN, |v| (v * 1e4).round() / 1e4)
     };
     fn model(part: &Tracks) -> Vec<&Track> {
         part.iter().filter(|(k, _)| k.0 == "model").map(|(_, t)| t).collect()
@@ -420,22 +398,44 @@ fn summarise(
     summary
 }
 
+/// A method's `metric` on the test part, the mean over series of one target, every step.
+fn test_mean(rows: &[Score], method: &str, column: &str, metric: &str) -> Option<f64> {
+    let row = rows.iter().find(|r| {
+        r.part == "test"
+            && &*r.method == method
+            && &*r.resource == column
+            && r.scope == "mean"
+            && r.bucket == "all"
+            && &*r.metric == metric
+    });
+    row.map(|r| r.value)
+}
+
+/// Where `auto` fell back (`fell_back`: in the test part and ahead) and whether the model
+/// is due for retraining, as summary entries.
+fn model_health(rows: &[Score], targets: &[String], degradation: f64, fell_back: &[fallback::Switches; 2]) -> Summary {
+    let mut summary = Summary::new();
+    // A few series falling back is what `auto` is for; the fleet's score decides a retrain.
+    let ahead: Vec<String> = fell_back[1].keys().map(|(k, c)| format!("{k} {c}")).collect();
+    if !ahead.is_empty() {
+        tracing::info!("{} series are forecast by a baseline for now: the model trails it there", ahead.len());
+    }
+    let switched: usize = fell_back[0].values().map(Vec::len).sum();
+    summary.insert("auto_fell_back_at_test_origins".into(), (switched as u64).into());
+    summary.insert("auto_falls_back_ahead".into(), ahead.into());
+    let reasons = due_for_retraining(rows, targets, degradation);
+    for r in &reasons {
+        tracing::warn!("retrain the model: {r}");
+    }
+    summary.insert("retrain".into(), (!reasons.is_empty()).into());
+    summary.insert("retrain_reasons".into(), reasons.into());
+    summary
+}
+
 /// Why the model should be retrained: per target where its mean test MASE is more than
 /// `degradation` worse than the best baseline's.
 fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> Vec<String> {
-    let mean = |method: &str, column: &str| {
-        rows.iter()
-            .find(|r| {
-                r.part == "test"
-                    && &*r.method == method
-                    && &*r.resource == column
-                    && r.scope == "mean"
-                    && r.bucket == "all"
-                    && &*r.metric == "mase"
-            })
-            .map(|r| r.value)
-            .filter(|v| v.is_finite())
-    };
+    let mean = |method: &str, column: &str| test_mean(rows, method, column, "mase").filter(|v| v.is_finite());
     let mut out = Vec::new();
     for c in targets {
         let Some(model) = mean("model", c) else { continue };

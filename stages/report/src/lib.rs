@@ -146,8 +146,18 @@ struct Score {
 
 impl Stage for Report {
     fn reads(&self) -> Vec<String> {
-        let tables = ["resampled", "card.json", "forecasts", "scores", "plan", "plan_backtest", "plan_comparison"];
-        tables.into_iter().chain(["plan_risk", "recommendations"]).map(String::from).collect()
+        const TABLES: [&str; 9] = [
+            "resampled",
+            "card.json",
+            "forecasts",
+            "scores",
+            "plan",
+            "plan_backtest",
+            "plan_comparison",
+            "plan_risk",
+            "recommendations",
+        ];
+        TABLES.map(String::from).to_vec()
     }
 
     fn writes(&self) -> Vec<Output> {

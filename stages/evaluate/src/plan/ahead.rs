@@ -68,7 +68,8 @@ impl WorkloadPlan {
 /// The plan ahead: per workload with a forecast from the end of its data, each line's loop
 /// carried on from the test part (or the last refresh) over the forecast's decisions (hourly
 /// within a day-long horizon): its rule × the workload's factor, floored and rounded, under
-/// the change budget already used; a limit never below its request. One row per stretch of unchanged values, in time order.
+/// the change budget already used; a limit never below its request. One row per stretch of
+/// unchanged values, in time order.
 pub(super) fn forward_plan(
     timelines: &Timelines,
     lines: &[&Line],

@@ -314,7 +314,7 @@ impl Stage for Plan {
     /// The latest state is an input too: a refresh continues from it.
     fn fingerprint(&self, store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         if let Some(name) = &self.params.state {
-            hasher.update(latest(store, name)?.path.unwrap_or_default().as_bytes());
+            hasher.update(latest_path(store, name)?.map(|l| l.1).unwrap_or_default().as_bytes());
         }
         Ok(())
     }

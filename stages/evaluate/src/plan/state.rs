@@ -8,7 +8,6 @@
 use super::*;
 use applearner_pipeline::Store;
 use applearner_pipeline::arrow::datatypes::Schema;
-use applearner_pipeline::parquet::arrow::ArrowWriter;
 use std::sync::Arc;
 
 /// The state table's format; another one is refused with what to do.
@@ -30,13 +29,15 @@ fn folder(name: &str) -> String {
     format!("state/{name}")
 }
 
-/// The highest-numbered state under `state/<name>/`.
-pub fn latest(store: &Store, name: &str) -> Result<Stored, BoxError> {
+/// The number and path of the highest-numbered state under `state/<name>/`, unread.
+pub fn latest_path(store: &Store, name: &str) -> Result<Option<(u64, String)>, BoxError> {
     let numbered = |p: &String| p.rsplit('/').next()?.strip_suffix(".parquet")?.parse::<u64>().ok();
-    let Some((number, path)) = store.list(&folder(name))?.into_iter().filter_map(|p| Some((numbered(&p)?, p))).max()
-    else {
-        return Ok(Stored::default());
-    };
+    Ok(store.list(&folder(name))?.into_iter().filter_map(|p| Some((numbered(&p)?, p))).max())
+}
+
+/// The highest-numbered state under `state/<name>/`, read.
+pub fn latest(store: &Store, name: &str) -> Result<Stored, BoxError> {
+    let Some((number, path)) = latest_path(store, name)? else { return Ok(Stored::default()) };
     let batches = applearner_pipeline::read_parquet(&path, store.get(&path)?)?;
     let states = read(&path, &batches)?;
     Ok(Stored { number, path: Some(path), states })
@@ -45,12 +46,7 @@ pub fn latest(store: &Store, name: &str) -> Result<Stored, BoxError> {
 /// Writes `states` as number `previous + 1`, unless another refresh already has.
 pub fn write_next(store: &Store, name: &str, previous: u64, states: &States) -> Result<String, BoxError> {
     let path = format!("{}/{:08}.parquet", folder(name), previous + 1);
-    let batch = table(states)?;
-    let mut bytes = Vec::new();
-    let props = applearner_pipeline::context::writer_properties(&batch.schema());
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
-    writer.write(&batch)?;
-    writer.close()?;
+    let bytes = applearner_train::predict::to_parquet(&table(states)?)?;
     if !store.put_new(&path, bytes.into())? {
         return Err(EvaluateError::StateRace { path, previous }.into());
     }
