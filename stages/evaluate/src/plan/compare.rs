@@ -346,7 +346,7 @@ impl<'a> Job<'a> {
             let walk = case.walk(&self.policy, calibrated.of(key), adapt, from);
             let n = test.at.len();
             if walk[..n].iter().any(Option::is_some) {
-                let r = case.replay_walk(&walk, self.line.unit(), self.step_hours);
+                let r = case.replay_walk(&walk[..n], self.line.unit(), self.step_hours);
                 total.merge(&r);
                 each.push((key.clone(), r));
             }
