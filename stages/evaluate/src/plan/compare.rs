@@ -203,7 +203,7 @@ impl<'a> Job<'a> {
         let half = |h: usize, rule: &Rule| -> Vec<Case> {
             halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
         };
-        let mut best: Option<(f64, Rule, bool, Replay)> = None;
+        let mut best: Option<((bool, f64), Rule, bool, Replay)> = None;
         for (rule, own) in model_rules(self.columns, self.line.name.ends_with("limit"))
             .into_iter()
             .flat_map(|r| [(r.clone(), true), (r, false)])
@@ -216,11 +216,20 @@ impl<'a> Job<'a> {
                 let s = scale(&held_out, &self.policy, risk, &|k| calibrated.of(k));
                 matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
             }
-            if best.as_ref().is_none_or(|b| matched.slack_pct() < b.0) {
-                best = Some((matched.slack_pct(), rule, own, unscaled));
+            // A rule no factor brings to the target (a limit held under its cap) ranks behind every rule that gets there, by its risk.
+            let missed = matched.risk_pct() > 100.0 * risk + 1e-9;
+            let rank = (missed, if missed { matched.risk_pct() } else { matched.slack_pct() });
+            if best.as_ref().is_none_or(|b| rank.0 < b.0.0 || (rank.0 == b.0.0 && rank.1 < b.0.1)) {
+                best = Some((rank, rule, own, unscaled));
             }
         }
-        let (_, rule, own, held_out) = best.expect("at least one rule");
+        let ((_, slack), rule, own, held_out) = best.expect("at least one rule");
+        tracing::debug!(
+            "{} {}/day: {} (own factors {own}), {slack:.3} % slack held out",
+            self.line.name,
+            self.policy.changes_per_day,
+            rule.label()
+        );
         let tightened = if held_out.steps as f64 * risk >= 10.0 {
             risk * (100.0 * risk / held_out.risk_pct().max(1e-12)).clamp(0.25, 1.0)
         } else {
@@ -450,13 +459,16 @@ impl<'a> Job<'a> {
 }
 
 /// The rules the model's plan chooses from. Requests: each forecast column's peak, the most
-/// cautious one with a recent quantile as its floor, and the recent quantiles alone. Limits
-/// (throttling, OOM kills) are never below a recent peak: each forecast column's peak with
-/// the last day's or week's peak as its floor.
+/// cautious one with a recent quantile as its floor, and the recent quantiles alone. Limits (throttling, OOM kills) are never below a recent
+/// peak: each forecast column's peak with a recent peak as its floor, or a recent peak
+/// scaled (KRR's kind of limit).
 fn model_rules(columns: &[String], limit: bool) -> Vec<Rule> {
     if limit {
         let peaks = RECENT.into_iter().filter(|r| r.tenths == 1000);
-        return peaks.flat_map(|r| columns.iter().map(move |c| Rule::ForecastOrRecent(c.clone(), r))).collect();
+        let mut rules: Vec<Rule> =
+            peaks.clone().flat_map(|r| columns.iter().map(move |c| Rule::ForecastOrRecent(c.clone(), r))).collect();
+        rules.extend(peaks.map(Rule::Recent));
+        return rules;
     }
     let mut rules: Vec<Rule> = columns.iter().map(|c| Rule::Forecast(c.clone())).collect();
     if let Some(top) = columns.last() {
