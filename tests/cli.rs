@@ -176,7 +176,13 @@ fn the_quickstart_runs_caches_and_reproduces() {
 
     // What comes out: forecasts scored against every baseline, plans, the report.
     let evaluate = &stages[4]["summary"];
-    assert!(evaluate["model_mase_cpu"].as_f64().unwrap() > 0.0, "{evaluate}");
+    // The shipped model, and auto's per-series choice on validation, ahead of the naive
+    // scale on test (MASE < 1, 0.41 when measured), auto no worse than the model alone, and
+    // p90 covering about 90 %.
+    let score = |k: &str| evaluate[k].as_f64().unwrap_or_else(|| panic!("{k} in {evaluate}"));
+    assert!(score("auto_mase_cpu") < 0.6 && score("auto_mase_memory") < 0.6, "{evaluate}");
+    assert!(score("auto_mase_cpu") <= 1.05 * score("model_mase_cpu"), "{evaluate}");
+    assert!((0.8..0.97).contains(&score("auto_coverage_p90_cpu")), "{evaluate}");
     assert!(evaluate["origins"].as_u64().unwrap() > 1000, "{evaluate}");
     let plan = &stages[5]["summary"];
     assert_eq!(plan["workloads"], 53, "{plan}");
@@ -356,7 +362,8 @@ fn completions_are_generated() {
 }
 
 /// Regression: with stderr not a terminal (a pod's log, CI) the log lines carried ANSI
-/// colour escapes and a long stage said nothing between "running" and "committed".
+/// colour escapes, a long stage said nothing between "running" and "committed", and then
+/// every stage logged each tenth of its work, 40 lines for the quickstart's 6 seconds.
 #[test]
 fn logs_without_a_terminal_are_plain_and_show_progress() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,15 +380,14 @@ fn logs_without_a_terminal_are_plain_and_show_progress() {
     let (_, log) = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains('\u{1b}'), "no terminal escapes: {log:?}");
-    for line in [
-        "(100%) stage=ingest",
-        "epoch 1/2: train loss",
-        "epoch 2/2: train loss",
-        "baselines per part: ",
-        "lines × budgets calibrated and replayed: ",
-    ] {
+    for line in ["epoch 1/2: train loss", "epoch 2/2: train loss", "committed"] {
         assert!(log.contains(line), "`{line}` in {log}");
     }
+    // Stages done within a second log no progress (a line every tenth of each would be
+    // dozens); the whole run, a few seconds of work, a few lines at most.
+    let progress = log.lines().filter(|l| l.contains("%) stage=")).count();
+    assert!(progress <= 10, "{progress} progress lines: {log}");
+    assert!(!log.contains("(100%) stage=ingest"), "{log}");
 }
 
 /// Regression: the README's main command (`cargo run -- run …`) built our own crates at

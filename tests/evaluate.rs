@@ -59,6 +59,11 @@ print(json.dumps({
         join 'D/evaluate/forecasts.parquet' m on m.key = a.key and m.resource = a.resource and m.part = 'test'
         and m.method = c.method and m.origin = a.origin and m.step = a.step where m.forecast <> a.forecast""")[0][0],
     "per_step": q("select count(distinct step) from 'D/evaluate/scores.parquet' where scope = 'mean'")[0][0],
+    "mae_recomputed": q("""select count(*), max(abs(s.value - f.mae)), max(s.value) from (select key, resource,
+        avg(abs(forecast - actual)) mae from 'D/evaluate/forecasts.parquet' where part = 'test' and method = 'model'
+        and not isnan(actual) group by key, resource) f join 'D/evaluate/scores.parquet' s on s.key = f.key
+        and s.resource = f.resource and s.part = 'test' and s.method = 'model' and s.scope = 'series'
+        and s.bucket = 'all' and s.metric = 'mae' and s.step = 0""")[0],
     "lines": q("select distinct line from 'D/plan/plan_backtest.parquet'"),
     "calibrated": q("select count(*) from 'D/plan/plan_backtest.parquet' where method = 'model' and variant = 'calibrated' and key = ''")[0][0],
     "methods_replayed": q("select distinct method from 'D/plan/plan_backtest.parquet' order by 1"),
@@ -83,7 +88,12 @@ print(json.dumps({
     // One choice per series, and auto forecasts exactly as the method chosen for it.
     assert!(got["choices"][0].as_i64().unwrap() > 0 && got["choices"][1] == true, "{got}");
     assert_eq!(got["auto_is_chosen"], 0);
-    assert!(got["model_mase"].as_f64().unwrap() > 0.0, "{got}");
+    // Each series' MAE as scored equals DuckDB's from the forecasts the backtest wrote.
+    let mae = &got["mae_recomputed"];
+    assert_eq!(mae[0], 53, "{got}");
+    assert!(mae[1].as_f64().unwrap() <= 1e-9 * mae[2].as_f64().unwrap(), "{got}");
+    let mase = got["model_mase"].as_f64().unwrap();
+    assert!(mase.is_finite() && (0.05..3.0).contains(&mase), "{got}");
     // All steps together (0) and each of the 10 steps.
     assert_eq!(got["per_step"], 11);
     // CPU only: its request line (no CPU limit unless asked), on budgets 1, 4 and 24.
