@@ -1,7 +1,11 @@
 //! Drawing a pipeline's DAG for `applearner dag`: plain text, Mermaid (renders in GitHub
 //! Markdown) and Graphviz DOT.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+
+use petgraph::dot::{Config, Dot, RankDir};
+use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::config::Pipeline;
 
@@ -39,16 +43,23 @@ pub fn render(pipeline: &Pipeline, format: Format) -> String {
             }
         }
         Format::Dot => {
-            writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];", pipeline.name).unwrap();
-            for s in &pipeline.stages {
-                writeln!(out, "  \"{}\" [label=\"{}\\n{}\"];", s.name, s.name, s.kind).unwrap();
-            }
+            // The stages as a graph whose weights are the labels: petgraph writes and escapes it.
+            let mut graph = DiGraph::<String, String>::new();
+            let nodes: HashMap<&str, NodeIndex> = pipeline
+                .stages
+                .iter()
+                .map(|s| (s.name.as_str(), graph.add_node(format!("{} ({})", s.name, s.kind))))
+                .collect();
             for s in &pipeline.stages {
                 for i in &s.inputs {
-                    writeln!(out, "  \"{}\" -> \"{}\" [label=\"{}\"];", i.stage, s.name, i.output).unwrap();
+                    graph.add_edge(nodes[i.stage.as_str()], nodes[s.name.as_str()], i.output.to_string());
                 }
             }
-            writeln!(out, "}}").unwrap();
+            let dot =
+                Dot::with_attr_getters(&graph, &[Config::RankDir(RankDir::LR)], &|_, _| String::new(), &|_, _| {
+                    "shape = box".to_string()
+                });
+            writeln!(out, "{dot}").unwrap();
         }
     }
     out

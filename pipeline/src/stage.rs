@@ -207,21 +207,15 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-/// `30s`, `5m`, `2h`, `7d`, `1w` (or plain seconds) in milliseconds.
+/// A duration in milliseconds: `30s`, `5m`, `1h30m`, `7d`, `1w` (humantime's units, which
+/// include Prometheus's), or plain seconds (`300`, as Prometheus's `step` takes them).
 pub fn parse_duration(text: &str) -> Option<i64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let number: f64 = text[..split].parse().ok()?;
-    let unit = match &text[split..] {
-        "ms" => 1.0,
-        "" | "s" => 1e3,
-        "m" => 60e3,
-        "h" => 3600e3,
-        "d" => 86_400e3,
-        "w" => 604_800e3,
-        _ => return None,
+    let ms = match text.parse::<f64>() {
+        Ok(seconds) => seconds * 1e3,
+        Err(_) => humantime::parse_duration(text).ok()?.as_secs_f64() * 1e3,
     };
-    let ms = (number * unit).round();
+    let ms = ms.round();
     (ms > 0.0 && ms < 1e15).then_some(ms as i64)
 }
 

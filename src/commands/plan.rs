@@ -12,6 +12,7 @@ use applearner_pipeline::Store;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::context::read_parquet;
 use applearner_pipeline::run::{Manifest, StageRecord, load_manifest};
+use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use serde_json::{Map, Value};
 
 use crate::cli::PlanFormat;
@@ -123,14 +124,15 @@ fn change(row: &Map<String, Value>, line: &str, format: fn(f64) -> String) -> St
     format!("{} → {planned}", current.map_or("?".to_string(), format))
 }
 
-/// `+1.25`, `-3.5`: a change with its sign, coloured green when capacity is given back.
-fn signed(v: Option<f64>, decimals: usize, colour: bool) -> String {
-    let Some(v) = v else { return String::new() };
-    let text = format!("{v:+.decimals$}");
-    match colour {
-        true if v < 0.0 => format!("\x1b[32m{text}\x1b[0m"),
-        true if v > 0.0 => format!("\x1b[31m{text}\x1b[0m"),
-        _ => text,
+/// `+1.25`, `-3.5`: a change with its sign, green where capacity is given back, red where
+/// it is taken (shown only where the table is styled).
+fn signed(v: Option<f64>, decimals: usize) -> Cell {
+    let Some(v) = v else { return Cell::new("") };
+    let cell = Cell::new(format!("{v:+.decimals$}"));
+    match v {
+        v if v < 0.0 => cell.fg(Color::Green),
+        v if v > 0.0 => cell.fg(Color::Red),
+        _ => cell,
     }
 }
 
@@ -167,30 +169,32 @@ fn table(
         "flags",
     ];
     let shown = top.unwrap_or(rows.len()).min(rows.len());
-    let mut cells: Vec<Vec<String>> = vec![header.map(str::to_string).to_vec()];
+    let mut cells: Vec<Vec<Cell>> = Vec::new();
     for row in &rows[..shown] {
         let key = row.get(rt::KEY).and_then(Value::as_str).unwrap_or_default();
         let kind = if row.get(rt::KIND).and_then(Value::as_str) == Some("node") { " (node)" } else { "" };
         let flags = row.get(rt::FLAGS).and_then(Value::as_str).unwrap_or_default().replace(',', ", ");
         cells.push(vec![
-            format!("{key}{kind}"),
+            Cell::new(format!("{key}{kind}")),
             // One pod's values; the Δ columns are over these replicas.
-            row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string()),
-            change(row, "cpu_request", cores),
-            change(row, "cpu_limit", cores),
-            change(row, "memory_request", bytes),
-            change(row, "memory_limit", bytes),
-            signed(number(row, rt::CPU_CHANGE_CORES), 2, colour),
-            signed(number(row, rt::MEMORY_CHANGE_GIB), 2, colour),
-            signed(number(row, rt::COST_CHANGE_PER_MONTH), 2, colour),
-            if colour && !flags.is_empty() { format!("\x1b[33m{flags}\x1b[0m") } else { flags },
+            Cell::new(row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string())),
+            Cell::new(change(row, "cpu_request", cores)),
+            Cell::new(change(row, "cpu_limit", cores)),
+            Cell::new(change(row, "memory_request", bytes)),
+            Cell::new(change(row, "memory_limit", bytes)),
+            signed(number(row, rt::CPU_CHANGE_CORES), 2),
+            signed(number(row, rt::MEMORY_CHANGE_GIB), 2),
+            signed(number(row, rt::COST_CHANGE_PER_MONTH), 2),
+            Cell::new(flags).fg(Color::Yellow),
         ]);
     }
+    let mut header = header.to_vec();
     // No CPU limit now or planned (the usual case): no column for it.
-    if cells[1..].iter().all(|r| r[3] == "? → ?") {
+    if rows[..shown].iter().all(|r| change(r, "cpu_limit", cores) == "? → ?") {
+        header.remove(3);
         cells.iter_mut().for_each(|r| drop(r.remove(3)));
     }
-    out.push_str(&aligned(&cells));
+    out.push_str(&aligned(header, cells, colour));
     if shown < rows.len() {
         out.push_str(&format!(
             "… and {} more: applearner plan {} (-o json|csv|yaml)\n",
@@ -199,49 +203,39 @@ fn table(
         ));
     }
     if with > 0 {
-        out.push_str(&totals(summary, with, colour));
+        out.push_str(&totals(summary, with));
     }
     out
 }
 
 /// The plan's totals over the workloads with an allocation.
-fn totals(summary: &Map<String, Value>, with: u64, colour: bool) -> String {
+fn totals(summary: &Map<String, Value>, with: u64) -> String {
     let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let cost = n("cost_change_per_month");
     format!(
-        "total over the {with} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {} per month\n",
+        "total over the {with} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {cost:+.2} per month\n",
         n("current_cpu_request_cores"),
         n("planned_cpu_request_cores"),
         n("current_memory_request_gib"),
         n("planned_memory_request_gib"),
-        signed(Some(n("cost_change_per_month")), 2, colour),
     )
 }
 
-/// Columns padded to their widest cell (ANSI colour codes take no room).
-fn aligned(cells: &[Vec<String>]) -> String {
-    let visible = |s: &str| {
-        let mut n = 0;
-        let mut escape = false;
-        for c in s.chars() {
-            match c {
-                '\x1b' => escape = true,
-                'm' if escape => escape = false,
-                _ if !escape => n += 1,
-                _ => {}
-            }
-        }
-        n
-    };
-    let widths: Vec<usize> =
-        (0..cells[0].len()).map(|c| cells.iter().map(|r| visible(&r[c])).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in cells {
-        let padded: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, w)| format!("{cell}{}", " ".repeat(w - visible(cell)))).collect();
-        out.push_str(padded.join("  ").trim_end());
-        out.push('\n');
+/// The rows under their header, in columns two spaces apart, without borders; styled
+/// (colours) only where `colour`.
+fn aligned(header: Vec<&str>, rows: Vec<Vec<Cell>>, colour: bool) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(header);
+    table.add_rows(rows);
+    if colour {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
     }
-    out
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.lines().map(|l| l.trim_end().to_string() + "\n").collect()
 }
 
 #[cfg(test)]
@@ -249,16 +243,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn colours_take_no_room_and_plain_text_has_none() {
-        let cells = vec![
-            vec!["a".to_string(), signed(Some(-1.5), 2, true), "x".into()],
-            vec!["bbb".to_string(), signed(Some(2.0), 2, false), "y".into()],
-        ];
-        let text = aligned(&cells);
+    fn columns_line_up_and_plain_text_has_no_colours() {
+        let rows = || {
+            vec![
+                vec![Cell::new("a"), signed(Some(-1.5), 2), Cell::new("x")],
+                vec![Cell::new("bbb"), signed(Some(2.0), 2), Cell::new("y")],
+            ]
+        };
+        let text = aligned(vec!["k", "Δ", "f"], rows(), false);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "a    \x1b[32m-1.50\x1b[0m  x");
-        assert_eq!(lines[1], "bbb  +2.00  y");
-        assert_eq!(signed(None, 2, true), "");
+        assert_eq!(lines, ["k    Δ      f", "a    -1.50  x", "bbb  +2.00  y"]);
+        let styled = aligned(vec!["k", "Δ", "f"], rows(), true);
+        assert!(styled.contains("\x1b[") && styled.contains("-1.50"), "{styled:?}");
+        assert_eq!(signed(None, 2).content(), "");
     }
 
     #[test]

@@ -350,6 +350,7 @@ mod tests {
     fn durations_and_times() {
         assert_eq!(parse_duration("60s"), Some(60_000));
         assert_eq!(parse_duration("5m"), Some(300_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
         assert_eq!(parse_duration("1.5h"), Some(5_400_000));
         assert_eq!(parse_duration("300"), Some(300_000));
         assert_eq!(parse_duration("5x"), None);
