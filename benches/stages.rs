@@ -293,6 +293,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
     applearner_prepare::register(&mut registry);
     applearner_train::register(&mut registry);
     applearner_evaluate::register(&mut registry);
+    applearner_plan::register(&mut registry);
     let yaml = format!(
         "name: bench\nseed: 0\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: ['{}']}}\n  \
          clean:\n    uses: clean.resample\n    with: {{step: {step}s, aggregate: mean, min_points: 1, \

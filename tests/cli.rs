@@ -276,9 +276,11 @@ fn check_report(html: &Path, screenshot: &Path) {
         let at = dom.find(&format!("id=\"chart-{id}\"")).unwrap_or_else(|| panic!("chart {id} missing"));
         assert!(dom[at..].trim_start_matches(|c| c != '>').starts_with("><svg"), "chart {id} has no SVG");
     }
-    for section in ["id=\"data\"", "id=\"leaderboard\"", "id=\"plans\"", "id=\"plan\""] {
-        assert!(dom.contains(section), "{section} missing");
-    }
+    // The answer first: what the plan changes and its risk beside KRR and VPA, then the data
+    // and the leaderboards.
+    let at = |id: &str| dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("section {id} missing"));
+    let order = ["current", "plans", "plan", "data", "leaderboard"].map(at);
+    assert!(order.is_sorted(), "sections out of order: {order:?}");
     chromium(&["--hide-scrollbars", "--window-size=1100,3000", &format!("--screenshot={}", screenshot.display())]);
     let png = std::fs::read(screenshot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 50_000, "screenshot of {} bytes", png.len());

@@ -150,7 +150,7 @@ stages:
   clean:
     uses: clean.resample
     with:
-      step: 5 minutes
+      step: 5 parsecs
       aggregate: median
       group: {by: labels}
   features:
@@ -162,10 +162,10 @@ stages:
     let text = problems(yaml, &[]);
     // A value that is not a duration fails the stage's parameters where it stands; the
     // other stages' problems are still all reported.
-    assert!(text.contains("test.yaml:9:13") && text.contains("`5 minutes` is not a duration"), "{text}");
+    assert!(text.contains("test.yaml:9:13") && text.contains("`5 parsecs` is not a duration"), "{text}");
     assert!(text.contains("leaves nothing to train on"), "{text}");
     // With a valid step, every problem of the stage's values is reported together.
-    let text = problems(&yaml.replace("step: 5 minutes", "step: 5m"), &[]);
+    let text = problems(&yaml.replace("step: 5 parsecs", "step: 5m"), &[]);
     assert!(
         text.contains("test.yaml:10:18")
             && text.contains("unknown aggregation `median`")

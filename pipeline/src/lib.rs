@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dag;
 pub mod docs;
+pub mod encode;
 mod error;
 pub mod export;
 pub mod lease;

@@ -70,6 +70,7 @@ fn registry() -> Registry {
     applearner_prepare::register(&mut registry);
     applearner_train::register(&mut registry);
     applearner_evaluate::register(&mut registry);
+    applearner_plan::register(&mut registry);
     applearner_report::register(&mut registry);
     registry
 }

@@ -58,7 +58,7 @@ fn render(
         PlanFormat::Csv => {
             let batches = batches(store, record)?;
             let batch = applearner_pipeline::arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
-            String::from_utf8(applearner_train::predict::to_csv(&batch).map_err(super::boxed)?)?
+            String::from_utf8(applearner_pipeline::encode::to_csv(&batch).map_err(super::boxed)?)?
         }
     })
 }
@@ -83,7 +83,7 @@ fn batches(store: &Store, record: &StageRecord) -> anyhow::Result<Vec<RecordBatc
 }
 
 fn read_rows(store: &Store, record: &StageRecord) -> anyhow::Result<Vec<Map<String, Value>>> {
-    Ok(batches(store, record)?.iter().flat_map(applearner_train::predict::rows).collect())
+    Ok(batches(store, record)?.iter().flat_map(applearner_pipeline::encode::rows).collect())
 }
 
 /// ANSI colours for a person at a terminal; plain text in pipes, logs and with `NO_COLOR`.

@@ -42,9 +42,9 @@ pub fn predict(
     .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let extension = output.and_then(|o| o.extension()).and_then(|e| e.to_str()).unwrap_or("csv");
     let bytes = match extension {
-        "parquet" => applearner_train::predict::to_parquet(&forecast).map_err(boxed)?,
-        "json" => applearner_train::predict::to_json(&forecast).map_err(boxed)?,
-        "csv" => applearner_train::predict::to_csv(&forecast).map_err(boxed)?,
+        "parquet" => applearner_pipeline::encode::to_parquet(&forecast).map_err(boxed)?,
+        "json" => applearner_pipeline::encode::to_json(&forecast).map_err(boxed)?,
+        "csv" => applearner_pipeline::encode::to_csv(&forecast).map_err(boxed)?,
         other => anyhow::bail!("--output: unknown format `.{other}`; use .parquet, .csv or .json"),
     };
     match output {

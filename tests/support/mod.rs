@@ -195,6 +195,7 @@ pub fn registry() -> Registry {
     applearner_prepare::register(&mut r);
     applearner_train::register(&mut r);
     applearner_evaluate::register(&mut r);
+    applearner_plan::register(&mut r);
     applearner_report::register(&mut r);
     r
 }

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::table::Usage;
 use applearner_contracts::tables::forecasts;
 use applearner_contracts::{Part, WindowSet};
 use applearner_pipeline::arrow::array::AsArray;
@@ -25,12 +24,13 @@ use crate::EvaluateError;
 use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::{HoltWinters, Series, moving_average, seasonal_naive};
-use crate::recommend::{KrrSettings, Vpa, VpaSettings, krr};
+use crate::baselines::{HoltWinters, moving_average, seasonal_naive};
 use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
-use crate::table::{TableBuilder, read_usage};
 use crate::{conformal, fallback};
 use applearner_pipeline::columns::{floats, ints, strings};
+use applearner_plan::recommend::{KrrSettings, Vpa, VpaSettings, krr};
+use applearner_plan::series::Series;
+use applearner_plan::table::{TableBuilder, Usage, read_usage};
 
 /// Rolling-origin backtest over the validation and test parts. Reads the model
 /// (`model.mpk`, `card.json`), `features`, `windows`, `scalers` and the clean usage
@@ -243,7 +243,7 @@ impl Stage for Backtest {
         ];
         let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
         summary.extend(model_health(&rows, targets, degradation, &fell_back));
-        summary.extend(crate::units::said(&forecast.implausible));
+        summary.extend(applearner_plan::units::said(&forecast.implausible));
         let (schema, batch) = scores_table(&rows)?;
         ctx.write_table("scores", schema, &[batch])?;
         let (schema, batch) = choices_table(&choice, &forecast.scales)?;
@@ -302,7 +302,7 @@ impl Backtest {
             model.tracks("test", &chosen)?,
             ahead(&forward, &usage, &levels, (horizon, step))?,
         ];
-        let implausible = crate::units::implausible(&usage);
+        let implausible = applearner_plan::units::implausible(&usage);
         let fallbacks = self.add_baselines(ctx, &mut parts, &usage, &implausible, step, horizon);
         let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
         Ok(Forecasts { parts, scales, origins: chosen.len(), naive_scaled, fallbacks, implausible })

@@ -1,6 +1,5 @@
-//! Backtests: how good the forecasts are against what users run today
-//! (`evaluate.backtest`, [`backtest`]), and what resources to give each workload, replayed
-//! against the usage that really followed (`plan.resources`, [`plan`]).
+//! `evaluate.backtest`: how good the forecasts are against what users run today (the
+//! baselines here, KRR and VPA from `applearner-plan`).
 
 pub mod backtest;
 pub mod baselines;
@@ -8,15 +7,10 @@ mod conformal;
 mod error;
 mod fallback;
 pub mod metrics;
-pub mod plan;
-pub mod recommend;
 mod scoring;
-mod table;
-mod units;
 
 pub use error::EvaluateError;
 
 pub fn register(registry: &mut applearner_pipeline::Registry) {
     registry.register::<backtest::BacktestParams>();
-    registry.register::<plan::PlanParams>();
 }

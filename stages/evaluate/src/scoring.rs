@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use crate::backtest::{FORECASTERS, Track, Tracks, level_name};
 use crate::metrics;
-use crate::table::{TableBuilder, Usage};
 use applearner_contracts::tables::scores;
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
+use applearner_plan::table::{TableBuilder, Usage};
 
 /// The horizon buckets: steps up to 1 hour ahead, then to 6 hours, a day, and beyond;
 /// only those the horizon reaches. Each as its label and its 0-based steps.

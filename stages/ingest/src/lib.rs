@@ -135,7 +135,7 @@ impl Role {
 }
 
 /// The usual container metrics, kube-prometheus' recording rules, the default live queries'
-/// names, node-level usage (README: nodes and VMs) and the original AppLearner dumps.
+/// names, node-level usage (docs/stages.md: nodes and VMs) and the original AppLearner dumps.
 fn default_roles() -> BTreeMap<String, Role> {
     [
         ("node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate", Role::Cpu),

@@ -176,14 +176,16 @@ impl Stage for Report {
 
         let mut doc = Doc::default();
         model_section(&mut doc, &card, &self.params.title);
-        data_section(&mut doc, &resampled, &cleaning)?;
-        let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
+        // The answer first: what to change and what it saves, then at what risk beside KRR
+        // and VPA; the data, methods and leaderboards after.
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
+        plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan_summary)?;
+        let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
         plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary)?;
         plans::risk_per_day(&mut doc, &ctx.read_table("plan_risk")?)?;
-        plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan_summary)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
         doc.metrics.insert("plan".into(), plan_summary);
+        data_section(&mut doc, &resampled, &cleaning)?;
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
         let forecasts = ctx.read_table("forecasts")?;
         forecasts_section(&mut doc, &scores, &self.params.rank_by, &forecasts, &resampled, &resources)?;

@@ -2,8 +2,8 @@
 //! KRR and VPA would recommend; and the usage that followed until the next decision.
 
 use super::*;
-use crate::baselines::Series;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings, percentile};
+use crate::series::Series;
 use applearner_contracts::tables::forecasts as f;
 
 /// A way to size a line before its multiplier: each is replayed, and the model's are
@@ -218,7 +218,7 @@ pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, 
         }
     }
     if step_ms == i64::MAX {
-        return Err(EvaluateError::NoModelForecasts { method: wanted.to_string() }.into());
+        return Err(PlanError::NoModelForecasts { method: wanted.to_string() }.into());
     }
     Ok((out, columns, step_ms))
 }

@@ -46,9 +46,9 @@ pub fn latest(store: &Store, name: &str) -> Result<Stored, BoxError> {
 /// Writes `states` as number `previous + 1`, unless another refresh already has.
 pub fn write_next(store: &Store, name: &str, previous: u64, states: &States) -> Result<String, BoxError> {
     let path = format!("{}/{:08}.parquet", folder(name), previous + 1);
-    let bytes = applearner_train::predict::to_parquet(&table(states)?)?;
+    let bytes = applearner_pipeline::encode::to_parquet(&table(states)?)?;
     if !store.put_new(&path, bytes.into())? {
-        return Err(EvaluateError::StateRace { path, previous }.into());
+        return Err(PlanError::StateRace { path, previous }.into());
     }
     Ok(path)
 }
@@ -81,7 +81,7 @@ fn read(path: &str, batches: &[RecordBatch]) -> Result<States, BoxError> {
     for b in batches {
         let version = b.schema().metadata().get(VERSION_KEY).cloned().unwrap_or_else(|| "none".into());
         if version != VERSION {
-            return Err(EvaluateError::StateVersion { path: path.to_string(), version }.into());
+            return Err(PlanError::StateVersion { path: path.to_string(), version }.into());
         }
         let name = "state";
         let (key, line, rule) = (strings(b, name, "key")?, strings(b, name, "line")?, strings(b, name, "rule")?);

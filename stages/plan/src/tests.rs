@@ -1,5 +1,5 @@
 use super::*;
-use crate::baselines::Series;
+use crate::series::Series;
 use applearner_pipeline::parse_quantity;
 
 const HOUR: i64 = 3_600_000;
@@ -266,7 +266,7 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
     }
     assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(0)));
     assert!(!planned_in(&timelines, "test", Some(1)), "no memory timelines in the synthetic set");
-    assert!(EvaluateError::NoValidation.to_string().contains("split: {validation: 0.1"));
+    assert!(PlanError::NoValidation.to_string().contains("split: {validation: 0.1"));
 }
 
 /// An allocation that changes mid-window: the replay holds each step against what was

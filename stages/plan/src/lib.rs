@@ -17,6 +17,19 @@ mod tables;
 mod tests;
 mod timeline;
 
+// What the backtest shares: usage as the stages read it and the recommenders users run.
+mod error;
+pub mod recommend;
+pub mod series;
+pub mod table;
+pub mod units;
+
+pub use error::PlanError;
+
+pub fn register(registry: &mut applearner_pipeline::Registry) {
+    registry.register::<PlanParams>();
+}
+
 use ahead::*;
 use calibrate::*;
 use compare::*;
@@ -41,7 +54,6 @@ use applearner_pipeline::{
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::EvaluateError;
 use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
@@ -350,10 +362,10 @@ impl Stage for Plan {
         let lines: Vec<&Line> =
             self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
         if lines.is_empty() {
-            return Err(EvaluateError::NoActuals.into());
+            return Err(PlanError::NoActuals.into());
         }
         if lines.iter().any(|l| l.risk().is_some()) && !planned_in(&timelines, "validation", None) {
-            return Err(EvaluateError::NoValidation.into());
+            return Err(PlanError::NoValidation.into());
         }
 
         let stored = match &self.params.state {
@@ -412,7 +424,7 @@ impl Plan {
         let (schema, batch) = hpas_table(&hpas)?;
         ctx.write_table("hpas", schema, &[batch])?;
         let (schema, batch) = plan_table(&plan, lines)?;
-        ctx.write_artifact("plan.csv", applearner_train::predict::to_csv(&batch)?)?;
+        ctx.write_artifact("plan.csv", applearner_pipeline::encode::to_csv(&batch)?)?;
         ctx.write_table("plan", schema, &[batch])?;
         // What to set now: each workload's first stretch.
         let now: Vec<&WorkloadPlan> =
@@ -482,7 +494,7 @@ impl Plan {
                 && !columns.contains(c)
             {
                 let forecast = columns.iter().map(|c| if c == "forecast" { "point" } else { c.as_str() });
-                return Err(EvaluateError::SourceNotForecast {
+                return Err(PlanError::SourceNotForecast {
                     resource: RESOURCES[l.resource],
                     asked: c.clone(),
                     forecast: forecast.collect::<Vec<_>>().join(", "),
@@ -626,10 +638,10 @@ fn spread(outcome: &Outcome, variant: &str, target_pct: f64) -> Option<(f64, f64
 
 /// A table whose replicas were summed holds workload totals: patched onto pods, every
 /// replica would reserve the whole workload's usage. Nodes and VMs have no replicas.
-fn refuse_summed_replicas(combined: Option<&str>, usage: &BTreeMap<String, Usage>) -> Result<(), EvaluateError> {
+fn refuse_summed_replicas(combined: Option<&str>, usage: &BTreeMap<String, Usage>) -> Result<(), PlanError> {
     let workloads = usage.keys().filter(|k| !is_node(k)).count();
     if combined == Some("sum") && workloads > 0 {
-        return Err(EvaluateError::SummedReplicas { workloads });
+        return Err(PlanError::SummedReplicas { workloads });
     }
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn said(implausible: &BTreeSet<(String, &'static str)>) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::Series;
+    use crate::series::Series;
 
     /// Regression: a machine trace's utilisation ratios (0–1) mapped to `memory` made KRR's
     /// and VPA's byte floors decide every comparison (100 % slack, a MASE of 5.7 × 10⁹). Such

@@ -12,7 +12,7 @@ use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt32Type};
 use applearner_pipeline::columns::{column, floats, ints};
 
-use crate::baselines::Series;
+use crate::series::Series;
 
 /// The usage of one series: every point of every segment, in cores and bytes.
 #[derive(Debug, Default)]

@@ -151,7 +151,7 @@ fn decide(hpa: &Hpa, target: f64, now: Option<f64>, planned: Option<f64>, max_ta
 impl HpaDecision {
     /// With the steps of `series` (the busiest pod's usage) above the scale point now and as
     /// planned.
-    fn replayed(mut self, series: Option<&crate::baselines::Series>) -> HpaDecision {
+    fn replayed(mut self, series: Option<&crate::series::Series>) -> HpaDecision {
         let above = |p: Option<f64>| match (p, series) {
             (Some(p), Some(s)) => s.values.iter().filter(|v| **v > p).count(),
             _ => 0,
