@@ -9,6 +9,7 @@
 
 pub mod card;
 pub mod model;
+pub mod summaries;
 pub mod tables;
 pub mod windows;
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::stage::{BuildError, Output, Registry, Stage, StageKind, closest};
+use crate::stage::{BuildError, Built, Output, Registry, Stage, StageKind, closest};
 use serde::{Deserialize, Serialize};
 
 use crate::yaml::{self, Key, Loc, Node, NodeDeserializer, Value};
@@ -318,7 +318,7 @@ struct Candidate {
     shards: u32,
 }
 
-impl Checker<'_> {
+impl<'r> Checker<'r> {
     fn problem(&mut self, loc: Loc, message: impl Into<String>, help: impl Into<Option<String>>) {
         self.problems.push(Problem::new(loc, message, help.into()));
     }
@@ -492,45 +492,87 @@ impl Checker<'_> {
             return None;
         };
         self.unknown_keys(map, STAGE_KEYS, &format!("stage `{}`", key.name));
-        let mapped = match node.get("inputs") {
-            None => Vec::new(),
-            Some(n) => match n.as_map() {
-                Some(m) => m.to_vec(),
-                None => {
-                    self.problem(
-                        n.loc,
-                        "`inputs` maps input slots to `stage.output`",
-                        Some("write for example `inputs: {samples: ingest.samples}`".to_string()),
-                    );
-                    Vec::new()
-                }
-            },
-        };
-        let resources = match node.get("resources") {
-            None => Resources::default(),
-            Some(n) => match NodeDeserializer::deserialize::<Resources>(n) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.problem(
-                        e.loc.unwrap_or(n.loc),
-                        format!("stage `{}` resources: {}", key.name, e.message),
-                        Some(
-                            "e.g. `resources: {cpu: \"2\", memory: 8Gi, gpu: 1, node_selector: {pool: gpu}}`"
-                                .to_string(),
-                        ),
-                    );
-                    Resources::default()
-                }
-            },
-        };
-        let shards = match node.get("shards") {
+        let mapped = self.stage_inputs(node);
+        let resources = self.stage_resources(key, node);
+        let shards = self.stage_shards(node);
+        let kind = self.stage_kind(key, node)?;
+        let mut with = node.get("with").cloned().unwrap_or(Node::new(Value::Map(Vec::new()), node.loc));
+        if matches!(with.value, Value::Null) {
+            with.value = Value::Map(Vec::new());
+        }
+        self.interpolate_tree(&mut with, vars);
+        let built = kind.build(&with);
+        // Parameter structs deny unknown keys, so only a refused `with:` can hold some; they
+        // are then all reported at once (serde stops at the first).
+        if matches!(built, Err(BuildError::Shape(_))) && self.unknown_params(kind, &with) {
+            return None;
+        }
+        let built = self.refused(key, kind.name, &with, built)?;
+        if shards > 1 && built.stage.shard_order().is_none() {
+            self.problem(
+                node.get("shards").map_or(key.loc, |n| n.loc),
+                format!("stage `{}` ({}) cannot be sharded: it does not work series by series", key.name, kind.name),
+                Some(
+                    "remove `shards:`; stages that work series by series (ingest.prometheus) can be sharded"
+                        .to_string(),
+                ),
+            );
+            return None;
+        }
+        Some(Candidate {
+            name: key.name.clone(),
+            shards,
+            loc: key.loc,
+            kind: kind.name,
+            params: built.params,
+            stage: built.stage,
+            mapped,
+            resources,
+        })
+    }
+
+    /// `inputs:` as written: slot → `stage.output`.
+    fn stage_inputs(&mut self, node: &Node) -> Vec<(Key, Node)> {
+        let Some(n) = node.get("inputs") else { return Vec::new() };
+        match n.as_map() {
+            Some(m) => m.to_vec(),
+            None => {
+                self.problem(
+                    n.loc,
+                    "`inputs` maps input slots to `stage.output`",
+                    Some("write for example `inputs: {samples: ingest.samples}`".to_string()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// `resources:` (the pod's requests when the stage runs as a Job), or the defaults.
+    fn stage_resources(&mut self, key: &Key, node: &Node) -> Resources {
+        let Some(n) = node.get("resources") else { return Resources::default() };
+        NodeDeserializer::deserialize::<Resources>(n).unwrap_or_else(|e| {
+            self.problem(
+                e.loc.unwrap_or(n.loc),
+                format!("stage `{}` resources: {}", key.name, e.message),
+                Some("e.g. `resources: {cpu: \"2\", memory: 8Gi, gpu: 1, node_selector: {pool: gpu}}`".to_string()),
+            );
+            Resources::default()
+        })
+    }
+
+    fn stage_shards(&mut self, node: &Node) -> u32 {
+        match node.get("shards") {
             None => 1,
             Some(Node { value: Value::Int(n), .. }) if (1..=10_000).contains(n) => *n as u32,
             Some(n) => {
                 self.problem(n.loc, "`shards` is a number of shards from 1 to 10000", None);
                 1
             }
-        };
+        }
+    }
+
+    /// The registered kind `uses:` names.
+    fn stage_kind(&mut self, key: &Key, node: &Node) -> Option<&'r StageKind> {
         let kind_name = match node.get("uses") {
             Some(Node { value: Value::Str(s), .. }) => s.as_str(),
             Some(n) => {
@@ -546,62 +588,34 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let Some(kind) = self.registry.get(kind_name) else {
-            let names: Vec<&str> = self.registry.names().collect();
+        let registry = self.registry;
+        let kind = registry.get(kind_name);
+        if kind.is_none() {
+            let names: Vec<&str> = registry.names().collect();
             let help = suggest(kind_name, names.iter().copied(), "known kinds are");
-            self.problem(
-                node.get("uses").map_or(key.loc, |n| n.loc),
-                format!("unknown stage kind `{kind_name}`"),
-                help,
-            );
-            return None;
-        };
-        let mut with = node.get("with").cloned().unwrap_or(Node::new(Value::Map(Vec::new()), node.loc));
-        if matches!(with.value, Value::Null) {
-            with.value = Value::Map(Vec::new());
+            let at = node.get("uses").map_or(key.loc, |n| n.loc);
+            self.problem(at, format!("unknown stage kind `{kind_name}`"), help);
         }
-        self.interpolate_tree(&mut with, vars);
-        let built = kind.build(&with);
-        // Parameter structs deny unknown keys, so only a refused `with:` can hold some; they
-        // are then all reported at once (serde stops at the first).
-        if matches!(built, Err(BuildError::Shape(_))) && self.unknown_params(kind, &with) {
-            return None;
-        }
+        kind
+    }
+
+    /// The built stage, or its refusal reported where in `with:` it stands.
+    fn refused(&mut self, key: &Key, kind: &str, with: &Node, built: Result<Built, BuildError>) -> Option<Built> {
         match built {
-            Ok(built) if shards > 1 && built.stage.shard_order().is_none() => {
-                self.problem(
-                    node.get("shards").map_or(key.loc, |n| n.loc),
-                    format!("stage `{}` ({kind_name}) cannot be sharded: it does not work series by series", key.name),
-                    Some(
-                        "remove `shards:`; stages that work series by series (ingest.prometheus) can be sharded"
-                            .to_string(),
-                    ),
-                );
-                None
-            }
-            Ok(built) => Some(Candidate {
-                name: key.name.clone(),
-                shards,
-                loc: key.loc,
-                kind: kind.name,
-                params: built.params,
-                stage: built.stage,
-                mapped,
-                resources,
-            }),
+            Ok(built) => Some(built),
             Err(BuildError::Shape(e)) => {
                 self.problem(
                     e.loc.unwrap_or(with.loc),
-                    format!("stage `{}` ({kind_name}): {}", key.name, e.message),
-                    Some(format!("see `applearner stages {kind_name}` for its parameters")),
+                    format!("stage `{}` ({kind}): {}", key.name, e.message),
+                    Some(format!("see `applearner stages {kind}` for its parameters")),
                 );
                 None
             }
             Err(BuildError::Params(list)) => {
                 for p in list {
                     let path: Vec<&str> = p.path.iter().map(String::as_str).collect();
-                    let loc = locate(&with, &path);
-                    self.problem(loc, format!("stage `{}` ({kind_name}): {}", key.name, p.message), p.help);
+                    let loc = locate(with, &path);
+                    self.problem(loc, format!("stage `{}` ({kind}): {}", key.name, p.message), p.help);
                 }
                 None
             }

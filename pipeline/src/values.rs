@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::stage::{parse_duration, parse_quantity};
 
-/// A positive duration: `30s`, `5m`, `1h`, `7d`, `1w`, `250ms` (a bare number is seconds).
+/// A positive duration: `30s`, `5m`, `1h`, `1h30m`, `7d`, `1w`, `250ms` (a bare number is seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Duration {
     text: String,
@@ -30,7 +30,7 @@ impl std::str::FromStr for Duration {
         match parse_duration(text) {
             Some(ms) => Ok(Duration { text: text.to_string(), ms }),
             None => Err(format!(
-                "`{text}` is not a duration; use a positive number with ms, s, m, h, d or w, such as 30s, 5m or 1h"
+                "`{text}` is not a duration; use a positive number with ms, s, m, h, d or w, such as 30s, 5m, 1h or 1h30m"
             )),
         }
     }

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use applearner_contracts::summaries::{PlanSavings, PlanSummary};
 use applearner_contracts::tables::recommendations as rt;
 use applearner_pipeline::Store;
 use applearner_pipeline::arrow::array::RecordBatch;
@@ -52,7 +53,7 @@ fn render(
             let path = &record.outputs.get("patches.yaml").context("the plan stage wrote no patches.yaml")?.path;
             String::from_utf8(store.get(path)?.to_vec())?
         }
-        PlanFormat::Table => table(manifest, record, &rows()?, top, colours()),
+        PlanFormat::Table => table(manifest, record, &rows()?, top, colours())?,
         PlanFormat::Json => serde_json::to_string_pretty(&rows()?)? + "\n",
         PlanFormat::Yaml => serde_saphyr::to_string(&rows()?)?,
         PlanFormat::Csv => {
@@ -67,7 +68,7 @@ fn render(
 pub fn after_run(store: &Store, manifest: &Manifest, top: usize) -> anyhow::Result<()> {
     let Some(record) = plan_record(manifest) else { return Ok(()) };
     let rows = read_rows(store, record)?;
-    print!("{}", table(manifest, record, &rows, Some(top), colours()));
+    print!("{}", table(manifest, record, &rows, Some(top), colours())?);
     Ok(())
 }
 
@@ -144,9 +145,11 @@ fn table(
     rows: &[Map<String, Value>],
     top: Option<usize>,
     colour: bool,
-) -> String {
-    let summary = &record.summary;
-    let with = summary.get("workloads_with_allocation").and_then(Value::as_u64).unwrap_or(0);
+) -> anyhow::Result<String> {
+    let summary = PlanSummary::read(&record.summary).with_context(|| {
+        format!("run {}: the plan stage's summary (run it again with --force=plan)", manifest.run_id)
+    })?;
+    let with = summary.savings.workloads_with_allocation;
     let mut out = format!("\nplan of run {} ({}): {} workloads", manifest.run_id, manifest.pipeline, rows.len());
     if with == 0 {
         out.push_str(
@@ -203,21 +206,21 @@ fn table(
         ));
     }
     if with > 0 {
-        out.push_str(&totals(summary, with));
+        out.push_str(&totals(&summary.savings));
     }
-    out
+    Ok(out)
 }
 
 /// The plan's totals over the workloads with an allocation.
-fn totals(summary: &Map<String, Value>, with: u64) -> String {
-    let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    let cost = n("cost_change_per_month");
+fn totals(s: &PlanSavings) -> String {
     format!(
-        "total over the {with} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {cost:+.2} per month\n",
-        n("current_cpu_request_cores"),
-        n("planned_cpu_request_cores"),
-        n("current_memory_request_gib"),
-        n("planned_memory_request_gib"),
+        "total over the {} with an allocation: cpu requests {:.2} → {:.2} cores, memory requests {:.1} → {:.1} GiB, {:+.2} per month\n",
+        s.workloads_with_allocation,
+        s.current_cpu_request_cores,
+        s.planned_cpu_request_cores,
+        s.current_memory_request_gib,
+        s.planned_memory_request_gib,
+        s.cost_change_per_month,
     )
 }
 

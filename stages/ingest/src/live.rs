@@ -7,7 +7,10 @@
 //! server refuses (400, 422) fails at once with Prometheus' own error.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use applearner_pipeline::parse_duration;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -281,47 +284,82 @@ impl Pull {
             ("step", seconds(self.step_ms)),
         ];
         let what = format!("{endpoint} query `{}` from {} to {}", r.query, iso(r.start_ms), iso(r.end_ms));
-        let mut attempt = 0;
-        loop {
-            let request = self.authorize(client.post(&endpoint).form(&form))?;
-            let failure = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.bytes().await;
-                    match (status.as_u16(), body) {
-                        (200, Ok(body)) => {
-                            let mut parsed = answer::parse(&what, &body, Some(&r.metric))?;
-                            // Each query's series are stored under the query's name.
-                            for s in &mut parsed.series {
-                                s.metric = r.metric.clone();
-                            }
-                            return Ok(parsed);
-                        }
-                        (400..=499, Ok(body)) if status.as_u16() != 429 && status.as_u16() != 408 => {
-                            // The server refused the query: no retry can help.
-                            return Err(match answer::parse(&what, &body, None) {
-                                Err(e @ IngestError::Prometheus { .. }) => e,
-                                _ => IngestError::Http { url: what, message: format!("HTTP {status}") },
-                            });
-                        }
-                        (_, Ok(body)) => {
-                            format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))
-                        }
-                        (_, Err(e)) => format!("HTTP {status}, then reading the body failed: {e}"),
-                    }
+        let attempts = AtomicU32::new(0);
+        // 200 ms, doubling, at most 10 s between attempts; only failures a retry can mend.
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.params.retries as usize);
+        let once = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(client, &endpoint, &form, &what, r).await
+        };
+        let retried = once
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|failure| matches!(failure, Failure::Transient(_)))
+            .notify(|failure, wait| tracing::warn!(?wait, "{what}: {failure}; retrying"))
+            .await;
+        retried.map_err(|failure| match failure {
+            Failure::Refused(e) => e,
+            Failure::Transient(last) => IngestError::Http {
+                url: what.clone(),
+                message: format!("gave up after {} attempts; last error: {last}", attempts.load(Ordering::Relaxed)),
+            },
+        })
+    }
+
+    /// One request: the parsed answer, a refusal no retry can help, or a failure to retry.
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        endpoint: &str,
+        form: &[(&str, String)],
+        what: &str,
+        r: &Request,
+    ) -> Result<Parsed, Failure> {
+        let request = self.authorize(client.post(endpoint).form(form)).map_err(Failure::Refused)?;
+        let response = request.send().await.map_err(|e| Failure::Transient(error_chain(&e)))?;
+        let status = response.status();
+        let body = response.bytes().await;
+        match (status.as_u16(), body) {
+            (200, Ok(body)) => {
+                let mut parsed = answer::parse(what, &body, Some(&r.metric)).map_err(Failure::Refused)?;
+                // Each query's series are stored under the query's name.
+                for s in &mut parsed.series {
+                    s.metric = r.metric.clone();
                 }
-                Err(e) => error_chain(&e),
-            };
-            if attempt >= self.params.retries {
-                return Err(IngestError::Http {
-                    url: what,
-                    message: format!("gave up after {} attempts; last error: {failure}", attempt + 1),
-                });
+                Ok(parsed)
             }
-            let backoff = Duration::from_millis((200u64 << attempt.min(6)).min(10_000));
-            tracing::warn!(attempt = attempt + 1, ?backoff, "{what}: {failure}; retrying");
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
+            (400..=499, Ok(body)) if status.as_u16() != 429 && status.as_u16() != 408 => {
+                // The server refused the query: no retry can help.
+                Err(Failure::Refused(match answer::parse(what, &body, None) {
+                    Err(e @ IngestError::Prometheus { .. }) => e,
+                    _ => IngestError::Http { url: what.to_string(), message: format!("HTTP {status}") },
+                }))
+            }
+            (_, Ok(body)) => Err(Failure::Transient(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))),
+            (_, Err(e)) => Err(Failure::Transient(format!("HTTP {status}, then reading the body failed: {e}"))),
+        }
+    }
+}
+
+/// Why one attempt failed: the server refused the query (or its answer is bad), or
+/// something a later attempt may not meet (a 5xx, 429 or 408, a timeout, a lost connection).
+#[derive(Debug)]
+enum Failure {
+    Refused(IngestError),
+    Transient(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(e) => write!(f, "{e}"),
+            Failure::Transient(message) => f.write_str(message),
         }
     }
 }

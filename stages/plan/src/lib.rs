@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::Resource;
+use applearner_contracts::summaries::PlanSavings;
 use applearner_contracts::tables::resampled::{self, is_node};
 use applearner_pipeline::columns::{floats, ints, strings};
 
@@ -440,7 +441,7 @@ impl Plan {
         ctx.write_table("recommendations", schema, &[batch])?;
         let (schema, batch) = namespaces_table(&recs, known.quotas)?;
         ctx.write_table("namespaces", schema, &[batch])?;
-        let mut summary = self.savings(&recs, known.allocation);
+        let mut summary = self.savings(&recs, known.allocation)?;
         summary.insert("workloads".into(), now.len().into());
         summary.insert("plan_rows".into(), plan.len().into());
         summary.insert("jobs_sized_from_runs_peaks".into(), jobs.into());
@@ -656,52 +657,49 @@ fn planned_in(timelines: &Timelines, part: &str, resource: Option<usize>) -> boo
 impl Plan {
     /// What the plan changes against the current allocation, in total: requests now and
     /// planned (over the workloads that have both), the monthly cost change, the workloads
-    /// without allocation, the allocation without a plan, and the flags.
-    fn savings(&self, recs: &[Recommendation], allocation: &Allocation) -> Summary {
-        let mut s = Summary::new();
+    /// without allocation, the allocation without a plan, the flags and the limits' evidence.
+    fn savings(&self, recs: &[Recommendation], allocation: &Allocation) -> Result<Summary, BoxError> {
         // Workload totals: one pod's requests × its replicas.
-        let both = |i: usize| {
-            recs.iter().filter_map(move |r| {
-                let n = f64::from(r.replicas);
-                Some((r.current[i]? * n, r.planned[i]? * n))
-            })
+        let total = |i: usize, unit: f64| {
+            let both = recs.iter().filter_map(|r| Some((r.current[i]?, r.planned[i]?, f64::from(r.replicas))));
+            let (current, planned) = both.fold((0.0, 0.0), |a, (c, p, n)| (a.0 + c * n / unit, a.1 + p * n / unit));
+            (round3(current), round3(planned))
         };
-        let gib = MIB * 1024.0;
-        for (i, name, unit) in [(0, "cpu_request_cores", 1.0), (2, "memory_request_gib", gib)] {
-            let (current, planned) = both(i).fold((0.0, 0.0), |a, (c, p)| (a.0 + c / unit, a.1 + p / unit));
-            s.insert(format!("current_{name}"), round3(current).into());
-            s.insert(format!("planned_{name}"), round3(planned).into());
-        }
-        let cost: f64 = recs.iter().filter_map(|r| r.cost(&self.params.prices)).sum();
-        s.insert("cost_change_per_month".into(), round3(cost).into());
+        let ((current_cpu, planned_cpu), (current_memory, planned_memory)) = (total(0, 1.0), total(2, MIB * 1024.0));
         let without: Vec<&str> =
             recs.iter().filter(|r| r.current.iter().all(Option::is_none)).map(|r| r.key.as_str()).collect();
-        s.insert("workloads_with_allocation".into(), (recs.len() - without.len()).into());
-        s.insert("workloads_without_allocation".into(), without.len().into());
         let planned: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
         let unplanned: Vec<&String> = allocation.keys().filter(|k| !planned.contains(k.as_str())).collect();
-        s.insert("allocated_workloads_not_planned".into(), unplanned.len().into());
+        let flagged = |flag: &str| recs.iter().filter(|r| r.flags.iter().any(|f| f == flag)).count() as u64;
+        let savings = PlanSavings {
+            workloads_with_allocation: (recs.len() - without.len()) as u64,
+            workloads_without_allocation: without.len() as u64,
+            allocated_workloads_not_planned: unplanned.len() as u64,
+            current_cpu_request_cores: current_cpu,
+            planned_cpu_request_cores: planned_cpu,
+            current_memory_request_gib: current_memory,
+            planned_memory_request_gib: planned_memory,
+            cost_change_per_month: round3(recs.iter().filter_map(|r| r.cost(&self.params.prices)).sum()),
+            flagged_oom_killed: flagged("oom_killed"),
+            flagged_throttled: flagged("throttled"),
+            flagged_cpu_request_below_plan: flagged("cpu_request_below_plan"),
+            flagged_memory_request_below_plan: flagged("memory_request_below_plan"),
+            flagged_cpu_above_limit: flagged("cpu_above_limit"),
+            flagged_memory_above_limit: flagged("memory_above_limit"),
+            flagged_owner_unknown: flagged("owner_unknown"),
+            flagged_job: flagged("job"),
+            flagged_hpa: flagged("hpa"),
+        };
+        let serde_json::Value::Object(mut s) = serde_json::to_value(savings)? else {
+            unreachable!("a struct serialises as an object")
+        };
         s.insert(
             "allocated_workloads_not_planned_keys".into(),
             unplanned.iter().take(20).map(|k| k.to_string()).collect::<Vec<_>>().into(),
         );
         s.insert("replicated_workloads".into(), recs.iter().filter(|r| r.replicas > 1).count().into());
         s.extend(limit_evidence(recs));
-        for flag in [
-            "oom_killed",
-            "throttled",
-            "cpu_request_below_plan",
-            "memory_request_below_plan",
-            "cpu_above_limit",
-            "memory_above_limit",
-            "owner_unknown",
-            "job",
-            "hpa",
-        ] {
-            let n = recs.iter().filter(|r| r.flags.iter().any(|f| f == flag)).count();
-            s.insert(format!("flagged_{flag}"), n.into());
-        }
-        s
+        Ok(s)
     }
 }
 

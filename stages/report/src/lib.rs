@@ -3,12 +3,16 @@
 //! `metrics.json`).
 
 mod charts;
+mod error;
 mod plans;
+
+pub use error::ReportError;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
+use applearner_contracts::summaries::PlanSummary;
 use applearner_contracts::tables::{forecasts, resampled as table, scores};
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
 use applearner_pipeline::arrow::array::RecordBatch;
@@ -179,9 +183,11 @@ impl Stage for Report {
         // The answer first: what to change and what it saves, then at what risk beside KRR
         // and VPA; the data, methods and leaderboards after.
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
-        plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan_summary)?;
+        let plan = serde_json::from_value::<PlanSummary>(plan_summary.clone())
+            .map_err(|source| ReportError::Summary { stage: "plan", source })?;
+        plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan)?;
         let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
-        plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary)?;
+        plans::plans_section(&mut doc, &backtest, &comparison, &plan_summary, &plan)?;
         plans::risk_per_day(&mut doc, &ctx.read_table("plan_risk")?)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table("plan")?)?;
         doc.metrics.insert("plan".into(), plan_summary);
@@ -266,12 +272,26 @@ fn leaderboard_section(
     resources: &[String],
     backtest_summary: Value,
 ) -> Result<(), BoxError> {
-    // Leaderboard.
     doc.html.section(
         "leaderboard",
         "Leaderboard",
         "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. Auto forecasts each series with the method that was best on its validation part. Every quantile is conformal: shifted by the residuals of its method on the validation part. VPA and KRR are recommenders, not forecasters: they are compared where they belong, as plans, above.",
     );
+    let note = backtest_note(&backtest_summary);
+    doc.html.paragraph(&note);
+    let _ = writeln!(doc.md, "{note}\n");
+    doc.metrics.insert("backtest".into(), backtest_summary);
+    let mut leaderboard = serde_json::Map::new();
+    let _ = writeln!(doc.md, "\n## Leaderboard (test part, median over series unless said)\n");
+    for resource in resources {
+        leaderboard.insert(resource.clone(), resource_leaderboard(doc, scores, resource)?);
+    }
+    doc.metrics.insert("leaderboard".into(), Value::Object(leaderboard));
+    Ok(())
+}
+
+/// The backtest's counts and what `auto` chose, in a sentence.
+fn backtest_note(backtest_summary: &Value) -> String {
     let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
     let chose: Vec<String> = backtest_summary
         .as_object()
@@ -279,7 +299,7 @@ fn leaderboard_section(
         .flatten()
         .filter_map(|(k, v)| Some(format!("{} {}", method_name(k.strip_prefix("auto_chose_")?), v.as_u64()?)))
         .collect();
-    let note = format!(
+    format!(
         "{} origins over {} series. Auto chose, per series and resource: {}. MASE used the last-value scale for {} series with no point a season earlier in sample; seasonal naive fell back to the last value for {} forecast steps with no value a season before; {} filled-in points were not scored.",
         count("origins"),
         count("series"),
@@ -287,93 +307,84 @@ fn leaderboard_section(
         count("mase_scaled_by_last_value"),
         count("seasonal_naive_fell_back"),
         count("filled_actuals_not_scored")
-    );
-    doc.html.paragraph(&note);
-    let _ = writeln!(doc.md, "{note}\n");
-    doc.metrics.insert("backtest".into(), backtest_summary.clone());
-    let mut leaderboard = serde_json::Map::new();
-    let _ = writeln!(doc.md, "\n## Leaderboard (test part, median over series unless said)\n");
-    for resource in resources {
-        let columns =
-            ["mase", "mae", "rmse", "smape", "direction_f1", "pinball", "coverage_p50", "coverage_p90", "coverage_p99"];
-        let bucket_value = |m: &str, scope: &str, bucket: &str, metric: &str| {
-            scores
-                .iter()
-                .find(|s| {
-                    s.method == m
-                        && &s.resource == resource
-                        && s.scope == scope
-                        && s.bucket == bucket
-                        && s.metric == metric
-                })
-                .map_or(f64::NAN, |s| s.value)
-        };
-        let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
-        // Ours, then any scored from an `external` file (statsforecast's), by name.
-        let external: std::collections::BTreeSet<&str> =
-            scores.iter().map(|s| s.method.as_str()).filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m)).collect();
-        let mut methods: Vec<&str> = METHOD_NAMES
-            .iter()
-            .map(|(k, _)| *k)
-            .chain(external)
-            .filter(|m| !RECOMMENDERS.contains(m))
-            .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
-            .collect();
-        methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
-        let mut rows = Vec::new();
-        let mut json_rows = Vec::new();
-        for m in &methods {
-            let mut row = vec![method_name(m).to_string(), fmt(value(m, "mean", "mase"))];
-            let mut j = serde_json::Map::new();
-            j.insert("method".into(), (*m).into());
-            j.insert("mase_mean".into(), num(value(m, "mean", "mase")));
-            for c in columns {
-                row.push(fmt(value(m, "median", c)));
-                j.insert(c.into(), num(value(m, "median", c)));
-            }
-            rows.push(row);
-            json_rows.push(Value::Object(j));
-        }
-        let headers = [
-            "method",
-            "MASE (mean)",
-            "MASE",
-            "MAE",
-            "RMSE",
-            "sMAPE %",
-            "direction F1",
-            "pinball",
-            "cover p50",
-            "cover p90",
-            "cover p99",
-        ];
-        doc.titled_table(resource, &headers, &rows);
-        leaderboard.insert(resource.clone(), Value::Array(json_rows));
+    )
+}
 
-        // Accuracy by how far ahead: the buckets the horizon reaches.
-        let buckets: Vec<&str> = ["1h", "6h", "1d", "more"]
-            .into_iter()
-            .filter(|b| methods.iter().any(|m| bucket_value(m, "mean", b, "mase").is_finite()))
-            .collect();
-        let rows: Vec<Vec<String>> = methods
+/// One resource's leaderboard and its accuracy by horizon (tables and chart); the rows as
+/// `metrics.json` holds them.
+fn resource_leaderboard(doc: &mut Doc, scores: &[Score], resource: &str) -> Result<Value, BoxError> {
+    let columns =
+        ["mase", "mae", "rmse", "smape", "direction_f1", "pinball", "coverage_p50", "coverage_p90", "coverage_p99"];
+    let bucket_value = |m: &str, scope: &str, bucket: &str, metric: &str| {
+        scores
             .iter()
-            .map(|m| {
-                std::iter::once(method_name(m).to_string())
-                    .chain(buckets.iter().map(|b| fmt(bucket_value(m, "mean", b, "mase"))))
-                    .collect()
+            .find(|s| {
+                s.method == m && s.resource == resource && s.scope == scope && s.bucket == bucket && s.metric == metric
             })
-            .collect();
-        let headers: Vec<String> = std::iter::once("method".to_string())
-            .chain(buckets.iter().map(|b| format!("MASE (mean), up to {b} ahead")))
-            .collect();
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-        doc.titled_table(&format!("{resource} by horizon"), &headers, &rows);
-
-        horizon_chart(doc, scores, resource, &methods)?;
+            .map_or(f64::NAN, |s| s.value)
+    };
+    let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
+    // Ours, then any scored from an `external` file (statsforecast's), by name.
+    let external: std::collections::BTreeSet<&str> =
+        scores.iter().map(|s| s.method.as_str()).filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m)).collect();
+    let mut methods: Vec<&str> = METHOD_NAMES
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(external)
+        .filter(|m| !RECOMMENDERS.contains(m))
+        .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
+        .collect();
+    methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for m in &methods {
+        let mut row = vec![method_name(m).to_string(), fmt(value(m, "mean", "mase"))];
+        let mut j = serde_json::Map::new();
+        j.insert("method".into(), (*m).into());
+        j.insert("mase_mean".into(), num(value(m, "mean", "mase")));
+        for c in columns {
+            row.push(fmt(value(m, "median", c)));
+            j.insert(c.into(), num(value(m, "median", c)));
+        }
+        rows.push(row);
+        json_rows.push(Value::Object(j));
     }
-    doc.metrics.insert("leaderboard".into(), Value::Object(leaderboard));
+    let headers = [
+        "method",
+        "MASE (mean)",
+        "MASE",
+        "MAE",
+        "RMSE",
+        "sMAPE %",
+        "direction F1",
+        "pinball",
+        "cover p50",
+        "cover p90",
+        "cover p99",
+    ];
+    doc.titled_table(resource, &headers, &rows);
 
-    Ok(())
+    // Accuracy by how far ahead: the buckets the horizon reaches.
+    let buckets: Vec<&str> = ["1h", "6h", "1d", "more"]
+        .into_iter()
+        .filter(|b| methods.iter().any(|m| bucket_value(m, "mean", b, "mase").is_finite()))
+        .collect();
+    let rows: Vec<Vec<String>> = methods
+        .iter()
+        .map(|m| {
+            std::iter::once(method_name(m).to_string())
+                .chain(buckets.iter().map(|b| fmt(bucket_value(m, "mean", b, "mase"))))
+                .collect()
+        })
+        .collect();
+    let headers: Vec<String> = std::iter::once("method".to_string())
+        .chain(buckets.iter().map(|b| format!("MASE (mean), up to {b} ahead")))
+        .collect();
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    doc.titled_table(&format!("{resource} by horizon"), &headers, &rows);
+
+    horizon_chart(doc, scores, resource, &methods)?;
+    Ok(Value::Array(json_rows))
 }
 
 /// Each method's median MASE by horizon step, for one resource.

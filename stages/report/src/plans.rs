@@ -3,6 +3,7 @@
 //! how risk spreads across workloads; the trade-off curves; the plan ahead.
 
 use super::*;
+use applearner_contracts::summaries::PlanSavings;
 
 /// One row of `plan_comparison`.
 struct Compared {
@@ -66,8 +67,9 @@ pub(super) fn plans_section(
     backtest: &[RecordBatch],
     comparison: &[RecordBatch],
     summary: &Value,
+    plan: &PlanSummary,
 ) -> Result<(), BoxError> {
-    let configured = summary.get("max_changes_per_day").and_then(Value::as_i64).unwrap_or(1);
+    let configured = i64::from(plan.max_changes_per_day);
     let compared = Compared::read(comparison)?;
     doc.html.section(
         "plans",
@@ -316,11 +318,11 @@ fn tradeoff_lines(at: &dyn Fn(&str, &str) -> Vec<(f64, f64)>) -> Vec<Line> {
 /// What is allocated now beside what the plan sets: totals, then the workloads with the
 /// largest cost change, their pain signals and flags. Said plainly when the data holds no
 /// allocation.
-pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], summary: &Value) -> Result<(), BoxError> {
+pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], plan: &PlanSummary) -> Result<(), BoxError> {
     let r = Cols { batches: recs, table: rt::NAME };
     let workloads = r.strings(rt::KEY)?.len();
-    let with = summary.get("workloads_with_allocation").and_then(Value::as_u64).unwrap_or(0);
-    let intro = current_intro(summary, with, workloads);
+    let with = plan.savings.workloads_with_allocation;
+    let intro = current_intro(&plan.savings, workloads);
     doc.html.section("current", "What is allocated now, and what the plan changes", &intro);
     let _ = writeln!(doc.md, "\n## What is allocated now, and what the plan changes\n\n{intro}\n");
     if with == 0 {
@@ -351,8 +353,8 @@ pub(super) fn current_section(doc: &mut Doc, recs: &[RecordBatch], summary: &Val
 }
 
 /// The section's first paragraph: the totals and flags, or that there is no allocation.
-fn current_intro(summary: &Value, with: u64, workloads: usize) -> String {
-    let n = |name: &str| summary.get(name).and_then(Value::as_f64).unwrap_or(f64::NAN);
+fn current_intro(s: &PlanSavings, workloads: usize) -> String {
+    let with = s.workloads_with_allocation;
     if with == 0 {
         return format!(
             "The data holds no allocation series (kube-state-metrics' kube_pod_container_resource_requests and _limits), so this run cannot say what its plan saves: none of the {workloads} workloads has a current request or limit to compare with. Ingest them beside the usage (the default live queries do) to see current → planned, the savings and the flags."
@@ -360,18 +362,18 @@ fn current_intro(summary: &Value, with: u64, workloads: usize) -> String {
     }
     format!(
         "{with} of {workloads} workloads have an allocation (their latest requests and limits are shown; the replay above used what was allocated at each step). Over those, CPU requests go from {:.2} to {:.2} cores and memory requests from {:.1} to {:.1} GiB: {:+.2} per month at the configured prices. {} workload(s) were OOM-killed, {} throttled above the threshold; {} have a CPU request and {} a memory request below the plan's; usage went above the CPU limit in {} and above the memory limit in {}; {} allocated workload(s) have no plan (no usage left after cleaning).",
-        n("current_cpu_request_cores"),
-        n("planned_cpu_request_cores"),
-        n("current_memory_request_gib"),
-        n("planned_memory_request_gib"),
-        n("cost_change_per_month"),
-        n("flagged_oom_killed"),
-        n("flagged_throttled"),
-        n("flagged_cpu_request_below_plan"),
-        n("flagged_memory_request_below_plan"),
-        n("flagged_cpu_above_limit"),
-        n("flagged_memory_above_limit"),
-        n("allocated_workloads_not_planned"),
+        s.current_cpu_request_cores,
+        s.planned_cpu_request_cores,
+        s.current_memory_request_gib,
+        s.planned_memory_request_gib,
+        s.cost_change_per_month,
+        s.flagged_oom_killed,
+        s.flagged_throttled,
+        s.flagged_cpu_request_below_plan,
+        s.flagged_memory_request_below_plan,
+        s.flagged_cpu_above_limit,
+        s.flagged_memory_above_limit,
+        s.allocated_workloads_not_planned,
     )
 }
 
