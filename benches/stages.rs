@@ -345,9 +345,17 @@ fn predict(store: &Path) -> usize {
     .unwrap();
     let dir = store.join("bench/train");
     let saved = applearner_train::card::Saved::read(&dir).unwrap();
-    let which: Vec<usize> = (0..windows.part("test").len().min(WINDOWS)).collect();
+    let which: Vec<usize> = (0..windows.part(applearner_contracts::Part::Test).len().min(WINDOWS)).collect();
     let device = applearner_train::device::Device::Cpu;
-    applearner_train::predict::forecast_windows(&dir, &saved, &windows, "test", &which, device).unwrap();
+    applearner_train::predict::forecast_windows(
+        &dir,
+        &saved,
+        &windows,
+        applearner_contracts::Part::Test,
+        &which,
+        device,
+    )
+    .unwrap();
     which.len()
 }
 

@@ -55,6 +55,11 @@ pub enum Resource {
 impl Resource {
     pub const ALL: [Resource; 2] = [Resource::Cpu, Resource::Memory];
 
+    /// Its position in [`Resource::ALL`], for values kept per resource (`[cpu, memory]`).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The column name in every table (`cpu`, `memory`).
     pub const fn name(self) -> &'static str {
         match self {
@@ -62,6 +67,92 @@ impl Resource {
             Resource::Memory => "memory",
         }
     }
+}
+
+/// A way to forecast or size: the model, `auto` (per series, the forecaster best on
+/// validation), the baselines users get without a model, the recommenders they run today
+/// and the oracle. [`Method::name`] is what tables store, [`Method::label`] what people read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Auto,
+    Model,
+    LastValue,
+    SeasonalNaive,
+    MovingAverage,
+    HoltWinters,
+    Vpa,
+    Krr,
+    Oracle,
+}
+
+impl Method {
+    /// Every method, in the order tables and charts list them.
+    pub const ALL: [Method; 9] = [
+        Method::Auto,
+        Method::Model,
+        Method::LastValue,
+        Method::SeasonalNaive,
+        Method::MovingAverage,
+        Method::HoltWinters,
+        Method::Vpa,
+        Method::Krr,
+        Method::Oracle,
+    ];
+
+    /// The methods that forecast, the model first (`auto` chooses among them, ties to the
+    /// earlier); the recommenders only size.
+    pub const FORECASTERS: [Method; 5] =
+        [Method::Model, Method::LastValue, Method::SeasonalNaive, Method::MovingAverage, Method::HoltWinters];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Model => "model",
+            Method::LastValue => "last_value",
+            Method::SeasonalNaive => "seasonal_naive",
+            Method::MovingAverage => "moving_average",
+            Method::HoltWinters => "holt_winters",
+            Method::Vpa => "vpa",
+            Method::Krr => "krr",
+            Method::Oracle => "oracle",
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Method::Auto => "auto (chosen on validation)",
+            Method::Model => "model",
+            Method::LastValue => "last value",
+            Method::SeasonalNaive => "seasonal naive",
+            Method::MovingAverage => "moving average",
+            Method::HoltWinters => "Holt-Winters",
+            Method::Vpa => "VPA",
+            Method::Krr => "KRR simple",
+            Method::Oracle => "oracle (foresight)",
+        }
+    }
+
+    /// Recommenders (and the oracle) size resources; they are compared as plans, not forecasts.
+    pub const fn is_recommender(self) -> bool {
+        matches!(self, Method::Vpa | Method::Krr | Method::Oracle)
+    }
+
+    /// `None` for a name of no method here (an external forecaster's, such as statsforecast's).
+    pub fn parse(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The stored names of `methods`, for constants of names.
+pub const fn method_names<const N: usize>(methods: [Method; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = methods[i].name();
+        i += 1;
+    }
+    out
 }
 
 /// A problem with one parameter, found by `StageParams::build`.
@@ -122,4 +213,19 @@ pub enum ContractError {
     UnknownPart(String),
     #[error("{0}")]
     Read(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_parse_back_and_are_what_serde_writes() {
+        for m in Method::ALL {
+            assert_eq!(Method::parse(m.name()), Some(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
+        assert_eq!(Method::parse("statsforecast_autoets"), None);
+        assert_eq!(method_names(Method::FORECASTERS)[0], "model");
+    }
 }

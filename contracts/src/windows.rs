@@ -280,9 +280,9 @@ impl WindowSet {
         &self.target_names
     }
 
-    /// The windows of a part (`train`, `validation`, `test`; none of another name).
-    pub fn part(&self, part: &str) -> &[Window] {
-        Part::parse(part).and_then(|p| self.parts.get(&p)).map_or(&[], Vec::as_slice)
+    /// The windows of a part.
+    pub fn part(&self, part: Part) -> &[Window] {
+        self.parts.get(&part).map_or(&[], Vec::as_slice)
     }
 
     /// Per series, the windows of `part` whose origin is on the clock's grid of `stride`
@@ -290,7 +290,7 @@ impl WindowSet {
     /// `max_origins` of them (0: all). Origins then sit at the same times whatever data a run
     /// holds and wherever a gap ends, so an hourly refresh's forecast is the one a later
     /// replay makes at that hour.
-    pub fn every(&self, part: &str, stride: usize, max_origins: usize) -> Vec<usize> {
+    pub fn every(&self, part: Part, stride: usize, max_origins: usize) -> Vec<usize> {
         let windows = self.part(part);
         let grid = self.step_ms().unwrap_or(1) * stride.max(1) as i64;
         let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -310,7 +310,7 @@ impl WindowSet {
 
     /// The last observed value of each target in the windows `which` of `part` (at their
     /// origin), `[batch, targets]`: what the last-value forecast repeats.
-    pub fn last_values(&self, part: &str, which: &[usize], out: &mut Vec<f32>) {
+    pub fn last_values(&self, part: Part, which: &[usize], out: &mut Vec<f32>) {
         let windows = self.part(part);
         let nt = self.target_names.len();
         out.clear();
@@ -322,7 +322,7 @@ impl WindowSet {
 
     /// Copies the windows `which` of `part` into `x` (`[batch, lookback, inputs]`) and `y`
     /// (`[batch, horizon, targets]`), row-major, replacing their contents.
-    pub fn batch(&self, part: &str, which: &[usize], x: &mut Vec<f32>, y: &mut Vec<f32>) {
+    pub fn batch(&self, part: Part, which: &[usize], x: &mut Vec<f32>, y: &mut Vec<f32>) {
         let windows = self.part(part);
         let (ni, nt) = (self.input_names.len(), self.target_names.len());
         x.clear();
@@ -485,8 +485,8 @@ mod tests {
         // Validation windows start at row 20 and read rows 20..25 on; test ends at row 40.
         assert_eq!((all.times.len(), held.times.len()), (40, 20));
         assert_eq!(held.runs, [(20, 0)]);
-        assert!(held.part("train").is_empty());
-        for part in ["validation", "test"] {
+        assert!(held.part(Part::Train).is_empty());
+        for part in [Part::Validation, Part::Test] {
             let which: Vec<usize> = (0..all.part(part).len()).collect();
             assert_eq!(held.part(part), all.part(part));
             let (mut x, mut y, mut x2, mut y2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -508,17 +508,17 @@ mod tests {
     #[test]
     fn origins_are_picked_on_the_clock_not_from_the_first_window() {
         let all = set(&Part::ALL);
-        let origins = |part: &str, stride: usize| -> Vec<i64> {
+        let origins = |part: Part, stride: usize| -> Vec<i64> {
             all.every(part, stride, 0).iter().map(|&i| all.part(part)[i].origin_ms / 60_000).collect()
         };
         // Test origins are minutes 32..=37, validation 22..=31 (a row a minute).
-        assert_eq!(origins("test", 2), [32, 34, 36]);
-        assert_eq!(origins("test", 5), [35]);
-        assert_eq!(origins("test", 7), [35]);
-        assert_eq!(origins("validation", 5), [25, 30]);
-        assert_eq!(origins("validation", 4), [24, 28]);
-        let latest: Vec<usize> = all.every("validation", 4, 1);
-        assert_eq!(all.part("validation")[latest[0]].origin_ms / 60_000, 28);
+        assert_eq!(origins(Part::Test, 2), [32, 34, 36]);
+        assert_eq!(origins(Part::Test, 5), [35]);
+        assert_eq!(origins(Part::Test, 7), [35]);
+        assert_eq!(origins(Part::Validation, 5), [25, 30]);
+        assert_eq!(origins(Part::Validation, 4), [24, 28]);
+        let latest: Vec<usize> = all.every(Part::Validation, 4, 1);
+        assert_eq!(all.part(Part::Validation)[latest[0]].origin_ms / 60_000, 28);
     }
 
     #[test]
@@ -531,11 +531,11 @@ mod tests {
         let set = WindowSet::of_windows(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, &keep).unwrap();
         // Training windows 0 and 10 read rows 0..5 and 10..15; validation and test 20..40.
         assert_eq!(set.runs, [(0, 0), (10, 5), (20, 10)]);
-        let starts: Vec<usize> = set.part("train").iter().map(|w| w.start).collect();
+        let starts: Vec<usize> = set.part(Part::Train).iter().map(|w| w.start).collect();
         assert_eq!(starts, [0, 10]);
         let (mut x, mut y) = (Vec::new(), Vec::new());
-        set.batch("train", &[0, 1], &mut x, &mut y);
+        set.batch(Part::Train, &[0, 1], &mut x, &mut y);
         assert_eq!((x, y), (vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0], vec![3.0, 4.0, 13.0, 14.0]));
-        assert_eq!((set.part("validation").len(), set.part("test").len()), (10, 6));
+        assert_eq!((set.part(Part::Validation).len(), set.part(Part::Test).len()), (10, 6));
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use applearner_contracts::tables::forecasts;
-use applearner_contracts::{Part, WindowSet};
+use applearner_contracts::{Method, Part, WindowSet, method_names};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
@@ -100,12 +100,21 @@ fn default_device() -> DeviceName {
     DeviceName::Cpu
 }
 
-/// Every method, in the order tables list them.
-pub const METHODS: [&str; 8] =
-    ["auto", "model", "last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+/// Every method the backtest forecasts with, in the order tables list them: all but the
+/// oracle, which only the plan has.
+pub const METHODS: [&str; 8] = method_names([
+    Method::Auto,
+    Method::Model,
+    Method::LastValue,
+    Method::SeasonalNaive,
+    Method::MovingAverage,
+    Method::HoltWinters,
+    Method::Vpa,
+    Method::Krr,
+]);
 
 /// The methods that forecast (`auto` chooses among them); the recommenders only size.
-pub const FORECASTERS: [&str; 5] = ["model", "last_value", "seasonal_naive", "moving_average", "holt_winters"];
+pub const FORECASTERS: [&str; 5] = method_names(Method::FORECASTERS);
 
 impl StageParams for BacktestParams {
     const KIND: &'static str = "evaluate.backtest";
@@ -226,7 +235,7 @@ impl Stage for Backtest {
         }
         // Where the model has trailed a baseline since the test part began, `auto` falls back.
         let on_model: Vec<(String, String)> =
-            choice.iter().filter(|(_, c)| c.0 == "model").map(|(k, _)| k.clone()).collect();
+            choice.iter().filter(|(_, c)| c.0 == Method::Model.name()).map(|(k, _)| k.clone()).collect();
         let span = horizon as i64 * step;
         let degradation = self.params.degradation;
         let fell_back = [1, 2].map(|p| fallback::switches(&parts[1], &parts[p], on_model.iter(), span, degradation));
@@ -284,11 +293,11 @@ impl Backtest {
         let device = self.params.device.resolve()?;
 
         let stride = self.params.stride.unwrap_or(horizon);
-        let chosen = windows.every("test", stride, self.params.max_origins);
+        let chosen = windows.every(Part::Test, stride, self.params.max_origins);
         if chosen.is_empty() {
             return Err(EvaluateError::NoTestWindows.into());
         }
-        let validation_windows = windows.every("validation", stride, 0);
+        let validation_windows = windows.every(Part::Validation, stride, 0);
         if validation_windows.is_empty() {
             return Err(EvaluateError::NoValidationWindows.into());
         }
@@ -298,8 +307,8 @@ impl Backtest {
         let forward = predict(model_dir, saved, features, Some(scalers.values().cloned().collect()), None, device)?;
         let levels = card.blueprint.loss.quantile_levels();
         let mut parts: [Tracks; 3] = [
-            model.tracks("validation", &validation_windows)?,
-            model.tracks("test", &chosen)?,
+            model.tracks(Part::Validation, &validation_windows)?,
+            model.tracks(Part::Test, &chosen)?,
             ahead(&forward, &usage, &levels, (horizon, step))?,
         ];
         let implausible = applearner_plan::units::implausible(&usage);
@@ -344,7 +353,7 @@ impl Backtest {
         step: i64,
     ) -> Result<Vec<Score>, BoxError> {
         let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, scales, levels, horizon, step);
-        rows.retain(|r| &*r.method != "auto");
+        rows.retain(|r| &*r.method != Method::Auto.name());
         rows.extend(score(Part::Test.name(), &parts[1], &METHODS, scales, levels, horizon, step));
         if let Some(path) = &self.params.external {
             for (method, tracks) in external(path, &parts[1])? {
@@ -371,18 +380,18 @@ fn summarise(
         test_mean(rows, method, column, metric).map_or(f64::NAN, |v| (v * 1e4).round() / 1e4)
     };
     fn model(part: &Tracks) -> Vec<&Track> {
-        part.iter().filter(|(k, _)| k.0 == "model").map(|(_, t)| t).collect()
+        part.iter().filter(|(k, _)| k.0 == Method::Model.name()).map(|(_, t)| t).collect()
     }
     let mut summary = Summary::new();
     summary.insert("series".into(), model(&parts[1]).len().into());
     summary.insert("validation_origins".into(), model(&parts[0]).iter().map(|t| t.origins.len()).sum::<usize>().into());
     summary.insert("horizon_steps".into(), horizon.into());
     for c in targets {
-        for m in ["model", "auto"] {
+        for m in [Method::Model.name(), Method::Auto.name()] {
             summary.insert(format!("{m}_mase_{c}"), headline(m, c, "mase").into());
         }
         if let Some(l) = levels.iter().find(|l| (**l - 0.9).abs() < 1e-9) {
-            let coverage = headline("auto", c, &format!("coverage_{}", level_name(*l)));
+            let coverage = headline(Method::Auto.name(), c, &format!("coverage_{}", level_name(*l)));
             summary.insert(format!("auto_coverage_p90_{c}"), coverage.into());
         }
     }
@@ -438,7 +447,7 @@ fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> V
     let mean = |method: &str, column: &str| test_mean(rows, method, column, "mase").filter(|v| v.is_finite());
     let mut out = Vec::new();
     for c in targets {
-        let Some(model) = mean("model", c) else { continue };
+        let Some(model) = mean(Method::Model.name(), c) else { continue };
         let best = FORECASTERS[1..].iter().filter_map(|m| Some((*m, mean(m, c)?))).min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((name, b)) = best.filter(|b| model > (1.0 + degradation) * b.1) {
             out.push(format!(
@@ -472,7 +481,9 @@ fn ahead(
     let mut tracks = Tracks::new();
     for i in 0..b.num_rows() {
         let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
-        let t = tracks.entry(("model", keys[i].clone(), columns[i].clone())).or_insert_with(|| Track::new(horizon));
+        let t = tracks
+            .entry((Method::Model.name(), keys[i].clone(), columns[i].clone()))
+            .or_insert_with(|| Track::new(horizon));
         if steps[i] == 1 {
             let origin = times[i] - steps[i] * step_ms;
             t.origins.push(origin);
@@ -511,7 +522,7 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
     }
     let mut out: BTreeMap<String, Tracks> = forecasts.keys().map(|k| (k.0.clone(), Tracks::new())).collect();
     for (method, tracks) in &mut out {
-        for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == "model") {
+        for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model.name()) {
             let mut e = Track::new(t.horizon);
             let mut actual = Vec::new();
             for n in 0..t.origins.len() {
@@ -550,7 +561,7 @@ struct ModelRun<'a> {
 impl ModelRun<'_> {
     /// The model's forecasts from the windows `chosen` of `part`, per series and target,
     /// beside the actuals (origins whose horizon runs off the grid are left out).
-    fn tracks(&self, part: &str, chosen: &[usize]) -> Result<Tracks, BoxError> {
+    fn tracks(&self, part: Part, chosen: &[usize]) -> Result<Tracks, BoxError> {
         let mut tracks = Tracks::new();
         if chosen.is_empty() {
             return Ok(tracks);
@@ -570,7 +581,7 @@ impl ModelRun<'_> {
                 };
                 let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
                 let track = tracks
-                    .entry(("model", window.key.to_string(), column.clone()))
+                    .entry((Method::Model.name(), window.key.to_string(), column.clone()))
                     .or_insert_with(|| Track::new(horizon));
                 track.origins.push(window.origin_ms);
                 track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));
@@ -608,15 +619,22 @@ impl Baselines<'_> {
     fn add(&self, tracks: &mut Tracks, fitted_from: Option<&Tracks>) -> usize {
         let mut fallbacks = 0;
         let model: Vec<(String, String)> =
-            tracks.keys().filter(|k| k.0 == "model").map(|(_, k, c)| (k.clone(), c.clone())).collect();
-        const METHODS: [&str; 6] = ["last_value", "seasonal_naive", "moving_average", "holt_winters", "vpa", "krr"];
+            tracks.keys().filter(|k| k.0 == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        const METHODS: [&str; 6] = method_names([
+            Method::LastValue,
+            Method::SeasonalNaive,
+            Method::MovingAverage,
+            Method::HoltWinters,
+            Method::Vpa,
+            Method::Krr,
+        ]);
         for (key, column) in model {
-            let t = &tracks[&("model", key.clone(), column.clone())];
+            let t = &tracks[&(Method::Model.name(), key.clone(), column.clone())];
             let (origins, actual) = (t.origins.clone(), t.actual.clone());
             let series = &self.usage[&key];
             let s = series.column(&column).expect("model tracks exist only for known columns");
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
-            let first = fitted_from.and_then(|f| f.get(&("model", key.clone(), column.clone())));
+            let first = fitted_from.and_then(|f| f.get(&(Method::Model.name(), key.clone(), column.clone())));
             let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
             let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
             let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
@@ -657,7 +675,7 @@ impl Baselines<'_> {
             }
             let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
             for (method, track) in METHODS.into_iter().zip(out) {
-                if !(unitless && ["vpa", "krr"].contains(&method)) {
+                if !(unitless && [Method::Vpa.name(), Method::Krr.name()].contains(&method)) {
                     tracks.insert((method, key.clone(), column.clone()), track);
                 }
             }

@@ -3,6 +3,7 @@
 //! (split conformal prediction). Both read validation tracks only; nothing here sees a test
 //! value.
 
+use applearner_contracts::Method;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -98,11 +99,11 @@ pub fn choose(validation: &Tracks) -> BTreeMap<(String, String), (&'static str, 
 /// model's where nothing was chosen).
 pub fn add_auto(tracks: &mut Tracks, chosen: &BTreeMap<(String, String), (&'static str, Vec<f64>)>) {
     let keys: Vec<(String, String)> =
-        tracks.keys().filter(|(m, _, _)| *m == "model").map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        tracks.keys().filter(|(m, _, _)| *m == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
     for (key, column) in keys {
-        let method = chosen.get(&(key.clone(), column.clone())).map_or("model", |c| c.0);
+        let method = chosen.get(&(key.clone(), column.clone())).map_or(Method::Model.name(), |c| c.0);
         if let Some(t) = tracks.get(&(method, key.clone(), column.clone())).cloned() {
-            tracks.insert(("auto", key, column), t);
+            tracks.insert((Method::Auto.name(), key, column), t);
         }
     }
 }

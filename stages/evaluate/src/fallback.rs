@@ -5,6 +5,7 @@
 //! some hour knows exactly the forecasts that ended by it, so hourly refreshes and a later
 //! replay of the same hours fall back at the same origins.
 
+use applearner_contracts::Method;
 use std::collections::BTreeMap;
 
 use crate::backtest::{FORECASTERS, Track, Tracks};
@@ -27,7 +28,9 @@ pub fn switches<'a>(
     let mut out = Switches::new();
     for (key, column) in on_model {
         let track = |m: &'static str| test.get(&(m, key.clone(), column.clone()));
-        let (Some(origins), Some(scored)) = (part.get(&("model", key.clone(), column.clone())), track("model")) else {
+        let (Some(origins), Some(scored)) =
+            (part.get(&(Method::Model.name(), key.clone(), column.clone())), track(Method::Model.name()))
+        else {
             continue;
         };
         let others: Vec<(&'static str, &Track)> =
@@ -74,7 +77,7 @@ pub fn apply(part: &mut Tracks, switches: &Switches) {
     for ((key, column), at) in switches {
         for &(i, method) in at {
             let Some(from) = part.get(&(method, key.clone(), column.clone())).map(|t| copy_of(t, i)) else { continue };
-            let Some(auto) = part.get_mut(&("auto", key.clone(), column.clone())) else { continue };
+            let Some(auto) = part.get_mut(&(Method::Auto.name(), key.clone(), column.clone())) else { continue };
             let h = auto.horizon;
             auto.forecast[i * h..(i + 1) * h].copy_from_slice(&from.0);
             let per = from.1.len();

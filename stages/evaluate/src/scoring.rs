@@ -1,6 +1,7 @@
 //! Scoring the backtest's tracks: the MASE scale of each series, every metric per series
 //! and across series, over all steps, per horizon bucket and per step, and the tables.
 
+use applearner_contracts::Method;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub fn mase_scale(
 ) -> (BTreeMap<(String, String), f64>, usize) {
     let mut scales = BTreeMap::new();
     let mut naive = 0;
-    for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == "model") {
+    for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model.name()) {
         let s = usage[key].column(column).expect("model tracks exist only for known columns");
         let tested: HashSet<i64> =
             t.origins.iter().flat_map(|&o| (1..=horizon as i64).map(move |h| o + h * step)).collect();

@@ -58,7 +58,7 @@ impl WorkloadPlan {
         let mut out = [None; 2];
         for (l, v) in lines.iter().zip(&self.values) {
             if l.name.ends_with(kind) {
-                out[l.resource] = *v;
+                out[l.resource.index()] = *v;
             }
         }
         out
@@ -80,8 +80,8 @@ pub(super) fn forward_plan(
     let mut out = Vec::new();
     for (key, tl) in timelines {
         let ahead =
-            |r: usize| tl.get(&(RESOURCES[r].to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
-        let Some(first) = ahead(0).or(ahead(1)) else { continue };
+            |r: Resource| tl.get(&(r.name().to_string(), forecasts::AHEAD.to_string())).filter(|t| !t.at.is_empty());
+        let Some(first) = ahead(Resource::Cpu).or(ahead(Resource::Memory)) else { continue };
         let per_line = in_force(key, lines, configured);
         let parts: Vec<&str> = key.splitn(3, '/').collect();
         let (namespace, workload, container) = match parts.as_slice() {
@@ -130,7 +130,7 @@ fn in_force(key: &str, lines: &[&Line], configured: &[&Outcome]) -> Vec<Option<V
                 walked
                     .ahead
                     .iter()
-                    .map(|v| if l.resource == 0 { (v * 1e9).round() / 1e9 } else { v.round() })
+                    .map(|v| if l.resource == Resource::Cpu { (v * 1e9).round() / 1e9 } else { v.round() })
                     .collect(),
             )
         })

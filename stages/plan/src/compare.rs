@@ -8,7 +8,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct Line {
     pub name: &'static str,
-    pub resource: usize,
+    pub resource: Resource,
     pub sizing: Sizing,
     pub floor: f64,
     pub step: f64,
@@ -53,12 +53,12 @@ impl Line {
 
     /// The reported unit: cores, GiB.
     pub fn unit(&self) -> f64 {
-        if self.resource == 0 { 1.0 } else { MIB * 1024.0 }
+        if self.resource == Resource::Cpu { 1.0 } else { MIB * 1024.0 }
     }
 
     /// KRR's and VPA's value for this line: their rule and default multiplier.
     fn recommenders(&self) -> [(&'static str, Rule, f64); 2] {
-        let krr = if self.resource == 0 { (Rule::Krr(950), 1.0) } else { (Rule::Krr(1000), 1.15) };
+        let krr = if self.resource == Resource::Cpu { (Rule::Krr(950), 1.0) } else { (Rule::Krr(1000), 1.15) };
         [("krr", krr.0, krr.1), ("vpa", Rule::Vpa(900), 1.15)]
     }
 }
@@ -144,7 +144,7 @@ pub struct Job<'a> {
 
 impl<'a> Job<'a> {
     pub fn cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
-        let slot = (RESOURCES[self.line.resource].to_string(), part.to_string());
+        let slot = (self.line.resource.name().to_string(), part.to_string());
         self.timelines
             .iter()
             .filter_map(|(key, tl)| {
@@ -240,7 +240,7 @@ impl<'a> Job<'a> {
 
     /// Each workload's validation part in two halves.
     fn validation_halves(&self) -> Vec<(&'a str, [Timeline; 2])> {
-        let slot = (RESOURCES[self.line.resource].to_string(), "validation".to_string());
+        let slot = (self.line.resource.name().to_string(), "validation".to_string());
         self.timelines
             .iter()
             .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
@@ -340,7 +340,7 @@ impl<'a> Job<'a> {
         rate: f64,
     ) -> ((Replay, Vec<(String, Replay)>), BTreeMap<String, Walked>) {
         let adapt = self.line.risk().filter(|_| rate > 0.0).map(|risk| Adapt { rate, risk });
-        let slot = |part: &str| (RESOURCES[self.line.resource].to_string(), part.to_string());
+        let slot = |part: &str| (self.line.resource.name().to_string(), part.to_string());
         let (mut total, mut each, mut walks) = (Replay::default(), Vec::new(), BTreeMap::new());
         let empty = Timeline::default();
         for (key, tl) in self.timelines {
@@ -441,14 +441,14 @@ impl<'a> Job<'a> {
         for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
             rows.push(point("model", format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
         }
-        if self.line.resource == 0 {
+        if self.line.resource == Resource::Cpu {
             for p in KRR_PERCENTILES {
                 let rule = Rule::Krr(p);
                 rows.push(point("krr", factor_label(&rule, 1.0), &self.cases("test", &rule), &|_| 1.0));
             }
         }
         for k in [1.0, 1.05, 1.15, 1.3, 1.5, 2.0, 3.0] {
-            if self.line.resource == 1 {
+            if self.line.resource == Resource::Memory {
                 let rule = Rule::Krr(1000);
                 rows.push(point("krr", factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
             }

@@ -152,26 +152,25 @@ fn recommend(
     let changes = |p: &Vec<(i64, f64)>| p.windows(2).filter(|w| w[0].1 != w[1].1).count();
     let total = |p: &Vec<(i64, f64)>| p.iter().map(|p| p.1).sum::<f64>();
     // Steps whose usage of a resource went above its limit then in force.
-    let above = |resource: usize, line: &str| {
-        let (Some(points), Some(series)) = (signals.get(line), usage.and_then(|u| u.column(RESOURCES[resource])))
-        else {
+    let above = |resource: Resource, line: &str| {
+        let (Some(points), Some(series)) = (signals.get(line), usage.and_then(|u| u.column(resource.name()))) else {
             return 0;
         };
         let times = series.times.iter().zip(&series.values);
         times.filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l)).count()
     };
-    let max_seen = |r: usize| usage?.column(RESOURCES[r])?.values.iter().copied().reduce(f64::max);
+    let max_seen = |r: Resource| usage?.column(r.name())?.values.iter().copied().reduce(f64::max);
     Recommendation {
         key: w.key.clone(),
         node: applearner_contracts::tables::resampled::is_node(&w.key),
         replicas: usage.map_or(1, |u| u.replicas.max(1)),
-        max_seen: [max_seen(0), max_seen(1)],
+        max_seen: Resource::ALL.map(max_seen),
         owner: w.owner.clone(),
         hpa: w.hpa.clone(),
         current: at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1)),
         planned: at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i])),
         allocation_changes: at::LINES.iter().filter_map(|l| signals.get(*l)).map(changes).sum(),
-        above_limit: [above(0, at::LINES[1]), above(1, at::LINES[3])],
+        above_limit: [above(Resource::Cpu, at::LINES[1]), above(Resource::Memory, at::LINES[3])],
         oom_kills: signals.get(at::OOM_KILLS).map_or(0.0, total),
         throttled_pct: signals
             .get(at::CPU_THROTTLED)

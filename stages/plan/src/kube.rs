@@ -61,7 +61,7 @@ pub fn read_workloads(batches: &[RecordBatch]) -> Result<Workloads, BoxError> {
 pub struct HpaDecision {
     pub key: String,
     pub hpa: String,
-    pub resource: usize,
+    pub resource: Resource,
     /// The target (%) and request now, and as planned (the request now where it is kept).
     pub target: f64,
     pub planned_target: f64,
@@ -97,7 +97,7 @@ pub fn keep_scale_points(
     let mut out: Vec<HpaDecision> = Vec::new();
     for w in plan.iter_mut() {
         let Some(hpa) = workloads.get(&w.key).and_then(|k| k.hpa.as_ref()) else { continue };
-        for (resource, target) in hpa.targets.iter().enumerate().filter_map(|(r, t)| Some((r, (*t)?))) {
+        for (resource, target) in Resource::ALL.into_iter().zip(hpa.targets).filter_map(|(r, t)| Some((r, t?))) {
             let Some(line) = lines.iter().position(|l| l.resource == resource && l.name.ends_with("request")) else {
                 continue;
             };
@@ -121,7 +121,7 @@ pub fn keep_scale_points(
                     above_now: 0,
                     above_planned: 0,
                 };
-                out.push(d.replayed(usage.get(&w.key).and_then(|u| u.column(RESOURCES[resource]))));
+                out.push(d.replayed(usage.get(&w.key).and_then(|u| u.column(resource.name()))));
             }
         }
     }
@@ -174,7 +174,7 @@ pub(super) fn hpa_patches(now: &[&WorkloadPlan], decisions: &[HpaDecision]) -> S
         let _ = write!(out, "---\n# Keeps the HPA's scale point per pod:");
         for d in &mine {
             let [before, after] = d.scale_points().map(|p| p.map_or("?".to_string(), |p| quantity(d.resource, p)));
-            let _ = write!(out, " {} {before} → {after};", RESOURCES[d.resource]);
+            let _ = write!(out, " {} {before} → {after};", d.resource.name());
         }
         let _ = write!(
             out,
@@ -185,15 +185,16 @@ pub(super) fn hpa_patches(now: &[&WorkloadPlan], decisions: &[HpaDecision]) -> S
             let _ = write!(
                 out,
                 "    - type: Resource\n      resource:\n        name: {}\n        target:\n          type: Utilization\n          averageUtilization: {}\n",
-                RESOURCES[d.resource], d.planned_target
+                d.resource.name(),
+                d.planned_target
             );
         }
     }
     out
 }
 
-fn quantity(resource: usize, v: f64) -> String {
-    if resource == 0 { format_cpu(v) } else { format_memory((v / MIB).round() * MIB) }
+fn quantity(resource: Resource, v: f64) -> String {
+    if resource == Resource::Cpu { format_cpu(v) } else { format_memory((v / MIB).round() * MIB) }
 }
 
 /// kube_resourcequota's latest values: (namespace, resource, type) → the tightest over the
@@ -272,7 +273,7 @@ pub(super) fn hpas_table(decisions: &[HpaDecision]) -> Result<(SchemaRef, Record
     TableBuilder::default()
         .strings(ht::KEY, d.iter().map(|d| d.key.clone()))
         .strings(ht::HPA, d.iter().map(|d| d.hpa.clone()))
-        .strings(ht::RESOURCE, d.iter().map(|d| RESOURCES[d.resource].to_string()))
+        .strings(ht::RESOURCE, d.iter().map(|d| d.resource.name().to_string()))
         .floats(ht::TARGET_PCT, d.iter().map(|d| d.target).collect())
         .floats(ht::PLANNED_TARGET_PCT, d.iter().map(|d| d.planned_target).collect())
         .floats(ht::REQUEST, d.iter().map(|d| d.request.unwrap_or(nan)).collect())
@@ -293,8 +294,7 @@ pub fn size_jobs(plan: &mut [WorkloadPlan], lines: &[&Line], usage: &BTreeMap<St
     for w in plan.iter_mut().filter(|w| is_job(&w.owner)) {
         let Some(u) = usage.get(&w.key) else { continue };
         for (i, l) in lines.iter().enumerate() {
-            let Some(peak) = u.column(RESOURCES[l.resource]).and_then(|s| s.values.iter().copied().reduce(f64::max))
-            else {
+            let Some(peak) = u.column(l.resource.name()).and_then(|s| s.values.iter().copied().reduce(f64::max)) else {
                 continue;
             };
             let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: 1 };

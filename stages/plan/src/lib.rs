@@ -56,9 +56,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
-use applearner_contracts::Resource;
 use applearner_contracts::summaries::PlanSavings;
 use applearner_contracts::tables::resampled::{self, is_node};
+use applearner_contracts::{Method, Resource};
 use applearner_pipeline::columns::{floats, ints, strings};
 
 /// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
@@ -135,8 +135,8 @@ pub enum Forecasts {
 impl Forecasts {
     fn method(self) -> &'static str {
         match self {
-            Forecasts::Auto => "auto",
-            Forecasts::Model => "model",
+            Forecasts::Auto => Method::Auto.name(),
+            Forecasts::Model => Method::Model.name(),
         }
     }
 }
@@ -213,9 +213,9 @@ const DEFAULT_MEMORY_LIMIT_RISK: &str = "0.01%";
 
 impl ResourceParams {
     /// The request line and, where set (or memory's default), the limit line.
-    fn lines(&self, name: &'static str, problems: &mut Vec<ParamProblem>) -> Vec<Line> {
-        let resource = usize::from(name == "memory");
-        let (floor, step) = if resource == 0 { ("10m", "5m") } else { ("32Mi", "4Mi") };
+    fn lines(&self, resource: Resource, problems: &mut Vec<ParamProblem>) -> Vec<Line> {
+        let name = resource.name();
+        let (floor, step) = if resource == Resource::Cpu { ("10m", "5m") } else { ("32Mi", "4Mi") };
         let q = |v: &Option<Quantity>, d: &str| {
             v.as_ref().map_or_else(|| d.parse::<Quantity>().expect("valid"), Clone::clone).value()
         };
@@ -235,11 +235,12 @@ impl ResourceParams {
             }
             (None, r) => Sizing::Risk(r.as_ref().map_or_else(|| default(DEFAULT_REQUEST_RISK), Risk::fraction)),
         };
-        let names = if resource == 0 { ["cpu_request", "cpu_limit"] } else { ["memory_request", "memory_limit"] };
+        let names =
+            if resource == Resource::Cpu { ["cpu_request", "cpu_limit"] } else { ["memory_request", "memory_limit"] };
         let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step, cap: None }];
         let limit = match (&self.limit_risk, resource) {
             (Some(r), _) => Some(r.fraction()),
-            (None, 1) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
+            (None, Resource::Memory) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
             (None, _) => None,
         };
         let multiple = self.limit_cap.unwrap_or(f64::INFINITY);
@@ -262,8 +263,8 @@ impl StageParams for PlanParams {
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
         let mut problems = Vec::new();
-        let mut lines = self.cpu.lines("cpu", &mut problems);
-        lines.extend(self.memory.lines("memory", &mut problems));
+        let mut lines = self.cpu.lines(Resource::Cpu, &mut problems);
+        lines.extend(self.memory.lines(Resource::Memory, &mut problems));
         if !(self.min_change.is_finite() && self.min_change >= 0.0) {
             problems.push(ParamProblem::new(&["min_change"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
         }
@@ -300,9 +301,6 @@ struct Plan {
     lines: Vec<Line>,
     budgets: Vec<u32>,
 }
-
-/// The resources plans are made for, in the order of `[cpu, memory]` arrays.
-const RESOURCES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 impl Stage for Plan {
     fn reads(&self) -> Vec<String> {
@@ -496,7 +494,7 @@ impl Plan {
             {
                 let forecast = columns.iter().map(|c| if c == "forecast" { "point" } else { c.as_str() });
                 return Err(PlanError::SourceNotForecast {
-                    resource: RESOURCES[l.resource],
+                    resource: l.resource.name(),
                     asked: c.clone(),
                     forecast: forecast.collect::<Vec<_>>().join(", "),
                 }
@@ -544,8 +542,10 @@ impl Plan {
                     summary.insert(format!("{name}_{prefix}workloads_within_2x_target_pct"), round3(within).into());
                     summary.insert(format!("{name}_{prefix}worst_workload_risk_pct"), round3(worst).into());
                 }
-                let fixed =
-                    o.rows.iter().find(|r| r.method == "model" && r.variant == "calibrated" && r.key.is_empty());
+                let fixed = o
+                    .rows
+                    .iter()
+                    .find(|r| r.method == Method::Model.name() && r.variant == "calibrated" && r.key.is_empty());
                 if let Some(f) = fixed {
                     summary.insert(format!("{name}_fixed_risk_pct"), round3(f.replay.risk_pct()).into());
                     summary.insert(format!("{name}_fixed_slack_pct"), round3(f.replay.slack_pct()).into());
@@ -630,7 +630,7 @@ fn spread(outcome: &Outcome, variant: &str, target_pct: f64) -> Option<(f64, f64
     let risks: Vec<f64> = outcome
         .rows
         .iter()
-        .filter(|r| r.method == "model" && r.variant == variant && !r.key.is_empty() && r.replay.steps > 0)
+        .filter(|r| r.method == Method::Model.name() && r.variant == variant && !r.key.is_empty() && r.replay.steps > 0)
         .map(|r| r.replay.risk_pct())
         .collect();
     let within = risks.iter().filter(|&&r| r <= 2.0 * target_pct).count() as f64 / risks.len().max(1) as f64;
@@ -647,10 +647,9 @@ fn refuse_summed_replicas(combined: Option<&str>, usage: &BTreeMap<String, Usage
     Ok(())
 }
 
-/// Whether any series has decisions in `part`, of `resource` (index into [`RESOURCES`]) or
-/// of any resource.
-fn planned_in(timelines: &Timelines, part: &str, resource: Option<usize>) -> bool {
-    let wanted = |r: &str| resource.is_none_or(|i| RESOURCES[i] == r);
+/// Whether any series has decisions in `part`, of `resource` or of any resource.
+fn planned_in(timelines: &Timelines, part: &str, resource: Option<Resource>) -> bool {
+    let wanted = |r: &str| resource.is_none_or(|resource| resource.name() == r);
     timelines.values().any(|t| t.iter().any(|((r, p), t)| p == part && wanted(r) && !t.at.is_empty()))
 }
 

@@ -141,7 +141,7 @@ pub(super) fn plan_table(plan: &[WorkloadPlan], lines: &[&Line]) -> Result<(Sche
         .times(pt::FROM, plan.iter().map(|w| w.from).collect())
         .times(pt::UNTIL, plan.iter().map(|w| w.until).collect());
     for (i, l) in lines.iter().enumerate() {
-        let unit = if l.resource == 0 { "cores" } else { "bytes" };
+        let unit = if l.resource == Resource::Cpu { "cores" } else { "bytes" };
         t = t.floats(&format!("{}_{unit}", l.name), plan.iter().map(|w| w.values[i].unwrap_or(f64::NAN)).collect());
     }
     t.finish()

@@ -186,7 +186,14 @@ fn synthetic() -> Timelines {
 #[test]
 fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_them() {
     let timelines = synthetic();
-    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None };
+    let line = Line {
+        name: "cpu_request",
+        resource: Resource::Cpu,
+        sizing: Sizing::Risk(0.01),
+        floor: 0.0,
+        step: 0.0,
+        cap: None,
+    };
     let columns = ["p90".to_string()];
     for budget in [1, 24] {
         let job = Job {
@@ -242,7 +249,14 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
 fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_counted() {
     let mut timelines = synthetic();
     timelines.get_mut("b").unwrap().remove(&("cpu".to_string(), "validation".to_string()));
-    let line = Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None };
+    let line = Line {
+        name: "cpu_request",
+        resource: Resource::Cpu,
+        sizing: Sizing::Risk(0.01),
+        floor: 0.0,
+        step: 0.0,
+        cap: None,
+    };
     let columns = ["p90".to_string()];
     let job = Job {
         line: &line,
@@ -264,8 +278,8 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
     for tl in timelines.values_mut() {
         tl.remove(&("cpu".to_string(), "validation".to_string()));
     }
-    assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(0)));
-    assert!(!planned_in(&timelines, "test", Some(1)), "no memory timelines in the synthetic set");
+    assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(Resource::Cpu)));
+    assert!(!planned_in(&timelines, "test", Some(Resource::Memory)), "no memory timelines in the synthetic set");
     assert!(PlanError::NoValidation.to_string().contains("split: {validation: 0.1"));
 }
 
@@ -292,8 +306,22 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     signals.insert("oom_kills".into(), vec![(HOUR, 1.0)]);
     signals.insert("cpu_throttled".into(), vec![(0, 0.3), (HOUR, 0.1)]);
     let lines = [
-        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
-        Line { name: "memory_request", resource: 1, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
+        Line {
+            name: "cpu_request",
+            resource: Resource::Cpu,
+            sizing: Sizing::Risk(0.01),
+            floor: 0.0,
+            step: 0.0,
+            cap: None,
+        },
+        Line {
+            name: "memory_request",
+            resource: Resource::Memory,
+            sizing: Sizing::Risk(0.01),
+            floor: 0.0,
+            step: 0.0,
+            cap: None,
+        },
     ];
     let lines: Vec<&Line> = lines.iter().collect();
     let plan = |key: &str| WorkloadPlan {
@@ -350,7 +378,14 @@ fn memory_limits_are_capped_near_the_highest_usage_seen() {
     let mut t = timeline(vec![0, HOUR, 2 * HOUR], vec![vec![1.0], vec![3.0], vec![2.0]], vec![1.0; 3]);
     t.bases.insert(Rule::Seen, vec![f64::NAN, 1.0, 3.0]);
     let cap = Some(Cap { multiple: 2.0, max: 5.0, step: 0.0 });
-    let line = Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap };
+    let line = Line {
+        name: "memory_limit",
+        resource: Resource::Memory,
+        sizing: Sizing::Risk(1e-4),
+        floor: 0.0,
+        step: 0.0,
+        cap,
+    };
     let case = Case::of("vm", &t, &Rule::Recent(RECENT[0])).unwrap();
     let wanted = |c: Case, k: f64| (0..3).map(|i| c.wanted_at(i, k)).collect::<Vec<f64>>();
     assert_eq!(wanted(case, 3.65), [3.65; 3]);
@@ -387,8 +422,22 @@ fn a_table_of_summed_replicas_is_refused_before_anything_is_patched() {
 #[test]
 fn patches_go_to_the_owner_of_each_kind() {
     let lines = [
-        Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None },
-        Line { name: "memory_limit", resource: 1, sizing: Sizing::Risk(1e-4), floor: 0.0, step: 0.0, cap: None },
+        Line {
+            name: "cpu_request",
+            resource: Resource::Cpu,
+            sizing: Sizing::Risk(0.01),
+            floor: 0.0,
+            step: 0.0,
+            cap: None,
+        },
+        Line {
+            name: "memory_limit",
+            resource: Resource::Memory,
+            sizing: Sizing::Risk(1e-4),
+            floor: 0.0,
+            step: 0.0,
+            cap: None,
+        },
     ];
     let lines: Vec<&Line> = lines.iter().collect();
     let plan = |workload: &str, owner: Option<(&str, &str)>| WorkloadPlan {
@@ -434,8 +483,14 @@ fn patches_go_to_the_owner_of_each_kind() {
 /// point are the same before and after.
 #[test]
 fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
-    let lines =
-        [Line { name: "cpu_request", resource: 0, sizing: Sizing::Risk(0.01), floor: 0.0, step: 0.0, cap: None }];
+    let lines = [Line {
+        name: "cpu_request",
+        resource: Resource::Cpu,
+        sizing: Sizing::Risk(0.01),
+        floor: 0.0,
+        step: 0.0,
+        cap: None,
+    }];
     let lines: Vec<&Line> = lines.iter().collect();
     let key = "shop/api/app".to_string();
     let hpa = |other_metrics| Hpa { name: "api".into(), targets: [Some(60.0), None], other_metrics };

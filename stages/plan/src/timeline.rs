@@ -233,14 +233,16 @@ pub fn timelines(
 ) -> BTreeMap<(String, String), Timeline> {
     let mut out = BTreeMap::new();
     let samples = usage.samples();
-    for resource in RESOURCES {
-        let Some(series) = usage.column(resource) else { continue };
+    for resource in Resource::ALL {
+        let Some(series) = usage.column(resource.name()) else { continue };
         let highest = running_max(&series.values);
         // VPA learns from every sample in time order: feed it across the parts.
         let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
         for part in PARTS {
-            let Some(o) = forecasts.get(&(key.to_string(), resource.to_string(), part.to_string())) else { continue };
+            let Some(o) = forecasts.get(&(key.to_string(), resource.name().to_string(), part.to_string())) else {
+                continue;
+            };
             let mut t = Timeline::default();
             // An origin is taken whole, or skipped whole when the previous one still covers it.
             let (mut covered_until, mut current, mut take) = (i64::MIN, None, false);
@@ -272,7 +274,7 @@ pub fn timelines(
                 t.usage.push(o.actual[n].clone());
                 t.times.push(o.times[n].clone());
             }
-            out.insert((resource.to_string(), part.to_string()), t);
+            out.insert((resource.name().to_string(), part.to_string()), t);
         }
     }
     out
@@ -280,7 +282,7 @@ pub fn timelines(
 
 /// What the history-based rules ask for at `at`: the recent quantiles, VPA's target per
 /// percentile (at least its floors) and KRR's values.
-fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, resource: &str) -> Vec<(Rule, f64)> {
+fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, resource: Resource) -> Vec<(Rule, f64)> {
     let floors = VpaSettings::default();
     let mut out: Vec<(Rule, f64)> = RECENT
         .iter()
@@ -288,8 +290,8 @@ fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, res
         .collect();
     for p in VPA_PERCENTILES {
         let v = vpa.percentiles(p as f64 / 1000.0);
-        let floor = if resource == "cpu" { floors.min_cpu } else { floors.min_memory };
-        let v = v.map_or(f64::NAN, |(cpu, memory)| (if resource == "cpu" { cpu } else { memory }).max(floor));
+        let floor = if resource == Resource::Cpu { floors.min_cpu } else { floors.min_memory };
+        let v = v.map_or(f64::NAN, |(cpu, memory)| (if resource == Resource::Cpu { cpu } else { memory }).max(floor));
         out.push((Rule::Vpa(p), v));
     }
     let krr = krr_values(&KrrSettings::default(), samples, at, resource);
@@ -329,15 +331,15 @@ fn quantile_in(s: &Series, from: i64, until: i64, tenths: u32) -> f64 {
 
 /// KRR's value per knob setting at `now`: CPU per percentile of [`KRR_PERCENTILES`], memory
 /// the history's peak (its buffer is the multiplier), each at least KRR's floor.
-fn krr_values(s: &KrrSettings, samples: &[(i64, f64, f64)], now: i64, resource: &str) -> Vec<(u32, f64)> {
+fn krr_values(s: &KrrSettings, samples: &[(i64, f64, f64)], now: i64, resource: Resource) -> Vec<(u32, f64)> {
     let lo = samples.partition_point(|x| x.0 <= now - s.history_ms);
     let hi = samples.partition_point(|x| x.0 <= now);
     let window = &samples[lo..hi];
     if window.is_empty() {
-        let ps: &[u32] = if resource == "cpu" { &KRR_PERCENTILES } else { &[1000] };
+        let ps: &[u32] = if resource == Resource::Cpu { &KRR_PERCENTILES } else { &[1000] };
         return ps.iter().map(|&p| (p, f64::NAN)).collect();
     }
-    if resource == "cpu" {
+    if resource == Resource::Cpu {
         let mut cpu: Vec<f64> = window.iter().map(|x| x.1).collect();
         cpu.sort_by(f64::total_cmp);
         KRR_PERCENTILES.iter().map(|&p| (p, percentile(&cpu, p as f64 / 10.0).max(s.min_cpu))).collect()

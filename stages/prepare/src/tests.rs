@@ -14,7 +14,7 @@ use datafusion::datasource::MemTable;
 use crate::features::{self, FeaturesParams};
 use crate::identity::SeriesLabels;
 use crate::resample::{self, Cleaned, ResampleParams};
-use applearner_contracts::WindowSet;
+use applearner_contracts::{Part, WindowSet};
 
 const MIN: i64 = 60_000;
 
@@ -481,13 +481,13 @@ fn split_and_windows_never_look_ahead() {
         WindowSet::from_batches(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
     assert_eq!((set.lookback, set.horizon), (6, 3));
     assert_eq!(set.input_names(), ["cpu", "hour_sin", "hour_cos", "cpu_lag2", "cpu_mean3", "cpu_std3"]);
-    for part in ["train", "validation", "test"] {
+    for part in Part::ALL {
         let windows = set.part(part);
-        assert!(!windows.is_empty(), "{part}");
+        assert!(!windows.is_empty(), "{part:?}");
         for w in windows {
             assert!(w.start >= 2 || (w.start >= 62 && w.start < 100) || w.start >= 102, "after the warm-up");
             for t in w.start + 6..w.start + 9 {
-                assert_eq!(splits[t], part, "every target of a {part} window is in {part}");
+                assert_eq!(splits[t], part.name(), "every target of a {part:?} window is in {part:?}");
             }
         }
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -498,9 +498,9 @@ fn split_and_windows_never_look_ahead() {
         assert_eq!(x[6 * 6..6 * 6 + 1], cpu[last.start..last.start + 1]);
     }
     // Series a's training targets run from row 8 (warm-up 2 + lookback 6) to 59, every 2nd.
-    let train_a: Vec<usize> = set.part("train").iter().filter(|w| &*w.key == "ns/a/app").map(|w| w.start).collect();
+    let train_a: Vec<usize> = set.part(Part::Train).iter().filter(|w| &*w.key == "ns/a/app").map(|w| w.start).collect();
     assert_eq!(train_a, (2..=51).step_by(2).collect::<Vec<_>>());
-    assert_eq!(f.counts.per_part[0], set.part("train").len() as u64);
+    assert_eq!(f.counts.per_part[0], set.part(Part::Train).len() as u64);
     // The table holds one row per run of windows (series, part); each window's origin is
     // the time of its last input row.
     assert_eq!(f.windows.num_rows(), 6);
@@ -511,7 +511,7 @@ fn split_and_windows_never_look_ahead() {
             b.column_by_name("timestamp").unwrap().as_primitive::<TimestampMillisecondType>().values().to_vec()
         })
         .collect();
-    assert!(set.part("test").iter().all(|w| w.origin_ms == times[w.start + 5]));
+    assert!(set.part(Part::Test).iter().all(|w| w.origin_ms == times[w.start + 5]));
 }
 
 #[test]
@@ -547,13 +547,13 @@ fn season_features_hold_only_the_past_and_line_up_with_the_forecast_steps() {
     // At an origin o, the window's last 3 rows carry the values a season before o+1..o+3.
     let set =
         WindowSet::from_batches(&f.features, std::slice::from_ref(&f.windows), &[], &["cpu".to_string()]).unwrap();
-    let w = &set.part("test")[0];
+    let w = &set.part(Part::Test)[0];
     let origin = w.start + 3;
     for h in 1..=3 {
         assert_eq!(season[origin - 3 + h], cpu[origin + h - 10]);
     }
     // The warm-up is the season: no window reads a row before 9 of a segment.
-    assert!(set.part("train").iter().all(|w| w.start >= 9 || w.start >= 100));
+    assert!(set.part(Part::Train).iter().all(|w| w.start >= 9 || w.start >= 100));
     // Targets in each series' first 9 + 4 rows have no full history: 13 dropped in each.
     assert_eq!(f.counts.short_history, [26, 0, 0]);
 

@@ -11,6 +11,7 @@ pub use error::ReportError;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use applearner_contracts::Method;
 use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_contracts::summaries::PlanSummary;
 use applearner_contracts::tables::{forecasts, resampled as table, scores};
@@ -69,27 +70,16 @@ struct Report {
     params: ReportParams,
 }
 
-const METHOD_NAMES: [(&str, &str); 9] = [
-    ("auto", "auto (chosen on validation)"),
-    ("model", "model"),
-    ("last_value", "last value"),
-    ("seasonal_naive", "seasonal naive"),
-    ("moving_average", "moving average"),
-    ("holt_winters", "Holt-Winters"),
-    ("vpa", "VPA"),
-    ("krr", "KRR simple"),
-    ("oracle", "oracle (foresight)"),
-];
-
-/// Recommenders: compared as plans, not forecasts.
-const RECOMMENDERS: [&str; 3] = ["vpa", "krr", "oracle"];
-
+/// What people read for a stored method name; an external forecaster's name as it is.
 fn method_name(m: &str) -> &str {
-    METHOD_NAMES.iter().find(|(k, _)| *k == m).map_or(m, |(_, v)| v)
+    match Method::parse(m) {
+        Some(method) => method.label(),
+        None => m,
+    }
 }
 
 fn color(m: &str) -> plotters::style::RGBColor {
-    PALETTE[METHOD_NAMES.iter().position(|(k, _)| *k == m).unwrap_or(7) % PALETTE.len()]
+    PALETTE[Method::ALL.iter().position(|k| k.name() == m).unwrap_or(7) % PALETTE.len()]
 }
 
 /// A table read as columns of strings, integers and floats (null → NaN).
@@ -326,12 +316,12 @@ fn resource_leaderboard(doc: &mut Doc, scores: &[Score], resource: &str) -> Resu
     let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
     // Ours, then any scored from an `external` file (statsforecast's), by name.
     let external: std::collections::BTreeSet<&str> =
-        scores.iter().map(|s| s.method.as_str()).filter(|m| !METHOD_NAMES.iter().any(|(k, _)| k == m)).collect();
-    let mut methods: Vec<&str> = METHOD_NAMES
-        .iter()
-        .map(|(k, _)| *k)
+        scores.iter().map(|s| s.method.as_str()).filter(|m| Method::parse(m).is_none()).collect();
+    let mut methods: Vec<&str> = Method::ALL
+        .into_iter()
+        .filter(|m| !m.is_recommender())
+        .map(|m| m.name())
         .chain(external)
-        .filter(|m| !RECOMMENDERS.contains(m))
         .filter(|m| value(m, "median", "mase").is_finite() || value(m, "mean", "mae").is_finite())
         .collect();
     methods.sort_by(|a, b| value(a, "median", "mase").total_cmp(&value(b, "median", "mase")));
@@ -413,7 +403,7 @@ fn horizon_chart(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&st
                 })
                 .collect(),
             markers: true,
-            bold: *m == "model",
+            bold: *m == Method::Model.name(),
         })
         .collect();
     doc.html.chart(
@@ -487,7 +477,7 @@ fn pick_series(scores: &[Score], resource: &str) -> Vec<(&'static str, String)> 
     let mut ranked: Vec<(f64, &str)> = scores
         .iter()
         .filter(|s| {
-            s.method == "model"
+            s.method == Method::Model.name()
                 && s.resource == resource
                 && s.scope == "series"
                 && s.bucket == "all"
@@ -609,7 +599,7 @@ impl ForecastRows {
         };
         let mut rows: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
         for i in 0..method.len() {
-            if part[i] == "test" && method[i] == "model" {
+            if part[i] == "test" && method[i] == Method::Model.name() {
                 rows.entry((key[i].clone(), resource[i].clone()))
                     .or_default()
                     .push((time[i], actual[i], point[i], lo[i], hi[i]));
@@ -667,7 +657,7 @@ fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, la
     if !f.band.is_empty() {
         bands.push(Band {
             name: format!("model {}", f.band),
-            color: color("model"),
+            color: color(Method::Model.name()),
             points: rows.iter().map(|r| (r.0 as f64, r.3 / unit, r.4 / unit)).collect(),
         });
     }
@@ -687,7 +677,7 @@ fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, la
             },
             Line {
                 name: "model".into(),
-                color: color("model"),
+                color: color(Method::Model.name()),
                 points: scale(rows.iter().map(|r| (r.0 as f64, r.2)).collect()),
                 markers: false,
                 bold: false,

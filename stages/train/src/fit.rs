@@ -1,7 +1,7 @@
 //! The training loop: seeded shuffles, Adam/AdamW, a learning-rate schedule, gradient
 //! clipping, early stopping on the validation part, and a checkpoint after every epoch.
 
-use applearner_contracts::WindowSet;
+use applearner_contracts::{Part, WindowSet};
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
@@ -195,7 +195,7 @@ impl<B: TrainBackend> Loop<'_, B> {
     ) -> Result<Trained, crate::BoxError> {
         let (spec, shape) = (self.spec, self.blueprint.shape);
         // Every training window the set holds: the stage read only the seeded subsample.
-        let train: Vec<usize> = (0..self.windows.part("train").len()).collect();
+        let train: Vec<usize> = (0..self.windows.part(Part::Train).len()).collect();
         let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
         let mut best = model.valid();
         let mut resumed_from = None;
@@ -223,7 +223,7 @@ impl<B: TrainBackend> Loop<'_, B> {
             let clock = std::time::Instant::now();
             let (mut total, mut count) = (0.0, 0usize);
             for chunk in order.chunks(spec.batch) {
-                self.windows.batch("train", chunk, &mut x, &mut y);
+                self.windows.batch(Part::Train, chunk, &mut x, &mut y);
                 let n = chunk.len();
                 let decoded = self.blueprint.run(&model, std::mem::take(&mut x), n, self.device);
                 let target = Tensor::<B, 3>::from_data(
@@ -249,7 +249,7 @@ impl<B: TrainBackend> Loop<'_, B> {
             seen += count;
 
             let (validation_loss, accuracy) =
-                evaluate(self.blueprint, &model.valid(), self.windows, "validation", self.device);
+                evaluate(self.blueprint, &model.valid(), self.windows, Part::Validation, self.device);
             let train_loss = total / count.max(1) as f64;
             // Without validation windows, stop on the training loss.
             let watched = if accuracy.windows > 0 { validation_loss } else { train_loss };
@@ -290,7 +290,7 @@ pub fn evaluate<B: Recurrent>(
     blueprint: &Blueprint,
     model: &Forecaster<B>,
     windows: &WindowSet,
-    part: &str,
+    part: Part,
     device: &B::Device,
 ) -> (f64, Accuracy) {
     let shape = blueprint.shape;

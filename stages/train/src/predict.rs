@@ -18,7 +18,7 @@ use crate::device::Device;
 use crate::fit::Build;
 use crate::head::Head;
 use crate::recurrent::TrainBackend;
-use applearner_contracts::WindowSet;
+use applearner_contracts::{Part, WindowSet};
 
 /// The last `lookback` rows of one series.
 struct Tail {
@@ -108,7 +108,7 @@ pub fn forecast_windows(
     model_dir: &Path,
     saved: &Saved,
     windows: &WindowSet,
-    part: &str,
+    part: Part,
     which: &[usize],
     device: Device,
 ) -> Result<(Vec<f32>, Vec<f32>), BoxError> {

@@ -194,7 +194,7 @@ impl Stage for Train {
         let init_weights = init.as_ref().map(|i| i.weights.as_slice());
 
         let device = p.device.resolve()?;
-        let batches_per_epoch = windows.part("train").len().div_ceil(p.train.batch);
+        let batches_per_epoch = windows.part(Part::Train).len().div_ceil(p.train.batch);
         let bar = ctx.progress((batches_per_epoch * p.train.epochs) as u64, "training");
         let on_progress = |step: Step| -> Result<(), BoxError> {
             match step {
@@ -370,8 +370,8 @@ fn fit_and_measure<B: crate::recurrent::TrainBackend>(
 ) -> Result<(Trained, Accuracy, Accuracy), BoxError> {
     let trained = fit::<B>(blueprint, spec, windows, init, seed, device, checkpoints, on_progress)?;
     let model = load_weights::<B::InnerBackend>(blueprint, &trained.weights, device)?;
-    let (_, validation) = evaluate(blueprint, &model, windows, "validation", device);
-    let (_, test) = evaluate(blueprint, &model, windows, "test", device);
+    let (_, validation) = evaluate(blueprint, &model, windows, Part::Validation, device);
+    let (_, test) = evaluate(blueprint, &model, windows, Part::Test, device);
     Ok((trained, validation, test))
 }
 
