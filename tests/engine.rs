@@ -461,7 +461,7 @@ fn a_cancelled_run_is_cancelled_not_failed() {
         let options = RunOptions { run_id: Some("c".into()), jobs: 1, ..Default::default() };
         applearner_pipeline::run::run(&p, "", &store, &options, &cancel)
     });
-    let error = result.err().expect("the run stops");
+    let error = result.expect_err("the run stops");
     assert!(error.is_cancellation(), "{error}");
     let manifest: serde_json::Value = serde_json::from_slice(&store.get("c/manifest.json").unwrap()).unwrap();
     assert_eq!(manifest["status"], "cancelled");

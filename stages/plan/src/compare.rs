@@ -216,10 +216,11 @@ impl<'a> Job<'a> {
                 let s = scale(&held_out, &self.policy, risk, &|k| calibrated.of(k));
                 matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
             }
-            // A rule no factor brings to the target (a limit held under its cap) ranks behind every rule that gets there, by its risk.
+            // A rule no factor brings to the target (a limit held under its cap) ranks behind
+            // every rule that gets there, by its risk: (missed, risk or slack) in tuple order.
             let missed = matched.risk_pct() > 100.0 * risk + 1e-9;
             let rank = (missed, if missed { matched.risk_pct() } else { matched.slack_pct() });
-            if best.as_ref().is_none_or(|b| rank.0 < b.0.0 || (rank.0 == b.0.0 && rank.1 < b.0.1)) {
+            if best.as_ref().is_none_or(|b| rank < b.0) {
                 best = Some((rank, rule, own, unscaled));
             }
         }

@@ -275,7 +275,7 @@ mod tests {
             vpa.add(i * 60_000, 0.001, if i == 50 { 600e6 } else { 300e6 });
         }
         let (cpu, memory) = vpa.target().unwrap();
-        assert!(memory >= 600e6 * 1.15 && memory < 600e6 * 1.05 * 1.15, "{memory}");
+        assert!((600e6 * 1.15..600e6 * 1.05 * 1.15).contains(&memory), "{memory}");
         // Tiny CPU: the 25 millicore floor.
         assert_eq!(cpu, 0.025);
         // Tiny memory: the 250 MiB floor.

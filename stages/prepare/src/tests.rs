@@ -486,9 +486,8 @@ fn split_and_windows_never_look_ahead() {
         assert!(!windows.is_empty(), "{part:?}");
         for w in windows {
             assert!(w.start >= 2 || (w.start >= 62 && w.start < 100) || w.start >= 102, "after the warm-up");
-            for t in w.start + 6..w.start + 9 {
-                assert_eq!(splits[t], part.name(), "every target of a {part:?} window is in {part:?}");
-            }
+            let targets = &splits[w.start + 6..w.start + 9];
+            assert!(targets.iter().all(|s| s == part.name()), "every target of a {part:?} window is in {part:?}");
         }
         let (mut x, mut y) = (Vec::new(), Vec::new());
         set.batch(part, &[0, windows.len() - 1], &mut x, &mut y);
@@ -680,7 +679,7 @@ fn allocation_aligns_to_the_workloads_and_counts_what_it_cannot_place() {
         ("cpu_request", pod("p", &[("resource", "cpu")]), 0, 1.0),
         ("cpu_request", pod("p", &[("resource", "cpu"), ("node", "n2")]), 0, 1.0),
     ];
-    let c = clean_labelled(&two, &format!("{CPU_ONLY}")).unwrap();
+    let c = clean_labelled(&two, CPU_ONLY).unwrap();
     assert_eq!(c.counts.allocation_series_ambiguous, 1);
     assert_eq!(allocation_rows(&c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["ns/p/app/node=n2"]);
 }

@@ -243,7 +243,7 @@ fn model_section(doc: &mut Doc, card: &Card, title: &str) {
 /// What was read and what cleaning did.
 fn data_section(doc: &mut Doc, resampled: &[RecordBatch], cleaning: &Value) -> Result<(), BoxError> {
     // Data.
-    let data = data_summary(&resampled, &cleaning)?;
+    let data = data_summary(resampled, cleaning)?;
     doc.html.section("data", "Data", "What was read, what cleaning removed, and what the models learned from.");
     doc.html.table(&[], &data.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>());
     let _ = writeln!(doc.md, "## Data\n");
@@ -393,7 +393,7 @@ fn horizon_chart(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&st
                             .iter()
                             .find(|s| {
                                 &s.method == m
-                                    && &s.resource == resource
+                                    && s.resource == resource
                                     && s.scope == "median"
                                     && s.step == st
                                     && s.metric == "mase"

@@ -153,7 +153,7 @@ pub fn fit<B: TrainBackend>(
         None => blueprint.build::<B>(device),
     }
     .map(&mut Renumber(0));
-    let clip = (spec.clip > 0.0).then(|| burn::grad_clipping::GradientClippingConfig::Norm(spec.clip as f32));
+    let clip = (spec.clip > 0.0).then_some(burn::grad_clipping::GradientClippingConfig::Norm(spec.clip as f32));
     // PyTorch's epsilon, so runs compare with the reference stack.
     let run = Loop { blueprint, spec, windows, seed, device, checkpoints, on_progress };
     match spec.optimizer {

@@ -269,7 +269,7 @@ impl<B: Backend> Dlinear<B> {
         let width = shape.lookback * shape.inputs;
         // An even or too wide kernel would shift or overrun the window.
         let k = spec.kernel.min(shape.lookback).max(1);
-        let kernel = if k % 2 == 0 { k - 1 } else { k };
+        let kernel = if k.is_multiple_of(2) { k - 1 } else { k };
         Dlinear {
             trend: LinearConfig::new(width, shape.head_width()).init(device),
             remainder: LinearConfig::new(width, shape.head_width()).init(device),
