@@ -69,6 +69,53 @@ impl Resource {
     }
 }
 
+/// A line of a plan, and of what kube-state-metrics says is allocated: a request (capacity
+/// reserved) or a limit (where CPU is throttled and memory OOM-killed) of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    CpuRequest,
+    CpuLimit,
+    MemoryRequest,
+    MemoryLimit,
+}
+
+impl Line {
+    /// In the order tables list them, which is also `[request, limit]` per resource.
+    pub const ALL: [Line; 4] = [Line::CpuRequest, Line::CpuLimit, Line::MemoryRequest, Line::MemoryLimit];
+
+    pub const fn of(resource: Resource, limit: bool) -> Line {
+        match (resource, limit) {
+            (Resource::Cpu, false) => Line::CpuRequest,
+            (Resource::Cpu, true) => Line::CpuLimit,
+            (Resource::Memory, false) => Line::MemoryRequest,
+            (Resource::Memory, true) => Line::MemoryLimit,
+        }
+    }
+
+    /// The name tables and summaries use (`cpu_request`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Line::CpuRequest => "cpu_request",
+            Line::CpuLimit => "cpu_limit",
+            Line::MemoryRequest => "memory_request",
+            Line::MemoryLimit => "memory_limit",
+        }
+    }
+
+    /// Its position in [`Line::ALL`], for values kept per line.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn resource(self) -> Resource {
+        match self {
+            Line::CpuRequest | Line::CpuLimit => Resource::Cpu,
+            Line::MemoryRequest | Line::MemoryLimit => Resource::Memory,
+        }
+    }
+}
+
 /// A way to forecast or size: the model, `auto` (per series, the forecaster best on
 /// validation), the baselines users get without a model, the recommenders they run today
 /// and the oracle. [`Method::name`] is what tables store, [`Method::label`] what people read.
@@ -227,5 +274,14 @@ mod tests {
         }
         assert_eq!(Method::parse("statsforecast_autoets"), None);
         assert_eq!(method_names(Method::FORECASTERS)[0], "model");
+    }
+
+    #[test]
+    fn lines_are_a_request_and_a_limit_per_resource() {
+        for (i, line) in Line::ALL.into_iter().enumerate() {
+            assert_eq!(line.index(), i);
+            assert_eq!(Line::of(line.resource(), line.name().ends_with("limit")), line);
+            assert_eq!(tables::allocation::LINES[i], line.name());
+        }
     }
 }

@@ -237,7 +237,12 @@ pub mod allocation {
     pub const VALUE: &str = "value";
     /// Requests and limits (kube-state-metrics), in cores and bytes: the signals are named
     /// after the plan's lines.
-    pub const LINES: [&str; 4] = ["cpu_request", "cpu_limit", "memory_request", "memory_limit"];
+    pub const LINES: [&str; 4] = [
+        crate::Line::CpuRequest.name(),
+        crate::Line::CpuLimit.name(),
+        crate::Line::MemoryRequest.name(),
+        crate::Line::MemoryLimit.name(),
+    ];
     /// OOM kills and restarts in the step (from the restart counter and the last terminated
     /// reason), and the share of CFS periods throttled (0–1, the busiest replica).
     pub const OOM_KILLS: &str = "oom_kills";

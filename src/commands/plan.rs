@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use applearner_contracts::summaries::{PlanSavings, PlanSummary};
 use applearner_contracts::tables::recommendations as rt;
+use applearner_contracts::{Line, Resource};
 use applearner_pipeline::Store;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::context::read_parquet;
@@ -113,9 +114,9 @@ fn bytes(v: f64) -> String {
 
 /// `current → planned` for one line: `?` where nothing is known, `kept` where the plan sets
 /// no such line (its patch leaves the current one as it is).
-fn change(row: &Map<String, Value>, line: &str, format: fn(f64) -> String) -> String {
-    let unit = if line.starts_with("cpu") { "cores" } else { "bytes" };
-    let value = |prefix: &str| number(row, &format!("{prefix}{line}_{unit}"));
+fn change(row: &Map<String, Value>, line: Line, format: fn(f64) -> String) -> String {
+    let unit = if line.resource() == Resource::Cpu { "cores" } else { "bytes" };
+    let value = |prefix: &str| number(row, &format!("{prefix}{}_{unit}", line.name()));
     let (current, planned) = (value(rt::CURRENT), value(rt::PLANNED));
     let planned = match (current, planned) {
         (_, Some(p)) => format(p),
@@ -181,10 +182,10 @@ fn table(
             Cell::new(format!("{key}{kind}")),
             // One pod's values; the Δ columns are over these replicas.
             Cell::new(row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string())),
-            Cell::new(change(row, "cpu_request", cores)),
-            Cell::new(change(row, "cpu_limit", cores)),
-            Cell::new(change(row, "memory_request", bytes)),
-            Cell::new(change(row, "memory_limit", bytes)),
+            Cell::new(change(row, Line::CpuRequest, cores)),
+            Cell::new(change(row, Line::CpuLimit, cores)),
+            Cell::new(change(row, Line::MemoryRequest, bytes)),
+            Cell::new(change(row, Line::MemoryLimit, bytes)),
             signed(number(row, rt::CPU_CHANGE_CORES), 2),
             signed(number(row, rt::MEMORY_CHANGE_GIB), 2),
             signed(number(row, rt::COST_CHANGE_PER_MONTH), 2),
@@ -193,7 +194,7 @@ fn table(
     }
     let mut header = header.to_vec();
     // No CPU limit now or planned (the usual case): no column for it.
-    if rows[..shown].iter().all(|r| change(r, "cpu_limit", cores) == "? → ?") {
+    if rows[..shown].iter().all(|r| change(r, Line::CpuLimit, cores) == "? → ?") {
         header.remove(3);
         cells.iter_mut().for_each(|r| drop(r.remove(3)));
     }
@@ -267,9 +268,9 @@ mod tests {
             r#"{"current_cpu_limit_cores": 2.0, "planned_cpu_limit_cores": null, "planned_cpu_request_cores": 0.25}"#,
         )
         .unwrap();
-        assert_eq!(change(&row, "cpu_limit", cores), "2 → kept");
-        assert_eq!(change(&row, "cpu_request", cores), "? → 250m");
-        assert_eq!(change(&row, "memory_limit", bytes), "? → ?");
+        assert_eq!(change(&row, Line::CpuLimit, cores), "2 → kept");
+        assert_eq!(change(&row, Line::CpuRequest, cores), "? → 250m");
+        assert_eq!(change(&row, Line::MemoryLimit, bytes), "? → ?");
         assert_eq!(
             (bytes(1.5 * (1u64 << 30) as f64), bytes(64.0 * (1u64 << 20) as f64)),
             ("1.5Gi".into(), "64Mi".into())

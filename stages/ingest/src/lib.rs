@@ -16,6 +16,7 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use applearner_contracts::Line;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
 use serde::{Deserialize, Serialize};
@@ -114,10 +115,10 @@ impl Role {
         match (self, resource) {
             (Role::Cpu, _) => "cpu",
             (Role::Memory, _) => "memory",
-            (Role::Request, Some("cpu")) => "cpu_request",
-            (Role::Request, Some("memory")) => "memory_request",
-            (Role::Limit, Some("cpu")) => "cpu_limit",
-            (Role::Limit, Some("memory")) => "memory_limit",
+            (Role::Request, Some("cpu")) => Line::CpuRequest.name(),
+            (Role::Request, Some("memory")) => Line::MemoryRequest.name(),
+            (Role::Limit, Some("cpu")) => Line::CpuLimit.name(),
+            (Role::Limit, Some("memory")) => Line::MemoryLimit.name(),
             (Role::Restarts, _) => "restarts",
             (Role::OomKilled, _) if labels.get("reason").is_none_or(|r| r == "OOMKilled") => "oom_killed",
             (Role::Throttled, _) => "cpu_throttled",

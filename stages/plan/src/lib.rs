@@ -235,8 +235,7 @@ impl ResourceParams {
             }
             (None, r) => Sizing::Risk(r.as_ref().map_or_else(|| default(DEFAULT_REQUEST_RISK), Risk::fraction)),
         };
-        let names =
-            if resource == Resource::Cpu { ["cpu_request", "cpu_limit"] } else { ["memory_request", "memory_limit"] };
+        let names = [false, true].map(|limit| applearner_contracts::Line::of(resource, limit).name());
         let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step, cap: None }];
         let limit = match (&self.limit_risk, resource) {
             (Some(r), _) => Some(r.fraction()),
@@ -706,7 +705,8 @@ impl Plan {
 /// the median and largest ratio, and how many are above 2×.
 fn limit_evidence(recs: &[Recommendation]) -> Summary {
     let mut s = Summary::new();
-    for (line, res, name) in [(1, 0, "cpu_limit"), (3, 1, "memory_limit")] {
+    for limit in [applearner_contracts::Line::CpuLimit, applearner_contracts::Line::MemoryLimit] {
+        let (line, res, name) = (limit.index(), limit.resource().index(), limit.name());
         let mut ratios: Vec<f64> =
             recs.iter().filter_map(|r| Some(r.planned[line]? / r.max_seen[res]?)).filter(|x| x.is_finite()).collect();
         if ratios.is_empty() {

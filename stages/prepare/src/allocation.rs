@@ -29,7 +29,7 @@ use crate::{collect, literal, register_batches};
 
 /// The roles ingest gives allocation and pain series.
 pub const ROLES: [&str; 7] =
-    ["cpu_request", "cpu_limit", "memory_request", "memory_limit", "restarts", "oom_killed", "cpu_throttled"];
+    [table::LINES[0], table::LINES[1], table::LINES[2], table::LINES[3], "restarts", "oom_killed", "cpu_throttled"];
 
 /// Values that are neither NaN nor infinite.
 const FINITE: &str = "NOT isnan(value) AND abs(value) < CAST('inf' AS DOUBLE)";

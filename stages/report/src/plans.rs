@@ -3,6 +3,7 @@
 //! how risk spreads across workloads; the trade-off curves; the plan ahead.
 
 use super::*;
+use applearner_contracts::Line as PlanLine;
 use applearner_contracts::summaries::PlanSavings;
 
 /// One row of `plan_comparison`.
@@ -388,9 +389,9 @@ fn current_rows(r: &Cols, top: usize) -> Result<Vec<Vec<String>>, BoxError> {
         (0..key.len()).map(|i| format!("{} → {}", show(now[i]), show(planned[i]))).collect::<Vec<_>>()
     };
     let columns = [
-        pair("cpu_request", "cores", 1e-3, "m"),
-        pair("memory_request", "bytes", 1048576.0, "Mi"),
-        pair("memory_limit", "bytes", 1048576.0, "Mi"),
+        pair(PlanLine::CpuRequest.name(), "cores", 1e-3, "m"),
+        pair(PlanLine::MemoryRequest.name(), "bytes", 1048576.0, "Mi"),
+        pair(PlanLine::MemoryLimit.name(), "bytes", 1048576.0, "Mi"),
     ];
     let signed = |v: f64| if v.is_finite() { format!("{v:+.2}") } else { "–".into() };
     let changes = [floats(rt::CPU_CHANGE_CORES), floats(rt::MEMORY_CHANGE_GIB), floats(rt::COST_CHANGE_PER_MONTH)];
