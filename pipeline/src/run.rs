@@ -468,32 +468,8 @@ impl<'a> Executor<'a> {
     ) -> Result<StageRecord, PipelineError> {
         let spec = &self.pipeline.stages[j];
         let fail = |source: BoxError| PipelineError::Stage { stage: spec.name.clone(), source };
-        let mut inputs = BTreeMap::new();
-        let mut input_records = BTreeMap::new();
-        for input in &spec.inputs {
-            let rec = upstream.iter().find(|r| r.stage == input.stage).expect("upstream records are passed in");
-            let stored = rec.outputs.get(&input.output).cloned().ok_or_else(|| PipelineError::BadRecord {
-                path: record_path(self.run_id, &input.stage),
-                message: format!("it has no output `{}`", input.output),
-            })?;
-            input_records.insert(
-                input.slot.clone(),
-                InputRecord { from: format!("{}.{}", input.stage, input.output), digest: stored.digest.clone() },
-            );
-            inputs.insert(input.slot.clone(), stored);
-        }
-
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"applearner stage cache v1\0");
-        for part in [VERSION, spec.kind, &spec.params.to_string(), &self.pipeline.seed.to_string()] {
-            hasher.update(part.as_bytes());
-            hasher.update(b"\0");
-        }
-        for (slot, input) in &input_records {
-            hasher.update(format!("{slot}={}\0", input.digest).as_bytes());
-        }
-        spec.stage.fingerprint(self.store, &mut hasher).map_err(fail)?;
-        let key = hasher.finalize().to_hex().to_string();
+        let (inputs, input_records) = self.inputs(spec, upstream)?;
+        let key = self.cache_key(spec, &input_records).map_err(fail)?;
 
         if let Some((i, n)) = shard {
             return self.shard(spec, &key, (i, n), &inputs, &input_records, force);
@@ -552,6 +528,43 @@ impl<'a> Executor<'a> {
         put_json(self.store, &format!("{CACHE_DIR}/{key}.json"), &record)?;
         tracing::info!(stage = spec.name, ms = record.duration_ms, "committed");
         Ok(record)
+    }
+
+    /// What the stage reads: each input slot's stored output, and how the record names it.
+    #[allow(clippy::type_complexity)]
+    fn inputs(
+        &self,
+        spec: &StageSpec,
+        upstream: &[StageRecord],
+    ) -> Result<(BTreeMap<String, StoredOutput>, BTreeMap<String, InputRecord>), PipelineError> {
+        let (mut inputs, mut records) = (BTreeMap::new(), BTreeMap::new());
+        for input in &spec.inputs {
+            let rec = upstream.iter().find(|r| r.stage == input.stage).expect("upstream records are passed in");
+            let stored = rec.outputs.get(&input.output).cloned().ok_or_else(|| PipelineError::BadRecord {
+                path: record_path(self.run_id, &input.stage),
+                message: format!("it has no output `{}`", input.output),
+            })?;
+            let from = format!("{}.{}", input.stage, input.output);
+            records.insert(input.slot.clone(), InputRecord { from, digest: stored.digest.clone() });
+            inputs.insert(input.slot.clone(), stored);
+        }
+        Ok((inputs, records))
+    }
+
+    /// The stage's cache key: this version, its kind, parameters and the run's seed, its
+    /// inputs' digests, and whatever else the stage reads (its fingerprint).
+    fn cache_key(&self, spec: &StageSpec, inputs: &BTreeMap<String, InputRecord>) -> Result<String, BoxError> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"applearner stage cache v1\0");
+        for part in [VERSION, spec.kind, &spec.params.to_string(), &self.pipeline.seed.to_string()] {
+            hasher.update(part.as_bytes());
+            hasher.update(b"\0");
+        }
+        for (slot, input) in inputs {
+            hasher.update(format!("{slot}={}\0", input.digest).as_bytes());
+        }
+        spec.stage.fingerprint(self.store, &mut hasher)?;
+        Ok(hasher.finalize().to_hex().to_string())
     }
 
     fn context(
