@@ -1,6 +1,7 @@
 //! Line charts as inline SVG, drawn with plotters: no scripts, no fonts to fetch.
 
 use applearner_pipeline::BoxError;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// A named series of points; non-finite `y` breaks the line.
@@ -50,12 +51,45 @@ fn err(e: impl std::fmt::Display) -> BoxError {
     format!("drawing a chart: {e}").into()
 }
 
+/// A chart's drawing area, on linear axes of `f64`.
+type Plot<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 impl Chart {
     /// The chart as an `<svg>` element.
     pub fn svg(&self, size: (u32, u32)) -> Result<String, BoxError> {
         let fx = |x: f64| if self.log_x { x.max(LOG_FLOOR).log10() } else { x };
         let points: Vec<Vec<(f64, f64)>> =
             self.lines.iter().map(|l| l.points.iter().map(|p| (fx(p.0), p.1)).collect()).collect();
+        let (xs, ys) = self.bounds(&points);
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            root.fill(&WHITE).map_err(err)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(xs, ys)
+                .map_err(err)?;
+            self.mesh(&mut chart)?;
+            self.draw_bands(&mut chart)?;
+            self.draw_lines(&mut chart, &points)?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(err)?;
+            root.present().map_err(err)?;
+        }
+        Ok(svg)
+    }
+
+    /// The axes' ranges: every line (`points`, x already on the axis' scale) and band, with
+    /// 5 % room above.
+    fn bounds(&self, points: &[Vec<(f64, f64)>]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
         let xs = points
             .iter()
             .flat_map(|l| l.iter().map(|p| p.0))
@@ -71,71 +105,64 @@ impl Chart {
         // Errors and percentages read against zero; usage over time against its own range,
         // or a flat memory line would hide every change.
         let bottom = if self.time_x || y0 < 0.0 { y0 - pad } else { 0.0 };
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-            root.fill(&WHITE).map_err(err)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 16))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(70)
-                .build_cartesian_2d(x0..x1, bottom..y1 + pad)
-                .map_err(err)?;
-            let time = |x: &f64| {
-                chrono::DateTime::from_timestamp_millis(*x as i64)
-                    .map_or_else(String::new, |t| t.format("%m-%d %H:%M").to_string())
-            };
-            let number = |y: &f64| short(*y);
-            let power = |x: &f64| short(10f64.powf(*x));
-            let mut mesh = chart.configure_mesh();
-            mesh.x_desc(self.x_label.as_str()).y_desc(self.y_label.as_str()).y_label_formatter(&number).x_labels(6);
-            if self.time_x {
-                mesh.x_label_formatter(&time);
-            } else if self.log_x {
-                mesh.x_label_formatter(&power);
-            } else {
-                mesh.x_label_formatter(&number);
-            }
-            mesh.draw().map_err(err)?;
-            for band in &self.bands {
-                let mut outline: Vec<(f64, f64)> = band.points.iter().map(|p| (p.0, p.2)).collect();
-                outline.extend(band.points.iter().rev().map(|p| (p.0, p.1)));
-                let color = band.color;
-                chart
-                    .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled())))
-                    .map_err(err)?
-                    .label(band.name.as_str())
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.2).filled()));
-            }
-            for (line, points) in self.lines.iter().zip(&points) {
-                let style = line.color.stroke_width(if line.bold { 3 } else { 2 });
-                let color = line.color;
-                let mut labelled = false;
-                for run in points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()) {
-                    let series = chart.draw_series(LineSeries::new(run.iter().copied(), style)).map_err(err)?;
-                    if !labelled {
-                        series
-                            .label(line.name.as_str())
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
-                        labelled = true;
-                    }
-                    if line.markers {
-                        let r = if line.bold { 6 } else { 3 };
-                        chart.draw_series(run.iter().map(|p| Circle::new(*p, r, color.filled()))).map_err(err)?;
-                    }
+        (x0..x1, bottom..y1 + pad)
+    }
+
+    /// The grid and the axes' labels: times, powers of ten on a log axis, or numbers.
+    fn mesh(&self, chart: &mut Plot) -> Result<(), BoxError> {
+        let time = |x: &f64| {
+            chrono::DateTime::from_timestamp_millis(*x as i64)
+                .map_or_else(String::new, |t| t.format("%m-%d %H:%M").to_string())
+        };
+        let number = |y: &f64| short(*y);
+        let power = |x: &f64| short(10f64.powf(*x));
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.x_label.as_str()).y_desc(self.y_label.as_str()).y_label_formatter(&number).x_labels(6);
+        if self.time_x {
+            mesh.x_label_formatter(&time);
+        } else if self.log_x {
+            mesh.x_label_formatter(&power);
+        } else {
+            mesh.x_label_formatter(&number);
+        }
+        mesh.draw().map_err(err)
+    }
+
+    fn draw_bands(&self, chart: &mut Plot) -> Result<(), BoxError> {
+        for band in &self.bands {
+            let mut outline: Vec<(f64, f64)> = band.points.iter().map(|p| (p.0, p.2)).collect();
+            outline.extend(band.points.iter().rev().map(|p| (p.0, p.1)));
+            let color = band.color;
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled())))
+                .map_err(err)?
+                .label(band.name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.2).filled()));
+        }
+        Ok(())
+    }
+
+    /// Each line in runs of finite points (a gap breaks it), labelled once.
+    fn draw_lines(&self, chart: &mut Plot, points: &[Vec<(f64, f64)>]) -> Result<(), BoxError> {
+        for (line, points) in self.lines.iter().zip(points) {
+            let style = line.color.stroke_width(if line.bold { 3 } else { 2 });
+            let color = line.color;
+            let mut labelled = false;
+            for run in points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()) {
+                let series = chart.draw_series(LineSeries::new(run.iter().copied(), style)).map_err(err)?;
+                if !labelled {
+                    series
+                        .label(line.name.as_str())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                    labelled = true;
+                }
+                if line.markers {
+                    let r = if line.bold { 6 } else { 3 };
+                    chart.draw_series(run.iter().map(|p| Circle::new(*p, r, color.filled()))).map_err(err)?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(err)?;
-            root.present().map_err(err)?;
         }
-        Ok(svg)
+        Ok(())
     }
 }
 
