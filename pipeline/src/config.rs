@@ -647,38 +647,7 @@ impl<'r> Checker<'r> {
             }
         }
         let by_name: HashMap<&str, &Candidate> = candidates.iter().map(|c| (c.name.as_str(), c)).collect();
-        let mut wired = Vec::new();
-        for c in &candidates {
-            let slots = c.stage.reads();
-            for (k, _) in &c.mapped {
-                if !slots.contains(&k.name) {
-                    let help = suggest(&k.name, slots.iter().map(String::as_str), "its input slots are");
-                    self.problem(
-                        k.loc,
-                        format!("stage `{}` ({}) has no input slot `{}`", c.name, c.kind, k.name),
-                        help,
-                    );
-                }
-            }
-            let mut inputs = Vec::new();
-            for slot in slots {
-                let mapped = c.mapped.iter().find(|(k, _)| k.name == slot).map(|(_, v)| v);
-                let (text, loc) = match mapped {
-                    Some(n) => match n.as_str() {
-                        Some(s) => (s.to_string(), n.loc),
-                        None => {
-                            self.problem(n.loc, "an input is written `stage.output` or `output`", None);
-                            continue;
-                        }
-                    },
-                    None => (slot.clone(), c.loc),
-                };
-                if let Some(input) = self.resolve(c, &slot, &text, loc, &producers, &by_name) {
-                    inputs.push(input);
-                }
-            }
-            wired.push(inputs);
-        }
+        let wired: Vec<Vec<InputRef>> = candidates.iter().map(|c| self.inputs_of(c, &producers, &by_name)).collect();
 
         let mut graph = DiGraph::<usize, ()>::new();
         let nodes: Vec<NodeIndex> = (0..candidates.len()).map(|i| graph.add_node(i)).collect();
@@ -688,18 +657,7 @@ impl<'r> Checker<'r> {
                 graph.update_edge(nodes[index[input.stage.as_str()]], nodes[i], ());
             }
         }
-        for scc in petgraph::algo::tarjan_scc(&graph) {
-            let looped = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
-            if looped {
-                let names = cycle_names(&graph, &scc, &candidates);
-                let first = &candidates[scc.iter().map(|n| graph[*n]).min().expect("components are not empty")];
-                self.problem(
-                    first.loc,
-                    format!("the stages form a cycle: {}", names.join(" → ")),
-                    Some("a stage cannot read, directly or not, what it writes: map one of these inputs to another stage".to_string()),
-                );
-            }
-        }
+        self.report_cycles(&graph, &candidates);
         if !self.problems.is_empty() {
             return None;
         }
@@ -730,6 +688,57 @@ impl<'r> Checker<'r> {
             })
             .collect();
         Some(specs)
+    }
+
+    /// One stage's inputs, each slot resolved to the stage that writes it; unknown slots and
+    /// badly written inputs reported.
+    fn inputs_of(
+        &mut self,
+        c: &Candidate,
+        producers: &BTreeMap<String, Vec<String>>,
+        by_name: &HashMap<&str, &Candidate>,
+    ) -> Vec<InputRef> {
+        let slots = c.stage.reads();
+        for (k, _) in &c.mapped {
+            if !slots.contains(&k.name) {
+                let help = suggest(&k.name, slots.iter().map(String::as_str), "its input slots are");
+                self.problem(k.loc, format!("stage `{}` ({}) has no input slot `{}`", c.name, c.kind, k.name), help);
+            }
+        }
+        let mut inputs = Vec::new();
+        for slot in slots {
+            let mapped = c.mapped.iter().find(|(k, _)| k.name == slot).map(|(_, v)| v);
+            let (text, loc) = match mapped {
+                Some(n) => match n.as_str() {
+                    Some(s) => (s.to_string(), n.loc),
+                    None => {
+                        self.problem(n.loc, "an input is written `stage.output` or `output`", None);
+                        continue;
+                    }
+                },
+                None => (slot.clone(), c.loc),
+            };
+            if let Some(input) = self.resolve(c, &slot, &text, loc, producers, by_name) {
+                inputs.push(input);
+            }
+        }
+        inputs
+    }
+
+    /// Each cycle of stages, reported at the first of them in the file.
+    fn report_cycles(&mut self, graph: &DiGraph<usize, ()>, candidates: &[Candidate]) {
+        for scc in petgraph::algo::tarjan_scc(graph) {
+            let looped = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+            if looped {
+                let names = cycle_names(graph, &scc, candidates);
+                let first = &candidates[scc.iter().map(|n| graph[*n]).min().expect("components are not empty")];
+                self.problem(
+                    first.loc,
+                    format!("the stages form a cycle: {}", names.join(" → ")),
+                    Some("a stage cannot read, directly or not, what it writes: map one of these inputs to another stage".to_string()),
+                );
+            }
+        }
     }
 
     fn resolve(
