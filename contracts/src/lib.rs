@@ -147,10 +147,27 @@ impl Method {
         Method::Oracle,
     ];
 
+    /// The methods the backtest forecasts with: all but the oracle, which only the plan has.
+    pub const BACKTESTED: [Method; 8] = Method::run(0);
+
     /// The methods that forecast, the model first (`auto` chooses among them, ties to the
     /// earlier); the recommenders only size.
-    pub const FORECASTERS: [Method; 5] =
-        [Method::Model, Method::LastValue, Method::SeasonalNaive, Method::MovingAverage, Method::HoltWinters];
+    pub const FORECASTERS: [Method; 5] = Method::run(1);
+
+    /// What forecasts from the history alone, beside the model: the baselines and the
+    /// recommenders.
+    pub const FROM_HISTORY: [Method; 6] = Method::run(2);
+
+    /// `N` methods of [`Method::ALL`] from position `from`: the lists above, kept in its order.
+    const fn run<const N: usize>(from: usize) -> [Method; N] {
+        let mut out = [Method::Auto; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = Method::ALL[from + i];
+            i += 1;
+        }
+        out
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -274,6 +291,19 @@ mod tests {
         }
         assert_eq!(Method::parse("statsforecast_autoets"), None);
         assert_eq!(method_names(Method::FORECASTERS)[0], "model");
+        assert_eq!(Method::BACKTESTED.last(), Some(&Method::Krr));
+        assert!(Method::FORECASTERS.iter().all(|m| !m.is_recommender() && *m != Method::Auto));
+        assert_eq!(
+            Method::FROM_HISTORY,
+            [
+                Method::LastValue,
+                Method::SeasonalNaive,
+                Method::MovingAverage,
+                Method::HoltWinters,
+                Method::Vpa,
+                Method::Krr
+            ]
+        );
     }
 
     #[test]

@@ -102,16 +102,7 @@ fn default_device() -> DeviceName {
 
 /// Every method the backtest forecasts with, in the order tables list them: all but the
 /// oracle, which only the plan has.
-pub const METHODS: [&str; 8] = method_names([
-    Method::Auto,
-    Method::Model,
-    Method::LastValue,
-    Method::SeasonalNaive,
-    Method::MovingAverage,
-    Method::HoltWinters,
-    Method::Vpa,
-    Method::Krr,
-]);
+pub const METHODS: [&str; 8] = method_names(Method::BACKTESTED);
 
 /// The methods that forecast (`auto` chooses among them); the recommenders only size.
 pub const FORECASTERS: [&str; 5] = method_names(Method::FORECASTERS);
@@ -620,14 +611,8 @@ impl Baselines<'_> {
         let mut fallbacks = 0;
         let model: Vec<(String, String)> =
             tracks.keys().filter(|k| k.0 == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
-        const METHODS: [&str; 6] = method_names([
-            Method::LastValue,
-            Method::SeasonalNaive,
-            Method::MovingAverage,
-            Method::HoltWinters,
-            Method::Vpa,
-            Method::Krr,
-        ]);
+        // In the order of `forecasts` below.
+        const METHODS: [&str; 6] = method_names(Method::FROM_HISTORY);
         for (key, column) in model {
             let t = &tracks[&(Method::Model.name(), key.clone(), column.clone())];
             let (origins, actual) = (t.origins.clone(), t.actual.clone());

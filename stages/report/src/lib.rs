@@ -173,7 +173,7 @@ impl Stage for Report {
         // The answer first: what to change and what it saves, then at what risk beside KRR
         // and VPA; the data, methods and leaderboards after.
         let plan_summary = ctx.input_record("plan_comparison")?.get("summary").cloned().unwrap_or(Value::Null);
-        let plan = serde_json::from_value::<PlanSummary>(plan_summary.clone())
+        let plan = PlanSummary::read(plan_summary.as_object().unwrap_or(&serde_json::Map::new()))
             .map_err(|source| ReportError::Summary { stage: "plan", source })?;
         plans::current_section(&mut doc, &ctx.read_table("recommendations")?, &plan)?;
         let (backtest, comparison) = (ctx.read_table("plan_backtest")?, ctx.read_table("plan_comparison")?);
@@ -305,15 +305,7 @@ fn backtest_note(backtest_summary: &Value) -> String {
 fn resource_leaderboard(doc: &mut Doc, scores: &[Score], resource: &str) -> Result<Value, BoxError> {
     let columns =
         ["mase", "mae", "rmse", "smape", "direction_f1", "pinball", "coverage_p50", "coverage_p90", "coverage_p99"];
-    let bucket_value = |m: &str, scope: &str, bucket: &str, metric: &str| {
-        scores
-            .iter()
-            .find(|s| {
-                s.method == m && s.resource == resource && s.scope == scope && s.bucket == bucket && s.metric == metric
-            })
-            .map_or(f64::NAN, |s| s.value)
-    };
-    let value = |m: &str, scope: &str, metric: &str| bucket_value(m, scope, "all", metric);
+    let value = |m: &str, scope: &str, metric: &str| score_of(scores, m, resource, scope, "all", metric);
     // Ours, then any scored from an `external` file (statsforecast's), by name.
     let external: std::collections::BTreeSet<&str> =
         scores.iter().map(|s| s.method.as_str()).filter(|m| Method::parse(m).is_none()).collect();
@@ -353,28 +345,35 @@ fn resource_leaderboard(doc: &mut Doc, scores: &[Score], resource: &str) -> Resu
         "cover p99",
     ];
     doc.titled_table(resource, &headers, &rows);
+    horizon_table(doc, scores, resource, &methods);
+    horizon_chart(doc, scores, resource, &methods)?;
+    Ok(Value::Array(json_rows))
+}
 
-    // Accuracy by how far ahead: the buckets the horizon reaches.
-    let buckets: Vec<&str> = ["1h", "6h", "1d", "more"]
-        .into_iter()
-        .filter(|b| methods.iter().any(|m| bucket_value(m, "mean", b, "mase").is_finite()))
-        .collect();
+/// One score of the test part; NaN where it was not scored.
+fn score_of(scores: &[Score], method: &str, resource: &str, scope: &str, bucket: &str, metric: &str) -> f64 {
+    scores
+        .iter()
+        .find(|s| {
+            s.method == method && s.resource == resource && s.scope == scope && s.bucket == bucket && s.metric == metric
+        })
+        .map_or(f64::NAN, |s| s.value)
+}
+
+/// Accuracy by how far ahead: each method's mean MASE in the buckets the horizon reaches.
+fn horizon_table(doc: &mut Doc, scores: &[Score], resource: &str, methods: &[&str]) {
+    let mase = |m: &str, bucket: &str| score_of(scores, m, resource, "mean", bucket, "mase");
+    let buckets: Vec<&str> =
+        ["1h", "6h", "1d", "more"].into_iter().filter(|b| methods.iter().any(|m| mase(m, b).is_finite())).collect();
     let rows: Vec<Vec<String>> = methods
         .iter()
-        .map(|m| {
-            std::iter::once(method_name(m).to_string())
-                .chain(buckets.iter().map(|b| fmt(bucket_value(m, "mean", b, "mase"))))
-                .collect()
-        })
+        .map(|m| std::iter::once(method_name(m).to_string()).chain(buckets.iter().map(|b| fmt(mase(m, b)))).collect())
         .collect();
     let headers: Vec<String> = std::iter::once("method".to_string())
         .chain(buckets.iter().map(|b| format!("MASE (mean), up to {b} ahead")))
         .collect();
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     doc.titled_table(&format!("{resource} by horizon"), &headers, &rows);
-
-    horizon_chart(doc, scores, resource, &methods)?;
-    Ok(Value::Array(json_rows))
 }
 
 /// Each method's median MASE by horizon step, for one resource.
