@@ -194,7 +194,7 @@ fn table(
     }
     let mut header = header.to_vec();
     // No CPU limit now or planned (the usual case): no column for it.
-    if rows[..shown].iter().all(|r| change(r, Line::CpuLimit, cores) == "? → ?") {
+    if cells.iter().all(|r| r[3].content() == "? → ?") {
         header.remove(3);
         cells.iter_mut().for_each(|r| drop(r.remove(3)));
     }
