@@ -55,51 +55,76 @@ const PEER: &str = "../shared/bench/torch_peer.py";
 /// The reference's model; `--model '{kind: gru, hidden: 64, layers: 2}'` trains another.
 const REFERENCE_MODEL: &str = "{kind: lstm, hidden: 64, layers: 2}";
 
-struct Args(Vec<String>);
-
-impl Args {
-    fn value(&self, flag: &str) -> Option<&str> {
-        self.0.iter().position(|a| a == flag).map(|i| self.0[i + 1].as_str())
-    }
-    fn scales(&self, flag: &str, default: &str) -> Vec<usize> {
-        let list = self.value(flag).unwrap_or(default);
-        list.split(',').map(|s| s.parse().unwrap_or_else(|_| panic!("{flag}: `{s}` is not a number"))).collect()
-    }
+/// The suite's options: `cargo bench --bench stages -- --help`.
+#[derive(clap::Parser)]
+struct Args {
+    /// A dataset folder holding `query_range/<metric>/` answers.
+    #[arg(long, default_value = "data/nezha-k8s")]
+    dataset: PathBuf,
+    /// The data's step, in seconds.
+    #[arg(long, default_value_t = 60)]
+    step: u64,
+    /// The model `train` fits (a train.fit `model`).
+    #[arg(long, default_value = REFERENCE_MODEL)]
+    model: String,
+    /// The stages measured, in order.
+    #[arg(long, value_delimiter = ',', default_values_t = STAGES.map(String::from))]
+    stages: Vec<String>,
+    /// The copies of the dataset measured.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100])]
+    scales: Vec<usize>,
+    /// The scales up to which the model's stages run.
+    #[arg(long, value_delimiter = ',', default_values_t = [10])]
+    model_scales: Vec<usize>,
+    /// The scales up to which the reference runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1])]
+    peer_scales: Vec<usize>,
+    /// Each scale as one plain answer file.
+    #[arg(long)]
+    single_file: bool,
+    /// The Python that runs the reference beside ours.
+    #[arg(long)]
+    peer: Option<String>,
+    /// One stage measured in this process (the suite runs each so, for its own peak RSS),
+    /// with the store and input it reads and the scale it reports.
+    #[arg(long, hide = true, requires_all = ["store", "input", "scale"])]
+    measure: Option<String>,
+    #[arg(long, hide = true)]
+    store: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    input: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    scale: Option<usize>,
 }
 
 fn main() {
-    let args = Args(std::env::args().skip(1).filter(|a| a != "--bench").collect());
-    let dataset = PathBuf::from(args.value("--dataset").unwrap_or("data/nezha-k8s"));
-    let step: u64 = args.value("--step").unwrap_or("60").parse().expect("--step: seconds");
-    let model = args.value("--model").unwrap_or(REFERENCE_MODEL);
-    if let Some(stage) = args.value("--measure") {
-        let (store, input) = (Path::new(args.value("--store").unwrap()), Path::new(args.value("--input").unwrap()));
+    // `cargo bench` passes `--bench` to every bench binary.
+    let args = <Args as clap::Parser>::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let (dataset, step, model) = (&args.dataset, args.step, args.model.as_str());
+    if let (Some(stage), Some(store), Some(input), Some(scale)) = (&args.measure, &args.store, &args.input, args.scale)
+    {
         let mut result = measure(stage, store, input, step, model);
         result["model"] = json!(model);
         result["dataset"] = json!(dataset);
-        result["scale"] = json!(args.value("--scale").unwrap().parse::<usize>().unwrap());
+        result["scale"] = json!(scale);
         println!("{result}");
         return;
     }
-    let stages: Vec<&str> = args.value("--stages").map_or(STAGES.to_vec(), |s| s.split(',').collect());
-    let single_file = args.0.iter().any(|a| a == "--single-file");
-    let model_scales = args.scales("--model-scales", "10");
-    let peer_scales = args.scales("--peer-scales", "1");
-    for scale in args.scales("--scales", "1,10,100") {
+    for &scale in &args.scales {
         let work = tempfile::tempdir().unwrap();
         let input = work.path().join("input");
-        tile(&answers(&dataset), scale, &input, single_file);
+        tile(&answers(dataset), scale, &input, args.single_file);
         let store = work.path().join("store");
-        for stage in stages.iter().copied() {
-            if matches!(stage, "train" | "predict" | "evaluate" | "plan" | "refresh")
-                && !model_scales.iter().any(|s| scale <= *s)
+        for stage in &args.stages {
+            if matches!(stage.as_str(), "train" | "predict" | "evaluate" | "plan" | "refresh")
+                && !args.model_scales.iter().any(|s| scale <= *s)
             {
                 continue;
             }
             let status = Command::new(std::env::current_exe().unwrap())
                 .args(["--measure", stage, "--scale", &scale.to_string(), "--step", &step.to_string()])
                 .arg("--dataset")
-                .arg(&dataset)
+                .arg(dataset)
                 .args(["--model", model])
                 .arg("--store")
                 .arg(&store)
@@ -109,7 +134,7 @@ fn main() {
                 .unwrap();
             assert!(status.success(), "{stage} at {scale}×");
         }
-        if let Some(python) = args.value("--peer").filter(|_| peer_scales.iter().any(|s| scale <= *s)) {
+        if let Some(python) = args.peer.as_deref().filter(|_| args.peer_scales.iter().any(|s| scale <= *s)) {
             let mut result = peer(python, &input, step, work.path());
             result["dataset"] = json!(dataset);
             result["scale"] = json!(scale);

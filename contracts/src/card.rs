@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ContractError;
 use crate::model::{Blueprint, TrainSpec};
+use crate::tables::scalers;
 
 /// Bumped whenever a card or its weights change meaning; older cards are refused.
 pub const FORMAT: u32 = 1;
@@ -135,10 +136,10 @@ fn humanize_ms(ms: i64) -> String {
 pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<Scaler>, ContractError> {
     let mut out = Vec::new();
     for b in batches {
-        let col = |column, to: &DataType| crate::cast_column(b, "scalers", column, to);
-        let (key, column, transform) =
-            (col("key", &DataType::Utf8)?, col("column", &DataType::Utf8)?, col("transform", &DataType::Utf8)?);
-        let (center, scale) = (col("center", &DataType::Float64)?, col("scale", &DataType::Float64)?);
+        let col = |column, to: &DataType| crate::cast_column(b, scalers::NAME, column, to);
+        let text = |column| col(column, &DataType::Utf8);
+        let (key, column, transform) = (text(scalers::KEY)?, text(scalers::COLUMN)?, text(scalers::TRANSFORM)?);
+        let (center, scale) = (col(scalers::CENTER, &DataType::Float64)?, col(scalers::SCALE, &DataType::Float64)?);
         let (center, scale) = (center.as_primitive::<Float64Type>(), scale.as_primitive::<Float64Type>());
         for i in 0..b.num_rows() {
             let c = column.as_string::<i32>().value(i);

@@ -42,6 +42,54 @@ impl PlanSummary {
     }
 }
 
+/// `clean.resample`'s summary: what cleaning did, for the manifest and the report.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanSummary {
+    pub input_points: u64,
+    pub non_finite_dropped: u64,
+    pub negative_dropped: u64,
+    pub input_series: u64,
+    /// Series after grouping (pods of one workload count once).
+    pub grouped_series: u64,
+    /// Grid points holding at least one sample, summed over roles.
+    pub grid_points: u64,
+    pub filled_points: u64,
+    /// Series missing one of the roles entirely.
+    pub series_without_all_roles: u64,
+    /// Segments before the filters; more than the series where long gaps split them.
+    pub segments: u64,
+    pub trimmed_points: u64,
+    pub short_segments_dropped: u64,
+    pub zero_series_dropped: u64,
+    pub constant_series_dropped: u64,
+    pub series: u64,
+    pub output_segments: u64,
+    pub points: u64,
+    /// Requests, limits and pain series (the `allocation` table), those matching no usage
+    /// series or several (left out), and the rows written.
+    pub allocation_series: u64,
+    pub allocation_series_without_usage: u64,
+    pub allocation_series_ambiguous: u64,
+    pub allocation_points: u64,
+    /// kube-state-metrics' `kube_pod_owner` links, those naming pods without usage, and the
+    /// workloads whose pods name no owner or several (left unresolved, never guessed).
+    pub owner_series: u64,
+    pub owner_series_without_usage: u64,
+    pub workloads_without_owner: u64,
+    /// HPAs attached to the workloads they scale, those whose target has no usage, and the
+    /// namespaces with quotas but no workloads.
+    pub hpas: u64,
+    pub hpas_without_usage: u64,
+    pub quota_namespaces_without_workloads: u64,
+}
+
+impl CleanSummary {
+    /// From a stage record's summary (a JSON object holding these keys among others).
+    pub fn read(summary: &serde_json::Map<String, serde_json::Value>) -> Result<CleanSummary, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(summary.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,37 @@
 //! metadata have in Parquet. The writer and every reader use these constants, so renaming
 //! a column is one change that the compiler follows.
 
+/// `ingest.prometheus` → `samples`: one row per sample, sorted by metric, series and time;
+/// beside these, a column per common label (`namespace`, `pod`, `container`, …).
+pub mod samples {
+    pub const NAME: &str = "samples";
+    pub const METRIC: &str = "metric";
+    /// What the metric measures: `cpu`, `memory`, an allocation line, or `other`.
+    pub const ROLE: &str = "role";
+    /// The series' identity: a hash of its metric and every label.
+    pub const SERIES_ID: &str = "series_id";
+    /// The labels without a column of their own, as a JSON object.
+    pub const LABELS: &str = "labels";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const VALUE: &str = "value";
+}
+
+/// `ingest.prometheus` → `series`: one row per series, with its labels as `samples` has
+/// them, its first and last sample and how many it has.
+pub mod series {
+    pub const NAME: &str = "series";
+    pub const SERIES_ID: &str = "series_id";
+    pub const METRIC: &str = "metric";
+    pub const ROLE: &str = "role";
+    pub const LABELS: &str = "labels";
+    pub const FIRST_TIMESTAMP: &str = "first_timestamp";
+    pub const LAST_TIMESTAMP: &str = "last_timestamp";
+    pub const POINTS: &str = "points";
+}
+
 /// `features.build` → `features`: one row per series and step: the scaled values and features.
 pub mod features {
+    pub const NAME: &str = "features";
     pub const KEY: &str = "key";
     pub const SEGMENT: &str = "segment";
     pub const TIMESTAMP: &str = "timestamp";
@@ -15,6 +44,7 @@ pub mod features {
 /// and part, `stride` rows apart): where the first starts in `features` and how many there
 /// are. Window `i` of a run starts at row `start + i × stride`.
 pub mod windows {
+    pub const NAME: &str = "windows";
     pub const SPLIT: &str = "split";
     pub const KEY: &str = "key";
     pub const SEGMENT: &str = "segment";
@@ -31,6 +61,19 @@ pub mod windows {
     pub const HORIZON_KEY: &str = "applearner.horizon";
     pub const STRIDE_KEY: &str = "applearner.stride";
     pub const WARMUP_KEY: &str = "applearner.warmup";
+}
+
+/// `features.build` → `scalers`: per series and value column, the transform and scaling,
+/// and the centre and scale fitted on its training part (value = centre + scale × feature,
+/// before the transform's inverse).
+pub mod scalers {
+    pub const NAME: &str = "scalers";
+    pub const KEY: &str = "key";
+    pub const COLUMN: &str = "column";
+    pub const TRANSFORM: &str = "transform";
+    pub const METHOD: &str = "method";
+    pub const CENTER: &str = "center";
+    pub const SCALE: &str = "scale";
 }
 
 /// `clean.resample` → `resampled`: one row per series and grid step; beside these, the key's
@@ -292,4 +335,40 @@ pub mod recommendations {
     /// (no kube_pod_owner: the patch assumes a Deployment), `job` (a Job or CronJob), `hpa`
     /// (scaled by an HPA: see `hpas`).
     pub const FLAGS: &str = "flags";
+}
+
+/// `train.fit` → `metrics`: one row per epoch run.
+pub mod metrics {
+    pub const NAME: &str = "metrics";
+    pub const EPOCH: &str = "epoch";
+    pub const LR: &str = "lr";
+    pub const TRAIN_LOSS: &str = "train_loss";
+    pub const VALIDATION_LOSS: &str = "validation_loss";
+    /// On the scaled values.
+    pub const VALIDATION_MAE: &str = "validation_mae";
+}
+
+/// `evaluate.backtest` → `choices`: per series and resource, the forecaster `auto` chose on
+/// the validation part and each forecaster's validation MASE (`validation_mase_<method>`).
+pub mod choices {
+    pub const NAME: &str = "choices";
+    pub const KEY: &str = "key";
+    pub const RESOURCE: &str = "resource";
+    pub const METHOD: &str = "method";
+    pub const VALIDATION_MASE_PREFIX: &str = "validation_mase_";
+}
+
+/// `plan.resources` → `plan_risk`: per line, workload and UTC day of the test part, as the
+/// plan's loop ran: steps, steps above the line, their share beside the target, and the
+/// factor at the day's end.
+pub mod plan_risk {
+    pub const NAME: &str = "plan_risk";
+    pub const LINE: &str = "line";
+    pub const KEY: &str = "key";
+    pub const DAY: &str = "day";
+    pub const STEPS: &str = "steps";
+    pub const ABOVE: &str = "above";
+    pub const RISK_PCT: &str = "risk_pct";
+    pub const TARGET_PCT: &str = "target_pct";
+    pub const FACTOR: &str = "factor";
 }

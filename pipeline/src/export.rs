@@ -8,7 +8,7 @@
 use crate::PipelineError;
 use serde_json::{Value, json};
 
-use crate::config::{Pipeline, Resources};
+use crate::config::{Pipeline, Resources, StageSpec};
 use crate::stage::parse_quantity;
 
 /// Where and how the pods run.
@@ -118,18 +118,8 @@ pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Val
     let run_id = "{{workflow.name}}";
     let mut tasks = Vec::new();
     let mut templates = Vec::new();
-    let template = |name: &str, s: &crate::config::StageSpec, args: Vec<String>, resources: &Resources| {
-        let mut t = json!({
-            "name": name,
-            "container": container(target, "main", args, resources, Vec::new()),
-            "retryStrategy": {"limit": target.retries.to_string(), "retryPolicy": "OnFailure"},
-            "metadata": {"labels": {"applearner.io/stage": s.name, "applearner.io/kind": s.kind}},
-        });
-        if !resources.node_selector.is_empty() {
-            t["nodeSelector"] = json!(resources.node_selector);
-        }
-        t
-    };
+    let template =
+        |name: &str, s: &StageSpec, args, resources: &Resources| argo_template(target, name, s, args, resources);
     for s in &pipeline.stages {
         let mut deps: Vec<String> = s.upstream.iter().map(|&u| pipeline.stages[u].name.clone()).collect();
         let mut merge_resources = s.resources.clone();
@@ -163,26 +153,46 @@ pub fn argo(pipeline: &Pipeline, target: &Target, kind: &ArgoKind) -> Result<Val
     }
     templates.insert(0, json!({"name": "pipeline", "dag": {"tasks": tasks}}));
     let spec = json!({"entrypoint": "pipeline", "volumes": config_volume(target), "templates": templates});
-    Ok(match kind {
+    Ok(argo_object(&pipeline.name, target, kind, spec))
+}
+
+/// The pod template of one task: the stage's container, retried on failure, labelled with
+/// the stage, on the nodes it asks for.
+fn argo_template(target: &Target, name: &str, s: &StageSpec, args: Vec<String>, resources: &Resources) -> Value {
+    let mut t = json!({
+        "name": name,
+        "container": container(target, "main", args, resources, Vec::new()),
+        "retryStrategy": {"limit": target.retries.to_string(), "retryPolicy": "OnFailure"},
+        "metadata": {"labels": {"applearner.io/stage": s.name, "applearner.io/kind": s.kind}},
+    });
+    if !resources.node_selector.is_empty() {
+        t["nodeSelector"] = json!(resources.node_selector);
+    }
+    t
+}
+
+/// The Argo object of `kind` around a workflow spec.
+fn argo_object(name: &str, target: &Target, kind: &ArgoKind, spec: Value) -> Value {
+    match kind {
         ArgoKind::Workflow => json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
-            "metadata": metadata(&pipeline.name, target, true),
+            "metadata": metadata(name, target, true),
             "spec": spec,
         }),
         ArgoKind::WorkflowTemplate => json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "WorkflowTemplate",
-            "metadata": metadata(&pipeline.name, target, false),
+            "metadata": metadata(name, target, false),
             "spec": spec,
         }),
         ArgoKind::CronWorkflow(schedule) => json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "CronWorkflow",
-            "metadata": metadata(&pipeline.name, target, false),
+            "metadata": metadata(name, target, false),
             "spec": {"schedules": [schedule], "concurrencyPolicy": "Forbid", "workflowSpec": spec},
         }),
-    })
+    }
 }
 
 /// A Kubernetes Job running the whole pipeline in one pod (without Argo there is nothing

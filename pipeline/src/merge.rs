@@ -51,105 +51,141 @@ pub(crate) fn merge(
 ) -> Result<Summary, BoxError> {
     let mut maps: BTreeMap<&str, RowMap> = BTreeMap::new();
     for (table, columns) in order {
-        let referenced = links.iter().any(|l| l.2 == *table);
-        let link = links.iter().find(|l| l.0 == *table);
-        let mut map: RowMap = vec![Vec::new(); shards.len()];
-        let mut written = 0u64;
-        let mut schema: Option<SchemaRef> = None;
-        let mut readers = Vec::new();
-        for rec in shards {
-            let out = rec.outputs.get(*table).ok_or_else(|| format!("shard `{}` has no table `{table}`", rec.stage))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(ctx.store().get(&out.path)?)?;
-            schema.get_or_insert_with(|| builder.schema().clone());
-            readers.push(builder.build()?);
-        }
-        let schema = schema.ok_or("no shards to merge")?;
-        let keys: Vec<usize> = columns.iter().map(|c| schema.index_of(c)).collect::<Result<_, _>>()?;
-        let converter =
-            RowConverter::new(keys.iter().map(|&k| SortField::new(schema.field(k).data_type().clone())).collect())?;
-        let advance = |reader: &mut ParquetRecordBatchReader, read: &mut u64| -> Result<Option<Head>, BoxError> {
-            for batch in reader {
-                // The reader drops the schema's metadata; the merged table keeps it.
-                let batch = batch?.with_schema(schema.clone())?;
-                let offset = *read;
-                *read += batch.num_rows() as u64;
-                if batch.num_rows() > 0 {
-                    let rows = converter
-                        .convert_columns(&keys.iter().map(|&k| batch.column(k).clone()).collect::<Vec<_>>())?;
-                    return Ok(Some(Head { batch, offset, rows, pos: 0 }));
-                }
-            }
-            Ok(None)
-        };
-        let mut open = Vec::new();
-        for mut reader in readers {
-            let mut read = 0;
-            let head = advance(&mut reader, &mut read)?;
-            open.push(Shard { reader, head, read });
-        }
-        // Rows compare by key, then by shard, so ties (which disjoint series never make)
-        // still merge the same way every time.
-        let before = |a: (&Head, usize, usize), b: (&Head, usize, usize)| {
-            a.0.rows.row(a.1).cmp(&b.0.rows.row(b.1)).then(a.2.cmp(&b.2)) == Ordering::Less
-        };
-        let mut writer = ctx.table_writer(table, schema.clone())?;
-        loop {
-            ctx.check_cancelled()?;
-            let live: Vec<usize> = (0..open.len()).filter(|&s| open[s].head.is_some()).collect();
-            let head_of =
-                |s: usize| (open[s].head.as_ref().expect("live"), open[s].head.as_ref().expect("live").pos, s);
-            let Some(&first) = live
-                .iter()
-                .min_by(|&&a, &&b| if before(head_of(a), head_of(b)) { Ordering::Less } else { Ordering::Greater })
-            else {
-                break;
-            };
-            let second = live
-                .iter()
-                .copied()
-                .filter(|&s| s != first)
-                .min_by(|&a, &b| if before(head_of(a), head_of(b)) { Ordering::Less } else { Ordering::Greater });
-            // Take the first shard's rows up to the second shard's next row (a binary search:
-            // the rows are sorted).
-            let head = open[first].head.as_ref().expect("live");
-            let (mut lo, mut hi) = (head.pos + 1, head.rows.num_rows());
-            if let Some(second) = second {
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if before((head, mid, first), head_of(second)) {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-            } else {
-                lo = hi;
-            }
-            let len = lo - head.pos;
-            let mut slice = head.batch.slice(head.pos, len);
-            if let Some((_, column, of)) = link {
+        let link = match links.iter().find(|l| l.0 == *table) {
+            Some(&(_, column, of)) => {
                 let runs =
                     maps.get(of).ok_or_else(|| format!("`{table}.{column}` refers to `{of}`, not merged before it"))?;
-                slice = renumber(&slice, column, &runs[first])?;
+                Some((column, runs))
             }
-            if referenced {
-                map[first].push((head.offset + head.pos as u64, written, len as u64));
-            }
-            written += len as u64;
-            writer.write(&slice)?;
-            let shard = &mut open[first];
-            if lo == shard.head.as_ref().expect("live").rows.num_rows() {
-                shard.head = advance(&mut shard.reader, &mut shard.read)?;
-            } else {
-                shard.head.as_mut().expect("live").pos = lo;
-            }
-        }
-        writer.finish()?;
-        if referenced {
+            None => None,
+        };
+        let map = merge_table(table, columns, link, ctx, shards)?;
+        if links.iter().any(|l| l.2 == *table) {
             maps.insert(table, map);
         }
     }
     Ok(merge_summaries(shards))
+}
+
+/// The sort keys of one table being merged: their columns and how they become comparable rows.
+struct Keys {
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    converter: RowConverter,
+}
+
+impl Keys {
+    /// The shard's next non-empty batch as its head, or `None` once the shard is read.
+    fn advance(&self, shard: &mut Shard) -> Result<(), BoxError> {
+        shard.head = None;
+        for batch in &mut shard.reader {
+            // The reader drops the schema's metadata; the merged table keeps it.
+            let batch = batch?.with_schema(self.schema.clone())?;
+            let offset = shard.read;
+            shard.read += batch.num_rows() as u64;
+            if batch.num_rows() > 0 {
+                let keys: Vec<_> = self.columns.iter().map(|&k| batch.column(k).clone()).collect();
+                let rows = self.converter.convert_columns(&keys)?;
+                shard.head = Some(Head { batch, offset, rows, pos: 0 });
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens every shard's `table`, sorted by `columns`, each at its first batch.
+fn open(
+    table: &str,
+    columns: &[&str],
+    ctx: &StageContext,
+    shards: &[StageRecord],
+) -> Result<(Keys, Vec<Shard>), BoxError> {
+    let mut schema: Option<SchemaRef> = None;
+    let mut readers = Vec::new();
+    for rec in shards {
+        let out = rec.outputs.get(table).ok_or_else(|| format!("shard `{}` has no table `{table}`", rec.stage))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(ctx.store().get(&out.path)?)?;
+        schema.get_or_insert_with(|| builder.schema().clone());
+        readers.push(builder.build()?);
+    }
+    let schema = schema.ok_or("no shards to merge")?;
+    let columns: Vec<usize> = columns.iter().map(|c| schema.index_of(c)).collect::<Result<_, _>>()?;
+    let fields = columns.iter().map(|&k| SortField::new(schema.field(k).data_type().clone())).collect();
+    let keys = Keys { schema, columns, converter: RowConverter::new(fields)? };
+    let mut open = Vec::new();
+    for reader in readers {
+        let mut shard = Shard { reader, head: None, read: 0 };
+        keys.advance(&mut shard)?;
+        open.push(shard);
+    }
+    Ok((keys, open))
+}
+
+/// Whether row `a.1` of head `a` (of shard `a.2`) sorts before row `b.1` of head `b`. Rows
+/// compare by key, then by shard, so ties (which disjoint series never make) still merge
+/// the same way every time.
+fn before(a: (&Head, usize, usize), b: (&Head, usize, usize)) -> bool {
+    a.0.rows.row(a.1).cmp(&b.0.rows.row(b.1)).then(a.2.cmp(&b.2)) == Ordering::Less
+}
+
+/// The shard whose head row comes first, and where its run ends: its rows up to the next
+/// shard's head row (a binary search: the rows are sorted). `None` once every shard is read.
+fn next_run(open: &[Shard]) -> Option<(usize, usize)> {
+    let head_of = |s: usize| open[s].head.as_ref().map(|h| (h, h.pos, s));
+    let order = |a: &&usize, b: &&usize| match (head_of(**a), head_of(**b)) {
+        (Some(x), Some(y)) if before(x, y) => Ordering::Less,
+        _ => Ordering::Greater,
+    };
+    let live: Vec<usize> = (0..open.len()).filter(|&s| open[s].head.is_some()).collect();
+    let first = *live.iter().min_by(order)?;
+    let second = live.iter().filter(|&&s| s != first).min_by(order).copied();
+    let head = open[first].head.as_ref().expect("live");
+    let (mut lo, mut hi) = (head.pos + 1, head.rows.num_rows());
+    let Some(second) = second.and_then(head_of) else { return Some((first, hi)) };
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if before((head, mid, first), second) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Some((first, lo))
+}
+
+/// Writes `table` merged from the shards, renumbering `link`'s column by its runs, and
+/// returns where each shard's rows went.
+fn merge_table(
+    table: &str,
+    columns: &[&str],
+    link: Option<(&str, &RowMap)>,
+    ctx: &StageContext,
+    shards: &[StageRecord],
+) -> Result<RowMap, BoxError> {
+    let (keys, mut open) = open(table, columns, ctx, shards)?;
+    let mut map: RowMap = vec![Vec::new(); shards.len()];
+    let mut written = 0u64;
+    let mut writer = ctx.table_writer(table, keys.schema.clone())?;
+    while let Some((first, end)) = next_run(&open) {
+        ctx.check_cancelled()?;
+        let shard = &mut open[first];
+        let head = shard.head.as_mut().expect("live");
+        let len = end - head.pos;
+        let mut slice = head.batch.slice(head.pos, len);
+        if let Some((column, runs)) = link {
+            slice = renumber(&slice, column, &runs[first])?;
+        }
+        map[first].push((head.offset + head.pos as u64, written, len as u64));
+        written += len as u64;
+        writer.write(&slice)?;
+        head.pos = end;
+        if end == head.rows.num_rows() {
+            keys.advance(shard)?;
+        }
+    }
+    writer.finish()?;
+    Ok(map)
 }
 
 /// `batch` with the shard's row numbers in `column` turned into the merged table's.

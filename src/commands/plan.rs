@@ -173,25 +173,7 @@ fn table(
         "flags",
     ];
     let shown = top.unwrap_or(rows.len()).min(rows.len());
-    let mut cells: Vec<Vec<Cell>> = Vec::new();
-    for row in &rows[..shown] {
-        let key = row.get(rt::KEY).and_then(Value::as_str).unwrap_or_default();
-        let kind = if row.get(rt::KIND).and_then(Value::as_str) == Some("node") { " (node)" } else { "" };
-        let flags = row.get(rt::FLAGS).and_then(Value::as_str).unwrap_or_default().replace(',', ", ");
-        cells.push(vec![
-            Cell::new(format!("{key}{kind}")),
-            // One pod's values; the Δ columns are over these replicas.
-            Cell::new(row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string())),
-            Cell::new(change(row, Line::CpuRequest, cores)),
-            Cell::new(change(row, Line::CpuLimit, cores)),
-            Cell::new(change(row, Line::MemoryRequest, bytes)),
-            Cell::new(change(row, Line::MemoryLimit, bytes)),
-            signed(number(row, rt::CPU_CHANGE_CORES), 2),
-            signed(number(row, rt::MEMORY_CHANGE_GIB), 2),
-            signed(number(row, rt::COST_CHANGE_PER_MONTH), 2),
-            Cell::new(flags).fg(Color::Yellow),
-        ]);
-    }
+    let mut cells: Vec<Vec<Cell>> = rows[..shown].iter().map(cells_of).collect();
     let mut header = header.to_vec();
     // No CPU limit now or planned (the usual case): no column for it.
     if cells.iter().all(|r| r[3].content() == "? → ?") {
@@ -210,6 +192,26 @@ fn table(
         out.push_str(&totals(&summary.savings));
     }
     Ok(out)
+}
+
+/// One workload's row: its pods, each line's change, what it saves and its flags.
+fn cells_of(row: &Map<String, Value>) -> Vec<Cell> {
+    let key = row.get(rt::KEY).and_then(Value::as_str).unwrap_or_default();
+    let kind = if row.get(rt::KIND).and_then(Value::as_str) == Some("node") { " (node)" } else { "" };
+    let flags = row.get(rt::FLAGS).and_then(Value::as_str).unwrap_or_default().replace(',', ", ");
+    vec![
+        Cell::new(format!("{key}{kind}")),
+        // One pod's values; the Δ columns are over these replicas.
+        Cell::new(row.get(rt::REPLICAS).and_then(Value::as_u64).map_or("?".into(), |n| n.to_string())),
+        Cell::new(change(row, Line::CpuRequest, cores)),
+        Cell::new(change(row, Line::CpuLimit, cores)),
+        Cell::new(change(row, Line::MemoryRequest, bytes)),
+        Cell::new(change(row, Line::MemoryLimit, bytes)),
+        signed(number(row, rt::CPU_CHANGE_CORES), 2),
+        signed(number(row, rt::MEMORY_CHANGE_GIB), 2),
+        signed(number(row, rt::COST_CHANGE_PER_MONTH), 2),
+        Cell::new(flags).fg(Color::Yellow),
+    ]
 }
 
 /// The plan's totals over the workloads with an allocation.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use applearner_contracts::tables::forecasts;
+use applearner_contracts::tables::{choices, features, forecasts, resampled, scalers, scores, windows};
 use applearner_contracts::{Method, Part, WindowSet, method_names};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
@@ -24,13 +24,13 @@ use crate::EvaluateError;
 use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::{HoltWinters, moving_average, seasonal_naive};
+use crate::baselines::Baselines;
+use crate::forecasts::{level_name, write_forecasts};
 use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
 use crate::{conformal, fallback};
 use applearner_pipeline::columns::{floats, ints, strings};
-use applearner_plan::recommend::{KrrSettings, Vpa, VpaSettings, krr};
 use applearner_plan::series::Series;
-use applearner_plan::table::{TableBuilder, Usage, read_usage};
+use applearner_plan::table::{Usage, read_usage};
 
 /// Rolling-origin backtest over the validation and test parts. Reads the model
 /// (`model.mpk`, `card.json`), `features`, `windows`, `scalers` and the clean usage
@@ -182,15 +182,17 @@ pub type Tracks = BTreeMap<(&'static str, String, String), Track>;
 
 /// The parts forecasts are written for, in order: validation and test from windows, ahead
 /// from the end of each series.
-const PARTS: [&str; 3] = [Part::Validation.name(), Part::Test.name(), forecasts::AHEAD];
+pub(crate) const PARTS: [&str; 3] = [Part::Validation.name(), Part::Test.name(), forecasts::AHEAD];
 
 impl Stage for Backtest {
     fn reads(&self) -> Vec<String> {
-        ["features", "windows", "scalers", "resampled", WEIGHTS_FILE, CARD_FILE].map(String::from).to_vec()
+        [features::NAME, windows::NAME, scalers::NAME, resampled::NAME, WEIGHTS_FILE, CARD_FILE]
+            .map(String::from)
+            .to_vec()
     }
 
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("forecasts"), Output::table("scores"), Output::table("choices")]
+        vec![Output::table(forecasts::NAME), Output::table(scores::NAME), Output::table(choices::NAME)]
     }
 
     fn host_warnings(&self) -> Vec<String> {
@@ -200,7 +202,7 @@ impl Stage for Backtest {
     /// The external forecasts are an input too.
     fn fingerprint(&self, _store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
         if let Some(path) = &self.params.external {
-            hasher.update(&std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?);
+            hasher.update(&read_external(path)?);
         }
         Ok(())
     }
@@ -245,9 +247,9 @@ impl Stage for Backtest {
         summary.extend(model_health(&rows, targets, degradation, &fell_back));
         summary.extend(applearner_plan::units::said(&forecast.implausible));
         let (schema, batch) = scores_table(&rows)?;
-        ctx.write_table("scores", schema, &[batch])?;
+        ctx.write_table(scores::NAME, schema, &[batch])?;
         let (schema, batch) = choices_table(&choice, &forecast.scales)?;
-        ctx.write_table("choices", schema, &[batch])?;
+        ctx.write_table(choices::NAME, schema, &[batch])?;
         Ok(summary)
     }
 }
@@ -273,14 +275,15 @@ impl Backtest {
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let targets = &card.blueprint.targets;
         // Tables a batch at a time: none is held decoded whole.
-        let (features, windows) = (ctx.table_batches("features", None, &[])?, ctx.table_batches("windows", None, &[])?);
+        let (features, windows) =
+            (ctx.table_batches(features::NAME, None, &[])?, ctx.table_batches(windows::NAME, None, &[])?);
         let parts = [Part::Validation, Part::Test];
         let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, targets, &parts)?;
-        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table("scalers")?, targets)?
+        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table(scalers::NAME)?, targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
             .collect();
-        let usage = read_usage(ctx.table_batches("resampled", None, &[])?)?;
+        let usage = read_usage(ctx.table_batches(resampled::NAME, None, &[])?)?;
         let device = self.params.device.resolve()?;
 
         let stride = self.params.stride.unwrap_or(horizon);
@@ -294,7 +297,7 @@ impl Backtest {
         }
         let model = ModelRun { dir: model_dir, saved, windows: &windows, scalers: &scalers, usage: &usage, device };
         // The forecast ahead, from each series' last rows: the features table read again.
-        let features = ctx.table_batches("features", None, &[])?;
+        let features = ctx.table_batches(features::NAME, None, &[])?;
         let forward = predict(model_dir, saved, features, Some(scalers.values().cloned().collect()), None, device)?;
         let levels = card.blueprint.loss.quantile_levels();
         let mut parts: [Tracks; 3] = [
@@ -487,10 +490,14 @@ fn ahead(
     Ok(tracks)
 }
 
+fn read_external(path: &str) -> Result<Vec<u8>, EvaluateError> {
+    std::fs::read(path).map_err(|error| EvaluateError::External { path: path.to_string(), error })
+}
+
 /// Per method of the file at `path`: its forecasts from the model's test origins, as
 /// tracks named `external` (the rows are renamed when scored).
 fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxError> {
-    let bytes = std::fs::read(path).map_err(|e| format!("external: {path}: {e}"))?;
+    let bytes = read_external(path)?;
     // (method, key, resource, origin) → (step, forecast)
     type Steps = BTreeMap<(String, String, String, i64), Vec<(i64, f64)>>;
     let mut forecasts = Steps::new();
@@ -588,173 +595,4 @@ impl ModelRun<'_> {
         }
         Ok(tracks)
     }
-}
-
-/// The forecasts users get without a model, from the same origins as the model's.
-struct Baselines<'a> {
-    usage: &'a BTreeMap<String, Usage>,
-    /// Series whose values cannot be cores or bytes: the recommenders' floors would decide.
-    implausible: &'a BTreeSet<(String, &'static str)>,
-    step: i64,
-    horizon: usize,
-    season_ms: i64,
-    /// Steps of the moving average.
-    window: usize,
-}
-
-impl Baselines<'_> {
-    /// Adds every baseline's and recommender's track beside each model track of one part;
-    /// returns how often seasonal naive fell back to the last value. Holt-Winters is fitted
-    /// where it was for `fitted_from`'s first origin, where given: the forecast ahead then
-    /// equals the one a later replay makes from the same origin.
-    fn add(&self, tracks: &mut Tracks, fitted_from: Option<&Tracks>) -> usize {
-        let mut fallbacks = 0;
-        let model: Vec<(String, String)> =
-            tracks.keys().filter(|k| k.0 == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
-        // In the order of `forecasts` below.
-        const METHODS: [&str; 6] = method_names(Method::FROM_HISTORY);
-        for (key, column) in model {
-            let t = &tracks[&(Method::Model.name(), key.clone(), column.clone())];
-            let (origins, actual) = (t.origins.clone(), t.actual.clone());
-            let series = &self.usage[&key];
-            let s = series.column(&column).expect("model tracks exist only for known columns");
-            let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
-            let first = fitted_from.and_then(|f| f.get(&(Method::Model.name(), key.clone(), column.clone())));
-            let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
-            let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
-            let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
-            hw.drain(..usize::from(first.is_some()));
-            let samples = series.samples();
-            let mut vpa = Vpa::new(VpaSettings::default());
-            let mut fed = 0;
-            let mut out =
-                METHODS.map(|_| Track { origins: origins.clone(), actual: actual.clone(), ..Track::new(self.horizon) });
-            for (n, (&origin, &pos)) in origins.iter().zip(&positions).enumerate() {
-                let last = s.values[pos];
-                let seasonal: Vec<f64> = (1..=self.horizon as i64)
-                    .map(|h| {
-                        seasonal_naive(s, origin, origin + h * self.step, self.season_ms).unwrap_or_else(|| {
-                            fallbacks += 1;
-                            last
-                        })
-                    })
-                    .collect();
-                while fed < samples.len() && samples[fed].0 <= origin {
-                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
-                    fed += 1;
-                }
-                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
-                let flat = |v: f64| vec![v; self.horizon];
-                let forecasts: [Vec<f64>; 6] = [
-                    flat(last),
-                    seasonal,
-                    flat(moving_average(&s.values, pos, self.window)),
-                    hw[n].clone(),
-                    flat(pick(vpa.target())),
-                    flat(pick(krr(&KrrSettings::default(), &samples, origin))),
-                ];
-                for (track, forecast) in out.iter_mut().zip(forecasts) {
-                    track.last.push(last);
-                    track.forecast.extend(forecast);
-                }
-            }
-            let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
-            for (method, track) in METHODS.into_iter().zip(out) {
-                if !(unitless && [Method::Vpa.name(), Method::Krr.name()].contains(&method)) {
-                    tracks.insert((method, key.clone(), column.clone()), track);
-                }
-            }
-        }
-        fallbacks
-    }
-
-    /// Holt-Winters forecasts from each position of `origins` (ascending): per segment,
-    /// fitted on that segment's history up to its first origin, then run through it.
-    fn holt_winters(&self, s: &Series, origins: &[usize]) -> Vec<Vec<f64>> {
-        let period = (self.season_ms / self.step.max(1)) as usize;
-        let mut out = Vec::with_capacity(origins.len());
-        let mut i = 0;
-        while i < origins.len() {
-            let segment = s.segment(origins[i], self.step);
-            let end = origins[i..].iter().position(|o| !segment.contains(o)).map_or(origins.len(), |n| i + n);
-            let hw = HoltWinters::fit(s, segment.start..origins[i] + 1, self.step, period);
-            out.extend(hw.forecast(s, self.step, segment.start, &origins[i..end], self.horizon));
-            i = end;
-        }
-        out
-    }
-}
-
-pub fn level_name(level: f64) -> String {
-    format!("p{}", (level * 100.0).round() as u32)
-}
-
-/// Every part's tracks as the `forecasts` table: per part, method (in the order of
-/// [`METHODS`]), series, target, origin and step; written a batch of whole tracks at a time.
-fn write_forecasts(ctx: &StageContext, parts: &[Tracks; 3], levels: &[f64], step_ms: i64) -> Result<(), BoxError> {
-    let schema = forecasts_batch(PARTS[0], METHODS[0], &[], levels, step_ms)?.schema();
-    let mut writer = ctx.table_writer("forecasts", schema)?;
-    for (p, tracks) in PARTS.iter().zip(parts) {
-        for m in METHODS {
-            let of_method: Vec<_> = tracks.iter().filter(|((mm, _, _), _)| *mm == m).collect();
-            let mut from = 0;
-            while from < of_method.len() {
-                // Whole tracks, about 2^16 rows a batch (at least one track).
-                let mut to = from;
-                let mut rows = 0;
-                while to < of_method.len() && (to == from || rows < 1 << 16) {
-                    rows += of_method[to].1.forecast.len();
-                    to += 1;
-                }
-                let batch = forecasts_batch(p, m, &of_method[from..to], levels, step_ms)?;
-                writer.write(&batch)?;
-                from = to;
-            }
-        }
-    }
-    writer.finish()
-}
-
-/// The rows of some tracks of one part and method: per series, target, origin and step.
-fn forecasts_batch(
-    p: &str,
-    m: &str,
-    tracks: &[(&(&'static str, String, String), &Track)],
-    levels: &[f64],
-    step_ms: i64,
-) -> Result<RecordBatch, BoxError> {
-    let (mut key, mut column, mut origin, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
-    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    for ((_, k, c), t) in tracks {
-        for (n, &o) in t.origins.iter().enumerate() {
-            for h in 0..t.horizon {
-                key.push(k.as_str());
-                column.push(c.as_str());
-                origin.push(o);
-                step.push(h as u32 + 1);
-                time.push(o + (h as i64 + 1) * step_ms);
-                actual.push(t.actual(n)[h]);
-                forecast.push(t.forecast(n)[h]);
-                for (l, q) in qs.iter_mut().enumerate() {
-                    q.push(t.quantile(n, h, l).unwrap_or(f64::NAN));
-                }
-            }
-        }
-    }
-    let rows = key.len();
-    let mut t = TableBuilder::default()
-        .strings(forecasts::PART, std::iter::repeat_n(p, rows))
-        .strings(forecasts::METHOD, std::iter::repeat_n(m, rows))
-        .strings(forecasts::KEY, key)
-        .strings(forecasts::RESOURCE, column)
-        .times(forecasts::ORIGIN, origin)
-        .u32s(forecasts::STEP, step)
-        .times(forecasts::TIMESTAMP, time)
-        .floats(forecasts::ACTUAL, actual)
-        .floats(forecasts::FORECAST, forecast);
-    for (l, q) in levels.iter().zip(qs) {
-        t = t.floats(&level_name(*l), q);
-    }
-    Ok(t.finish()?.1)
 }

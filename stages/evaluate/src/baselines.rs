@@ -1,9 +1,15 @@
 //! Forecasts users can get without a model, from the raw history at each origin: the last
 //! value, the value a season earlier, a moving average and additive Holt-Winters.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+use applearner_contracts::{Method, method_names};
+use applearner_plan::recommend::{KrrSettings, Vpa, VpaSettings, krr};
 use applearner_plan::series::Series;
+use applearner_plan::table::Usage;
+
+use crate::backtest::{Track, Tracks};
 
 /// The value a whole number of seasons before `time` and no later than `origin`, if the
 /// history holds one (the nearest such season).
@@ -146,6 +152,101 @@ struct State {
 impl State {
     fn ahead(&self, h: f64, slot: usize) -> f64 {
         self.level + h * self.trend + self.season[slot]
+    }
+}
+
+/// The forecasts users get without a model, from the same origins as the model's.
+pub(crate) struct Baselines<'a> {
+    pub(crate) usage: &'a BTreeMap<String, Usage>,
+    /// Series whose values cannot be cores or bytes: the recommenders' floors would decide.
+    pub(crate) implausible: &'a BTreeSet<(String, &'static str)>,
+    pub(crate) step: i64,
+    pub(crate) horizon: usize,
+    pub(crate) season_ms: i64,
+    /// Steps of the moving average.
+    pub(crate) window: usize,
+}
+
+impl Baselines<'_> {
+    /// Adds every baseline's and recommender's track beside each model track of one part;
+    /// returns how often seasonal naive fell back to the last value. Holt-Winters is fitted
+    /// where it was for `fitted_from`'s first origin, where given: the forecast ahead then
+    /// equals the one a later replay makes from the same origin.
+    pub(crate) fn add(&self, tracks: &mut Tracks, fitted_from: Option<&Tracks>) -> usize {
+        let mut fallbacks = 0;
+        let model: Vec<(String, String)> =
+            tracks.keys().filter(|k| k.0 == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        // In the order of `forecasts` below.
+        const METHODS: [&str; 6] = method_names(Method::FROM_HISTORY);
+        for (key, column) in model {
+            let t = &tracks[&(Method::Model.name(), key.clone(), column.clone())];
+            let (origins, actual) = (t.origins.clone(), t.actual.clone());
+            let series = &self.usage[&key];
+            let s = series.column(&column).expect("model tracks exist only for known columns");
+            let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
+            let first = fitted_from.and_then(|f| f.get(&(Method::Model.name(), key.clone(), column.clone())));
+            let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
+            let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
+            let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
+            hw.drain(..usize::from(first.is_some()));
+            let samples = series.samples();
+            let mut vpa = Vpa::new(VpaSettings::default());
+            let mut fed = 0;
+            let mut out =
+                METHODS.map(|_| Track { origins: origins.clone(), actual: actual.clone(), ..Track::new(self.horizon) });
+            for (n, (&origin, &pos)) in origins.iter().zip(&positions).enumerate() {
+                let last = s.values[pos];
+                let seasonal: Vec<f64> = (1..=self.horizon as i64)
+                    .map(|h| {
+                        seasonal_naive(s, origin, origin + h * self.step, self.season_ms).unwrap_or_else(|| {
+                            fallbacks += 1;
+                            last
+                        })
+                    })
+                    .collect();
+                while fed < samples.len() && samples[fed].0 <= origin {
+                    vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
+                    fed += 1;
+                }
+                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
+                let flat = |v: f64| vec![v; self.horizon];
+                let forecasts: [Vec<f64>; 6] = [
+                    flat(last),
+                    seasonal,
+                    flat(moving_average(&s.values, pos, self.window)),
+                    hw[n].clone(),
+                    flat(pick(vpa.target())),
+                    flat(pick(krr(&KrrSettings::default(), &samples, origin))),
+                ];
+                for (track, forecast) in out.iter_mut().zip(forecasts) {
+                    track.last.push(last);
+                    track.forecast.extend(forecast);
+                }
+            }
+            let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
+            for (method, track) in METHODS.into_iter().zip(out) {
+                if !(unitless && [Method::Vpa.name(), Method::Krr.name()].contains(&method)) {
+                    tracks.insert((method, key.clone(), column.clone()), track);
+                }
+            }
+        }
+        fallbacks
+    }
+
+    /// Holt-Winters forecasts from each position of `origins` (ascending): per segment,
+    /// fitted on that segment's history up to its first origin, then run through it.
+    fn holt_winters(&self, s: &Series, origins: &[usize]) -> Vec<Vec<f64>> {
+        let period = (self.season_ms / self.step.max(1)) as usize;
+        let mut out = Vec::with_capacity(origins.len());
+        let mut i = 0;
+        while i < origins.len() {
+            let segment = s.segment(origins[i], self.step);
+            let end = origins[i..].iter().position(|o| !segment.contains(o)).map_or(origins.len(), |n| i + n);
+            let hw = HoltWinters::fit(s, segment.start..origins[i] + 1, self.step, period);
+            out.extend(hw.forecast(s, self.step, segment.start, &origins[i..end], self.horizon));
+            i = end;
+        }
+        out
     }
 }
 

@@ -10,4 +10,8 @@ pub enum EvaluateError {
         "the validation part has no windows, and `auto` chooses each series' method and calibrates quantiles there: give features.build a validation split (split: {{validation: 0.2, test: 0.2}})"
     )]
     NoValidationWindows,
+    #[error(
+        "external: {path}: {error}; give the Parquet file of forecasts that benches/statsforecast_reference.py writes"
+    )]
+    External { path: String, error: std::io::Error },
 }

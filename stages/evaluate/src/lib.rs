@@ -6,6 +6,7 @@ pub mod baselines;
 mod conformal;
 mod error;
 mod fallback;
+mod forecasts;
 pub mod metrics;
 mod scoring;
 

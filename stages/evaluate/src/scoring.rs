@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::backtest::{FORECASTERS, Track, Tracks, level_name};
+use crate::backtest::{FORECASTERS, Track, Tracks};
+use crate::forecasts::level_name;
 use crate::metrics;
-use applearner_contracts::tables::scores;
+use applearner_contracts::tables::{choices, scores};
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::SchemaRef;
@@ -171,25 +172,33 @@ pub fn score(
                 }
             }
         }
-        for ((resource, bucket, step, metric), values) in across {
-            let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
-            let median = metrics::median(values.into_iter());
-            for (scope, value) in [("mean", mean), ("median", median)] {
-                rows.push(Score {
-                    part,
-                    method: method.clone(),
-                    resource: resource.clone(),
-                    scope,
-                    key: empty.clone(),
-                    bucket,
-                    step,
-                    metric: metric.clone(),
-                    value,
-                });
-            }
-        }
+        rows.extend(across_series(part, &method, &empty, across));
     }
     rows
+}
+
+/// The mean and median across series of each (resource, bucket, step, metric): rows with no key.
+fn across_series<'a>(
+    part: &'static str,
+    method: &'a Arc<str>,
+    no_key: &'a Arc<str>,
+    across: Across,
+) -> impl Iterator<Item = Score> + 'a {
+    across.into_iter().flat_map(move |((resource, bucket, step, metric), values)| {
+        let mean = metrics::mean(values.iter().copied().filter(|v| v.is_finite()));
+        let median = metrics::median(values.into_iter());
+        [("mean", mean), ("median", median)].map(|(scope, value)| Score {
+            part,
+            method: method.clone(),
+            resource: resource.clone(),
+            scope,
+            key: no_key.clone(),
+            bucket,
+            step,
+            metric: metric.clone(),
+            value,
+        })
+    })
 }
 
 pub fn scores_table(rows: &[Score]) -> Result<(SchemaRef, RecordBatch), BoxError> {
@@ -223,9 +232,12 @@ pub fn choices_table(
             out.push(mae / scale);
         }
     }
-    let mut t = TableBuilder::default().strings("key", key).strings("resource", resource).strings("method", method);
+    let mut t = TableBuilder::default()
+        .strings(choices::KEY, key)
+        .strings(choices::RESOURCE, resource)
+        .strings(choices::METHOD, method);
     for (m, values) in FORECASTERS.iter().zip(mase) {
-        t = t.floats(&format!("validation_mase_{m}"), values);
+        t = t.floats(&format!("{}{m}", choices::VALIDATION_MASE_PREFIX), values);
     }
     t.finish()
 }

@@ -6,20 +6,26 @@
 //! live Prometheus/Thanos ([`live`]).
 
 pub mod answer;
+mod error;
+mod files;
 pub mod legacy;
 pub mod live;
 pub mod series;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use applearner_contracts::Line;
+use applearner_contracts::tables::{samples, series as series_table};
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
 use serde::{Deserialize, Serialize};
+
+pub use error::IngestError;
+use files::{Decoded, sniff, spill_folder, walk};
 
 use crate::live::{LiveParams, Pull};
 use crate::series::{Collector, RawSeries, Sink, samples_schema, series_id};
@@ -167,36 +173,6 @@ fn default_roles() -> BTreeMap<String, Role> {
     .collect()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error("no file matches `{0}`; check the path (it is relative to the working directory)")]
-    NoMatch(String),
-    #[error("{origin}: {error}")]
-    Io { origin: String, error: std::io::Error },
-    #[error("{origin}: line {line}, column {column}: {message}")]
-    Json { origin: String, line: usize, column: usize, message: String },
-    #[error(
-        "{origin}: is not a Prometheus API answer (it starts with `{start}`); save the JSON body of /api/v1/query_range"
-    )]
-    NotJson { origin: String, start: String },
-    #[error("{origin}: Prometheus answered `{error_type}`: {error}")]
-    Prometheus { origin: String, error_type: String, error: String },
-    #[error("{origin}: unsupported resultType `{result_type}`; save a query_range (matrix) or query (vector) answer")]
-    ResultType { origin: String, result_type: String },
-    #[error("{origin}: series {labels}: {message}")]
-    Sample { origin: String, labels: String, message: String },
-    #[error("{origin}:{line}: {message}")]
-    Text { origin: String, line: usize, message: String },
-    #[error(
-        "{origin}: a legacy dump is named after its metric; the file name must contain one of container_cpu, container_mem, node_mem"
-    )]
-    LegacyName { origin: String },
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
-    #[error("the run was cancelled")]
-    Cancelled,
-}
-
 impl StageParams for IngestParams {
     const KIND: &'static str = "ingest.prometheus";
     const SOURCE: &'static str = file!();
@@ -330,6 +306,23 @@ impl Ingest {
     /// once, each into a small bounded queue drained in path order: the output does not
     /// depend on timing, and memory holds a few series per file in flight, whatever the
     /// files' sizes.
+    /// Queries the live Prometheus, if the stage has one, handing each series to `add`;
+    /// returns how many requests it made.
+    fn pull(&self, ctx: &StageContext, warnings: &mut Vec<String>, add: Sink<'_>) -> Result<usize, BoxError> {
+        let Some(pull) = &self.pull else { return Ok(0) };
+        let requests = pull.requests().len();
+        let bar = ctx.progress(requests as u64, "queries");
+        let answers = ctx.store().block_on(pull.fetch_all(&|| ctx.is_cancelled(), &|| bar.inc(1)))?;
+        bar.finish();
+        for p in answers {
+            warnings.extend(p.warnings);
+            for s in p.series {
+                add(s)?;
+            }
+        }
+        Ok(requests)
+    }
+
     fn read_files(
         &self,
         files: &[PathBuf],
@@ -368,114 +361,16 @@ impl Ingest {
     }
 }
 
-fn spill_folder() -> String {
-    format!("spilling samples to {} (TMPDIR)", std::env::temp_dir().display())
-}
-
-/// A file's bytes, gunzipped when it is gzipped, counted as they are read.
-struct Decoded {
-    inner: Box<dyn Read + Send>,
-    gzip: bool,
-    bytes: u64,
-}
-
-impl Decoded {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
-        let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        let inner: Box<dyn Read + Send> =
-            if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(file)) } else { Box::new(file) };
-        Ok(Decoded { inner, gzip, bytes: 0 })
-    }
-
-    /// The last bytes of the file's content. A plain file seeks to them; a gzipped one has to
-    /// be decompressed to its end.
-    fn tail(path: &Path) -> std::io::Result<Vec<u8>> {
-        use std::io::{Seek, SeekFrom};
-        const TAIL: usize = 64;
-        let mut input = Decoded::open(path)?;
-        if !input.gzip {
-            let mut file = std::fs::File::open(path)?;
-            file.seek(SeekFrom::End(-(TAIL as i64).min(file.metadata()?.len() as i64)))?;
-            let mut tail = Vec::new();
-            file.read_to_end(&mut tail)?;
-            return Ok(tail);
-        }
-        let mut tail = Vec::with_capacity(2 * TAIL);
-        let mut buf = vec![0; 1 << 16];
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                return Ok(tail);
-            }
-            tail.extend_from_slice(&buf[n.saturating_sub(TAIL)..n]);
-            tail.drain(..tail.len().saturating_sub(TAIL));
-        }
-    }
-}
-
-impl Read for Decoded {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|e| {
-            if self.gzip && e.kind() != std::io::ErrorKind::Interrupted {
-                std::io::Error::new(e.kind(), format!("the gzip stream is damaged or truncated ({e})"))
-            } else {
-                e
-            }
-        })?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-/// Tells formats apart by their first bytes: JSON arrays and objects starting with
-/// `"status"` or `"data"` are API answers, other objects legacy dumps, the rest text.
-fn sniff(bytes: &[u8]) -> Format {
-    let text = &bytes[..bytes.len().min(4096)];
-    let mut rest = text.iter().skip_while(|b| b.is_ascii_whitespace());
-    match rest.next() {
-        Some(b'[') => Format::Answer,
-        Some(b'{') => {
-            let after: Vec<u8> = rest.skip_while(|b| b.is_ascii_whitespace()).take(8).copied().collect();
-            if after.starts_with(b"\"status\"") || after.starts_with(b"\"data\"") || after.starts_with(b"}") {
-                Format::Answer
-            } else if after.starts_with(b"\"") {
-                Format::Legacy
-            } else {
-                Format::Text
-            }
-        }
-        Some(b'<') => Format::Answer, // an HTML error page: the answer parser names it
-        _ => Format::Text,
-    }
-}
-
-/// Input files below a folder, sorted.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 impl Stage for Ingest {
     fn writes(&self) -> Vec<Output> {
-        vec![Output::table("samples"), Output::table("series")]
+        vec![Output::table(samples::NAME), Output::table(series_table::NAME)]
     }
 
     fn shard_order(&self) -> Option<Vec<(&'static str, Vec<&'static str>)>> {
-        Some(vec![("samples", vec!["metric", "series_id", "timestamp"]), ("series", vec!["metric", "series_id"])])
+        Some(vec![
+            (samples::NAME, vec![samples::METRIC, samples::SERIES_ID, samples::TIMESTAMP]),
+            (series_table::NAME, vec![series_table::METRIC, series_table::SERIES_ID]),
+        ])
     }
 
     fn fingerprint(&self, _store: &applearner_pipeline::Store, hasher: &mut blake3::Hasher) -> Result<(), BoxError> {
@@ -519,19 +414,12 @@ impl Stage for Ingest {
         })?;
         warnings.extend(file_warnings);
 
-        let mut requests = 0;
-        if let Some(pull) = &self.pull {
-            requests = pull.requests().len();
-            let bar = ctx.progress(requests as u64, "queries");
-            let answers = ctx.store().block_on(pull.fetch_all(&|| ctx.is_cancelled(), &|| bar.inc(1)))?;
-            bar.finish();
-            for p in answers {
-                warnings.extend(p.warnings);
-                for s in p.series.into_iter().filter(|s| in_shard(s)) {
-                    collector.add(cut(s)).map_err(|error| IngestError::Io { origin: spill_folder(), error })?;
-                }
+        let requests = self.pull(ctx, &mut warnings, &mut |s| {
+            if in_shard(&s) {
+                collector.add(cut(s)).map_err(|error| IngestError::Io { origin: spill_folder(), error })?;
             }
-        }
+            Ok(())
+        })?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -539,10 +427,10 @@ impl Stage for Ingest {
         let roles = |metric: &str, labels: &BTreeMap<String, String>| {
             self.params.roles.get(metric).copied().unwrap_or(Role::Other).of(labels)
         };
-        let mut writer = ctx.table_writer("samples", samples_schema())?;
-        let (series, counts) = collector.finish(&roles, &mut writer)?;
+        let mut writer = ctx.table_writer(samples::NAME, samples_schema())?;
+        let (table, counts) = collector.finish(&roles, &mut writer)?;
         writer.finish()?;
-        ctx.write_table("series", series.schema(), &[series])?;
+        ctx.write_table(series_table::NAME, table.schema(), &[table])?;
 
         let mut summary = Summary::new();
         summary.insert("files".into(), files.len().into());

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use applearner_contracts::tables::{samples, series};
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, StringDictionaryBuilder, TimestampMillisecondArray, UInt64Array,
@@ -278,31 +279,31 @@ fn label_fields() -> impl Iterator<Item = Field> {
 
 pub fn samples_schema() -> SchemaRef {
     let mut fields = vec![
-        Field::new("metric", dict(), false),
-        Field::new("role", dict(), false),
-        Field::new("series_id", DataType::UInt64, false),
+        Field::new(samples::METRIC, dict(), false),
+        Field::new(samples::ROLE, dict(), false),
+        Field::new(samples::SERIES_ID, DataType::UInt64, false),
     ];
     fields.extend(label_fields());
     fields.extend([
-        Field::new("labels", dict(), false),
-        Field::new("timestamp", timestamp(), false),
-        Field::new("value", DataType::Float64, false),
+        Field::new(samples::LABELS, dict(), false),
+        Field::new(samples::TIMESTAMP, timestamp(), false),
+        Field::new(samples::VALUE, DataType::Float64, false),
     ]);
     Arc::new(Schema::new(fields))
 }
 
 pub fn series_schema() -> SchemaRef {
     let mut fields = vec![
-        Field::new("series_id", DataType::UInt64, false),
-        Field::new("metric", dict(), false),
-        Field::new("role", dict(), false),
+        Field::new(series::SERIES_ID, DataType::UInt64, false),
+        Field::new(series::METRIC, dict(), false),
+        Field::new(series::ROLE, dict(), false),
     ];
     fields.extend(label_fields());
     fields.extend([
-        Field::new("labels", DataType::Utf8, false),
-        Field::new("first_timestamp", timestamp(), false),
-        Field::new("last_timestamp", timestamp(), false),
-        Field::new("points", DataType::UInt64, false),
+        Field::new(series::LABELS, DataType::Utf8, false),
+        Field::new(series::FIRST_TIMESTAMP, timestamp(), false),
+        Field::new(series::LAST_TIMESTAMP, timestamp(), false),
+        Field::new(series::POINTS, DataType::UInt64, false),
     ]);
     Arc::new(Schema::new(fields))
 }

@@ -24,4 +24,8 @@ pub enum PlanError {
         "{path}: a state table of format {version}, written by another version of AppLearner; this version reads format 1. Run the version that wrote it, or move the folder away to start the loop afresh from the replay (the values in force and the change budget used are then forgotten)"
     )]
     StateVersion { path: String, version: String },
+    #[error(
+        "{path}: row {row}: changed_last_day is not a list of times ({error}); the state was altered: move the folder away to start the loop afresh"
+    )]
+    StateRow { path: String, row: usize, error: std::num::ParseIntError },
 }

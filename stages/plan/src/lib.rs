@@ -9,6 +9,7 @@ mod compare;
 mod current;
 mod kube;
 mod oracle;
+mod params;
 mod policy;
 mod replay;
 mod state;
@@ -36,6 +37,7 @@ use compare::*;
 use current::*;
 use kube::*;
 use oracle::*;
+pub use params::{Forecasts, PlanParams, ResourceParams};
 use policy::*;
 use replay::*;
 use state::*;
@@ -58,203 +60,12 @@ use crate::recommend::MIB;
 use crate::table::{TableBuilder, Usage, read_usage};
 use applearner_contracts::summaries::PlanSavings;
 use applearner_contracts::tables::resampled::{self, is_node};
+use applearner_contracts::tables::{
+    allocation, forecasts, hpas, namespaces, plan, plan_backtest, plan_comparison, plan_risk, quotas, recommendations,
+    workloads,
+};
 use applearner_contracts::{Method, Resource};
 use applearner_pipeline::columns::{floats, ints, strings};
-
-/// Turns the model's forecasts (`forecasts` of evaluate.backtest, validation and test parts
-/// and ahead) into resource plans. Each line (CPU request, optional CPU limit, memory
-/// request, memory limit) is sized at the risk you state: the share of time usage may sit
-/// above it. A rule (a forecast quantile's peak over the horizon, that peak never below a
-/// recent quantile, or the recent quantile alone; limits never below a recent peak) times a
-/// factor (per workload, shrunk toward the fleet's, or one for the fleet) that meets the risk
-/// on the validation part; rule and factor pooling are chosen there by cross-validation in
-/// time. Nothing is chosen on the test part.
-/// Writes `plan` (and `plan.csv`: per workload, the lines to set now and how long they hold),
-/// `patches.yaml` (strategic-merge patches of each workload's container resources, also valid
-/// for server-side apply), `vpa.yaml` (VerticalPodAutoscaler objects holding the plan as their
-/// recommendation, update mode Off), `plan_backtest` (per line, change budget, method and
-/// setting: slack, time above the line and changes over the test part) and `plan_comparison`
-/// (per line and budget: the model against KRR and VPA, default and tuned, and the oracle).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlanParams {
-    /// Whose forecasts plans are sized from: `auto` (per workload and resource, the
-    /// backtest's choice on the validation part: the model or a baseline) or `model`.
-    #[serde(default)]
-    pub forecasts: Forecasts,
-    /// CPU: the request at `request_risk` (default 1%); a limit only if `limit_risk` is set
-    /// (above it CPU is throttled).
-    #[serde(default)]
-    pub cpu: ResourceParams,
-    /// Memory: the request at `request_risk` (default 1%: above it a pod may be evicted under
-    /// node pressure) and the limit at `limit_risk` (default 0.01%: above it it is OOM-killed).
-    #[serde(default)]
-    pub memory: ResourceParams,
-    /// Changes a plan may make in any 24 hours (1: a daily resize; 24 for hourly in-place
-    /// pod resize). A value is lowered only after 24 h / this, raised as soon as allowed.
-    #[serde(default = "one")]
-    pub max_changes_per_day: u32,
-    /// No change for a gain under this fraction of the value in force.
-    #[serde(default = "default_min_change")]
-    pub min_change: f64,
-    /// The change budgets the replay compares (the configured one is always included).
-    #[serde(default = "default_budgets")]
-    pub budgets: Vec<u32>,
-    /// What reserved capacity costs, to price the change from the current allocation.
-    #[serde(default)]
-    pub prices: Prices,
-    /// A workload is flagged `throttled` when this share of its CFS periods, on average
-    /// over the data, were throttled (default 10%).
-    #[serde(default)]
-    pub throttled_above: Option<Risk>,
-    /// The highest HPA utilization target (in %) the plan sets to keep an HPA's scale point;
-    /// a request that would need more is left as it is, and says so.
-    #[serde(default = "default_hpa_max_target")]
-    pub hpa_max_target: f64,
-    /// How fast each workload's factor follows the breaches it has seen since it was
-    /// calibrated (adaptive conformal inference on the factor's log; 0: fixed factors).
-    /// Default: chosen per line on validation among 0, 0.03, 0.1 and 0.3. The replay of the
-    /// test part runs this same loop.
-    #[serde(default)]
-    pub adapt_rate: Option<f64>,
-    /// Keep the loop's state in the store under `state/<name>/` and continue from the latest
-    /// there: each refresh decides only what is new since the last one, with the values in
-    /// force, the change budget used and the factors it left.
-    #[serde(default)]
-    pub state: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Forecasts {
-    #[default]
-    Auto,
-    Model,
-}
-
-impl Forecasts {
-    fn method(self) -> &'static str {
-        match self {
-            Forecasts::Auto => Method::Auto.name(),
-            Forecasts::Model => Method::Model.name(),
-        }
-    }
-}
-
-/// How one resource's lines are sized.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceParams {
-    /// The share of time usage may exceed the request: `1%`.
-    #[serde(default)]
-    pub request_risk: Option<Risk>,
-    /// The share of time usage may exceed the limit: `0.01%` (memory's default).
-    #[serde(default)]
-    pub limit_risk: Option<Risk>,
-    /// Instead of a risk: the request from this forecast (`p90`, `point`) × (1 + `margin`),
-    /// uncalibrated.
-    #[serde(default)]
-    pub source: Option<QuantileSource>,
-    /// With `source`: headroom on top of it, as a fraction (0.1 = +10 %).
-    #[serde(default)]
-    pub margin: f64,
-    /// The smallest value: CPU as `10m` or cores (default 10m), memory as `32Mi` or bytes
-    /// (default 32Mi).
-    #[serde(default)]
-    pub min: Option<Quantity>,
-    /// Values are rounded up to a multiple of this (default 5m, 4Mi).
-    #[serde(default)]
-    pub step: Option<Quantity>,
-    /// The limit is never set above this multiple of the highest usage seen up to the
-    /// decision (default 2; `null` for no cap): a limit far above anything ever used
-    /// protects nothing and hides a leak. The validation part cannot calibrate a 0.01 % line
-    /// per workload, and a fleet factor would otherwise set such limits.
-    #[serde(default = "default_limit_cap")]
-    pub limit_cap: Option<f64>,
-    /// Nor above this, as `64Gi` or `16` cores: the largest node's allocatable, where a pod
-    /// above it could never be scheduled.
-    #[serde(default)]
-    pub limit_max: Option<Quantity>,
-}
-
-fn one() -> u32 {
-    1
-}
-fn default_hpa_max_target() -> f64 {
-    100.0
-}
-fn default_limit_cap() -> Option<f64> {
-    Some(2.0)
-}
-
-impl Default for ResourceParams {
-    fn default() -> Self {
-        ResourceParams {
-            request_risk: None,
-            limit_risk: None,
-            source: None,
-            margin: 0.0,
-            min: None,
-            step: None,
-            limit_cap: default_limit_cap(),
-            limit_max: None,
-        }
-    }
-}
-fn default_min_change() -> f64 {
-    0.1
-}
-fn default_budgets() -> Vec<u32> {
-    vec![1, 4, 24]
-}
-
-const DEFAULT_REQUEST_RISK: &str = "1%";
-const DEFAULT_MEMORY_LIMIT_RISK: &str = "0.01%";
-
-impl ResourceParams {
-    /// The request line and, where set (or memory's default), the limit line.
-    fn lines(&self, resource: Resource, problems: &mut Vec<ParamProblem>) -> Vec<Line> {
-        let name = resource.name();
-        let (floor, step) = if resource == Resource::Cpu { ("10m", "5m") } else { ("32Mi", "4Mi") };
-        let q = |v: &Option<Quantity>, d: &str| {
-            v.as_ref().map_or_else(|| d.parse::<Quantity>().expect("valid"), Clone::clone).value()
-        };
-        let (floor, step) = (q(&self.min, floor), q(&self.step, step));
-        let default = |r: &str| r.parse::<Risk>().expect("a valid default").fraction();
-        let request = match (&self.source, &self.request_risk) {
-            (Some(_), Some(_)) => {
-                let what = format!("`source` and `request_risk` both size the {name} request");
-                problems.push(ParamProblem::new(&[name, "source"], what, "give one of them"));
-                Sizing::Risk(default(DEFAULT_REQUEST_RISK))
-            }
-            (Some(source), None) => {
-                if !(self.margin.is_finite() && self.margin >= 0.0) {
-                    problems.push(ParamProblem::new(&[name, "margin"], "must be a fraction ≥ 0", "e.g. 0.1 for 10 %"));
-                }
-                Sizing::Fixed(Rule::Forecast(source.column()), 1.0 + self.margin)
-            }
-            (None, r) => Sizing::Risk(r.as_ref().map_or_else(|| default(DEFAULT_REQUEST_RISK), Risk::fraction)),
-        };
-        let names = [false, true].map(|limit| applearner_contracts::Line::of(resource, limit).name());
-        let mut lines = vec![Line { name: names[0], resource, sizing: request, floor, step, cap: None }];
-        let limit = match (&self.limit_risk, resource) {
-            (Some(r), _) => Some(r.fraction()),
-            (None, Resource::Memory) => Some(default(DEFAULT_MEMORY_LIMIT_RISK)),
-            (None, _) => None,
-        };
-        let multiple = self.limit_cap.unwrap_or(f64::INFINITY);
-        if multiple.is_nan() || multiple < 1.0 {
-            let what = "must be at least 1: a limit below the highest usage seen kills or throttles what ran before";
-            problems.push(ParamProblem::new(&[name, "limit_cap"], what, "e.g. 2, or null for no cap"));
-        }
-        let max = self.limit_max.as_ref().map_or(f64::INFINITY, Quantity::value);
-        let cap = Some(Cap { multiple, max, step });
-        if let Some(r) = limit {
-            lines.push(Line { name: names[1], resource, sizing: Sizing::Risk(r), floor, step, cap });
-        }
-        lines
-    }
-}
 
 impl StageParams for PlanParams {
     const KIND: &'static str = "plan.resources";
@@ -303,21 +114,21 @@ struct Plan {
 
 impl Stage for Plan {
     fn reads(&self) -> Vec<String> {
-        vec!["forecasts".into(), "resampled".into(), "allocation".into(), "workloads".into(), "quotas".into()]
+        [forecasts::NAME, resampled::NAME, allocation::NAME, workloads::NAME, quotas::NAME].map(String::from).to_vec()
     }
 
     fn writes(&self) -> Vec<Output> {
         vec![
-            Output::table("plan"),
+            Output::table(plan::NAME),
             Output::artifact("plan.csv"),
             Output::artifact("patches.yaml"),
             Output::artifact("vpa.yaml"),
-            Output::table("plan_backtest"),
-            Output::table("plan_comparison"),
-            Output::table("recommendations"),
-            Output::table("hpas"),
-            Output::table("namespaces"),
-            Output::table("plan_risk"),
+            Output::table(plan_backtest::NAME),
+            Output::table(plan_comparison::NAME),
+            Output::table(recommendations::NAME),
+            Output::table(hpas::NAME),
+            Output::table(namespaces::NAME),
+            Output::table(plan_risk::NAME),
         ]
     }
 
@@ -331,18 +142,18 @@ impl Stage for Plan {
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let mut combined = None;
-        let batches = ctx.table_batches("resampled", None, &[])?.inspect(|b| {
+        let batches = ctx.table_batches(resampled::NAME, None, &[])?.inspect(|b| {
             if let Ok(b) = b {
                 combined = b.schema().metadata().get(resampled::COMBINED).cloned();
             }
         });
         let usage = read_usage(batches)?;
         refuse_summed_replicas(combined.as_deref(), &usage)?;
-        let allocation = read_allocation(&ctx.read_table("allocation")?)?;
-        let workloads = read_workloads(&ctx.read_table("workloads")?)?;
-        let quotas = read_quotas(&ctx.read_table("quotas")?)?;
+        let allocation = read_allocation(&ctx.read_table(allocation::NAME)?)?;
+        let workloads = read_workloads(&ctx.read_table(workloads::NAME)?)?;
+        let quotas = read_quotas(&ctx.read_table(quotas::NAME)?)?;
         let (forecasts, columns, step_ms) =
-            read_forecasts(&ctx.read_table("forecasts")?, self.params.forecasts.method())?;
+            read_forecasts(&ctx.read_table(forecasts::NAME)?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
         let implausible = crate::units::implausible(&usage);
         let bar = ctx.progress(usage.len() as u64, "series prepared");
@@ -372,10 +183,10 @@ impl Stage for Plan {
         };
         let outcomes = self.outcomes(ctx, &lines, &timelines, (&allocation, &stored.states), &columns, step_ms);
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
-        ctx.write_table("plan_backtest", schema, &[batch])?;
+        ctx.write_table(plan_backtest::NAME, schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
         let (schema, batch) = comparison_table(&lines, &comparisons)?;
-        ctx.write_table("plan_comparison", schema, &[batch])?;
+        ctx.write_table(plan_comparison::NAME, schema, &[batch])?;
 
         let configured: Vec<&Outcome> =
             outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
@@ -384,7 +195,7 @@ impl Stage for Plan {
         summary.extend(self.ahead(ctx, &timelines, &lines, &configured, &known)?);
         summary.extend(crate::units::said(&implausible));
         let (schema, batch) = risk_table(&lines, &configured)?;
-        ctx.write_table("plan_risk", schema, &[batch])?;
+        ctx.write_table(plan_risk::NAME, schema, &[batch])?;
         // Last: a state is kept only once everything it stands for is written.
         summary.extend(self.keep_state(ctx, &lines, &configured, stored)?);
         Ok(summary)
@@ -420,10 +231,10 @@ impl Plan {
             limits_at_least_requests(lines, &mut w.values);
         }
         let (schema, batch) = hpas_table(&hpas)?;
-        ctx.write_table("hpas", schema, &[batch])?;
+        ctx.write_table(hpas::NAME, schema, &[batch])?;
         let (schema, batch) = plan_table(&plan, lines)?;
         ctx.write_artifact("plan.csv", applearner_pipeline::encode::to_csv(&batch)?)?;
-        ctx.write_table("plan", schema, &[batch])?;
+        ctx.write_table(plan::NAME, schema, &[batch])?;
         // What to set now: each workload's first stretch.
         let now: Vec<&WorkloadPlan> =
             plan.iter().enumerate().filter(|(i, w)| *i == 0 || plan[i - 1].key != w.key).map(|(_, w)| w).collect();
@@ -435,9 +246,9 @@ impl Plan {
         let throttled = self.params.throttled_above.as_ref().map_or(0.1, Risk::fraction);
         let recs = recommendations(&now, lines, known.allocation, known.usage, &self.params.prices, throttled);
         let (schema, batch) = recommendations_table(&recs, &self.params.prices)?;
-        ctx.write_table("recommendations", schema, &[batch])?;
+        ctx.write_table(recommendations::NAME, schema, &[batch])?;
         let (schema, batch) = namespaces_table(&recs, known.quotas)?;
-        ctx.write_table("namespaces", schema, &[batch])?;
+        ctx.write_table(namespaces::NAME, schema, &[batch])?;
         let mut summary = self.savings(&recs, known.allocation)?;
         summary.insert("workloads".into(), now.len().into());
         summary.insert("plan_rows".into(), plan.len().into());
@@ -612,14 +423,17 @@ fn risk_table(lines: &[&Line], configured: &[&Outcome]) -> Result<(SchemaRef, Re
         .flat_map(|o| o.walks.iter().flat_map(move |(k, w)| w.days.iter().map(move |d| (*o, k, d))))
         .collect();
     TableBuilder::default()
-        .strings("line", rows.iter().map(|r| lines[r.0.line].name))
-        .strings("key", rows.iter().map(|r| r.1))
-        .times("day", rows.iter().map(|r| r.2.0).collect())
-        .u32s("steps", rows.iter().map(|r| r.2.1 as u32).collect())
-        .u32s("above", rows.iter().map(|r| r.2.2 as u32).collect())
-        .floats("risk_pct", rows.iter().map(|r| 100.0 * r.2.2 as f64 / r.2.1.max(1) as f64).collect())
-        .floats("target_pct", rows.iter().map(|r| lines[r.0.line].risk().map_or(f64::NAN, |x| 100.0 * x)).collect())
-        .floats("factor", rows.iter().map(|r| r.2.3).collect())
+        .strings(plan_risk::LINE, rows.iter().map(|r| lines[r.0.line].name))
+        .strings(plan_risk::KEY, rows.iter().map(|r| r.1))
+        .times(plan_risk::DAY, rows.iter().map(|r| r.2.0).collect())
+        .u32s(plan_risk::STEPS, rows.iter().map(|r| r.2.1 as u32).collect())
+        .u32s(plan_risk::ABOVE, rows.iter().map(|r| r.2.2 as u32).collect())
+        .floats(plan_risk::RISK_PCT, rows.iter().map(|r| 100.0 * r.2.2 as f64 / r.2.1.max(1) as f64).collect())
+        .floats(
+            plan_risk::TARGET_PCT,
+            rows.iter().map(|r| lines[r.0.line].risk().map_or(f64::NAN, |x| 100.0 * x)).collect(),
+        )
+        .floats(plan_risk::FACTOR, rows.iter().map(|r| r.2.3).collect())
         .finish()
 }
 

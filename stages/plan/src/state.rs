@@ -90,7 +90,7 @@ fn read(path: &str, batches: &[RecordBatch]) -> Result<States, BoxError> {
             (strings(b, name, "changed_last_day")?, ints(b, name, "changes")?, floats(b, name, "factor")?);
         for i in 0..b.num_rows() {
             let last_day = changed[i].split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>();
-            let last_day = last_day.map_err(|e| format!("{path}: row {i}: changed_last_day: {e}"))?;
+            let last_day = last_day.map_err(|error| PlanError::StateRow { path: path.to_string(), row: i, error })?;
             let held = Held { value: value[i], since: since[i], last_day, changes: changes[i] as usize };
             let l = Loop { at: at[i], held, k: factor[i] };
             out.insert((key[i].clone(), line[i].clone()), (rule[i].clone(), l));

@@ -24,8 +24,9 @@ use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, 
 use datafusion::prelude::SessionContext;
 
 use crate::identity::{self, Aligned, Identity, SeriesLabels};
-use crate::resample::{Counts, Plan, Scope};
+use crate::resample::{Plan, Scope};
 use crate::{collect, literal, register_batches};
+use applearner_contracts::summaries::CleanSummary;
 
 /// The roles ingest gives allocation and pain series.
 pub const ROLES: [&str; 7] =
@@ -53,7 +54,7 @@ pub fn place<'s>(
     identities: &[Identity],
     series: &'s [SeriesLabels],
     scope: Scope<'_>,
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
 ) -> Vec<(&'s SeriesLabels, String)> {
     let series: Vec<&SeriesLabels> = series.iter().filter(|s| ROLES.contains(&s.role.as_str())).collect();
     let aligned = identity::align(identities, &series, plan.group.by, &plan.group.labels);
@@ -79,7 +80,7 @@ pub async fn rows(
     session: &SessionContext,
     plan: &Plan,
     kept: &[(&SeriesLabels, String)],
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
 ) -> Result<Vec<RecordBatch>, BoxError> {
     register_aligned(session, kept)?;
     // Per pod and step first (integers only), held once: the queries below read it four times.

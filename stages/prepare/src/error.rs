@@ -30,6 +30,10 @@ pub enum PrepareError {
          `trim`, or set `drop_constant`/`drop_zero` to false"
     )]
     NothingLeft { series: u64, without_roles: u64, short: u64, min_points: u32, trim: u32, zero: u64, constant: u64 },
+    #[error(
+        "the {table} table has no `{column}` column: it was written by another version of AppLearner; run the stage that writes it again (--force)"
+    )]
+    MissingColumn { table: &'static str, column: String },
     // features.build
     #[error("the input has no column `{column}`; it has {available}")]
     UnknownColumn { column: String, available: String },

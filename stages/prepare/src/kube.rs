@@ -18,7 +18,8 @@ use applearner_pipeline::arrow::array::{ArrayRef, Float64Array, RecordBatch, Str
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::identity::{Identity, SeriesLabels};
-use crate::resample::{Counts, Scope};
+use crate::resample::Scope;
+use applearner_contracts::summaries::CleanSummary;
 
 /// The roles ingest gives kube-state-metrics' object series.
 pub const ROLES: [&str; 8] = [
@@ -111,7 +112,7 @@ pub fn workloads(
     usage: &[SeriesLabels],
     latest: &HashMap<u64, f64>,
     scope: Scope<'_>,
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
 ) -> BTreeMap<String, Workload> {
     let mine = |name: &str| scope.shard.is_none_or(|keep| keep(name));
     let links = [
@@ -150,7 +151,7 @@ fn attach_hpas(
     latest: &HashMap<u64, f64>,
     workloads: &mut BTreeMap<String, Workload>,
     mine: &dyn Fn(&str) -> bool,
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
 ) {
     let mut hpas: BTreeMap<(String, String), (Option<Owner>, Hpa)> = BTreeMap::new();
     for s in series.iter().filter(|s| s.role.starts_with("hpa_")) {
@@ -195,7 +196,7 @@ pub fn quotas(
     latest: &HashMap<u64, f64>,
     identities: &[Identity],
     scope: Scope<'_>,
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
 ) -> Quotas {
     let namespaces: BTreeSet<&str> = identities.iter().filter_map(|i| i.key.split('/').next()).collect();
     let mut out = Quotas::new();

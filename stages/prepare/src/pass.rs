@@ -13,7 +13,8 @@ use applearner_pipeline::arrow::array::{
 };
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 
-use crate::resample::{Aggregate, Combine, Counts, Fill, Plan};
+use crate::resample::{Aggregate, Combine, Fill, Plan};
+use applearner_contracts::summaries::CleanSummary;
 
 /// One finite, non-negative sample of the series in slot `slot` of its range.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +47,7 @@ pub fn clean_range(
     range: &Range,
     keys: &[Key],
     samples: Vec<Sample>,
-    counts: &mut Counts,
+    counts: &mut CleanSummary,
     out: &mut Output,
     sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
 ) -> Result<(), BoxError> {
@@ -253,7 +254,7 @@ fn align(lines: &[Vec<Point>], pods: &[(i64, u32)]) -> Rows {
 
 /// The group's segments (runs of consecutive steps), trimmed; those still long enough, as
 /// row ranges `from..to`.
-fn segments(plan: &Plan, rows: &Rows, counts: &mut Counts) -> Vec<(usize, usize)> {
+fn segments(plan: &Plan, rows: &Rows, counts: &mut CleanSummary) -> Vec<(usize, usize)> {
     let (trim, len) = (plan.trim as usize, rows.steps.len());
     let mut kept = Vec::new();
     let mut from = 0;
@@ -276,7 +277,7 @@ fn segments(plan: &Plan, rows: &Rows, counts: &mut Counts) -> Vec<(usize, usize)
 
 /// Whether the group's kept points pass the filters: no role all zero (`drop_zero`), no
 /// role constant (`drop_constant`; an all-zero role counts as zero, not constant).
-fn keep(plan: &Plan, rows: &Rows, segments: &[(usize, usize)], counts: &mut Counts) -> bool {
+fn keep(plan: &Plan, rows: &Rows, segments: &[(usize, usize)], counts: &mut CleanSummary) -> bool {
     let roles = plan.roles.len();
     let (mut zero, mut constant) = (false, false);
     for r in 0..roles {

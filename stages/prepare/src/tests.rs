@@ -14,6 +14,7 @@ use datafusion::datasource::MemTable;
 use crate::features::{self, FeaturesParams};
 use crate::identity::SeriesLabels;
 use crate::resample::{self, Cleaned, ResampleParams};
+use applearner_contracts::summaries::CleanSummary;
 use applearner_contracts::{Part, WindowSet};
 
 const MIN: i64 = 60_000;
@@ -109,7 +110,7 @@ fn clean_scoped(rows: &[LabelledRow], yaml: &str, scope: resample::Scope) -> Res
     let plan = params(yaml).plan().map_err(|p| format!("{:?}", p.iter().map(|p| &p.message).collect::<Vec<_>>()))?;
     let (samples, series) = labelled_samples(rows);
     // The allocation rows come from a query over the samples, as in the stage.
-    let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut resample::Counts| {
+    let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut CleanSummary| {
         runtime().block_on(async {
             let session = crate::session(None);
             let table = MemTable::try_new(samples.schema(), vec![vec![samples.clone()]]).unwrap();

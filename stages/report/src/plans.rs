@@ -5,6 +5,7 @@
 use super::*;
 use applearner_contracts::Line as PlanLine;
 use applearner_contracts::summaries::PlanSavings;
+use applearner_contracts::tables::plan_risk;
 
 /// One row of `plan_comparison`.
 struct Compared {
@@ -452,9 +453,9 @@ pub(super) fn plan_ahead_section(doc: &mut Doc, plan: &[RecordBatch]) -> Result<
 /// Per line and UTC day of the test part, as the plan's loop ran (`plan_risk`): how many
 /// workloads it sized, the share within 2× the target and the worst.
 pub(super) fn risk_per_day(doc: &mut Doc, risk: &[RecordBatch]) -> Result<(), BoxError> {
-    let b = Cols { batches: risk, table: "plan_risk" };
-    let (line, day, target) = (b.strings("line")?, b.ints("day")?, b.floats("target_pct")?);
-    let (steps, above) = (b.ints("steps")?, b.ints("above")?);
+    let b = Cols { batches: risk, table: plan_risk::NAME };
+    let (line, day, target) = (b.strings(plan_risk::LINE)?, b.ints(plan_risk::DAY)?, b.floats(plan_risk::TARGET_PCT)?);
+    let (steps, above) = (b.ints(plan_risk::STEPS)?, b.ints(plan_risk::ABOVE)?);
     // (line, day) → (target, workloads, within 2× the target, worst risk)
     let mut by: BTreeMap<(&str, i64), (f64, usize, usize, f64)> = BTreeMap::new();
     for i in (0..line.len()).filter(|&i| steps[i] > 0) {

@@ -25,6 +25,16 @@ pub enum TrainError {
     Digest { path: String, actual: String, expected: String },
     #[error("{path}: cannot load the weights ({error}); it was probably written by another burn version")]
     Weights { path: String, error: String },
+    // Training.
+    #[error(
+        "{what} was built as {theirs}; this stage builds {ours} on this data: match model, loss, inputs, targets and windows \
+         (features.build's columns and windows, train.fit's model) to the ones it was trained with, or train a new one"
+    )]
+    Blueprint { what: String, theirs: String, ours: String },
+    #[error("publish: cannot write {dir}: {error}")]
+    Publish { dir: String, error: std::io::Error },
+    #[error("the training loss became {loss} in epoch {epoch} (learning rate {lr}); lower `lr` or set `clip`")]
+    Diverged { loss: f64, epoch: usize, lr: f64 },
     // The device.
     #[error("unknown device `{0}`; use cpu, cuda, cuda:N or auto")]
     UnknownDevice(String),

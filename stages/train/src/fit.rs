@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use applearner_contracts::card::Accuracy;
 pub use applearner_contracts::model::{Blueprint, OptimizerKind, Schedule, TrainSpec};
 
+use crate::TrainError;
 use crate::head::Head;
 use crate::model::Forecaster;
 use crate::recurrent::{Recurrent, TrainBackend};
@@ -193,58 +194,28 @@ impl<B: TrainBackend> Loop<'_, B> {
         mut model: Forecaster<B>,
         mut optim: O,
     ) -> Result<Trained, crate::BoxError> {
-        let (spec, shape) = (self.spec, self.blueprint.shape);
+        let spec = self.spec;
         // Every training window the set holds: the stage read only the seeded subsample.
         let train: Vec<usize> = (0..self.windows.part(Part::Train).len()).collect();
         let mut progress = Progress { next_epoch: 0, best_loss: f64::INFINITY, best_epoch: 0, metrics: Vec::new() };
         let mut best = model.valid();
         let mut resumed_from = None;
         if let Some((saved, weights, state, best_weights)) = self.checkpoints.load()? {
-            model = load_weights::<B>(self.blueprint, &weights, self.device)?;
-            optim = optim.load_record(Recorder::<B>::load(&StateRecorder::new(), state, self.device)?);
-            best = load_weights::<B::InnerBackend>(self.blueprint, &best_weights, self.device)?;
+            (model, optim, best) = self.resume(optim, &weights, state, &best_weights)?;
             resumed_from = Some(saved.next_epoch);
             progress = saved;
         }
 
-        let (mut x, mut y) = (Vec::new(), Vec::new());
         let (mut seen, mut busy) = (0usize, std::time::Duration::ZERO);
         for epoch in progress.next_epoch..spec.epochs {
             if progress.best_epoch + spec.patience < epoch && spec.patience > 0 {
                 break;
             }
-            // Each epoch's shuffle and dropout masks come from (seed, epoch) alone, so a
-            // resumed run trains exactly as an uninterrupted one.
-            let epoch_seed = self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            B::seed(self.device, epoch_seed);
-            let mut order = train.clone();
-            order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
+            let order = self.shuffled(&train, epoch);
             let lr = spec.schedule.lr(spec.lr, epoch, spec.epochs);
             let clock = std::time::Instant::now();
-            let (mut total, mut count) = (0.0, 0usize);
-            for chunk in order.chunks(spec.batch) {
-                self.windows.batch(Part::Train, chunk, &mut x, &mut y);
-                let n = chunk.len();
-                let decoded = self.blueprint.run(&model, std::mem::take(&mut x), n, self.device);
-                let target = Tensor::<B, 3>::from_data(
-                    TensorData::new(std::mem::take(&mut y), [n, shape.horizon, shape.targets]),
-                    self.device,
-                );
-                let loss = self.blueprint.loss.loss(decoded, target);
-                let value: f64 = loss.clone().into_scalar().elem();
-                if !value.is_finite() {
-                    return Err(format!(
-                        "the training loss became {value} in epoch {} (learning rate {lr}); lower `lr` or set `clip`",
-                        epoch + 1
-                    )
-                    .into());
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
-                total += value * n as f64;
-                count += n;
-                (self.on_progress)(Step::Batch { loss: value })?;
-            }
+            let (total, count);
+            (model, optim, total, count) = self.epoch(model, optim, &order, lr, epoch)?;
             busy += clock.elapsed();
             seen += count;
 
@@ -277,6 +248,65 @@ impl<B: TrainBackend> Loop<'_, B> {
             resumed_from,
             samples_per_s: seen as f64 / busy.as_secs_f64().max(1e-9),
         })
+    }
+
+    /// The epoch's order of the training windows. Each epoch's shuffle and dropout masks
+    /// come from (seed, epoch) alone, so a resumed run trains exactly as an uninterrupted one.
+    fn shuffled(&self, train: &[usize], epoch: usize) -> Vec<usize> {
+        let epoch_seed = self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        B::seed(self.device, epoch_seed);
+        let mut order = train.to_vec();
+        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed));
+        order
+    }
+
+    /// The model, optimiser and best model of a checkpoint.
+    fn resume<O: Optimizer<Forecaster<B>, B>>(
+        &self,
+        optim: O,
+        weights: &[u8],
+        state: Vec<u8>,
+        best: &[u8],
+    ) -> Result<(Forecaster<B>, O, Forecaster<B::InnerBackend>), crate::BoxError> {
+        let model = load_weights::<B>(self.blueprint, weights, self.device)?;
+        let optim = optim.load_record(Recorder::<B>::load(&StateRecorder::new(), state, self.device)?);
+        let best = load_weights::<B::InnerBackend>(self.blueprint, best, self.device)?;
+        Ok((model, optim, best))
+    }
+
+    /// One pass over the training windows in `order`: the model and optimiser after it, the
+    /// summed loss and the windows seen.
+    fn epoch<O: Optimizer<Forecaster<B>, B>>(
+        &self,
+        mut model: Forecaster<B>,
+        mut optim: O,
+        order: &[usize],
+        lr: f64,
+        epoch: usize,
+    ) -> Result<(Forecaster<B>, O, f64, usize), crate::BoxError> {
+        let shape = self.blueprint.shape;
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut total, mut count) = (0.0, 0usize);
+        for chunk in order.chunks(self.spec.batch) {
+            self.windows.batch(Part::Train, chunk, &mut x, &mut y);
+            let n = chunk.len();
+            let decoded = self.blueprint.run(&model, std::mem::take(&mut x), n, self.device);
+            let target = Tensor::<B, 3>::from_data(
+                TensorData::new(std::mem::take(&mut y), [n, shape.horizon, shape.targets]),
+                self.device,
+            );
+            let loss = self.blueprint.loss.loss(decoded, target);
+            let value: f64 = loss.clone().into_scalar().elem();
+            if !value.is_finite() {
+                return Err(TrainError::Diverged { loss: value, epoch: epoch + 1, lr }.into());
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            total += value * n as f64;
+            count += n;
+            (self.on_progress)(Step::Batch { loss: value })?;
+        }
+        Ok((model, optim, total, count))
     }
 }
 

@@ -18,6 +18,7 @@ use crate::device::Device;
 use crate::fit::Build;
 use crate::head::Head;
 use crate::recurrent::TrainBackend;
+use applearner_contracts::tables::features;
 use applearner_contracts::{Part, WindowSet};
 
 /// The last `lookback` rows of one series.
@@ -57,12 +58,7 @@ pub fn predict<E: Into<BoxError>>(
     let (point, quantiles) = on_backend!(device, |B, dev| run::<B>(model_dir, saved, inputs, &dev))?;
     let levels = b.loss.quantile_levels();
     let (h, t) = (b.shape.horizon, b.shape.targets);
-    let mut keys = Vec::new();
-    let mut columns = Vec::new();
-    let mut steps = Vec::new();
-    let mut times = Vec::new();
-    let mut values = Vec::new();
-    let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    let mut out = Predictions { quantiles: vec![Vec::new(); levels.len()], ..Predictions::default() };
     for (w, tail) in tails.iter().enumerate() {
         for (j, column) in b.targets.iter().enumerate() {
             let scaler = scalers
@@ -70,36 +66,54 @@ pub fn predict<E: Into<BoxError>>(
                 .ok_or_else(|| TrainError::NoScaler { key: tail.key.clone(), column: column.clone() })?;
             for step in 0..horizon {
                 let cell = (w * h + step) * t + j;
-                keys.push(tail.key.clone());
-                columns.push(column.clone());
-                steps.push(step as u32 + 1);
-                times.push(tail.origin_ms + (step as i64 + 1) * card.step_ms);
-                values.push(scaler.unscale(point[cell] as f64));
-                for (l, q) in qs.iter_mut().enumerate() {
+                out.keys.push(tail.key.clone());
+                out.columns.push(column.clone());
+                out.steps.push(step as u32 + 1);
+                out.times.push(tail.origin_ms + (step as i64 + 1) * card.step_ms);
+                out.values.push(scaler.unscale(point[cell] as f64));
+                for (l, q) in out.quantiles.iter_mut().enumerate() {
                     q.push(scaler.unscale(quantiles[cell * levels.len() + l] as f64));
                 }
             }
         }
     }
-    let mut fields = vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("column", DataType::Utf8, false),
-        Field::new("step", DataType::UInt32, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("forecast", DataType::Float64, false),
-    ];
-    let mut arrays: Vec<Arc<dyn Array>> = vec![
-        Arc::new(StringArray::from(keys)),
-        Arc::new(StringArray::from(columns)),
-        Arc::new(UInt32Array::from(steps)),
-        Arc::new(TimestampMillisecondArray::from(times).with_timezone("UTC")),
-        Arc::new(Float64Array::from(values)),
-    ];
-    for (level, q) in levels.iter().zip(qs) {
-        fields.push(Field::new(format!("p{}", (level * 100.0).round() as u32), DataType::Float64, false));
-        arrays.push(Arc::new(Float64Array::from(q)));
+    out.batch(&levels)
+}
+
+/// The predictions' columns, a row per series, target and step.
+#[derive(Default)]
+struct Predictions {
+    keys: Vec<String>,
+    columns: Vec<String>,
+    steps: Vec<u32>,
+    times: Vec<i64>,
+    values: Vec<f64>,
+    /// Per quantile level.
+    quantiles: Vec<Vec<f64>>,
+}
+
+impl Predictions {
+    fn batch(self, levels: &[f64]) -> Result<RecordBatch, BoxError> {
+        let mut fields = vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("column", DataType::Utf8, false),
+            Field::new("step", DataType::UInt32, false),
+            Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("forecast", DataType::Float64, false),
+        ];
+        let mut arrays: Vec<Arc<dyn Array>> = vec![
+            Arc::new(StringArray::from(self.keys)),
+            Arc::new(StringArray::from(self.columns)),
+            Arc::new(UInt32Array::from(self.steps)),
+            Arc::new(TimestampMillisecondArray::from(self.times).with_timezone("UTC")),
+            Arc::new(Float64Array::from(self.values)),
+        ];
+        for (level, q) in levels.iter().zip(self.quantiles) {
+            fields.push(Field::new(format!("p{}", (level * 100.0).round() as u32), DataType::Float64, false));
+            arrays.push(Arc::new(Float64Array::from(q)));
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 /// Scaled forecasts of the windows `which` of `part`: points `[windows, horizon, targets]`
@@ -144,7 +158,6 @@ fn run<B: TrainBackend>(
     Ok((point, quantiles))
 }
 
-/// The last `lookback` rows of each series' last segment, in `inputs` order.
 /// The rows of a series' latest segment; while they come in time order, only the last
 /// `lookback` are kept.
 struct Latest {
@@ -153,6 +166,7 @@ struct Latest {
     in_order: bool,
 }
 
+/// The last `lookback` rows of each series' last segment, in `inputs` order.
 fn tails<E: Into<BoxError>>(
     features: impl IntoIterator<Item = Result<RecordBatch, E>>,
     inputs: &[String],
@@ -161,43 +175,7 @@ fn tails<E: Into<BoxError>>(
     // Per series: rows of its latest segment, read a batch at a time.
     let mut series: BTreeMap<String, Latest> = BTreeMap::new();
     for batch in features {
-        let batch = batch.map_err(Into::into)?;
-        let column = |name: &str, to: &DataType| -> Result<Arc<dyn Array>, BoxError> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| TrainError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
-            Ok(cast(c, to)?)
-        };
-        let key = column("key", &DataType::Utf8)?;
-        let key = key.as_string::<i32>();
-        let segment = column("segment", &DataType::Int64)?;
-        let ts = column("timestamp", &DataType::Int64)?;
-        let (segment, ts) = (segment.as_primitive::<Int64Type>(), ts.as_primitive::<Int64Type>());
-        let cols = inputs.iter().map(|name| column(name, &DataType::Float32)).collect::<Result<Vec<_>, BoxError>>()?;
-        for i in 0..batch.num_rows() {
-            if !series.contains_key(key.value(i)) {
-                let first = Latest { segment: i64::MIN, rows: Vec::new(), in_order: true };
-                series.insert(key.value(i).to_string(), first);
-            }
-            let entry = series.get_mut(key.value(i)).expect("inserted");
-            if segment.value(i) > entry.segment {
-                *entry = Latest { segment: segment.value(i), rows: Vec::new(), in_order: true };
-            }
-            if segment.value(i) == entry.segment {
-                let row = cols
-                    .iter()
-                    .map(|c| {
-                        let c = c.as_primitive::<Float32Type>();
-                        if c.is_null(i) { f32::NAN } else { c.value(i) }
-                    })
-                    .collect();
-                entry.in_order &= entry.rows.last().is_none_or(|r| r.0 < ts.value(i));
-                entry.rows.push((ts.value(i), row));
-                if entry.in_order && entry.rows.len() >= 2 * lookback.max(1) {
-                    entry.rows.drain(..entry.rows.len() - lookback);
-                }
-            }
-        }
+        read_latest(&batch.map_err(Into::into)?, inputs, lookback, &mut series)?;
     }
     let mut longest = 0;
     let mut out = Vec::new();
@@ -221,4 +199,50 @@ fn tails<E: Into<BoxError>>(
         return Err(TrainError::TooShort { lookback, longest }.into());
     }
     Ok(out)
+}
+
+/// Adds a batch's rows to the latest segment of their series.
+fn read_latest(
+    batch: &RecordBatch,
+    inputs: &[String],
+    lookback: usize,
+    series: &mut BTreeMap<String, Latest>,
+) -> Result<(), BoxError> {
+    let column = |name: &str, to: &DataType| -> Result<Arc<dyn Array>, BoxError> {
+        let c = batch
+            .column_by_name(name)
+            .ok_or_else(|| TrainError::MissingColumn { column: name.to_string(), inputs: inputs.join(", ") })?;
+        Ok(cast(c, to)?)
+    };
+    let key = column(features::KEY, &DataType::Utf8)?;
+    let key = key.as_string::<i32>();
+    let segment = column(features::SEGMENT, &DataType::Int64)?;
+    let ts = column(features::TIMESTAMP, &DataType::Int64)?;
+    let (segment, ts) = (segment.as_primitive::<Int64Type>(), ts.as_primitive::<Int64Type>());
+    let cols = inputs.iter().map(|name| column(name, &DataType::Float32)).collect::<Result<Vec<_>, BoxError>>()?;
+    for i in 0..batch.num_rows() {
+        if !series.contains_key(key.value(i)) {
+            let first = Latest { segment: i64::MIN, rows: Vec::new(), in_order: true };
+            series.insert(key.value(i).to_string(), first);
+        }
+        let entry = series.get_mut(key.value(i)).expect("inserted");
+        if segment.value(i) > entry.segment {
+            *entry = Latest { segment: segment.value(i), rows: Vec::new(), in_order: true };
+        }
+        if segment.value(i) == entry.segment {
+            let row = cols
+                .iter()
+                .map(|c| {
+                    let c = c.as_primitive::<Float32Type>();
+                    if c.is_null(i) { f32::NAN } else { c.value(i) }
+                })
+                .collect();
+            entry.in_order &= entry.rows.last().is_none_or(|r| r.0 < ts.value(i));
+            entry.rows.push((ts.value(i), row));
+            if entry.in_order && entry.rows.len() >= 2 * lookback.max(1) {
+                entry.rows.drain(..entry.rows.len() - lookback);
+            }
+        }
+    }
+    Ok(())
 }

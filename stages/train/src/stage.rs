@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use applearner_contracts::tables::{features, metrics, scalers, windows};
 use applearner_contracts::{Part, WindowSet, windows_per_part};
 use applearner_pipeline::arrow::array::{Float64Array, RecordBatch, UInt32Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
@@ -13,8 +14,9 @@ use rand::seq::SliceRandom;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::TrainError;
 use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
-use crate::device::DeviceName;
+use crate::device::{Device, DeviceName};
 use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
 use crate::head::LossSpec;
 use crate::model::{ModelSpec, RnnSpec, Shape};
@@ -147,7 +149,7 @@ impl Train {
 
 impl Stage for Train {
     fn reads(&self) -> Vec<String> {
-        vec!["features".into(), "windows".into(), "scalers".into()]
+        [features::NAME, windows::NAME, scalers::NAME].map(String::from).to_vec()
     }
 
     fn writes(&self) -> Vec<Output> {
@@ -155,7 +157,7 @@ impl Stage for Train {
             Output::artifact(WEIGHTS_FILE),
             Output::artifact(CARD_FILE),
             Output::artifact(README_FILE),
-            Output::table("metrics"),
+            Output::table(metrics::NAME),
         ]
     }
 
@@ -176,26 +178,113 @@ impl Stage for Train {
         if let (Some(location), Some(saved)) = (&p.use_model, self.init()?) {
             return self.use_as_is(ctx, location, &saved);
         }
-        // Only the seeded subsample of training windows `fit` trains on is held (with every
-        // validation and test window), and only the rows those windows read: the windows
-        // table is counted first, then read.
-        let train_windows = windows_per_part(ctx.table_batches("windows", None, &[])?)?[0];
-        let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
-        let keep =
-            |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
-        let features = ctx.table_batches("features", None, &[])?;
-        let windows =
-            WindowSet::of_windows(features, ctx.table_batches("windows", None, &[])?, &p.inputs, &p.targets, &keep)?;
+        let (train_windows, windows) = self.read_windows(ctx)?;
         let blueprint = self.blueprint(&windows)?;
         let init = self.init()?;
         if let Some(init) = &init {
             same_blueprint("init_from: the model to fine-tune", &init.card.blueprint, &blueprint)?;
         }
-        let init_weights = init.as_ref().map(|i| i.weights.as_slice());
-
         let device = p.device.resolve()?;
-        let batches_per_epoch = windows.part(Part::Train).len().div_ceil(p.train.batch);
-        let bar = ctx.progress((batches_per_epoch * p.train.epochs) as u64, "training");
+        let checkpoints = StoreCheckpoints { store: ctx.store(), dir: ctx.scratch().to_string() };
+        let init_weights = init.as_ref().map(|i| i.weights.as_slice());
+        let (trained, validation, test) = self.train(ctx, device, &blueprint, &windows, init_weights, &checkpoints)?;
+        let card = Card {
+            format: FORMAT,
+            applearner_version: applearner_pipeline::run::VERSION.to_string(),
+            burn_version: crate::BURN_VERSION.to_string(),
+            blueprint,
+            training: p.train.clone(),
+            seed: ctx.seed(),
+            device: device.to_string(),
+            step_ms: windows.step_ms().unwrap_or(i64::MAX),
+            weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
+            // Where a copy is published does not change the model.
+            config_digest: blake3::hash(serde_json::to_string(&TrainParams { publish: None, ..p.clone() })?.as_bytes())
+                .to_hex()
+                .to_string(),
+            data_digests: data_digests(ctx)?,
+            fine_tuned_from: init.as_ref().map(|i| i.card.weights_digest.clone()),
+            best_epoch: trained.best_epoch,
+            epochs_run: trained.metrics.len(),
+            validation,
+            test,
+            scalers: read_scalers(&ctx.read_table(scalers::NAME)?, &p.targets)?,
+        };
+        write_metrics(ctx, &trained.metrics)?;
+        let saved = Saved { card, weights: trained.weights };
+        write_model(ctx, &saved)?;
+        if let Some(dir) = &p.publish {
+            saved.publish_to(dir).map_err(|error| TrainError::Publish { dir: dir.clone(), error })?;
+        }
+        checkpoints.clear()?;
+
+        let mut summary = Summary::new();
+        summary.insert("device".into(), device.to_string().into());
+        summary.insert("train_windows".into(), train_windows.into());
+        summary.insert("epochs_run".into(), saved.card.epochs_run.into());
+        summary.insert("best_epoch".into(), trained.best_epoch.into());
+        if let Some(from) = trained.resumed_from {
+            summary.insert("resumed_from_epoch".into(), from.into());
+        }
+        summary.insert("train_samples_per_s".into(), (trained.samples_per_s.round()).into());
+        summary.insert("validation_relative_mae".into(), round4(saved.card.validation.relative_mae).into());
+        summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
+        Ok(summary)
+    }
+}
+
+/// The digests of the tables the model was trained on, for its card.
+fn data_digests(ctx: &StageContext) -> Result<BTreeMap<String, String>, BoxError> {
+    [features::NAME, windows::NAME, scalers::NAME]
+        .iter()
+        .map(|slot| Ok((slot.to_string(), ctx.input(slot)?.digest.clone())))
+        .collect()
+}
+
+/// The model folder: weights, card and its readable copy.
+fn write_model(ctx: &StageContext, saved: &Saved) -> Result<(), BoxError> {
+    ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
+    ctx.write_artifact(CARD_FILE, saved.card_json())?;
+    ctx.write_artifact(README_FILE, saved.card.markdown())?;
+    Ok(())
+}
+
+impl Train {
+    /// The number of training windows, and the windows training reads. Only the seeded
+    /// subsample of training windows `fit` trains on is held (with every validation and
+    /// test window), and only the rows those windows read: the windows table is counted
+    /// first, then read.
+    fn read_windows(&self, ctx: &StageContext) -> Result<(usize, WindowSet), BoxError> {
+        let p = &self.params;
+        let train_windows = windows_per_part(ctx.table_batches(windows::NAME, None, &[])?)?[0];
+        let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
+        let keep =
+            |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
+        let features = ctx.table_batches(features::NAME, None, &[])?;
+        let windows = WindowSet::of_windows(
+            features,
+            ctx.table_batches(windows::NAME, None, &[])?,
+            &p.inputs,
+            &p.targets,
+            &keep,
+        )?;
+        Ok((train_windows, windows))
+    }
+
+    /// Trains on `device` with a progress bar, then measures the kept weights on the
+    /// validation and test parts.
+    fn train(
+        &self,
+        ctx: &StageContext,
+        device: Device,
+        blueprint: &Blueprint,
+        windows: &WindowSet,
+        init: Option<&[u8]>,
+        checkpoints: &StoreCheckpoints,
+    ) -> Result<(Trained, Accuracy, Accuracy), BoxError> {
+        let spec = &self.params.train;
+        let batches_per_epoch = windows.part(Part::Train).len().div_ceil(spec.batch);
+        let bar = ctx.progress((batches_per_epoch * spec.epochs) as u64, "training");
         let on_progress = |step: Step| -> Result<(), BoxError> {
             match step {
                 Step::Batch { loss } => {
@@ -213,65 +302,14 @@ impl Stage for Train {
             }
             Ok(ctx.check_cancelled()?)
         };
-        let checkpoints = StoreCheckpoints { store: ctx.store(), dir: ctx.scratch().to_string() };
         let seed = ctx.seed();
-        let (trained, validation, test) = on_backend!(device, |B, dev| {
-            fit_and_measure::<B>(&blueprint, &p.train, &windows, init_weights, seed, &checkpoints, &on_progress, &dev)
+        let out = on_backend!(device, |B, dev| {
+            fit_and_measure::<B>(blueprint, spec, windows, init, seed, checkpoints, &on_progress, &dev)
         })?;
         bar.finish();
-
-        let data_digests: BTreeMap<String, String> = ["features", "windows", "scalers"]
-            .iter()
-            .map(|slot| Ok((slot.to_string(), ctx.input(slot)?.digest.clone())))
-            .collect::<Result<_, BoxError>>()?;
-        let card = Card {
-            format: FORMAT,
-            applearner_version: applearner_pipeline::run::VERSION.to_string(),
-            burn_version: crate::BURN_VERSION.to_string(),
-            blueprint,
-            training: p.train.clone(),
-            seed,
-            device: device.to_string(),
-            step_ms: windows.step_ms().unwrap_or(i64::MAX),
-            weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
-            // Where a copy is published does not change the model.
-            config_digest: blake3::hash(serde_json::to_string(&TrainParams { publish: None, ..p.clone() })?.as_bytes())
-                .to_hex()
-                .to_string(),
-            data_digests,
-            fine_tuned_from: init.as_ref().map(|i| i.card.weights_digest.clone()),
-            best_epoch: trained.best_epoch,
-            epochs_run: trained.metrics.len(),
-            validation,
-            test,
-            scalers: read_scalers(&ctx.read_table("scalers")?, &p.targets)?,
-        };
-        write_metrics(ctx, &trained.metrics)?;
-        let saved = Saved { card, weights: trained.weights };
-        ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
-        ctx.write_artifact(CARD_FILE, saved.card_json())?;
-        ctx.write_artifact(README_FILE, saved.card.markdown())?;
-        if let Some(dir) = &p.publish {
-            saved.publish_to(dir).map_err(|e| format!("publish: cannot write {dir}: {e}"))?;
-        }
-        checkpoints.clear()?;
-
-        let mut summary = Summary::new();
-        summary.insert("device".into(), device.to_string().into());
-        summary.insert("train_windows".into(), train_windows.into());
-        summary.insert("epochs_run".into(), trained.metrics.len().into());
-        summary.insert("best_epoch".into(), trained.best_epoch.into());
-        if let Some(from) = trained.resumed_from {
-            summary.insert("resumed_from_epoch".into(), from.into());
-        }
-        summary.insert("train_samples_per_s".into(), (trained.samples_per_s.round()).into());
-        summary.insert("validation_relative_mae".into(), round4(saved.card.validation.relative_mae).into());
-        summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
-        Ok(summary)
+        Ok(out)
     }
-}
 
-impl Train {
     /// The model this stage builds on these windows.
     fn blueprint(&self, windows: &WindowSet) -> Result<Blueprint, BoxError> {
         let p = &self.params;
@@ -305,17 +343,15 @@ impl Train {
         let p = &self.params;
         // The names and shapes only: no window is held.
         let windows = WindowSet::of_windows(
-            ctx.table_batches("features", None, &[])?,
-            ctx.table_batches("windows", None, &[])?,
+            ctx.table_batches(features::NAME, None, &[])?,
+            ctx.table_batches(windows::NAME, None, &[])?,
             &p.inputs,
             &p.targets,
             &|_, _| false,
         )?;
         let what = format!("use_model: {location}");
         same_blueprint(&what, &saved.card.blueprint, &self.blueprint(&windows)?)?;
-        ctx.write_artifact(WEIGHTS_FILE, saved.weights.clone())?;
-        ctx.write_artifact(CARD_FILE, saved.card_json())?;
-        ctx.write_artifact(README_FILE, saved.card.markdown())?;
+        write_model(ctx, saved)?;
         write_metrics(ctx, &[])?;
         let mut summary = Summary::new();
         summary.insert("used_model".into(), location.into());
@@ -328,7 +364,7 @@ impl Train {
 
 /// A model read from elsewhere must be the one this stage builds: the same layers on the
 /// same inputs, targets and windows.
-fn same_blueprint(what: &str, theirs: &Blueprint, ours: &Blueprint) -> Result<(), BoxError> {
+fn same_blueprint(what: &str, theirs: &Blueprint, ours: &Blueprint) -> Result<(), TrainError> {
     if theirs == ours {
         return Ok(());
     }
@@ -343,13 +379,7 @@ fn same_blueprint(what: &str, theirs: &Blueprint, ours: &Blueprint) -> Result<()
             b.loss,
         )
     };
-    Err(format!(
-        "{what} was built as {}; this stage builds {} on this data: match model, loss, inputs, targets and windows \
-         (features.build's columns and windows, train.fit's model) to the ones it was trained with, or train a new one",
-        describe(theirs),
-        describe(ours),
-    )
-    .into())
+    Err(TrainError::Blueprint { what: what.to_string(), theirs: describe(theirs), ours: describe(ours) })
 }
 
 fn round4(v: f64) -> f64 {
@@ -426,11 +456,11 @@ impl Checkpoints for StoreCheckpoints<'_> {
 fn write_metrics(ctx: &StageContext, m: &[crate::fit::EpochMetrics]) -> Result<(), BoxError> {
     let f64s = |f: fn(&crate::fit::EpochMetrics) -> f64| Arc::new(Float64Array::from_iter_values(m.iter().map(f)));
     let schema = Arc::new(Schema::new(vec![
-        Field::new("epoch", DataType::UInt32, false),
-        Field::new("lr", DataType::Float64, false),
-        Field::new("train_loss", DataType::Float64, false),
-        Field::new("validation_loss", DataType::Float64, false),
-        Field::new("validation_mae", DataType::Float64, false),
+        Field::new(metrics::EPOCH, DataType::UInt32, false),
+        Field::new(metrics::LR, DataType::Float64, false),
+        Field::new(metrics::TRAIN_LOSS, DataType::Float64, false),
+        Field::new(metrics::VALIDATION_LOSS, DataType::Float64, false),
+        Field::new(metrics::VALIDATION_MAE, DataType::Float64, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -442,7 +472,7 @@ fn write_metrics(ctx: &StageContext, m: &[crate::fit::EpochMetrics]) -> Result<(
             f64s(|e| e.validation_mae),
         ],
     )?;
-    ctx.write_table("metrics", schema, &[batch])
+    ctx.write_table(metrics::NAME, schema, &[batch])
 }
 
 /// A seeded random `limit` of `count` indices in increasing order; `None` (all of them)

@@ -20,201 +20,25 @@ use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{ArrayRef, AsArray, RecordBatch};
 use applearner_pipeline::arrow::compute::cast;
-use applearner_pipeline::arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType, UInt64Type,
-};
-use applearner_pipeline::schemars::{self, JsonSchema};
+use applearner_pipeline::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, UInt64Type};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
-use serde::{Deserialize, Serialize};
-
-use applearner_pipeline::Duration;
 
 /// What a series measures: the ingest stage maps metrics to roles, one per resource.
 pub use applearner_contracts::Resource as Role;
-use applearner_contracts::tables::{allocation as alloc, quotas, resampled, workloads};
+use applearner_contracts::summaries::CleanSummary;
+use applearner_contracts::tables::{
+    allocation as alloc, quotas, resampled, samples, series as series_table, workloads,
+};
 
 use crate::identity::{self, Identity, SeriesLabels};
 use crate::kube;
-use crate::pass::{Key, Range, Sample};
+use crate::pass::{Key, Range};
 
-/// Puts every series on a fixed time grid and cleans it for learning. Reads the ingest
-/// stage's `samples` and `series`; writes `resampled`: one row per series and step with a column per role
-/// (`cpu`, `memory`: cores and bytes), a `<role>_filled` flag on every filled point, and a
-/// `segment` number that changes wherever a gap longer than `max_gap` split the series.
-/// A series is identified by `key` (its group labels joined by `/`) and the label columns.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResampleParams {
-    /// Grid step: `30s`, `1m`, `5m`, `1h`…
-    pub step: Duration,
-    /// How the samples within one step become one value: `mean`, `max`, `min`, `last`,
-    /// `sum`, or a percentile `p50`, `p90`, `p95`, `p99` (any `pNN`).
-    #[serde(default = "default_aggregate")]
-    pub aggregate: String,
-    /// Roles to keep, each becoming a value column; with several, a row needs all of them.
-    #[serde(default = "default_roles")]
-    pub roles: Vec<Role>,
-    /// Longest run of missing steps that is filled; a longer gap splits the series into
-    /// segments. Default: 5 steps.
-    #[serde(default)]
-    pub max_gap: Option<Duration>,
-    /// How a short gap is filled: `linear` (between its neighbours), `ffill` (last value
-    /// before it) or `zero`.
-    #[serde(default)]
-    pub fill: Fill,
-    /// Segments with fewer points (after trimming) are dropped.
-    #[serde(default = "default_min_points")]
-    pub min_points: u32,
-    /// Points dropped from both ends of every segment (a pod's first and last minutes are
-    /// usually partial).
-    #[serde(default)]
-    pub trim: u32,
-    /// Drop series in which a role never changes (nothing to learn; scaling would divide by 0).
-    #[serde(default = "yes")]
-    pub drop_constant: bool,
-    /// Drop series in which a role is zero throughout (counted apart from other constants).
-    #[serde(default = "yes")]
-    pub drop_zero: bool,
-    /// What one series is: a pod's container, a workload's container, or any labels.
-    #[serde(default)]
-    pub group: Group,
-    /// Input points cleaned at a time: workloads are cleaned in groups of at most this
-    /// many points, whatever the input's size (about 150 bytes a point; with more than one
-    /// group, each group's samples wait in a local temporary file, 20 bytes a point); one
-    /// workload needs all of its points at once.
-    #[serde(default = "default_max_points")]
-    pub max_points_in_memory: u64,
-}
+mod aside;
+mod params;
 
-fn default_max_points() -> u64 {
-    1 << 20
-}
-
-fn default_aggregate() -> String {
-    "mean".into()
-}
-
-fn default_roles() -> Vec<Role> {
-    vec![Role::Cpu, Role::Memory]
-}
-
-fn default_min_points() -> u32 {
-    30
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Fill {
-    #[default]
-    Linear,
-    Ffill,
-    Zero,
-}
-
-/// Which series are learned as one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Group {
-    /// `series`: every input series apart (key namespace/pod/container, plus `name=value`
-    /// of any other label that tells series with the same three apart, such as a node's
-    /// `instance`); `workload`: pods of one Deployment, ReplicaSet, StatefulSet, DaemonSet or
-    /// Job together (the pod name loses its hash suffixes or ordinal; key
-    /// namespace/workload/container, other series kept apart as with `series`); `labels`:
-    /// series sharing the values of `labels` together.
-    #[serde(default)]
-    pub by: GroupBy,
-    /// With `by: labels`: any labels of the series (`namespace`, `instance`, `machine_id`…).
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// How replicas combine at each step: `max` (the default: one pod's size, the busiest
-    /// replica, so a request that covers it covers every pod) or `sum` (the workload's
-    /// total, for capacity and quotas; plan.resources refuses to patch pods with it). The
-    /// replicas present at each step are counted in the `replicas` column either way.
-    #[serde(default)]
-    pub aggregate: Combine,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    #[default]
-    Series,
-    Workload,
-    Labels,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Combine {
-    #[default]
-    Max,
-    Sum,
-}
-
-impl Combine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Combine::Max => "max",
-            Combine::Sum => "sum",
-        }
-    }
-}
-
-const AGGREGATES: &str = "mean, max, min, last, sum, or a percentile such as p50, p90, p95, p99";
-
-/// The aggregation of the samples within one step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Aggregate {
-    Mean,
-    Max,
-    Min,
-    Last,
-    Sum,
-    Percentile(f64),
-}
-
-impl Aggregate {
-    pub fn parse(text: &str) -> Option<Aggregate> {
-        Some(match text {
-            "mean" => Aggregate::Mean,
-            "max" => Aggregate::Max,
-            "min" => Aggregate::Min,
-            "last" => Aggregate::Last,
-            "sum" => Aggregate::Sum,
-            p => {
-                let digits = p.strip_prefix('p')?;
-                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || digits.len() > 2 {
-                    return None;
-                }
-                let q: f64 = digits.parse().ok()?;
-                if q == 0.0 {
-                    return None;
-                }
-                Aggregate::Percentile(q / 100.0)
-            }
-        })
-    }
-}
-
-/// The parameters, checked and in milliseconds.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub step_ms: i64,
-    pub aggregate: Aggregate,
-    pub roles: Vec<Role>,
-    pub max_gap_ms: i64,
-    pub fill: Fill,
-    pub min_points: u32,
-    pub trim: u32,
-    pub max_points: u64,
-    pub drop_constant: bool,
-    pub drop_zero: bool,
-    pub group: Group,
-}
+use aside::put_aside;
+pub use params::{AGGREGATES, Aggregate, Combine, Fill, Group, GroupBy, Plan, ResampleParams};
 
 impl StageParams for ResampleParams {
     const KIND: &'static str = "clean.resample";
@@ -225,93 +49,19 @@ impl StageParams for ResampleParams {
     }
 }
 
-impl ResampleParams {
-    pub fn plan(&self) -> Result<Plan, Vec<ParamProblem>> {
-        let mut problems = Vec::new();
-        let step_ms = self.step.ms();
-        if step_ms < 1000 || step_ms % 1000 != 0 {
-            problems.push(ParamProblem::new(
-                &["step"],
-                format!("`{}` is not a whole number of seconds", self.step),
-                "Prometheus resolves to the second; use a step such as 15s, 1m or 5m",
-            ));
-        }
-        let aggregate = Aggregate::parse(&self.aggregate);
-        if aggregate.is_none() {
-            problems.push(ParamProblem::new(
-                &["aggregate"],
-                format!("unknown aggregation `{}`", self.aggregate),
-                format!("use one of {AGGREGATES}"),
-            ));
-        }
-        let max_gap_ms = self.max_gap.as_ref().map_or(5 * step_ms, Duration::ms);
-        if self.roles.is_empty() {
-            problems.push(ParamProblem::new(&["roles"], "no roles", "keep `cpu`, `memory` or both"));
-        }
-        let mut roles = self.roles.clone();
-        roles.sort();
-        roles.dedup();
-        if self.group.by == GroupBy::Labels && self.group.labels.is_empty() {
-            problems.push(ParamProblem::new(
-                &["group", "labels"],
-                "`by: labels` needs the labels to group by",
-                "list the labels whose values make one series, such as [namespace, instance]",
-            ));
-        }
-        if self.group.by != GroupBy::Labels && !self.group.labels.is_empty() {
-            problems.push(ParamProblem::new(
-                &["group", "labels"],
-                "labels are only used with `by: labels`",
-                "set `by: labels` or remove `labels`",
-            ));
-        }
-        for label in &self.group.labels {
-            let mut chars = label.chars();
-            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                problems.push(ParamProblem::new(
-                    &["group", "labels"],
-                    format!("`{label}` is not a Prometheus label name"),
-                    "label names are letters, digits and `_`, not starting with a digit, such as instance or machine_id",
-                ));
-            }
-        }
-        if self.min_points == 0 {
-            problems.push(ParamProblem::new(&["min_points"], "must be at least 1", "use 1 or more"));
-        }
-        match aggregate {
-            Some(aggregate) if problems.is_empty() => Ok(Plan {
-                step_ms,
-                aggregate,
-                roles,
-                max_gap_ms,
-                fill: self.fill,
-                min_points: self.min_points,
-                trim: self.trim,
-                drop_constant: self.drop_constant,
-                drop_zero: self.drop_zero,
-                group: self.group.clone(),
-                max_points: self.max_points_in_memory,
-            }),
-            _ => Err(problems),
-        }
-    }
-}
-
 struct Resample {
     plan: Plan,
 }
 
 impl Stage for Resample {
     fn reads(&self) -> Vec<String> {
-        vec!["samples".into(), "series".into()]
+        vec![samples::NAME.into(), series_table::NAME.into()]
     }
 
     fn writes(&self) -> Vec<Output> {
         vec![
-            Output::table("resampled"),
-            Output::table("allocation"),
+            Output::table(resampled::NAME),
+            Output::table(alloc::NAME),
             Output::table(workloads::NAME),
             Output::table(quotas::NAME),
         ]
@@ -333,13 +83,13 @@ impl Stage for Resample {
             output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles, p.group.aggregate);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
-        let series = ctx.read_table("series")?;
-        let read = ["series_id", "timestamp", "value"];
-        let mut batches = ctx.table_batches("samples", Some(&read), &[])?.map(|b| b.map_err(BoxError::from));
-        let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut Counts| {
+        let series = ctx.read_table(series_table::NAME)?;
+        let read = [samples::SERIES_ID, samples::TIMESTAMP, samples::VALUE];
+        let mut batches = ctx.table_batches(samples::NAME, Some(&read), &[])?.map(|b| b.map_err(BoxError::from));
+        let mut allocate = |kept: &[(&SeriesLabels, String)], counts: &mut CleanSummary| {
             ctx.store().block_on(async {
                 let session = crate::session(Some(ctx));
-                crate::register_input(&session, ctx, "samples").await?;
+                crate::register_input(&session, ctx, samples::NAME).await?;
                 crate::allocation::rows(&session, p, kept, counts).await
             })
         };
@@ -351,7 +101,7 @@ impl Stage for Resample {
         for w in &cleaned.warnings {
             tracing::warn!("{w}");
         }
-        ctx.write_table("allocation", crate::allocation::schema(), &cleaned.allocation)?;
+        ctx.write_table(alloc::NAME, crate::allocation::schema(), &cleaned.allocation)?;
         let kube = &cleaned.kube;
         ctx.write_table(workloads::NAME, kube::workloads_schema(), &[kube::workloads_table(&kube.workloads)?])?;
         ctx.write_table(quotas::NAME, kube::quotas_schema(), &[kube::quotas_table(&kube.quotas)?])?;
@@ -362,47 +112,6 @@ impl Stage for Resample {
         summary.insert("warnings".into(), cleaned.warnings.into());
         Ok(summary)
     }
-}
-
-/// What cleaning did, for the manifest.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub input_points: u64,
-    pub non_finite_dropped: u64,
-    pub negative_dropped: u64,
-    pub input_series: u64,
-    /// Series after grouping (pods of one workload count once).
-    pub grouped_series: u64,
-    /// Grid points holding at least one sample, summed over roles.
-    pub grid_points: u64,
-    pub filled_points: u64,
-    /// Series missing one of the roles entirely.
-    pub series_without_all_roles: u64,
-    /// Segments before the filters; more than the series where long gaps split them.
-    pub segments: u64,
-    pub trimmed_points: u64,
-    pub short_segments_dropped: u64,
-    pub zero_series_dropped: u64,
-    pub constant_series_dropped: u64,
-    pub series: u64,
-    pub output_segments: u64,
-    pub points: u64,
-    /// Requests, limits and pain series (the `allocation` table), those matching no usage
-    /// series or several (left out), and the rows written.
-    pub allocation_series: u64,
-    pub allocation_series_without_usage: u64,
-    pub allocation_series_ambiguous: u64,
-    pub allocation_points: u64,
-    /// kube-state-metrics' `kube_pod_owner` links, those naming pods without usage, and the
-    /// workloads whose pods name no owner or several (left unresolved, never guessed).
-    pub owner_series: u64,
-    pub owner_series_without_usage: u64,
-    pub workloads_without_owner: u64,
-    /// HPAs attached to the workloads they scale, those whose target has no usage, and the
-    /// namespaces with quotas but no workloads.
-    pub hpas: u64,
-    pub hpas_without_usage: u64,
-    pub quota_namespaces_without_workloads: u64,
 }
 
 /// What kube-state-metrics says of the workloads and namespaces cleaned.
@@ -421,7 +130,7 @@ pub struct Cleaned {
     pub allocation: Vec<RecordBatch>,
     /// Owners, HPAs and quotas.
     pub kube: Kube,
-    pub counts: Counts,
+    pub counts: CleanSummary,
     pub warnings: Vec<String>,
 }
 
@@ -440,7 +149,8 @@ pub struct Input<'a> {
 
 /// Builds the `allocation` rows of the allocation series placed on usage keys (a query
 /// over the samples; only called when some are placed).
-pub type Allocate<'a> = dyn FnMut(&[(&SeriesLabels, String)], &mut Counts) -> Result<Vec<RecordBatch>, BoxError> + 'a;
+pub type Allocate<'a> =
+    dyn FnMut(&[(&SeriesLabels, String)], &mut CleanSummary) -> Result<Vec<RecordBatch>, BoxError> + 'a;
 
 /// Cleans the series of `scope`, handing the output rows to `sink` in series and time order.
 ///
@@ -463,7 +173,7 @@ pub fn clean_into(
         tracing::debug!(step, elapsed_ms = started.elapsed().as_millis() as u64, "clean.resample");
         check_cancelled()
     };
-    let (mut counts, mut warnings) = (Counts::default(), Vec::new());
+    let (mut counts, mut warnings) = (CleanSummary::default(), Vec::new());
     let (series, spans) = read_series(input.series)?;
     let usage: Vec<SeriesLabels> =
         series.iter().filter(|s| plan.roles.iter().any(|r| r.name() == s.role)).cloned().collect();
@@ -551,7 +261,7 @@ impl Groups {
         usage: &[SeriesLabels],
         spans: &HashMap<u64, Span>,
         scope: Scope<'_>,
-        counts: &mut Counts,
+        counts: &mut CleanSummary,
     ) -> Result<Groups, BoxError> {
         let mine: Vec<(&Identity, &SeriesLabels)> =
             identities.iter().zip(usage).filter(|(i, _)| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
@@ -607,131 +317,17 @@ fn median_spacing(spans: impl Iterator<Item = Span>) -> Option<i64> {
     }
 }
 
-/// Each range's samples, put aside by one pass over the input.
-enum Aside {
-    Memory(Vec<Sample>),
-    /// A local file per range (`slot`, `ts`, `value`, little-endian), removed with the folder.
-    Files(tempfile::TempDir, Vec<Option<std::io::BufWriter<std::fs::File>>>),
-}
-
-/// Bytes of one sample put aside in a file.
-const SAMPLE_BYTES: usize = 20;
-
-impl Aside {
-    fn new(ranges: usize) -> Result<Aside, BoxError> {
-        if ranges <= 1 {
-            return Ok(Aside::Memory(Vec::new()));
-        }
-        let dir = tempfile::Builder::new().prefix("applearner-clean").tempdir()?;
-        let files = (0..ranges)
-            .map(|i| Ok(Some(std::io::BufWriter::new(std::fs::File::create(dir.path().join(i.to_string()))?))))
-            .collect::<Result<_, std::io::Error>>()?;
-        Ok(Aside::Files(dir, files))
-    }
-
-    fn push(&mut self, range: u32, s: Sample) -> Result<(), BoxError> {
-        use std::io::Write;
-        match self {
-            Aside::Memory(samples) => samples.push(s),
-            Aside::Files(_, files) => {
-                let file = files[range as usize].as_mut().expect("a range is taken once, after the pass");
-                let mut bytes = [0u8; SAMPLE_BYTES];
-                bytes[..4].copy_from_slice(&s.slot.to_le_bytes());
-                bytes[4..12].copy_from_slice(&s.ts.to_le_bytes());
-                bytes[12..].copy_from_slice(&s.value.to_le_bytes());
-                file.write_all(&bytes)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The samples of range `i`, in input order.
-    fn take(&mut self, i: usize) -> Result<Vec<Sample>, BoxError> {
-        match self {
-            Aside::Memory(samples) => Ok(std::mem::take(samples)),
-            Aside::Files(dir, files) => {
-                let file = files[i].take().expect("a range is taken once").into_inner().map_err(|e| e.into_error())?;
-                drop(file);
-                let path = dir.path().join(i.to_string());
-                let bytes = std::fs::read(&path)?;
-                std::fs::remove_file(&path)?;
-                Ok(bytes
-                    .chunks_exact(SAMPLE_BYTES)
-                    .map(|b| Sample {
-                        slot: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
-                        ts: i64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
-                        value: f64::from_le_bytes(b[12..].try_into().expect("8 bytes")),
-                    })
-                    .collect())
-            }
-        }
-    }
-}
-
-/// Reads the samples once: those of the run's series are counted, non-finite and negative
-/// ones dropped (counted), the rest put aside by range.
-fn put_aside(
-    samples: &mut dyn Iterator<Item = Result<RecordBatch, BoxError>>,
-    groups: &Groups,
-    latest: &mut HashMap<u64, (i64, f64)>,
-    counts: &mut Counts,
-    check_cancelled: &dyn Fn() -> Result<(), BoxError>,
-) -> Result<Aside, BoxError> {
-    let mut aside = Aside::new(groups.ranges.len())?;
-    // Samples come a series at a time: look each series up once (its range and slot, or
-    // whether its latest value is wanted).
-    type Place = Option<(u32, u32)>;
-    let mut last: Option<(u64, Place, bool)> = None;
-    for batch in samples {
-        let batch = batch?;
-        check_cancelled()?;
-        let ids = cast(column(&batch, "series_id")?, &DataType::UInt64)?;
-        let times = cast(column(&batch, "timestamp")?, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-        let values = cast(column(&batch, "value")?, &DataType::Float64)?;
-        let (ids, times, values) = (
-            ids.as_primitive::<UInt64Type>(),
-            times.as_primitive::<TimestampMillisecondType>(),
-            values.as_primitive::<Float64Type>(),
-        );
-        for row in 0..batch.num_rows() {
-            let id = ids.value(row);
-            let (place, watched) = match last {
-                Some((seen, place, watched)) if seen == id => (place, watched),
-                _ => {
-                    let (_, place, watched) =
-                        last.insert((id, groups.slot_of.get(&id).copied(), latest.contains_key(&id)));
-                    (*place, *watched)
-                }
-            };
-            let Some((range, slot)) = place else {
-                if watched
-                    && let Some(last) = latest.get_mut(&id)
-                    && times.value(row) >= last.0
-                {
-                    *last = (times.value(row), values.value(row));
-                }
-                continue;
-            };
-            counts.input_points += 1;
-            let value = values.value(row);
-            if !value.is_finite() {
-                counts.non_finite_dropped += 1;
-            } else if value < 0.0 {
-                counts.negative_dropped += 1;
-            } else {
-                aside.push(range, Sample { slot, ts: times.value(row), value })?;
-            }
-        }
-    }
-    Ok(aside)
-}
-
-fn column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef, BoxError> {
-    batch.column_by_name(name).ok_or_else(|| format!("the samples table has no `{name}` column").into())
+/// A column of a table written by an earlier stage.
+pub(crate) fn column<'b>(
+    batch: &'b RecordBatch,
+    table: &'static str,
+    name: &str,
+) -> Result<&'b ArrayRef, PrepareError> {
+    batch.column_by_name(name).ok_or_else(|| PrepareError::MissingColumn { table, column: name.to_string() })
 }
 
 /// kube-state-metrics series that describe nothing cleaned are said, not only counted.
-fn say_kube(counts: &Counts, warnings: &mut Vec<String>) {
+fn say_kube(counts: &CleanSummary, warnings: &mut Vec<String>) {
     let said = [
         (counts.owner_series_without_usage, "kube_pod_owner series name pods without usage: left out"),
         (counts.hpas_without_usage, "HPAs scale workloads without usage (or whose pods name no owner): left out"),
@@ -748,7 +344,7 @@ fn say_kube(counts: &Counts, warnings: &mut Vec<String>) {
 /// No usable sample is an error; a step finer than the samples' spacing a warning.
 fn check_inputs(
     plan: &Plan,
-    counts: &Counts,
+    counts: &CleanSummary,
     spacing: Option<i64>,
     warnings: &mut Vec<String>,
 ) -> Result<(), BoxError> {
@@ -776,7 +372,7 @@ fn check_inputs(
 
 /// Nothing left after cleaning is an error with the counts of why (a shard: a warning, the
 /// other shards may hold the series).
-fn check_left(plan: &Plan, c: &Counts, scope: Scope<'_>, warnings: &mut Vec<String>) -> Result<(), BoxError> {
+fn check_left(plan: &Plan, c: &CleanSummary, scope: Scope<'_>, warnings: &mut Vec<String>) -> Result<(), BoxError> {
     if c.points > 0 {
         return Ok(());
     }
@@ -818,26 +414,23 @@ pub(crate) fn read_series(batches: &[RecordBatch]) -> Result<(Vec<SeriesLabels>,
     let mut spans = HashMap::new();
     for b in batches {
         let text = |name: &str| -> Result<ArrayRef, BoxError> {
-            Ok(cast(
-                b.column_by_name(name).ok_or_else(|| format!("the series table has no `{name}` column"))?,
-                &DataType::Utf8,
-            )?)
+            Ok(cast(column(b, series_table::NAME, name)?, &DataType::Utf8)?)
         };
         let int = |name: &str, to: &DataType| -> Result<ArrayRef, BoxError> {
-            let c = b.column_by_name(name).ok_or_else(|| format!("the series table has no `{name}` column"))?;
-            Ok(cast(&cast(c, to)?, &DataType::Int64)?)
+            Ok(cast(&cast(column(b, series_table::NAME, name)?, to)?, &DataType::Int64)?)
         };
-        let ids = cast(
-            b.column_by_name("series_id").ok_or("the series table has no `series_id` column")?,
-            &DataType::UInt64,
-        )?;
+        let ids = cast(column(b, series_table::NAME, series_table::SERIES_ID)?, &DataType::UInt64)?;
         let ids = ids.as_primitive::<UInt64Type>();
-        let (roles, metrics, labels) = (text("role")?, text("metric")?, text("labels")?);
+        let (roles, metrics, labels) =
+            (text(series_table::ROLE)?, text(series_table::METRIC)?, text(series_table::LABELS)?);
         let (roles, metrics, labels) =
             (roles.as_string::<i32>(), metrics.as_string::<i32>(), labels.as_string::<i32>());
         let stamp = DataType::Timestamp(TimeUnit::Millisecond, None);
-        let (first, last, points) =
-            (int("first_timestamp", &stamp)?, int("last_timestamp", &stamp)?, int("points", &DataType::Int64)?);
+        let (first, last, points) = (
+            int(series_table::FIRST_TIMESTAMP, &stamp)?,
+            int(series_table::LAST_TIMESTAMP, &stamp)?,
+            int(series_table::POINTS, &DataType::Int64)?,
+        );
         let (first, last, points) =
             (first.as_primitive::<Int64Type>(), last.as_primitive::<Int64Type>(), points.as_primitive::<Int64Type>());
         for i in 0..b.num_rows() {

@@ -1,0 +1,196 @@
+//! Forecast against actual for the best, median and worst series.
+
+use super::*;
+
+/// Forecast against actual for the best, median and worst series.
+pub(crate) fn forecasts_section(
+    doc: &mut Doc,
+    scores: &[Score],
+    rank_by: &str,
+    forecasts: &[RecordBatch],
+    resampled: &[RecordBatch],
+    resources: &[String],
+) -> Result<(), BoxError> {
+    // Forecast vs actual for the best, median and worst series.
+    let picks = pick_series(scores, rank_by);
+    doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by));
+    let f = ForecastRows::read(forecasts)?;
+    let usage = Usage::read(resampled)?;
+    for (label, key) in &picks {
+        for resource in resources {
+            let chart = forecast_chart(&f, &usage, key, resource, label);
+            doc.html.chart(&format!("forecast-{label}-{resource}"), &chart, key)?;
+        }
+    }
+    doc.metrics.insert(
+        "series_shown".into(),
+        json!(picks.iter().map(|(l, k)| json!({"rank": l, "key": k})).collect::<Vec<_>>()),
+    );
+
+    Ok(())
+}
+
+/// The best, median and worst series by the model's MASE.
+fn pick_series(scores: &[Score], resource: &str) -> Vec<(&'static str, String)> {
+    let mut ranked: Vec<(f64, &str)> = scores
+        .iter()
+        .filter(|s| {
+            s.method == Method::Model.name()
+                && s.resource == resource
+                && s.scope == "series"
+                && s.bucket == "all"
+                && s.metric == "mase"
+                && s.value.is_finite()
+        })
+        .map(|s| (s.value, s.key.as_str()))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    if ranked.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![
+        ("best", ranked[0].1.to_string()),
+        ("median", ranked[ranked.len() / 2].1.to_string()),
+        ("worst", ranked[ranked.len() - 1].1.to_string()),
+    ];
+    out.dedup_by(|b, a| a.1 == b.1);
+    out
+}
+
+/// Model forecasts with actuals, per (key, resource): (time, actual, point, low, high).
+struct ForecastRows {
+    rows: BTreeMap<(String, String), Vec<(i64, f64, f64, f64, f64)>>,
+    band: String,
+}
+
+impl ForecastRows {
+    fn read(batches: &[RecordBatch]) -> Result<ForecastRows, BoxError> {
+        let c = Cols { batches, table: "forecasts" };
+        let names: Vec<String> = batches
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| n.starts_with('p') && n[1..].parse::<u32>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (part, method, key, resource, time, actual, point) = (
+            c.strings(forecasts::PART)?,
+            c.strings(forecasts::METHOD)?,
+            c.strings(forecasts::KEY)?,
+            c.strings(forecasts::RESOURCE)?,
+            c.ints(forecasts::TIMESTAMP)?,
+            c.floats(forecasts::ACTUAL)?,
+            c.floats(forecasts::FORECAST)?,
+        );
+        let (lo, hi) = match (names.first(), names.last()) {
+            (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),
+            _ => (vec![f64::NAN; method.len()], vec![f64::NAN; method.len()]),
+        };
+        let mut rows: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
+        for i in 0..method.len() {
+            if part[i] == "test" && method[i] == Method::Model.name() {
+                rows.entry((key[i].clone(), resource[i].clone()))
+                    .or_default()
+                    .push((time[i], actual[i], point[i], lo[i], hi[i]));
+            }
+        }
+        let band = match (names.first(), names.last()) {
+            (Some(a), Some(b)) => format!("{a}–{b}"),
+            _ => String::new(),
+        };
+        Ok(ForecastRows { rows, band })
+    }
+}
+
+/// Usage per (key, resource): (time, value), in time order.
+struct Usage(BTreeMap<(String, String), Vec<(i64, f64)>>);
+
+impl Usage {
+    fn read(batches: &[RecordBatch]) -> Result<Usage, BoxError> {
+        let c = Cols { batches, table: "resampled" };
+        let (keys, times) = (c.strings("key")?, c.ints("timestamp")?);
+        let mut out: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+        for resource in ["cpu", "memory"] {
+            if batches.first().is_some_and(|b| b.column_by_name(resource).is_some()) {
+                for (i, v) in c.floats(resource)?.into_iter().enumerate() {
+                    out.entry((keys[i].clone(), resource.to_string())).or_default().push((times[i], v));
+                }
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|p| p.0);
+        }
+        Ok(Usage(out))
+    }
+}
+
+fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, label: &str) -> Chart {
+    let id = (key.to_string(), resource.to_string());
+    let mut rows = f.rows.get(&id).cloned().unwrap_or_default();
+    rows.sort_by_key(|r| r.0);
+    // The last stretch of the test part without a gap, and as much history before it.
+    let step = rows.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0).min().unwrap_or(0);
+    let cut = rows.windows(2).rposition(|w| w[1].0 - w[0].0 > 2 * step).map_or(0, |i| i + 1);
+    rows.drain(..cut);
+    let (first, last) = (rows.first().map_or(0, |r| r.0), rows.last().map_or(0, |r| r.0));
+    let from = first - (last - first);
+    let history: Vec<(f64, f64)> = usage
+        .0
+        .get(&id)
+        .map(|v| v.iter().filter(|p| p.0 >= from && p.0 <= last).map(|p| (p.0 as f64, p.1)).collect())
+        .unwrap_or_default();
+    let history = with_breaks(history);
+    let (unit, y) = if resource == "memory" { (1048576.0, "MiB") } else { (1e-3, "millicores") };
+    let scale = |v: Vec<(f64, f64)>| v.into_iter().map(|(x, y)| (x, y / unit)).collect();
+    let mut bands = Vec::new();
+    if !f.band.is_empty() {
+        bands.push(Band {
+            name: format!("model {}", f.band),
+            color: color(Method::Model.name()),
+            points: rows.iter().map(|r| (r.0 as f64, r.3 / unit, r.4 / unit)).collect(),
+        });
+    }
+    Chart {
+        title: format!("{label}: {key} — {resource}"),
+        x_label: "time (UTC)".into(),
+        y_label: y.into(),
+        time_x: true,
+        log_x: false,
+        lines: vec![
+            Line {
+                name: "actual".into(),
+                color: plotters::style::RGBColor(30, 30, 30),
+                points: scale(history),
+                markers: false,
+                bold: false,
+            },
+            Line {
+                name: "model".into(),
+                color: color(Method::Model.name()),
+                points: scale(rows.iter().map(|r| (r.0 as f64, r.2)).collect()),
+                markers: false,
+                bold: false,
+            },
+        ],
+        bands,
+    }
+}
+
+/// Breaks a line where points are further apart than twice the usual step.
+fn with_breaks(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort_by(f64::total_cmp);
+    let step = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+    let mut out = Vec::with_capacity(points.len());
+    for p in points {
+        if out.last().is_some_and(|l: &(f64, f64)| step > 0.0 && p.0 - l.0 > 2.0 * step) {
+            out.push((p.0, f64::NAN));
+        }
+        out.push(p);
+    }
+    out
+}
