@@ -65,14 +65,22 @@ impl Scaler {
 pub struct Accuracy {
     /// The part's non-overlapping windows scored (every horizon-th origin per series).
     pub windows: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub mae: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub rmse: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub last_value_mae: f64,
     /// MAE over the last-value forecast's MAE on the same windows (out of sample): below 1
     /// beats repeating the last value. Not the backtest's MASE, whose scale is the in-sample
     /// seasonal-naive error. Older cards call it `mase`.
-    #[serde(alias = "mase")]
+    #[serde(alias = "mase", deserialize_with = "nan_if_null")]
     pub relative_mae: f64,
+}
+
+/// A measure of a part without windows is NaN, which JSON writes as null: read back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl Card {
@@ -155,4 +163,20 @@ pub fn read_scalers(batches: &[RecordBatch], targets: &[String]) -> Result<Vec<S
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model trained without validation windows has no validation accuracy: its card
+    /// still reads back.
+    #[test]
+    fn an_accuracy_without_windows_reads_back_as_nan() {
+        let none = Accuracy { windows: 0, mae: f64::NAN, rmse: f64::NAN, last_value_mae: f64::NAN, relative_mae: f64::NAN };
+        let json = serde_json::to_string(&none).unwrap();
+        assert!(json.contains("\"mae\":null"), "{json}");
+        let back: Accuracy = serde_json::from_str(&json).unwrap();
+        assert!(back.windows == 0 && back.mae.is_nan() && back.relative_mae.is_nan());
+    }
 }
