@@ -4,7 +4,7 @@
 A function runs from its `fn` line to the first line that closes it at the same indentation
 (rustfmt's layout); `#[cfg(test)]` modules and `tests.rs` files are left out.
 
-    python3 .ci/sizes.py [--fn-lines 80] [--file-lines 600]
+    python3 .ci/sizes.py [--fn-lines 60] [--file-lines 600]
 """
 import argparse
 import pathlib
@@ -37,7 +37,7 @@ def functions(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--fn-lines", type=int, default=80)
+    ap.add_argument("--fn-lines", type=int, default=60)
     ap.add_argument("--file-lines", type=int, default=600)
     args = ap.parse_args()
     files = [

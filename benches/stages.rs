@@ -9,7 +9,9 @@
 //! The pipeline is the reference's (`../shared/bench/torch_peer.py`): `ingest` reads the
 //! query_range answers (gzipped, as dumps are) into the long table: JSON MB/s and points/s;
 //! `clean` resamples to the step (mean per step, each series apart, no filters): input points/s;
-//! `features` z-scores CPU per series and cuts lookback-48/horizon-12 windows: points/s;
+//! `features` z-scores CPU per series and cuts lookback-48/horizon-12 windows (the test part
+//! the reference's last 20 %; 10 % before it validates, which the backtest and plan need):
+//! points/s;
 //! `train` is a 2×64 LSTM (or `--model SPEC`), batch 256, Adam 1e-3, MSE, one epoch over
 //! 50,000 seeded-random windows (training samples/s of the timed epoch; the stage's seconds
 //! include scoring the validation and test parts' non-overlapping windows); `predict`
@@ -324,7 +326,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
          clean:\n    uses: clean.resample\n    with: {{step: {step}s, aggregate: mean, min_points: 1, \
          drop_constant: false, drop_zero: false}}\n  \
          features:\n    uses: features.build\n    with: {{columns: [cpu], calendar: [], \
-         split: {{validation: 0.01, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
+         split: {{validation: 0.1, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
          model: {model}, loss: {{kind: mse}}, \
          train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \

@@ -173,7 +173,8 @@ mod tests {
     /// still reads back.
     #[test]
     fn an_accuracy_without_windows_reads_back_as_nan() {
-        let none = Accuracy { windows: 0, mae: f64::NAN, rmse: f64::NAN, last_value_mae: f64::NAN, relative_mae: f64::NAN };
+        let none =
+            Accuracy { windows: 0, mae: f64::NAN, rmse: f64::NAN, last_value_mae: f64::NAN, relative_mae: f64::NAN };
         let json = serde_json::to_string(&none).unwrap();
         assert!(json.contains("\"mae\":null"), "{json}");
         let back: Accuracy = serde_json::from_str(&json).unwrap();

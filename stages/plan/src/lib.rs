@@ -153,7 +153,7 @@ impl Stage for Plan {
         let workloads = read_workloads(&ctx.read_table(workloads::NAME)?)?;
         let quotas = read_quotas(&ctx.read_table(quotas::NAME)?)?;
         let (forecasts, columns, step_ms) =
-            read_forecasts(&ctx.read_table(forecasts::NAME)?, self.params.forecasts.method())?;
+            read_forecasts(ctx.table_batches(forecasts::NAME, None, &[])?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
         let implausible = crate::units::implausible(&usage);
         let bar = ctx.progress(usage.len() as u64, "series prepared");

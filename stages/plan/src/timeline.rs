@@ -171,11 +171,16 @@ pub type ByPart = BTreeMap<(String, String, String), Origins>;
 pub const DECISION_MS: i64 = 3_600_000;
 
 /// The rows of `forecasts` of one method, the forecast columns and the grid step.
-pub fn read_forecasts(batches: &[RecordBatch], wanted: &str) -> Result<(ByPart, Vec<String>, i64), BoxError> {
+pub fn read_forecasts<E: Into<BoxError>>(
+    batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
+    wanted: &str,
+) -> Result<(ByPart, Vec<String>, i64), BoxError> {
     let mut out = ByPart::new();
     let mut columns = Vec::new();
     let mut step_ms = i64::MAX;
     for b in batches {
+        // A batch at a time: the table holds every method's forecasts, the plan reads one.
+        let b = &b.map_err(Into::into)?;
         columns = b
             .schema()
             .fields()

@@ -14,15 +14,17 @@ pub use error::ReportError;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use applearner_contracts::Method;
 use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_contracts::summaries::{CleanSummary, PlanSummary};
 use applearner_contracts::tables::{forecasts, plan_risk, resampled as table, scores};
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
+use applearner_contracts::{Method, Part};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
-use applearner_pipeline::{BoxError, Output, ParamProblem, Registry, Stage, StageContext, StageParams, Summary};
+use applearner_pipeline::{
+    BoxError, Output, ParamProblem, PipelineError, Registry, Stage, StageContext, StageParams, Summary,
+};
 use charts::{Band, Chart, Line, PALETTE, short};
 use html::{Html, md_table};
 use leaderboard::{Score, leaderboard_section, read_scores};
@@ -172,8 +174,8 @@ impl Stage for Report {
         doc.metrics.insert("plan".into(), plan_summary);
         data_section(&mut doc, &resampled, &cleaned, cleaning)?;
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
-        let forecasts = ctx.read_table(forecasts::NAME)?;
-        forecasts_section(&mut doc, &scores, &self.params.rank_by, &forecasts, &resampled, &resources)?;
+        let forecasts = ctx.table_batches(forecasts::NAME, None, &[])?;
+        forecasts_section(&mut doc, &scores, &self.params.rank_by, forecasts, &resampled, &resources)?;
 
         let html = doc.html.finish();
         let charts = html.matches("<figure").count();

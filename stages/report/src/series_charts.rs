@@ -7,14 +7,15 @@ pub(crate) fn forecasts_section(
     doc: &mut Doc,
     scores: &[Score],
     rank_by: &str,
-    forecasts: &[RecordBatch],
+    forecasts: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
     resampled: &[RecordBatch],
     resources: &[String],
 ) -> Result<(), BoxError> {
     // Forecast vs actual for the best, median and worst series.
     let picks = pick_series(scores, rank_by);
     doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by));
-    let f = ForecastRows::read(forecasts)?;
+    let shown: Vec<&str> = picks.iter().map(|(_, k)| k.as_str()).collect();
+    let f = ForecastRows::read(forecasts, &shown)?;
     let usage = Usage::read(resampled)?;
     for (label, key) in &picks {
         for resource in resources {
@@ -64,45 +65,43 @@ struct ForecastRows {
 }
 
 impl ForecastRows {
-    fn read(batches: &[RecordBatch]) -> Result<ForecastRows, BoxError> {
-        let c = Cols { batches, table: "forecasts" };
-        let names: Vec<String> = batches
-            .first()
-            .map(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .filter(|n| n.starts_with('p') && n[1..].parse::<u32>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (part, method, key, resource, time, actual, point) = (
-            c.strings(forecasts::PART)?,
-            c.strings(forecasts::METHOD)?,
-            c.strings(forecasts::KEY)?,
-            c.strings(forecasts::RESOURCE)?,
-            c.ints(forecasts::TIMESTAMP)?,
-            c.floats(forecasts::ACTUAL)?,
-            c.floats(forecasts::FORECAST)?,
-        );
-        let (lo, hi) = match (names.first(), names.last()) {
-            (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),
-            _ => (vec![f64::NAN; method.len()], vec![f64::NAN; method.len()]),
-        };
+    /// The model's test rows of the series `shown`, a batch at a time: the table holds every
+    /// method's forecasts from every origin of three parts, far more than the charts draw.
+    fn read(
+        batches: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
+        shown: &[&str],
+    ) -> Result<ForecastRows, BoxError> {
         let mut rows: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
-        for i in 0..method.len() {
-            if part[i] == "test" && method[i] == Method::Model.name() {
-                rows.entry((key[i].clone(), resource[i].clone()))
-                    .or_default()
-                    .push((time[i], actual[i], point[i], lo[i], hi[i]));
+        let mut band = None;
+        for batch in batches {
+            let batch = batch?;
+            let levels: Vec<String> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| n.starts_with('p') && n[1..].parse::<u32>().is_ok())
+                .collect();
+            let c = Cols { batches: std::slice::from_ref(&batch), table: forecasts::NAME };
+            let (part, method, key) =
+                (c.strings(forecasts::PART)?, c.strings(forecasts::METHOD)?, c.strings(forecasts::KEY)?);
+            let (resource, time) = (c.strings(forecasts::RESOURCE)?, c.ints(forecasts::TIMESTAMP)?);
+            let (actual, point) = (c.floats(forecasts::ACTUAL)?, c.floats(forecasts::FORECAST)?);
+            let (lo, hi) = match (levels.first(), levels.last()) {
+                (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),
+                _ => (vec![f64::NAN; method.len()], vec![f64::NAN; method.len()]),
+            };
+            band.get_or_insert_with(|| levels.first().zip(levels.last()).map(|(a, b)| format!("{a}–{b}")));
+            for i in 0..method.len() {
+                if part[i] == Part::Test.name() && method[i] == Method::Model.name() && shown.contains(&key[i].as_str())
+                {
+                    rows.entry((key[i].clone(), resource[i].clone()))
+                        .or_default()
+                        .push((time[i], actual[i], point[i], lo[i], hi[i]));
+                }
             }
         }
-        let band = match (names.first(), names.last()) {
-            (Some(a), Some(b)) => format!("{a}–{b}"),
-            _ => String::new(),
-        };
-        Ok(ForecastRows { rows, band })
+        Ok(ForecastRows { rows, band: band.flatten().unwrap_or_default() })
     }
 }
 

@@ -162,8 +162,8 @@ fn append(
 #[cfg(test)]
 mod keys_tests {
     use super::*;
-    use applearner_pipeline::arrow::datatypes::Field;
     use applearner_pipeline::arrow::array::DictionaryArray;
+    use applearner_pipeline::arrow::datatypes::Field;
 
     /// Runs end where the string changes, not where the index does: a dictionary may hold a
     /// string twice.
