@@ -69,6 +69,12 @@ struct Args {
     /// The model `train` fits (a train.fit `model`).
     #[arg(long, default_value = REFERENCE_MODEL)]
     model: String,
+    /// Where `train` and `predict` run: `cpu`, or `cuda` on a GPU (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Training windows per step (the reference's 256; a GPU wants more, such as 4096).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
     /// The stages measured, in order.
     #[arg(long, value_delimiter = ',', default_values_t = STAGES.map(String::from))]
     stages: Vec<String>,
@@ -102,11 +108,14 @@ struct Args {
 fn main() {
     // `cargo bench` passes `--bench` to every bench binary.
     let args = <Args as clap::Parser>::parse_from(std::env::args().filter(|a| a != "--bench"));
-    let (dataset, step, model) = (&args.dataset, args.step, args.model.as_str());
+    let (dataset, step) = (&args.dataset, args.step);
+    let fit = Fit { model: &args.model, device: &args.device, batch: args.batch };
     if let (Some(stage), Some(store), Some(input), Some(scale)) = (&args.measure, &args.store, &args.input, args.scale)
     {
-        let mut result = measure(stage, store, input, step, model);
-        result["model"] = json!(model);
+        let mut result = measure(stage, store, input, step, &fit);
+        result["model"] = json!(fit.model);
+        result["device"] = json!(fit.device);
+        result["batch"] = json!(fit.batch);
         result["dataset"] = json!(dataset);
         result["scale"] = json!(scale);
         println!("{result}");
@@ -127,7 +136,7 @@ fn main() {
                 .args(["--measure", stage, "--scale", &scale.to_string(), "--step", &step.to_string()])
                 .arg("--dataset")
                 .arg(dataset)
-                .args(["--model", model])
+                .args(["--model", fit.model, "--device", fit.device, "--batch", &fit.batch.to_string()])
                 .arg("--store")
                 .arg(&store)
                 .arg("--input")
@@ -235,21 +244,21 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// Runs one stage (its inputs are committed in the store) and returns its measurements.
-fn measure(stage: &str, store: &Path, input: &Path, step: u64, model: &str) -> Value {
+fn measure(stage: &str, store: &Path, input: &Path, step: u64, fit: &Fit) -> Value {
     if stage == "refresh" {
         // The first refresh starts the plan's state; the one timed continues it, as every
         // hourly refresh after the first does.
-        run_stage(store, input, step, stage, model);
+        run_stage(store, input, step, stage, fit);
     }
     let started = Instant::now();
     let mut result = json!({"tool": "applearner", "stage": stage});
     if stage == "predict" {
-        let windows = predict(store);
+        let windows = predict(store, fit.device);
         let seconds = started.elapsed().as_secs_f64();
         result["windows"] = json!(windows);
         result["windows_per_s"] = json!((windows as f64 / seconds).round());
     } else {
-        let report = run_stage(store, input, step, stage, model);
+        let report = run_stage(store, input, step, stage, fit);
         let seconds = started.elapsed().as_secs_f64();
         figures(&mut result, stage, &report, seconds);
         result["seconds"] = json!(round(seconds, 3));
@@ -314,7 +323,14 @@ fn figures(result: &mut Value, stage: &str, report: &RunReport, seconds: f64) {
 /// `bench` of `store`; `refresh` is all of them in run `refresh`, every stage run again (as
 /// new data makes it) but training: the model `train` left in run `bench` is used as it is,
 /// and the plan's loop continues from the state the last refresh kept.
-fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) -> RunReport {
+/// What `train` fits and where.
+struct Fit<'a> {
+    model: &'a str,
+    device: &'a str,
+    batch: usize,
+}
+
+fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, fit: &Fit) -> RunReport {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
     applearner_prepare::register(&mut registry);
@@ -328,10 +344,13 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
          features:\n    uses: features.build\n    with: {{columns: [cpu], calendar: [], \
          split: {{validation: 0.1, test: 0.2}}, windows: {{lookback: 48, horizon: 12}}}}\n  \
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
-         model: {model}, loss: {{kind: mse}}, \
-         train: {{lr: 0.001, batch: 256, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \
+         model: {model}, loss: {{kind: mse}}, device: {device}, \
+         train: {{lr: 0.001, batch: {batch}, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \
          evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n",
         input.display(),
+        model = fit.model,
+        device = fit.device,
+        batch = fit.batch,
     );
     let refresh = stage == "refresh";
     let trained = store.join("bench/train");
@@ -355,7 +374,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, model: &str) ->
 
 /// Forecasts up to [`WINDOWS`] test windows with the trained model, read as the backtest
 /// reads them (decoded a batch at a time, the test part's rows held); returns how many.
-fn predict(store: &Path) -> usize {
+fn predict(store: &Path, device: &str) -> usize {
     use applearner_pipeline::context::parquet_batches;
     let open = |path: &str| {
         let path = store.join("bench").join(path);
@@ -373,7 +392,7 @@ fn predict(store: &Path) -> usize {
     let dir = store.join("bench/train");
     let saved = applearner_train::card::Saved::read(&dir).unwrap();
     let which: Vec<usize> = (0..windows.part(applearner_contracts::Part::Test).len().min(WINDOWS)).collect();
-    let device = applearner_train::device::Device::Cpu;
+    let device = device.parse::<applearner_train::device::DeviceName>().unwrap().resolve().unwrap();
     applearner_train::predict::forecast_windows(
         &dir,
         &saved,

@@ -261,6 +261,7 @@ impl<B: TrainBackend> Loop<'_, B> {
     }
 
     /// The model, optimiser and best model of a checkpoint.
+    #[allow(clippy::type_complexity)]
     fn resume<O: Optimizer<Forecaster<B>, B>>(
         &self,
         optim: O,
