@@ -87,6 +87,11 @@ fn hours_of_one_day_ahead_forecast_are_held_over_what_they_may_have_to_cover() {
     assert_eq!(&four[..7], &[3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 1.0]);
 }
 
+/// A line sized at `risk`, with no floor, rounding or cap.
+fn risk_line(name: &'static str, resource: Resource, risk: f64) -> Line {
+    Line { name, resource, sizing: Sizing::Risk(risk), floor: 0.0, step: 0.0, cap: None }
+}
+
 fn timeline(at: Vec<i64>, usage: Vec<Vec<f64>>, base: Vec<f64>) -> Timeline {
     // Usage steps at the decision's start, one step of 5 minutes apart.
     let times = at.iter().zip(&usage).map(|(a, u)| (0..u.len() as i64).map(|i| a + i * 300_000).collect()).collect();
@@ -305,24 +310,7 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
     signals.insert("memory_request".into(), vec![(0, 2.0 * gib), (HOUR, 4.0 * gib)]);
     signals.insert("oom_kills".into(), vec![(HOUR, 1.0)]);
     signals.insert("cpu_throttled".into(), vec![(0, 0.3), (HOUR, 0.1)]);
-    let lines = [
-        Line {
-            name: "cpu_request",
-            resource: Resource::Cpu,
-            sizing: Sizing::Risk(0.01),
-            floor: 0.0,
-            step: 0.0,
-            cap: None,
-        },
-        Line {
-            name: "memory_request",
-            resource: Resource::Memory,
-            sizing: Sizing::Risk(0.01),
-            floor: 0.0,
-            step: 0.0,
-            cap: None,
-        },
-    ];
+    let lines = [risk_line("cpu_request", Resource::Cpu, 0.01), risk_line("memory_request", Resource::Memory, 0.01)];
     let lines: Vec<&Line> = lines.iter().collect();
     let plan = |key: &str| WorkloadPlan {
         key: key.into(),
@@ -421,24 +409,7 @@ fn a_table_of_summed_replicas_is_refused_before_anything_is_patched() {
 /// workload without a known owner says it is assumed a Deployment.
 #[test]
 fn patches_go_to_the_owner_of_each_kind() {
-    let lines = [
-        Line {
-            name: "cpu_request",
-            resource: Resource::Cpu,
-            sizing: Sizing::Risk(0.01),
-            floor: 0.0,
-            step: 0.0,
-            cap: None,
-        },
-        Line {
-            name: "memory_limit",
-            resource: Resource::Memory,
-            sizing: Sizing::Risk(1e-4),
-            floor: 0.0,
-            step: 0.0,
-            cap: None,
-        },
-    ];
+    let lines = [risk_line("cpu_request", Resource::Cpu, 0.01), risk_line("memory_limit", Resource::Memory, 1e-4)];
     let lines: Vec<&Line> = lines.iter().collect();
     let plan = |workload: &str, owner: Option<(&str, &str)>| WorkloadPlan {
         key: format!("ns/{workload}/app"),
