@@ -31,7 +31,9 @@ pub enum TrainError {
          (features.build's columns and windows, train.fit's model) to the ones it was trained with, or train a new one"
     )]
     Blueprint { what: String, theirs: String, ours: String },
-    #[error("publish: cannot write {dir}: {error}")]
+    #[error(
+        "publish: cannot write {dir}: {error}; make sure the folder can be created and written, or for object storage that the bucket exists and the credentials (AWS_*, GOOGLE_*, AZURE_*) allow writes"
+    )]
     Publish { dir: String, error: std::io::Error },
     #[error("the training loss became {loss} in epoch {epoch} (learning rate {lr}); lower `lr` or set `clip`")]
     Diverged { loss: f64, epoch: usize, lr: f64 },
