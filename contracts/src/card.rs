@@ -41,6 +41,36 @@ pub struct Card {
     pub test: Accuracy,
     /// Per series and target column: how scaled values map back to cores and bytes.
     pub scalers: Vec<Scaler>,
+    /// Where the features hold covariates (clean.resample's `inputs:`): whether the model
+    /// reads them, as chosen on the validation part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariates: Option<CovariateChoice>,
+}
+
+/// Whether the model reads the covariates: trained with and without them, the one with the
+/// lower validation relative MAE kept (without them on a tie: fewer inputs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CovariateChoice {
+    /// The covariate columns (`net_rx`, …).
+    pub columns: Vec<String>,
+    pub used: bool,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub validation_with: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub validation_without: f64,
+}
+
+impl CovariateChoice {
+    /// One line for the card and the report.
+    pub fn sentence(&self) -> String {
+        format!(
+            "covariates {} {}: validation relative MAE {:.4} with them, {:.4} without",
+            self.columns.join(", "),
+            if self.used { "read (they helped)" } else { "left out (they did not help)" },
+            self.validation_with,
+            self.validation_without
+        )
+    }
 }
 
 /// `value = inverse_transform(scaled × scale + center)`.
@@ -102,7 +132,7 @@ impl Card {
              - model: `{spec}`\n- loss: `{loss}`\n- skip connection from the last value: {skip}\n\
              - training: {opt:?}, lr {lr}, batch {batch}, {epochs} epochs max (ran {ran}, kept epoch {best}), seed {seed}, on {device}\n\
              - AppLearner {version}, burn {burn}, card format {format}\n\
-             - weights: `{weights}` (blake3 {digest})\n\n\
+             - weights: `{weights}` (blake3 {digest})\n{covariates}\n\
              ## Accuracy (scaled units, non-overlapping windows; relative MAE = MAE ÷ last-value MAE, below 1 beats repeating the last value)\n\n\
              | part | windows | MAE | RMSE | last-value MAE | relative MAE |\n|---|---|---|---|---|---|\n{val}{test}\n\
              Load it with `applearner predict --model <this folder> --input <features>`.\n",
@@ -126,6 +156,7 @@ impl Card {
             format = self.format,
             weights = WEIGHTS_FILE,
             digest = &self.weights_digest[..16.min(self.weights_digest.len())],
+            covariates = self.covariates.as_ref().map_or(String::new(), |c| format!("- {}\n", c.sentence())),
             val = row("validation", &self.validation),
             test = row("test", &self.test),
         )

@@ -81,6 +81,14 @@ pub struct CleanSummary {
     pub hpas: u64,
     pub hpas_without_usage: u64,
     pub quota_namespaces_without_workloads: u64,
+    /// Series of the model inputs (`inputs:`), those matching no usage series or several
+    /// (left out), the counter resets in rate inputs, and per input the series cleaned
+    /// without it (0 there, flagged filled).
+    pub covariate_series: u64,
+    pub covariate_series_without_usage: u64,
+    pub covariate_series_ambiguous: u64,
+    pub covariate_counter_resets: u64,
+    pub series_without_input: std::collections::BTreeMap<String, u64>,
 }
 
 impl CleanSummary {

@@ -78,6 +78,9 @@ pub struct LiveParams {
 /// is allocated (kube-state-metrics' requests and limits), what hurt (restarts, the last
 /// terminated reason where it is `OOMKilled`, the share of CFS periods throttled): a cluster
 /// without kube-state-metrics answers those with no series, and plans come without savings.
+/// And what often leads usage, for `clean.resample`'s `inputs:`: cAdvisor's disk counters
+/// per container and network counters per pod (summed over devices and interfaces; a rate
+/// input turns them into bytes per second, counting resets).
 fn default_queries() -> BTreeMap<String, String> {
     const CONTAINERS: &str = "container!=\"\", container!=\"POD\"";
     let by = "by (namespace, pod, container)";
@@ -128,6 +131,22 @@ fn default_queries() -> BTreeMap<String, String> {
             "max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas)".to_string(),
         ),
         ("kube_resourcequota".to_string(), "max by (namespace, resourcequota, resource, type) (kube_resourcequota)".to_string()),
+        (
+            "container_fs_reads_bytes_total".to_string(),
+            format!("sum {by} (container_fs_reads_bytes_total{{{CONTAINERS}}})"),
+        ),
+        (
+            "container_fs_writes_bytes_total".to_string(),
+            format!("sum {by} (container_fs_writes_bytes_total{{{CONTAINERS}}})"),
+        ),
+        (
+            "container_network_receive_bytes_total".to_string(),
+            "sum by (namespace, pod) (container_network_receive_bytes_total)".to_string(),
+        ),
+        (
+            "container_network_transmit_bytes_total".to_string(),
+            "sum by (namespace, pod) (container_network_transmit_bytes_total)".to_string(),
+        ),
         (
             "container_cpu_cfs_throttled_ratio".to_string(),
             format!(

@@ -220,6 +220,14 @@ impl<'a> Job<'a> {
             // every rule that gets there, by its risk: (missed, risk or slack) in tuple order.
             let missed = matched.risk_pct() > 100.0 * risk + 1e-9;
             let rank = (missed, if missed { matched.risk_pct() } else { matched.slack_pct() });
+            tracing::debug!(
+                "{} {}/day candidate {} (own factors {own}): {:.3} % slack held out at {:.3} % risk",
+                self.line.name,
+                self.policy.changes_per_day,
+                rule.label(),
+                matched.slack_pct(),
+                matched.risk_pct()
+            );
             if best.as_ref().is_none_or(|b| rank < b.0) {
                 best = Some((rank, rule, own, unscaled));
             }

@@ -31,6 +31,11 @@ pub enum PrepareError {
     )]
     NothingLeft { series: u64, without_roles: u64, short: u64, min_points: u32, trim: u32, zero: u64, constant: u64 },
     #[error(
+        "the input `{input}` reads the metric `{metric}`, which no ingested series has; the data has: {available}. \
+         Name one of those in `inputs.{input}.metric`, or ingest the metric (its saved answers or a live query)"
+    )]
+    UnknownInput { input: String, metric: String, available: String },
+    #[error(
         "the {table} table has no `{column}` column: it was written by another version of AppLearner; run the stage that writes it again (--force)"
     )]
     MissingColumn { table: &'static str, column: String },

@@ -100,13 +100,19 @@ pub enum Aligned {
     Ambiguous,
 }
 
-/// The key each of `others` (allocation series) belongs to among the usage `identities`:
-/// the usage series with the same key columns, and, where several keys share them, the one
-/// whose distinguishing labels it carries with the same values.
+/// The key each of `others` (allocation series, model inputs) belongs to among the usage
+/// `identities`: the usage series with the same key columns, and, where several keys share
+/// them, the one whose distinguishing labels it carries with the same values. A series
+/// without a `container` label (a pod's, as cAdvisor's network counters are) describes its
+/// pod's containers: the one there is, or several (ambiguous).
 pub fn align(identities: &[Identity], others: &[&SeriesLabels], by: GroupBy, labels: &[String]) -> Vec<Aligned> {
     let mut by_columns: BTreeMap<&[Option<String>], Vec<&Identity>> = BTreeMap::new();
+    let mut by_pod: BTreeMap<&[Option<String>], Vec<&Identity>> = BTreeMap::new();
     for i in identities {
         by_columns.entry(&i.columns).or_default().push(i);
+        if by != GroupBy::Labels {
+            by_pod.entry(&i.columns[..2]).or_default().push(i);
+        }
     }
     others
         .iter()
@@ -115,8 +121,12 @@ pub fn align(identities: &[Identity], others: &[&SeriesLabels], by: GroupBy, lab
             let fits = |i: &&&Identity| {
                 i.extra.iter().all(|(name, value)| name == "metric" || s.labels.get(name).is_none_or(|v| v == value))
             };
-            let keys: BTreeSet<&str> =
-                by_columns.get(columns.as_slice()).into_iter().flatten().filter(fits).map(|i| i.key.as_str()).collect();
+            let pod_level = by != GroupBy::Labels && !s.labels.contains_key("container");
+            let candidates = match pod_level {
+                true => by_pod.get(&columns[..2]),
+                false => by_columns.get(columns.as_slice()),
+            };
+            let keys: BTreeSet<&str> = candidates.into_iter().flatten().filter(fits).map(|i| i.key.as_str()).collect();
             match keys.len() {
                 0 => Aligned::NoUsage,
                 1 => Aligned::Key(keys.into_iter().next().expect("one").to_string()),

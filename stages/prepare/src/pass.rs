@@ -13,7 +13,7 @@ use applearner_pipeline::arrow::array::{
 };
 use applearner_pipeline::arrow::datatypes::SchemaRef;
 
-use crate::resample::{Aggregate, Combine, Fill, Plan};
+use crate::resample::{Aggregate, Combine, Fill, Level, Plan};
 use applearner_contracts::summaries::CleanSummary;
 
 /// One finite, non-negative sample of the series in slot `slot` of its range.
@@ -51,30 +51,42 @@ pub fn clean_range(
     out: &mut Output,
     sink: &mut dyn FnMut(RecordBatch) -> Result<(), BoxError>,
 ) -> Result<(), BoxError> {
-    let mut binned = bin_slots(plan, range.slots.len(), samples);
-    let roles = plan.roles.len();
-    // Per group of the range and role, the slots holding its series.
-    let mut members = vec![Vec::new(); (range.last - range.first + 1) * roles];
+    let rates: Vec<bool> = range
+        .slots
+        .iter()
+        .map(|&(_, r)| r.checked_sub(plan.roles.len()).is_some_and(|i| plan.inputs[i].1.level == Level::Rate))
+        .collect();
+    let mut binned = bin_slots(plan, &rates, samples, counts);
+    let (roles, all) = (plan.roles.len(), plan.roles.len() + plan.inputs.len());
+    // Per group of the range and role (the usage's, then the inputs'), the slots holding its series.
+    let mut members = vec![Vec::new(); (range.last - range.first + 1) * all];
     for (slot, &(k, r)) in range.slots.iter().enumerate() {
-        members[(k - range.first) * roles + r].push(slot);
+        members[(k - range.first) * all + r].push(slot);
     }
     for k in range.first..=range.last {
-        let members = &members[(k - range.first) * roles..(k - range.first + 1) * roles];
-        let pods = replicas(members, &binned);
-        let lines: Vec<Vec<Point>> = (0..roles)
+        let members = &members[(k - range.first) * all..(k - range.first + 1) * all];
+        let pods = replicas(&members[..roles], &binned);
+        let lines: Vec<Vec<Point>> = (0..all)
             .map(|r| {
                 let grid = combine(plan.group.aggregate, &members[r], &mut binned);
-                counts.grid_points += grid.len() as u64;
-                let line = fill(plan, &grid);
-                counts.filled_points += (line.len() - grid.len()) as u64;
+                let how = r.checked_sub(roles).map_or(plan.fill, |i| plan.inputs[i].1.fill);
+                let line = fill(plan, how, &grid);
+                if r < roles {
+                    counts.grid_points += grid.len() as u64;
+                    counts.filled_points += (line.len() - grid.len()) as u64;
+                }
                 line
             })
             .collect();
-        let rows = align(&lines, &pods);
+        let mut rows = align(&lines[..roles], &pods);
+        rows.add_inputs(&lines[roles..]);
         let segments = segments(plan, &rows, counts);
         if !segments.is_empty() && keep(plan, &rows, &segments, counts) {
             counts.series += 1;
             counts.output_segments += segments.len() as u64;
+            for (input, line) in plan.inputs.iter().zip(&lines[roles..]) {
+                *counts.series_without_input.entry(input.0.clone()).or_default() += u64::from(line.is_empty());
+            }
             for (number, &(from, to)) in segments.iter().enumerate() {
                 counts.points += (to - from) as u64;
                 out.push(plan, &keys[k], number as u32, &rows, (from, to));
@@ -90,8 +102,10 @@ pub fn clean_range(
 /// Output rows per batch handed on.
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// Every slot's samples binned on the grid: per slot, (step number, value) in step order.
-fn bin_slots(plan: &Plan, slots: usize, samples: Vec<Sample>) -> Vec<Vec<(i64, f64)>> {
+/// Every slot's samples binned on the grid: per slot, (step number, value) in step order;
+/// the slots marked in `rates` hold counters, binned as their per-second rates.
+fn bin_slots(plan: &Plan, rates: &[bool], samples: Vec<Sample>, counts: &mut CleanSummary) -> Vec<Vec<(i64, f64)>> {
+    let slots = rates.len();
     // A counting sort by slot, keeping each series' samples in input order.
     let mut start = vec![0usize; slots + 1];
     for s in &samples {
@@ -107,7 +121,36 @@ fn bin_slots(plan: &Plan, slots: usize, samples: Vec<Sample>) -> Vec<Vec<(i64, f
         points[*at] = (s.ts, s.value);
         *at += 1;
     }
-    (0..slots).map(|slot| bin(plan, &mut points[start[slot]..start[slot + 1]])).collect()
+    (0..slots)
+        .map(|slot| {
+            let points = &mut points[start[slot]..start[slot + 1]];
+            if !rates[slot] {
+                return bin(plan, points);
+            }
+            let (mut rates, resets) = per_second(points);
+            counts.covariate_counter_resets += resets;
+            bin(plan, &mut rates)
+        })
+        .collect()
+}
+
+/// A counter's samples (sorted here by time) → its rate per second over each interval
+/// between samples, at the interval's end, and how many times it was reset: as in PromQL, a
+/// lower value is a reset and all of it counts as the increase.
+fn per_second(points: &mut [(i64, f64)]) -> (Vec<(i64, f64)>, u64) {
+    points.sort_by_key(|p| p.0);
+    let mut resets = 0;
+    let rates = points
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| {
+            let reset = w[1].1 < w[0].1;
+            resets += u64::from(reset);
+            let increase = if reset { w[1].1 } else { w[1].1 - w[0].1 };
+            (w[1].0, increase * 1000.0 / (w[1].0 - w[0].0) as f64)
+        })
+        .collect();
+    (rates, resets)
 }
 
 /// One series' samples → one value per step holding any: the step's aggregate.
@@ -193,8 +236,9 @@ fn replicas(members: &[Vec<usize>], binned: &[Vec<(i64, f64)>]) -> Vec<(i64, u32
     out
 }
 
-/// The grid points with the gaps of up to `max_gap` filled (flagged); longer gaps stay.
-fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
+/// The grid points with the gaps of up to `max_gap` filled (flagged) as `how` says; longer
+/// gaps stay.
+fn fill(plan: &Plan, how: Fill, grid: &[(i64, f64)]) -> Vec<Point> {
     let max_steps = plan.max_gap_ms / plan.step_ms;
     let mut line = Vec::with_capacity(grid.len());
     for (i, &(n, value)) in grid.iter().enumerate() {
@@ -202,7 +246,7 @@ fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
             && n - prev - 1 <= max_steps
         {
             for t in prev + 1..n {
-                let filled = match plan.fill {
+                let filled = match how {
                     Fill::Linear => before + (value - before) * (t - prev) as f64 / (n - prev) as f64,
                     Fill::Ffill => before,
                     Fill::Zero => 0.0,
@@ -215,7 +259,8 @@ fn fill(plan: &Plan, grid: &[(i64, f64)]) -> Vec<Point> {
     line
 }
 
-/// A group's rows: the steps where every role has a point, with each role's value and flag.
+/// A group's rows: the steps where every role has a point, with each role's value and flag,
+/// and each model input's (0 and flagged filled where it has none).
 struct Rows {
     steps: Vec<i64>,
     /// Replicas present at each step (at a filled step, those of the last step with samples).
@@ -223,11 +268,28 @@ struct Rows {
     /// `[row][role]`.
     values: Vec<f64>,
     filled: Vec<bool>,
+    /// `[row][input]`.
+    inputs: Vec<(f64, bool)>,
+}
+
+impl Rows {
+    /// Each input's line at the rows' steps.
+    fn add_inputs(&mut self, lines: &[Vec<Point>]) {
+        let mut at = vec![0usize; lines.len()];
+        for &n in &self.steps {
+            for (line, i) in lines.iter().zip(&mut at) {
+                *i += line[*i..].partition_point(|p| p.0 < n);
+                let point = line.get(*i).filter(|p| p.0 == n);
+                self.inputs.push(point.map_or((0.0, true), |p| (p.1, p.2)));
+            }
+        }
+    }
 }
 
 /// The steps every role's line holds (a row needs all of them), with the replicas present.
 fn align(lines: &[Vec<Point>], pods: &[(i64, u32)]) -> Rows {
-    let mut rows = Rows { steps: Vec::new(), replicas: Vec::new(), values: Vec::new(), filled: Vec::new() };
+    let mut rows =
+        Rows { steps: Vec::new(), replicas: Vec::new(), values: Vec::new(), filled: Vec::new(), inputs: Vec::new() };
     let mut at = vec![0usize; lines.len()];
     for first in 0..lines[0].len() {
         let n = lines[0][first].0;
@@ -332,7 +394,7 @@ impl Output {
     }
 
     fn push(&mut self, plan: &Plan, key: &Key, number: u32, rows: &Rows, (from, to): (usize, usize)) {
-        let roles = self.values.len();
+        let (roles, inputs) = (plan.roles.len(), plan.inputs.len());
         for row in from..to {
             self.key.append_value(&key.key);
             for (builder, value) in self.columns.iter_mut().zip(&key.columns) {
@@ -344,6 +406,11 @@ impl Output {
             for r in 0..roles {
                 self.values[r].append_value(rows.values[row * roles + r]);
                 self.filled[r].append_value(rows.filled[row * roles + r]);
+            }
+            for i in 0..inputs {
+                let (value, filled) = rows.inputs[row * inputs + i];
+                self.values[roles + i].append_value(value);
+                self.filled[roles + i].append_value(filled);
             }
         }
         self.rows += to - from;

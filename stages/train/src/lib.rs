@@ -26,6 +26,7 @@ macro_rules! on_backend {
 }
 
 pub mod card;
+mod covariates;
 pub mod device;
 mod error;
 pub mod fit;

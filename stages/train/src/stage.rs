@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::card::{CARD_FILE, Card, FORMAT, README_FILE, Saved, WEIGHTS_FILE, read_scalers};
+use crate::covariates::{Candidates, Covariates};
 use crate::device::{Device, DeviceName};
 use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
 use crate::head::LossSpec;
@@ -46,6 +47,11 @@ pub struct TrainParams {
     /// `{kind: mse|mae|huber|quantile|gaussian}`; default mse, gaussian for deepar.
     #[serde(default)]
     pub loss: Option<LossSpec>,
+    /// Where the features hold covariates (clean.resample's `inputs:`) and `inputs` is not
+    /// given: `auto` trains without and with them and keeps the lower validation error (the
+    /// card says which and both errors), `use` always reads them, `ignore` never does.
+    #[serde(default)]
+    pub covariates: Covariates,
     /// Optimiser, learning rate and schedule, epochs, batch, clipping, early stopping.
     #[serde(default)]
     pub train: TrainSpec,
@@ -178,16 +184,21 @@ impl Stage for Train {
         if let (Some(location), Some(saved)) = (&p.use_model, self.init()?) {
             return self.use_as_is(ctx, location, &saved);
         }
-        let (train_windows, windows) = self.read_windows(ctx)?;
-        let blueprint = self.blueprint(&windows)?;
         let init = self.init()?;
-        if let Some(init) = &init {
-            same_blueprint("init_from: the model to fine-tune", &init.card.blueprint, &blueprint)?;
-        }
         let device = p.device.resolve()?;
-        let checkpoints = StoreCheckpoints { store: ctx.store(), dir: ctx.scratch().to_string() };
-        let init_weights = init.as_ref().map(|i| i.weights.as_slice());
-        let (trained, validation, test) = self.train(ctx, device, &blueprint, &windows, init_weights, &checkpoints)?;
+        let (inputs, candidates) = self.inputs(ctx, init.as_deref())?;
+        let mut fitted = self.fit_on(ctx, device, &inputs, init.as_deref(), "")?;
+        let mut choice = None;
+        if let Some(c) = candidates {
+            let with = self.fit_on(ctx, device, &c.with, None, "with-covariates")?;
+            let chosen = c.choose(fitted.validation.relative_mae, with.validation.relative_mae);
+            if chosen.used {
+                fitted = with;
+            }
+            tracing::info!("{}", chosen.sentence());
+            choice = Some(chosen);
+        }
+        let Fitted { train_windows, blueprint, trained, validation, test, step_ms } = fitted;
         let card = Card {
             format: FORMAT,
             applearner_version: applearner_pipeline::run::VERSION.to_string(),
@@ -196,7 +207,7 @@ impl Stage for Train {
             training: p.train.clone(),
             seed: ctx.seed(),
             device: device.to_string(),
-            step_ms: windows.step_ms().unwrap_or(i64::MAX),
+            step_ms,
             weights_digest: blake3::hash(&trained.weights).to_hex().to_string(),
             // Where a copy is published does not change the model.
             config_digest: blake3::hash(serde_json::to_string(&TrainParams { publish: None, ..p.clone() })?.as_bytes())
@@ -209,6 +220,7 @@ impl Stage for Train {
             validation,
             test,
             scalers: read_scalers(&ctx.read_table(scalers::NAME)?, &p.targets)?,
+            covariates: choice,
         };
         write_metrics(ctx, &trained.metrics)?;
         let saved = Saved { card, weights: trained.weights };
@@ -216,7 +228,9 @@ impl Stage for Train {
         if let Some(dir) = &p.publish {
             saved.publish_to(dir).map_err(|error| TrainError::Publish { dir: dir.clone(), error })?;
         }
-        checkpoints.clear()?;
+        for dir in ["", "with-covariates"] {
+            StoreCheckpoints::of(ctx, dir).clear()?;
+        }
 
         let mut summary = Summary::new();
         summary.insert("device".into(), device.to_string().into());
@@ -229,8 +243,21 @@ impl Stage for Train {
         summary.insert("train_samples_per_s".into(), (trained.samples_per_s.round()).into());
         summary.insert("validation_relative_mae".into(), round4(saved.card.validation.relative_mae).into());
         summary.insert("test_relative_mae".into(), round4(saved.card.test.relative_mae).into());
+        if let Some(c) = &saved.card.covariates {
+            summary.insert("covariates_used".into(), c.used.into());
+        }
         Ok(summary)
     }
+}
+
+/// One model trained: on how many training windows, what it is, and how it did.
+struct Fitted {
+    train_windows: usize,
+    blueprint: Blueprint,
+    trained: Trained,
+    validation: Accuracy,
+    test: Accuracy,
+    step_ms: i64,
 }
 
 /// The digests of the tables the model was trained on, for its card.
@@ -250,24 +277,60 @@ fn write_model(ctx: &StageContext, saved: &Saved) -> Result<(), BoxError> {
 }
 
 impl Train {
+    /// The features the model reads (empty: every one), and the candidates where `auto`
+    /// must choose whether it reads the covariates: the configured inputs, else the
+    /// fine-tuned model's, else every feature (but the covariates' where they are ignored).
+    fn inputs(&self, ctx: &StageContext, init: Option<&Saved>) -> Result<(Vec<String>, Option<Candidates>), BoxError> {
+        let p = &self.params;
+        if !p.inputs.is_empty() {
+            return Ok((p.inputs.clone(), None));
+        }
+        if let Some(init) = init {
+            return Ok((init.card.blueprint.inputs.clone(), None));
+        }
+        let candidates = if p.covariates == Covariates::Use { None } else { Candidates::of(ctx)? };
+        Ok(match (p.covariates, candidates) {
+            (_, None) => (Vec::new(), None),
+            (Covariates::Ignore, Some(c)) => (c.without, None),
+            (_, Some(c)) => (c.without.clone(), Some(c)),
+        })
+    }
+
+    /// Reads the windows of `inputs` and trains on them (from `init`'s weights, which must
+    /// be the same model), checkpointing under the scratch folder's `dir`.
+    fn fit_on(
+        &self,
+        ctx: &StageContext,
+        device: Device,
+        inputs: &[String],
+        init: Option<&Saved>,
+        dir: &str,
+    ) -> Result<Fitted, BoxError> {
+        let (train_windows, windows) = self.read_windows(ctx, inputs)?;
+        let blueprint = self.blueprint(&windows)?;
+        if let Some(init) = init {
+            same_blueprint("init_from: the model to fine-tune", &init.card.blueprint, &blueprint)?;
+        }
+        let checkpoints = StoreCheckpoints::of(ctx, dir);
+        let init_weights = init.map(|i| i.weights.as_slice());
+        let (trained, validation, test) = self.train(ctx, device, &blueprint, &windows, init_weights, &checkpoints)?;
+        let step_ms = windows.step_ms().unwrap_or(i64::MAX);
+        Ok(Fitted { train_windows, blueprint, trained, validation, test, step_ms })
+    }
+
     /// The number of training windows, and the windows training reads. Only the seeded
     /// subsample of training windows `fit` trains on is held (with every validation and
     /// test window), and only the rows those windows read: the windows table is counted
     /// first, then read.
-    fn read_windows(&self, ctx: &StageContext) -> Result<(usize, WindowSet), BoxError> {
+    fn read_windows(&self, ctx: &StageContext, inputs: &[String]) -> Result<(usize, WindowSet), BoxError> {
         let p = &self.params;
         let train_windows = windows_per_part(ctx.table_batches(windows::NAME, None, &[])?)?[0];
         let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
         let keep =
             |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
         let features = ctx.table_batches(features::NAME, None, &[])?;
-        let windows = WindowSet::of_windows(
-            features,
-            ctx.table_batches(windows::NAME, None, &[])?,
-            &p.inputs,
-            &p.targets,
-            &keep,
-        )?;
+        let windows =
+            WindowSet::of_windows(features, ctx.table_batches(windows::NAME, None, &[])?, inputs, &p.targets, &keep)?;
         Ok((train_windows, windows))
     }
 
@@ -341,11 +404,13 @@ impl Train {
     /// and windows. Its card keeps saying what it was trained on.
     fn use_as_is(&self, ctx: &StageContext, location: &str, saved: &Saved) -> Result<Summary, BoxError> {
         let p = &self.params;
-        // The names and shapes only: no window is held.
+        // The names and shapes only: no window is held. Unless configured, the inputs are the
+        // model's (it may have been chosen with or without the covariates).
+        let inputs = if p.inputs.is_empty() { &saved.card.blueprint.inputs } else { &p.inputs };
         let windows = WindowSet::of_windows(
             ctx.table_batches(features::NAME, None, &[])?,
             ctx.table_batches(windows::NAME, None, &[])?,
-            &p.inputs,
+            inputs,
             &p.targets,
             &|_, _| false,
         )?;
@@ -414,6 +479,12 @@ struct StoreCheckpoints<'a> {
 }
 
 impl StoreCheckpoints<'_> {
+    /// Checkpoints under the stage's scratch folder, in `dir` (empty: the folder itself).
+    fn of<'a>(ctx: &'a StageContext, dir: &str) -> StoreCheckpoints<'a> {
+        let dir = if dir.is_empty() { ctx.scratch().to_string() } else { format!("{}/{dir}", ctx.scratch()) };
+        StoreCheckpoints { store: ctx.store(), dir }
+    }
+
     fn path(&self, file: &str, epoch: usize) -> String {
         format!("{}/{file}-{epoch}.bin", self.dir)
     }

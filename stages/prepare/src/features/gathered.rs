@@ -42,10 +42,7 @@ impl Gathered {
             flags: layout.flags.iter().map(|_| BooleanBuilder::new()).collect(),
             features: layout.names.iter().map(|_| Float32Builder::new()).collect(),
             // A series' key and a part's name once per batch, not copied onto every row.
-            schema: as_dictionaries(
-                &features_schema(&layout.flags, &layout.names),
-                &[feature_table::KEY, feature_table::SPLIT],
-            ),
+            schema: as_dictionaries(&features_schema(layout), &[feature_table::KEY, feature_table::SPLIT]),
             scalers: Vec::new(),
             columns: layout.columns.clone(),
             series: Vec::new(),
@@ -136,16 +133,18 @@ fn serde_plain<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-pub fn features_schema(flags: &[String], names: &[String]) -> SchemaRef {
+pub fn features_schema(layout: &Layout) -> SchemaRef {
     let mut fields = vec![
         Field::new(feature_table::KEY, DataType::Utf8, false),
         Field::new(feature_table::SEGMENT, DataType::UInt32, false),
         Field::new(feature_table::TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
         Field::new(feature_table::SPLIT, DataType::Utf8, false),
     ];
-    fields.extend(flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
-    fields.extend(names.iter().map(|n| Field::new(n, DataType::Float32, true)));
-    Arc::new(Schema::new(fields))
+    fields.extend(layout.flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
+    fields.extend(layout.names.iter().map(|n| Field::new(n, DataType::Float32, true)));
+    let covariates = layout.columns.iter().filter(|c| !ROLES.contains(&c.as_str())).cloned().collect::<Vec<_>>();
+    let metadata = [(feature_table::COVARIATES_KEY.to_string(), covariates.join(","))].into();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
 pub fn windows_schema(spec: &WindowSpec, warmup: u32) -> SchemaRef {

@@ -76,23 +76,16 @@ impl Stage for Features {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let wanted = input_columns(&self.params);
+        // Only the columns modelled are read (a label column or an unmodelled value is not
+        // decoded); which those are comes from the table's schema.
+        let layout = Layout::of(&*whole_schema(ctx)?, &self.params)?;
+        let wanted = input_columns(&layout);
         let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
         let keys = [feature_table::KEY];
-        let mut input =
+        let input =
             ctx.table_batches(resampled::NAME, Some(&wanted), &keys)?.map(|b| b.map_err(BoxError::from)).peekable();
-        let schema = match input.peek() {
-            Some(Ok(b)) => b.schema(),
-            Some(Err(_)) => return Err(input.next().expect("peeked").expect_err("an error")),
-            None => return Err(PrepareError::EmptyInput.into()),
-        };
-        // Only the columns modelled were read: one the input lacks is named beside all it has.
-        let layout = match Layout::of(&schema, &self.params) {
-            Ok(layout) => layout,
-            Err(_) => Layout::of(&*whole_schema(ctx)?, &self.params)?,
-        };
         let tables = [
-            (feature_table::NAME, features_schema(&layout.flags, &layout.names)),
+            (feature_table::NAME, features_schema(&layout)),
             (window_table::NAME, windows_schema(&self.params.windows, layout.warmup)),
         ];
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
@@ -138,21 +131,15 @@ fn whole_schema(ctx: &StageContext) -> Result<SchemaRef, BoxError> {
     Ok(first.map_err(BoxError::from)?.schema())
 }
 
-/// The value columns modelled when `columns` names none (those present).
+/// The usage columns, first among the value columns modelled when `columns` names none.
 const ROLES: [&str; 2] = ["cpu", "memory"];
 
-/// The columns of `resampled` read: key, segment and time, and the value columns (with
-/// their fill flags) the parameters name, or else those a default could choose; the key's
-/// label columns and unmodelled values are not decoded.
-fn input_columns(params: &FeaturesParams) -> Vec<String> {
-    let values: Vec<String> = match params.columns.is_empty() {
-        true => ROLES.map(String::from).into(),
-        false => params.columns.clone(),
-    };
-    let flags: Vec<String> = values.iter().map(|c| format!("{c}_filled")).collect();
+/// The columns of `resampled` read: key, segment and time, and the value columns modelled
+/// with their fill flags.
+fn input_columns(layout: &Layout) -> Vec<String> {
     let mut columns: Vec<String> =
         [feature_table::KEY, feature_table::SEGMENT, feature_table::TIMESTAMP].map(String::from).into();
-    columns.extend(values.into_iter().chain(flags));
+    columns.extend(layout.columns.iter().chain(&layout.flags).cloned());
     columns
 }
 
@@ -169,8 +156,12 @@ impl Layout {
     /// From the `resampled` table's schema and the parameters.
     pub fn of(input: &Schema, params: &FeaturesParams) -> Result<Layout, BoxError> {
         let available: Vec<String> = input.fields().iter().map(|f| f.name().clone()).collect();
+        // By default the usage, then every model input clean.resample wrote (a value column
+        // with a fill flag).
         let columns: Vec<String> = if params.columns.is_empty() {
-            ROLES.iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).collect()
+            let flagged = |c: &String| !c.ends_with("_filled") && available.contains(&format!("{c}_filled"));
+            let inputs = available.iter().filter(|c| flagged(c) && !ROLES.contains(&c.as_str())).cloned();
+            ROLES.iter().filter(|c| available.iter().any(|a| a == *c)).map(|c| c.to_string()).chain(inputs).collect()
         } else {
             params.columns.clone()
         };
@@ -226,7 +217,7 @@ pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Re
     // As the tables store them: dictionaries of strings become the strings.
     let windows = windows.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
-    let schema = features_schema(&layout.flags, &layout.names);
+    let schema = features_schema(&layout);
     built.features = features.iter().map(|b| crate::conform(b, &schema)).collect::<Result<_, _>>()?;
     Ok(built)
 }

@@ -38,7 +38,7 @@ mod aside;
 mod params;
 
 use aside::put_aside;
-pub use params::{AGGREGATES, Aggregate, Combine, Fill, Group, GroupBy, Plan, ResampleParams};
+pub use params::{AGGREGATES, Aggregate, Combine, Fill, Group, GroupBy, InputParams, Level, Plan, ResampleParams};
 
 impl StageParams for ResampleParams {
     const KIND: &'static str = "clean.resample";
@@ -79,8 +79,7 @@ impl Stage for Resample {
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
         let p = &self.plan;
         let columns = identity::key_columns(p.group.by, &p.group.labels);
-        let schema =
-            output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), &p.roles, p.group.aggregate);
+        let schema = output_schema(&columns.iter().map(String::as_str).collect::<Vec<_>>(), p);
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let scope = Scope { shard: ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool) };
         let series = ctx.read_table(series_table::NAME)?;
@@ -182,9 +181,9 @@ pub fn clean_into(
     let allocation = if kept.is_empty() { Vec::new() } else { allocate(&kept, &mut counts)? };
     checkpoint("allocation")?;
     let key_columns = identity::key_columns(plan.group.by, &plan.group.labels);
-    let schema =
-        output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), &plan.roles, plan.group.aggregate);
-    let groups = Groups::of(plan, &identities, &usage, &spans, scope, &mut counts)?;
+    let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), plan);
+    let inputs = place_inputs(plan, &identities, &series, &mut counts)?;
+    let groups = Groups::of(plan, (&identities, &usage), &inputs, &spans, scope, &mut counts)?;
     // The latest value of each kube-state-metrics series that carries one (HPA targets,
     // replicas, quotas), read in the same pass as the usage.
     let mut latest: HashMap<u64, (i64, f64)> =
@@ -201,7 +200,7 @@ pub fn clean_into(
     }
     check_inputs(plan, &counts, groups.spacing, &mut warnings)?;
     checkpoint("input")?;
-    let mut out = crate::pass::Output::new(schema.clone(), key_columns.len(), plan.roles.len());
+    let mut out = crate::pass::Output::new(schema.clone(), key_columns.len(), plan.roles.len() + plan.inputs.len());
     for (i, range) in groups.ranges.iter().enumerate() {
         crate::pass::clean_range(plan, range, &groups.keys, aside.take(i)?, &mut counts, &mut out, sink)?;
         checkpoint(&format!("groups {}–{}", range.first, range.last))?;
@@ -210,7 +209,58 @@ pub fn clean_into(
         sink(out.finish()?)?;
     }
     check_left(plan, &counts, scope, &mut warnings)?;
+    say_inputs(&counts, &mut warnings);
     Ok(Cleaned { schema, batches: Vec::new(), allocation, kube, counts, warnings })
+}
+
+/// The series of each model input placed on the usage keys: (series id, key, role number
+/// after the usage roles). A metric no series has is an error naming those the data has.
+fn place_inputs(
+    plan: &Plan,
+    identities: &[Identity],
+    series: &[SeriesLabels],
+    counts: &mut CleanSummary,
+) -> Result<Vec<(u64, String, usize)>, BoxError> {
+    let mut placed = Vec::new();
+    for (i, (name, input)) in plan.inputs.iter().enumerate() {
+        let mine: Vec<&SeriesLabels> = series.iter().filter(|s| s.metric == input.metric).collect();
+        if mine.is_empty() {
+            let available: BTreeSet<&str> = series.iter().map(|s| s.metric.as_str()).collect();
+            let available = available.into_iter().collect::<Vec<_>>().join(", ");
+            return Err(
+                PrepareError::UnknownInput { input: name.clone(), metric: input.metric.clone(), available }.into()
+            );
+        }
+        let aligned = identity::align(identities, &mine, plan.group.by, &plan.group.labels);
+        for (s, a) in mine.into_iter().zip(aligned) {
+            counts.covariate_series += 1;
+            match a {
+                identity::Aligned::Key(key) => placed.push((s.series_id, key, plan.roles.len() + i)),
+                identity::Aligned::NoUsage => counts.covariate_series_without_usage += 1,
+                identity::Aligned::Ambiguous => counts.covariate_series_ambiguous += 1,
+            }
+        }
+    }
+    Ok(placed)
+}
+
+/// Model inputs that could not be placed, or that some series lack, are said.
+fn say_inputs(counts: &CleanSummary, warnings: &mut Vec<String>) {
+    let said = [
+        (counts.covariate_series_without_usage, "input series describe no usage series: left out"),
+        (
+            counts.covariate_series_ambiguous,
+            "input series match several usage series (a pod's metric, a pod with several containers): left out, \
+             never merged; group by workload or by labels they share",
+        ),
+        (counts.covariate_counter_resets, "counter resets in rate inputs: the value after each counts whole"),
+    ];
+    for (n, what) in said.into_iter().filter(|(n, _)| *n > 0) {
+        warnings.push(format!("{n} {what}"));
+    }
+    for (input, n) in counts.series_without_input.iter().filter(|(_, n)| **n > 0) {
+        warnings.push(format!("{n} series have no `{input}` input: it is 0 there, flagged filled"));
+    }
 }
 
 /// The identities of the usage series; with `by: labels`, a label no series has is an
@@ -257,14 +307,18 @@ impl Groups {
     /// error naming it.
     fn of(
         plan: &Plan,
-        identities: &[Identity],
-        usage: &[SeriesLabels],
+        (identities, usage): (&[Identity], &[SeriesLabels]),
+        inputs: &[(u64, String, usize)],
         spans: &HashMap<u64, Span>,
         scope: Scope<'_>,
         counts: &mut CleanSummary,
     ) -> Result<Groups, BoxError> {
         let mine: Vec<(&Identity, &SeriesLabels)> =
             identities.iter().zip(usage).filter(|(i, _)| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
+        let mut inputs_of: HashMap<&str, Vec<(u64, usize)>> = HashMap::new();
+        for (id, key, role) in inputs {
+            inputs_of.entry(key.as_str()).or_default().push((*id, *role));
+        }
         let mut by_key: BTreeMap<&str, Vec<(&Identity, &SeriesLabels)>> = BTreeMap::new();
         for &(i, s) in &mine {
             by_key.entry(i.key.as_str()).or_default().push((i, s));
@@ -276,8 +330,10 @@ impl Groups {
         for (k, members) in by_key.values().enumerate() {
             let roles: BTreeSet<usize> = members.iter().map(|(_, s)| role(s)).collect();
             counts.series_without_all_roles += u64::from(roles.len() < plan.roles.len());
-            let points: u64 = members.iter().map(|(i, _)| spans[&i.series_id].points).sum();
             let key = members[0].0.key.clone();
+            let mut slots: Vec<(u64, usize)> = members.iter().map(|(i, s)| (i.series_id, role(s))).collect();
+            slots.extend(inputs_of.remove(key.as_str()).unwrap_or_default());
+            let points: u64 = slots.iter().map(|(id, _)| spans[id].points).sum();
             if points > plan.max_points {
                 return Err(PrepareError::GroupTooLarge { key, points, max: plan.max_points }.into());
             }
@@ -292,10 +348,10 @@ impl Groups {
                 }
             }
             let range = groups.ranges.len() - 1;
-            for (i, s) in members {
-                let slots = &mut groups.ranges[range].slots;
-                groups.slot_of.insert(i.series_id, (range as u32, slots.len() as u32));
-                slots.push((k, role(s)));
+            for (id, role) in slots {
+                let in_range = &mut groups.ranges[range].slots;
+                groups.slot_of.insert(id, (range as u32, in_range.len() as u32));
+                in_range.push((k, role));
             }
             groups.keys.push(Key { key, columns: members[0].0.columns.clone() });
         }
@@ -392,19 +448,21 @@ fn check_left(plan: &Plan, c: &CleanSummary, scope: Scope<'_>, warnings: &mut Ve
     Ok(())
 }
 
-/// The `resampled` table's schema.
-pub fn output_schema(labels: &[&str], roles: &[Role], combine: Combine) -> SchemaRef {
+/// The `resampled` table's schema: key, label columns, segment, time, replicas, then a value
+/// and a fill flag per role and per model input.
+pub fn output_schema(labels: &[&str], plan: &Plan) -> SchemaRef {
     let mut fields = vec![Field::new(resampled::KEY, DataType::Utf8, false)];
     fields.extend(labels.iter().map(|l| Field::new(*l, DataType::Utf8, true)));
     fields.push(Field::new(resampled::SEGMENT, DataType::UInt32, false));
     let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     fields.push(Field::new(resampled::TIMESTAMP, timestamp, false));
     fields.push(Field::new(resampled::REPLICAS, DataType::UInt32, false));
-    for r in roles {
-        fields.push(Field::new(r.name(), DataType::Float64, false));
-        fields.push(Field::new(format!("{}_filled", r.name()), DataType::Boolean, false));
+    let names = plan.roles.iter().map(|r| r.name()).chain(plan.inputs.iter().map(|(name, _)| name.as_str()));
+    for name in names {
+        fields.push(Field::new(name, DataType::Float64, false));
+        fields.push(Field::new(format!("{name}_filled"), DataType::Boolean, false));
     }
-    let combined = HashMap::from([(resampled::COMBINED.to_string(), combine.name().to_string())]);
+    let combined = HashMap::from([(resampled::COMBINED.to_string(), plan.group.aggregate.name().to_string())]);
     Arc::new(Schema::new_with_metadata(fields, combined))
 }
 

@@ -1,5 +1,7 @@
 //! `clean.resample`'s parameters, checked.
 
+use std::collections::BTreeMap;
+
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{Duration, ParamProblem};
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,40 @@ pub struct ResampleParams {
     /// workload needs all of its points at once.
     #[serde(default = "default_max_points")]
     pub max_points_in_memory: u64,
+    /// Model inputs beside the usage, by the column each becomes: any ingested metric
+    /// (`{net_rx: {metric: container_network_receive_bytes_total, as: rate}}`). Each series
+    /// is placed on a usage series as requests and limits are (one matching several is left
+    /// out and counted, never merged), combined across replicas as the usage is, binned with
+    /// `aggregate` and its short gaps filled with its own `fill`. It never decides which rows
+    /// exist: a step without it holds 0, flagged filled and counted.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputParams>,
+}
+
+/// One model input: the metric, and how its samples become a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputParams {
+    /// The metric name as ingested (the series' `__name__`).
+    pub metric: String,
+    /// `rate` for a counter (per second, a lower value is a reset: counted, and all of it
+    /// counts as the increase, as in PromQL); `value` for a gauge.
+    #[serde(rename = "as")]
+    pub level: Level,
+    /// How its short gaps are filled: `ffill` (the default), `linear` or `zero`.
+    #[serde(default = "ffill")]
+    pub fill: Fill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Rate,
+    Value,
+}
+
+fn ffill() -> Fill {
+    Fill::Ffill
 }
 
 fn default_max_points() -> u64 {
@@ -183,6 +219,8 @@ pub struct Plan {
     pub drop_constant: bool,
     pub drop_zero: bool,
     pub group: Group,
+    /// The model inputs, by column name in name order.
+    pub inputs: Vec<(String, InputParams)>,
 }
 
 impl ResampleParams {
@@ -212,6 +250,7 @@ impl ResampleParams {
         roles.sort();
         roles.dedup();
         self.group.check(&mut problems);
+        check_inputs(&self.inputs, &mut problems);
         if self.min_points == 0 {
             problems.push(ParamProblem::new(&["min_points"], "must be at least 1", "use 1 or more"));
         }
@@ -228,8 +267,33 @@ impl ResampleParams {
                 drop_zero: self.drop_zero,
                 group: self.group.clone(),
                 max_points: self.max_points_in_memory,
+                inputs: self.inputs.clone().into_iter().collect(),
             }),
             _ => Err(problems),
+        }
+    }
+}
+
+/// Input names are column names, none a usage role's; each metric feeds one input.
+fn check_inputs(inputs: &BTreeMap<String, InputParams>, problems: &mut Vec<ParamProblem>) {
+    let mut metrics = BTreeMap::new();
+    for (name, input) in inputs {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid || Role::ALL.iter().any(|r| r.name() == name) || name.ends_with("_filled") {
+            problems.push(ParamProblem::new(
+                &["inputs", name],
+                format!("`{name}` cannot name an input column"),
+                "use lowercase letters, digits and `_`, not `cpu`, `memory` or a name ending in `_filled`, such as net_rx",
+            ));
+        }
+        if let Some(other) = metrics.insert(&input.metric, name) {
+            problems.push(ParamProblem::new(
+                &["inputs", name, "metric"],
+                format!("`{}` already feeds the input `{other}`", input.metric),
+                "give each metric one input",
+            ));
         }
     }
 }
