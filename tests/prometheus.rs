@@ -87,7 +87,7 @@ fn serve(chunk: &str) -> Prometheus {
 }
 
 /// Backfills OpenMetrics `text` and serves it, answering once the server is ready.
-fn serve_ready(text: &str, lookback: &str) -> Prometheus {
+pub(crate) fn serve_ready(text: &str, lookback: &str) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     backfill(text, dir.path());
     let server = start(dir, free_port(), None, lookback);
@@ -427,10 +427,10 @@ fn tls_with_a_private_ca_and_basic_auth() {
 const SLICE: &str = "20130708T000000Z_20130710T000000Z.json.gz";
 pub(crate) const SLICE_START: i64 = 1_373_241_600;
 pub(crate) const SLICE_END: i64 = 1_373_414_400;
-const BITBRAINS: [&str; 6] =
+pub(crate) const BITBRAINS: [&str; 6] =
     ["cpu_cores", "memory_bytes", "cpu_requests", "cpu_limits", "memory_requests", "memory_limits"];
 
-fn bitbrains(folder: &str) -> std::path::PathBuf {
+pub(crate) fn bitbrains(folder: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bitbrains-rnd/query_range").join(folder).join(SLICE)
 }
 
@@ -467,7 +467,7 @@ pub(crate) fn family(out: &mut String, name: &str, series: &[(Vec<(String, Strin
 /// limits as saved. The data has no pain signals, so these are generated (the only
 /// generated series here): vm-0001 restarts at +6 h (OOM-killed) and at +30 h (another
 /// reason), vm-0018 is throttled in 25 % of its CFS periods.
-fn raw_openmetrics() -> String {
+pub(crate) fn raw_openmetrics() -> String {
     let mut out = String::new();
     let cpu: Vec<_> = answer_series("cpu_cores")
         .into_iter()
@@ -569,9 +569,9 @@ fn default_queries_pull_usage_allocation_and_pain_that_match_the_saved_answers()
             server.port
         ),
     );
-    // Fifteen default queries: usage, requests, limits, restarts, the OOM reason, throttling,
-    // three owner links, four of the HPA and the quotas.
-    assert_eq!(live.record("ingest").unwrap().summary["requests"], 15);
+    // Nineteen default queries: usage, requests, limits, restarts, the OOM reason, throttling,
+    // three owner links, four of the HPA, the quotas, and the disk and network counters.
+    assert_eq!(live.record("ingest").unwrap().summary["requests"], 19);
     let (a, b) = (clean_rows(&store, &saved, "resampled"), clean_rows(&store, &live, "resampled"));
     assert_eq!(a.len(), 2 * 4 * 577);
     assert_eq!(a.len(), b.len());

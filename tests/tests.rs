@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod covariates;
 mod engine;
 mod evaluate;
 mod export;

@@ -2,8 +2,8 @@
 
     python3 data/bitbrains-rnd/cut.py ../shared/datasets/bitbrains-rnd data/bitbrains-rnd
 
-Keeps four VMs over two days of one saved query_range chunk, for the usage and the
-allocation answers alike: every kept series and point unchanged, the answers' envelope
+Keeps four VMs over two days of one saved query_range chunk, for the usage, allocation and
+covariate answers alike: every kept series and point unchanged, the answers' envelope
 (status, resultType) as saved.
 """
 import gzip, json, os, sys
@@ -12,7 +12,8 @@ SOURCE, TARGET = sys.argv[1], sys.argv[2]
 CHUNK = "20130707T220500Z_20130714T220000Z.json.gz"
 PODS = {"vm-0001", "vm-0004", "vm-0018", "vm-0084"}
 START, END = 1373241600, 1373414400  # 2013-07-08T00:00:00Z, 2013-07-10T00:00:00Z
-FOLDERS = ["cpu_cores", "memory_bytes", "cpu_requests", "cpu_limits", "memory_requests", "memory_limits"]
+FOLDERS = ["cpu_cores", "memory_bytes", "cpu_requests", "cpu_limits", "memory_requests", "memory_limits",
+           "disk_read_bytes", "disk_write_bytes", "network_receive_bytes", "network_transmit_bytes"]
 
 for folder in FOLDERS:
     with gzip.open(os.path.join(SOURCE, "query_range", folder, CHUNK)) as f:

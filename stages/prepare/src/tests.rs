@@ -759,3 +759,63 @@ fn resampled_rows_out_of_order_are_refused() {
     let err = build_features(&cleaned, "calendar: []\nwindows: {lookback: 6, horizon: 2}\n").unwrap_err();
     assert!(err.contains("not in key and time order at series `ns/a/app`") && err.contains("--force=clean"), "{err}");
 }
+
+/// A model input: a pod's network counter becomes bytes per second on its container's rows
+/// (a reset counted, the value after it counted whole); a workload without it gets 0,
+/// flagged filled and counted; one on a pod of two containers, or on a pod without usage,
+/// is left out and counted; it never decides which rows exist.
+#[test]
+fn inputs_are_rates_on_the_usage_grid_and_what_cannot_be_placed_is_counted() {
+    let labels = |pod: &'static str, container: Option<&'static str>| {
+        let mut l = vec![("namespace", "ns"), ("pod", pod)];
+        l.extend(container.map(|c| ("container", c)));
+        l
+    };
+    let mut rows: Vec<LabelledRow> = Vec::new();
+    for m in 0..6 {
+        for (pod, container) in [("a", "app"), ("b", "app"), ("c", "app"), ("c", "side")] {
+            rows.push(("cpu", labels(pod, Some(container)), m * MIN, 0.1 + 0.01 * (m % 2) as f64));
+        }
+    }
+    // Pod a's counter: +600 bytes a minute, reset at minute 3 (to 100), then +600 again.
+    for (m, bytes) in [(0, 0.0), (1, 600.0), (2, 1200.0), (3, 100.0), (4, 700.0)] {
+        rows.push(("net", labels("a", None), m * MIN, bytes));
+    }
+    rows.push(("net", labels("c", None), 0, 5.0));
+    rows.push(("net", labels("gone", None), 0, 5.0));
+    let yaml = format!("{CPU_ONLY}inputs: {{net_rx: {{metric: net_metric, as: rate, fill: zero}}}}\n");
+    let c = clean_labelled(&rows, &yaml).unwrap();
+    let of = |key: &str| -> Vec<(i64, f64, bool)> {
+        rows_of(&c, "net_rx").into_iter().filter(|r| r.0 == key).map(|r| (r.2, r.3, r.4)).collect()
+    };
+    // Minute 0 has no earlier sample to make a rate from; minute 5 has no sample: 0, filled.
+    assert_eq!(
+        of("ns/a/app"),
+        [
+            (0, 0.0, true),
+            (1, 10.0, false),
+            (2, 10.0, false),
+            (3, 100.0 / 60.0, false),
+            (4, 10.0, false),
+            (5, 0.0, true)
+        ]
+    );
+    assert!(of("ns/b/app").iter().all(|r| r.1 == 0.0 && r.2), "b has no input: 0, flagged");
+    // Every usage row is there, with or without the input.
+    assert_eq!(rows_of(&c, "cpu").len(), 4 * 6);
+    let counts = &c.counts;
+    assert_eq!(counts.covariate_series, 3);
+    assert_eq!((counts.covariate_series_ambiguous, counts.covariate_series_without_usage), (1, 1));
+    assert_eq!(counts.covariate_counter_resets, 1);
+    assert_eq!(counts.series_without_input["net_rx"], 3, "b and c's two containers");
+    assert!(c.warnings.iter().any(|w| w.contains("match several usage series")), "{:?}", c.warnings);
+
+    // A metric the data lacks: an error naming the input and the metrics it has.
+    let yaml = format!("{CPU_ONLY}inputs: {{net_rx: {{metric: container_network_receive_bytes_total, as: rate}}}}\n");
+    let error = clean_labelled(&rows, &yaml).unwrap_err();
+    assert!(error.contains("`net_rx`") && error.contains("cpu_metric, net_metric"), "{error}");
+    // Names that cannot be columns, and a metric feeding two inputs, are refused.
+    let bad = format!("{CPU_ONLY}inputs: {{cpu: {{metric: a, as: value}}, x: {{metric: a, as: rate}}}}\n");
+    let problems = params(&bad).plan().unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}

@@ -212,7 +212,7 @@ impl Doc {
 fn model_section(doc: &mut Doc, card: &Card, title: &str) {
     // The model.
     let b = &card.blueprint;
-    let model_line = format!(
+    let mut model_line = format!(
         "{} on [{}] → [{}], lookback {} steps, horizon {} steps of {} s; loss {}; best epoch {} of {}",
         b.model.name(),
         b.inputs.join(", "),
@@ -224,11 +224,18 @@ fn model_section(doc: &mut Doc, card: &Card, title: &str) {
         card.best_epoch,
         card.epochs_run,
     );
+    if let Some(c) = &card.covariates {
+        model_line.push_str(&format!("; {}", c.sentence()));
+    }
     // No run id: the same inputs give the same bytes, whichever run made them.
     let digest = card.weights_digest.chars().take(12).collect::<String>();
     doc.html.head(title, &digest, &model_line);
     let _ = writeln!(doc.md, "# {}\n\nModel `{digest}`: {model_line}.\n", title);
-    doc.metrics.insert("model".into(), json!({"blueprint": b, "weights_digest": card.weights_digest}));
+    let mut model = json!({"blueprint": b, "weights_digest": card.weights_digest});
+    if let Some(c) = &card.covariates {
+        model["covariates"] = json!(c);
+    }
+    doc.metrics.insert("model".into(), model);
 }
 
 /// What was read and what cleaning did.
