@@ -90,3 +90,50 @@ fn covariates_pulled_live_reach_the_features_as_the_saved_answers_rates() {
         (Some(16), Some(0))
     );
 }
+
+/// The four VMs' usage and covariates, cleaned with the covariates as inputs, and a small
+/// LSTM trained with `covariates: <mode>`; the model card.
+fn train_with(store: &std::path::Path, mode: &str) -> applearner_contracts::card::Card {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/bitbrains-rnd/query_range");
+    let folders = ["cpu_cores", "memory_bytes"].iter().chain(COVARIATES.iter().map(|c| &c.0));
+    let paths: Vec<String> = folders.map(|f| format!("'{data}/{f}'")).collect();
+    let inputs: Vec<String> = COVARIATES.iter().map(|(_, m, n)| format!("{n}: {{metric: {m}, as: rate}}")).collect();
+    let yaml = format!(
+        "name: covariates\nstore: '{}'\nseed: 7\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: [{}]}}\n  \
+         clean:\n    uses: clean.resample\n    with: {{step: 5m, max_gap: 15m, fill: ffill, min_points: 12, inputs: {{{}}}}}\n  \
+         features:\n    uses: features.build\n    with: {{scale: zscore, split: {{validation: 0.2, test: 0.2}}, windows: {{lookback: 12, horizon: 6}}}}\n  \
+         train:\n    uses: train.fit\n    with: {{targets: [cpu, memory], covariates: {mode}, model: {{kind: lstm, hidden: 8, layers: 1}}, \
+         train: {{epochs: 2, lr: 0.003, patience: 0}}}}\n",
+        store.display(),
+        paths.join(", "),
+        inputs.join(", ")
+    );
+    let config = store.join(format!("{mode}.yaml"));
+    std::fs::create_dir_all(store).unwrap();
+    std::fs::write(&config, yaml).unwrap();
+    let out = crate::support::applearner(&["run", config.to_str().unwrap(), "--run-id", mode]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(store.join(mode).join("train/card.json")).unwrap()).unwrap()
+}
+
+/// `auto` trains without and with the covariates and keeps the one with the lower
+/// validation error: the same weights as `ignore` or `use`, whichever that is, and never a
+/// validation error above either; the card says which and both errors.
+#[test]
+fn covariates_are_kept_only_where_they_lower_the_validation_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auto, ignore, used) =
+        (train_with(dir.path(), "auto"), train_with(dir.path(), "ignore"), train_with(dir.path(), "use"));
+    let choice = auto.covariates.clone().expect("auto says what it chose");
+    assert_eq!(choice.columns, ["disk_read", "disk_write", "net_rx", "net_tx"]);
+    assert_eq!(choice.validation_without, ignore.validation.relative_mae);
+    assert_eq!(choice.validation_with, used.validation.relative_mae);
+    let kept = if choice.used { &used } else { &ignore };
+    assert_eq!(auto.weights_digest, kept.weights_digest);
+    assert_eq!(auto.validation.relative_mae, choice.validation_with.min(choice.validation_without));
+    // What each model reads: no covariate feature without them, all of them with them.
+    assert!(!ignore.blueprint.inputs.iter().any(|i| i.starts_with("net_") || i.starts_with("disk_")));
+    assert!(used.blueprint.inputs.iter().any(|i| i == "net_rx_mean12" || i == "net_rx"));
+    assert_eq!(used.blueprint.targets, ["cpu", "memory"]);
+    assert!(std::fs::read_to_string(dir.path().join("auto/train/card.md")).unwrap().contains(&choice.sentence()));
+}

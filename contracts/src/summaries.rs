@@ -82,13 +82,17 @@ pub struct CleanSummary {
     pub hpas_without_usage: u64,
     pub quota_namespaces_without_workloads: u64,
     /// Series of the model inputs (`inputs:`), those matching no usage series or several
-    /// (left out), the counter resets in rate inputs, and per input the series cleaned
-    /// without it (0 there, flagged filled).
+    /// (left out), the counter resets in rate inputs, and the series cleaned without one
+    /// input or more (0 there, flagged filled).
     pub covariate_series: u64,
     pub covariate_series_without_usage: u64,
     pub covariate_series_ambiguous: u64,
     pub covariate_counter_resets: u64,
-    pub series_without_input: std::collections::BTreeMap<String, u64>,
+    pub series_without_an_input: u64,
+    /// Per input, the series without it: said in the warnings (a shard's numbers add up,
+    /// a map would not).
+    #[serde(skip)]
+    pub without_input: std::collections::BTreeMap<String, u64>,
 }
 
 impl CleanSummary {

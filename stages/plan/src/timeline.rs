@@ -62,35 +62,20 @@ impl Rule {
 pub const KRR_PERCENTILES: [u32; 9] = [900, 950, 970, 980, 990, 995, 998, 999, 1000];
 /// VPA's target percentiles tuned over (with its margin); 900 is its default.
 pub const VPA_PERCENTILES: [u32; 4] = [900, 950, 990, 999];
-/// A quantile (tenths of a percent) of the usage over the last hours, or, `same_hour`, over
-/// the decision's hour of each of the last `hours / 24` days: a daily profile.
+/// A quantile (tenths of a percent) of the usage over the last hours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Recent {
     pub hours: u32,
     pub tenths: u32,
-    pub same_hour: bool,
 }
 
 impl Recent {
     /// `1-hour`, `1-day`, `7-day`.
     fn window(&self) -> String {
         match self.hours {
-            _ if self.same_hour => format!("same hour of the last {} days'", self.hours / 24),
             h if h % 24 == 0 => format!("{}-day", h / 24),
             h => format!("{h}-hour"),
         }
-    }
-
-    /// Its value for the decision at `at`, knowing the usage up to `known`; NaN when no
-    /// usage falls in its window.
-    fn value(&self, series: &Series, at: i64, known: i64) -> f64 {
-        if !self.same_hour {
-            return quantile_in(series, &[(known - i64::from(self.hours) * 3_600_000, known)], self.tenths);
-        }
-        let windows: Vec<(i64, i64)> = (1..=i64::from(self.hours / 24))
-            .map(|d| (at - d * DAY_MS, (at - d * DAY_MS + DECISION_MS).min(known)))
-            .collect();
-        quantile_in(series, &windows, self.tenths)
     }
 
     fn label(&self) -> String {
@@ -102,17 +87,14 @@ impl Recent {
 }
 
 /// The recent quantiles the rules use: the last hour's and 6 hours' peak, the last day's
-/// and week's p99 and peak; the decision's hour over the last day and week, its peak and p90.
-pub const RECENT: [Recent; 9] = [
-    Recent { hours: 1, tenths: 1000, same_hour: false },
-    Recent { hours: 6, tenths: 1000, same_hour: false },
-    Recent { hours: 24, tenths: 990, same_hour: false },
-    Recent { hours: 24, tenths: 1000, same_hour: false },
-    Recent { hours: 168, tenths: 990, same_hour: false },
-    Recent { hours: 168, tenths: 1000, same_hour: false },
-    Recent { hours: 24, tenths: 1000, same_hour: true },
-    Recent { hours: 168, tenths: 900, same_hour: true },
-    Recent { hours: 168, tenths: 1000, same_hour: true },
+/// and week's p99 and peak.
+pub const RECENT: [Recent; 6] = [
+    Recent { hours: 1, tenths: 1000 },
+    Recent { hours: 6, tenths: 1000 },
+    Recent { hours: 24, tenths: 990 },
+    Recent { hours: 24, tenths: 1000 },
+    Recent { hours: 168, tenths: 990 },
+    Recent { hours: 168, tenths: 1000 },
 ];
 
 /// One series' decisions for one resource and part.
@@ -286,7 +268,7 @@ pub fn timelines(
                 for c in columns {
                     t.bases.entry(Rule::Forecast(c.clone())).or_default().push(o.peaks[c][n]);
                 }
-                for (rule, v) in history(series, &samples, &vpa, (at, known), resource) {
+                for (rule, v) in history(series, &samples, &vpa, known, resource) {
                     t.bases.entry(rule).or_default().push(v);
                 }
                 let seen =
@@ -303,25 +285,21 @@ pub fn timelines(
     out
 }
 
-/// What the history-based rules ask for at a decision (its start, and the time of the last
-/// usage it may know): the recent quantiles, VPA's target per percentile (at least its
-/// floors) and KRR's values.
-fn history(
-    series: &Series,
-    samples: &[(i64, f64, f64)],
-    vpa: &Vpa,
-    (at, known): (i64, i64),
-    resource: Resource,
-) -> Vec<(Rule, f64)> {
+/// What the history-based rules ask for at `at`: the recent quantiles, VPA's target per
+/// percentile (at least its floors) and KRR's values.
+fn history(series: &Series, samples: &[(i64, f64, f64)], vpa: &Vpa, at: i64, resource: Resource) -> Vec<(Rule, f64)> {
     let floors = VpaSettings::default();
-    let mut out: Vec<(Rule, f64)> = RECENT.iter().map(|r| (Rule::Recent(*r), r.value(series, at, known))).collect();
+    let mut out: Vec<(Rule, f64)> = RECENT
+        .iter()
+        .map(|r| (Rule::Recent(*r), quantile_in(series, at - i64::from(r.hours) * 3_600_000, at, r.tenths)))
+        .collect();
     for p in VPA_PERCENTILES {
         let v = vpa.percentiles(p as f64 / 1000.0);
         let floor = if resource == Resource::Cpu { floors.min_cpu } else { floors.min_memory };
         let v = v.map_or(f64::NAN, |(cpu, memory)| (if resource == Resource::Cpu { cpu } else { memory }).max(floor));
         out.push((Rule::Vpa(p), v));
     }
-    let krr = krr_values(&KrrSettings::default(), samples, known, resource);
+    let krr = krr_values(&KrrSettings::default(), samples, at, resource);
     out.extend(krr.into_iter().map(|(p, v)| (Rule::Krr(p), v)));
     out
 }
@@ -340,20 +318,18 @@ fn running_max(values: &[f64]) -> Vec<f64> {
 /// The parts decisions are made in, in time order.
 pub const PARTS: [&str; 3] = ["validation", "test", f::AHEAD];
 
-/// The quantile (tenths of a percent) of the values in the windows (from, until]; NaN when
-/// none.
-fn quantile_in(s: &Series, windows: &[(i64, i64)], tenths: u32) -> f64 {
-    let values = windows.iter().flat_map(|&(from, until)| {
-        let lo = s.times.partition_point(|&t| t <= from);
-        &s.values[lo..s.times.partition_point(|&t| t <= until).max(lo)]
-    });
-    if tenths >= 1000 {
-        return values.copied().reduce(f64::max).unwrap_or(f64::NAN);
-    }
-    let mut sorted: Vec<f64> = values.copied().collect();
-    if sorted.is_empty() {
+/// The quantile (tenths of a percent) of the values in (from, until]; NaN when none.
+fn quantile_in(s: &Series, from: i64, until: i64, tenths: u32) -> f64 {
+    let lo = s.times.partition_point(|&t| t <= from);
+    let hi = s.times.partition_point(|&t| t <= until);
+    let window = &s.values[lo..hi];
+    if window.is_empty() {
         return f64::NAN;
     }
+    if tenths >= 1000 {
+        return window.iter().copied().fold(f64::MIN, f64::max);
+    }
+    let mut sorted = window.to_vec();
     sorted.sort_by(f64::total_cmp);
     percentile(&sorted, tenths as f64 / 10.0)
 }

@@ -84,8 +84,11 @@ pub fn clean_range(
         if !segments.is_empty() && keep(plan, &rows, &segments, counts) {
             counts.series += 1;
             counts.output_segments += segments.len() as u64;
-            for (input, line) in plan.inputs.iter().zip(&lines[roles..]) {
-                *counts.series_without_input.entry(input.0.clone()).or_default() += u64::from(line.is_empty());
+            let missing: Vec<&String> =
+                plan.inputs.iter().zip(&lines[roles..]).filter(|(_, l)| l.is_empty()).map(|(i, _)| &i.0).collect();
+            counts.series_without_an_input += u64::from(!missing.is_empty());
+            for input in missing {
+                *counts.without_input.entry(input.clone()).or_default() += 1;
             }
             for (number, &(from, to)) in segments.iter().enumerate() {
                 counts.points += (to - from) as u64;

@@ -807,8 +807,19 @@ fn inputs_are_rates_on_the_usage_grid_and_what_cannot_be_placed_is_counted() {
     assert_eq!(counts.covariate_series, 3);
     assert_eq!((counts.covariate_series_ambiguous, counts.covariate_series_without_usage), (1, 1));
     assert_eq!(counts.covariate_counter_resets, 1);
-    assert_eq!(counts.series_without_input["net_rx"], 3, "b and c's two containers");
+    assert_eq!(counts.series_without_an_input, 3, "b and c's two containers");
     assert!(c.warnings.iter().any(|w| w.contains("match several usage series")), "{:?}", c.warnings);
+    assert!(c.warnings.iter().any(|w| w.starts_with("3 series have no `net_rx` input")), "{:?}", c.warnings);
+    // Shards count their own: the sums are the whole's.
+    let mut summed = [0u64; 5];
+    for i in 0..3 {
+        let keep = move |key: &str| blake3::hash(key.as_bytes()).as_bytes()[0] as u64 % 3 == i;
+        let part = clean_scoped(&rows, &yaml, resample::Scope { shard: Some(&keep) }).unwrap().counts;
+        let each = [part.covariate_series, part.covariate_series_without_usage, part.covariate_series_ambiguous];
+        let each = [each[0], each[1], each[2], part.covariate_counter_resets, part.series_without_an_input];
+        summed.iter_mut().zip(each).for_each(|(s, e)| *s += e);
+    }
+    assert_eq!(summed, [3, 1, 1, 1, 3]);
 
     // A metric the data lacks: an error naming the input and the metrics it has.
     let yaml = format!("{CPU_ONLY}inputs: {{net_rx: {{metric: container_network_receive_bytes_total, as: rate}}}}\n");

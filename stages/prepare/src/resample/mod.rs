@@ -182,7 +182,7 @@ pub fn clean_into(
     checkpoint("allocation")?;
     let key_columns = identity::key_columns(plan.group.by, &plan.group.labels);
     let schema = output_schema(&key_columns.iter().map(String::as_str).collect::<Vec<_>>(), plan);
-    let inputs = place_inputs(plan, &identities, &series, &mut counts)?;
+    let inputs = place_inputs(plan, &identities, &series, scope, &mut counts)?;
     let groups = Groups::of(plan, (&identities, &usage), &inputs, &spans, scope, &mut counts)?;
     // The latest value of each kube-state-metrics series that carries one (HPA targets,
     // replicas, quotas), read in the same pass as the usage.
@@ -214,31 +214,37 @@ pub fn clean_into(
 }
 
 /// The series of each model input placed on the usage keys: (series id, key, role number
-/// after the usage roles). A metric no series has is an error naming those the data has.
+/// after the usage roles). A metric no series has is an error naming those the data has. A
+/// shard counts the series placed on its keys, and those it cannot place by their own id,
+/// so that the shards' counts add up to the unsharded ones.
 fn place_inputs(
     plan: &Plan,
     identities: &[Identity],
     series: &[SeriesLabels],
+    scope: Scope<'_>,
     counts: &mut CleanSummary,
 ) -> Result<Vec<(u64, String, usize)>, BoxError> {
+    let mine = |key: &str| scope.shard.is_none_or(|keep| keep(key));
     let mut placed = Vec::new();
     for (i, (name, input)) in plan.inputs.iter().enumerate() {
-        let mine: Vec<&SeriesLabels> = series.iter().filter(|s| s.metric == input.metric).collect();
-        if mine.is_empty() {
+        let of_metric: Vec<&SeriesLabels> = series.iter().filter(|s| s.metric == input.metric).collect();
+        if of_metric.is_empty() {
             let available: BTreeSet<&str> = series.iter().map(|s| s.metric.as_str()).collect();
             let available = available.into_iter().collect::<Vec<_>>().join(", ");
             return Err(
                 PrepareError::UnknownInput { input: name.clone(), metric: input.metric.clone(), available }.into()
             );
         }
-        let aligned = identity::align(identities, &mine, plan.group.by, &plan.group.labels);
-        for (s, a) in mine.into_iter().zip(aligned) {
-            counts.covariate_series += 1;
+        let aligned = identity::align(identities, &of_metric, plan.group.by, &plan.group.labels);
+        for (s, a) in of_metric.into_iter().zip(aligned) {
+            let own = s.series_id.to_string();
             match a {
-                identity::Aligned::Key(key) => placed.push((s.series_id, key, plan.roles.len() + i)),
-                identity::Aligned::NoUsage => counts.covariate_series_without_usage += 1,
-                identity::Aligned::Ambiguous => counts.covariate_series_ambiguous += 1,
+                identity::Aligned::Key(key) if mine(&key) => placed.push((s.series_id, key, plan.roles.len() + i)),
+                identity::Aligned::NoUsage if mine(&own) => counts.covariate_series_without_usage += 1,
+                identity::Aligned::Ambiguous if mine(&own) => counts.covariate_series_ambiguous += 1,
+                _ => continue,
             }
+            counts.covariate_series += 1;
         }
     }
     Ok(placed)
@@ -258,7 +264,7 @@ fn say_inputs(counts: &CleanSummary, warnings: &mut Vec<String>) {
     for (n, what) in said.into_iter().filter(|(n, _)| *n > 0) {
         warnings.push(format!("{n} {what}"));
     }
-    for (input, n) in counts.series_without_input.iter().filter(|(_, n)| **n > 0) {
+    for (input, n) in &counts.without_input {
         warnings.push(format!("{n} series have no `{input}` input: it is 0 there, flagged filled"));
     }
 }
