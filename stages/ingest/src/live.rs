@@ -78,13 +78,12 @@ pub struct LiveParams {
 /// is allocated (kube-state-metrics' requests and limits), what hurt (restarts, the last
 /// terminated reason where it is `OOMKilled`, the share of CFS periods throttled): a cluster
 /// without kube-state-metrics answers those with no series, and plans come without savings.
-/// And what often leads usage, for `clean.resample`'s `inputs:`: cAdvisor's disk counters
-/// per container and network counters per pod (summed over devices and interfaces; a rate
-/// input turns them into bytes per second, counting resets).
+/// Then the owners, HPAs and quotas ([`kube_queries`]) and what often leads usage
+/// ([`covariate_queries`]).
 fn default_queries() -> BTreeMap<String, String> {
     const CONTAINERS: &str = "container!=\"\", container!=\"POD\"";
     let by = "by (namespace, pod, container)";
-    BTreeMap::from([
+    [
         (
             "container_cpu_usage_cores".to_string(),
             format!("sum by (namespace, pod, container, node) (rate(container_cpu_usage_seconds_total{{{CONTAINERS}}}[5m]))"),
@@ -106,6 +105,23 @@ fn default_queries() -> BTreeMap<String, String> {
             "kube_pod_container_status_last_terminated_reason".to_string(),
             format!("max {by} (kube_pod_container_status_last_terminated_reason{{reason=\"OOMKilled\"}})"),
         ),
+        (
+            "container_cpu_cfs_throttled_ratio".to_string(),
+            format!(
+                "sum {by} (rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}}}[5m])) / \
+                 sum {by} (rate(container_cpu_cfs_periods_total{{{CONTAINERS}}}[5m]))"
+            ),
+        ),
+    ]
+    .into_iter()
+    .chain(kube_queries())
+    .chain(covariate_queries())
+    .collect()
+}
+
+/// kube-state-metrics' objects: where a plan goes and what scales it.
+fn kube_queries() -> [(String, String); 8] {
+    [
         // Owners: which Deployment, StatefulSet, DaemonSet, CronJob or Job a pod's patch goes to.
         ("kube_pod_owner".to_string(), "max by (namespace, pod, owner_kind, owner_name) (kube_pod_owner)".to_string()),
         (
@@ -131,6 +147,16 @@ fn default_queries() -> BTreeMap<String, String> {
             "max by (namespace, horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas)".to_string(),
         ),
         ("kube_resourcequota".to_string(), "max by (namespace, resourcequota, resource, type) (kube_resourcequota)".to_string()),
+    ]
+}
+
+/// cAdvisor's disk counters per container and network counters per pod (summed over devices
+/// and interfaces), for `clean.resample`'s `inputs:`: a rate input turns them into bytes per
+/// second, counting resets.
+fn covariate_queries() -> [(String, String); 4] {
+    const CONTAINERS: &str = "container!=\"\", container!=\"POD\"";
+    let by = "by (namespace, pod, container)";
+    [
         (
             "container_fs_reads_bytes_total".to_string(),
             format!("sum {by} (container_fs_reads_bytes_total{{{CONTAINERS}}})"),
@@ -147,14 +173,7 @@ fn default_queries() -> BTreeMap<String, String> {
             "container_network_transmit_bytes_total".to_string(),
             "sum by (namespace, pod) (container_network_transmit_bytes_total)".to_string(),
         ),
-        (
-            "container_cpu_cfs_throttled_ratio".to_string(),
-            format!(
-                "sum {by} (rate(container_cpu_cfs_throttled_periods_total{{{CONTAINERS}}}[5m])) / \
-                 sum {by} (rate(container_cpu_cfs_periods_total{{{CONTAINERS}}}[5m]))"
-            ),
-        ),
-    ])
+    ]
 }
 
 fn default_end() -> String {

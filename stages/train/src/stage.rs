@@ -21,6 +21,7 @@ use crate::device::{Device, DeviceName};
 use crate::fit::{Accuracy, Blueprint, Checkpoints, Progress, Step, TrainSpec, Trained, evaluate, fit, load_weights};
 use crate::head::LossSpec;
 use crate::model::{ModelSpec, RnnSpec, Shape};
+use applearner_contracts::card::CovariateChoice;
 
 /// Trains a forecaster on the windows of `features.build`. Reads `features`, `windows`
 /// and `scalers`; writes the model folder (`model.mpk` weights, `card.json`, `card.md`)
@@ -186,18 +187,7 @@ impl Stage for Train {
         }
         let init = self.init()?;
         let device = p.device.resolve()?;
-        let (inputs, candidates) = self.inputs(ctx, init.as_deref())?;
-        let mut fitted = self.fit_on(ctx, device, &inputs, init.as_deref(), "")?;
-        let mut choice = None;
-        if let Some(c) = candidates {
-            let with = self.fit_on(ctx, device, &c.with, None, "with-covariates")?;
-            let chosen = c.choose(fitted.validation.relative_mae, with.validation.relative_mae);
-            if chosen.used {
-                fitted = with;
-            }
-            tracing::info!("{}", chosen.sentence());
-            choice = Some(chosen);
-        }
+        let (fitted, choice) = self.fit_chosen(ctx, device, init.as_deref())?;
         let Fitted { train_windows, blueprint, trained, validation, test, step_ms } = fitted;
         let card = Card {
             format: FORMAT,
@@ -294,6 +284,23 @@ impl Train {
             (Covariates::Ignore, Some(c)) => (c.without, None),
             (_, Some(c)) => (c.without.clone(), Some(c)),
         })
+    }
+
+    /// The model trained on the inputs, and, where `auto` must choose, also with the
+    /// covariates: the one with the lower validation error, and the choice.
+    fn fit_chosen(
+        &self,
+        ctx: &StageContext,
+        device: Device,
+        init: Option<&Saved>,
+    ) -> Result<(Fitted, Option<CovariateChoice>), BoxError> {
+        let (inputs, candidates) = self.inputs(ctx, init)?;
+        let without = self.fit_on(ctx, device, &inputs, init, "")?;
+        let Some(c) = candidates else { return Ok((without, None)) };
+        let with = self.fit_on(ctx, device, &c.with, None, "with-covariates")?;
+        let chosen = c.choose(without.validation.relative_mae, with.validation.relative_mae);
+        tracing::info!("{}", chosen.sentence());
+        Ok((if chosen.used { with } else { without }, Some(chosen)))
     }
 
     /// Reads the windows of `inputs` and trains on them (from `init`'s weights, which must
