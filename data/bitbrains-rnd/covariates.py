@@ -22,7 +22,10 @@ them, under `query_range/<folder>/`. It then reads every saved point back agains
 counter it must hold (the last source row at or before the step, within the 5-minute
 lookback) and writes `manifest-covariates.json` with the counts; any mismatch fails.
 """
-import gzip, json, os, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import gzip, json, os, subprocess, sys, tempfile, urllib.parse, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from local_prometheus import backfill_and_serve
 
 COMMIT = "0901a0da3024507c7732c782621e590077abca64"
 STEP = 300
@@ -69,26 +72,6 @@ def labels(family, pod):
     return f'namespace="bitbrains-rnd",pod="{pod}",container="vm",node="bitbrains"'
 
 
-def serve(tsdb):
-    config = os.path.join(tsdb, "..", "prometheus.yml")
-    with open(config, "w") as f:
-        f.write("global:\n  scrape_interval: 1h\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-                               f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
-                               "--query.lookback-delta=5m"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
-        try:
-            if urllib.request.urlopen(base + "/-/ready").status == 200:
-                return server, base
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("prometheus did not become ready")
-
-
 def expected(series, t):
     """The counter a query at step t sees: the last row in [t - 5m, t] (Prometheus 2's
     lookback includes its start)."""
@@ -116,10 +99,7 @@ def main(repo, dataset):
                     for ts, values in series:
                         f.write(f"{family}_total{{{labels(family, pod)}}} {values[c]} {ts}\n")
             f.write("# EOF\n")
-        tsdb = os.path.join(tmp, "tsdb")
-        blocks = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", om, tsdb], check=True,
-                                capture_output=True, text=True).stdout
-        server, base = serve(tsdb)
+        server, base, blocks = backfill_and_serve(om, tmp)
         files, verification = [], {}
         try:
             for c, (family, folder) in enumerate(COUNTERS.values()):

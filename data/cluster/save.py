@@ -11,7 +11,10 @@ test `tests/cluster.rs` checks that a live pull gives the same series) as
 `<query name>.json.gz`. Each series' `__name__` is set to the query's name, as a live pull
 names it; queries that find nothing here (restarts, OOM kills, throttling) are not saved.
 """
-import gzip, json, os, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import gzip, json, os, subprocess, sys, tempfile, urllib.parse, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from local_prometheus import backfill_and_serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 START, END, STEP = 1793577600, 1793577600 + 4 * 86400 - 300, 300
@@ -41,25 +44,8 @@ def main(target):
         om = os.path.join(tmp, "cluster.om")
         with open(om, "wb") as f:
             subprocess.run([sys.executable, os.path.join(HERE, "generate.py")], stdout=f, check=True)
-        tsdb = os.path.join(tmp, "tsdb")
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", om, tsdb], check=True, stdout=subprocess.DEVNULL)
-        config = os.path.join(tmp, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1h\n")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-                                   f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
-                                   "--query.lookback-delta=5m"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server, base, _ = backfill_and_serve(om, tmp)
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if urllib.request.urlopen(base + "/-/ready").status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
             os.makedirs(target, exist_ok=True)
             for name, query in QUERIES.items():
                 params = urllib.parse.urlencode({"query": query, "start": START, "end": END, "step": STEP})
