@@ -99,6 +99,9 @@ pub mod resampled {
     /// Schema metadata: how replicas were combined per step, `max` (one pod's size) or
     /// `sum` (the workload's total).
     pub const COMBINED: &str = "applearner.replicas";
+    /// Field metadata of a model input's column (clean.resample's `inputs:`): its unit,
+    /// where the config gives one (`bytes/s`).
+    pub const UNIT_KEY: &str = "unit";
 
     /// Whether a key is a node's or VM's (a series without namespace, pod or container,
     /// keyed by its labels) rather than a container's: it starts with `name=value`, which no

@@ -783,8 +783,9 @@ fn inputs_are_rates_on_the_usage_grid_and_what_cannot_be_placed_is_counted() {
     }
     rows.push(("net", labels("c", None), 0, 5.0));
     rows.push(("net", labels("gone", None), 0, 5.0));
-    let yaml = format!("{CPU_ONLY}inputs: {{net_rx: {{metric: net_metric, as: rate, fill: zero}}}}\n");
+    let yaml = format!("{CPU_ONLY}inputs: {{net_rx: {{metric: net_metric, as: rate, fill: zero, unit: bytes}}}}\n");
     let c = clean_labelled(&rows, &yaml).unwrap();
+    assert_eq!(c.schema.field_with_name("net_rx").unwrap().metadata()["unit"], "bytes/s");
     let of = |key: &str| -> Vec<(i64, f64, bool)> {
         rows_of(&c, "net_rx").into_iter().filter(|r| r.0 == key).map(|r| (r.2, r.3, r.4)).collect()
     };

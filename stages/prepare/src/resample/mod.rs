@@ -463,9 +463,11 @@ pub fn output_schema(labels: &[&str], plan: &Plan) -> SchemaRef {
     let timestamp = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     fields.push(Field::new(resampled::TIMESTAMP, timestamp, false));
     fields.push(Field::new(resampled::REPLICAS, DataType::UInt32, false));
-    let names = plan.roles.iter().map(|r| r.name()).chain(plan.inputs.iter().map(|(name, _)| name.as_str()));
-    for name in names {
-        fields.push(Field::new(name, DataType::Float64, false));
+    let units = plan.roles.iter().map(|r| (r.name(), None));
+    let units = units.chain(plan.inputs.iter().map(|(name, input)| (name.as_str(), input.column_unit())));
+    for (name, unit) in units {
+        let unit = unit.map(|u| HashMap::from([(resampled::UNIT_KEY.to_string(), u)])).unwrap_or_default();
+        fields.push(Field::new(name, DataType::Float64, false).with_metadata(unit));
         fields.push(Field::new(format!("{name}_filled"), DataType::Boolean, false));
     }
     let combined = HashMap::from([(resampled::COMBINED.to_string(), plan.group.aggregate.name().to_string())]);

@@ -78,6 +78,18 @@ pub struct InputParams {
     /// How its short gaps are filled: `ffill` (the default), `linear` or `zero`.
     #[serde(default = "ffill")]
     pub fill: Fill,
+    /// What the metric counts or measures (`bytes`, `requests`): its column's `unit` in the
+    /// `resampled` schema, per second for a rate (`bytes/s`).
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+impl InputParams {
+    /// The unit of its column, where the metric's is given.
+    pub fn column_unit(&self) -> Option<String> {
+        let unit = self.unit.as_ref()?;
+        Some(if self.level == Level::Rate { format!("{unit}/s") } else { unit.clone() })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
