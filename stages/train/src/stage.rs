@@ -50,7 +50,8 @@ pub struct TrainParams {
     pub loss: Option<LossSpec>,
     /// Where the features hold covariates (clean.resample's `inputs:`) and `inputs` is not
     /// given: `auto` trains without and with them and keeps the lower validation error (the
-    /// card says which and both errors), `use` always reads them, `ignore` never does.
+    /// card says which and both errors), `use` always reads them, `ignore` never does. A
+    /// model fine-tuned (`init_from`) or used as it is reads what it was trained on.
     #[serde(default)]
     pub covariates: Covariates,
     /// Optimiser, learning rate and schedule, epochs, batch, clipping, early stopping.
