@@ -194,12 +194,45 @@ impl Stage for Plan {
         let known = Beside { usage: &usage, allocation: &allocation, workloads: &workloads, quotas: &quotas };
         summary.extend(self.ahead(ctx, &timelines, &lines, &configured, &known)?);
         summary.extend(crate::units::said(&implausible));
+        let warnings: Vec<String> =
+            short_validation(&timelines, step_ms, self.params.max_changes_per_day).into_iter().collect();
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        summary.insert("warnings".into(), warnings.into());
         let (schema, batch) = risk_table(&lines, &configured)?;
         ctx.write_table(plan_risk::NAME, schema, &[batch])?;
         // Last: a state is kept only once everything it stands for is written.
         summary.extend(self.keep_state(ctx, &lines, &configured, stored)?);
         Ok(summary)
     }
+}
+
+/// Holds of the change budget a workload's validation part needs for calibrating on its two
+/// halves to hold on new data: with fewer, each half sees two or three values held, and
+/// the factors chosen on one half say little of the other.
+const MIN_HOLDS: f64 = 8.0;
+
+/// A warning where the validation part is too short for the change budget: its median
+/// length over the workloads (its steps, wherever the split put them), in holds of 24 h /
+/// the budget, is under [`MIN_HOLDS`].
+fn short_validation(timelines: &Timelines, step_ms: i64, budget: u32) -> Option<String> {
+    let mut days: Vec<f64> = timelines
+        .values()
+        .flat_map(|t| t.iter().filter(|((_, part), _)| part == "validation").map(|(_, t)| t))
+        .map(|t| (t.points() as i64 * step_ms) as f64 / DAY_MS as f64)
+        .collect();
+    days.sort_by(f64::total_cmp);
+    let median = *days.get(days.len() / 2)?;
+    let holds = median * f64::from(budget.max(1));
+    (holds < MIN_HOLDS).then(|| {
+        format!(
+            "the validation part holds {median:.1} days per workload (median): {holds:.0} values held at {budget} \
+             change(s) a day, too few to calibrate on (at least {MIN_HOLDS}); the realized risk may run well above \
+             the target. Give `features.split.validation` at least {:.0} hours, or allow more changes a day",
+            (MIN_HOLDS * 24.0 / f64::from(budget.max(1))).ceil()
+        )
+    })
 }
 
 /// What the plan ahead is set beside: the usage, what is allocated now, and what

@@ -602,3 +602,15 @@ fn racing_refreshes_cannot_both_write_the_state_and_old_formats_are_refused() {
         "{err}"
     );
 }
+
+/// Calibration on a validation part shorter than eight holds of the budget is said, not
+/// trusted silently: 6 days of 5-minute steps at one change a day is, at four is not.
+#[test]
+fn a_validation_part_too_short_for_the_budget_is_said() {
+    let steps = 6 * 288;
+    let t = timeline(vec![0], vec![vec![1.0; steps]], vec![1.0]);
+    let timelines: Timelines = [("w".to_string(), [(("cpu".to_string(), "validation".to_string()), t)].into())].into();
+    let said = crate::short_validation(&timelines, 300_000, 1).unwrap();
+    assert!(said.starts_with("the validation part holds 6.0 days") && said.contains("at least 192 hours"), "{said}");
+    assert_eq!(crate::short_validation(&timelines, 300_000, 4), None);
+}
