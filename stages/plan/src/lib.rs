@@ -156,18 +156,7 @@ impl Stage for Plan {
             read_forecasts(ctx.table_batches(forecasts::NAME, None, &[])?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
         let implausible = crate::units::implausible(&usage);
-        let bar = ctx.progress(usage.len() as u64, "series prepared");
-        let timelines: Timelines = usage
-            .iter()
-            .map(|(key, u)| {
-                bar.inc(1);
-                let mut t = timelines(key, &forecasts, u, &columns);
-                // Values that cannot be cores or bytes are neither planned nor compared.
-                t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r == resource));
-                (key.clone(), t)
-            })
-            .collect();
-        bar.finish();
+        let timelines = all_timelines(ctx, &usage, (&forecasts, &columns), &implausible);
         let lines: Vec<&Line> =
             self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
         if lines.is_empty() {
@@ -196,9 +185,7 @@ impl Stage for Plan {
         summary.extend(crate::units::said(&implausible));
         let warnings: Vec<String> =
             short_validation(&timelines, step_ms, self.params.max_changes_per_day).into_iter().collect();
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
         summary.insert("warnings".into(), warnings.into());
         let (schema, batch) = risk_table(&lines, &configured)?;
         ctx.write_table(plan_risk::NAME, schema, &[batch])?;
@@ -206,6 +193,28 @@ impl Stage for Plan {
         summary.extend(self.keep_state(ctx, &lines, &configured, stored)?);
         Ok(summary)
     }
+}
+
+/// Every series' timelines, with a progress bar; values that cannot be cores or bytes are
+/// neither planned nor compared.
+fn all_timelines(
+    ctx: &StageContext,
+    usage: &BTreeMap<String, Usage>,
+    (forecasts, columns): (&ByPart, &[String]),
+    implausible: &std::collections::BTreeSet<(String, &'static str)>,
+) -> Timelines {
+    let bar = ctx.progress(usage.len() as u64, "series prepared");
+    let out = usage
+        .iter()
+        .map(|(key, u)| {
+            bar.inc(1);
+            let mut t = timelines(key, forecasts, u, columns);
+            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r == resource));
+            (key.clone(), t)
+        })
+        .collect();
+    bar.finish();
+    out
 }
 
 /// Holds of the change budget a workload's validation part needs for calibrating on its two
