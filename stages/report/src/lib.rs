@@ -269,7 +269,7 @@ fn data_summary(resampled: &[RecordBatch], c: &CleanSummary) -> Result<Vec<(Stri
     let coverage = coverage(&keys, &times);
     let series = coverage.len();
     let pct = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{:.0} %", v * 100.0));
-    Ok(vec![
+    let mut rows = vec![
         ("series read (pods × metrics)".into(), c.input_series.to_string()),
         ("points read".into(), c.input_points.to_string()),
         ("workload series after grouping".into(), c.grouped_series.to_string()),
@@ -302,7 +302,24 @@ fn data_summary(resampled: &[RecordBatch], c: &CleanSummary) -> Result<Vec<(Stri
                 pct(coverage.first())
             ),
         ),
-    ])
+    ];
+    if c.covariate_series > 0 {
+        rows.push(("model inputs (covariates)".into(), inputs_line(c)));
+    }
+    Ok(rows)
+}
+
+/// What became of the model inputs' series.
+fn inputs_line(c: &CleanSummary) -> String {
+    format!(
+        "{} series: {} describe no usage series and {} several (left out), {} counter resets; {} series lack \
+         one input or more (0 there)",
+        c.covariate_series,
+        c.covariate_series_without_usage,
+        c.covariate_series_ambiguous,
+        c.covariate_counter_resets,
+        c.series_without_an_input
+    )
 }
 
 /// Per series, sorted: the share of its span (first to last point) that has points; the
