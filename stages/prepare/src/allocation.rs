@@ -23,7 +23,7 @@ use applearner_pipeline::arrow::array::{Int64Array, RecordBatch, StringArray, UI
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
 
-use crate::identity::{self, Aligned, Identity, SeriesLabels};
+use crate::identity::{self, Identity, SeriesLabels};
 use crate::resample::{Plan, Scope};
 use crate::{collect, literal, register_batches};
 use applearner_contracts::summaries::CleanSummary;
@@ -47,8 +47,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The allocation series of `series` placed on the keys of the usage series `identities`,
-/// those of the keys in `scope`. A shard counts the series it cannot place by their own id,
-/// so that the shards' counts add up to the unsharded ones.
+/// those of the keys in `scope` ([`identity::place`]).
 pub fn place<'s>(
     plan: &Plan,
     identities: &[Identity],
@@ -57,21 +56,11 @@ pub fn place<'s>(
     counts: &mut CleanSummary,
 ) -> Vec<(&'s SeriesLabels, String)> {
     let series: Vec<&SeriesLabels> = series.iter().filter(|s| ROLES.contains(&s.role.as_str())).collect();
-    let aligned = identity::align(identities, &series, plan.group.by, &plan.group.labels);
-    let mine = |key: &str| scope.shard.is_none_or(|keep| keep(key));
-    let mut kept = Vec::new();
-    for (s, a) in series.into_iter().zip(aligned) {
-        let own = s.series_id.to_string();
-        match a {
-            Aligned::Key(key) if mine(&key) => kept.push((s, key)),
-            Aligned::Key(_) => continue,
-            Aligned::NoUsage if mine(&own) => counts.allocation_series_without_usage += 1,
-            Aligned::Ambiguous if mine(&own) => counts.allocation_series_ambiguous += 1,
-            _ => continue,
-        }
-        counts.allocation_series += 1;
-    }
-    kept
+    let placed = identity::place(identities, series, plan, scope);
+    counts.allocation_series += placed.series;
+    counts.allocation_series_without_usage += placed.without_usage;
+    counts.allocation_series_ambiguous += placed.ambiguous;
+    placed.kept
 }
 
 /// The allocation rows (sorted by key, signal, time) of the `kept` series placed by

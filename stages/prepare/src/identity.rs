@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::resample::{GroupBy, workload_of};
+use crate::resample::{GroupBy, Plan, Scope, workload_of};
 
 /// One input series of one role, with all its labels (`__name__` as `metric`).
 #[derive(Debug, Clone)]
@@ -134,6 +134,34 @@ pub fn align(identities: &[Identity], others: &[&SeriesLabels], by: GroupBy, lab
             }
         })
         .collect()
+}
+
+/// Series placed on the usage keys of a run: those on its keys, and the counts of the
+/// series it answers for (placed on its keys, or left out and its by their own id).
+pub struct Placed<'s> {
+    pub kept: Vec<(&'s SeriesLabels, String)>,
+    pub series: u64,
+    pub without_usage: u64,
+    pub ambiguous: u64,
+}
+
+/// `others` placed on the keys of the usage `identities` by [`align`], those of the keys in
+/// `scope`. A shard counts the series it cannot place by their own id, so that the shards'
+/// counts add up to the unsharded ones.
+pub fn place<'s>(identities: &[Identity], others: Vec<&'s SeriesLabels>, plan: &Plan, scope: Scope<'_>) -> Placed<'s> {
+    let aligned = align(identities, &others, plan.group.by, &plan.group.labels);
+    let mut out = Placed { kept: Vec::new(), series: 0, without_usage: 0, ambiguous: 0 };
+    for (s, a) in others.into_iter().zip(aligned) {
+        let own = s.series_id.to_string();
+        match a {
+            Aligned::Key(key) if scope.holds(&key) => out.kept.push((s, key)),
+            Aligned::NoUsage if scope.holds(&own) => out.without_usage += 1,
+            Aligned::Ambiguous if scope.holds(&own) => out.ambiguous += 1,
+            _ => continue,
+        }
+        out.series += 1;
+    }
+    out
 }
 
 /// For each series in a collision (same role, namespace, pod and container as another), the

@@ -114,7 +114,7 @@ pub fn workloads(
     scope: Scope<'_>,
     counts: &mut CleanSummary,
 ) -> BTreeMap<String, Workload> {
-    let mine = |name: &str| scope.shard.is_none_or(|keep| keep(name));
+    let mine = |name: &str| scope.holds(name);
     let links = [
         links(series, "pod_owner", "pod"),
         links(series, "replicaset_owner", "replicaset"),
@@ -204,7 +204,7 @@ pub fn quotas(
         let get = |name: &str| label(s, name).cloned().unwrap_or_default();
         let ns = get("namespace");
         if let Some(v) = latest.get(&s.series_id)
-            && scope.shard.is_none_or(|keep| keep(&ns))
+            && scope.holds(&ns)
         {
             out.insert((ns, get("resourcequota"), get("resource"), get("type")), *v);
         }

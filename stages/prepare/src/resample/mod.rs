@@ -139,6 +139,13 @@ pub struct Scope<'a> {
     pub shard: Option<&'a dyn Fn(&str) -> bool>,
 }
 
+impl Scope<'_> {
+    /// Whether the key (or a series' own id) is this run's.
+    pub fn holds(&self, key: &str) -> bool {
+        self.shard.is_none_or(|keep| keep(key))
+    }
+}
+
 /// What cleaning reads: the `series` table whole, and the `samples` table's batches once
 /// (their `series_id`, `timestamp` and `value` columns).
 pub struct Input<'a> {
@@ -213,10 +220,9 @@ pub fn clean_into(
     Ok(Cleaned { schema, batches: Vec::new(), allocation, kube, counts, warnings })
 }
 
-/// The series of each model input placed on the usage keys: (series id, key, role number
-/// after the usage roles). A metric no series has is an error naming those the data has. A
-/// shard counts the series placed on its keys, and those it cannot place by their own id,
-/// so that the shards' counts add up to the unsharded ones.
+/// The series of each model input placed on the usage keys ([`identity::place`]): (series
+/// id, key, role number after the usage roles). A metric no series has is an error naming
+/// those the data has.
 fn place_inputs(
     plan: &Plan,
     identities: &[Identity],
@@ -224,7 +230,6 @@ fn place_inputs(
     scope: Scope<'_>,
     counts: &mut CleanSummary,
 ) -> Result<Vec<(u64, String, usize)>, BoxError> {
-    let mine = |key: &str| scope.shard.is_none_or(|keep| keep(key));
     let mut placed = Vec::new();
     for (i, (name, input)) in plan.inputs.iter().enumerate() {
         let of_metric: Vec<&SeriesLabels> = series.iter().filter(|s| s.metric == input.metric).collect();
@@ -235,17 +240,11 @@ fn place_inputs(
                 PrepareError::UnknownInput { input: name.clone(), metric: input.metric.clone(), available }.into()
             );
         }
-        let aligned = identity::align(identities, &of_metric, plan.group.by, &plan.group.labels);
-        for (s, a) in of_metric.into_iter().zip(aligned) {
-            let own = s.series_id.to_string();
-            match a {
-                identity::Aligned::Key(key) if mine(&key) => placed.push((s.series_id, key, plan.roles.len() + i)),
-                identity::Aligned::NoUsage if mine(&own) => counts.covariate_series_without_usage += 1,
-                identity::Aligned::Ambiguous if mine(&own) => counts.covariate_series_ambiguous += 1,
-                _ => continue,
-            }
-            counts.covariate_series += 1;
-        }
+        let p = identity::place(identities, of_metric, plan, scope);
+        counts.covariate_series += p.series;
+        counts.covariate_series_without_usage += p.without_usage;
+        counts.covariate_series_ambiguous += p.ambiguous;
+        placed.extend(p.kept.into_iter().map(|(s, key)| (s.series_id, key, plan.roles.len() + i)));
     }
     Ok(placed)
 }
@@ -320,7 +319,7 @@ impl Groups {
         counts: &mut CleanSummary,
     ) -> Result<Groups, BoxError> {
         let mine: Vec<(&Identity, &SeriesLabels)> =
-            identities.iter().zip(usage).filter(|(i, _)| scope.shard.is_none_or(|keep| keep(&i.key))).collect();
+            identities.iter().zip(usage).filter(|(i, _)| scope.holds(&i.key)).collect();
         let mut inputs_of: HashMap<&str, Vec<(u64, usize)>> = HashMap::new();
         for (id, key, role) in inputs {
             inputs_of.entry(key.as_str()).or_default().push((*id, *role));
