@@ -38,17 +38,10 @@ pub mod features {
     pub const TIMESTAMP: &str = "timestamp";
     /// The part (`train`, `validation`, `test`) the row's step falls in.
     pub const SPLIT: &str = "split";
-    /// Schema metadata: the value columns beyond the usage (clean.resample's `inputs:`),
-    /// comma-separated; a feature is one of theirs when named after one (`net_rx`,
-    /// `net_rx_mean12`, …).
+    /// Schema metadata: the value columns beyond the usage (clean.resample's `inputs:`), and
+    /// the features derived from them (`net_rx`, `net_rx_mean12`, …), each comma-separated.
     pub const COVARIATES_KEY: &str = "covariates";
-
-    /// The features of `names` derived from the covariates `covariates` (as the metadata
-    /// holds them).
-    pub fn covariate_features<'a>(names: &'a [String], covariates: &str) -> Vec<&'a String> {
-        let of = |n: &str, c: &str| n == c || n.strip_prefix(c).is_some_and(|rest| rest.starts_with('_'));
-        names.iter().filter(|n| covariates.split(',').any(|c| !c.is_empty() && of(n, c))).collect()
-    }
+    pub const COVARIATE_FEATURES_KEY: &str = "covariate_features";
 }
 
 /// `features.build` → `windows`: one row per run of windows (those of one series, segment

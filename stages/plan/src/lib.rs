@@ -64,7 +64,7 @@ use applearner_contracts::tables::{
     allocation, forecasts, hpas, namespaces, plan, plan_backtest, plan_comparison, plan_risk, quotas, recommendations,
     workloads,
 };
-use applearner_contracts::{Method, Resource};
+use applearner_contracts::{Method, Part, Resource};
 use applearner_pipeline::columns::{floats, ints, strings};
 
 impl StageParams for PlanParams {
@@ -228,7 +228,7 @@ const MIN_HOLDS: f64 = 8.0;
 fn short_validation(timelines: &Timelines, step_ms: i64, budget: u32) -> Option<String> {
     let mut days: Vec<f64> = timelines
         .values()
-        .flat_map(|t| t.iter().filter(|((_, part), _)| part == "validation").map(|(_, t)| t))
+        .flat_map(|t| t.iter().filter(|((_, part), _)| part == Part::Validation.name()).map(|(_, t)| t))
         .map(|t| (t.points() as i64 * step_ms) as f64 / DAY_MS as f64)
         .collect();
     days.sort_by(f64::total_cmp);

@@ -831,3 +831,21 @@ fn inputs_are_rates_on_the_usage_grid_and_what_cannot_be_placed_is_counted() {
     let problems = params(&bad).plan().unwrap_err();
     assert_eq!(problems.len(), 2, "{problems:?}");
 }
+
+/// The features table names the covariates and exactly the features derived from them, so
+/// a model can leave them out: an input called `hour` is not mistaken for the calendar's
+/// `hour_sin`, nor the usage's rolling mean for an input's. Without inputs, no metadata.
+#[test]
+fn the_features_name_the_covariates_and_their_features_exactly() {
+    let mut rows = series("cpu", "a", 0..100, |m| (m as f64 * 0.3).sin() + 2.0);
+    rows.extend(series("queue", "a", 0..100, |m| (m % 7) as f64));
+    let cleaned = clean(&rows, &format!("{CPU_ONLY}inputs: {{hour: {{metric: queue_metric, as: value}}}}\n")).unwrap();
+    let yaml =
+        "calendar: [hour]\nrolling: [3]\nsplit: {validation: 0.2, test: 0.2}\nwindows: {lookback: 4, horizon: 2}\n";
+    let built = build_features(&cleaned, yaml).unwrap();
+    let metadata = built.features[0].schema().metadata().clone();
+    assert_eq!(metadata["covariates"], "hour");
+    assert_eq!(metadata["covariate_features"], "hour,hour_mean3,hour_std3");
+    let plain = build_features(&two_series(), yaml).unwrap();
+    assert!(plain.features[0].schema().metadata().is_empty());
+}

@@ -34,16 +34,18 @@ impl Candidates {
     pub fn of(ctx: &StageContext) -> Result<Option<Candidates>, BoxError> {
         let Some(first) = ctx.table_batches(features::NAME, None, &[])?.next() else { return Ok(None) };
         let schema = first?.schema();
-        let columns = schema.metadata().get(features::COVARIATES_KEY).cloned().unwrap_or_default();
-        let names: Vec<String> =
-            schema.fields().iter().filter(|f| f.data_type() == &DataType::Float32).map(|f| f.name().clone()).collect();
-        let derived = features::covariate_features(&names, &columns);
+        let listed = |key: &str| -> Vec<String> {
+            let text = schema.metadata().get(key).map_or("", String::as_str);
+            text.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+        };
+        let derived = listed(features::COVARIATE_FEATURES_KEY);
         if derived.is_empty() {
             return Ok(None);
         }
+        let names: Vec<String> =
+            schema.fields().iter().filter(|f| f.data_type() == &DataType::Float32).map(|f| f.name().clone()).collect();
         let without = names.iter().filter(|n| !derived.contains(n)).cloned().collect();
-        let columns = columns.split(',').map(String::from).collect();
-        Ok(Some(Candidates { columns, with: names.clone(), without }))
+        Ok(Some(Candidates { columns: listed(features::COVARIATES_KEY), with: names, without }))
     }
 
     /// The choice between the fit without (`without`) and with (`with`) them, by their

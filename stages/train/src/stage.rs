@@ -219,7 +219,7 @@ impl Stage for Train {
         if let Some(dir) = &p.publish {
             saved.publish_to(dir).map_err(|error| TrainError::Publish { dir: dir.clone(), error })?;
         }
-        for dir in ["", "with-covariates"] {
+        for dir in ["", WITH_COVARIATES] {
             StoreCheckpoints::of(ctx, dir).clear()?;
         }
 
@@ -240,6 +240,9 @@ impl Stage for Train {
         Ok(summary)
     }
 }
+
+/// Where the second fit of `covariates: auto` checkpoints, in the scratch folder.
+const WITH_COVARIATES: &str = "with-covariates";
 
 /// One model trained: on how many training windows, what it is, and how it did.
 struct Fitted {
@@ -298,7 +301,7 @@ impl Train {
         let (inputs, candidates) = self.inputs(ctx, init)?;
         let without = self.fit_on(ctx, device, &inputs, init, "")?;
         let Some(c) = candidates else { return Ok((without, None)) };
-        let with = self.fit_on(ctx, device, &c.with, None, "with-covariates")?;
+        let with = self.fit_on(ctx, device, &c.with, None, WITH_COVARIATES)?;
         let chosen = c.choose(without.validation.relative_mae, with.validation.relative_mae);
         tracing::info!("{}", chosen.sentence());
         Ok((if chosen.used { with } else { without }, Some(chosen)))

@@ -142,8 +142,16 @@ pub fn features_schema(layout: &Layout) -> SchemaRef {
     ];
     fields.extend(layout.flags.iter().map(|f| Field::new(f, DataType::Boolean, false)));
     fields.extend(layout.names.iter().map(|n| Field::new(n, DataType::Float32, true)));
-    let covariates = layout.columns.iter().filter(|c| !ROLES.contains(&c.as_str())).cloned().collect::<Vec<_>>();
-    let metadata = [(feature_table::COVARIATES_KEY.to_string(), covariates.join(","))].into();
+    // Written only where there are covariates: a table without them is as it always was.
+    let (columns, features) = &layout.covariates;
+    let metadata = match columns.is_empty() {
+        true => Default::default(),
+        false => [
+            (feature_table::COVARIATES_KEY.to_string(), columns.join(",")),
+            (feature_table::COVARIATE_FEATURES_KEY.to_string(), features.join(",")),
+        ]
+        .into(),
+    };
     Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 

@@ -150,6 +150,9 @@ pub struct Layout {
     pub names: Vec<String>,
     pub columns: Vec<String>,
     pub warmup: u32,
+    /// The value columns beyond the usage (clean.resample's inputs), and the features
+    /// derived from them: those a model may leave out.
+    pub covariates: (Vec<String>, Vec<String>),
 }
 
 impl Layout {
@@ -179,7 +182,14 @@ impl Layout {
         let (extra, warmup) = derive::names(params, &columns);
         let mut names = columns.clone();
         names.extend(extra);
-        Ok(Layout { flags, names, columns, warmup })
+        // Everything the usage columns alone would give is not a covariate's.
+        let usage: Vec<String> = columns.iter().filter(|c| ROLES.contains(&c.as_str())).cloned().collect();
+        let of_usage: Vec<String> = usage.iter().cloned().chain(derive::names(params, &usage).0).collect();
+        let covariates = (
+            columns.iter().filter(|c| !usage.contains(c)).cloned().collect(),
+            names.iter().filter(|n| !of_usage.contains(n)).cloned().collect(),
+        );
+        Ok(Layout { flags, names, columns, warmup, covariates })
     }
 }
 
