@@ -85,7 +85,11 @@ fn batches(store: &Store, record: &StageRecord) -> anyhow::Result<Vec<RecordBatc
 }
 
 fn read_rows(store: &Store, record: &StageRecord) -> anyhow::Result<Vec<Map<String, Value>>> {
-    Ok(batches(store, record)?.iter().flat_map(applearner_pipeline::encode::rows).collect())
+    let mut rows = Vec::new();
+    for batch in batches(store, record)? {
+        rows.extend(applearner_pipeline::encode::rows(&batch).map_err(super::boxed)?);
+    }
+    Ok(rows)
 }
 
 /// ANSI colours for a person at a terminal; plain text in pipes, logs and with `NO_COLOR`.

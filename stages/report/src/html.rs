@@ -1,14 +1,11 @@
-//! The page and its Markdown twin, written in order. Every text handed to [`Html`] is
-//! plain text, escaped here; only the charts' SVG goes in as markup.
+//! The page and its Markdown twin, written in order. The page is built with maud, which
+//! escapes every text it is handed; only the charts' SVG goes in as markup.
 
 use std::fmt::Write;
 
-use super::*;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-/// Text as HTML.
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+use super::*;
 
 pub(crate) fn md_table(md: &mut String, headers: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(md, "| {} |", headers.join(" | "));
@@ -22,78 +19,76 @@ pub(crate) fn md_table(md: &mut String, headers: &[&str], rows: &[Vec<String>]) 
 /// The page, built in order.
 #[derive(Default)]
 pub(crate) struct Html {
-    body: String,
+    body: Vec<Markup>,
     nav: Vec<(String, String)>,
 }
 
 impl Html {
     pub(crate) fn head(&mut self, title: &str, run: &str, model: &str) {
-        let _ = write!(
-            self.body,
-            "<h1>{}</h1><p class=meta>Run <code>{}</code> · model: {}</p>",
-            escape(title),
-            escape(run),
-            escape(model)
-        );
+        self.body.push(html! {
+            h1 { (title) }
+            p.meta { "Run " code { (run) } " · model: " (model) }
+        });
     }
 
     pub(crate) fn section(&mut self, id: &str, title: &str, text: &str) {
         self.nav.push((id.into(), title.into()));
-        let _ = write!(self.body, "<section id=\"{id}\"><h2>{}</h2><p>{}</p></section>", escape(title), escape(text));
+        self.body.push(html! { section id=(id) { h2 { (title) } p { (text) } } });
     }
 
     pub(crate) fn paragraph(&mut self, text: &str) {
-        let _ = write!(self.body, "<p>{}</p>", escape(text));
+        self.body.push(html! { p { (text) } });
     }
 
     pub(crate) fn h3(&mut self, title: &str) {
-        let _ = write!(self.body, "<h3>{}</h3>", escape(title));
+        self.body.push(html! { h3 { (title) } });
     }
 
     /// A table; without headers, a list of name–value rows.
     pub(crate) fn table(&mut self, headers: &[&str], rows: &[Vec<String>]) {
-        self.body.push_str("<table>");
-        if !headers.is_empty() {
-            self.body.push_str("<thead><tr>");
-            for h in headers {
-                let _ = write!(self.body, "<th>{}</th>", escape(h));
+        self.body.push(html! {
+            table {
+                @if !headers.is_empty() {
+                    thead { tr { @for h in headers { th { (h) } } } }
+                }
+                tbody { @for r in rows { tr { @for c in r { td { (c) } } } } }
             }
-            self.body.push_str("</tr></thead>");
-        }
-        self.body.push_str("<tbody>");
-        for r in rows {
-            self.body.push_str("<tr>");
-            for c in r {
-                let _ = write!(self.body, "<td>{}</td>", escape(c));
-            }
-            self.body.push_str("</tr>");
-        }
-        self.body.push_str("</tbody></table>");
+        });
     }
 
     pub(crate) fn chart(&mut self, id: &str, chart: &Chart, caption: &str) -> Result<(), BoxError> {
-        let svg = chart.svg((900, 360))?;
-        let _ = write!(
-            self.body,
-            "<figure class=chart id=\"chart-{}\">{svg}<figcaption>{}</figcaption></figure>",
-            escape(id),
-            escape(caption)
-        );
+        // The SVG is plotters' own markup; the texts in it were escaped by plotters.
+        let svg = PreEscaped(chart.svg((900, 360))?);
+        self.body.push(html! {
+            figure.chart id={ "chart-" (id) } { (svg) figcaption { (caption) } }
+        });
         Ok(())
     }
 
     pub(crate) fn finish(self) -> String {
-        let nav: String = self
-            .nav
-            .iter()
-            .map(|(id, t)| format!("<a href=\"#{id}\">{}</a>", escape(t)))
-            .collect::<Vec<_>>()
-            .join(" · ");
-        format!(
-            "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>AppLearner report</title><style>{CSS}</style></head><body><nav>{nav}</nav>{}<footer>Made by AppLearner {}. Self-contained: no scripts, nothing fetched.</footer></body></html>\n",
-            self.body,
-            env!("CARGO_PKG_VERSION")
-        )
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width";
+                    title { "AppLearner report" }
+                    style { (PreEscaped(CSS)) }
+                }
+                body {
+                    nav {
+                        @for (i, (id, title)) in self.nav.iter().enumerate() {
+                            @if i > 0 { " · " }
+                            a href={ "#" (id) } { (title) }
+                        }
+                    }
+                    @for part in &self.body { (part) }
+                    footer { "Made by AppLearner " (env!("CARGO_PKG_VERSION")) ". Self-contained: no scripts, nothing fetched." }
+                }
+            }
+        }
+        .into_string()
+            + "\n"
     }
 }
 
