@@ -118,7 +118,7 @@ impl Line {
 
 /// A way to forecast or size: the model, `auto` (per series, the forecaster best on
 /// validation), the baselines users get without a model, the recommenders they run today
-/// and the oracle. [`Method::name`] is what tables store, [`Method::label`] what people read.
+/// the oracle, and what is allocated now. [`Method::name`] is what tables store, [`Method::label`] what people read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -131,11 +131,13 @@ pub enum Method {
     Vpa,
     Krr,
     Oracle,
+    /// What is allocated now: the plan replays it beside the others.
+    Current,
 }
 
 impl Method {
     /// Every method, in the order tables and charts list them.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Auto,
         Method::Model,
         Method::LastValue,
@@ -145,6 +147,7 @@ impl Method {
         Method::Vpa,
         Method::Krr,
         Method::Oracle,
+        Method::Current,
     ];
 
     /// The methods the backtest forecasts with: all but the oracle, which only the plan has.
@@ -180,6 +183,7 @@ impl Method {
             Method::Vpa => "vpa",
             Method::Krr => "krr",
             Method::Oracle => "oracle",
+            Method::Current => "current",
         }
     }
 
@@ -194,6 +198,7 @@ impl Method {
             Method::Vpa => "VPA",
             Method::Krr => "KRR simple",
             Method::Oracle => "oracle (foresight)",
+            Method::Current => "allocated now",
         }
     }
 
@@ -208,15 +213,10 @@ impl Method {
     }
 }
 
-/// The stored names of `methods`, for constants of names.
-pub const fn method_names<const N: usize>(methods: [Method; N]) -> [&'static str; N] {
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = methods[i].name();
-        i += 1;
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
-    out
 }
 
 /// A problem with one parameter, found by `StageParams::build`.
@@ -290,7 +290,7 @@ mod tests {
             assert_eq!(serde_json::to_value(m).unwrap(), m.name());
         }
         assert_eq!(Method::parse("statsforecast_autoets"), None);
-        assert_eq!(method_names(Method::FORECASTERS)[0], "model");
+        assert_eq!(Method::FORECASTERS[0], Method::Model);
         assert_eq!(Method::BACKTESTED.last(), Some(&Method::Krr));
         assert!(Method::FORECASTERS.iter().all(|m| !m.is_recommender() && *m != Method::Auto));
         assert_eq!(

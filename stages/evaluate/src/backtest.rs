@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use applearner_contracts::tables::{choices, features, forecasts, resampled, scalers, scores, windows};
-use applearner_contracts::{Method, Part, WindowSet, method_names};
+use applearner_contracts::{Method, Part, WindowSet};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
@@ -100,13 +100,6 @@ fn default_device() -> DeviceName {
     DeviceName::Cpu
 }
 
-/// Every method the backtest forecasts with, in the order tables list them: all but the
-/// oracle, which only the plan has.
-pub const METHODS: [&str; 8] = method_names(Method::BACKTESTED);
-
-/// The methods that forecast (`auto` chooses among them); the recommenders only size.
-pub const FORECASTERS: [&str; 5] = method_names(Method::FORECASTERS);
-
 impl StageParams for BacktestParams {
     const KIND: &'static str = "evaluate.backtest";
     const SOURCE: &'static str = file!();
@@ -178,7 +171,7 @@ impl Track {
 }
 
 /// (method, series, target) → its track.
-pub type Tracks = BTreeMap<(&'static str, String, String), Track>;
+pub type Tracks = BTreeMap<(Method, String, String), Track>;
 
 /// The parts forecasts are written for, in order: validation and test from windows, ahead
 /// from the end of each series.
@@ -228,7 +221,7 @@ impl Stage for Backtest {
         }
         // Where the model has trailed a baseline since the test part began, `auto` falls back.
         let on_model: Vec<(String, String)> =
-            choice.iter().filter(|(_, c)| c.0 == Method::Model.name()).map(|(k, _)| k.clone()).collect();
+            choice.iter().filter(|(_, c)| c.0 == Method::Model).map(|(k, _)| k.clone()).collect();
         let span = horizon as i64 * step;
         let degradation = self.params.degradation;
         let fell_back = [1, 2].map(|p| fallback::switches(&parts[1], &parts[p], on_model.iter(), span, degradation));
@@ -346,12 +339,13 @@ impl Backtest {
         horizon: usize,
         step: i64,
     ) -> Result<Vec<Score>, BoxError> {
-        let mut rows = score(Part::Validation.name(), &parts[0], &METHODS, scales, levels, horizon, step);
+        let methods = Method::BACKTESTED;
+        let mut rows = score(Part::Validation.name(), &parts[0], &methods, scales, levels, horizon, step);
         rows.retain(|r| &*r.method != Method::Auto.name());
-        rows.extend(score(Part::Test.name(), &parts[1], &METHODS, scales, levels, horizon, step));
+        rows.extend(score(Part::Test.name(), &parts[1], &methods, scales, levels, horizon, step));
         if let Some(path) = &self.params.external {
             for (method, tracks) in external(path, &parts[1])? {
-                let scored = score(Part::Test.name(), &tracks, &["external"], scales, levels, horizon, step);
+                let scored = score(Part::Test.name(), &tracks, &[Method::Model], scales, levels, horizon, step);
                 let method: Arc<str> = method.as_str().into();
                 rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
             }
@@ -364,7 +358,7 @@ impl Backtest {
 fn summarise(
     rows: &[Score],
     parts: &[Tracks; 3],
-    choice: &BTreeMap<(String, String), (&'static str, Vec<f64>)>,
+    choice: &BTreeMap<(String, String), (Method, Vec<f64>)>,
     targets: &[String],
     levels: &[f64],
     horizon: usize,
@@ -374,7 +368,7 @@ fn summarise(
         test_mean(rows, method, column, metric).map_or(f64::NAN, |v| (v * 1e4).round() / 1e4)
     };
     fn model(part: &Tracks) -> Vec<&Track> {
-        part.iter().filter(|(k, _)| k.0 == Method::Model.name()).map(|(_, t)| t).collect()
+        part.iter().filter(|(k, _)| k.0 == Method::Model).map(|(_, t)| t).collect()
     }
     let mut summary = Summary::new();
     summary.insert("series".into(), model(&parts[1]).len().into());
@@ -391,7 +385,7 @@ fn summarise(
     }
     let mut picked: BTreeMap<String, usize> = BTreeMap::new();
     for (m, _) in choice.values() {
-        *picked.entry(format!("auto_chose_{m}")).or_default() += 1;
+        *picked.entry(format!("auto_chose_{}", m.name())).or_default() += 1;
     }
     for (k, n) in picked.into_iter().chain(counts.iter().map(|(k, n)| (k.to_string(), *n))) {
         summary.insert(k, n.into());
@@ -442,7 +436,10 @@ fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> V
     let mut out = Vec::new();
     for c in targets {
         let Some(model) = mean(Method::Model.name(), c) else { continue };
-        let best = FORECASTERS[1..].iter().filter_map(|m| Some((*m, mean(m, c)?))).min_by(|a, b| a.1.total_cmp(&b.1));
+        let best = Method::FORECASTERS[1..]
+            .iter()
+            .filter_map(|m| Some((m.name(), mean(m.name(), c)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((name, b)) = best.filter(|b| model > (1.0 + degradation) * b.1) {
             out.push(format!(
                 "{c}: the model's MASE {model:.3} is above {name}'s {b:.3} by more than {:.0} %",
@@ -475,9 +472,8 @@ fn ahead(
     let mut tracks = Tracks::new();
     for i in 0..b.num_rows() {
         let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
-        let t = tracks
-            .entry((Method::Model.name(), keys[i].clone(), columns[i].clone()))
-            .or_insert_with(|| Track::new(horizon));
+        let t =
+            tracks.entry((Method::Model, keys[i].clone(), columns[i].clone())).or_insert_with(|| Track::new(horizon));
         if steps[i] == 1 {
             let origin = times[i] - steps[i] * step_ms;
             t.origins.push(origin);
@@ -495,7 +491,7 @@ fn read_external(path: &str) -> Result<Vec<u8>, EvaluateError> {
 }
 
 /// Per method of the file at `path`: its forecasts from the model's test origins, as
-/// tracks named `external` (the rows are renamed when scored).
+/// tracks keyed as the model's, whose origins they share (the rows are renamed when scored).
 fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxError> {
     let bytes = read_external(path)?;
     // (method, key, resource, origin) → (step, forecast)
@@ -520,7 +516,7 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
     }
     let mut out: BTreeMap<String, Tracks> = forecasts.keys().map(|k| (k.0.clone(), Tracks::new())).collect();
     for (method, tracks) in &mut out {
-        for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model.name()) {
+        for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model) {
             let mut e = Track::new(t.horizon);
             let mut actual = Vec::new();
             for n in 0..t.origins.len() {
@@ -539,7 +535,7 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
             }
             e.actual = Arc::new(actual);
             if !e.origins.is_empty() {
-                tracks.insert(("external", key.clone(), column.clone()), e);
+                tracks.insert((Method::Model, key.clone(), column.clone()), e);
             }
         }
     }
@@ -579,7 +575,7 @@ impl ModelRun<'_> {
                 };
                 let Some(actual) = actuals(s, window.origin_ms, step, horizon) else { continue };
                 let track = tracks
-                    .entry((Method::Model.name(), window.key.to_string(), column.clone()))
+                    .entry((Method::Model, window.key.to_string(), column.clone()))
                     .or_insert_with(|| Track::new(horizon));
                 track.origins.push(window.origin_ms);
                 track.last.push(s.at(window.origin_ms).unwrap_or(f64::NAN));

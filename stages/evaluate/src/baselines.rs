@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use applearner_contracts::{Method, method_names};
+use applearner_contracts::Method;
 use applearner_plan::recommend::{KrrSettings, Vpa, VpaSettings, krr};
 use applearner_plan::series::Series;
 use applearner_plan::table::Usage;
@@ -175,16 +175,16 @@ impl Baselines<'_> {
     pub(crate) fn add(&self, tracks: &mut Tracks, fitted_from: Option<&Tracks>) -> usize {
         let mut fallbacks = 0;
         let model: Vec<(String, String)> =
-            tracks.keys().filter(|k| k.0 == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
+            tracks.keys().filter(|k| k.0 == Method::Model).map(|(_, k, c)| (k.clone(), c.clone())).collect();
         // In the order of `forecasts` below.
-        const METHODS: [&str; 6] = method_names(Method::FROM_HISTORY);
+        const METHODS: [Method; 6] = Method::FROM_HISTORY;
         for (key, column) in model {
-            let t = &tracks[&(Method::Model.name(), key.clone(), column.clone())];
+            let t = &tracks[&(Method::Model, key.clone(), column.clone())];
             let (origins, actual) = (t.origins.clone(), t.actual.clone());
             let series = &self.usage[&key];
             let s = series.column(&column).expect("model tracks exist only for known columns");
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
-            let first = fitted_from.and_then(|f| f.get(&(Method::Model.name(), key.clone(), column.clone())));
+            let first = fitted_from.and_then(|f| f.get(&(Method::Model, key.clone(), column.clone())));
             let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
             let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
             let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
@@ -225,7 +225,7 @@ impl Baselines<'_> {
             }
             let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
             for (method, track) in METHODS.into_iter().zip(out) {
-                if !(unitless && [Method::Vpa.name(), Method::Krr.name()].contains(&method)) {
+                if !(unitless && [Method::Vpa, Method::Krr].contains(&method)) {
                     tracks.insert((method, key.clone(), column.clone()), track);
                 }
             }

@@ -7,18 +7,18 @@ use applearner_contracts::Method;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use crate::backtest::{FORECASTERS, Track, Tracks};
+use crate::backtest::{Track, Tracks};
 use crate::metrics;
 
 /// Per (method, series, target), per quantile level and horizon bucket: what to add to
 /// the method's forecast at that level (its own quantile if it has one, else its point
 /// forecast) so that, on validation, the level's share of actuals lies at or below it.
-pub type Adjustments = BTreeMap<(&'static str, String, String), Vec<Vec<f64>>>;
+pub type Adjustments = BTreeMap<(Method, String, String), Vec<Vec<f64>>>;
 
 /// Fits the adjustments on the validation tracks; `buckets` are ranges of 0-based steps.
 pub fn fit(validation: &Tracks, levels: &[f64], buckets: &[Range<usize>]) -> Adjustments {
     let mut out = Adjustments::new();
-    for ((method, key, column), t) in validation.iter().filter(|((m, _, _), _)| FORECASTERS.contains(m)) {
+    for ((method, key, column), t) in validation.iter().filter(|((m, _, _), _)| Method::FORECASTERS.contains(m)) {
         let per_level = levels
             .iter()
             .enumerate()
@@ -36,7 +36,7 @@ pub fn fit(validation: &Tracks, levels: &[f64], buckets: &[Range<usize>]) -> Adj
                     .collect()
             })
             .collect();
-        out.insert((method, key.clone(), column.clone()), per_level);
+        out.insert((*method, key.clone(), column.clone()), per_level);
     }
     out
 }
@@ -62,7 +62,7 @@ fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
 /// Sets every forecaster's quantiles to its adjusted ones: methods without adjustments
 /// for a series (no validation forecasts of it) get none (`NaN`).
 pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buckets: &[Range<usize>]) {
-    for ((method, key, column), t) in tracks.iter_mut().filter(|((m, _, _), _)| FORECASTERS.contains(m)) {
+    for ((method, key, column), t) in tracks.iter_mut().filter(|((m, _, _), _)| Method::FORECASTERS.contains(m)) {
         let adjust = adjustments.get(&(*method, key.clone(), column.clone()));
         let bucket_of: Vec<usize> =
             (0..t.horizon).map(|h| buckets.iter().position(|b| b.contains(&h)).unwrap_or(0)).collect();
@@ -76,34 +76,35 @@ pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buc
 }
 
 /// Per (series, target): the forecaster with the lowest mean absolute error on the
-/// validation tracks (ties go to the earlier in [`FORECASTERS`], the model first), and the
+/// validation tracks (ties go to the earlier in [`Method::FORECASTERS`], the model first), and the
 /// MAE of every candidate.
-pub fn choose(validation: &Tracks) -> BTreeMap<(String, String), (&'static str, Vec<f64>)> {
-    let mut out: BTreeMap<(String, String), (&'static str, Vec<f64>)> = BTreeMap::new();
+pub fn choose(validation: &Tracks) -> BTreeMap<(String, String), (Method, Vec<f64>)> {
+    let mut out: BTreeMap<(String, String), (Method, Vec<f64>)> = BTreeMap::new();
     for ((method, key, column), t) in validation {
-        let Some(i) = FORECASTERS.iter().position(|m| m == method) else { continue };
+        let Some(i) = Method::FORECASTERS.iter().position(|m| m == method) else { continue };
         let errors = t.actual.iter().zip(&t.forecast);
         let mae = metrics::mean(errors.filter(|(a, f)| a.is_finite() && f.is_finite()).map(|(a, f)| (a - f).abs()));
-        let entry =
-            out.entry((key.clone(), column.clone())).or_insert((FORECASTERS[0], vec![f64::NAN; FORECASTERS.len()]));
+        let entry = out
+            .entry((key.clone(), column.clone()))
+            .or_insert((Method::Model, vec![f64::NAN; Method::FORECASTERS.len()]));
         entry.1[i] = mae;
     }
     for (chosen, maes) in out.values_mut() {
         let best = (0..maes.len()).filter(|&i| maes[i].is_finite()).min_by(|&a, &b| maes[a].total_cmp(&maes[b]));
-        *chosen = FORECASTERS[best.unwrap_or(0)];
+        *chosen = Method::FORECASTERS[best.unwrap_or(0)];
     }
     out
 }
 
 /// Adds the `auto` tracks: per series and target, a copy of the chosen method's (the
 /// model's where nothing was chosen).
-pub fn add_auto(tracks: &mut Tracks, chosen: &BTreeMap<(String, String), (&'static str, Vec<f64>)>) {
+pub fn add_auto(tracks: &mut Tracks, chosen: &BTreeMap<(String, String), (Method, Vec<f64>)>) {
     let keys: Vec<(String, String)> =
-        tracks.keys().filter(|(m, _, _)| *m == Method::Model.name()).map(|(_, k, c)| (k.clone(), c.clone())).collect();
+        tracks.keys().filter(|(m, _, _)| *m == Method::Model).map(|(_, k, c)| (k.clone(), c.clone())).collect();
     for (key, column) in keys {
-        let method = chosen.get(&(key.clone(), column.clone())).map_or(Method::Model.name(), |c| c.0);
+        let method = chosen.get(&(key.clone(), column.clone())).map_or(Method::Model, |c| c.0);
         if let Some(t) = tracks.get(&(method, key.clone(), column.clone())).cloned() {
-            tracks.insert((Method::Auto.name(), key, column), t);
+            tracks.insert((Method::Auto, key, column), t);
         }
     }
 }
@@ -132,7 +133,7 @@ mod tests {
         let series = |n: usize, draw: &mut dyn FnMut() -> f64| {
             track((0..n).map(|_| vec![draw(), draw()]).collect(), vec![vec![0.0, 0.0]; n])
         };
-        let key = ("last_value", "a".to_string(), "cpu".to_string());
+        let key = (Method::LastValue, "a".to_string(), "cpu".to_string());
         let validation: Tracks = [(key.clone(), series(10_000, &mut draw))].into_iter().collect();
         let buckets = std::slice::from_ref(&(0..2));
         let adjust = fit(&validation, &[0.5, 0.9], buckets);
@@ -152,7 +153,7 @@ mod tests {
         // A model whose p90 sits 1 below every actual: the adjustment is +1 at that level.
         let mut t = track(vec![vec![5.0]; 9], vec![vec![4.0]; 9]);
         t.quantiles = vec![4.0; 9];
-        let key = ("model", "a".to_string(), "cpu".to_string());
+        let key = (Method::Model, "a".to_string(), "cpu".to_string());
         let tracks: Tracks = [(key.clone(), t)].into_iter().collect();
         let adjust = fit(&tracks, &[0.9], std::slice::from_ref(&(0..1)));
         assert_eq!(adjust[&key], vec![vec![1.0]]);
@@ -165,22 +166,23 @@ mod tests {
         // On validation the moving average is best for `a`, the model for `b`; `choose`
         // is given nothing else, whatever the test part would say.
         let v = |f: f64| track(vec![vec![1.0, 1.0]; 4], vec![vec![f, f]; 4]);
-        let entry = |m: &'static str, k: &str, f: f64| ((m, k.to_string(), "cpu".to_string()), v(f));
+        let entry = |m: Method, k: &str, f: f64| ((m, k.to_string(), "cpu".to_string()), v(f));
         let validation: Tracks = [
-            entry("model", "a", 1.5),
-            entry("moving_average", "a", 1.1),
-            entry("last_value", "a", 2.0),
-            entry("model", "b", 1.0),
-            entry("moving_average", "b", 1.0),
+            entry(Method::Model, "a", 1.5),
+            entry(Method::MovingAverage, "a", 1.1),
+            entry(Method::LastValue, "a", 2.0),
+            entry(Method::Model, "b", 1.0),
+            entry(Method::MovingAverage, "b", 1.0),
         ]
         .into_iter()
         .collect();
         let chosen = choose(&validation);
-        assert_eq!(chosen[&("a".into(), "cpu".into())].0, "moving_average");
+        assert_eq!(chosen[&("a".into(), "cpu".into())].0, Method::MovingAverage);
         // A tie goes to the model.
-        assert_eq!(chosen[&("b".into(), "cpu".into())].0, "model");
-        let mut test: Tracks = [entry("model", "a", 9.0), entry("moving_average", "a", 7.0)].into_iter().collect();
+        assert_eq!(chosen[&("b".into(), "cpu".into())].0, Method::Model);
+        let mut test: Tracks =
+            [entry(Method::Model, "a", 9.0), entry(Method::MovingAverage, "a", 7.0)].into_iter().collect();
         add_auto(&mut test, &chosen);
-        assert_eq!(test[&("auto", "a".into(), "cpu".into())].forecast(0)[0], 7.0);
+        assert_eq!(test[&(Method::Auto, "a".into(), "cpu".into())].forecast(0)[0], 7.0);
     }
 }

@@ -8,13 +8,13 @@
 use applearner_contracts::Method;
 use std::collections::BTreeMap;
 
-use crate::backtest::{FORECASTERS, Track, Tracks};
+use crate::backtest::{Track, Tracks};
 
 /// Ended forecasts needed before the model's error is trusted to be worse.
 pub const MIN_ENDED: usize = 12;
 
 /// Where `auto` falls back in one part: (series, target) → (origin index, baseline).
-pub type Switches = BTreeMap<(String, String), Vec<(usize, &'static str)>>;
+pub type Switches = BTreeMap<(String, String), Vec<(usize, Method)>>;
 
 /// The origins of `part` where `auto` (which took the model for the series in `on_model`)
 /// falls back, judged on the test part's tracks `test`; `span_ms` is a forecast's length.
@@ -27,14 +27,14 @@ pub fn switches<'a>(
 ) -> Switches {
     let mut out = Switches::new();
     for (key, column) in on_model {
-        let track = |m: &'static str| test.get(&(m, key.clone(), column.clone()));
+        let track = |m: Method| test.get(&(m, key.clone(), column.clone()));
         let (Some(origins), Some(scored)) =
-            (part.get(&(Method::Model.name(), key.clone(), column.clone())), track(Method::Model.name()))
+            (part.get(&(Method::Model, key.clone(), column.clone())), track(Method::Model))
         else {
             continue;
         };
-        let others: Vec<(&'static str, &Track)> =
-            FORECASTERS[1..].iter().filter_map(|&m| Some((m, track(m)?))).collect();
+        let others: Vec<(Method, &Track)> =
+            Method::FORECASTERS[1..].iter().filter_map(|&m| Some((m, track(m)?))).collect();
         // Per method (the model first): Σ |error| and how many, over the ended forecasts.
         let mut sums = vec![(0.0, 0usize); others.len() + 1];
         let mut ended = 0;
@@ -77,7 +77,7 @@ pub fn apply(part: &mut Tracks, switches: &Switches) {
     for ((key, column), at) in switches {
         for &(i, method) in at {
             let Some(from) = part.get(&(method, key.clone(), column.clone())).map(|t| copy_of(t, i)) else { continue };
-            let Some(auto) = part.get_mut(&(Method::Auto.name(), key.clone(), column.clone())) else { continue };
+            let Some(auto) = part.get_mut(&(Method::Auto, key.clone(), column.clone())) else { continue };
             let h = auto.horizon;
             auto.forecast[i * h..(i + 1) * h].copy_from_slice(&from.0);
             let per = from.1.len();
@@ -115,9 +115,9 @@ mod tests {
         let model = (0..origins).map(|i| if i >= from { 10.0 + model_error } else { 10.0 }).collect();
         let key = || ("vm".to_string(), "cpu".to_string());
         Tracks::from([
-            (("model", key().0, key().1), track(model)),
-            (("auto", key().0, key().1), track(vec![10.0; origins])),
-            (("last_value", key().0, key().1), track(vec![10.0; origins])),
+            ((Method::Model, key().0, key().1), track(model)),
+            ((Method::Auto, key().0, key().1), track(vec![10.0; origins])),
+            ((Method::LastValue, key().0, key().1), track(vec![10.0; origins])),
         ])
     }
 
@@ -130,7 +130,7 @@ mod tests {
         // From origin 20 the model errs by 5; its MAE over the ended forecasts is above
         // 0 × 1.1 as soon as one of them is ended and 12 have ended: origin 21 on.
         assert_eq!(at, (21..48).collect::<Vec<_>>());
-        assert!(found[&on[0]].iter().all(|s| s.1 == "last_value"));
+        assert!(found[&on[0]].iter().all(|s| s.1 == Method::LastValue));
         // Wrong from the start: it is left once 12 forecasts have ended.
         let wrong = tracks(48, 0, 5.0);
         let found = switches(&wrong, &wrong, on.iter(), 3_600_000, 0.1);

@@ -1,11 +1,12 @@
 //! The `forecasts` table: every part's tracks, a batch of whole tracks at a time.
 
+use applearner_contracts::Method;
 use applearner_contracts::tables::forecasts;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::{BoxError, StageContext};
 use applearner_plan::table::TableBuilder;
 
-use crate::backtest::{METHODS, PARTS, Track, Tracks};
+use crate::backtest::{PARTS, Track, Tracks};
 
 /// A quantile level's column name: `p90` for 0.9.
 pub fn level_name(level: f64) -> String {
@@ -13,17 +14,17 @@ pub fn level_name(level: f64) -> String {
 }
 
 /// Every part's tracks as the `forecasts` table: per part, method (in the order of
-/// [`METHODS`]), series, target, origin and step; written a batch of whole tracks at a time.
+/// [`Method::BACKTESTED`]), series, target, origin and step; written a batch of whole tracks at a time.
 pub(crate) fn write_forecasts(
     ctx: &StageContext,
     parts: &[Tracks; 3],
     levels: &[f64],
     step_ms: i64,
 ) -> Result<(), BoxError> {
-    let schema = forecasts_batch(PARTS[0], METHODS[0], &[], levels, step_ms)?.schema();
+    let schema = forecasts_batch(PARTS[0], Method::BACKTESTED[0], &[], levels, step_ms)?.schema();
     let mut writer = ctx.table_writer(forecasts::NAME, schema)?;
     for (p, tracks) in PARTS.iter().zip(parts) {
-        for m in METHODS {
+        for m in Method::BACKTESTED {
             let of_method: Vec<_> = tracks.iter().filter(|((mm, _, _), _)| *mm == m).collect();
             let mut from = 0;
             while from < of_method.len() {
@@ -46,8 +47,8 @@ pub(crate) fn write_forecasts(
 /// The rows of some tracks of one part and method: per series, target, origin and step.
 fn forecasts_batch(
     p: &str,
-    m: &str,
-    tracks: &[(&(&'static str, String, String), &Track)],
+    m: Method,
+    tracks: &[(&(Method, String, String), &Track)],
     levels: &[f64],
     step_ms: i64,
 ) -> Result<RecordBatch, BoxError> {
@@ -73,7 +74,7 @@ fn forecasts_batch(
     let rows = key.len();
     let mut t = TableBuilder::default()
         .strings(forecasts::PART, std::iter::repeat_n(p, rows))
-        .strings(forecasts::METHOD, std::iter::repeat_n(m, rows))
+        .strings(forecasts::METHOD, std::iter::repeat_n(m.name(), rows))
         .strings(forecasts::KEY, key)
         .strings(forecasts::RESOURCE, column)
         .times(forecasts::ORIGIN, origin)

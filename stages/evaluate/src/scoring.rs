@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::backtest::{FORECASTERS, Track, Tracks};
+use crate::backtest::{Track, Tracks};
 use crate::forecasts::level_name;
 use crate::metrics;
 use applearner_contracts::tables::{choices, scores};
@@ -43,7 +43,7 @@ pub fn mase_scale(
 ) -> (BTreeMap<(String, String), f64>, usize) {
     let mut scales = BTreeMap::new();
     let mut naive = 0;
-    for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model.name()) {
+    for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model) {
         let s = usage[key].column(column).expect("model tracks exist only for known columns");
         let tested: HashSet<i64> =
             t.origins.iter().flat_map(|&o| (1..=horizon as i64).map(move |h| o + h * step)).collect();
@@ -131,7 +131,7 @@ type Across = BTreeMap<(Arc<str>, &'static str, u32, Arc<str>), Vec<f64>>;
 pub fn score(
     part: &'static str,
     tracks: &Tracks,
-    methods: &[&str],
+    methods: &[Method],
     scales: &BTreeMap<(String, String), f64>,
     levels: &[f64],
     horizon: usize,
@@ -146,7 +146,7 @@ pub fn score(
     let mut name = |s: &str| names.entry(s.to_string()).or_insert_with(|| s.into()).clone();
     let empty = name("");
     for &m in methods {
-        let method = name(m);
+        let method = name(m.name());
         let mut across = Across::new();
         for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
             let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
@@ -218,16 +218,16 @@ pub fn scores_table(rows: &[Score]) -> Result<(SchemaRef, RecordBatch), BoxError
 /// `choices`: per series and target, the method `auto` forecasts with and each
 /// forecaster's validation MASE.
 pub fn choices_table(
-    choice: &BTreeMap<(String, String), (&'static str, Vec<f64>)>,
+    choice: &BTreeMap<(String, String), (Method, Vec<f64>)>,
     scales: &BTreeMap<(String, String), f64>,
 ) -> Result<(SchemaRef, RecordBatch), BoxError> {
     let (mut key, mut resource, mut method) = (Vec::new(), Vec::new(), Vec::new());
-    let mut mase: Vec<Vec<f64>> = vec![Vec::new(); FORECASTERS.len()];
+    let mut mase: Vec<Vec<f64>> = vec![Vec::new(); Method::FORECASTERS.len()];
     for ((k, c), (m, maes)) in choice {
         let scale = scales.get(&(k.clone(), c.clone())).copied().unwrap_or(f64::NAN);
         key.push(k.clone());
         resource.push(c.clone());
-        method.push(m.to_string());
+        method.push(m.name().to_string());
         for (out, mae) in mase.iter_mut().zip(maes) {
             out.push(mae / scale);
         }
@@ -236,8 +236,8 @@ pub fn choices_table(
         .strings(choices::KEY, key)
         .strings(choices::RESOURCE, resource)
         .strings(choices::METHOD, method);
-    for (m, values) in FORECASTERS.iter().zip(mase) {
-        t = t.floats(&format!("{}{m}", choices::VALIDATION_MASE_PREFIX), values);
+    for (m, values) in Method::FORECASTERS.iter().zip(mase) {
+        t = t.floats(&format!("{}{}", choices::VALIDATION_MASE_PREFIX, m.name()), values);
     }
     t.finish()
 }

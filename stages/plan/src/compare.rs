@@ -57,16 +57,16 @@ impl Line {
     }
 
     /// KRR's and VPA's value for this line: their rule and default multiplier.
-    fn recommenders(&self) -> [(&'static str, Rule, f64); 2] {
+    fn recommenders(&self) -> [(Method, Rule, f64); 2] {
         let krr = if self.resource == Resource::Cpu { (Rule::Krr(950), 1.0) } else { (Rule::Krr(1000), 1.15) };
-        [("krr", krr.0, krr.1), ("vpa", Rule::Vpa(900), 1.15)]
+        [(Method::Krr, krr.0, krr.1), (Method::Vpa, Rule::Vpa(900), 1.15)]
     }
 }
 
 /// One aggregate or per-series result.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub method: &'static str,
+    pub method: Method,
     /// `calibrated`/`fixed` (the model), `default`, `tuned`, `oracle`, `sweep`.
     pub variant: &'static str,
     pub setting: String,
@@ -179,11 +179,7 @@ impl<'a> Job<'a> {
     }
 
     /// The total row and the per-series rows of one method and setting.
-    fn rows(
-        rows: &mut Vec<Row>,
-        head: (&'static str, &'static str, String),
-        replayed: (Replay, Vec<(String, Replay)>),
-    ) {
+    fn rows(rows: &mut Vec<Row>, head: (Method, &'static str, String), replayed: (Replay, Vec<(String, Replay)>)) {
         let (total, each) = replayed;
         let row =
             |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
@@ -313,10 +309,10 @@ impl<'a> Job<'a> {
             let rate = self.line.risk().map_or(0.0, |risk| self.choose_rate(&rule, &calibrated, risk));
             let (adapted, walked) = self.walk(&rule, &calibrated, rate);
             let how = format!("{setting}, adapting online at rate {rate}");
-            Self::rows(&mut rows, ("model", "adapted", how), adapted);
+            Self::rows(&mut rows, (Method::Model, "adapted", how), adapted);
             walks = walked;
         }
-        Self::rows(&mut rows, ("model", variant, setting), self.replay(&test, &|k| calibrated.of(k)));
+        Self::rows(&mut rows, (Method::Model, variant, setting), self.replay(&test, &|k| calibrated.of(k)));
         if self.detail {
             self.matched_oracle_rows(&mut rows, &test);
         }
@@ -414,7 +410,7 @@ impl<'a> Job<'a> {
         let replayed = self.replay_each(&allocated, &|c| {
             replay_allocated(c.timeline, points(c).expect("filtered"), self.line.unit(), self.step_hours)
         });
-        Self::rows(rows, ("current", "allocated", "what was allocated at each step".into()), replayed);
+        Self::rows(rows, (Method::Current, "allocated", "what was allocated at each step".into()), replayed);
     }
 
     /// Per workload, the oracle at the risk the plan ran at on it over the test part: the least
@@ -422,13 +418,13 @@ impl<'a> Job<'a> {
     fn matched_oracle_rows(&self, rows: &mut Vec<Row>, test: &[Case]) {
         let risk: BTreeMap<String, f64> = rows
             .iter()
-            .filter(|r| r.method == "model" && !r.key.is_empty())
+            .filter(|r| r.method == Method::Model && !r.key.is_empty())
             .map(|r| (r.key.clone(), r.replay.risk_pct() / 100.0))
             .collect();
         let replayed = self.replay_each(test, &|c| {
             oracle(c.timeline, &self.policy, risk.get(c.key).copied().unwrap_or(0.0), self.line.unit(), self.step_hours)
         });
-        Self::rows(rows, ("oracle", "matched", "foresight at the plan's risk on each workload".into()), replayed);
+        Self::rows(rows, (Method::Oracle, "matched", "foresight at the plan's risk on each workload".into()), replayed);
     }
 
     fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
@@ -436,7 +432,7 @@ impl<'a> Job<'a> {
         let replayed =
             self.replay_each(&test, &|c| oracle(c.timeline, &self.policy, risk, self.line.unit(), self.step_hours));
         let setting = format!("foresight, {} per day", self.policy.changes_per_day);
-        Self::rows(rows, ("oracle", "oracle", setting), replayed);
+        Self::rows(rows, (Method::Oracle, "oracle", setting), replayed);
     }
 
     /// Trade-off curves over the test part: the model's calibrated factors scaled, KRR's
@@ -448,21 +444,21 @@ impl<'a> Job<'a> {
             Row { method, variant: "sweep", setting, key: String::new(), replay }
         };
         for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
-            rows.push(point("model", format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
+            rows.push(point(Method::Model, format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
         }
         if self.line.resource == Resource::Cpu {
             for p in KRR_PERCENTILES {
                 let rule = Rule::Krr(p);
-                rows.push(point("krr", factor_label(&rule, 1.0), &self.cases("test", &rule), &|_| 1.0));
+                rows.push(point(Method::Krr, factor_label(&rule, 1.0), &self.cases("test", &rule), &|_| 1.0));
             }
         }
         for k in [1.0, 1.05, 1.15, 1.3, 1.5, 2.0, 3.0] {
             if self.line.resource == Resource::Memory {
                 let rule = Rule::Krr(1000);
-                rows.push(point("krr", factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
+                rows.push(point(Method::Krr, factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
             }
             let vpa = Rule::Vpa(900);
-            rows.push(point("vpa", factor_label(&vpa, k), &self.cases("test", &vpa), &|_| k));
+            rows.push(point(Method::Vpa, factor_label(&vpa, k), &self.cases("test", &vpa), &|_| k));
         }
     }
 }

@@ -394,10 +394,8 @@ impl Plan {
                     summary.insert(format!("{name}_{prefix}workloads_within_2x_target_pct"), round3(within).into());
                     summary.insert(format!("{name}_{prefix}worst_workload_risk_pct"), round3(worst).into());
                 }
-                let fixed = o
-                    .rows
-                    .iter()
-                    .find(|r| r.method == Method::Model.name() && r.variant == "calibrated" && r.key.is_empty());
+                let fixed =
+                    o.rows.iter().find(|r| r.method == Method::Model && r.variant == "calibrated" && r.key.is_empty());
                 if let Some(f) = fixed {
                     summary.insert(format!("{name}_fixed_risk_pct"), round3(f.replay.risk_pct()).into());
                     summary.insert(format!("{name}_fixed_slack_pct"), round3(f.replay.slack_pct()).into());
@@ -485,7 +483,7 @@ fn spread(outcome: &Outcome, variant: &str, target_pct: f64) -> Option<(f64, f64
     let risks: Vec<f64> = outcome
         .rows
         .iter()
-        .filter(|r| r.method == Method::Model.name() && r.variant == variant && !r.key.is_empty() && r.replay.steps > 0)
+        .filter(|r| r.method == Method::Model && r.variant == variant && !r.key.is_empty() && r.replay.steps > 0)
         .map(|r| r.replay.risk_pct())
         .collect();
     let within = risks.iter().filter(|&&r| r <= 2.0 * target_pct).count() as f64 / risks.len().max(1) as f64;

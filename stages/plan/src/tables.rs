@@ -11,7 +11,7 @@ pub(super) fn backtest_table(lines: &[&Line], outcomes: &[Outcome]) -> Result<(S
     TableBuilder::default()
         .strings(pb::LINE, text(&|o, _| lines[o.line].name.to_string()))
         .u32s(pb::BUDGET, rows.iter().map(|(o, _)| o.budget).collect())
-        .strings(pb::METHOD, text(&|_, r| r.method.to_string()))
+        .strings(pb::METHOD, text(&|_, r| r.method.name().to_string()))
         .strings(pb::VARIANT, text(&|_, r| r.variant.to_string()))
         .strings(pb::SETTING, text(&|_, r| r.setting.clone()))
         .strings(pb::KEY, text(&|_, r| r.key.clone()))
@@ -86,7 +86,7 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
         .iter()
         .map(|o| {
             // The first variant listed that the outcome has.
-            let total = |method: &str, variants: &[&str]| {
+            let total = |method: Method, variants: &[&str]| {
                 variants.iter().find_map(|v| {
                     o.rows.iter().find(|r| r.method == method && r.variant == *v && r.key.is_empty()).map(|r| r.replay)
                 })
@@ -95,13 +95,13 @@ pub(super) fn comparisons(lines: &[&Line], outcomes: &[Outcome]) -> Vec<Comparis
                 line: o.line,
                 budget: o.budget,
                 target_pct: lines[o.line].risk().map(|r| 100.0 * r),
-                model: total("model", &["adapted", "calibrated", "fixed"]).unwrap_or_default(),
-                current: total("current", &["allocated"]),
-                krr: total("krr", &["default"]).unwrap_or_default(),
-                vpa: total("vpa", &["default"]).unwrap_or_default(),
-                krr_tuned: total("krr", &["tuned"]),
-                vpa_tuned: total("vpa", &["tuned"]),
-                oracle: total("oracle", &["oracle"]),
+                model: total(Method::Model, &["adapted", "calibrated", "fixed"]).unwrap_or_default(),
+                current: total(Method::Current, &["allocated"]),
+                krr: total(Method::Krr, &["default"]).unwrap_or_default(),
+                vpa: total(Method::Vpa, &["default"]).unwrap_or_default(),
+                krr_tuned: total(Method::Krr, &["tuned"]),
+                vpa_tuned: total(Method::Vpa, &["tuned"]),
+                oracle: total(Method::Oracle, &["oracle"]),
             }
         })
         .collect()

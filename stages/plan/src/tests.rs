@@ -214,11 +214,11 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
             state: &States::new(),
         };
         let outcome = job.run();
-        let total = |m: &str, v: &str| {
+        let total = |m: Method, v: &str| {
             outcome.rows.iter().find(|r| r.method == m && r.variant == v && r.key.is_empty()).unwrap().replay
         };
-        let oracle = total("oracle", "oracle");
-        for (m, v) in [("model", "calibrated"), ("krr", "tuned")] {
+        let oracle = total(Method::Oracle, "oracle");
+        for (m, v) in [(Method::Model, "calibrated"), (Method::Krr, "tuned")] {
             let r = total(m, v);
             assert!((0.3..=2.0).contains(&r.risk_pct()), "{m} {v} at {budget}/day: {:.3} %", r.risk_pct());
         }

@@ -211,7 +211,9 @@ fn spread_table(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Res
     let (variant, target, risk) = (b.strings(pb::VARIANT)?, b.floats(pb::TARGET_PCT)?, b.floats(pb::RISK_PCT)?);
     const VARIANTS: [(&str, &str); 2] = [("adapted", "adapted online"), ("calibrated", "fixed factor")];
     let mut by_line: BTreeMap<(&str, usize), (f64, Vec<f64>)> = BTreeMap::new();
-    for i in (0..line.len()).filter(|&i| budget[i] == configured && method[i] == "model" && !key[i].is_empty()) {
+    for i in
+        (0..line.len()).filter(|&i| budget[i] == configured && method[i] == Method::Model.name() && !key[i].is_empty())
+    {
         let Some(v) = VARIANTS.iter().position(|v| v.0 == variant[i]) else { continue };
         let e = by_line.entry((&line[i], v)).or_insert((target[i], Vec::new()));
         e.1.push(risk[i]);
@@ -291,27 +293,33 @@ fn curves(doc: &mut Doc, backtest: &[RecordBatch], configured: i64) -> Result<()
 /// `at(method, variant)` gives the points.
 fn tradeoff_lines(at: &dyn Fn(&str, &str) -> Vec<(f64, f64)>) -> Vec<Line> {
     let mut lines = Vec::new();
-    for m in ["model", "krr", "vpa"] {
+    for m in [Method::Model, Method::Krr, Method::Vpa] {
         lines.push(Line {
-            name: format!("{} settings", method_name(m)),
-            color: color(m),
-            points: at(m, "sweep"),
+            name: format!("{} settings", m.label()),
+            color: color(m.name()),
+            points: at(m.name(), "sweep"),
             markers: true,
             bold: false,
         });
     }
     for (m, v, label) in [
-        ("model", "calibrated", "AppLearner, calibrated"),
-        ("model", "fixed", "AppLearner, fixed"),
-        ("krr", "tuned", "KRR tuned"),
-        ("vpa", "tuned", "VPA tuned"),
-        ("krr", "default", "KRR default"),
-        ("vpa", "default", "VPA default"),
-        ("oracle", "oracle", "oracle"),
+        (Method::Model, "calibrated", "AppLearner, calibrated"),
+        (Method::Model, "fixed", "AppLearner, fixed"),
+        (Method::Krr, "tuned", "KRR tuned"),
+        (Method::Vpa, "tuned", "VPA tuned"),
+        (Method::Krr, "default", "KRR default"),
+        (Method::Vpa, "default", "VPA default"),
+        (Method::Oracle, "oracle", "oracle"),
     ] {
-        let points = at(m, v);
+        let points = at(m.name(), v);
         if !points.is_empty() {
-            lines.push(Line { name: label.into(), color: color(m), points, markers: true, bold: v != "default" });
+            lines.push(Line {
+                name: label.into(),
+                color: color(m.name()),
+                points,
+                markers: true,
+                bold: v != "default",
+            });
         }
     }
     lines
