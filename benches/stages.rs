@@ -333,7 +333,8 @@ struct Fit<'a> {
 fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, fit: &Fit) -> RunReport {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
-    applearner_prepare::register(&mut registry);
+    applearner_clean::register(&mut registry);
+    applearner_features::register(&mut registry);
     applearner_train::register(&mut registry);
     applearner_evaluate::register(&mut registry);
     applearner_plan::register(&mut registry);

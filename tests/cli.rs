@@ -401,7 +401,8 @@ fn the_documented_main_command_builds_our_hot_crates_optimised() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(readme.contains("cargo run -- run configs/quickstart.yaml"), "the README's main command changed");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    for krate in ["ingest", "prepare", "evaluate", "train", "contracts", "pipeline"].map(|c| format!("applearner-{c}"))
+    for krate in
+        ["ingest", "clean", "features", "evaluate", "train", "contracts", "pipeline"].map(|c| format!("applearner-{c}"))
     {
         let header = format!("[profile.dev.package.{krate}]\n");
         let section = manifest.split(&header).nth(1).unwrap_or_else(|| panic!("no {header} in Cargo.toml"));

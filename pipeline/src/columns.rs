@@ -50,3 +50,14 @@ pub fn as_dictionaries(schema: &Schema, names: &[&str]) -> SchemaRef {
         });
     Arc::new(Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone()))
 }
+
+/// Casts a query result to the declared schema (SQL integers are Int64, times bare ms).
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -26,7 +26,7 @@ pub mod values;
 pub mod yaml;
 
 pub use config::{Pipeline, Problems};
-pub use context::{StageContext, StoredOutput, read_parquet};
+pub use context::{Sink, StageContext, StoredOutput, read_parquet, send, stream_tables};
 pub use error::PipelineError;
 pub use run::{RunOptions, RunReport, Selection};
 pub use stage::{

@@ -67,7 +67,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 fn registry() -> Registry {
     let mut registry = Registry::new();
     applearner_ingest::register(&mut registry);
-    applearner_prepare::register(&mut registry);
+    applearner_clean::register(&mut registry);
+    applearner_features::register(&mut registry);
     applearner_train::register(&mut registry);
     applearner_evaluate::register(&mut registry);
     applearner_plan::register(&mut registry);

@@ -192,7 +192,8 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register::<SourceParams>().register::<ScaleParams>().register::<RendezvousParams>();
     applearner_ingest::register(&mut r);
-    applearner_prepare::register(&mut r);
+    applearner_clean::register(&mut r);
+    applearner_features::register(&mut r);
     applearner_train::register(&mut r);
     applearner_evaluate::register(&mut r);
     applearner_plan::register(&mut r);

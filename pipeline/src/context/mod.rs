@@ -23,6 +23,9 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+mod streams;
+pub use streams::{Sink, send, stream_tables};
+
 use crate::stage::{BoxError, Output, OutputKind};
 use crate::store::{ObjectWriter, Store, bad_table, digest, project, restore_schema};
 

@@ -1,8 +1,7 @@
-//! What can go wrong in cleaning and feature building, each with the fix.
+//! What can go wrong in cleaning, each with the fix.
 
 #[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    // clean.resample
+pub enum CleanError {
     #[error("the input holds no samples of role {roles}; check the ingest stage's `roles` (metric → cpu/memory)")]
     NoSamples { roles: String },
     #[error("all {count} samples of role {roles} are NaN or infinite; check the query that produced them")]
@@ -13,12 +12,6 @@ pub enum PrepareError {
         points / 6_000
     )]
     GroupTooLarge { key: String, points: u64, max: u64 },
-    #[error(
-        "series `{key}` has {points} points and its features are built at once, more than `max_points_in_memory` \
-         ({max}); raise it to at least {points} (about {} MB)",
-        points / 8_000
-    )]
-    SeriesTooLarge { key: String, points: u64, max: u64 },
     #[error(
         "no input series has the label `{0}` that `group.labels` names; check its spelling against the series' labels (`applearner show <run>/ingest/series.parquet`)"
     )]
@@ -39,33 +32,4 @@ pub enum PrepareError {
         "the {table} table has no `{column}` column: it was written by another version of AppLearner; run the stage that writes it again (--force)"
     )]
     MissingColumn { table: &'static str, column: String },
-    // features.build
-    #[error("the input has no column `{column}`; it has {available}")]
-    UnknownColumn { column: String, available: String },
-    #[error("the input table is empty")]
-    EmptyInput,
-    #[error(
-        "the resampled table is not in key and time order at series `{key}` ({what}); it is clean.resample's \
-         output, sorted by key and time: rerun clean with --force=clean"
-    )]
-    OutOfOrder { key: String, what: String },
-    #[error(
-        "the {part} part has no windows: in all {series} series it is shorter than the {need} steps a window \
-         needs (lookback {lookback} + horizon {horizon}{warmup}); the longest {part} part has {longest} points. \
-         Lower lookback/horizon, or give the {part} part a larger fraction or an earlier cut-off"
-    )]
-    EmptyPart { part: &'static str, series: u64, need: u32, lookback: u32, horizon: u32, warmup: String, longest: u64 },
-    #[error(
-        "no segment holds one window: a window needs {need} steps (lookback {lookback} + horizon {horizon} + \
-         warm-up {warmup}), and the longest segment, of series `{key}`, has {longest} points. Lower {settings}"
-    )]
-    SegmentsTooShort {
-        need: u32,
-        lookback: u32,
-        horizon: u32,
-        warmup: u32,
-        longest: u64,
-        key: String,
-        settings: String,
-    },
 }

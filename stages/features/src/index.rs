@@ -11,7 +11,7 @@ use applearner_pipeline::columns::as_dictionaries;
 use applearner_contracts::tables::windows as window_table;
 
 use super::*;
-use crate::PrepareError;
+use crate::FeaturesError;
 
 /// Per part: windows, series without any, and windows dropped for a history shorter than
 /// the lookback (and warm-up) at the start of a segment.
@@ -161,7 +161,7 @@ impl<'a> WindowIndex<'a> {
                 0 => String::new(),
                 w => format!(" + {w} warm-up steps for lags/rolling"),
             };
-            return Err(PrepareError::EmptyPart {
+            return Err(FeaturesError::EmptyPart {
                 part: PARTS[p],
                 series,
                 need: need + self.warmup,
@@ -179,14 +179,14 @@ impl<'a> WindowIndex<'a> {
 
 /// No segment holds one window: the error names the longest segment and the settings to
 /// lower, by how much of a window each takes, largest first.
-fn too_short(spec: &WindowSpec, warmup: u32, (longest, key): (usize, &str)) -> PrepareError {
+fn too_short(spec: &WindowSpec, warmup: u32, (longest, key): (usize, &str)) -> FeaturesError {
     let mut settings = [
         (spec.lookback, "windows.lookback"),
         (spec.horizon, "windows.horizon"),
         (warmup, "season_lags/lags/rolling (warm-up)"),
     ];
     settings.sort_by_key(|s| std::cmp::Reverse(s.0));
-    PrepareError::SegmentsTooShort {
+    FeaturesError::SegmentsTooShort {
         need: spec.lookback + spec.horizon + warmup,
         lookback: spec.lookback,
         horizon: spec.horizon,

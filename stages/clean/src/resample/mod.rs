@@ -14,7 +14,7 @@
 //! time, and a dozen queries per range (binning, islands, windows, joins) cost more to
 //! plan and hash than the work itself. DataFusion still builds the sparse `allocation` rows.
 
-use crate::PrepareError;
+use crate::CleanError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -93,9 +93,9 @@ impl Stage for Resample {
             })
         };
         let cancelled = || ctx.check_cancelled().map_err(Into::into);
-        let cleaned = crate::stream_tables(ctx, &[("resampled", schema)], |sinks| {
+        let cleaned = applearner_pipeline::stream_tables(ctx, &[("resampled", schema)], |sinks| {
             let input = Input { series: &series, samples: &mut batches };
-            clean_into(input, p, &cancelled, scope, &mut allocate, &mut |b| crate::send(&sinks[0], b))
+            clean_into(input, p, &cancelled, scope, &mut allocate, &mut |b| applearner_pipeline::send(&sinks[0], b))
         })?;
         for w in &cleaned.warnings {
             tracing::warn!("{w}");
@@ -237,7 +237,7 @@ fn place_inputs(
             let available: BTreeSet<&str> = series.iter().map(|s| s.metric.as_str()).collect();
             let available = available.into_iter().collect::<Vec<_>>().join(", ");
             return Err(
-                PrepareError::UnknownInput { input: name.clone(), metric: input.metric.clone(), available }.into()
+                CleanError::UnknownInput { input: name.clone(), metric: input.metric.clone(), available }.into()
             );
         }
         let p = identity::place(identities, of_metric, plan, scope);
@@ -275,7 +275,7 @@ fn identify(plan: &Plan, usage: &[SeriesLabels], warnings: &mut Vec<String>) -> 
         for label in &plan.group.labels {
             let without = usage.iter().filter(|s| !s.labels.contains_key(label)).count();
             if without == usage.len() && without > 0 {
-                return Err(PrepareError::MissingLabel(label.clone()).into());
+                return Err(CleanError::MissingLabel(label.clone()).into());
             }
             if without > 0 {
                 warnings.push(format!(
@@ -340,7 +340,7 @@ impl Groups {
             slots.extend(inputs_of.remove(key.as_str()).unwrap_or_default());
             let points: u64 = slots.iter().map(|(id, _)| spans[id].points).sum();
             if points > plan.max_points {
-                return Err(PrepareError::GroupTooLarge { key, points, max: plan.max_points }.into());
+                return Err(CleanError::GroupTooLarge { key, points, max: plan.max_points }.into());
             }
             match groups.ranges.last_mut() {
                 Some(range) if held + points <= plan.max_points => {
@@ -379,12 +379,8 @@ fn median_spacing(spans: impl Iterator<Item = Span>) -> Option<i64> {
 }
 
 /// A column of a table written by an earlier stage.
-pub(crate) fn column<'b>(
-    batch: &'b RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<&'b ArrayRef, PrepareError> {
-    batch.column_by_name(name).ok_or_else(|| PrepareError::MissingColumn { table, column: name.to_string() })
+pub(crate) fn column<'b>(batch: &'b RecordBatch, table: &'static str, name: &str) -> Result<&'b ArrayRef, CleanError> {
+    batch.column_by_name(name).ok_or_else(|| CleanError::MissingColumn { table, column: name.to_string() })
 }
 
 /// kube-state-metrics series that describe nothing cleaned are said, not only counted.
@@ -411,10 +407,10 @@ fn check_inputs(
 ) -> Result<(), BoxError> {
     let role_names = || plan.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join("/");
     if counts.input_points == 0 {
-        return Err(PrepareError::NoSamples { roles: role_names() }.into());
+        return Err(CleanError::NoSamples { roles: role_names() }.into());
     }
     if counts.non_finite_dropped == counts.input_points {
-        return Err(PrepareError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
+        return Err(CleanError::AllNonFinite { count: counts.input_points, roles: role_names() }.into());
     }
     // A step finer than the data's own interval makes most grid points gaps.
     if let Some(spacing) = spacing.filter(|s| *s > 0)
@@ -437,7 +433,7 @@ fn check_left(plan: &Plan, c: &CleanSummary, scope: Scope<'_>, warnings: &mut Ve
     if c.points > 0 {
         return Ok(());
     }
-    let error = PrepareError::NothingLeft {
+    let error = CleanError::NothingLeft {
         series: c.grouped_series,
         without_roles: c.series_without_all_roles,
         short: c.short_segments_dropped,

@@ -83,7 +83,7 @@ pub async fn rows(
     let batches = collect(crate::sql_in_order(session, &signals_sql(plan)).await?).await?;
     counts.allocation_points = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = schema();
-    batches.iter().map(|b| crate::conform(b, &schema)).collect()
+    batches.iter().map(|b| applearner_pipeline::columns::conform(b, &schema)).collect()
 }
 
 /// The tables `aligned` (series id, role number `r` in [`ROLES`], key number `k` in key

@@ -1,24 +1,22 @@
-//! From the ingested long table to model-ready series: `clean.resample` ([`resample`], a
-//! pass over each range of series in [`pass`]) puts every series on a fixed grid, splits it
-//! at long gaps, fills short ones, drops what cannot be learned from and groups pods into
-//! workloads; `features.build`
-//! ([`features`], a pass over each series in [`derive`]) scales, adds calendar/lag/rolling
-//! features, splits chronologically and indexes the training windows, which
-//! `applearner_contracts::WindowSet` reads back.
+//! `clean.resample`: from the ingested long table to clean series on a grid. [`resample`]
+//! (a pass over each range of series in [`pass`]) puts every series on a fixed grid, splits
+//! it at long gaps, fills short ones, drops what cannot be learned from and groups pods into
+//! workloads; [`allocation`] lines up their requests and limits, [`kube`] their owners,
+//! replicas and HPAs.
 //!
-//! Both stages read and write Parquet through the store; the allocation rows' queries read
+//! The stage reads and writes Parquet through the store; the allocation rows' queries read
 //! it through the store's own object store, so a pipeline on S3 never copies its tables to
-//! disk (clean's own spill files, under a memory bound, are local and temporary).
+//! disk (the spill files, under a memory bound, are local and temporary).
 
 pub mod allocation;
-mod derive;
 mod error;
-pub mod features;
 pub mod identity;
 pub mod kube;
 mod pass;
 pub mod resample;
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 #[cfg(test)]
 mod tests;
 
@@ -31,11 +29,10 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
-pub use error::PrepareError;
+pub use error::CleanError;
 
 pub fn register(registry: &mut Registry) {
     registry.register::<resample::ResampleParams>();
-    registry.register::<features::FeaturesParams>();
 }
 
 /// The URL under which the run's store is known to DataFusion.
@@ -80,46 +77,6 @@ pub async fn register_input(session: &SessionContext, ctx: &StageContext<'_>, sl
     Ok(())
 }
 
-/// Where a stage hands the rows of one of its tables: [`stream_tables`] writes them.
-pub type Sink = std::sync::mpsc::SyncSender<RecordBatch>;
-
-/// Hands `batch` to its table's writer.
-pub fn send(sink: &Sink, batch: RecordBatch) -> Result<(), BoxError> {
-    sink.send(batch).map_err(|_| BoxError::from("the table writer stopped"))
-}
-
-/// Runs `work` with a sink per table of `tables`; each table is written as the batches
-/// come, by a thread of its own a few batches behind (a writer puts row groups into the
-/// store, which blocks on the store's runtime: work that runs there, such as a query, must
-/// not also write). A writer's own error comes first: a failed write stops the work, not the
-/// reverse.
-pub fn stream_tables<T>(
-    ctx: &StageContext,
-    tables: &[(&str, SchemaRef)],
-    work: impl FnOnce(Vec<Sink>) -> Result<T, BoxError>,
-) -> Result<T, BoxError> {
-    std::thread::scope(|threads| {
-        let (mut sinks, mut writing) = (Vec::new(), Vec::new());
-        for (name, schema) in tables {
-            let mut writer = ctx.table_writer(name, schema.clone())?;
-            let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
-            sinks.push(tx);
-            writing.push(threads.spawn(move || -> Result<(), BoxError> {
-                for batch in rx {
-                    writer.write(&batch)?;
-                }
-                writer.finish()
-            }));
-        }
-        // The sinks move into the work: when it is done they close and the writers finish.
-        let result = work(sinks);
-        for w in writing {
-            w.join().expect("a table writer panicked")?;
-        }
-        result
-    })
-}
-
 /// Runs a query to completion.
 pub async fn collect(df: DataFrame) -> Result<Vec<RecordBatch>, BoxError> {
     let mut stream = df.execute_stream().await?;
@@ -149,17 +106,6 @@ pub fn register_batches(
     session.deregister_table(name)?;
     session.register_table(name, Arc::new(table))?;
     Ok(())
-}
-
-/// Casts a query result to the declared schema (SQL integers are Int64, times bare ms).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, BoxError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| applearner_pipeline::arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Quotes a string as an SQL literal.

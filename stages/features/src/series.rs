@@ -1,15 +1,14 @@
 //! The series of `resampled`, read one at a time in key and time order.
 
 use applearner_pipeline::BoxError;
-use applearner_pipeline::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use applearner_pipeline::arrow::compute::cast;
+use applearner_pipeline::arrow::array::{AsArray, RecordBatch, StringArray, UInt32Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt32Type};
 use applearner_pipeline::columns::{self, dictionary_of_strings};
 
 use applearner_contracts::tables::{features as feature_table, resampled};
 
 use super::*;
-use crate::{PrepareError, derive};
+use crate::{FeaturesError, derive};
 
 /// One series as read: its points and fill flags.
 pub(super) struct Series {
@@ -76,7 +75,7 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
                 && *last >= key
             {
                 let what = format!("it comes after `{last}`");
-                return Err(PrepareError::OutOfOrder { key, what }.into());
+                return Err(FeaturesError::OutOfOrder { key, what }.into());
             }
             let admitted = (self.admit)(&key);
             let mut one = Series {
@@ -90,7 +89,7 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
                     append(&mut one, batch, *pos..end, self.layout)?;
                     let n = one.points.times.len() as u64;
                     if n > self.max_points {
-                        return Err(PrepareError::SeriesTooLarge { key, points: n, max: self.max_points }.into());
+                        return Err(FeaturesError::SeriesTooLarge { key, points: n, max: self.max_points }.into());
                     }
                 }
                 *pos = end;
@@ -99,7 +98,7 @@ impl<'a, I: Iterator<Item = Result<RecordBatch, BoxError>>> SeriesReader<'a, I> 
             if admitted {
                 if one.points.times.windows(2).any(|t| t[0] >= t[1]) {
                     let what = "its rows are not in time order".to_string();
-                    return Err(PrepareError::OutOfOrder { key, what }.into());
+                    return Err(FeaturesError::OutOfOrder { key, what }.into());
                 }
                 return Ok(Some((key, one)));
             }
@@ -141,10 +140,8 @@ fn append(
     range: std::ops::Range<usize>,
     layout: &Layout,
 ) -> Result<(), BoxError> {
-    let column = |name: &str, to: &DataType| -> Result<ArrayRef, BoxError> {
-        let c = crate::resample::column(batch, resampled::NAME, name)?;
-        Ok(cast(&c.slice(range.start, range.len()), to)?)
-    };
+    let rows = batch.slice(range.start, range.len());
+    let column = |name: &str, to: &DataType| applearner_pipeline::columns::column(&rows, resampled::NAME, name, to);
     let segments = column(feature_table::SEGMENT, &DataType::UInt32)?;
     one.points.segments.extend(segments.as_primitive::<UInt32Type>().values());
     let times = column(feature_table::TIMESTAMP, &DataType::Int64)?;

@@ -2,7 +2,7 @@
 //! training windows.
 //!
 //! Windows are stored as the row where each starts, not as copies of their values: the
-//! `features` table holds every point once and [`crate::windows`] cuts batches from it, so a
+//! `features` table holds every point once and `applearner_contracts::WindowSet` cuts batches from it, so a
 //! million points need a million rows, not lookback × a million.
 //!
 //! Nothing looks ahead: scaling statistics come from the training part of each series only,
@@ -10,7 +10,6 @@
 //! belongs to the part its targets fall in (its inputs may come from earlier parts, which is
 //! the past at its origin).
 
-use crate::PrepareError;
 use std::sync::Arc;
 
 use applearner_pipeline::arrow::array::{ArrayRef, DictionaryArray, RecordBatch, StringArray, UInt32Array};
@@ -20,8 +19,8 @@ use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, S
 use applearner_contracts::Part;
 use applearner_contracts::tables::{features as feature_table, resampled, scalers, windows as window_table};
 
-use crate::derive;
-
+mod derive;
+mod error;
 mod gathered;
 mod index;
 mod params;
@@ -33,6 +32,15 @@ pub use index::Counts;
 use index::WindowIndex;
 pub use params::{Calendar, Cut, FeaturesParams, Scale, Split, Transform, WindowSpec};
 use series::SeriesReader;
+
+pub use error::FeaturesError;
+
+#[cfg(test)]
+mod tests;
+
+pub fn register(registry: &mut applearner_pipeline::Registry) {
+    registry.register::<FeaturesParams>();
+}
 
 /// The parts of the split, in time order.
 const PARTS: [&str; 3] = [Part::Train.name(), Part::Validation.name(), Part::Test.name()];
@@ -90,8 +98,8 @@ impl Stage for Features {
         ];
         let in_shard = |key: &str| ctx.in_shard(key.as_bytes());
         let admit = ctx.shard().map(|_| &in_shard as &dyn Fn(&str) -> bool);
-        let built = crate::stream_tables(ctx, &tables, |sinks| {
-            let mut sink = |table: usize, b: RecordBatch| crate::send(&sinks[table], b);
+        let built = applearner_pipeline::stream_tables(ctx, &tables, |sinks| {
+            let mut sink = |table: usize, b: RecordBatch| applearner_pipeline::send(&sinks[table], b);
             build_into(input, &self.params, self.cut, &layout, admit, &mut sink)
         })?;
 
@@ -127,7 +135,7 @@ impl Stage for Features {
 
 /// The schema of every column of `resampled`.
 fn whole_schema(ctx: &StageContext) -> Result<SchemaRef, BoxError> {
-    let first = ctx.table_batches(resampled::NAME, None, &[])?.next().ok_or(PrepareError::EmptyInput)?;
+    let first = ctx.table_batches(resampled::NAME, None, &[])?.next().ok_or(FeaturesError::EmptyInput)?;
     Ok(first.map_err(BoxError::from)?.schema())
 }
 
@@ -170,12 +178,12 @@ impl Layout {
         };
         for c in &columns {
             if !available.contains(c) {
-                return Err(PrepareError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
+                return Err(FeaturesError::UnknownColumn { column: c.clone(), available: available.join(", ") }.into());
             }
         }
         if columns.is_empty() {
             let available = available.join(", ");
-            return Err(PrepareError::UnknownColumn { column: "cpu or memory".into(), available }.into());
+            return Err(FeaturesError::UnknownColumn { column: "cpu or memory".into(), available }.into());
         }
         // The fill flags of clean.resample ride along, so the features need no join back.
         let flags = columns.iter().map(|c| format!("{c}_filled")).filter(|f| available.contains(f)).collect();
@@ -210,7 +218,7 @@ pub struct Built {
 
 /// Builds the features of `resampled` batches, every table collected.
 pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Result<Built, BoxError> {
-    let schema = resampled.first().ok_or(PrepareError::EmptyInput)?.schema();
+    let schema = resampled.first().ok_or(FeaturesError::EmptyInput)?.schema();
     let layout = Layout::of(&schema, params)?;
     let (mut features, mut windows) = (Vec::new(), Vec::new());
     let mut sink = |table: usize, b: RecordBatch| {
@@ -225,10 +233,12 @@ pub fn build(resampled: &[RecordBatch], params: &FeaturesParams, cut: Cut) -> Re
     let mut built = build_into(input, params, cut, &layout, None, &mut sink)?;
     let schema = windows_schema(&params.windows, layout.warmup);
     // As the tables store them: dictionaries of strings become the strings.
-    let windows = windows.iter().map(|b| crate::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    let windows =
+        windows.iter().map(|b| applearner_pipeline::columns::conform(b, &schema)).collect::<Result<Vec<_>, _>>()?;
     built.windows = applearner_pipeline::arrow::compute::concat_batches(&schema, &windows)?;
     let schema = features_schema(&layout);
-    built.features = features.iter().map(|b| crate::conform(b, &schema)).collect::<Result<_, _>>()?;
+    built.features =
+        features.iter().map(|b| applearner_pipeline::columns::conform(b, &schema)).collect::<Result<_, _>>()?;
     Ok(built)
 }
 
@@ -283,7 +293,7 @@ pub fn build_into(
     }
     let empty_shard = admit.is_some() && series == 0;
     if points == 0 && !empty_shard {
-        return Err(PrepareError::EmptyInput.into());
+        return Err(FeaturesError::EmptyInput.into());
     }
     if out.len() > 0 {
         flush(&mut out, &mut rows)?;

@@ -8,7 +8,7 @@
 
 use applearner_pipeline::arrow::array::Float32Builder;
 
-use crate::features::{Calendar, Cut, FeaturesParams, Scale, Transform};
+use crate::{Calendar, Cut, FeaturesParams, Scale, Transform};
 
 /// The points of one series in time order: per value column its raw values, per row its
 /// segment and time in ms.
