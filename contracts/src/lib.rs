@@ -219,6 +219,14 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// NumPy's default (linear) percentile of sorted values, `p` in 0..=100: linear between
+/// the two nearest ranks. The one percentile of every stage.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+}
+
 /// A problem with one parameter, found by `StageParams::build`.
 #[derive(Debug, Clone)]
 pub struct ParamProblem {
@@ -282,6 +290,14 @@ pub enum ContractError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let sorted = [1.0, 2.0, 4.0, 8.0];
+        assert_eq!(percentile(&sorted, 50.0), 3.0);
+        assert_eq!(percentile(&sorted, 75.0), 5.0);
+        assert_eq!(percentile(&sorted, 25.0), 1.75);
+    }
 
     #[test]
     fn method_names_parse_back_and_are_what_serde_writes() {

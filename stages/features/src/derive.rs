@@ -6,6 +6,7 @@
 //! running variance, added then retracted as a window slides), in f64 until the float32
 //! output, so the tables agree with theirs to the last bit of nearly every value.
 
+use applearner_contracts::percentile;
 use applearner_pipeline::arrow::array::Float32Builder;
 
 use crate::{Calendar, Cut, FeaturesParams, Scale, Transform};
@@ -166,18 +167,11 @@ fn fit(scale: Scale, x: &[f64], parts: &[u8]) -> Option<(f64, f64)> {
         Scale::Robust => {
             let mut sorted = train;
             sorted.sort_by(f64::total_cmp);
-            (percentile(&sorted, 0.5), percentile(&sorted, 0.75) - percentile(&sorted, 0.25))
+            (percentile(&sorted, 50.0), percentile(&sorted, 75.0) - percentile(&sorted, 25.0))
         }
         Scale::None => (0.0, 1.0),
     };
     Some((center, if spread > 0.0 { spread } else { 1.0 }))
-}
-
-/// The continuous percentile of sorted values: linear between the two nearest ranks.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = p * (sorted.len() - 1) as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
 /// The angle of a time in the day or the week; 1970-01-01 was a Thursday: day 0 is weekday 3
@@ -309,13 +303,5 @@ mod tests {
                 assert!((season.value(i) as f64 - m).abs() < 1e-6, "{i}");
             }
         }
-    }
-
-    #[test]
-    fn percentiles_interpolate_between_ranks() {
-        let sorted = [1.0, 2.0, 4.0, 8.0];
-        assert_eq!(percentile(&sorted, 0.5), 3.0);
-        assert_eq!(percentile(&sorted, 0.75), 5.0);
-        assert_eq!(percentile(&sorted, 0.25), 1.75);
     }
 }

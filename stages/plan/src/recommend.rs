@@ -213,16 +213,10 @@ fn percentile_of(values: &mut [f64], p: f64) -> f64 {
     low + (high - low) * (rank - lo as f64)
 }
 
-/// NumPy's default (linear) percentile of sorted values, `p` in 0..=100.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = p / 100.0 * (sorted.len() - 1) as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use applearner_contracts::percentile;
 
     const HOUR: i64 = 3_600_000;
 

@@ -2,8 +2,9 @@
 //! KRR and VPA would recommend; and the usage that followed until the next decision.
 
 use super::*;
-use crate::recommend::{KrrSettings, Vpa, VpaSettings, percentile};
+use crate::recommend::{KrrSettings, Vpa, VpaSettings};
 use crate::series::Series;
+use applearner_contracts::percentile;
 use applearner_contracts::tables::forecasts as f;
 
 /// A way to size a line before its multiplier: each is replayed, and the model's are
@@ -316,7 +317,7 @@ fn running_max(values: &[f64]) -> Vec<f64> {
 }
 
 /// The parts decisions are made in, in time order.
-pub const PARTS: [&str; 3] = ["validation", "test", f::AHEAD];
+pub const PARTS: [&str; 3] = [Part::Validation.name(), Part::Test.name(), f::AHEAD];
 
 /// The quantile (tenths of a percent) of the values in (from, until]; NaN when none.
 fn quantile_in(s: &Series, from: i64, until: i64, tenths: u32) -> f64 {
