@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use applearner_contracts::tables::{choices, features, forecasts, resampled, scalers, scores, windows};
-use applearner_contracts::{Method, Part, WindowSet};
+use applearner_contracts::{Method, Part, Resource, WindowSet};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
@@ -257,7 +257,7 @@ struct Forecasts {
     naive_scaled: usize,
     fallbacks: usize,
     /// Series whose values cannot be cores or bytes: no KRR or VPA track.
-    implausible: BTreeSet<(String, &'static str)>,
+    implausible: BTreeSet<(String, Resource)>,
 }
 
 impl Backtest {
@@ -311,7 +311,7 @@ impl Backtest {
         ctx: &StageContext,
         parts: &mut [Tracks; 3],
         usage: &BTreeMap<String, Usage>,
-        implausible: &BTreeSet<(String, &'static str)>,
+        implausible: &BTreeSet<(String, Resource)>,
         step: i64,
         horizon: usize,
     ) -> usize {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use applearner_contracts::Method;
+use applearner_contracts::{Method, Resource};
 use applearner_plan::recommend::{KrrSettings, Vpa, VpaSettings, krr};
 use applearner_plan::series::Series;
 use applearner_plan::table::Usage;
@@ -159,7 +159,7 @@ impl State {
 pub(crate) struct Baselines<'a> {
     pub(crate) usage: &'a BTreeMap<String, Usage>,
     /// Series whose values cannot be cores or bytes: the recommenders' floors would decide.
-    pub(crate) implausible: &'a BTreeSet<(String, &'static str)>,
+    pub(crate) implausible: &'a BTreeSet<(String, Resource)>,
     pub(crate) step: i64,
     pub(crate) horizon: usize,
     pub(crate) season_ms: i64,
@@ -208,7 +208,9 @@ impl Baselines<'_> {
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
-                let pick = |r: Option<(f64, f64)>| r.map_or(f64::NAN, |(c, m)| if column == "cpu" { c } else { m });
+                let pick = |r: Option<(f64, f64)>| {
+                    r.map_or(f64::NAN, |(c, m)| if column == Resource::Cpu.name() { c } else { m })
+                };
                 let flat = |v: f64| vec![v; self.horizon];
                 let forecasts: [Vec<f64>; 6] = [
                     flat(last),
@@ -223,7 +225,7 @@ impl Baselines<'_> {
                     track.forecast.extend(forecast);
                 }
             }
-            let unitless = self.implausible.iter().any(|(k, r)| *k == key && *r == column);
+            let unitless = self.implausible.iter().any(|(k, r)| *k == key && r.name() == column);
             for (method, track) in METHODS.into_iter().zip(out) {
                 if !(unitless && [Method::Vpa, Method::Krr].contains(&method)) {
                     tracks.insert((method, key.clone(), column.clone()), track);

@@ -16,8 +16,8 @@ use applearner_pipeline::arrow::array::{ArrayRef, DictionaryArray, RecordBatch, 
 use applearner_pipeline::arrow::datatypes::{Schema, SchemaRef};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 
-use applearner_contracts::Part;
 use applearner_contracts::tables::{features as feature_table, resampled, scalers, windows as window_table};
+use applearner_contracts::{Part, Resource};
 
 mod derive;
 mod error;
@@ -140,7 +140,7 @@ fn whole_schema(ctx: &StageContext) -> Result<SchemaRef, BoxError> {
 }
 
 /// The usage columns, first among the value columns modelled when `columns` names none.
-const ROLES: [&str; 2] = ["cpu", "memory"];
+const ROLES: [&str; 2] = [Resource::Cpu.name(), Resource::Memory.name()];
 
 /// The columns of `resampled` read: key, segment and time, and the value columns modelled
 /// with their fill flags.

@@ -151,10 +151,10 @@ pub(super) fn limits_at_least_requests(lines: &[&Line], values: &mut [Option<f64
 pub(super) fn quantities(values: [Option<f64>; 2]) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(c) = values[0] {
-        out.push(("cpu", format_cpu(c)));
+        out.push((Resource::Cpu.name(), format_cpu(c)));
     }
     if let Some(m) = values[1] {
-        out.push(("memory", format_memory(m)));
+        out.push((Resource::Memory.name(), format_memory(m)));
     }
     out
 }

@@ -201,7 +201,7 @@ fn all_timelines(
     ctx: &StageContext,
     usage: &BTreeMap<String, Usage>,
     (forecasts, columns): (&ByPart, &[String]),
-    implausible: &std::collections::BTreeSet<(String, &'static str)>,
+    implausible: &std::collections::BTreeSet<(String, Resource)>,
 ) -> Timelines {
     let bar = ctx.progress(usage.len() as u64, "series prepared");
     let out = usage
@@ -209,7 +209,7 @@ fn all_timelines(
         .map(|(key, u)| {
             bar.inc(1);
             let mut t = timelines(key, forecasts, u, columns);
-            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r == resource));
+            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r.name() == resource));
             (key.clone(), t)
         })
         .collect();

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use applearner_contracts::Resource;
 use applearner_contracts::tables::resampled as table;
 use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::{
@@ -25,10 +26,9 @@ pub struct Usage {
 
 impl Usage {
     pub fn column(&self, name: &str) -> Option<&Series> {
-        match name {
-            "cpu" => Some(&self.cpu),
-            "memory" => Some(&self.memory),
-            _ => None,
+        match Resource::ALL.into_iter().find(|r| r.name() == name)? {
+            Resource::Cpu => Some(&self.cpu),
+            Resource::Memory => Some(&self.memory),
         }
     }
 
@@ -59,7 +59,7 @@ pub fn read_usage<E: Into<BoxError>>(
             None => vec![1; b.num_rows()],
         };
         let mut columns = Vec::new();
-        for name in ["cpu", "memory"] {
+        for name in Resource::ALL.map(Resource::name) {
             let values = if b.column_by_name(name).is_some() { floats(&b, table::NAME, name)? } else { Vec::new() };
             let filled = match b.column_by_name(&format!("{name}_filled")) {
                 Some(c) => c.as_boolean_opt().map(|a| a.iter().map(|f| f == Some(true)).collect()).unwrap_or_default(),

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use applearner_contracts::Resource;
 use applearner_pipeline::Summary;
 
 use crate::recommend::MIB;
@@ -16,15 +17,15 @@ const MIN_BYTES: f64 = MIB;
 const MAX_CORES: f64 = 4096.0;
 
 /// `(key, resource)` of every series whose values cannot be cores or bytes.
-pub fn implausible(usage: &BTreeMap<String, Usage>) -> BTreeSet<(String, &'static str)> {
+pub fn implausible(usage: &BTreeMap<String, Usage>) -> BTreeSet<(String, Resource)> {
     let mut out = BTreeSet::new();
     for (key, u) in usage {
         let highest = |v: &[f64]| v.iter().copied().filter(|x| x.is_finite()).reduce(f64::max);
         if highest(&u.cpu.values).is_some_and(|h| h > MAX_CORES) {
-            out.insert((key.clone(), "cpu"));
+            out.insert((key.clone(), Resource::Cpu));
         }
         if highest(&u.memory.values).is_some_and(|h| h < MIN_BYTES) {
-            out.insert((key.clone(), "memory"));
+            out.insert((key.clone(), Resource::Memory));
         }
     }
     out
@@ -32,18 +33,20 @@ pub fn implausible(usage: &BTreeMap<String, Usage>) -> BTreeSet<(String, &'stati
 
 /// The summary entries `cpu_not_cores` and `memory_not_bytes` (the keys of each), warned
 /// about where there are any.
-pub fn said(implausible: &BTreeSet<(String, &'static str)>) -> Summary {
-    [("cpu", "cpu_not_cores"), ("memory", "memory_not_bytes")]
+pub fn said(implausible: &BTreeSet<(String, Resource)>) -> Summary {
+    [(Resource::Cpu, "cpu_not_cores"), (Resource::Memory, "memory_not_bytes")]
         .into_iter()
         .map(|(resource, name)| {
             let keys: Vec<String> =
                 implausible.iter().filter(|(_, r)| *r == resource).map(|(k, _)| k.clone()).collect();
             if !keys.is_empty() {
                 tracing::warn!(
-                    "{} series have {resource} values that cannot be {}: left out of the comparisons with KRR and VPA \
-                     and of the {resource} plans ({}); map them to the right role or convert them",
+                    "{} series have {} values that cannot be {}: left out of the comparisons with KRR and VPA \
+                     and of the {} plans ({}); map them to the right role or convert them",
                     keys.len(),
-                    if resource == "cpu" { "cores" } else { "bytes" },
+                    resource.name(),
+                    if resource == Resource::Cpu { "cores" } else { "bytes" },
+                    resource.name(),
                     keys.iter().take(5).map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
                 );
             }
@@ -72,7 +75,7 @@ mod tests {
         let found = implausible(&all);
         assert_eq!(
             found.into_iter().collect::<Vec<_>>(),
-            [("ns/milli/app".to_string(), "cpu"), ("vm/ratio".to_string(), "memory")]
+            [("ns/milli/app".to_string(), Resource::Cpu), ("vm/ratio".to_string(), Resource::Memory)]
         );
     }
 }

@@ -18,7 +18,7 @@ use applearner_contracts::card::{CARD_FILE, Card};
 use applearner_contracts::summaries::{CleanSummary, PlanSummary};
 use applearner_contracts::tables::{forecasts, plan_risk, resampled as table, scores};
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
-use applearner_contracts::{Method, Part};
+use applearner_contracts::{Method, Part, Resource};
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
@@ -47,15 +47,15 @@ pub struct ReportParams {
     pub title: String,
     /// The target whose per-series MASE picks the best, median and worst series to draw.
     #[serde(default = "default_rank_by")]
-    pub rank_by: String,
+    pub rank_by: Resource,
 }
 
 fn default_title() -> String {
     "AppLearner report".into()
 }
 
-fn default_rank_by() -> String {
-    "cpu".into()
+fn default_rank_by() -> Resource {
+    Resource::Cpu
 }
 
 impl StageParams for ReportParams {
@@ -63,13 +63,6 @@ impl StageParams for ReportParams {
     const SOURCE: &'static str = file!();
 
     fn build(self) -> Result<Box<dyn Stage>, Vec<ParamProblem>> {
-        if !["cpu", "memory"].contains(&self.rank_by.as_str()) {
-            return Err(vec![ParamProblem::new(
-                &["rank_by"],
-                format!("unknown target `{}`", self.rank_by),
-                "cpu or memory",
-            )]);
-        }
         Ok(Box::new(Report { params: self }))
     }
 }
@@ -175,7 +168,7 @@ impl Stage for Report {
         data_section(&mut doc, &resampled, &cleaned, cleaning)?;
         leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
         let forecasts = ctx.table_batches(forecasts::NAME, None, &[])?;
-        forecasts_section(&mut doc, &scores, &self.params.rank_by, forecasts, &resampled, &resources)?;
+        forecasts_section(&mut doc, &scores, self.params.rank_by, forecasts, &resampled, &resources)?;
 
         let html = doc.html.finish();
         let charts = html.matches("<figure").count();

@@ -6,14 +6,14 @@ use super::*;
 pub(crate) fn forecasts_section(
     doc: &mut Doc,
     scores: &[Score],
-    rank_by: &str,
+    rank_by: Resource,
     forecasts: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
     resampled: &[RecordBatch],
     resources: &[String],
 ) -> Result<(), BoxError> {
     // Forecast vs actual for the best, median and worst series.
-    let picks = pick_series(scores, rank_by);
-    doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by));
+    let picks = pick_series(scores, rank_by.name());
+    doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by.name()));
     let shown: Vec<&str> = picks.iter().map(|(_, k)| k.as_str()).collect();
     let f = ForecastRows::read(forecasts, &shown)?;
     let usage = Usage::read(resampled)?;
@@ -110,10 +110,10 @@ struct Usage(BTreeMap<(String, String), Vec<(i64, f64)>>);
 
 impl Usage {
     fn read(batches: &[RecordBatch]) -> Result<Usage, BoxError> {
-        let c = Cols { batches, table: "resampled" };
-        let (keys, times) = (c.strings("key")?, c.ints("timestamp")?);
+        let c = Cols { batches, table: table::NAME };
+        let (keys, times) = (c.strings(table::KEY)?, c.ints(table::TIMESTAMP)?);
         let mut out: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        for resource in ["cpu", "memory"] {
+        for resource in Resource::ALL.map(Resource::name) {
             if batches.first().is_some_and(|b| b.column_by_name(resource).is_some()) {
                 for (i, v) in c.floats(resource)?.into_iter().enumerate() {
                     out.entry((keys[i].clone(), resource.to_string())).or_default().push((times[i], v));
@@ -143,7 +143,7 @@ fn forecast_chart(f: &ForecastRows, usage: &Usage, key: &str, resource: &str, la
         .map(|v| v.iter().filter(|p| p.0 >= from && p.0 <= last).map(|p| (p.0 as f64, p.1)).collect())
         .unwrap_or_default();
     let history = with_breaks(history);
-    let (unit, y) = if resource == "memory" { (1048576.0, "MiB") } else { (1e-3, "millicores") };
+    let (unit, y) = if resource == Resource::Memory.name() { (1048576.0, "MiB") } else { (1e-3, "millicores") };
     let scale = |v: Vec<(f64, f64)>| v.into_iter().map(|(x, y)| (x, y / unit)).collect();
     let mut bands = Vec::new();
     if !f.band.is_empty() {
