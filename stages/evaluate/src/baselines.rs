@@ -185,10 +185,7 @@ impl Baselines<'_> {
             let s = series.column(&column).expect("model tracks exist only for known columns");
             let positions: Vec<usize> = origins.iter().map(|&o| s.position(o).expect("origins are observed")).collect();
             let first = fitted_from.and_then(|f| f.get(&(Method::Model, key.clone(), column.clone())));
-            let first = first.and_then(|f| f.origins.first()).and_then(|&o| s.position(o));
-            let first = first.filter(|&p| positions.first().is_some_and(|&q| p < q));
-            let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
-            hw.drain(..usize::from(first.is_some()));
+            let hw = self.holt_winters_after(s, first.and_then(|f| f.origins.first().copied()), &positions);
             let samples = series.samples();
             let mut vpa = Vpa::new(VpaSettings::default());
             let mut fed = 0;
@@ -233,6 +230,15 @@ impl Baselines<'_> {
             }
         }
         fallbacks
+    }
+
+    /// Holt-Winters forecasts from each of `positions`, fitted as from `fitted_at` (an
+    /// earlier origin) where given.
+    fn holt_winters_after(&self, s: &Series, fitted_at: Option<i64>, positions: &[usize]) -> Vec<Vec<f64>> {
+        let first = fitted_at.and_then(|o| s.position(o)).filter(|&p| positions.first().is_some_and(|&q| p < q));
+        let mut hw = self.holt_winters(s, &first.into_iter().chain(positions.iter().copied()).collect::<Vec<_>>());
+        hw.drain(..usize::from(first.is_some()));
+        hw
     }
 
     /// Holt-Winters forecasts from each position of `origins` (ascending): per segment,
