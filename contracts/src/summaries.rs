@@ -42,6 +42,32 @@ impl PlanSummary {
     }
 }
 
+/// `evaluate.backtest`'s counts as the report reads them; `auto_chose_<method>` (how many
+/// series and resources `auto` gave each method) are among the other keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacktestSummary {
+    pub series: u64,
+    pub origins: u64,
+    pub mase_scaled_by_last_value: u64,
+    pub seasonal_naive_fell_back: u64,
+    pub filled_actuals_not_scored: u64,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl BacktestSummary {
+    /// From a stage record's summary (a JSON object holding these keys among others).
+    pub fn read(summary: &serde_json::Map<String, serde_json::Value>) -> Result<BacktestSummary, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(summary.clone()))
+    }
+
+    /// Each forecaster `auto` chose somewhere, with how many series and resources it took.
+    pub fn auto_chose(&self) -> Vec<(crate::Method, u64)> {
+        let count = |m: crate::Method| self.rest.get(&format!("auto_chose_{}", m.name()))?.as_u64();
+        crate::Method::FORECASTERS.into_iter().filter_map(|m| Some((m, count(m)?))).collect()
+    }
+}
+
 /// `clean.resample`'s summary: what cleaning did, for the manifest and the report.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanSummary {
@@ -118,5 +144,17 @@ mod tests {
         assert_eq!(PlanSummary::read(&summary).unwrap().max_changes_per_day, 24);
         summary.remove("flagged_hpa");
         assert!(PlanSummary::read(&summary).unwrap_err().to_string().contains("flagged_hpa"));
+    }
+
+    #[test]
+    fn the_backtest_counts_read_back_with_what_auto_chose_in_the_forecasters_order() {
+        let summary = serde_json::json!({"series": 4, "origins": 90, "mase_scaled_by_last_value": 0,
+            "seasonal_naive_fell_back": 2, "filled_actuals_not_scored": 1, "auto_chose_moving_average": 1,
+            "auto_chose_model": 3, "retrain": false});
+        let read = BacktestSummary::read(summary.as_object().unwrap()).unwrap();
+        assert_eq!(read.auto_chose(), [(crate::Method::Model, 3), (crate::Method::MovingAverage, 1)]);
+        let mut renamed = summary.as_object().unwrap().clone();
+        renamed.remove("origins");
+        assert!(BacktestSummary::read(&renamed).unwrap_err().to_string().contains("origins"));
     }
 }

@@ -20,14 +20,14 @@ pub(crate) fn leaderboard_section(
     doc: &mut Doc,
     scores: &[Score],
     resources: &[String],
-    backtest_summary: Value,
+    (backtest_summary, backtest): (Value, &BacktestSummary),
 ) -> Result<(), BoxError> {
     doc.html.section(
         "leaderboard",
         "Leaderboard",
         "Every method forecasts from the same origins of the test part. MASE divides each series' MAE by the in-sample error of the seasonal-naive forecast (of the last value where the history holds no season): below 1 beats it. Direction F1: does the forecast rise when usage rises. Auto forecasts each series with the method that was best on its validation part. Every quantile is conformal: shifted by the residuals of its method on the validation part. VPA and KRR are recommenders, not forecasters: they are compared where they belong, as plans, above.",
     );
-    let note = backtest_note(&backtest_summary);
+    let note = backtest_note(backtest);
     doc.html.paragraph(&note);
     let _ = writeln!(doc.md, "{note}\n");
     doc.metrics.insert("backtest".into(), backtest_summary);
@@ -41,22 +41,16 @@ pub(crate) fn leaderboard_section(
 }
 
 /// The backtest's counts and what `auto` chose, in a sentence.
-fn backtest_note(backtest_summary: &Value) -> String {
-    let count = |k: &str| backtest_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let chose: Vec<String> = backtest_summary
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some(format!("{} {}", method_name(k.strip_prefix("auto_chose_")?), v.as_u64()?)))
-        .collect();
+fn backtest_note(b: &BacktestSummary) -> String {
+    let chose: Vec<String> = b.auto_chose().iter().map(|(m, n)| format!("{} {n}", m.label())).collect();
     format!(
         "{} origins over {} series. Auto chose, per series and resource: {}. MASE used the last-value scale for {} series with no point a season earlier in sample; seasonal naive fell back to the last value for {} forecast steps with no value a season before; {} filled-in points were not scored.",
-        count("origins"),
-        count("series"),
+        b.origins,
+        b.series,
         chose.join(", "),
-        count("mase_scaled_by_last_value"),
-        count("seasonal_naive_fell_back"),
-        count("filled_actuals_not_scored")
+        b.mase_scaled_by_last_value,
+        b.seasonal_naive_fell_back,
+        b.filled_actuals_not_scored
     )
 }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use applearner_contracts::card::{CARD_FILE, Card};
-use applearner_contracts::summaries::{CleanSummary, PlanSummary};
+use applearner_contracts::summaries::{BacktestSummary, CleanSummary, PlanSummary};
 use applearner_contracts::tables::{forecasts, plan_risk, resampled as table, scores};
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
 use applearner_contracts::{Method, Part, Resource};
@@ -146,6 +146,8 @@ impl Stage for Report {
         let cleaned = CleanSummary::read(cleaning.as_object().unwrap_or(&serde_json::Map::new()))
             .map_err(|source| ReportError::Summary { stage: "clean", source })?;
         let backtest_summary = ctx.input_record(scores::NAME)?.get("summary").cloned().unwrap_or(Value::Null);
+        let backtest_counts = BacktestSummary::read(backtest_summary.as_object().unwrap_or(&serde_json::Map::new()))
+            .map_err(|source| ReportError::Summary { stage: "evaluate", source })?;
         let resampled = ctx.read_table(table::NAME)?;
         let scores = read_scores(&ctx.read_table(scores::NAME)?)?;
         let mut resources: Vec<String> = scores.iter().map(|s| s.resource.clone()).collect();
@@ -166,7 +168,7 @@ impl Stage for Report {
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table(pt::NAME)?)?;
         doc.metrics.insert("plan".into(), plan_summary);
         data_section(&mut doc, &resampled, &cleaned, cleaning)?;
-        leaderboard_section(&mut doc, &scores, &resources, backtest_summary)?;
+        leaderboard_section(&mut doc, &scores, &resources, (backtest_summary, &backtest_counts))?;
         let forecasts = ctx.table_batches(forecasts::NAME, None, &[])?;
         forecasts_section(&mut doc, &scores, self.params.rank_by, forecasts, &resampled, &resources)?;
 
