@@ -21,12 +21,10 @@ const TIME: &str = "%Y-%m-%dT%H:%M:%SZ";
 /// A table as CSV (arrow's writer): a header, then one line per row; an unknown value is an
 /// empty cell.
 pub fn to_csv(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
-    let mut out = Vec::new();
     let mut writer =
-        arrow::csv::WriterBuilder::new().with_header(true).with_timestamp_format(TIME.into()).build(&mut out);
+        arrow::csv::WriterBuilder::new().with_header(true).with_timestamp_format(TIME.into()).build(Vec::new());
     writer.write(batch)?;
-    drop(writer);
-    Ok(out)
+    Ok(writer.into_inner())
 }
 
 /// A table as a JSON array of objects, pretty-printed.
@@ -39,13 +37,11 @@ pub fn to_json(batch: &RecordBatch) -> Result<Vec<u8>, BoxError> {
 /// Each row as a JSON object (arrow's writer): times in RFC 3339, an unknown value (a null,
 /// a NaN) as null.
 pub fn rows(batch: &RecordBatch) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, BoxError> {
-    let mut out = Vec::new();
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .with_timestamp_format(TIME.into())
-        .build::<_, arrow::json::writer::JsonArray>(&mut out);
+        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
     writer.write(batch)?;
     writer.finish()?;
-    drop(writer);
-    Ok(serde_json::from_slice(&out)?)
+    Ok(serde_json::from_slice(&writer.into_inner())?)
 }
