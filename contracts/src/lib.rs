@@ -13,7 +13,7 @@ pub mod summaries;
 pub mod tables;
 pub mod windows;
 
-pub use windows::{Window, WindowSet, windows_per_part};
+pub use windows::{Candidate, Window, WindowCounts, WindowSet, grid_step_ms, windows_per_part};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +124,8 @@ impl Line {
 pub enum Method {
     Auto,
     Model,
+    /// The model's forecast weighted with a baseline's, per series as chosen on validation.
+    Blend,
     LastValue,
     SeasonalNaive,
     MovingAverage,
@@ -137,9 +139,10 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order tables and charts list them.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Auto,
         Method::Model,
+        Method::Blend,
         Method::LastValue,
         Method::SeasonalNaive,
         Method::MovingAverage,
@@ -151,15 +154,18 @@ impl Method {
     ];
 
     /// The methods the backtest forecasts with: all but the oracle, which only the plan has.
-    pub const BACKTESTED: [Method; 8] = Method::run(0);
+    pub const BACKTESTED: [Method; 9] = Method::run(0);
 
     /// The methods that forecast, the model first (`auto` chooses among them, ties to the
     /// earlier); the recommenders only size.
-    pub const FORECASTERS: [Method; 5] = Method::run(1);
+    pub const FORECASTERS: [Method; 6] = Method::run(1);
 
     /// What forecasts from the history alone, beside the model: the baselines and the
     /// recommenders.
-    pub const FROM_HISTORY: [Method; 6] = Method::run(2);
+    pub const FROM_HISTORY: [Method; 6] = Method::run(3);
+
+    /// The forecasters that read the history alone: what the model is measured against.
+    pub const BASELINES: [Method; 4] = Method::run(3);
 
     /// `N` methods of [`Method::ALL`] from position `from`: the lists above, kept in its order.
     const fn run<const N: usize>(from: usize) -> [Method; N] {
@@ -176,6 +182,7 @@ impl Method {
         match self {
             Method::Auto => "auto",
             Method::Model => "model",
+            Method::Blend => "blend",
             Method::LastValue => "last_value",
             Method::SeasonalNaive => "seasonal_naive",
             Method::MovingAverage => "moving_average",
@@ -191,6 +198,7 @@ impl Method {
         match self {
             Method::Auto => "auto (chosen on validation)",
             Method::Model => "model",
+            Method::Blend => "model and a baseline, weighted",
             Method::LastValue => "last value",
             Method::SeasonalNaive => "seasonal naive",
             Method::MovingAverage => "moving average",

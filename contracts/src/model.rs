@@ -350,6 +350,11 @@ pub struct TrainSpec {
     /// Train on a seeded random subset of this many training windows (0: all of them).
     #[serde(default)]
     pub max_train_windows: usize,
+    /// Score about this many validation and test windows each: the backtest's origins
+    /// (every horizon-th step on the clock), on a coarser clock grid where there are more
+    /// (0: all of them), so that what training holds stays bounded as the data grows.
+    #[serde(default = "default_max_scored_windows")]
+    pub max_scored_windows: usize,
 }
 
 impl Default for TrainSpec {
@@ -364,10 +369,14 @@ impl Default for TrainSpec {
             clip: default_clip(),
             patience: default_patience(),
             max_train_windows: 0,
+            max_scored_windows: default_max_scored_windows(),
         }
     }
 }
 
+fn default_max_scored_windows() -> usize {
+    50_000
+}
 fn default_lr() -> f64 {
     1e-3
 }

@@ -25,6 +25,18 @@ pub struct Window {
     pub origin_ms: i64,
 }
 
+/// A window of the `windows` table, as a reader is asked whether to hold it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub part: Part,
+    /// Its place among its part's windows in the table.
+    pub index: usize,
+    /// Its place in its run, and the origin of the run's first window (ms): the run's
+    /// windows are `stride` steps apart.
+    pub in_run: usize,
+    pub run_origin_ms: i64,
+}
+
 /// Windows of each part over the feature values of the rows they read.
 pub struct WindowSet {
     /// The rows held (those some window reads), row-major.
@@ -75,18 +87,17 @@ impl WindowSet {
         targets: &[String],
         parts: &[Part],
     ) -> Result<WindowSet, ContractError> {
-        WindowSet::of_windows(features, windows, inputs, targets, &|part, _| parts.contains(&part))
+        WindowSet::of_windows(features, windows, inputs, targets, &|c| parts.contains(&c.part))
     }
 
-    /// [`WindowSet::new`] holding only the windows `keep` accepts, each named by its part
-    /// and its place among that part's windows in the table (training's seeded subsample:
-    /// the rows no kept window reads are never held).
+    /// [`WindowSet::new`] holding only the windows `keep` accepts (training's seeded
+    /// subsample, and the windows it scores: the rows no kept window reads are never held).
     pub fn of_windows<E: std::fmt::Display>(
         features: impl IntoIterator<Item = Result<RecordBatch, E>>,
         windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
         inputs: &[String],
         targets: &[String],
-        keep: &dyn Fn(Part, usize) -> bool,
+        keep: &dyn Fn(&Candidate) -> bool,
     ) -> Result<WindowSet, ContractError> {
         let mut features = features.into_iter().peekable();
         let schema = match features.peek() {
@@ -144,7 +155,7 @@ impl WindowSet {
         &mut self,
         windows: impl Iterator<Item = Result<RecordBatch, E>>,
         stride: usize,
-        keep: &dyn Fn(Part, usize) -> bool,
+        keep: &dyn Fn(&Candidate) -> bool,
     ) -> Result<Vec<bool>, ContractError> {
         let mut starts = Vec::new();
         let mut seen: BTreeMap<Part, usize> = BTreeMap::new();
@@ -158,6 +169,8 @@ impl WindowSet {
             let (start, count) =
                 (column(window_table::START, &DataType::UInt64)?, column(window_table::WINDOWS, &DataType::UInt64)?);
             let (start, count) = (start.as_primitive::<UInt64Type>(), count.as_primitive::<UInt64Type>());
+            let origin = column(window_table::ORIGIN, &DataType::Int64)?;
+            let origin = origin.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let part = Part::parse(split.value(i))
                     .ok_or_else(|| ContractError::UnknownPart(split.value(i).to_string()))?;
@@ -168,7 +181,8 @@ impl WindowSet {
                 let n = seen.entry(part).or_default();
                 for w in 0..count.value(i) as usize {
                     *n += 1;
-                    if !keep(part, *n - 1) {
+                    let candidate = Candidate { part, index: *n - 1, in_run: w, run_origin_ms: origin.value(i) };
+                    if !keep(&candidate) {
                         continue;
                     }
                     let s = start.value(i) as usize + w * stride;
@@ -336,21 +350,63 @@ impl WindowSet {
     }
 }
 
-/// How many windows each part has in the `windows` table (in [`Part::ALL`]'s order), read
-/// a batch at a time.
+/// The grid step of a features table (ms): the shortest time between two consecutive rows
+/// of one series' segment, from the first batch that has two; `None` where none has.
+pub fn grid_step_ms<E: std::fmt::Display>(
+    features: impl IntoIterator<Item = Result<RecordBatch, E>>,
+) -> Result<Option<i64>, ContractError> {
+    for b in features {
+        let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
+        let column = |name, to: &DataType| crate::cast_column(&b, "features", name, to);
+        let (key, segment) =
+            (column(feature_table::KEY, &DataType::Utf8)?, column(feature_table::SEGMENT, &DataType::Int64)?);
+        let time = column(feature_table::TIMESTAMP, &DataType::Int64)?;
+        let (key, segment, time) =
+            (key.as_string::<i32>(), segment.as_primitive::<Int64Type>(), time.as_primitive::<Int64Type>());
+        let same = |r: usize| key.value(r) == key.value(r - 1) && segment.value(r) == segment.value(r - 1);
+        let steps = (1..b.num_rows()).filter(|&r| same(r)).map(|r| time.value(r) - time.value(r - 1));
+        if let Some(step) = steps.filter(|d| *d > 0).min() {
+            return Ok(Some(step));
+        }
+    }
+    Ok(None)
+}
+
+/// The `windows` table at a glance, read a batch at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCounts {
+    /// How many windows each part has, in [`Part::ALL`]'s order.
+    pub per_part: [usize; 3],
+    /// The steps a window forecasts, and the rows between the starts of a run's windows.
+    pub horizon: usize,
+    pub stride: usize,
+}
+
+impl WindowCounts {
+    /// How many windows of a run apart two windows must be for their forecasts not to
+    /// overlap.
+    pub fn apart(&self) -> usize {
+        self.horizon.div_ceil(self.stride.max(1)).max(1)
+    }
+}
+
+/// Counts the windows of each part in the `windows` table.
 pub fn windows_per_part<E: std::fmt::Display>(
     windows: impl IntoIterator<Item = Result<RecordBatch, E>>,
-) -> Result<[usize; 3], ContractError> {
-    let mut counts = [0; 3];
+) -> Result<WindowCounts, ContractError> {
+    let mut counts = WindowCounts { per_part: [0; 3], horizon: 1, stride: 1 };
     for b in windows {
         let b = b.map_err(|e| ContractError::Read(e.to_string()))?;
+        let meta = |key: &'static str| b.schema().metadata().get(key).and_then(|v| v.parse().ok());
+        counts.horizon = meta(window_table::HORIZON_KEY).ok_or(ContractError::Metadata(window_table::HORIZON_KEY))?;
+        counts.stride = meta(window_table::STRIDE_KEY).ok_or(ContractError::Metadata(window_table::STRIDE_KEY))?;
         let column = |name, to: &DataType| crate::cast_column(&b, "windows", name, to);
         let (split, windows) =
             (column(window_table::SPLIT, &DataType::Utf8)?, column(window_table::WINDOWS, &DataType::UInt64)?);
         let windows = windows.as_primitive::<UInt64Type>().values();
         for (name, n) in split.as_string::<i32>().iter().map(Option::unwrap_or_default).zip(windows) {
             let part = Part::parse(name).ok_or_else(|| ContractError::UnknownPart(name.to_string()))?;
-            counts[Part::ALL.iter().position(|p| *p == part).expect("every part is in ALL")] += *n as usize;
+            counts.per_part[Part::ALL.iter().position(|p| *p == part).expect("every part is in ALL")] += *n as usize;
         }
     }
     Ok(counts)
@@ -524,10 +580,11 @@ mod tests {
     #[test]
     fn a_subsample_of_training_windows_holds_only_the_rows_they_read() {
         let (features, windows) = tables();
-        assert_eq!(windows_per_part([Ok::<_, std::convert::Infallible>(windows.clone())]).unwrap(), [20, 10, 6]);
+        let counts = windows_per_part([Ok::<_, std::convert::Infallible>(windows.clone())]).unwrap();
+        assert_eq!(counts.per_part, [20, 10, 6]);
         let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
         let cpu = ["cpu".to_string()];
-        let keep = |part: Part, i: usize| part != Part::Train || i == 0 || i == 10;
+        let keep = |c: &Candidate| c.part != Part::Train || c.index == 0 || c.index == 10;
         let set = WindowSet::of_windows(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, &keep).unwrap();
         // Training windows 0 and 10 read rows 0..5 and 10..15; validation and test 20..40.
         assert_eq!(set.runs, [(0, 0), (10, 5), (20, 10)]);
@@ -537,5 +594,36 @@ mod tests {
         set.batch(Part::Train, &[0, 1], &mut x, &mut y);
         assert_eq!((x, y), (vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0], vec![3.0, 4.0, 13.0, 14.0]));
         assert_eq!((set.part(Part::Validation).len(), set.part(Part::Test).len()), (10, 6));
+    }
+
+    #[test]
+    fn the_grid_step_is_read_within_a_segment_not_across_series_or_gaps() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(feature_table::KEY, DataType::Utf8, false),
+            Field::new(feature_table::SEGMENT, DataType::UInt32, false),
+            Field::new(feature_table::TIMESTAMP, DataType::Int64, false),
+        ]));
+        // a's segments 0 and 1 are 1 min apart across the gap; b starts 30 s after a ends.
+        let key = StringArray::from(vec!["a", "a", "a", "a", "b", "b"]);
+        let segment = UInt32Array::from(vec![0, 0, 1, 1, 0, 0]);
+        let time = Int64Array::from(vec![0, 300_000, 360_000, 660_000, 690_000, 990_000]);
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(key), Arc::new(segment), Arc::new(time)]).unwrap();
+        let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
+        assert_eq!(grid_step_ms([ok(b.slice(0, 1)), ok(b)]).unwrap(), Some(300_000));
+        assert_eq!(grid_step_ms([ok(RecordBatch::new_empty(schema))]).unwrap(), None);
+    }
+
+    #[test]
+    fn windows_a_horizon_apart_in_their_run_do_not_overlap() {
+        let (features, windows) = tables();
+        let counts = windows_per_part([Ok::<_, std::convert::Infallible>(windows.clone())]).unwrap();
+        assert_eq!((counts.horizon, counts.stride, counts.apart()), (2, 1, 2));
+        let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
+        let cpu = ["cpu".to_string()];
+        let keep = |c: &Candidate| c.part == Part::Validation && c.in_run % counts.apart() == 0;
+        let set = WindowSet::of_windows(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, &keep).unwrap();
+        let starts: Vec<usize> = set.part(Part::Validation).iter().map(|w| w.start).collect();
+        assert_eq!(starts, [20, 22, 24, 26, 28]);
+        assert!(set.part(Part::Train).is_empty() && set.part(Part::Test).is_empty());
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::Baselines;
 use crate::forecasts::{level_name, write_forecasts};
 use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
-use crate::{conformal, fallback};
+use crate::{blend, conformal, fallback};
 use applearner_pipeline::columns::{floats, ints, strings};
 use applearner_plan::series::Series;
 use applearner_plan::table::{Usage, read_usage};
@@ -212,6 +212,10 @@ impl Stage for Backtest {
         let mut parts = forecast.parts;
 
         // The validation part decides; the test and ahead parts only receive its decisions.
+        let blends = blend::fit(&parts[0]);
+        for tracks in &mut parts {
+            blend::add(tracks, &blends);
+        }
         let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
         let adjustments = conformal::fit(&parts[0], &levels, &bucket_ranges);
         let choice = conformal::choose(&parts[0]);
@@ -436,7 +440,7 @@ fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> V
     let mut out = Vec::new();
     for c in targets {
         let Some(model) = mean(Method::Model.name(), c) else { continue };
-        let best = Method::FORECASTERS[1..]
+        let best = Method::BASELINES
             .iter()
             .filter_map(|m| Some((m.name(), mean(m.name(), c)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1));

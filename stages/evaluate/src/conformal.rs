@@ -59,8 +59,9 @@ fn conformal_quantile(mut residuals: Vec<f64>, level: f64) -> f64 {
     residuals[rank.clamp(1, n) - 1]
 }
 
-/// Sets every forecaster's quantiles to its adjusted ones: methods without adjustments
-/// for a series (no validation forecasts of it) get none (`NaN`).
+/// Sets every forecaster's quantiles to its adjusted ones. Without adjustments for a series
+/// (no validation forecasts of it) a method keeps its own quantiles, uncalibrated (the
+/// model's), or gets none (`NaN`): a plan sized on a missing quantile would be the floor.
 pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buckets: &[Range<usize>]) {
     for ((method, key, column), t) in tracks.iter_mut().filter(|((m, _, _), _)| Method::FORECASTERS.contains(m)) {
         let adjust = adjustments.get(&(*method, key.clone(), column.clone()));
@@ -69,7 +70,10 @@ pub fn apply(tracks: &mut Tracks, adjustments: &Adjustments, levels: &[f64], buc
         let adjusted: Vec<f64> = (0..t.origins.len())
             .flat_map(|n| (0..t.horizon).map(move |h| (n, h)))
             .flat_map(|(n, h)| (0..levels.len()).map(move |l| (n, h, l)))
-            .map(|(n, h, l)| adjust.map_or(f64::NAN, |a| base(t, n, h, l) + a[l][bucket_of[h]]))
+            .map(|(n, h, l)| match adjust {
+                Some(a) => base(t, n, h, l) + a[l][bucket_of[h]],
+                None => t.quantile(n, h, l).unwrap_or(f64::NAN),
+            })
             .collect();
         t.quantiles = adjusted;
     }
@@ -159,6 +163,20 @@ mod tests {
         assert_eq!(adjust[&key], vec![vec![1.0]]);
         assert_eq!(conformal_quantile(vec![], 0.9), 0.0);
         assert_eq!(conformal_quantile(vec![3.0, 1.0, 2.0], 0.99), 3.0);
+    }
+
+    #[test]
+    fn a_series_without_validation_keeps_the_models_own_quantiles_and_a_baseline_none() {
+        let mut model = track(vec![vec![5.0]], vec![vec![4.0]]);
+        model.quantiles = vec![6.0];
+        let key = |m: Method| (m, "new".to_string(), "cpu".to_string());
+        let mut test: Tracks =
+            [(key(Method::Model), model), (key(Method::LastValue), track(vec![vec![5.0]], vec![vec![3.0]]))]
+                .into_iter()
+                .collect();
+        apply(&mut test, &Adjustments::new(), &[0.9], std::slice::from_ref(&(0..1)));
+        assert_eq!(test[&key(Method::Model)].quantiles, [6.0]);
+        assert!(test[&key(Method::LastValue)].quantiles[0].is_nan());
     }
 
     #[test]

@@ -33,8 +33,7 @@ pub fn switches<'a>(
         else {
             continue;
         };
-        let others: Vec<(Method, &Track)> =
-            Method::FORECASTERS[1..].iter().filter_map(|&m| Some((m, track(m)?))).collect();
+        let others: Vec<(Method, &Track)> = Method::BASELINES.iter().filter_map(|&m| Some((m, track(m)?))).collect();
         // Per method (the model first): Σ |error| and how many, over the ended forecasts.
         let mut sums = vec![(0.0, 0usize); others.len() + 1];
         let mut ended = 0;

@@ -3,6 +3,7 @@
 
 pub mod backtest;
 pub mod baselines;
+mod blend;
 mod conformal;
 mod error;
 mod fallback;

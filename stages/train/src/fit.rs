@@ -314,9 +314,10 @@ impl<B: TrainBackend> Loop<'_, B> {
 /// Windows per forward pass when no gradients are kept.
 const EVAL_BATCH: usize = 1024;
 
-/// Mean loss and point accuracy of `model` on a part, over its non-overlapping windows
-/// (every horizon-th origin per series, as the backtest's): overlapping windows repeat the
-/// same points, and at scale scoring all of them was most of the stage's time.
+/// Mean loss and point accuracy of `model` on the windows of a part that `windows` holds.
+/// The stage holds those on the backtest's clock grid (every horizon-th origin), thinned to
+/// about `max_scored_windows` of a part: overlapping windows repeat the same points, and at
+/// scale scoring (and holding) all of them was most of the stage's time and memory.
 pub fn evaluate<B: Recurrent>(
     blueprint: &Blueprint,
     model: &Forecaster<B>,
@@ -325,8 +326,8 @@ pub fn evaluate<B: Recurrent>(
     device: &B::Device,
 ) -> (f64, Accuracy) {
     let shape = blueprint.shape;
-    let scored = windows.every(part, shape.horizon, 0);
-    let n = scored.len();
+    let n = windows.part(part).len();
+    let scored: Vec<usize> = (0..n).collect();
     let (mut x, mut y, mut last) = (Vec::new(), Vec::new(), Vec::new());
     let (mut loss, mut abs, mut sq, mut naive) = (0.0, 0.0, 0.0, 0.0);
     for chunk in scored.chunks(EVAL_BATCH) {

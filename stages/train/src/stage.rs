@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use applearner_contracts::tables::{features, metrics, scalers, windows};
-use applearner_contracts::{Part, WindowSet, windows_per_part};
+use applearner_contracts::{Candidate, Part, WindowCounts, WindowSet, grid_step_ms, windows_per_part};
 use applearner_pipeline::arrow::array::{Float64Array, RecordBatch, UInt32Array};
 use applearner_pipeline::arrow::datatypes::{DataType, Field, Schema};
 use applearner_pipeline::{BoxError, Output, ParamProblem, Stage, StageContext, StageParams, Store, Summary};
@@ -330,19 +330,25 @@ impl Train {
     }
 
     /// The number of training windows, and the windows training reads. Only the seeded
-    /// subsample of training windows `fit` trains on is held (with every validation and
-    /// test window), and only the rows those windows read: the windows table is counted
+    /// subsample of training windows `fit` trains on is held, with the validation and test
+    /// windows it scores, and only the rows those windows read: the windows table is counted
     /// first, then read.
     fn read_windows(&self, ctx: &StageContext, inputs: &[String]) -> Result<(usize, WindowSet), BoxError> {
         let p = &self.params;
-        let train_windows = windows_per_part(ctx.table_batches(windows::NAME, None, &[])?)?[0];
-        let chosen = subsample(train_windows, p.train.max_train_windows, ctx.seed());
-        let keep =
-            |part: Part, i: usize| part != Part::Train || chosen.as_ref().is_none_or(|c| c.binary_search(&i).is_ok());
+        let counts = windows_per_part(ctx.table_batches(windows::NAME, None, &[])?)?;
+        let chosen = subsample(counts.per_part[0], p.train.max_train_windows, ctx.seed());
+        let columns = [features::KEY, features::SEGMENT, features::TIMESTAMP];
+        // Without two rows of a segment there is no window either: any step will do.
+        let step = grid_step_ms(ctx.table_batches(features::NAME, Some(&columns), &[])?)?.unwrap_or(1);
+        let scored = Scored::of(&counts, step, p.train.max_scored_windows);
+        let keep = |c: &Candidate| match c.part {
+            Part::Train => chosen.as_ref().is_none_or(|chosen| chosen.binary_search(&c.index).is_ok()),
+            _ => scored.keeps(c),
+        };
         let features = ctx.table_batches(features::NAME, None, &[])?;
         let windows =
             WindowSet::of_windows(features, ctx.table_batches(windows::NAME, None, &[])?, inputs, &p.targets, &keep)?;
-        Ok((train_windows, windows))
+        Ok((counts.per_part[0], windows))
     }
 
     /// Trains on `device` with a progress bar, then measures the kept weights on the
@@ -423,7 +429,7 @@ impl Train {
             ctx.table_batches(windows::NAME, None, &[])?,
             inputs,
             &p.targets,
-            &|_, _| false,
+            &|_| false,
         )?;
         let what = format!("use_model: {location}");
         same_blueprint(&what, &saved.card.blueprint, &self.blueprint(&windows)?)?;
@@ -563,9 +569,46 @@ fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
     if limit == 0 || limit >= count {
         return None;
     }
-    let mut all: Vec<usize> = (0..count).collect();
-    all.shuffle(&mut StdRng::seed_from_u64(seed));
-    all.truncate(limit);
-    all.sort_unstable();
-    Some(all)
+    // Shuffled as u32 where they fit: the same order (the shuffle draws by position, not
+    // value) in half the memory, which at scale is more than training holds.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut chosen: Vec<usize> = match u32::try_from(count) {
+        Ok(n) => {
+            let mut all: Vec<u32> = (0..n).collect();
+            all.shuffle(&mut rng);
+            all[..limit].iter().map(|&i| i as usize).collect()
+        }
+        Err(_) => {
+            let mut all: Vec<usize> = (0..count).collect();
+            all.shuffle(&mut rng);
+            all.truncate(limit);
+            all
+        }
+    };
+    chosen.sort_unstable();
+    Some(chosen)
+}
+
+/// The validation and test windows training scores: those whose origin is on the
+/// backtest's clock grid of `horizon` steps (non-overlapping, at the same times for every
+/// series), on a coarser grid where a part has more than about `limit` of those (0: no
+/// limit), so what training holds stays bounded as the data grows.
+struct Scored {
+    step_ms: i64,
+    stride: usize,
+    /// Per part, in [`Part::ALL`]'s order: the grid's spacing (ms).
+    grid_ms: [i64; 3],
+}
+
+impl Scored {
+    fn of(counts: &WindowCounts, step_ms: i64, limit: usize) -> Scored {
+        let thin = |n: usize| if limit == 0 { 1 } else { n.div_ceil(counts.apart()).div_ceil(limit).max(1) };
+        let grid_ms = counts.per_part.map(|n| step_ms * (counts.horizon * thin(n)) as i64);
+        Scored { step_ms, stride: counts.stride, grid_ms }
+    }
+
+    fn keeps(&self, c: &Candidate) -> bool {
+        let origin = c.run_origin_ms + (c.in_run * self.stride) as i64 * self.step_ms;
+        origin.rem_euclid(self.grid_ms[c.part as usize]) == 0
+    }
 }
