@@ -79,10 +79,10 @@ print(json.dumps({
     );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["resources"], serde_json::json!([["cpu"]]));
-    // auto, the model, four baselines, VPA and KRR; auto is not scored on the validation
-    // part it was chosen on.
-    assert_eq!(got["methods"], 8);
-    assert_eq!(got["validation_methods"], 7);
+    // auto, the model, its blend with a baseline, four baselines, VPA and KRR; auto is not
+    // scored on the validation part it was chosen on.
+    assert_eq!(got["methods"], 9);
+    assert_eq!(got["validation_methods"], 8);
     // 10 minutes ahead: all steps, and the one bucket the horizon reaches.
     assert_eq!(got["buckets"], serde_json::json!([["1h"], ["all"]]));
     // One choice per series, and auto forecasts exactly as the method chosen for it.

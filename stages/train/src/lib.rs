@@ -34,6 +34,7 @@ pub mod head;
 pub mod model;
 pub mod predict;
 pub mod recurrent;
+mod selection;
 mod stage;
 
 pub use applearner_pipeline::BoxError;
