@@ -6,7 +6,10 @@ use super::*;
 
 /// Multipliers are searched in this range (geometrically).
 pub const K_RANGE: (f64, f64) = (0.05, 50.0);
-const ITERATIONS: usize = 40;
+/// Bisection steps: the factor to within 7e-6 of itself, finer than the rounding of any
+/// value it scales (1 MiB in 40 GiB is 2.4e-5); 40 steps cost the plan a quarter more time
+/// and moved no summary figure.
+const ITERATIONS: usize = 20;
 
 /// How many of `points` may lie above the line at `risk` so that the rate on new data is at
 /// most `risk` (the split-conformal rank: n − ⌈(n + 1)(1 − risk)⌉).
