@@ -12,8 +12,9 @@ pub fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
     if limit == 0 || limit >= count {
         return None;
     }
-    // Shuffled as u32 where they fit: the same order (the shuffle draws by position, not
-    // value) in half the memory, which at scale is more than training holds.
+    // Shuffled as u32: the same order as usize (the shuffle draws by position, not value)
+    // in half the memory, which at scale is more than training holds. Past u32, where no
+    // shuffle of every index fits in memory, the indices are drawn directly.
     let mut rng = StdRng::seed_from_u64(seed);
     let mut chosen: Vec<usize> = match u32::try_from(count) {
         Ok(n) => {
@@ -21,12 +22,7 @@ pub fn subsample(count: usize, limit: usize, seed: u64) -> Option<Vec<usize>> {
             all.shuffle(&mut rng);
             all[..limit].iter().map(|&i| i as usize).collect()
         }
-        Err(_) => {
-            let mut all: Vec<usize> = (0..count).collect();
-            all.shuffle(&mut rng);
-            all.truncate(limit);
-            all
-        }
+        Err(_) => rand::seq::index::sample(&mut rng, count, limit).into_vec(),
     };
     chosen.sort_unstable();
     Some(chosen)
@@ -53,5 +49,34 @@ impl Scored {
     pub fn keeps(&self, c: &Candidate) -> bool {
         let origin = c.run_origin_ms + (c.in_run * self.stride) as i64 * self.step_ms;
         origin.rem_euclid(self.grid_ms[c.part as usize]) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use applearner_contracts::Part;
+
+    #[test]
+    fn the_subsample_is_seeded_sorted_and_distinct() {
+        let a = subsample(1000, 10, 7).unwrap();
+        assert_eq!(a, subsample(1000, 10, 7).unwrap());
+        assert_ne!(a, subsample(1000, 10, 8).unwrap());
+        assert!(a.len() == 10 && a.windows(2).all(|w| w[0] < w[1]) && a[9] < 1000, "{a:?}");
+        assert_eq!((subsample(5, 0, 7), subsample(5, 5, 7)), (None, None));
+    }
+
+    #[test]
+    fn scored_windows_sit_on_the_clock_grid_and_a_coarser_one_past_the_limit() {
+        // 5-minute steps, windows a step apart forecasting an hour: origins on whole hours.
+        let counts = WindowCounts { per_part: [0, 24, 2400], horizon: 12, stride: 1 };
+        let scored = Scored::of(&counts, 300_000, 100);
+        // Each run's first origin is 10 minutes before an hour.
+        let c = |part, in_run| Candidate { part, index: 0, in_run, run_origin_ms: 3_000_000 };
+        assert!(!scored.keeps(&c(Part::Validation, 0)));
+        assert!(scored.keeps(&c(Part::Validation, 2)) && scored.keeps(&c(Part::Validation, 14)));
+        // 2,400 test windows, 200 of them on the hour, about 100 allowed: every second hour.
+        let kept: Vec<usize> = (0..2400).filter(|&w| scored.keeps(&c(Part::Test, w))).collect();
+        assert_eq!((kept.len(), kept[0], kept[1]), (100, 14, 38));
     }
 }
