@@ -198,7 +198,7 @@ impl Method {
         match self {
             Method::Auto => "auto (chosen on validation)",
             Method::Model => "model",
-            Method::Blend => "model and a baseline, weighted",
+            Method::Blend => "mean of the model and a baseline",
             Method::LastValue => "last value",
             Method::SeasonalNaive => "seasonal naive",
             Method::MovingAverage => "moving average",
