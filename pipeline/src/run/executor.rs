@@ -144,7 +144,9 @@ impl<'a> Executor<'a> {
             inputs.clone(),
             None,
         );
-        let summary = self.execute(spec, &key, &ctx, (&inputs, &input_records), force)?;
+        let summary = self.execute(spec, &key, &ctx, (&inputs, &input_records), force);
+        release_freed_memory();
+        let summary = summary?;
         let outputs = ctx.written.into_inner().unwrap();
         if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
             return Err(PipelineError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
@@ -353,5 +355,17 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Hands back to the system the memory a finished stage freed. glibc keeps it in the arena of
+/// the thread that freed it, where the next stage's threads, allocating in another arena,
+/// cannot reuse it: in one process the backtest's and the plan's peaks added up
+/// (BENCHMARKS.md, "Freed memory handed back between stages").
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages; any thread may call it at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
