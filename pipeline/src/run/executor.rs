@@ -89,6 +89,7 @@ impl<'a> Executor<'a> {
         stage: impl FnOnce() -> Result<StageRecord, PipelineError>,
     ) -> Result<StageRecord, PipelineError> {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage));
+        release_freed_memory();
         let result = result.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -144,9 +145,7 @@ impl<'a> Executor<'a> {
             inputs.clone(),
             None,
         );
-        let summary = self.execute(spec, &key, &ctx, (&inputs, &input_records), force);
-        release_freed_memory();
-        let summary = summary?;
+        let summary = self.execute(spec, &key, &ctx, (&inputs, &input_records), force)?;
         let outputs = ctx.written.into_inner().unwrap();
         if let Some(o) = spec.outputs.iter().find(|o| !outputs.contains_key(&o.name)) {
             return Err(PipelineError::OutputNotWritten { stage: spec.name.clone(), output: o.name.clone() });
