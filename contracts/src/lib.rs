@@ -124,7 +124,8 @@ impl Line {
 pub enum Method {
     Auto,
     Model,
-    /// The model's forecast weighted with a baseline's, per series as chosen on validation.
+    /// The mean of the model's forecast and that of the baseline best on validation, per
+    /// series.
     Blend,
     LastValue,
     SeasonalNaive,

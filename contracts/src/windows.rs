@@ -382,14 +382,6 @@ pub struct WindowCounts {
     pub stride: usize,
 }
 
-impl WindowCounts {
-    /// How many windows of a run apart two windows must be for their forecasts not to
-    /// overlap.
-    pub fn apart(&self) -> usize {
-        self.horizon.div_ceil(self.stride.max(1)).max(1)
-    }
-}
-
 /// Counts the windows of each part in the `windows` table.
 pub fn windows_per_part<E: std::fmt::Display>(
     windows: impl IntoIterator<Item = Result<RecordBatch, E>>,

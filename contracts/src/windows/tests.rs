@@ -135,13 +135,13 @@ fn the_grid_step_is_read_within_a_segment_not_across_series_or_gaps() {
 }
 
 #[test]
-fn windows_a_horizon_apart_in_their_run_do_not_overlap() {
+fn each_candidate_knows_its_place_in_its_run() {
     let (features, windows) = tables();
     let counts = windows_per_part([Ok::<_, std::convert::Infallible>(windows.clone())]).unwrap();
-    assert_eq!((counts.horizon, counts.stride, counts.apart()), (2, 1, 2));
+    assert_eq!((counts.horizon, counts.stride), (2, 1));
     let ok = |b: RecordBatch| Ok::<_, std::convert::Infallible>(b);
     let cpu = ["cpu".to_string()];
-    let keep = |c: &Candidate| c.part == Part::Validation && c.in_run % counts.apart() == 0;
+    let keep = |c: &Candidate| c.part == Part::Validation && c.in_run % counts.horizon == 0;
     let set = WindowSet::of_windows(features.into_iter().map(ok), [ok(windows)], &cpu, &cpu, &keep).unwrap();
     let starts: Vec<usize> = set.part(Part::Validation).iter().map(|w| w.start).collect();
     assert_eq!(starts, [20, 22, 24, 26, 28]);

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::Baselines;
 use crate::forecasts::{level_name, write_forecasts};
 use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
-use crate::{blend, conformal, fallback};
+use crate::{blend, conformal, fallback, metrics};
 use applearner_pipeline::columns::{floats, ints, strings};
 use applearner_plan::series::Series;
 use applearner_plan::table::{Usage, read_usage};
@@ -161,6 +161,13 @@ impl Track {
     /// The forecast from origin `n`.
     pub fn forecast(&self, n: usize) -> &[f64] {
         &self.forecast[n * self.horizon..(n + 1) * self.horizon]
+    }
+
+    /// Mean absolute error over the steps with both an actual and a forecast (`NaN` with
+    /// none): what `auto` and `blend` choose by on validation.
+    pub fn mae(&self) -> f64 {
+        let both = self.actual.iter().zip(&self.forecast).filter(|(a, f)| a.is_finite() && f.is_finite());
+        metrics::mean(both.map(|(a, f)| (a - f).abs()))
     }
 
     /// Quantile `l` of step `h` from origin `n`, if the track has quantiles.

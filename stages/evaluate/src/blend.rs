@@ -9,7 +9,6 @@ use applearner_contracts::Method;
 use std::collections::BTreeMap;
 
 use crate::backtest::{Track, Tracks};
-use crate::metrics;
 
 /// The model's weight.
 const WEIGHT: f64 = 0.5;
@@ -22,11 +21,7 @@ pub type Blends = BTreeMap<(String, String), Method>;
 pub fn fit(validation: &Tracks) -> Blends {
     let mut out = Blends::new();
     for (_, key, column) in validation.keys().filter(|(m, _, _)| *m == Method::Model) {
-        let mae = |m: Method| {
-            let t = validation.get(&(m, key.clone(), column.clone()))?;
-            let errors = t.actual.iter().zip(&t.forecast).filter(|(a, f)| a.is_finite() && f.is_finite());
-            Some(metrics::mean(errors.map(|(a, f)| (a - f).abs()))).filter(|e| e.is_finite())
-        };
+        let mae = |m: Method| Some(validation.get(&(m, key.clone(), column.clone()))?.mae()).filter(|e| e.is_finite());
         let scored = Method::BASELINES.into_iter().filter_map(|m| Some((m, mae(m)?)));
         if let Some((best, _)) = scored.min_by(|a, b| a.1.total_cmp(&b.1)) {
             out.insert((key.clone(), column.clone()), best);

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::backtest::{Track, Tracks};
-use crate::metrics;
 
 /// Per (method, series, target), per quantile level and horizon bucket: what to add to
 /// the method's forecast at that level (its own quantile if it has one, else its point
@@ -86,8 +85,7 @@ pub fn choose(validation: &Tracks) -> BTreeMap<(String, String), (Method, Vec<f6
     let mut out: BTreeMap<(String, String), (Method, Vec<f64>)> = BTreeMap::new();
     for ((method, key, column), t) in validation {
         let Some(i) = Method::FORECASTERS.iter().position(|m| m == method) else { continue };
-        let errors = t.actual.iter().zip(&t.forecast);
-        let mae = metrics::mean(errors.filter(|(a, f)| a.is_finite() && f.is_finite()).map(|(a, f)| (a - f).abs()));
+        let mae = t.mae();
         let entry = out
             .entry((key.clone(), column.clone()))
             .or_insert((Method::Model, vec![f64::NAN; Method::FORECASTERS.len()]));

@@ -41,7 +41,9 @@ pub struct Scored {
 
 impl Scored {
     pub fn of(counts: &WindowCounts, step_ms: i64, limit: usize) -> Scored {
-        let thin = |n: usize| if limit == 0 { 1 } else { n.div_ceil(counts.apart()).div_ceil(limit).max(1) };
+        // About one window in `horizon / stride` has its origin on the grid.
+        let on_grid = |n: usize| (n * counts.stride).div_ceil(counts.horizon.max(1));
+        let thin = |n: usize| if limit == 0 { 1 } else { on_grid(n).div_ceil(limit).max(1) };
         let grid_ms = counts.per_part.map(|n| step_ms * (counts.horizon * thin(n)) as i64);
         Scored { step_ms, stride: counts.stride, grid_ms }
     }
