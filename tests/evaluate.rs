@@ -121,8 +121,9 @@ print(json.dumps({
     );
     let out = Command::new("python3").args(["-c", &copy]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One series at a time (a group each): the same forecasts and scores as all at once.
     let set = format!("evaluate.external={}", external.display());
-    let out = run("external", &[&set]);
+    let out = run("external", &[&set, "evaluate.windows_per_group=1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let compare = format!(
         "import duckdb; print(duckdb.connect().execute(\"select count(*), count(*) filter (where a.value is not distinct from b.value) \
@@ -134,6 +135,17 @@ print(json.dumps({
     let text = String::from_utf8_lossy(&out.stdout);
     let (rows, same) = text.trim().trim_matches(|c| c == '(' || c == ')').split_once(", ").unwrap();
     assert!(rows.parse::<u32>().unwrap() > 10 && rows == same, "{text}");
+    let same = r#"
+import duckdb, sys
+c = duckdb.connect()
+q = lambda run, t, w: f"select * from '{sys.argv[1]}/{run}/evaluate/{t}.parquet' where {w}"
+for t, w in [("forecasts", "true"), ("scores", "method <> 'copied'")]:
+    a, b = q("point", t, "true"), q("external", t, w)
+    print(t, c.execute(f"select (select count(*) from (({a}) except all ({b}))), (select count(*) from (({b}) except all ({a})))").fetchone())
+"#;
+    let out = Command::new("python3").args(["-c", same, store.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "forecasts (0, 0)\nscores (0, 0)\n", "{}", String::from_utf8_lossy(&out.stderr));
     // And it stands in the report's leaderboard beside ours.
     let report = std::fs::read_to_string(store.join("external/report/report.md")).unwrap();
     assert!(report.lines().any(|l| l.starts_with("| copied |")), "{report}");

@@ -7,6 +7,7 @@
 //! unchanged, and commits every output atomically to the [`store`] (a folder or object
 //! storage). Every run writes its resolved config and a manifest of what produced what.
 
+pub mod by_key;
 pub mod columns;
 pub mod config;
 pub mod context;

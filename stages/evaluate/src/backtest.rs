@@ -25,12 +25,14 @@ use applearner_train::predict::{forecast_windows, predict};
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::Baselines;
-use crate::forecasts::{level_name, write_forecasts};
-use crate::scoring::{Score, buckets, choices_table, mase_scale, score, scores_table};
+use crate::forecasts::{forecasts_schema, level_name, write_forecasts};
+use crate::groups::{Group, Groups};
+use crate::scoring::{buckets, choices_table, mase_scale, scores_table};
+use crate::tally::{Choices, Tally};
 use crate::{blend, conformal, fallback, metrics};
 use applearner_pipeline::columns::{floats, ints, strings};
 use applearner_plan::series::Series;
-use applearner_plan::table::{Usage, read_usage};
+use applearner_plan::table::Usage;
 
 /// Rolling-origin backtest over the validation and test parts. Reads the model
 /// (`model.mpk`, `card.json`), `features`, `windows`, `scalers` and the clean usage
@@ -82,6 +84,15 @@ pub struct BacktestParams {
     /// baseline meanwhile.
     #[serde(default = "default_degradation")]
     pub degradation: f64,
+    /// The backtest runs a group of whole series at a time, of about this many validation
+    /// and test windows: its memory grows with the group, not with the data. The forecasts
+    /// and scores are the same whatever the grouping.
+    #[serde(default = "default_windows_per_group")]
+    pub windows_per_group: usize,
+}
+
+fn default_windows_per_group() -> usize {
+    1_000_000
 }
 
 fn default_degradation() -> f64 {
@@ -215,111 +226,90 @@ impl Stage for Backtest {
         let card = &saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let (targets, levels) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels());
-        let forecast = self.forecast(ctx, &model_dir, &saved)?;
-        let mut parts = forecast.parts;
+        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table(scalers::NAME)?, targets)?
+            .into_iter()
+            .map(|s| ((s.key.clone(), s.column.clone()), s))
+            .collect();
+        let device = self.params.device.resolve()?;
+        let model = ModelRun { dir: &model_dir, saved: &saved, scalers: &scalers, device };
+        let external = self.params.external.as_deref().map(external_forecasts).transpose()?;
 
-        // The validation part decides; the test and ahead parts only receive its decisions.
-        let blends = blend::fit(&parts[0]);
-        for tracks in &mut parts {
-            blend::add(tracks, &blends);
-        }
-        let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
-        let adjustments = conformal::fit(&parts[0], &levels, &bucket_ranges);
-        let choice = conformal::choose(&parts[0]);
-        for tracks in &mut parts {
-            conformal::apply(tracks, &adjustments, &levels, &bucket_ranges);
-            conformal::add_auto(tracks, &choice);
-        }
-        // Where the model has trailed a baseline since the test part began, `auto` falls back.
-        let on_model: Vec<(String, String)> =
-            choice.iter().filter(|(_, c)| c.0 == Method::Model).map(|(k, _)| k.clone()).collect();
-        let span = horizon as i64 * step;
-        let degradation = self.params.degradation;
-        let fell_back = [1, 2].map(|p| fallback::switches(&parts[1], &parts[p], on_model.iter(), span, degradation));
-        for (p, switches) in [1, 2].into_iter().zip(&fell_back) {
-            fallback::apply(&mut parts[p], switches);
-        }
+        // The forecast ahead, from each series' last rows, in one pass over every series: the
+        // last bits of a forward pass can depend on how many series it holds.
+        let features = ctx.table_batches(features::NAME, None, &[])?;
+        let forward = predict(&model_dir, &saved, features, Some(scalers.values().cloned().collect()), None, device)?;
 
-        write_forecasts(ctx, &parts, &levels, step)?;
-        let rows = self.scores(&parts, &forecast.scales, &levels, horizon, step)?;
-        let counts = [
-            ("origins", forecast.origins),
-            ("mase_scaled_by_last_value", forecast.naive_scaled),
-            ("seasonal_naive_fell_back", forecast.fallbacks),
-        ];
-        let mut summary = summarise(&rows, &parts, &choice, targets, &levels, horizon, &counts);
-        summary.extend(model_health(&rows, targets, degradation, &fell_back));
-        summary.extend(applearner_plan::units::said(&forecast.implausible));
-        let (schema, batch) = scores_table(&rows)?;
-        ctx.write_table(scores::NAME, schema, &[batch])?;
-        let (schema, batch) = choices_table(&choice, &forecast.scales)?;
+        let mut groups = Groups::open(ctx, self.params.windows_per_group)?;
+        let mut writer = ctx.table_writer(forecasts::NAME, forecasts_schema(&levels, step)?)?;
+        let mut tally = Tally::new(&levels, horizon, step);
+        let bar = ctx.progress(groups.len() as u64, "groups of series backtested");
+        while let Some(group) = groups.next()? {
+            let mut parts = self.forecast(&model, (&group, &forward), &mut tally)?;
+            let (choice, fell_back) = self.decide(&mut parts, &levels, horizon, step);
+            write_forecasts(&mut writer, &parts, &levels, step)?;
+            let external = external.as_ref().map(|e| external_tracks(e, &parts[1])).unwrap_or_default();
+            tally.score(&parts, external);
+            tally.fell_back(&fell_back);
+            tally.choice.extend(choice);
+            bar.inc(1);
+        }
+        bar.finish();
+        if tally.test_origins == 0 {
+            return Err(EvaluateError::NoTestWindows.into());
+        }
+        if tally.validation_origins == 0 {
+            return Err(EvaluateError::NoValidationWindows.into());
+        }
+        writer.finish()?;
+        let (schema, batch) = choices_table(&tally.choice, &tally.scales)?;
+        let (rows, summary) = tally.finish(targets, self.params.degradation);
+        let (scores_schema, scores) = scores_table(&rows)?;
+        ctx.write_table(scores::NAME, scores_schema, &[scores])?;
         ctx.write_table(choices::NAME, schema, &[batch])?;
         Ok(summary)
     }
 }
 
-/// Every method's tracks of each part, and what scoring needs of the usage; the inputs
-/// they came from (windows, usage) are dropped with the function that read them.
-struct Forecasts {
-    parts: [Tracks; 3],
-    scales: BTreeMap<(String, String), f64>,
-    /// Test origins, series scaled by the last value's error, seasonal-naive fallbacks.
-    origins: usize,
-    naive_scaled: usize,
-    fallbacks: usize,
-    /// Series whose values cannot be cores or bytes: no KRR or VPA track.
-    implausible: BTreeSet<(String, Resource)>,
-}
-
 impl Backtest {
-    /// Reads the windows and usage, forecasts from the origins of each part with the model
-    /// and every baseline, and measures each series' MASE scale.
-    fn forecast(&self, ctx: &StageContext, model_dir: &Path, saved: &Saved) -> Result<Forecasts, BoxError> {
-        let card = &saved.card;
+    /// One group's tracks of every method and part, from the model and every baseline (ahead:
+    /// from the model's `forward` forecasts), with its series' MASE scales and counts added
+    /// to `tally`.
+    fn forecast(
+        &self,
+        model: &ModelRun,
+        (group, forward): (&Group, &RecordBatch),
+        tally: &mut Tally,
+    ) -> Result<[Tracks; 3], BoxError> {
+        let card = &model.saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
-        let targets = &card.blueprint.targets;
-        // Tables a batch at a time: none is held decoded whole.
-        let (features, windows) =
-            (ctx.table_batches(features::NAME, None, &[])?, ctx.table_batches(windows::NAME, None, &[])?);
+        let windows = group.windows.iter().cloned().map(Ok::<_, BoxError>);
+        let features = group.features.iter().cloned().map(Ok::<_, BoxError>);
         let parts = [Part::Validation, Part::Test];
-        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, targets, &parts)?;
-        let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table(scalers::NAME)?, targets)?
-            .into_iter()
-            .map(|s| ((s.key.clone(), s.column.clone()), s))
-            .collect();
-        let usage = read_usage(ctx.table_batches(resampled::NAME, None, &[])?)?;
-        let device = self.params.device.resolve()?;
-
+        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, &card.blueprint.targets, &parts)?;
         let stride = self.params.stride.unwrap_or(horizon);
         let chosen = windows.every(Part::Test, stride, self.params.max_origins);
-        if chosen.is_empty() {
-            return Err(EvaluateError::NoTestWindows.into());
-        }
         let validation_windows = windows.every(Part::Validation, stride, 0);
-        if validation_windows.is_empty() {
-            return Err(EvaluateError::NoValidationWindows.into());
-        }
-        let model = ModelRun { dir: model_dir, saved, windows: &windows, scalers: &scalers, usage: &usage, device };
-        // The forecast ahead, from each series' last rows: the features table read again.
-        let features = ctx.table_batches(features::NAME, None, &[])?;
-        let forward = predict(model_dir, saved, features, Some(scalers.values().cloned().collect()), None, device)?;
         let levels = card.blueprint.loss.quantile_levels();
+        let usage = &group.usage;
         let mut parts: [Tracks; 3] = [
-            model.tracks(Part::Validation, &validation_windows)?,
-            model.tracks(Part::Test, &chosen)?,
-            ahead(&forward, &usage, &levels, (horizon, step))?,
+            model.tracks(&windows, usage, Part::Validation, &validation_windows)?,
+            model.tracks(&windows, usage, Part::Test, &chosen)?,
+            ahead(forward, usage, &levels, (horizon, step))?,
         ];
-        let implausible = applearner_plan::units::implausible(&usage);
-        let fallbacks = self.add_baselines(ctx, &mut parts, &usage, &implausible, step, horizon);
-        let (scales, naive_scaled) = mase_scale(&parts[1], &usage, step, horizon, self.params.season.ms());
-        Ok(Forecasts { parts, scales, origins: chosen.len(), naive_scaled, fallbacks, implausible })
+        let implausible = applearner_plan::units::implausible(usage);
+        tally.fallbacks += self.add_baselines(&mut parts, usage, &implausible, step, horizon);
+        let (scales, naive_scaled) = mase_scale(&parts[1], usage, step, horizon, self.params.season.ms());
+        tally.scales.extend(scales);
+        tally.implausible.extend(implausible);
+        tally.naive_scaled += naive_scaled;
+        tally.test_origins += chosen.len();
+        Ok(parts)
     }
 
     /// Every baseline's and recommender's tracks beside the model's, in each part; returns
     /// how often seasonal naive fell back to the last value.
     fn add_baselines(
         &self,
-        ctx: &StageContext,
         parts: &mut [Tracks; 3],
         usage: &BTreeMap<String, Usage>,
         implausible: &BTreeSet<(String, Resource)>,
@@ -328,137 +318,41 @@ impl Backtest {
     ) -> usize {
         let window = (self.params.moving_average.ms() / step.max(1)).max(1) as usize;
         let baselines = Baselines { usage, implausible, step, horizon, season_ms: self.params.season.ms(), window };
-        let bar = ctx.progress(3, "baselines per part");
         let [validation, test, ahead] = parts;
-        let mut fallbacks = baselines.add(validation, None);
-        bar.inc(1);
-        fallbacks += baselines.add(test, None);
-        bar.inc(1);
-        fallbacks += baselines.add(ahead, Some(test));
-        bar.inc(1);
-        bar.finish();
-        fallbacks
+        baselines.add(validation, None) + baselines.add(test, None) + baselines.add(ahead, Some(test))
     }
 
-    /// The rows of `scores`: every method on validation (but `auto`, chosen there) and on
-    /// test, and the external forecasts on test.
-    fn scores(
+    /// What the validation part decides for a group, applied to every part: `blend`, the
+    /// conformal quantiles, `auto`'s choice and where it falls back (in the test part and
+    /// ahead).
+    fn decide(
         &self,
-        parts: &[Tracks; 3],
-        scales: &BTreeMap<(String, String), f64>,
+        parts: &mut [Tracks; 3],
         levels: &[f64],
         horizon: usize,
         step: i64,
-    ) -> Result<Vec<Score>, BoxError> {
-        let methods = Method::BACKTESTED;
-        let mut rows = score(Part::Validation.name(), &parts[0], &methods, scales, levels, horizon, step);
-        rows.retain(|r| &*r.method != Method::Auto.name());
-        rows.extend(score(Part::Test.name(), &parts[1], &methods, scales, levels, horizon, step));
-        if let Some(path) = &self.params.external {
-            for (method, tracks) in external(path, &parts[1])? {
-                let scored = score(Part::Test.name(), &tracks, &[Method::Model], scales, levels, horizon, step);
-                let method: Arc<str> = method.as_str().into();
-                rows.extend(scored.into_iter().map(|r| Score { method: method.clone(), ..r }));
-            }
+    ) -> (Choices, [fallback::Switches; 2]) {
+        let blends = blend::fit(&parts[0]);
+        for tracks in parts.iter_mut() {
+            blend::add(tracks, &blends);
         }
-        Ok(rows)
-    }
-}
-
-/// The stage's summary: sizes, the headline test scores, what `auto` chose and the counts.
-fn summarise(
-    rows: &[Score],
-    parts: &[Tracks; 3],
-    choice: &BTreeMap<(String, String), (Method, Vec<f64>)>,
-    targets: &[String],
-    levels: &[f64],
-    horizon: usize,
-    counts: &[(&str, usize)],
-) -> Summary {
-    let headline = |method: &str, column: &str, metric: &str| {
-        test_mean(rows, method, column, metric).map_or(f64::NAN, |v| (v * 1e4).round() / 1e4)
-    };
-    fn model(part: &Tracks) -> Vec<&Track> {
-        part.iter().filter(|(k, _)| k.0 == Method::Model).map(|(_, t)| t).collect()
-    }
-    let mut summary = Summary::new();
-    summary.insert("series".into(), model(&parts[1]).len().into());
-    summary.insert("validation_origins".into(), model(&parts[0]).iter().map(|t| t.origins.len()).sum::<usize>().into());
-    summary.insert("horizon_steps".into(), horizon.into());
-    for c in targets {
-        for m in [Method::Model.name(), Method::Auto.name()] {
-            summary.insert(format!("{m}_mase_{c}"), headline(m, c, "mase").into());
+        let bucket_ranges: Vec<_> = buckets(horizon, step).into_iter().map(|(_, r)| r).collect();
+        let adjustments = conformal::fit(&parts[0], levels, &bucket_ranges);
+        let choice = conformal::choose(&parts[0]);
+        for tracks in parts.iter_mut() {
+            conformal::apply(tracks, &adjustments, levels, &bucket_ranges);
+            conformal::add_auto(tracks, &choice);
         }
-        if let Some(l) = levels.iter().find(|l| (**l - 0.9).abs() < 1e-9) {
-            let coverage = headline(Method::Auto.name(), c, &format!("coverage_{}", level_name(*l)));
-            summary.insert(format!("auto_coverage_p90_{c}"), coverage.into());
+        // Where the model has trailed a baseline since the test part began, `auto` falls back.
+        let on_model: Vec<(String, String)> =
+            choice.iter().filter(|(_, c)| c.0 == Method::Model).map(|(k, _)| k.clone()).collect();
+        let (span, degradation) = (horizon as i64 * step, self.params.degradation);
+        let fell_back = [1, 2].map(|p| fallback::switches(&parts[1], &parts[p], on_model.iter(), span, degradation));
+        for (p, switches) in [1, 2].into_iter().zip(&fell_back) {
+            fallback::apply(&mut parts[p], switches);
         }
+        (choice, fell_back)
     }
-    let mut picked: BTreeMap<String, usize> = BTreeMap::new();
-    for (m, _) in choice.values() {
-        *picked.entry(format!("auto_chose_{}", m.name())).or_default() += 1;
-    }
-    for (k, n) in picked.into_iter().chain(counts.iter().map(|(k, n)| (k.to_string(), *n))) {
-        summary.insert(k, n.into());
-    }
-    let filled = model(&parts[1]).iter().map(|t| t.actual.iter().filter(|a| a.is_nan()).count()).sum::<usize>();
-    summary.insert("filled_actuals_not_scored".into(), filled.into());
-    summary
-}
-
-/// A method's `metric` on the test part, the mean over series of one target, every step.
-fn test_mean(rows: &[Score], method: &str, column: &str, metric: &str) -> Option<f64> {
-    let row = rows.iter().find(|r| {
-        r.part == "test"
-            && &*r.method == method
-            && &*r.resource == column
-            && r.scope == "mean"
-            && r.bucket == "all"
-            && &*r.metric == metric
-    });
-    row.map(|r| r.value)
-}
-
-/// Where `auto` fell back (`fell_back`: in the test part and ahead) and whether the model
-/// is due for retraining, as summary entries.
-fn model_health(rows: &[Score], targets: &[String], degradation: f64, fell_back: &[fallback::Switches; 2]) -> Summary {
-    let mut summary = Summary::new();
-    // A few series falling back is what `auto` is for; the fleet's score decides a retrain.
-    let ahead: Vec<String> = fell_back[1].keys().map(|(k, c)| format!("{k} {c}")).collect();
-    if !ahead.is_empty() {
-        tracing::info!("{} series are forecast by a baseline for now: the model trails it there", ahead.len());
-    }
-    let switched: usize = fell_back[0].values().map(Vec::len).sum();
-    summary.insert("auto_fell_back_at_test_origins".into(), (switched as u64).into());
-    summary.insert("auto_falls_back_ahead".into(), ahead.into());
-    let reasons = due_for_retraining(rows, targets, degradation);
-    for r in &reasons {
-        tracing::warn!("retrain the model: {r}");
-    }
-    summary.insert("retrain".into(), (!reasons.is_empty()).into());
-    summary.insert("retrain_reasons".into(), reasons.into());
-    summary
-}
-
-/// Why the model should be retrained: per target where its mean test MASE is more than
-/// `degradation` worse than the best baseline's.
-fn due_for_retraining(rows: &[Score], targets: &[String], degradation: f64) -> Vec<String> {
-    let mean = |method: &str, column: &str| test_mean(rows, method, column, "mase").filter(|v| v.is_finite());
-    let mut out = Vec::new();
-    for c in targets {
-        let Some(model) = mean(Method::Model.name(), c) else { continue };
-        let best = Method::BASELINES
-            .iter()
-            .filter_map(|m| Some((m.name(), mean(m.name(), c)?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((name, b)) = best.filter(|b| model > (1.0 + degradation) * b.1) {
-            out.push(format!(
-                "{c}: the model's MASE {model:.3} is above {name}'s {b:.3} by more than {:.0} %",
-                100.0 * degradation
-            ));
-        }
-    }
-    out
 }
 
 /// The actual values `horizon` steps after `origin` (`NaN` where filled in), if every
@@ -501,13 +395,13 @@ fn read_external(path: &str) -> Result<Vec<u8>, EvaluateError> {
     std::fs::read(path).map_err(|error| EvaluateError::External { path: path.to_string(), error })
 }
 
-/// Per method of the file at `path`: its forecasts from the model's test origins, as
-/// tracks keyed as the model's, whose origins they share (the rows are renamed when scored).
-fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxError> {
+/// Forecasts made elsewhere: (method, series, target, origin) → (step, forecast) pairs.
+type External = BTreeMap<(String, String, String, i64), Vec<(i64, f64)>>;
+
+/// The forecasts in the file at `path`.
+fn external_forecasts(path: &str) -> Result<External, BoxError> {
     let bytes = read_external(path)?;
-    // (method, key, resource, origin) → (step, forecast)
-    type Steps = BTreeMap<(String, String, String, i64), Vec<(i64, f64)>>;
-    let mut forecasts = Steps::new();
+    let mut forecasts = External::new();
     for b in applearner_pipeline::read_parquet(path, bytes.into())? {
         let (keys, resources, methods) =
             (strings(&b, path, "key")?, strings(&b, path, "resource")?, strings(&b, path, "method")?);
@@ -525,6 +419,12 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
             forecasts.entry(at).or_default().push((steps[i], values[i]));
         }
     }
+    Ok(forecasts)
+}
+
+/// Per method of the external forecasts: those from the model's test origins, as tracks
+/// keyed as the model's, whose origins they share (the rows are renamed when scored).
+fn external_tracks(forecasts: &External, test: &Tracks) -> BTreeMap<String, Tracks> {
     let mut out: BTreeMap<String, Tracks> = forecasts.keys().map(|k| (k.0.clone(), Tracks::new())).collect();
     for (method, tracks) in &mut out {
         for ((_, key, column), t) in test.iter().filter(|(k, _)| k.0 == Method::Model) {
@@ -550,23 +450,27 @@ fn external(path: &str, test: &Tracks) -> Result<BTreeMap<String, Tracks>, BoxEr
             }
         }
     }
-    Ok(out)
+    out
 }
 
-/// The trained model and what its forecasts are read against.
+/// The trained model and what its forecasts are unscaled by.
 struct ModelRun<'a> {
     dir: &'a Path,
     saved: &'a Saved,
-    windows: &'a WindowSet,
     scalers: &'a BTreeMap<(String, String), Scaler>,
-    usage: &'a BTreeMap<String, Usage>,
     device: Device,
 }
 
 impl ModelRun<'_> {
     /// The model's forecasts from the windows `chosen` of `part`, per series and target,
     /// beside the actuals (origins whose horizon runs off the grid are left out).
-    fn tracks(&self, part: Part, chosen: &[usize]) -> Result<Tracks, BoxError> {
+    fn tracks(
+        &self,
+        windows: &WindowSet,
+        usage: &BTreeMap<String, Usage>,
+        part: Part,
+        chosen: &[usize],
+    ) -> Result<Tracks, BoxError> {
         let mut tracks = Tracks::new();
         if chosen.is_empty() {
             return Ok(tracks);
@@ -574,10 +478,10 @@ impl ModelRun<'_> {
         let card = &self.saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let (targets, nl) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels().len());
-        let (point, quantiles) = forecast_windows(self.dir, self.saved, self.windows, part, chosen, self.device)?;
+        let (point, quantiles) = forecast_windows(self.dir, self.saved, windows, part, chosen, self.device)?;
         for (n, &w) in chosen.iter().enumerate() {
-            let window = &self.windows.part(part)[w];
-            let Some(series) = self.usage.get(&*window.key) else { continue };
+            let window = &windows.part(part)[w];
+            let Some(series) = usage.get(&*window.key) else { continue };
             for (j, column) in targets.iter().enumerate() {
                 let (Some(s), Some(scaler)) =
                     (series.column(column), self.scalers.get(&(window.key.to_string(), column.clone())))

@@ -1,9 +1,12 @@
-//! The `forecasts` table: every part's tracks, a batch of whole tracks at a time.
+//! The `forecasts` table: every part's tracks, a group of series and a batch of whole
+//! tracks at a time.
 
 use applearner_contracts::Method;
 use applearner_contracts::tables::forecasts;
+use applearner_pipeline::BoxError;
 use applearner_pipeline::arrow::array::RecordBatch;
-use applearner_pipeline::{BoxError, StageContext};
+use applearner_pipeline::arrow::datatypes::SchemaRef;
+use applearner_pipeline::context::TableWriter;
 use applearner_plan::table::TableBuilder;
 
 use crate::backtest::{PARTS, Track, Tracks};
@@ -13,16 +16,20 @@ pub fn level_name(level: f64) -> String {
     format!("p{}", (level * 100.0).round() as u32)
 }
 
-/// Every part's tracks as the `forecasts` table: per part, method (in the order of
-/// [`Method::BACKTESTED`]), series, target, origin and step; written a batch of whole tracks at a time.
+/// The `forecasts` table's schema.
+pub(crate) fn forecasts_schema(levels: &[f64], step_ms: i64) -> Result<SchemaRef, BoxError> {
+    Ok(forecasts_batch(PARTS[0], Method::BACKTESTED[0], &[], levels, step_ms)?.schema())
+}
+
+/// A group of series' tracks as rows of the `forecasts` table: per part, method (in the
+/// order of [`Method::BACKTESTED`]), series, target, origin and step; written a batch of
+/// whole tracks at a time.
 pub(crate) fn write_forecasts(
-    ctx: &StageContext,
+    writer: &mut TableWriter,
     parts: &[Tracks; 3],
     levels: &[f64],
     step_ms: i64,
 ) -> Result<(), BoxError> {
-    let schema = forecasts_batch(PARTS[0], Method::BACKTESTED[0], &[], levels, step_ms)?.schema();
-    let mut writer = ctx.table_writer(forecasts::NAME, schema)?;
     for (p, tracks) in PARTS.iter().zip(parts) {
         for m in Method::BACKTESTED {
             let of_method: Vec<_> = tracks.iter().filter(|((mm, _, _), _)| *mm == m).collect();
@@ -41,7 +48,7 @@ pub(crate) fn write_forecasts(
             }
         }
     }
-    writer.finish()
+    Ok(())
 }
 
 /// The rows of some tracks of one part and method: per series, target, origin and step.

@@ -8,8 +8,10 @@ mod conformal;
 mod error;
 mod fallback;
 mod forecasts;
+mod groups;
 pub mod metrics;
 mod scoring;
+mod tally;
 
 pub use error::EvaluateError;
 

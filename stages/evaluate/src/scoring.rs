@@ -126,55 +126,80 @@ fn measure(t: &Track, scale: f64, levels: &[f64], steps: Range<usize>) -> Vec<(S
 /// (resource, bucket, step, metric) → the values of every series.
 type Across = BTreeMap<(Arc<str>, &'static str, u32, Arc<str>), Vec<f64>>;
 
-/// One part's rows: per series over all steps and per bucket; then the mean and median
-/// across series of those, and of each step.
-pub fn score(
+/// One part's rows, a group of series at a time: per series over all steps and per bucket
+/// as each group comes; the mean and median across series of those, and of each step, once
+/// every group is in.
+pub struct Scorer {
     part: &'static str,
-    tracks: &Tracks,
-    methods: &[Method],
-    scales: &BTreeMap<(String, String), f64>,
-    levels: &[f64],
-    horizon: usize,
-    step_ms: i64,
-) -> Vec<Score> {
-    let ranges: Vec<(&'static str, u32, Range<usize>)> = std::iter::once(("all", 0, 0..horizon))
-        .chain(buckets(horizon, step_ms).into_iter().map(|(b, r)| (b, 0, r)))
-        .chain((0..horizon).map(|h| ("", h as u32 + 1, h..h + 1)))
-        .collect();
-    let mut rows = Vec::new();
-    let mut names: BTreeMap<String, Arc<str>> = BTreeMap::new();
-    let mut name = |s: &str| names.entry(s.to_string()).or_insert_with(|| s.into()).clone();
-    let empty = name("");
-    for &m in methods {
-        let method = name(m.name());
-        let mut across = Across::new();
-        for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
-            let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
-            let (key, resource) = (name(key), name(column));
-            for (bucket, step, steps) in &ranges {
-                for (metric, value) in measure(t, scale, levels, steps.clone()) {
-                    let metric = name(&metric);
-                    across.entry((resource.clone(), bucket, *step, metric.clone())).or_default().push(value);
-                    // One step of one series is noise: per-series rows are kept per bucket.
-                    if *step == 0 {
-                        rows.push(Score {
-                            part,
-                            method: method.clone(),
-                            resource: resource.clone(),
-                            scope: "series",
-                            key: key.clone(),
-                            bucket,
-                            step: 0,
-                            metric,
-                            value,
-                        });
+    methods: Vec<Method>,
+    levels: Vec<f64>,
+    /// All steps, each bucket, then each step: (bucket, 1-based step or 0, 0-based steps).
+    ranges: Vec<(&'static str, u32, Range<usize>)>,
+    names: BTreeMap<String, Arc<str>>,
+    /// Per method: its per-series rows and what is aggregated across series.
+    rows: Vec<Vec<Score>>,
+    across: Vec<Across>,
+}
+
+impl Scorer {
+    pub fn new(part: &'static str, methods: &[Method], levels: &[f64], horizon: usize, step_ms: i64) -> Scorer {
+        let ranges = std::iter::once(("all", 0, 0..horizon))
+            .chain(buckets(horizon, step_ms).into_iter().map(|(b, r)| (b, 0, r)))
+            .chain((0..horizon).map(|h| ("", h as u32 + 1, h..h + 1)))
+            .collect();
+        Scorer {
+            part,
+            methods: methods.to_vec(),
+            levels: levels.to_vec(),
+            ranges,
+            names: BTreeMap::new(),
+            rows: methods.iter().map(|_| Vec::new()).collect(),
+            across: methods.iter().map(|_| Across::new()).collect(),
+        }
+    }
+
+    /// A name shared by every row that has it.
+    fn name(&mut self, s: &str) -> Arc<str> {
+        self.names.entry(s.to_string()).or_insert_with(|| s.into()).clone()
+    }
+
+    /// Scores a group of series' tracks (of the methods scored; groups in key order).
+    pub fn add(&mut self, tracks: &Tracks, scales: &BTreeMap<(String, String), f64>) {
+        for (i, m) in self.methods.clone().into_iter().enumerate() {
+            let method = self.name(m.name());
+            for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+                let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
+                let (key, resource) = (self.name(key), self.name(column));
+                for (bucket, step, steps) in self.ranges.clone() {
+                    for (metric, value) in measure(t, scale, &self.levels, steps) {
+                        let metric = self.name(&metric);
+                        let cell = (resource.clone(), bucket, step, metric.clone());
+                        self.across[i].entry(cell).or_default().push(value);
+                        // One step of one series is noise: per-series rows are kept per bucket.
+                        if step == 0 {
+                            let (part, method, resource, key) =
+                                (self.part, method.clone(), resource.clone(), key.clone());
+                            let row =
+                                Score { part, method, resource, scope: "series", key, bucket, step, metric, value };
+                            self.rows[i].push(row);
+                        }
                     }
                 }
             }
         }
-        rows.extend(across_series(part, &method, &empty, across));
     }
-    rows
+
+    /// Every row: per method, its per-series rows, then the mean and median across series.
+    pub fn finish(mut self) -> Vec<Score> {
+        let empty = self.name("");
+        let methods: Vec<Arc<str>> = self.methods.clone().iter().map(|m| self.name(m.name())).collect();
+        let mut out = Vec::new();
+        for ((method, rows), across) in methods.iter().zip(self.rows).zip(self.across) {
+            out.extend(rows);
+            out.extend(across_series(self.part, method, &empty, across));
+        }
+        out
+    }
 }
 
 /// The mean and median across series of each (resource, bucket, step, metric): rows with no key.
