@@ -239,7 +239,8 @@ impl Stage for Backtest {
         let features = ctx.table_batches(features::NAME, None, &[])?;
         let forward = predict(&model_dir, &saved, features, Some(scalers.values().cloned().collect()), None, device)?;
 
-        let mut groups = Groups::open(ctx, self.params.windows_per_group)?;
+        let columns = (card.blueprint.inputs.as_slice(), targets.as_slice());
+        let mut groups = Groups::open(ctx, columns, self.params.windows_per_group)?;
         let mut writer = ctx.table_writer(forecasts::NAME, forecasts_schema(&levels, step)?)?;
         let mut tally = Tally::new(&levels, horizon, step);
         let bar = ctx.progress(groups.len() as u64, "groups of series backtested");
@@ -282,18 +283,15 @@ impl Backtest {
     ) -> Result<[Tracks; 3], BoxError> {
         let card = &model.saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
-        let windows = group.windows.iter().cloned().map(Ok::<_, BoxError>);
-        let features = group.features.iter().cloned().map(Ok::<_, BoxError>);
-        let parts = [Part::Validation, Part::Test];
-        let windows = WindowSet::of_parts(features, windows, &card.blueprint.inputs, &card.blueprint.targets, &parts)?;
+        let windows = &group.windows;
         let stride = self.params.stride.unwrap_or(horizon);
         let chosen = windows.every(Part::Test, stride, self.params.max_origins);
         let validation_windows = windows.every(Part::Validation, stride, 0);
         let levels = card.blueprint.loss.quantile_levels();
         let usage = &group.usage;
         let mut parts: [Tracks; 3] = [
-            model.tracks(&windows, usage, Part::Validation, &validation_windows)?,
-            model.tracks(&windows, usage, Part::Test, &chosen)?,
+            model.tracks(windows, usage, Part::Validation, &validation_windows)?,
+            model.tracks(windows, usage, Part::Test, &chosen)?,
             ahead(forward, usage, &levels, (horizon, step))?,
         ];
         let implausible = applearner_plan::units::implausible(usage);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use applearner_contracts::Part;
+use applearner_contracts::{Part, WindowSet};
 use applearner_contracts::tables::{features, resampled, windows};
 use applearner_pipeline::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use applearner_pipeline::arrow::compute::cast;
@@ -16,11 +16,9 @@ use applearner_pipeline::columns::{ints, strings};
 use applearner_pipeline::{BoxError, StageContext};
 use applearner_plan::table::{Usage, read_usage};
 
-/// One group of series: its runs of windows (their rows counted from the group's first
-/// features row), its features and its usage.
+/// One group of series: its validation and test windows, and its usage.
 pub(crate) struct Group {
-    pub windows: Vec<RecordBatch>,
-    pub features: Vec<RecordBatch>,
+    pub windows: WindowSet,
     pub usage: BTreeMap<String, Usage>,
 }
 
@@ -28,6 +26,9 @@ type Batches<'a> = Box<dyn Iterator<Item = Result<RecordBatch, BoxError>> + 'a>;
 
 /// The groups still to read.
 pub(crate) struct Groups<'a> {
+    /// The feature columns the model sees and forecasts.
+    inputs: &'a [String],
+    targets: &'a [String],
     /// The last key of each group (`None`: every series left).
     lasts: std::vec::IntoIter<Option<String>>,
     windows: ByKey<Batches<'a>>,
@@ -37,7 +38,11 @@ pub(crate) struct Groups<'a> {
 
 impl<'a> Groups<'a> {
     /// Groups of about `per_group` validation and test windows each, of whole series.
-    pub(crate) fn open(ctx: &'a StageContext, per_group: usize) -> Result<Groups<'a>, BoxError> {
+    pub(crate) fn open(
+        ctx: &'a StageContext,
+        (inputs, targets): (&'a [String], &'a [String]),
+        per_group: usize,
+    ) -> Result<Groups<'a>, BoxError> {
         // One row per run of windows: small beside the features it indexes.
         let runs = ctx.read_table(windows::NAME)?;
         let lasts = cut(&runs, per_group)?.into_iter();
@@ -45,6 +50,8 @@ impl<'a> Groups<'a> {
             Ok(Box::new(ctx.table_batches(slot, None, &[])?.map(|b| b.map_err(BoxError::from))))
         };
         Ok(Groups {
+            inputs,
+            targets,
             lasts,
             windows: ByKey::new(Box::new(runs.into_iter().map(Ok)), windows::NAME, windows::KEY),
             features: ByKey::new(table(features::NAME)?, features::NAME, features::KEY),
@@ -61,10 +68,14 @@ impl<'a> Groups<'a> {
         let Some(last) = self.lasts.next() else { return Ok(None) };
         let last = last.as_deref();
         let first_row = self.features.taken();
-        let windows = self.windows.through(last)?.iter().map(|b| renumbered(b, first_row)).collect::<Result<_, _>>()?;
-        let features = self.features.through(last)?;
-        let usage = read_usage(self.usage.through(last)?.into_iter().map(Ok::<_, BoxError>))?;
-        Ok(Some(Group { windows, features, usage }))
+        let runs: Vec<RecordBatch> = self.windows.through(last).collect::<Result<_, _>>()?;
+        let runs = runs.iter().map(|b| renumbered(b, first_row));
+        // The features stream through: only the rows some window reads are held.
+        let features = self.features.through(last);
+        let parts = [Part::Validation, Part::Test];
+        let windows = WindowSet::of_parts(features, runs, self.inputs, self.targets, &parts)?;
+        let usage = read_usage(self.usage.through(last))?;
+        Ok(Some(Group { windows, usage }))
     }
 }
 
