@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use applearner_contracts::{Part, WindowSet};
 use applearner_contracts::tables::{features, resampled, windows};
+use applearner_contracts::{Part, WindowSet};
 use applearner_pipeline::arrow::array::{AsArray, RecordBatch, UInt64Array};
 use applearner_pipeline::arrow::compute::cast;
 use applearner_pipeline::arrow::datatypes::{DataType, UInt64Type};

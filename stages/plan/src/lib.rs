@@ -156,7 +156,7 @@ impl Stage for Plan {
             read_forecasts(ctx.table_batches(forecasts::NAME, None, &[])?, self.params.forecasts.method())?;
         self.check_sources(&columns)?;
         let implausible = crate::units::implausible(&usage);
-        let timelines = all_timelines(ctx, &usage, (&forecasts, &columns), &implausible);
+        let timelines = all_timelines(ctx, &usage, (forecasts, &columns), &implausible);
         let lines: Vec<&Line> =
             self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
         if lines.is_empty() {
@@ -200,7 +200,7 @@ impl Stage for Plan {
 fn all_timelines(
     ctx: &StageContext,
     usage: &BTreeMap<String, Usage>,
-    (forecasts, columns): (&ByPart, &[String]),
+    (mut forecasts, columns): (ByPart, &[String]),
     implausible: &std::collections::BTreeSet<(String, Resource)>,
 ) -> Timelines {
     let bar = ctx.progress(usage.len() as u64, "series prepared");
@@ -208,7 +208,7 @@ fn all_timelines(
         .iter()
         .map(|(key, u)| {
             bar.inc(1);
-            let mut t = timelines(key, forecasts, u, columns);
+            let mut t = timelines(key, &mut forecasts, u, columns);
             t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r.name() == resource));
             (key.clone(), t)
         })

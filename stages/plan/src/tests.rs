@@ -183,7 +183,7 @@ fn synthetic() -> Timelines {
             }
             forecasts.insert((key.into(), "cpu".into(), part.into()), o);
         }
-        out.insert(key.to_string(), timelines(key, &forecasts, &usage, &["p90".to_string()]));
+        out.insert(key.to_string(), timelines(key, &mut forecasts, &usage, &["p90".to_string()]));
     }
     out
 }

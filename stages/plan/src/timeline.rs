@@ -229,11 +229,12 @@ pub fn read_forecasts<E: Into<BoxError>>(
     Ok((out, columns, step_ms))
 }
 
-/// The timelines of one series, per (resource, part), from its forecasts and its usage.
-/// Decisions sit at origins a horizon apart (overlapping origins are skipped).
+/// The timelines of one series, per (resource, part), from its forecasts (taken out of
+/// `forecasts`: their actuals move, not copied) and its usage. Decisions sit at origins a
+/// horizon apart (overlapping origins are skipped).
 pub fn timelines(
     key: &str,
-    forecasts: &ByPart,
+    forecasts: &mut ByPart,
     usage: &Usage,
     columns: &[String],
 ) -> BTreeMap<(String, String), Timeline> {
@@ -246,7 +247,8 @@ pub fn timelines(
         let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
         for part in PARTS {
-            let Some(o) = forecasts.get(&(key.to_string(), resource.name().to_string(), part.to_string())) else {
+            let Some(mut o) = forecasts.remove(&(key.to_string(), resource.name().to_string(), part.to_string()))
+            else {
                 continue;
             };
             let mut t = Timeline::default();
@@ -277,8 +279,8 @@ pub fn timelines(
                 t.bases.entry(Rule::Seen).or_default().push(seen);
                 t.at.push(at);
                 t.known.push(known);
-                t.usage.push(o.actual[n].clone());
-                t.times.push(o.times[n].clone());
+                t.usage.push(std::mem::take(&mut o.actual[n]));
+                t.times.push(std::mem::take(&mut o.times[n]));
             }
             out.insert((resource.name().to_string(), part.to_string()), t);
         }
