@@ -92,7 +92,7 @@ pub struct BacktestParams {
 }
 
 fn default_windows_per_group() -> usize {
-    1_000_000
+    500_000
 }
 
 fn default_degradation() -> f64 {
