@@ -195,21 +195,27 @@ impl Stage for Plan {
     }
 }
 
-/// Every series' timelines, with a progress bar; values that cannot be cores or bytes are
-/// neither planned nor compared.
+/// Every series' timelines, a series per core, with a progress bar; values that cannot be
+/// cores or bytes are neither planned nor compared.
 fn all_timelines(
     ctx: &StageContext,
     usage: &BTreeMap<String, Usage>,
-    (mut forecasts, columns): (ByPart, &[String]),
+    (forecasts, columns): (ByPart, &[String]),
     implausible: &std::collections::BTreeSet<(String, Resource)>,
 ) -> Timelines {
+    let mut by_key: BTreeMap<String, ByPart> = BTreeMap::new();
+    for (at, o) in forecasts {
+        by_key.entry(at.0.clone()).or_default().insert(at, o);
+    }
+    let series: Vec<(&String, &Usage, ByPart)> =
+        usage.iter().map(|(key, u)| (key, u, by_key.remove(key).unwrap_or_default())).collect();
     let bar = ctx.progress(usage.len() as u64, "series prepared");
-    let out = usage
-        .iter()
-        .map(|(key, u)| {
-            bar.inc(1);
+    let out = series
+        .into_par_iter()
+        .map(|(key, u, mut forecasts)| {
             let mut t = timelines(key, &mut forecasts, u, columns);
             t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r.name() == resource));
+            bar.inc(1);
             (key.clone(), t)
         })
         .collect();

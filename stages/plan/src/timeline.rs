@@ -4,8 +4,8 @@
 use super::*;
 use crate::recommend::{KrrSettings, Vpa, VpaSettings};
 use crate::series::Series;
-use applearner_contracts::percentile;
 use applearner_contracts::tables::forecasts as f;
+use applearner_contracts::{percentile, percentile_unsorted};
 
 /// A way to size a line before its multiplier: each is replayed, and the model's are
 /// calibrated, from what was known at each decision.
@@ -332,9 +332,7 @@ fn quantile_in(s: &Series, from: i64, until: i64, tenths: u32) -> f64 {
     if tenths >= 1000 {
         return window.iter().copied().fold(f64::MIN, f64::max);
     }
-    let mut sorted = window.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, tenths as f64 / 10.0)
+    percentile_unsorted(&mut window.to_vec(), tenths as f64 / 10.0)
 }
 
 /// KRR's value per knob setting at `now`: CPU per percentile of [`KRR_PERCENTILES`], memory
