@@ -6,6 +6,11 @@ use crate::recommend::{KrrSettings, Vpa, VpaSettings};
 use crate::series::Series;
 use applearner_contracts::tables::forecasts as f;
 use applearner_contracts::{percentile, percentile_unsorted};
+use applearner_pipeline::arrow::array::{Scalar, StringArray};
+use applearner_pipeline::arrow::compute::filter_record_batch;
+use applearner_pipeline::arrow::compute::kernels::cmp::eq;
+use applearner_pipeline::arrow::datatypes::DataType;
+use applearner_pipeline::columns::column;
 
 /// A way to size a line before its multiplier: each is replayed, and the model's are
 /// calibrated, from what was known at each decision.
@@ -182,6 +187,9 @@ pub fn read_forecasts<E: Into<BoxError>>(
     for b in batches {
         // A batch at a time: the table holds every method's forecasts, the plan reads one.
         let b = &b.map_err(Into::into)?;
+        // Only the method's rows are decoded: strings for every row would be most of the time.
+        let methods = column(b, f::NAME, f::METHOD, &DataType::Utf8)?;
+        let b = &filter_record_batch(b, &eq(&methods, &Scalar::new(StringArray::from(vec![wanted])))?)?;
         columns = b
             .schema()
             .fields()
@@ -189,16 +197,12 @@ pub fn read_forecasts<E: Into<BoxError>>(
             .map(|f| f.name().clone())
             .filter(|n| n == f::FORECAST || n.parse::<QuantileSource>().is_ok())
             .collect();
-        let (part, method, key, resource) = (
-            strings(b, f::NAME, f::PART)?,
-            strings(b, f::NAME, f::METHOD)?,
-            strings(b, f::NAME, f::KEY)?,
-            strings(b, f::NAME, f::RESOURCE)?,
-        );
+        let (part, key, resource) =
+            (strings(b, f::NAME, f::PART)?, strings(b, f::NAME, f::KEY)?, strings(b, f::NAME, f::RESOURCE)?);
         let (origin, time, actual) =
             (ints(b, f::NAME, f::ORIGIN)?, ints(b, f::NAME, f::TIMESTAMP)?, floats(b, f::NAME, f::ACTUAL)?);
         let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, f::NAME, c)).collect::<Result<_, _>>()?;
-        for i in (0..b.num_rows()).filter(|&i| method[i] == wanted) {
+        for i in 0..b.num_rows() {
             step_ms = step_ms.min(time[i] - origin[i]);
             let o = out.entry((key[i].clone(), resource[i].clone(), part[i].clone())).or_default();
             let start = origin[i] + (time[i] - origin[i] - 1) / DECISION_MS * DECISION_MS;
