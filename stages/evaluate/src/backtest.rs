@@ -13,6 +13,7 @@ use applearner_contracts::{Method, Part, Resource, WindowSet};
 use applearner_pipeline::arrow::array::AsArray;
 use applearner_pipeline::arrow::array::RecordBatch;
 use applearner_pipeline::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use applearner_pipeline::context::TableWriter;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{BoxError, Duration, Output, ParamProblem, Stage, StageContext, StageParams, Summary};
 use applearner_train::card::Scaler;
@@ -224,8 +225,7 @@ impl Stage for Backtest {
         let saved =
             Saved::from_bytes(&model_dir, &ctx.read_artifact(CARD_FILE)?, ctx.read_artifact(WEIGHTS_FILE)?.to_vec())?;
         let card = &saved.card;
-        let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
-        let (targets, levels) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels());
+        let (targets, levels, step) = (&card.blueprint.targets, card.blueprint.loss.quantile_levels(), card.step_ms);
         let scalers: BTreeMap<(String, String), _> = read_scalers(&ctx.read_table(scalers::NAME)?, targets)?
             .into_iter()
             .map(|s| ((s.key.clone(), s.column.clone()), s))
@@ -240,21 +240,9 @@ impl Stage for Backtest {
         let forward = predict(&model_dir, &saved, features, Some(scalers.values().cloned().collect()), None, device)?;
 
         let columns = (card.blueprint.inputs.as_slice(), targets.as_slice());
-        let mut groups = Groups::open(ctx, columns, self.params.windows_per_group)?;
+        let groups = Groups::open(ctx, columns, forward, self.params.windows_per_group)?;
         let mut writer = ctx.table_writer(forecasts::NAME, forecasts_schema(&levels, step)?)?;
-        let mut tally = Tally::new(&levels, horizon, step);
-        let bar = ctx.progress(groups.len() as u64, "groups of series backtested");
-        while let Some(group) = groups.next()? {
-            let mut parts = self.forecast(&model, (&group, &forward), &mut tally)?;
-            let (choice, fell_back) = self.decide(&mut parts, &levels, horizon, step);
-            write_forecasts(&mut writer, &parts, &levels, step)?;
-            let external = external.as_ref().map(|e| external_tracks(e, &parts[1])).unwrap_or_default();
-            tally.score(&parts, external);
-            tally.fell_back(&fell_back);
-            tally.choice.extend(choice);
-            bar.inc(1);
-        }
-        bar.finish();
+        let tally = self.each_group(ctx, &model, groups, &mut writer, external.as_ref())?;
         if tally.test_origins == 0 {
             return Err(EvaluateError::NoTestWindows.into());
         }
@@ -272,15 +260,37 @@ impl Stage for Backtest {
 }
 
 impl Backtest {
-    /// One group's tracks of every method and part, from the model and every baseline (ahead:
-    /// from the model's `forward` forecasts), with its series' MASE scales and counts added
-    /// to `tally`.
-    fn forecast(
+    /// Backtests each group of series: its forecasts written, its scores and counts added up.
+    fn each_group(
         &self,
+        ctx: &StageContext,
         model: &ModelRun,
-        (group, forward): (&Group, &RecordBatch),
-        tally: &mut Tally,
-    ) -> Result<[Tracks; 3], BoxError> {
+        mut groups: Groups,
+        writer: &mut TableWriter,
+        external: Option<&External>,
+    ) -> Result<Tally, BoxError> {
+        let card = &model.saved.card;
+        let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
+        let levels = card.blueprint.loss.quantile_levels();
+        let mut tally = Tally::new(&levels, horizon, step);
+        let bar = ctx.progress(groups.len() as u64, "groups of series backtested");
+        while let Some(group) = groups.next()? {
+            let mut parts = self.forecast(model, &group, &mut tally)?;
+            let (choice, fell_back) = self.decide(&mut parts, &levels, horizon, step);
+            write_forecasts(writer, &parts, &levels, step)?;
+            tally.score(&parts, external.map(|e| external_tracks(e, &parts[1])).unwrap_or_default());
+            tally.fell_back(&fell_back);
+            tally.choice.extend(choice);
+            bar.inc(1);
+        }
+        bar.finish();
+        Ok(tally)
+    }
+
+    /// One group's tracks of every method and part, from the model and every baseline (ahead:
+    /// from the model's forward forecast), with its series' MASE scales and counts added to
+    /// `tally`.
+    fn forecast(&self, model: &ModelRun, group: &Group, tally: &mut Tally) -> Result<[Tracks; 3], BoxError> {
         let card = &model.saved.card;
         let (horizon, step) = (card.blueprint.shape.horizon, card.step_ms);
         let windows = &group.windows;
@@ -292,7 +302,7 @@ impl Backtest {
         let mut parts: [Tracks; 3] = [
             model.tracks(windows, usage, Part::Validation, &validation_windows)?,
             model.tracks(windows, usage, Part::Test, &chosen)?,
-            ahead(forward, usage, &levels, (horizon, step))?,
+            ahead(&group.forward, usage, &levels, (horizon, step))?,
         ];
         let implausible = applearner_plan::units::implausible(usage);
         tally.fallbacks += self.add_baselines(&mut parts, usage, &implausible, step, horizon);
@@ -362,29 +372,32 @@ fn actuals(s: &Series, origin: i64, step: i64, horizon: usize) -> Option<Vec<f64
 /// The model's forward forecast (from `predict`, `horizon` steps) as one-origin tracks with
 /// no actuals.
 fn ahead(
-    forward: &RecordBatch,
+    forward: &[RecordBatch],
     usage: &BTreeMap<String, Usage>,
     levels: &[f64],
     (horizon, step_ms): (usize, i64),
 ) -> Result<Tracks, BoxError> {
-    let b = forward;
-    let (keys, columns) = (strings(b, "forecast", "key")?, strings(b, "forecast", "column")?);
-    let (steps, times, point) =
-        (ints(b, "forecast", "step")?, ints(b, "forecast", "timestamp")?, floats(b, "forecast", "forecast")?);
-    let qs: Vec<Vec<f64>> = levels.iter().map(|l| floats(b, "forecast", &level_name(*l))).collect::<Result<_, _>>()?;
     let mut tracks = Tracks::new();
-    for i in 0..b.num_rows() {
-        let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
-        let t =
-            tracks.entry((Method::Model, keys[i].clone(), columns[i].clone())).or_insert_with(|| Track::new(horizon));
-        if steps[i] == 1 {
-            let origin = times[i] - steps[i] * step_ms;
-            t.origins.push(origin);
-            t.last.push(s.at(origin).unwrap_or(f64::NAN));
+    for b in forward {
+        let (keys, columns) = (strings(b, "forecast", "key")?, strings(b, "forecast", "column")?);
+        let (steps, times, point) =
+            (ints(b, "forecast", "step")?, ints(b, "forecast", "timestamp")?, floats(b, "forecast", "forecast")?);
+        let qs: Vec<Vec<f64>> =
+            levels.iter().map(|l| floats(b, "forecast", &level_name(*l))).collect::<Result<_, _>>()?;
+        for i in 0..b.num_rows() {
+            let Some(s) = usage.get(&keys[i]).and_then(|u| u.column(&columns[i])) else { continue };
+            let t = tracks
+                .entry((Method::Model, keys[i].clone(), columns[i].clone()))
+                .or_insert_with(|| Track::new(horizon));
+            if steps[i] == 1 {
+                let origin = times[i] - steps[i] * step_ms;
+                t.origins.push(origin);
+                t.last.push(s.at(origin).unwrap_or(f64::NAN));
+            }
+            Arc::make_mut(&mut t.actual).push(f64::NAN);
+            t.forecast.push(point[i]);
+            t.quantiles.extend(qs.iter().map(|q| q[i]));
         }
-        Arc::make_mut(&mut t.actual).push(f64::NAN);
-        t.forecast.push(point[i]);
-        t.quantiles.extend(qs.iter().map(|q| q[i]));
     }
     Ok(tracks)
 }

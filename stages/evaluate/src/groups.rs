@@ -1,8 +1,8 @@
 //! The backtest's inputs a group of series at a time. Every step of the backtest but the
 //! fleet's scores is per series, so it holds one group's windows, usage and tracks, never
 //! the data's: its memory grows with the group, not with the fleet. The `windows`,
-//! `features` and `resampled` tables are sorted by series key, and each is read once, in
-//! order.
+//! `features` and `resampled` tables and the forward forecast are sorted by series key, and
+//! the groups read each once, in order.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +16,12 @@ use applearner_pipeline::columns::{ints, strings};
 use applearner_pipeline::{BoxError, StageContext};
 use applearner_plan::table::{Usage, read_usage};
 
-/// One group of series: its validation and test windows, and its usage.
+/// One group of series: its validation and test windows, its usage and its rows of the
+/// forward forecast.
 pub(crate) struct Group {
     pub windows: WindowSet,
     pub usage: BTreeMap<String, Usage>,
+    pub forward: Vec<RecordBatch>,
 }
 
 type Batches<'a> = Box<dyn Iterator<Item = Result<RecordBatch, BoxError>> + 'a>;
@@ -34,13 +36,16 @@ pub(crate) struct Groups<'a> {
     windows: ByKey<Batches<'a>>,
     features: ByKey<Batches<'a>>,
     usage: ByKey<Batches<'a>>,
+    forward: ByKey<Batches<'a>>,
 }
 
 impl<'a> Groups<'a> {
-    /// Groups of about `per_group` validation and test windows each, of whole series.
+    /// Groups of about `per_group` validation and test windows each, of whole series, with
+    /// their rows of `forward` (the model's forecast ahead, made in one pass).
     pub(crate) fn open(
         ctx: &'a StageContext,
         (inputs, targets): (&'a [String], &'a [String]),
+        forward: RecordBatch,
         per_group: usize,
     ) -> Result<Groups<'a>, BoxError> {
         // One row per run of windows: small beside the features it indexes.
@@ -56,6 +61,7 @@ impl<'a> Groups<'a> {
             windows: ByKey::new(Box::new(runs.into_iter().map(Ok)), windows::NAME, windows::KEY),
             features: ByKey::new(table(features::NAME)?, features::NAME, features::KEY),
             usage: ByKey::new(table(resampled::NAME)?, resampled::NAME, resampled::KEY),
+            forward: ByKey::new(Box::new(std::iter::once(Ok(forward))), "forward forecast", "key"),
         })
     }
 
@@ -75,7 +81,8 @@ impl<'a> Groups<'a> {
         let parts = [Part::Validation, Part::Test];
         let windows = WindowSet::of_parts(features, runs, self.inputs, self.targets, &parts)?;
         let usage = read_usage(self.usage.through(last))?;
-        Ok(Some(Group { windows, usage }))
+        let forward = self.forward.through(last).collect::<Result<_, _>>()?;
+        Ok(Some(Group { windows, usage, forward }))
     }
 }
 

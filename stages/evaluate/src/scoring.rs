@@ -158,30 +158,25 @@ impl Scorer {
         }
     }
 
-    /// A name shared by every row that has it.
-    fn name(&mut self, s: &str) -> Arc<str> {
-        self.names.entry(s.to_string()).or_insert_with(|| s.into()).clone()
-    }
-
     /// Scores a group of series' tracks (of the methods scored; groups in key order).
     pub fn add(&mut self, tracks: &Tracks, scales: &BTreeMap<(String, String), f64>) {
-        for (i, m) in self.methods.clone().into_iter().enumerate() {
-            let method = self.name(m.name());
-            for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| *mm == m) {
+        let Scorer { part, methods, levels, ranges, names, rows, across } = self;
+        for ((m, rows), across) in methods.iter().zip(rows).zip(across) {
+            let method = name(names, m.name());
+            for ((_, key, column), t) in tracks.iter().filter(|((mm, _, _), _)| mm == m) {
                 let scale = scales.get(&(key.clone(), column.clone())).copied().unwrap_or(f64::NAN);
-                let (key, resource) = (self.name(key), self.name(column));
-                for (bucket, step, steps) in self.ranges.clone() {
-                    for (metric, value) in measure(t, scale, &self.levels, steps) {
-                        let metric = self.name(&metric);
-                        let cell = (resource.clone(), bucket, step, metric.clone());
-                        self.across[i].entry(cell).or_default().push(value);
+                let (key, resource) = (name(names, key), name(names, column));
+                for (bucket, step, steps) in ranges.iter() {
+                    for (metric, value) in measure(t, scale, levels, steps.clone()) {
+                        let metric = name(names, &metric);
+                        across.entry((resource.clone(), bucket, *step, metric.clone())).or_default().push(value);
                         // One step of one series is noise: per-series rows are kept per bucket.
-                        if step == 0 {
-                            let (part, method, resource, key) =
-                                (self.part, method.clone(), resource.clone(), key.clone());
+                        if *step == 0 {
+                            let (method, resource, key) = (method.clone(), resource.clone(), key.clone());
+                            let (part, bucket) = (*part, *bucket);
                             let row =
-                                Score { part, method, resource, scope: "series", key, bucket, step, metric, value };
-                            self.rows[i].push(row);
+                                Score { part, method, resource, scope: "series", key, bucket, step: 0, metric, value };
+                            rows.push(row);
                         }
                     }
                 }
@@ -190,16 +185,21 @@ impl Scorer {
     }
 
     /// Every row: per method, its per-series rows, then the mean and median across series.
-    pub fn finish(mut self) -> Vec<Score> {
-        let empty = self.name("");
-        let methods: Vec<Arc<str>> = self.methods.clone().iter().map(|m| self.name(m.name())).collect();
+    pub fn finish(self) -> Vec<Score> {
+        let Scorer { part, methods, mut names, rows, across, .. } = self;
+        let empty = name(&mut names, "");
         let mut out = Vec::new();
-        for ((method, rows), across) in methods.iter().zip(self.rows).zip(self.across) {
+        for ((m, rows), across) in methods.iter().zip(rows).zip(across) {
             out.extend(rows);
-            out.extend(across_series(self.part, method, &empty, across));
+            out.extend(across_series(part, &name(&mut names, m.name()), &empty, across));
         }
         out
     }
+}
+
+/// `s` as the name every row that has it shares.
+fn name(names: &mut BTreeMap<String, Arc<str>>, s: &str) -> Arc<str> {
+    names.entry(s.to_string()).or_insert_with(|| s.into()).clone()
 }
 
 /// The mean and median across series of each (resource, bucket, step, metric): rows with no key.
