@@ -40,16 +40,25 @@ where
         Through { by_key: self, last, done: false }
     }
 
+    /// The rows of the next `n` (at least 1) keys, or of every key left where fewer are, a
+    /// batch at a time: for a table whose ranges are not known ahead. Once read, the range's
+    /// last key ([`Keys::last_key`]) is where another table is read `through`.
+    pub fn next_keys(&mut self, n: usize) -> Keys<'_, I> {
+        Keys { by_key: self, n, keys: 0, last: None, done: false }
+    }
+
+    /// The rows left over from the last range, or the next batch of the table.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, BoxError> {
+        match self.rest.take() {
+            Some(b) => Ok(Some(b)),
+            None => self.batches.next().map(|b| self.checked(b.map_err(Into::into)?)).transpose(),
+        }
+    }
+
     /// The next batch of rows whose key is at most `last`, and whether rows past `last`
     /// follow it.
     fn next_within(&mut self, last: Option<&str>) -> Result<Option<(RecordBatch, bool)>, BoxError> {
-        let batch = match self.rest.take() {
-            Some(b) => b,
-            None => match self.batches.next() {
-                Some(b) => self.checked(b.map_err(Into::into)?)?,
-                None => return Ok(None),
-            },
-        };
+        let Some(batch) = self.next_batch()? else { return Ok(None) };
         let keys = column(&batch, &self.table, self.key, &DataType::Utf8)?;
         let keys = keys.as_string::<i32>();
         let within = match last {
@@ -122,6 +131,77 @@ where
     }
 }
 
+/// The batches of the next keys of a [`ByKey`] (see [`ByKey::next_keys`]).
+pub struct Keys<'a, I> {
+    by_key: &'a mut ByKey<I>,
+    n: usize,
+    keys: usize,
+    last: Option<String>,
+    done: bool,
+}
+
+impl<I> Keys<'_, I> {
+    /// The last key read so far: the range's, once every batch is taken; `None` if no row was.
+    pub fn last_key(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+}
+
+impl<I, E> Keys<'_, I>
+where
+    I: Iterator<Item = Result<RecordBatch, E>>,
+    E: Into<BoxError>,
+{
+    /// How many of `batch`'s rows belong to the range, counting its keys.
+    fn within(&mut self, batch: &RecordBatch) -> Result<usize, BoxError> {
+        let keys = column(batch, &self.by_key.table, self.by_key.key, &DataType::Utf8)?;
+        let keys = keys.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            if self.last.as_deref() != Some(keys.value(i)) {
+                if self.keys == self.n {
+                    return Ok(i);
+                }
+                (self.keys, self.last) = (self.keys + 1, Some(keys.value(i).to_string()));
+            }
+        }
+        Ok(batch.num_rows())
+    }
+
+    fn next_within(&mut self) -> Result<Option<RecordBatch>, BoxError> {
+        let Some(batch) = self.by_key.next_batch()? else { return Ok(None) };
+        let within = self.within(&batch)?;
+        self.by_key.taken += within;
+        if within < batch.num_rows() {
+            self.done = true;
+            self.by_key.rest = Some(batch.slice(within, batch.num_rows() - within));
+        }
+        Ok(Some(batch.slice(0, within)))
+    }
+}
+
+impl<I, E> Iterator for Keys<'_, I>
+where
+    I: Iterator<Item = Result<RecordBatch, E>>,
+    E: Into<BoxError>,
+{
+    type Item = Result<RecordBatch, BoxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.next_within() {
+                Ok(Some(batch)) if batch.num_rows() > 0 => return Some(Ok(batch)),
+                Ok(Some(_)) => {}
+                Ok(None) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ByKey;
@@ -155,6 +235,24 @@ mod tests {
         assert_eq!(by_key.taken(), 4);
         assert_eq!(rows(&mut by_key, None), vec![4, 5]);
         assert!(rows(&mut by_key, None).is_empty());
+    }
+
+    #[test]
+    fn hands_out_the_next_keys_across_batches_then_another_table_to_the_same_key() {
+        let table = || vec![batch(&["a", "a", "b"], 0), batch(&["b", "c"], 3), batch(&["d"], 5)].into_iter();
+        let mut by_key = ByKey::new(table(), "forecasts", "key");
+        let column = |b: &RecordBatch| b.column(1).as_any().downcast_ref::<UInt32Array>().unwrap().values().to_vec();
+        let mut next = |n| {
+            let mut keys = by_key.next_keys(n);
+            let rows: Vec<u32> = keys.by_ref().flat_map(|b| column(&b.unwrap())).collect();
+            Some((rows, keys.last_key()?.to_string()))
+        };
+        assert_eq!(next(2), Some((vec![0, 1, 2, 3], "b".to_string())));
+        assert_eq!(next(5), Some((vec![4, 5], "d".to_string())));
+        assert_eq!(next(1), None);
+        // The other table, read to the last key of each range.
+        let mut other = ByKey::new(table(), "resampled", "key");
+        assert_eq!(rows(&mut other, Some("b")), vec![0, 1, 2, 3]);
     }
 
     #[test]

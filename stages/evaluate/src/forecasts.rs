@@ -18,53 +18,59 @@ pub fn level_name(level: f64) -> String {
 
 /// The `forecasts` table's schema.
 pub(crate) fn forecasts_schema(levels: &[f64], step_ms: i64) -> Result<SchemaRef, BoxError> {
-    Ok(forecasts_batch(PARTS[0], Method::BACKTESTED[0], &[], levels, step_ms)?.schema())
+    Ok(forecasts_batch(&[], levels, step_ms)?.schema())
 }
 
-/// A group of series' tracks as rows of the `forecasts` table: per part, method (in the
-/// order of [`Method::BACKTESTED`]), series, target, origin and step; written a batch of
-/// whole tracks at a time.
+/// A track and where it belongs: its part and its (method, series, target).
+type Placed<'a> = (&'a str, &'a (Method, String, String), &'a Track);
+
+/// A group of series' tracks as rows of the `forecasts` table: per series, part, method (in
+/// the order of [`Method::BACKTESTED`]), target, origin and step; written a batch of whole
+/// tracks at a time. Groups come in key order, so the whole table is sorted by series: the
+/// plan reads it a few series at a time.
 pub(crate) fn write_forecasts(
     writer: &mut TableWriter,
     parts: &[Tracks; 3],
     levels: &[f64],
     step_ms: i64,
 ) -> Result<(), BoxError> {
-    for (p, tracks) in PARTS.iter().zip(parts) {
-        for m in Method::BACKTESTED {
-            let of_method: Vec<_> = tracks.iter().filter(|((mm, _, _), _)| *mm == m).collect();
-            let mut from = 0;
-            while from < of_method.len() {
-                // Whole tracks, about 2^16 rows a batch (at least one track).
-                let mut to = from;
-                let mut rows = 0;
-                while to < of_method.len() && (to == from || rows < 1 << 16) {
-                    rows += of_method[to].1.forecast.len();
-                    to += 1;
-                }
-                let batch = forecasts_batch(p, m, &of_method[from..to], levels, step_ms)?;
-                writer.write(&batch)?;
-                from = to;
+    let method = |m: &Method| Method::BACKTESTED.iter().position(|x| x == m);
+    let mut placed: Vec<(usize, usize, Placed)> = Vec::new();
+    for (p, tracks) in parts.iter().enumerate() {
+        for (at, t) in tracks {
+            if let Some(m) = method(&at.0) {
+                placed.push((p, m, (PARTS[p], at, t)));
             }
         }
+    }
+    placed.sort_by(|a, b| (&a.2.1.1, a.0, a.1, &a.2.1.2).cmp(&(&b.2.1.1, b.0, b.1, &b.2.1.2)));
+    let placed: Vec<Placed> = placed.into_iter().map(|p| p.2).collect();
+    let mut from = 0;
+    while from < placed.len() {
+        // Whole tracks, about 2^16 rows a batch (at least one track).
+        let mut to = from;
+        let mut rows = 0;
+        while to < placed.len() && (to == from || rows < 1 << 16) {
+            rows += placed[to].2.forecast.len();
+            to += 1;
+        }
+        writer.write(&forecasts_batch(&placed[from..to], levels, step_ms)?)?;
+        from = to;
     }
     Ok(())
 }
 
-/// The rows of some tracks of one part and method: per series, target, origin and step.
-fn forecasts_batch(
-    p: &str,
-    m: Method,
-    tracks: &[(&(Method, String, String), &Track)],
-    levels: &[f64],
-    step_ms: i64,
-) -> Result<RecordBatch, BoxError> {
+/// The rows of some tracks: per track, its origins and steps.
+fn forecasts_batch(tracks: &[Placed], levels: &[f64], step_ms: i64) -> Result<RecordBatch, BoxError> {
+    let (mut part, mut method) = (Vec::new(), Vec::new());
     let (mut key, mut column, mut origin, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut time, mut actual, mut forecast) = (Vec::new(), Vec::new(), Vec::new());
     let mut qs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    for ((_, k, c), t) in tracks {
+    for (p, (m, k, c), t) in tracks {
         for (n, &o) in t.origins.iter().enumerate() {
             for h in 0..t.horizon {
+                part.push(*p);
+                method.push(m.name());
                 key.push(k.as_str());
                 column.push(c.as_str());
                 origin.push(o);
@@ -78,10 +84,9 @@ fn forecasts_batch(
             }
         }
     }
-    let rows = key.len();
     let mut t = TableBuilder::default()
-        .strings(forecasts::PART, std::iter::repeat_n(p, rows))
-        .strings(forecasts::METHOD, std::iter::repeat_n(m.name(), rows))
+        .strings(forecasts::PART, part)
+        .strings(forecasts::METHOD, method)
         .strings(forecasts::KEY, key)
         .strings(forecasts::RESOURCE, column)
         .times(forecasts::ORIGIN, origin)

@@ -122,7 +122,7 @@ pub fn recommendations(
     now: &[&WorkloadPlan],
     lines: &[&Line],
     allocation: &Allocation,
-    usage: &BTreeMap<String, Usage>,
+    seen: &BTreeMap<String, Seen>,
     prices: &Prices,
     throttled_above: f64,
 ) -> Vec<Recommendation> {
@@ -131,7 +131,7 @@ pub fn recommendations(
         .iter()
         .map(|w| {
             let signals = allocation.get(&w.key).unwrap_or(&empty);
-            let mut r = recommend(w, lines, signals, usage.get(&w.key));
+            let mut r = recommend(w, lines, signals, seen.get(&w.key));
             r.flags = r.flagged(throttled_above);
             r
         })
@@ -141,42 +141,63 @@ pub fn recommendations(
     out
 }
 
-/// One workload's recommendation from its plan, its allocation's signals and its usage
-/// (flags not yet set).
+/// One workload's recommendation from its plan, its allocation's signals and what its usage
+/// showed (flags not yet set).
 fn recommend(
     w: &WorkloadPlan,
     lines: &[&Line],
     signals: &BTreeMap<String, Vec<(i64, f64)>>,
-    usage: Option<&Usage>,
+    seen: Option<&Seen>,
 ) -> Recommendation {
     let changes = |p: &Vec<(i64, f64)>| p.windows(2).filter(|w| w[0].1 != w[1].1).count();
     let total = |p: &Vec<(i64, f64)>| p.iter().map(|p| p.1).sum::<f64>();
-    // Steps whose usage of a resource went above its limit then in force.
-    let above = |resource: Resource, line: &str| {
-        let (Some(points), Some(series)) = (signals.get(line), usage.and_then(|u| u.column(resource.name()))) else {
-            return 0;
-        };
-        let times = series.times.iter().zip(&series.values);
-        times.filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l)).count()
-    };
-    let max_seen = |r: Resource| usage?.column(r.name())?.values.iter().copied().reduce(f64::max);
     Recommendation {
         key: w.key.clone(),
         node: applearner_contracts::tables::resampled::is_node(&w.key),
-        replicas: usage.map_or(1, |u| u.replicas.max(1)),
-        max_seen: Resource::ALL.map(max_seen),
+        replicas: seen.map_or(1, |s| s.replicas.max(1)),
+        max_seen: seen.map_or([None; 2], |s| s.max),
         owner: w.owner.clone(),
         hpa: w.hpa.clone(),
         current: at::LINES.map(|l| signals.get(l).and_then(|p| p.last()).map(|p| p.1)),
         planned: at::LINES.map(|l| lines.iter().position(|x| x.name == l).and_then(|i| w.values[i])),
         allocation_changes: at::LINES.iter().filter_map(|l| signals.get(*l)).map(changes).sum(),
-        above_limit: [above(Resource::Cpu, at::LINES[1]), above(Resource::Memory, at::LINES[3])],
+        above_limit: seen.map_or([0; 2], |s| s.above_limit),
         oom_kills: signals.get(at::OOM_KILLS).map_or(0.0, total),
         throttled_pct: signals
             .get(at::CPU_THROTTLED)
             .filter(|p| !p.is_empty())
             .map(|p| 100.0 * total(p) / p.len() as f64),
         flags: Vec::new(),
+    }
+}
+
+/// What the plan ahead needs of one series' usage, kept once its timelines are made (the
+/// usage is read a few series at a time): each resource's highest value (a limit's evidence,
+/// a Job's runs' peak), the replicas, the steps above the limits then in force, and, where
+/// an HPA scales the workload, its values, which the scale points are replayed against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    pub max: [Option<f64>; 2],
+    pub replicas: u32,
+    pub above_limit: [usize; 2],
+    pub values: Option<[Vec<f64>; 2]>,
+}
+
+impl Seen {
+    pub fn of(usage: &Usage, signals: Option<&BTreeMap<String, Vec<(i64, f64)>>>, scaled: bool) -> Seen {
+        let series = |r: Resource| if r == Resource::Cpu { &usage.cpu } else { &usage.memory };
+        // Steps whose usage of a resource went above its limit then in force.
+        let above = |r: Resource, line: &str| {
+            let Some(points) = signals.and_then(|s| s.get(line)) else { return 0 };
+            let s = series(r);
+            s.times.iter().zip(&s.values).filter(|(t, v)| in_force_at(points, **t).is_some_and(|l| **v > l)).count()
+        };
+        Seen {
+            max: Resource::ALL.map(|r| series(r).values.iter().copied().reduce(f64::max)),
+            replicas: usage.replicas,
+            above_limit: [above(Resource::Cpu, at::LINES[1]), above(Resource::Memory, at::LINES[3])],
+            values: scaled.then(|| Resource::ALL.map(|r| series(r).values.clone())),
+        }
     }
 }
 

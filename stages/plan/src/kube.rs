@@ -91,7 +91,7 @@ pub fn keep_scale_points(
     lines: &[&Line],
     allocation: &Allocation,
     workloads: &Workloads,
-    usage: &BTreeMap<String, Usage>,
+    seen: &BTreeMap<String, Seen>,
     max_target: f64,
 ) -> Vec<HpaDecision> {
     let mut out: Vec<HpaDecision> = Vec::new();
@@ -121,7 +121,8 @@ pub fn keep_scale_points(
                     above_now: 0,
                     above_planned: 0,
                 };
-                out.push(d.replayed(usage.get(&w.key).and_then(|u| u.column(resource.name()))));
+                let values = seen.get(&w.key).and_then(|s| s.values.as_ref()).map(|v| v[resource.index()].as_slice());
+                out.push(d.replayed(values));
             }
         }
     }
@@ -149,11 +150,11 @@ fn decide(hpa: &Hpa, target: f64, now: Option<f64>, planned: Option<f64>, max_ta
 }
 
 impl HpaDecision {
-    /// With the steps of `series` (the busiest pod's usage) above the scale point now and as
+    /// With the steps of `values` (the busiest pod's usage) above the scale point now and as
     /// planned.
-    fn replayed(mut self, series: Option<&crate::series::Series>) -> HpaDecision {
-        let above = |p: Option<f64>| match (p, series) {
-            (Some(p), Some(s)) => s.values.iter().filter(|v| **v > p).count(),
+    fn replayed(mut self, values: Option<&[f64]>) -> HpaDecision {
+        let above = |p: Option<f64>| match (p, values) {
+            (Some(p), Some(v)) => v.iter().filter(|v| **v > p).count(),
             _ => 0,
         };
         let [now, planned] = self.scale_points();
@@ -289,14 +290,12 @@ pub(super) fn hpas_table(decisions: &[HpaDecision]) -> Result<(SchemaRef, Record
 /// Jobs and CronJobs run to completion: a forecast across their runs says little of the
 /// next one, so each request is the runs' peak (the highest usage any run reached; the busiest
 /// replica of a parallel Job), and a limit never below it. Returns how many were sized so.
-pub fn size_jobs(plan: &mut [WorkloadPlan], lines: &[&Line], usage: &BTreeMap<String, Usage>) -> usize {
+pub fn size_jobs(plan: &mut [WorkloadPlan], lines: &[&Line], seen: &BTreeMap<String, Seen>) -> usize {
     let mut keys = std::collections::BTreeSet::new();
     for w in plan.iter_mut().filter(|w| is_job(&w.owner)) {
-        let Some(u) = usage.get(&w.key) else { continue };
+        let Some(s) = seen.get(&w.key) else { continue };
         for (i, l) in lines.iter().enumerate() {
-            let Some(peak) = u.column(l.resource.name()).and_then(|s| s.values.iter().copied().reduce(f64::max)) else {
-                continue;
-            };
+            let Some(peak) = s.max[l.resource.index()] else { continue };
             let policy = Policy { floor: l.floor, step: l.step, min_change: 0.0, changes_per_day: 1 };
             let peak = policy.round(peak);
             w.values[i] = if l.name.ends_with("request") { Some(peak) } else { w.values[i].map(|v| v.max(peak)) };

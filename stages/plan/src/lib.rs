@@ -141,22 +141,12 @@ impl Stage for Plan {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<Summary, BoxError> {
-        let mut combined = None;
-        let batches = ctx.table_batches(resampled::NAME, None, &[])?.inspect(|b| {
-            if let Ok(b) = b {
-                combined = b.schema().metadata().get(resampled::COMBINED).cloned();
-            }
-        });
-        let usage = read_usage(batches)?;
-        refuse_summed_replicas(combined.as_deref(), &usage)?;
         let allocation = read_allocation(&ctx.read_table(allocation::NAME)?)?;
         let workloads = read_workloads(&ctx.read_table(workloads::NAME)?)?;
         let quotas = read_quotas(&ctx.read_table(quotas::NAME)?)?;
-        let (forecasts, columns, step_ms) =
-            read_forecasts(ctx.table_batches(forecasts::NAME, None, &[])?, self.params.forecasts.method())?;
-        self.check_sources(&columns)?;
-        let implausible = crate::units::implausible(&usage);
-        let timelines = all_timelines(ctx, &usage, (forecasts, &columns), &implausible);
+        let method = self.params.forecasts.method();
+        let Prepared { timelines, seen, implausible, columns, step_ms } =
+            all_timelines(ctx, method, &|c| self.check_sources(c), &allocation, &workloads)?;
         let lines: Vec<&Line> =
             self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
         if lines.is_empty() {
@@ -180,7 +170,7 @@ impl Stage for Plan {
         let configured: Vec<&Outcome> =
             outcomes.iter().filter(|o| o.budget == self.params.max_changes_per_day).collect();
         let mut summary = self.summary(&lines, &configured, &comparisons);
-        let known = Beside { usage: &usage, allocation: &allocation, workloads: &workloads, quotas: &quotas };
+        let known = Beside { seen: &seen, allocation: &allocation, workloads: &workloads, quotas: &quotas };
         summary.extend(self.ahead(ctx, &timelines, &lines, &configured, &known)?);
         summary.extend(crate::units::said(&implausible));
         let warnings: Vec<String> =
@@ -195,32 +185,107 @@ impl Stage for Plan {
     }
 }
 
-/// Every series' timelines, a series per core, with a progress bar; values that cannot be
-/// cores or bytes are neither planned nor compared.
+/// Series whose forecasts and usage are held at once while their timelines are made: the
+/// plan holds every series' timelines, but only these series' points.
+const SERIES_AT_ONCE: usize = 64;
+
+/// What the plan reads of every series: its timelines, what the plan ahead needs of its
+/// usage, which of its values cannot be cores or bytes; and the forecast columns and the
+/// grid step.
+struct Prepared {
+    timelines: Timelines,
+    seen: BTreeMap<String, Seen>,
+    implausible: std::collections::BTreeSet<(String, Resource)>,
+    columns: Vec<String>,
+    step_ms: i64,
+}
+
+/// Every series' timelines from `method`'s forecasts, [`SERIES_AT_ONCE`] series at a time:
+/// `forecasts` and `resampled` are both sorted by key, so each is read once, side by side.
+/// The forecast columns are `check`ed as soon as they are known.
 fn all_timelines(
     ctx: &StageContext,
-    usage: &BTreeMap<String, Usage>,
-    (forecasts, columns): (ByPart, &[String]),
-    implausible: &std::collections::BTreeSet<(String, Resource)>,
-) -> Timelines {
+    method: &str,
+    check: &dyn Fn(&[String]) -> Result<(), BoxError>,
+    allocation: &Allocation,
+    workloads: &Workloads,
+) -> Result<Prepared, BoxError> {
+    use applearner_pipeline::by_key::ByKey;
+    let mut forecasts = ByKey::new(ctx.table_batches(forecasts::NAME, None, &[])?, forecasts::NAME, forecasts::KEY);
+    let combined = std::cell::RefCell::new(None::<String>);
+    let batches = ctx.table_batches(resampled::NAME, None, &[])?.inspect(|b| {
+        if let Ok(b) = b {
+            *combined.borrow_mut() = b.schema().metadata().get(resampled::COMBINED).cloned();
+        }
+    });
+    let mut usage = ByKey::new(batches, resampled::NAME, resampled::KEY);
+    let mut out = Prepared {
+        timelines: Timelines::new(),
+        seen: BTreeMap::new(),
+        implausible: Default::default(),
+        columns: Vec::new(),
+        step_ms: i64::MAX,
+    };
+    let bar = ctx.progress(ctx.input(forecasts::NAME)?.rows.unwrap_or(0), "forecast rows made into timelines");
+    let mut read = 0;
+    loop {
+        let mut keys = forecasts.next_keys(SERIES_AT_ONCE);
+        let group = read_forecasts(&mut keys, method)?;
+        // The last range takes the usage of the series after the last forecast's too.
+        let last = keys.last_key().map(str::to_string);
+        if out.columns.is_empty() && !group.columns.is_empty() {
+            check(&group.columns)?;
+            out.columns = group.columns;
+        }
+        out.step_ms = out.step_ms.min(group.step_ms);
+        prepare(read_usage(usage.through(last.as_deref()))?, group.by_part, &mut out, allocation, workloads);
+        bar.inc((forecasts.taken() - read) as u64);
+        read = forecasts.taken();
+        if last.is_none() {
+            break;
+        }
+    }
+    bar.finish();
+    drop(usage);
+    if out.step_ms == i64::MAX {
+        return Err(PlanError::NoModelForecasts { method: method.to_string() }.into());
+    }
+    refuse_summed_replicas(combined.into_inner().as_deref(), &out.seen)?;
+    Ok(out)
+}
+
+/// The timelines of a group of series from their usage and forecasts, a series per core;
+/// values that cannot be cores or bytes are neither planned nor compared.
+fn prepare(
+    usage: BTreeMap<String, Usage>,
+    forecasts: ByPart,
+    out: &mut Prepared,
+    allocation: &Allocation,
+    workloads: &Workloads,
+) {
+    let implausible = crate::units::implausible(&usage);
     let mut by_key: BTreeMap<String, ByPart> = BTreeMap::new();
     for (at, o) in forecasts {
         by_key.entry(at.0.clone()).or_default().insert(at, o);
     }
-    let series: Vec<(&String, &Usage, ByPart)> =
-        usage.iter().map(|(key, u)| (key, u, by_key.remove(key).unwrap_or_default())).collect();
-    let bar = ctx.progress(usage.len() as u64, "series prepared");
-    let out = series
+    let series: Vec<(String, Usage, ByPart)> =
+        usage.into_iter().map(|(key, u)| (key.clone(), u, by_key.remove(&key).unwrap_or_default())).collect();
+    let columns = &out.columns;
+    let done: Vec<_> = series
         .into_par_iter()
         .map(|(key, u, mut forecasts)| {
-            let mut t = timelines(key, &mut forecasts, u, columns);
-            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r.name() == resource));
-            bar.inc(1);
-            (key.clone(), t)
+            let mut t = timelines(&key, &mut forecasts, &u, columns);
+            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| *k == key && r.name() == resource));
+            let scaled = workloads.get(&key).is_some_and(|w| w.hpa.is_some());
+            let seen = Seen::of(&u, allocation.get(&key), scaled);
+            (key, t, seen)
         })
         .collect();
-    bar.finish();
-    out
+    for (key, t, seen) in done {
+        out.timelines.insert(key.clone(), t);
+        out.seen.insert(key, seen);
+    }
+    out.implausible.extend(implausible);
 }
 
 /// Holds of the change budget a workload's validation part needs for calibrating on its two
@@ -250,10 +315,10 @@ fn short_validation(timelines: &Timelines, step_ms: i64, budget: u32) -> Option<
     })
 }
 
-/// What the plan ahead is set beside: the usage, what is allocated now, and what
+/// What the plan ahead is set beside: what the usage showed, what is allocated now, and what
 /// kube-state-metrics says of the workloads and namespaces.
 struct Beside<'a> {
-    usage: &'a BTreeMap<String, Usage>,
+    seen: &'a BTreeMap<String, Seen>,
     allocation: &'a Allocation,
     workloads: &'a Workloads,
     quotas: &'a Quotas,
@@ -272,9 +337,9 @@ impl Plan {
         known: &Beside,
     ) -> Result<Summary, BoxError> {
         let mut plan = forward_plan(timelines, lines, configured, self.params.max_changes_per_day, known.workloads);
-        let jobs = size_jobs(&mut plan, lines, known.usage);
+        let jobs = size_jobs(&mut plan, lines, known.seen);
         let max_target = self.params.hpa_max_target;
-        let hpas = keep_scale_points(&mut plan, lines, known.allocation, known.workloads, known.usage, max_target);
+        let hpas = keep_scale_points(&mut plan, lines, known.allocation, known.workloads, known.seen, max_target);
         for w in &mut plan {
             limits_at_least_requests(lines, &mut w.values);
         }
@@ -292,7 +357,7 @@ impl Plan {
         ctx.write_artifact("patches.yaml", patched)?;
         ctx.write_artifact("vpa.yaml", vpa_objects(&containers, lines))?;
         let throttled = self.params.throttled_above.as_ref().map_or(0.1, Risk::fraction);
-        let recs = recommendations(&now, lines, known.allocation, known.usage, &self.params.prices, throttled);
+        let recs = recommendations(&now, lines, known.allocation, known.seen, &self.params.prices, throttled);
         let (schema, batch) = recommendations_table(&recs, &self.params.prices)?;
         ctx.write_table(recommendations::NAME, schema, &[batch])?;
         let (schema, batch) = namespaces_table(&recs, known.quotas)?;
@@ -498,8 +563,8 @@ fn spread(outcome: &Outcome, variant: &str, target_pct: f64) -> Option<(f64, f64
 
 /// A table whose replicas were summed holds workload totals: patched onto pods, every
 /// replica would reserve the whole workload's usage. Nodes and VMs have no replicas.
-fn refuse_summed_replicas(combined: Option<&str>, usage: &BTreeMap<String, Usage>) -> Result<(), PlanError> {
-    let workloads = usage.keys().filter(|k| !is_node(k)).count();
+fn refuse_summed_replicas<V>(combined: Option<&str>, series: &BTreeMap<String, V>) -> Result<(), PlanError> {
+    let workloads = series.keys().filter(|k| !is_node(k)).count();
     if combined == Some("sum") && workloads > 0 {
         return Err(PlanError::SummedReplicas { workloads });
     }

@@ -336,7 +336,8 @@ fn the_current_allocation_is_replayed_as_it_was_and_the_plan_set_beside_the_late
             replicas: 3,
         },
     )]);
-    let recs = recommendations(&[&other, &web], &lines, &allocation, &usage, &prices, 0.1);
+    let seen = usage.iter().map(|(k, u)| (k.clone(), Seen::of(u, allocation.get(k), false))).collect();
+    let recs = recommendations(&[&other, &web], &lines, &allocation, &seen, &prices, 0.1);
     // The allocated workload first (it has a cost), the node without allocation after it.
     assert_eq!(
         recs.iter().map(|r| (r.key.as_str(), r.node)).collect::<Vec<_>>(),
@@ -474,7 +475,8 @@ fn an_hpas_scale_point_is_kept_or_the_request_left_alone() {
     let mut allocation = Allocation::new();
     allocation.entry(key.clone()).or_default().insert("cpu_request".into(), vec![(0, 0.5)]);
     let points = [0.1, 0.29, 0.31, 0.5].iter().enumerate().map(|(i, v)| (i as i64 * HOUR, *v)).collect();
-    let usage = BTreeMap::from([(key.clone(), Usage { cpu: Series::new(points), ..Default::default() })]);
+    let usage = Usage { cpu: Series::new(points), ..Default::default() };
+    let usage = BTreeMap::from([(key.clone(), Seen::of(&usage, None, true))]);
     let plan = |cpu: f64| WorkloadPlan {
         key: key.clone(),
         namespace: "shop".into(),

@@ -176,11 +176,19 @@ pub type ByPart = BTreeMap<(String, String, String), Origins>;
 /// hourly decisions, each sized on its own hour's forecast.
 pub const DECISION_MS: i64 = 3_600_000;
 
-/// The rows of `forecasts` of one method, the forecast columns and the grid step.
+/// One method's forecasts read from some rows of `forecasts`: per (series, resource, part)
+/// its decisions, the forecast columns, and the grid step (`i64::MAX` where none was read).
+pub struct Forecasted {
+    pub by_part: ByPart,
+    pub columns: Vec<String>,
+    pub step_ms: i64,
+}
+
+/// The rows of `forecasts` of method `wanted` in `batches`.
 pub fn read_forecasts<E: Into<BoxError>>(
-    batches: impl IntoIterator<Item = Result<RecordBatch, E>>,
+    batches: impl Iterator<Item = Result<RecordBatch, E>>,
     wanted: &str,
-) -> Result<(ByPart, Vec<String>, i64), BoxError> {
+) -> Result<Forecasted, BoxError> {
     let mut out = ByPart::new();
     let mut columns = Vec::new();
     let mut step_ms = i64::MAX;
@@ -227,10 +235,7 @@ pub fn read_forecasts<E: Into<BoxError>>(
             }
         }
     }
-    if step_ms == i64::MAX {
-        return Err(PlanError::NoModelForecasts { method: wanted.to_string() }.into());
-    }
-    Ok((out, columns, step_ms))
+    Ok(Forecasted { by_part: out, columns, step_ms })
 }
 
 /// The timelines of one series, per (resource, part), from its forecasts (taken out of
