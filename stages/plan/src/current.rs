@@ -33,8 +33,8 @@ pub fn in_force_at(points: &[(i64, f64)], t: i64) -> Option<f64> {
 pub fn replay_allocated(timeline: &Timeline, points: &[(i64, f64)], unit: f64, step_hours: f64) -> Replay {
     let mut out = Replay::default();
     let mut last = None;
-    for (usage, times) in timeline.usage.iter().zip(&timeline.times) {
-        for (u, t) in usage.iter().zip(times) {
+    for (i, usage) in timeline.usage.iter().enumerate() {
+        for (u, t) in usage.iter().zip(timeline.usage.times(i)) {
             let Some(a) = in_force_at(points, *t) else { continue };
             out.changes += usize::from(last.is_some_and(|l| l != a));
             last = Some(a);

@@ -58,7 +58,7 @@ pub fn oracle(t: &Timeline, policy: &Policy, risk: f64, unit: f64, step_hours: f
     let Some(&first) = t.at.first() else { return Replay::default() };
     let block_of: Vec<usize> = t.at.iter().map(|&a| ((a - first) / hold_ms) as usize).collect();
     let mut blocks: Vec<Block> = Vec::new();
-    for (b, usage) in block_of.iter().zip(&t.usage) {
+    for (b, usage) in block_of.iter().zip(t.usage.iter()) {
         if blocks.len() <= *b {
             blocks.resize_with(b + 1, || Block { values: Vec::new(), at: 0 });
         }
@@ -80,7 +80,7 @@ pub fn oracle(t: &Timeline, policy: &Policy, risk: f64, unit: f64, step_hours: f
     let line = |b: &Block| policy.round(b.values.get(b.at).copied().unwrap_or(0.0));
     let mut out = Replay::default();
     let mut previous = None;
-    for (b, usage) in block_of.iter().zip(&t.usage) {
+    for (b, usage) in block_of.iter().zip(t.usage.iter()) {
         let l = line(&blocks[*b]);
         if previous.is_some_and(|p| p != l) {
             out.changes += 1;

@@ -177,7 +177,7 @@ impl<'a> Case<'a> {
     pub fn replay_walk(&self, walk: &[Option<Loop>], unit: f64, step_hours: f64) -> Replay {
         let mut out = Replay::default();
         let mut first_changes = None;
-        for (l, usage) in walk.iter().zip(&self.timeline.usage) {
+        for (l, usage) in walk.iter().zip(self.timeline.usage.iter()) {
             let Some(l) = l else { continue };
             first_changes.get_or_insert(l.held.changes);
             out.changes = l.held.changes - first_changes.unwrap_or(0);
@@ -193,7 +193,7 @@ impl<'a> Case<'a> {
     pub fn replay(&self, policy: &Policy, k: f64, unit: f64, step_hours: f64) -> Replay {
         let (lines, changes) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
         let mut out = Replay { changes, ..Default::default() };
-        for (line, usage) in lines.iter().zip(&self.timeline.usage) {
+        for (line, usage) in lines.iter().zip(self.timeline.usage.iter()) {
             for u in usage {
                 out.add(line / unit, u / unit, step_hours);
             }
@@ -204,6 +204,6 @@ impl<'a> Case<'a> {
     /// Only the steps above the line: what calibration searches on.
     pub fn under(&self, policy: &Policy, k: f64) -> usize {
         let (lines, _) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
-        lines.iter().zip(&self.timeline.usage).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
+        lines.iter().zip(self.timeline.usage.iter()).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
     }
 }

@@ -35,7 +35,7 @@ fn the_change_budget_holds_and_rises_come_first() {
     let wanted: Vec<f64> = (0..72).map(|h| if h % 2 == 0 { 1.0 } else { 2.0 }).collect();
     for budget in [1, 4, 24] {
         let p = Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: budget };
-        let (values, changes) = p.apply(&at, &wanted, &[]);
+        let (values, changes) = p.apply(&at, &wanted, &Steps::default());
         let times: Vec<i64> = (1..72).filter(|&i| values[i] != values[i - 1]).map(|i| at[i]).collect();
         assert_eq!(times.len(), changes);
         for &t in &times {
@@ -48,14 +48,14 @@ fn the_change_budget_holds_and_rises_come_first() {
     }
     // Budget 4: the rise at hour 1 is taken; the fall waits until hour 7 (6 h later).
     let p = Policy { floor: 0.0, step: 0.0, min_change: 0.1, changes_per_day: 4 };
-    let (values, _) = p.apply(&at, &wanted, &[]);
+    let (values, _) = p.apply(&at, &wanted, &Steps::default());
     assert_eq!(&values[..9], &[1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0]);
     // Under min_change nothing moves.
-    let (values, changes) = p.apply(&at[..3], &[1.0, 1.05, 0.95], &[]);
+    let (values, changes) = p.apply(&at[..3], &[1.0, 1.05, 0.95], &Steps::default());
     assert_eq!((values, changes), (vec![1.0; 3], 0));
     // …unless usage went above the line: a creeping rise (a leak) is followed at once.
     // Usage 1.02 after the second decision crosses 1.0: the third raises by 8 %.
-    let usage = vec![vec![0.9], vec![1.02], vec![1.04]];
+    let usage = steps(&[vec![0.9], vec![1.02], vec![1.04]], &[vec![0], vec![HOUR], vec![2 * HOUR]]);
     let (values, changes) = p.apply(&at[..3], &[1.0, 1.05, 1.08], &usage);
     assert_eq!((values, changes), (vec![1.0, 1.0, 1.08], 1));
 }
@@ -72,8 +72,7 @@ fn hours_of_one_day_ahead_forecast_are_held_over_what_they_may_have_to_cover() {
     let t = Timeline {
         at,
         known,
-        usage: vec![Vec::new(); 48],
-        times: vec![Vec::new(); 48],
+        usage: steps(&vec![Vec::new(); 48], &vec![Vec::new(); 48]),
         bases: [(Rule::Recent(RECENT[0]), base.clone())].into(),
     };
     let case = Case::of("a", &t, &Rule::Recent(RECENT[0])).unwrap();
@@ -94,8 +93,17 @@ fn risk_line(name: &'static str, resource: Resource, risk: f64) -> Line {
 
 fn timeline(at: Vec<i64>, usage: Vec<Vec<f64>>, base: Vec<f64>) -> Timeline {
     // Usage steps at the decision's start, one step of 5 minutes apart.
-    let times = at.iter().zip(&usage).map(|(a, u)| (0..u.len() as i64).map(|i| a + i * 300_000).collect()).collect();
-    Timeline { known: at.clone(), at, usage, times, bases: [(Rule::Recent(RECENT[0]), base)].into() }
+    let times: Vec<Vec<i64>> =
+        at.iter().zip(&usage).map(|(a, u)| (0..u.len() as i64).map(|i| a + i * 300_000).collect()).collect();
+    let usage = steps(&usage, &times);
+    Timeline { known: at.clone(), at, usage, bases: [(Rule::Recent(RECENT[0]), base)].into() }
+}
+
+/// Each decision's usage and its times, as a timeline keeps them.
+fn steps(usage: &[Vec<f64>], times: &[Vec<i64>]) -> Steps {
+    let mut out = Steps::default();
+    usage.iter().zip(times).for_each(|(u, t)| out.push(u, t));
+    out
 }
 
 #[test]
@@ -534,9 +542,8 @@ fn refreshes_continuing_from_the_state_equal_one_replay() {
     for end in 1..=hours {
         // A refresh at hour `end` sees the decisions up to it, the last one with no usage yet.
         let mut seen = Timeline { at: t.at[..end].to_vec(), known: t.known[..end].to_vec(), ..Default::default() };
-        seen.usage = t.usage[..end].to_vec();
-        seen.usage[end - 1].clear();
-        seen.times = t.times[..end].to_vec();
+        seen.usage = t.usage.slice(0..end - 1);
+        seen.usage.push(&[], &[]);
         seen.bases = t.bases.iter().map(|(r, v)| (r.clone(), v[..end].to_vec())).collect();
         let case = Case::of("w", &seen, &Rule::Recent(RECENT[0])).unwrap();
         let walked = case.walk(&p, 1.1, adapt, state.as_ref());

@@ -110,16 +110,15 @@ pub struct Timeline {
     /// Per decision, the origin of the forecast it is sized on (the hours of one forecast
     /// share it).
     pub known: Vec<i64>,
-    /// Per decision, the usage over the steps until the next (empty ahead), and its times.
-    pub usage: Vec<Vec<f64>>,
-    pub times: Vec<Vec<i64>>,
+    /// Per decision, the usage over the steps until the next (none ahead), and its times.
+    pub usage: Steps,
     /// Per rule, per decision: the value it asks for before any multiplier.
     pub bases: BTreeMap<Rule, Vec<f64>>,
 }
 
 impl Timeline {
     pub fn points(&self) -> usize {
-        self.usage.iter().map(Vec::len).sum()
+        self.usage.points()
     }
 
     /// This timeline's decisions, then `next`'s: the test part and the plan ahead, walked as
@@ -134,8 +133,7 @@ impl Timeline {
         Timeline {
             at: cat(&self.at, &next.at),
             known: cat(&self.known, &next.known),
-            usage: [self.usage.as_slice(), &next.usage].concat(),
-            times: [self.times.as_slice(), &next.times].concat(),
+            usage: self.usage.chain(&next.usage),
             bases,
         }
     }
@@ -147,11 +145,93 @@ impl Timeline {
         let part = |r: std::ops::Range<usize>| Timeline {
             at: self.at[r.clone()].to_vec(),
             known: self.known[r.clone()].to_vec(),
-            usage: self.usage[r.clone()].to_vec(),
-            times: self.times[r.clone()].to_vec(),
+            usage: self.usage.slice(r.clone()),
             bases: self.bases.iter().map(|(k, v)| (k.clone(), v[r.clone()].to_vec())).collect(),
         };
         [part(0..mid), part(mid..self.at.len())]
+    }
+
+    /// Its vectors at their lengths: a timeline grows by a push per decision, and the plan
+    /// holds every series'.
+    fn shrink_to_fit(&mut self) {
+        self.at.shrink_to_fit();
+        self.known.shrink_to_fit();
+        self.usage.shrink_to_fit();
+        self.bases.values_mut().for_each(Vec::shrink_to_fit);
+    }
+}
+
+/// Per decision, the usage over the steps that followed it and their times, one decision
+/// after another in one vector each: a vector per decision would cost more than its dozen
+/// values.
+#[derive(Default, Debug, Clone, PartialEq)]
+pub struct Steps {
+    values: Vec<f64>,
+    times: Vec<i64>,
+    /// Where each decision's steps end.
+    ends: Vec<usize>,
+}
+
+impl Steps {
+    pub fn push(&mut self, values: &[f64], times: &[i64]) {
+        assert_eq!(values.len(), times.len(), "a time per value");
+        self.values.extend_from_slice(values);
+        self.times.extend_from_slice(times);
+        self.ends.push(self.values.len());
+    }
+
+    /// Decisions.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Steps of every decision.
+    pub fn points(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[f64]> {
+        (i < self.len()).then(|| &self[i])
+    }
+
+    pub fn times(&self, i: usize) -> &[i64] {
+        &self.times[self.steps_of(i)]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[f64]> {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    /// The decisions in `r`.
+    pub fn slice(&self, r: std::ops::Range<usize>) -> Steps {
+        let mut out = Steps::default();
+        r.for_each(|i| out.push(&self[i], self.times(i)));
+        out
+    }
+
+    /// These decisions, then `next`'s.
+    pub fn chain(&self, next: &Steps) -> Steps {
+        let mut out = self.clone();
+        next.iter().enumerate().for_each(|(i, v)| out.push(v, next.times(i)));
+        out
+    }
+
+    fn steps_of(&self, i: usize) -> std::ops::Range<usize> {
+        i.checked_sub(1).map_or(0, |p| self.ends[p])..self.ends[i]
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.values.shrink_to_fit();
+        self.times.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+impl std::ops::Index<usize> for Steps {
+    type Output = [f64];
+
+    fn index(&self, i: usize) -> &[f64] {
+        &self.values[self.steps_of(i)]
     }
 }
 
@@ -239,8 +319,8 @@ pub fn read_forecasts<E: Into<BoxError>>(
 }
 
 /// The timelines of one series, per (resource, part), from its forecasts (taken out of
-/// `forecasts`: their actuals move, not copied) and its usage. Decisions sit at origins a
-/// horizon apart (overlapping origins are skipped).
+/// `forecasts`, each freed once its timeline is made) and its usage. Decisions sit at
+/// origins a horizon apart (overlapping origins are skipped).
 pub fn timelines(
     key: &str,
     forecasts: &mut ByPart,
@@ -256,7 +336,7 @@ pub fn timelines(
         let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
         for part in PARTS {
-            let Some(mut o) = forecasts.remove(&(key.to_string(), resource.name().to_string(), part.to_string()))
+            let Some(o) = forecasts.remove(&(key.to_string(), resource.name().to_string(), part.to_string()))
             else {
                 continue;
             };
@@ -288,9 +368,9 @@ pub fn timelines(
                 t.bases.entry(Rule::Seen).or_default().push(seen);
                 t.at.push(at);
                 t.known.push(known);
-                t.usage.push(std::mem::take(&mut o.actual[n]));
-                t.times.push(std::mem::take(&mut o.times[n]));
+                t.usage.push(&o.actual[n], &o.times[n]);
             }
+            t.shrink_to_fit();
             out.insert((resource.name().to_string(), part.to_string()), t);
         }
     }
