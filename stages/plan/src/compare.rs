@@ -89,6 +89,71 @@ pub struct Outcome {
     pub walks: BTreeMap<String, Walked>,
 }
 
+/// What one line and budget take from the validation part (see [`Job::fit`]).
+pub struct Fitted {
+    rule: Rule,
+    calibrated: Calibrated,
+    /// `calibrated`, or `fixed` for a fixed sizing.
+    variant: &'static str,
+    setting: String,
+    /// The configured budget only: how fast factors adapt.
+    rate: Option<f64>,
+    recommenders: Vec<Recommender>,
+}
+
+/// KRR or VPA on a line: its rule and multiplier by default, and tuned to the line's risk.
+struct Recommender {
+    method: Method,
+    rule: Rule,
+    k: f64,
+    tuned: Option<(Rule, f64)>,
+}
+
+/// One line and budget's replays of the test part as groups of series add to them.
+#[derive(Default)]
+pub struct Replays {
+    heads: Vec<Head>,
+    walks: BTreeMap<String, Walked>,
+    uncalibrated: usize,
+}
+
+/// One method and setting's replay: the total and, where kept, each series'.
+struct Head {
+    method: Method,
+    variant: &'static str,
+    setting: String,
+    total: Replay,
+    each: Vec<(String, Replay)>,
+    cases: usize,
+}
+
+impl Head {
+    fn add(&mut self, key: &str, replay: Replay, each: bool) {
+        self.total.merge(&replay);
+        self.cases += 1;
+        if each {
+            self.each.push((key.to_string(), replay));
+        }
+    }
+}
+
+/// The heads of a job's rows in their order, each made when a group first reaches it.
+struct Cursor<'a> {
+    heads: &'a mut Vec<Head>,
+    n: usize,
+}
+
+impl Cursor<'_> {
+    fn next(&mut self, method: Method, variant: &'static str, setting: impl FnOnce() -> String) -> &mut Head {
+        if self.heads.len() == self.n {
+            let (total, each) = (Replay::default(), Vec::new());
+            self.heads.push(Head { method, variant, setting: setting(), total, each, cases: 0 });
+        }
+        self.n += 1;
+        &mut self.heads[self.n - 1]
+    }
+}
+
 /// One workload's loop over the test part and on into the plan ahead.
 pub struct Walked {
     /// Per decision ahead, the value in force.
@@ -128,6 +193,8 @@ pub struct Job<'a> {
     pub line: &'a Line,
     pub index: usize,
     pub policy: Policy,
+    /// Every series' validation part and plan ahead; the test part comes a group of series
+    /// at a time ([`Job::add`]).
     pub timelines: &'a Timelines,
     /// What each workload had allocated (empty where the data holds none).
     pub allocation: &'a Allocation,
@@ -143,9 +210,11 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    pub fn cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
+    /// The cases of `rule` in `part` of `timelines`: the validation part and the plan ahead
+    /// are the job's own, the test part comes a group of series at a time.
+    pub fn cases<'t>(&self, timelines: &'t Timelines, part: &str, rule: &Rule) -> Vec<Case<'t>> {
         let slot = (self.line.resource.name().to_string(), part.to_string());
-        self.timelines
+        timelines
             .iter()
             .filter_map(|(key, tl)| {
                 let t = tl.get(&slot).filter(|t| !t.at.is_empty())?;
@@ -155,36 +224,17 @@ impl<'a> Job<'a> {
     }
 
     /// The model's cases: those of `rule` under the line's cap.
-    pub fn model_cases(&self, part: &str, rule: &Rule) -> Vec<Case<'a>> {
-        self.cases(part, rule).into_iter().map(|c| c.capped(self.line)).collect()
+    pub fn model_cases<'t>(&self, timelines: &'t Timelines, part: &str, rule: &Rule) -> Vec<Case<'t>> {
+        self.cases(timelines, part, rule).into_iter().map(|c| c.capped(self.line)).collect()
     }
 
-    /// Every case replayed with its multiplier: the total, and per series when detailed.
-    pub fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> (Replay, Vec<(String, Replay)>) {
-        self.replay_each(cases, &|c| c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours))
-    }
-
-    /// `replay` of every case: the total, and per series when detailed.
-    fn replay_each(&self, cases: &[Case], replay: &dyn Fn(&Case) -> Replay) -> (Replay, Vec<(String, Replay)>) {
+    /// Every case replayed with its multiplier, in total.
+    pub fn replay(&self, cases: &[Case], k: &dyn Fn(&str) -> f64) -> Replay {
         let mut total = Replay::default();
-        let mut each = Vec::new();
         for c in cases {
-            let r = replay(c);
-            total.merge(&r);
-            if self.detail {
-                each.push((c.key.to_string(), r));
-            }
+            total.merge(&c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours));
         }
-        (total, each)
-    }
-
-    /// The total row and the per-series rows of one method and setting.
-    fn rows(rows: &mut Vec<Row>, head: (Method, &'static str, String), replayed: (Replay, Vec<(String, Replay)>)) {
-        let (total, each) = replayed;
-        let row =
-            |key: String, replay: Replay| Row { method: head.0, variant: head.1, setting: head.2.clone(), key, replay };
-        rows.push(row(String::new(), total));
-        rows.extend(each.into_iter().map(|(key, r)| row(key, r)));
+        total
     }
 
     /// The model's rule and calibration for `risk`, by two-fold cross-validation in time:
@@ -208,9 +258,9 @@ impl<'a> Job<'a> {
             for (fit, check) in [(0, 1), (1, 0)] {
                 let calibrated = per_workload(&half(fit, &rule), &self.policy, risk, own);
                 let held_out = half(check, &rule);
-                unscaled.merge(&self.replay(&held_out, &|k| calibrated.of(k)).0);
+                unscaled.merge(&self.replay(&held_out, &|k| calibrated.of(k)));
                 let s = scale(&held_out, &self.policy, risk, &|k| calibrated.of(k));
-                matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s).0);
+                matched.merge(&self.replay(&held_out, &|k| calibrated.of(k) * s));
             }
             // A rule no factor brings to the target (a limit held under its cap) ranks behind
             // every rule that gets there, by its risk: (missed, risk or slack) in tuple order.
@@ -240,7 +290,8 @@ impl<'a> Job<'a> {
         } else {
             risk
         };
-        (rule.clone(), per_workload(&self.model_cases("validation", &rule), &self.policy, tightened, own))
+        let cases = self.model_cases(self.timelines, "validation", &rule);
+        (rule.clone(), per_workload(&cases, &self.policy, tightened, own))
     }
 
     /// Each workload's validation part in two halves.
@@ -284,8 +335,10 @@ impl<'a> Job<'a> {
         best.2
     }
 
-    pub fn run(&self) -> Outcome {
-        let mut rows = Vec::new();
+    /// What the line and budget take from the validation part: the model's rule and
+    /// calibration, how fast factors adapt (the configured budget only), and the
+    /// recommenders at their defaults and tuned.
+    pub fn fit(&self) -> Fitted {
         let (rule, calibrated, variant) = match &self.line.sizing {
             Sizing::Fixed(rule, k) => (rule.clone(), Calibrated { fleet: *k, ..Default::default() }, "fixed"),
             Sizing::Risk(r) => {
@@ -293,76 +346,134 @@ impl<'a> Job<'a> {
                 (rule, c, "calibrated")
             }
         };
-        let test = self.model_cases("test", &rule);
-        // A fixed sizing has nothing to calibrate.
-        let uncalibrated = match self.line.sizing {
-            Sizing::Risk(_) => test.iter().filter(|c| !calibrated.k.contains_key(c.key)).count(),
-            Sizing::Fixed(..) => 0,
-        };
         let setting = if calibrated.k.values().all(|k| *k == calibrated.fleet) {
             format!("{} (one factor for the fleet)", rule.scaled(&format!("{:.3}", calibrated.fleet)))
         } else {
             format!("{} (fleet {:.3})", rule.scaled("a factor per workload"), calibrated.fleet)
         };
-        let mut walks = BTreeMap::new();
-        if self.detail {
-            let rate = self.line.risk().map_or(0.0, |risk| self.choose_rate(&rule, &calibrated, risk));
-            let (adapted, walked) = self.walk(&rule, &calibrated, rate);
-            let how = format!("{setting}, adapting online at rate {rate}");
-            Self::rows(&mut rows, (Method::Model, "adapted", how), adapted);
-            walks = walked;
+        let rate = self.detail.then(|| self.line.risk().map_or(0.0, |risk| self.choose_rate(&rule, &calibrated, risk)));
+        let recommenders = self
+            .line
+            .recommenders()
+            .into_iter()
+            .map(|(method, rule, k)| {
+                let tuned = self.line.risk().map(|risk| self.tune(rule.clone(), risk));
+                Recommender { method, rule, k, tuned }
+            })
+            .collect();
+        Fitted { rule, calibrated, variant, setting, rate, recommenders }
+    }
+
+    /// Adds a group of series' test part (`group`: every series of the group, with its test
+    /// timelines) to `r`: every method and setting, series by series in key order, as one
+    /// replay of all the series would.
+    pub fn add(&self, f: &Fitted, r: &mut Replays, group: &Timelines) {
+        let (unit, hours, detail) = (self.line.unit(), self.step_hours, self.detail);
+        let mut heads = Cursor { heads: &mut r.heads, n: 0 };
+        let test = self.model_cases(group, "test", &f.rule);
+        // A fixed sizing has nothing to calibrate.
+        if let Sizing::Risk(_) = self.line.sizing {
+            r.uncalibrated += test.iter().filter(|c| !f.calibrated.k.contains_key(c.key)).count();
         }
-        Self::rows(&mut rows, (Method::Model, variant, setting), self.replay(&test, &|k| calibrated.of(k)));
-        if self.detail {
-            self.matched_oracle_rows(&mut rows, &test);
+        if let Some(rate) = f.rate {
+            let head =
+                heads.next(Method::Model, "adapted", || format!("{}, adapting online at rate {rate}", f.setting));
+            self.walk(group, f, rate, head, &mut r.walks);
         }
-        self.current_rows(&mut rows, &test);
-        for (method, rule, k) in self.line.recommenders() {
-            let test = self.cases("test", &rule);
-            Self::rows(&mut rows, (method, "default", factor_label(&rule, k)), self.replay(&test, &|_| k));
-            if let Some(risk) = self.line.risk() {
-                let (rule, k) = self.tune(rule, risk);
-                let test = self.cases("test", &rule);
-                Self::rows(&mut rows, (method, "tuned", factor_label(&rule, k)), self.replay(&test, &|_| k));
+        let model: Vec<Replay> =
+            test.iter().map(|c| c.replay(&self.policy, f.calibrated.of(c.key), unit, hours)).collect();
+        let head = heads.next(Method::Model, f.variant, || f.setting.clone());
+        test.iter().zip(&model).for_each(|(c, m)| head.add(c.key, *m, detail));
+        if detail {
+            // Per workload, the oracle at the risk the plan ran at on it: the least any plan on
+            // this budget reserves for the same time above the line.
+            let head = heads.next(Method::Oracle, "matched", || "foresight at the plan's risk on each workload".into());
+            for (c, m) in test.iter().zip(&model) {
+                head.add(c.key, oracle(c.timeline, &self.policy, m.risk_pct() / 100.0, unit, hours), detail);
+            }
+        }
+        // What was allocated at each step, for the workloads that have this line's allocation.
+        let head = heads.next(Method::Current, "allocated", || "what was allocated at each step".into());
+        for c in &test {
+            if let Some(points) =
+                self.allocation.get(c.key).and_then(|a| a.get(self.line.name)).filter(|p| !p.is_empty())
+            {
+                head.add(c.key, replay_allocated(c.timeline, points, unit, hours), detail);
+            }
+        }
+        for Recommender { method, rule, k, tuned } in &f.recommenders {
+            let default = heads.next(*method, "default", || factor_label(rule, *k));
+            self.add_rule(default, &self.cases(group, "test", rule), &|_| *k, detail);
+            if let Some((rule, k)) = tuned {
+                let head = heads.next(*method, "tuned", || factor_label(rule, *k));
+                self.add_rule(head, &self.cases(group, "test", rule), &|_| *k, detail);
             }
         }
         if let Some(risk) = self.line.risk() {
-            self.oracle_rows(&mut rows, risk);
+            let head =
+                heads.next(Method::Oracle, "oracle", || format!("foresight, {} per day", self.policy.changes_per_day));
+            for c in self.cases(group, "test", &Rule::Recent(RECENT[0])) {
+                head.add(c.key, oracle(c.timeline, &self.policy, risk, unit, hours), detail);
+            }
         }
-        if self.detail {
-            self.curves(&mut rows, &rule, &calibrated);
+        if detail {
+            self.curves(&mut heads, group, f);
         }
-        Outcome { line: self.index, budget: self.policy.changes_per_day, rows, rule, calibrated, uncalibrated, walks }
     }
 
-    /// Every workload's loop over the test part and the decisions ahead, from where the last
-    /// refresh left it (where that was under the same rule): the test part replayed (total
-    /// and per workload) and each workload's walk.
-    fn walk(
-        &self,
-        rule: &Rule,
-        calibrated: &Calibrated,
-        rate: f64,
-    ) -> ((Replay, Vec<(String, Replay)>), BTreeMap<String, Walked>) {
+    /// Every case replayed with its multiplier, into `head`.
+    fn add_rule(&self, head: &mut Head, cases: &[Case], k: &dyn Fn(&str) -> f64, each: bool) {
+        for c in cases {
+            head.add(c.key, c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours), each);
+        }
+    }
+
+    /// The rows of every method and setting, once every group is in.
+    pub fn outcome(&self, f: Fitted, r: Replays) -> Outcome {
+        let mut rows = Vec::new();
+        // Without any workload allocated, there is nothing allocated to replay.
+        for h in r.heads.into_iter().filter(|h| h.method != Method::Current || h.cases > 0) {
+            let row = |key: String, replay: Replay| Row {
+                method: h.method,
+                variant: h.variant,
+                setting: h.setting.clone(),
+                key,
+                replay,
+            };
+            rows.push(row(String::new(), h.total));
+            rows.extend(h.each.into_iter().map(|(key, r)| row(key, r)));
+        }
+        let (line, budget) = (self.index, self.policy.changes_per_day);
+        Outcome {
+            line,
+            budget,
+            rows,
+            rule: f.rule,
+            calibrated: f.calibrated,
+            uncalibrated: r.uncalibrated,
+            walks: r.walks,
+        }
+    }
+
+    /// Each workload's loop of a group over the test part and the decisions ahead, from where
+    /// the last refresh left it (where that was under the same rule): the test part replayed
+    /// into `head` and each workload's walk.
+    fn walk(&self, group: &Timelines, f: &Fitted, rate: f64, head: &mut Head, walks: &mut BTreeMap<String, Walked>) {
         let adapt = self.line.risk().filter(|_| rate > 0.0).map(|risk| Adapt { rate, risk });
         let slot = |part: &str| (self.line.resource.name().to_string(), part.to_string());
-        let (mut total, mut each, mut walks) = (Replay::default(), Vec::new(), BTreeMap::new());
         let empty = Timeline::default();
-        for (key, tl) in self.timelines {
-            let (test, ahead) = (
-                tl.get(&slot("test")).unwrap_or(&empty),
-                tl.get(&slot(applearner_contracts::tables::forecasts::AHEAD)).unwrap_or(&empty),
-            );
+        for (key, tl) in group {
+            let ahead =
+                self.timelines.get(key).and_then(|t| t.get(&slot(applearner_contracts::tables::forecasts::AHEAD)));
+            let (test, ahead) = (tl.get(&slot("test")).unwrap_or(&empty), ahead.unwrap_or(&empty));
             let joined = test.joined(ahead);
-            let Some(case) = Case::of(key, &joined, rule).map(|c| c.capped(self.line)) else { continue };
-            let from = self.state.get(&(key.clone(), self.line.name.to_string())).filter(|s| s.0 == rule.label());
+            let Some(case) = Case::of(key, &joined, &f.rule).map(|c| c.capped(self.line)) else { continue };
+            let from = self.state.get(&(key.clone(), self.line.name.to_string())).filter(|s| s.0 == f.rule.label());
             let from = from.map(|s| &s.1);
-            let walk = case.walk(&self.policy, calibrated.of(key), adapt, from);
+            let walk = case.walk(&self.policy, f.calibrated.of(key), adapt, from);
             let n = test.at.len();
             if walk[..n].iter().any(Option::is_some) {
-                let r = case.replay_walk(&walk[..n], self.line.unit(), self.step_hours);
-                total.merge(&r);
-                each.push((key.clone(), r));
+                head.add(key, case.replay_walk(&walk[..n], self.line.unit(), self.step_hours), true);
             }
             let last = walk[..n].iter().flatten().last().or(from);
             let now = walk[n..].iter().flatten().next().or(last).cloned();
@@ -370,7 +481,6 @@ impl<'a> Job<'a> {
             let days = per_day(&case, &walk[..n]);
             walks.insert(key.clone(), Walked { ahead: walk[n..].iter().map(held).collect(), state: now, days });
         }
-        ((total, each), walks)
     }
 
     /// A recommender's knob tuned on validation to `risk`: KRR's CPU percentile (the lowest
@@ -378,19 +488,19 @@ impl<'a> Job<'a> {
     /// with the least validation slack).
     pub fn tune(&self, rule: Rule, risk: f64) -> (Rule, f64) {
         if rule == Rule::Krr(1000) {
-            return (rule.clone(), fleet(&self.cases("validation", &rule), &self.policy, risk));
+            return (rule.clone(), fleet(&self.cases(self.timelines, "validation", &rule), &self.policy, risk));
         }
         if let Rule::Vpa(_) = rule {
             let tuned = VPA_PERCENTILES.map(|p| {
-                let cases = self.cases("validation", &Rule::Vpa(p));
+                let cases = self.cases(self.timelines, "validation", &Rule::Vpa(p));
                 let k = fleet(&cases, &self.policy, risk);
-                (self.replay(&cases, &|_| k).0.slack_pct(), Rule::Vpa(p), k)
+                (self.replay(&cases, &|_| k).slack_pct(), Rule::Vpa(p), k)
             });
             let best = tuned.into_iter().min_by(|a, b| a.0.total_cmp(&b.0)).expect("a grid");
             return (best.1, best.2);
         }
         for p in KRR_PERCENTILES {
-            let cases = self.cases("validation", &Rule::Krr(p));
+            let cases = self.cases(self.timelines, "validation", &Rule::Krr(p));
             let points = cases.iter().map(|c| c.timeline.points()).sum();
             if cases.iter().map(|c| c.under(&self.policy, 1.0)).sum::<usize>() <= allowed(points, risk) {
                 return (Rule::Krr(p), 1.0);
@@ -399,66 +509,29 @@ impl<'a> Job<'a> {
         (Rule::Krr(1000), 1.0)
     }
 
-    /// What was allocated at each step, replayed over the test part for the workloads that
-    /// have this line's allocation.
-    fn current_rows(&self, rows: &mut Vec<Row>, test: &[Case]) {
-        let points = |c: &Case| self.allocation.get(c.key)?.get(self.line.name).filter(|p| !p.is_empty());
-        let allocated: Vec<Case> = test.iter().copied().filter(|c| points(c).is_some()).collect();
-        if allocated.is_empty() {
-            return;
-        }
-        let replayed = self.replay_each(&allocated, &|c| {
-            replay_allocated(c.timeline, points(c).expect("filtered"), self.line.unit(), self.step_hours)
-        });
-        Self::rows(rows, (Method::Current, "allocated", "what was allocated at each step".into()), replayed);
-    }
-
-    /// Per workload, the oracle at the risk the plan ran at on it over the test part: the least
-    /// any plan on this budget reserves for the same time above the line.
-    fn matched_oracle_rows(&self, rows: &mut Vec<Row>, test: &[Case]) {
-        let risk: BTreeMap<String, f64> = rows
-            .iter()
-            .filter(|r| r.method == Method::Model && !r.key.is_empty())
-            .map(|r| (r.key.clone(), r.replay.risk_pct() / 100.0))
-            .collect();
-        let replayed = self.replay_each(test, &|c| {
-            oracle(c.timeline, &self.policy, risk.get(c.key).copied().unwrap_or(0.0), self.line.unit(), self.step_hours)
-        });
-        Self::rows(rows, (Method::Oracle, "matched", "foresight at the plan's risk on each workload".into()), replayed);
-    }
-
-    fn oracle_rows(&self, rows: &mut Vec<Row>, risk: f64) {
-        let test = self.cases("test", &Rule::Recent(RECENT[0]));
-        let replayed =
-            self.replay_each(&test, &|c| oracle(c.timeline, &self.policy, risk, self.line.unit(), self.step_hours));
-        let setting = format!("foresight, {} per day", self.policy.changes_per_day);
-        Self::rows(rows, (Method::Oracle, "oracle", setting), replayed);
-    }
-
     /// Trade-off curves over the test part: the model's calibrated factors scaled, KRR's
     /// percentiles or buffers, VPA's margins. Drawn only; nothing is chosen from them.
-    fn curves(&self, rows: &mut Vec<Row>, rule: &Rule, calibrated: &Calibrated) {
-        let test = self.model_cases("test", rule);
-        let point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
-            let replay = self.replay(cases, k).0;
-            Row { method, variant: "sweep", setting, key: String::new(), replay }
+    fn curves(&self, heads: &mut Cursor, group: &Timelines, f: &Fitted) {
+        let test = self.model_cases(group, "test", &f.rule);
+        let mut point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
+            self.add_rule(heads.next(method, "sweep", || setting), cases, k, false);
         };
         for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
-            rows.push(point(Method::Model, format!("calibrated × {s}"), &test, &|k| calibrated.of(k) * s));
+            point(Method::Model, format!("calibrated × {s}"), &test, &|k| f.calibrated.of(k) * s);
         }
         if self.line.resource == Resource::Cpu {
             for p in KRR_PERCENTILES {
                 let rule = Rule::Krr(p);
-                rows.push(point(Method::Krr, factor_label(&rule, 1.0), &self.cases("test", &rule), &|_| 1.0));
+                point(Method::Krr, factor_label(&rule, 1.0), &self.cases(group, "test", &rule), &|_| 1.0);
             }
         }
         for k in [1.0, 1.05, 1.15, 1.3, 1.5, 2.0, 3.0] {
             if self.line.resource == Resource::Memory {
                 let rule = Rule::Krr(1000);
-                rows.push(point(Method::Krr, factor_label(&rule, k), &self.cases("test", &rule), &|_| k));
+                point(Method::Krr, factor_label(&rule, k), &self.cases(group, "test", &rule), &|_| k);
             }
             let vpa = Rule::Vpa(900);
-            rows.push(point(Method::Vpa, factor_label(&vpa, k), &self.cases("test", &vpa), &|_| k));
+            point(Method::Vpa, factor_label(&vpa, k), &self.cases(group, "test", &vpa), &|_| k);
         }
     }
 }

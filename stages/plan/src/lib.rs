@@ -10,6 +10,7 @@ mod current;
 mod kube;
 mod oracle;
 mod params;
+mod passes;
 mod policy;
 mod replay;
 mod state;
@@ -38,6 +39,7 @@ use current::*;
 use kube::*;
 use oracle::*;
 pub use params::{Forecasts, PlanParams, ResourceParams};
+use passes::*;
 use policy::*;
 use replay::*;
 use state::*;
@@ -145,14 +147,12 @@ impl Stage for Plan {
         let workloads = read_workloads(&ctx.read_table(workloads::NAME)?)?;
         let quotas = read_quotas(&ctx.read_table(quotas::NAME)?)?;
         let method = self.params.forecasts.method();
-        let Prepared { timelines, seen, implausible, columns, step_ms } =
-            all_timelines(ctx, method, &|c| self.check_sources(c), &allocation, &workloads)?;
-        let lines: Vec<&Line> =
-            self.lines.iter().filter(|l| planned_in(&timelines, "test", Some(l.resource))).collect();
+        let prepared = prepare(ctx, method, &|c| self.check_sources(c), &allocation, &workloads)?;
+        let lines: Vec<&Line> = self.lines.iter().filter(|l| prepared.tested[l.resource.index()]).collect();
         if lines.is_empty() {
             return Err(PlanError::NoActuals.into());
         }
-        if lines.iter().any(|l| l.risk().is_some()) && !planned_in(&timelines, "validation", None) {
+        if lines.iter().any(|l| l.risk().is_some()) && !has_validation(&prepared.timelines) {
             return Err(PlanError::NoValidation.into());
         }
 
@@ -160,7 +160,8 @@ impl Stage for Plan {
             Some(name) => latest(ctx.store(), name)?,
             None => Stored::default(),
         };
-        let outcomes = self.outcomes(ctx, &lines, &timelines, (&allocation, &stored.states), &columns, step_ms);
+        let outcomes = self.outcomes(ctx, &lines, &prepared, (&allocation, &stored.states))?;
+        let Prepared { timelines, seen, implausible, step_ms, .. } = prepared;
         let (schema, batch) = backtest_table(&lines, &outcomes)?;
         ctx.write_table(plan_backtest::NAME, schema, &[batch])?;
         let comparisons = comparisons(&lines, &outcomes);
@@ -183,109 +184,6 @@ impl Stage for Plan {
         summary.extend(self.keep_state(ctx, &lines, &configured, stored)?);
         Ok(summary)
     }
-}
-
-/// Series whose forecasts and usage are held at once while their timelines are made: the
-/// plan holds every series' timelines, but only these series' points.
-const SERIES_AT_ONCE: usize = 64;
-
-/// What the plan reads of every series: its timelines, what the plan ahead needs of its
-/// usage, which of its values cannot be cores or bytes; and the forecast columns and the
-/// grid step.
-struct Prepared {
-    timelines: Timelines,
-    seen: BTreeMap<String, Seen>,
-    implausible: std::collections::BTreeSet<(String, Resource)>,
-    columns: Vec<String>,
-    step_ms: i64,
-}
-
-/// Every series' timelines from `method`'s forecasts, [`SERIES_AT_ONCE`] series at a time:
-/// `forecasts` and `resampled` are both sorted by key, so each is read once, side by side.
-/// The forecast columns are `check`ed as soon as they are known.
-fn all_timelines(
-    ctx: &StageContext,
-    method: &str,
-    check: &dyn Fn(&[String]) -> Result<(), BoxError>,
-    allocation: &Allocation,
-    workloads: &Workloads,
-) -> Result<Prepared, BoxError> {
-    use applearner_pipeline::by_key::ByKey;
-    let mut forecasts = ByKey::new(ctx.table_batches(forecasts::NAME, None, &[])?, forecasts::NAME, forecasts::KEY);
-    let combined = std::cell::RefCell::new(None::<String>);
-    let batches = ctx.table_batches(resampled::NAME, None, &[])?.inspect(|b| {
-        if let Ok(b) = b {
-            *combined.borrow_mut() = b.schema().metadata().get(resampled::COMBINED).cloned();
-        }
-    });
-    let mut usage = ByKey::new(batches, resampled::NAME, resampled::KEY);
-    let mut out = Prepared {
-        timelines: Timelines::new(),
-        seen: BTreeMap::new(),
-        implausible: Default::default(),
-        columns: Vec::new(),
-        step_ms: i64::MAX,
-    };
-    let bar = ctx.progress(ctx.input(forecasts::NAME)?.rows.unwrap_or(0), "forecast rows made into timelines");
-    let mut read = 0;
-    loop {
-        let mut keys = forecasts.next_keys(SERIES_AT_ONCE);
-        let group = read_forecasts(&mut keys, method)?;
-        // The last range takes the usage of the series after the last forecast's too.
-        let last = keys.last_key().map(str::to_string);
-        if out.columns.is_empty() && !group.columns.is_empty() {
-            check(&group.columns)?;
-            out.columns = group.columns;
-        }
-        out.step_ms = out.step_ms.min(group.step_ms);
-        prepare(read_usage(usage.through(last.as_deref()))?, group.by_part, &mut out, allocation, workloads);
-        bar.inc((forecasts.taken() - read) as u64);
-        read = forecasts.taken();
-        if last.is_none() {
-            break;
-        }
-    }
-    bar.finish();
-    drop(usage);
-    if out.step_ms == i64::MAX {
-        return Err(PlanError::NoModelForecasts { method: method.to_string() }.into());
-    }
-    refuse_summed_replicas(combined.into_inner().as_deref(), &out.seen)?;
-    Ok(out)
-}
-
-/// The timelines of a group of series from their usage and forecasts, a series per core;
-/// values that cannot be cores or bytes are neither planned nor compared.
-fn prepare(
-    usage: BTreeMap<String, Usage>,
-    forecasts: ByPart,
-    out: &mut Prepared,
-    allocation: &Allocation,
-    workloads: &Workloads,
-) {
-    let implausible = crate::units::implausible(&usage);
-    let mut by_key: BTreeMap<String, ByPart> = BTreeMap::new();
-    for (at, o) in forecasts {
-        by_key.entry(at.0.clone()).or_default().insert(at, o);
-    }
-    let series: Vec<(String, Usage, ByPart)> =
-        usage.into_iter().map(|(key, u)| (key.clone(), u, by_key.remove(&key).unwrap_or_default())).collect();
-    let columns = &out.columns;
-    let done: Vec<_> = series
-        .into_par_iter()
-        .map(|(key, u, mut forecasts)| {
-            let mut t = timelines(&key, &mut forecasts, &u, columns);
-            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| *k == key && r.name() == resource));
-            let scaled = workloads.get(&key).is_some_and(|w| w.hpa.is_some());
-            let seen = Seen::of(&u, allocation.get(&key), scaled);
-            (key, t, seen)
-        })
-        .collect();
-    for (key, t, seen) in done {
-        out.timelines.insert(key.clone(), t);
-        out.seen.insert(key, seen);
-    }
-    out.implausible.extend(implausible);
 }
 
 /// Holds of the change budget a workload's validation part needs for calibrating on its two
@@ -373,40 +271,49 @@ impl Plan {
         Ok(summary)
     }
 
-    /// Every line on every change budget: calibrated, compared and replayed.
+    /// Every line on every change budget: calibrated on the validation part (a line ×
+    /// budget per core), then replayed over the test part a group of series at a time.
     fn outcomes(
         &self,
         ctx: &StageContext,
         lines: &[&Line],
-        timelines: &Timelines,
+        prepared: &Prepared,
         (allocation, state): (&Allocation, &States),
-        columns: &[String],
-        step_ms: i64,
-    ) -> Vec<Outcome> {
+    ) -> Result<Vec<Outcome>, BoxError> {
         // A refresh continuing a loop needs its budget only: the others are for comparing.
         let budgets = if state.is_empty() { self.budgets.clone() } else { vec![self.params.max_changes_per_day] };
-        let jobs: Vec<(usize, &Line, u32)> =
-            lines.iter().enumerate().flat_map(|(i, l)| budgets.iter().map(move |&b| (i, *l, b))).collect();
-        let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated and replayed");
-        // Each line × budget is independent: one per core.
-        let outcomes = jobs
+        let p = &self.params;
+        let (timelines, columns) = (&prepared.timelines, prepared.columns.as_slice());
+        let step_hours = prepared.step_ms as f64 / 3.6e6;
+        let jobs: Vec<Job> = lines
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| budgets.iter().map(move |&b| (i, *l, b)))
+            .map(|(index, line, budget)| {
+                let (floor, step, min_change) = (line.floor, line.step, p.min_change);
+                let policy = Policy { floor, step, min_change, changes_per_day: budget };
+                let (detail, adapt_rate) = (budget == p.max_changes_per_day, p.adapt_rate);
+                Job { line, index, policy, timelines, allocation, columns, step_hours, detail, adapt_rate, state }
+            })
+            .collect();
+        let bar = ctx.progress(jobs.len() as u64, "lines × budgets calibrated");
+        let fitted: Vec<Fitted> = jobs
             .par_iter()
-            .map(|&(index, line, budget)| {
-                let p = &self.params;
-                let policy =
-                    Policy { floor: line.floor, step: line.step, min_change: p.min_change, changes_per_day: budget };
-                let step_hours = step_ms as f64 / 3.6e6;
-                let detail = budget == p.max_changes_per_day;
-                let adapt_rate = p.adapt_rate;
-                let outcome =
-                    Job { line, index, policy, timelines, allocation, columns, step_hours, detail, adapt_rate, state }
-                        .run();
+            .map(|j| {
+                let f = j.fit();
                 bar.inc(1);
-                outcome
+                f
             })
             .collect();
         bar.finish();
-        outcomes
+        let mut replays: Vec<Replays> = jobs.iter().map(|_| Replays::default()).collect();
+        by_group(ctx, p.forecasts.method(), "forecast rows replayed over the test part", |group| {
+            let test = test_timelines(group, &prepared.implausible, &prepared.columns);
+            let each = jobs.par_iter().zip(fitted.par_iter()).zip(replays.par_iter_mut());
+            each.for_each(|((job, f), r)| job.add(f, r, &test));
+            Ok(())
+        })?;
+        Ok(jobs.iter().zip(fitted).zip(replays).map(|((job, f), r)| job.outcome(f, r)).collect())
     }
 
     /// A fixed `source` must be a column the model forecasts.
@@ -571,10 +478,9 @@ fn refuse_summed_replicas<V>(combined: Option<&str>, series: &BTreeMap<String, V
     Ok(())
 }
 
-/// Whether any series has decisions in `part`, of `resource` or of any resource.
-fn planned_in(timelines: &Timelines, part: &str, resource: Option<Resource>) -> bool {
-    let wanted = |r: &str| resource.is_none_or(|resource| resource.name() == r);
-    timelines.values().any(|t| t.iter().any(|((r, p), t)| p == part && wanted(r) && !t.at.is_empty()))
+/// Whether any series has decisions in its validation part.
+fn has_validation(timelines: &Timelines) -> bool {
+    timelines.values().any(|t| t.iter().any(|((_, p), t)| p == Part::Validation.name() && !t.at.is_empty()))
 }
 
 impl Plan {

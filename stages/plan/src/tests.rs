@@ -191,9 +191,17 @@ fn synthetic() -> Timelines {
             }
             forecasts.insert((key.into(), "cpu".into(), part.into()), o);
         }
-        out.insert(key.to_string(), timelines(key, &mut forecasts, &usage, &["p90".to_string()]));
+        out.insert(key.to_string(), timelines(key, &mut forecasts, &usage, &["p90".to_string()], &PARTS));
     }
     out
+}
+
+/// A job fitted and replayed on its own timelines' test part, all series as one group.
+fn whole(job: &Job) -> Outcome {
+    let fitted = job.fit();
+    let mut replays = Replays::default();
+    job.add(&fitted, &mut replays, job.timelines);
+    job.outcome(fitted, replays)
 }
 
 #[test]
@@ -221,7 +229,7 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
             adapt_rate: None,
             state: &States::new(),
         };
-        let outcome = job.run();
+        let outcome = whole(&job);
         let total = |m: Method, v: &str| {
             outcome.rows.iter().find(|r| r.method == m && r.variant == v && r.key.is_empty()).unwrap().replay
         };
@@ -238,7 +246,7 @@ fn on_stationary_data_every_tuned_plan_meets_its_target_and_the_oracle_bounds_th
         // histogram buckets make its test risk jump: a day held one bucket low is 5 %.)
         for rule in [Rule::Krr(950), Rule::Vpa(900), Rule::Krr(1000)] {
             let (tuned, k) = job.tune(rule.clone(), 0.01);
-            let (r, _) = job.replay(&job.cases("validation", &tuned), &|_| k);
+            let r = job.replay(&job.cases(&timelines, "validation", &tuned), &|_| k);
             assert!((0.3..=1.0).contains(&r.risk_pct()), "{rule:?} → {tuned:?} × {k}: {:.3} %", r.risk_pct());
         }
         assert!(oracle.risk_pct() <= 1.0);
@@ -283,7 +291,7 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
         adapt_rate: None,
         state: &States::new(),
     };
-    let outcome = job.run();
+    let outcome = whole(&job);
     assert_eq!(outcome.uncalibrated, 1);
     assert!(!outcome.calibrated.k.contains_key("b"));
     assert_eq!(outcome.calibrated.of("b"), outcome.calibrated.fleet);
@@ -291,8 +299,7 @@ fn a_workload_without_validation_data_is_planned_with_the_fleet_factor_and_count
     for tl in timelines.values_mut() {
         tl.remove(&("cpu".to_string(), "validation".to_string()));
     }
-    assert!(!planned_in(&timelines, "validation", None) && planned_in(&timelines, "test", Some(Resource::Cpu)));
-    assert!(!planned_in(&timelines, "test", Some(Resource::Memory)), "no memory timelines in the synthetic set");
+    assert!(!has_validation(&timelines));
     assert!(PlanError::NoValidation.to_string().contains("split: {validation: 0.1"));
 }
 

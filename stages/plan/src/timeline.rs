@@ -318,14 +318,15 @@ pub fn read_forecasts<E: Into<BoxError>>(
     Ok(Forecasted { by_part: out, columns, step_ms })
 }
 
-/// The timelines of one series, per (resource, part), from its forecasts (taken out of
-/// `forecasts`, each freed once its timeline is made) and its usage. Decisions sit at
+/// The timelines of one series, per (resource, part) of `parts`, from its forecasts (taken
+/// out of `forecasts`, each freed once its timeline is made) and its usage. Decisions sit at
 /// origins a horizon apart (overlapping origins are skipped).
 pub fn timelines(
     key: &str,
     forecasts: &mut ByPart,
     usage: &Usage,
     columns: &[String],
+    parts: &[&str],
 ) -> BTreeMap<(String, String), Timeline> {
     let mut out = BTreeMap::new();
     let samples = usage.samples();
@@ -335,9 +336,8 @@ pub fn timelines(
         // VPA learns from every sample in time order: feed it across the parts.
         let mut vpa = Vpa::new(VpaSettings::default());
         let mut fed = 0;
-        for part in PARTS {
-            let Some(o) = forecasts.remove(&(key.to_string(), resource.name().to_string(), part.to_string()))
-            else {
+        for part in PARTS.into_iter().filter(|p| parts.contains(p)) {
+            let Some(o) = forecasts.remove(&(key.to_string(), resource.name().to_string(), part.to_string())) else {
                 continue;
             };
             let mut t = Timeline::default();
