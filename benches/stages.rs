@@ -22,7 +22,8 @@
 //! `--model-scales` (default 10); so do `evaluate` (the backtest: every method from the
 //! test part's origins, the model also from the validation part's) and `plan` (CPU request
 //! lines calibrated on validation and replayed with KRR, VPA and the oracle on change
-//! budgets 1, 4 and 24: seconds) and `refresh` (an hourly refresh: every stage again, as new
+//! budgets 1, 4 and 24: seconds), `report` (the HTML and Markdown report: seconds and bytes)
+//! and `refresh` (an hourly refresh: every stage again, as new
 //! data makes it, but with the model `train` left used as it is and the plan's loop
 //! continued from its state: seconds, workloads and points). Each stage runs in a fresh
 //! process on what the stages before it committed, so its peak RSS is its own. The refresh
@@ -52,7 +53,7 @@ use applearner_pipeline::run::{self, RunOptions, RunReport, Selection};
 use applearner_pipeline::{Pipeline, Registry, Store};
 use serde_json::{Value, json};
 
-const STAGES: [&str; 8] = ["ingest", "clean", "features", "train", "predict", "evaluate", "plan", "refresh"];
+const STAGES: [&str; 9] = ["ingest", "clean", "features", "train", "predict", "evaluate", "plan", "report", "refresh"];
 /// Training windows per epoch and predicted windows: the reference's 50,000.
 const WINDOWS: usize = 50_000;
 const PEER: &str = "../shared/bench/torch_peer.py";
@@ -129,7 +130,7 @@ fn main() {
         tile(&answers(dataset), scale, &input, args.single_file);
         let store = work.path().join("store");
         for stage in &args.stages {
-            if matches!(stage.as_str(), "train" | "predict" | "evaluate" | "plan" | "refresh")
+            if matches!(stage.as_str(), "train" | "predict" | "evaluate" | "plan" | "report" | "refresh")
                 && !args.model_scales.iter().any(|s| scale <= *s)
             {
                 continue;
@@ -308,6 +309,9 @@ fn figures(result: &mut Value, stage: &str, report: &RunReport, seconds: f64) {
             result["points"] = clean["points"].clone();
             result["state"] = summary["state"].clone();
         }
+        "report" => {
+            result["bytes"] = json!(report.record("report").unwrap().outputs.values().map(|o| o.bytes).sum::<u64>())
+        }
         "plan" => {
             result["workloads"] = summary["workloads"].clone();
             result["cpu_request_slack_pct"] = summary["cpu_request_slack_pct"].clone();
@@ -340,6 +344,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, fit: &Fit) -> R
     applearner_train::register(&mut registry);
     applearner_evaluate::register(&mut registry);
     applearner_plan::register(&mut registry);
+    applearner_report::register(&mut registry);
     let yaml = format!(
         "name: bench\nseed: 0\nstages:\n  ingest:\n    uses: ingest.prometheus\n    with: {{paths: ['{}']}}\n  \
          clean:\n    uses: clean.resample\n    with: {{step: {step}s, aggregate: mean, min_points: 1, \
@@ -349,7 +354,7 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, fit: &Fit) -> R
          train:\n    uses: train.fit\n    with: {{inputs: [cpu], targets: [cpu], \
          model: {model}, loss: {{kind: mse}}, device: {device}, \
          train: {{lr: 0.001, batch: {batch}, epochs: 1, clip: 0, patience: 0, max_train_windows: {WINDOWS}}}}}\n  \
-         evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n",
+         evaluate:\n    uses: evaluate.backtest\n  plan:\n    uses: plan.resources\n  report:\n    uses: report.html\n",
         input.display(),
         model = fit.model,
         device = fit.device,
@@ -364,7 +369,14 @@ fn run_stage(store: &Path, input: &Path, step: u64, stage: &str, fit: &Fit) -> R
     let store = Store::open(store.to_str().unwrap()).unwrap();
     // One run id: each stage reads what the stages before it committed there.
     let options = match refresh {
-        true => RunOptions { jobs: 1, run_id: Some("refresh".into()), force: vec!["*".into()], ..Default::default() },
+        // The report is not part of the hourly refresh.
+        true => RunOptions {
+            jobs: 1,
+            selection: Selection::Until("plan".into()),
+            run_id: Some("refresh".into()),
+            force: vec!["*".into()],
+            ..Default::default()
+        },
         false => RunOptions {
             jobs: 1,
             selection: Selection::Stage(stage.into()),
