@@ -187,7 +187,8 @@ fn synthetic() -> Timelines {
                 o.last_step.push(at + 12 * STEP);
                 o.actual.push(steps);
                 o.times.push((1..=12).map(|s| at + s * STEP).collect());
-                o.peaks.entry("p90".into()).or_default().push(level * 1.4);
+                o.peaks.resize_with(1, Vec::new);
+                o.peaks[0].push(level * 1.4);
             }
             forecasts.insert((key.into(), "cpu".into(), part.into()), o);
         }

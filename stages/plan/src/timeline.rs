@@ -6,7 +6,7 @@ use crate::recommend::{KrrSettings, Vpa, VpaSettings};
 use crate::series::Series;
 use applearner_contracts::tables::forecasts as f;
 use applearner_contracts::{percentile, percentile_unsorted};
-use applearner_pipeline::arrow::array::{Scalar, StringArray};
+use applearner_pipeline::arrow::array::{AsArray, Scalar, StringArray};
 use applearner_pipeline::arrow::compute::filter_record_batch;
 use applearner_pipeline::arrow::compute::kernels::cmp::eq;
 use applearner_pipeline::arrow::datatypes::DataType;
@@ -246,7 +246,8 @@ pub struct Origins {
     pub last_step: Vec<i64>,
     pub actual: Vec<Vec<f64>>,
     pub times: Vec<Vec<i64>>,
-    pub peaks: BTreeMap<String, Vec<f64>>,
+    /// Per forecast column (in the order read), per decision.
+    pub peaks: Vec<Vec<f64>>,
 }
 
 /// (key, resource, part) → its model forecasts.
@@ -272,10 +273,12 @@ pub fn read_forecasts<E: Into<BoxError>>(
     let mut out = ByPart::new();
     let mut columns = Vec::new();
     let mut step_ms = i64::MAX;
+    // The rows of one (series, resource, part) follow one another: each is looked up in
+    // `out` where its run starts, not at every row.
+    let mut current: Option<((String, String, String), Origins)> = None;
     for b in batches {
         // A batch at a time: the table holds every method's forecasts, the plan reads one.
         let b = &b.map_err(Into::into)?;
-        // Only the method's rows are decoded: strings for every row would be most of the time.
         let methods = column(b, f::NAME, f::METHOD, &DataType::Utf8)?;
         let b = &filter_record_batch(b, &eq(&methods, &Scalar::new(StringArray::from(vec![wanted])))?)?;
         columns = b
@@ -285,14 +288,22 @@ pub fn read_forecasts<E: Into<BoxError>>(
             .map(|f| f.name().clone())
             .filter(|n| n == f::FORECAST || n.parse::<QuantileSource>().is_ok())
             .collect();
-        let (part, key, resource) =
-            (strings(b, f::NAME, f::PART)?, strings(b, f::NAME, f::KEY)?, strings(b, f::NAME, f::RESOURCE)?);
+        let text = |name| Ok::<_, BoxError>(column(b, f::NAME, name, &DataType::Utf8)?.as_string::<i32>().clone());
+        let (part, key, resource) = (text(f::PART)?, text(f::KEY)?, text(f::RESOURCE)?);
         let (origin, time, actual) =
             (ints(b, f::NAME, f::ORIGIN)?, ints(b, f::NAME, f::TIMESTAMP)?, floats(b, f::NAME, f::ACTUAL)?);
         let values: Vec<Vec<f64>> = columns.iter().map(|c| floats(b, f::NAME, c)).collect::<Result<_, _>>()?;
         for i in 0..b.num_rows() {
             step_ms = step_ms.min(time[i] - origin[i]);
-            let o = out.entry((key[i].clone(), resource[i].clone(), part[i].clone())).or_default();
+            let (k, r, p) = (key.value(i), resource.value(i), part.value(i));
+            if current.as_ref().is_none_or(|(at, _)| (at.0.as_str(), at.1.as_str(), at.2.as_str()) != (k, r, p)) {
+                let at = (k.to_string(), r.to_string(), p.to_string());
+                let o = out.remove(&at).unwrap_or_default();
+                if let Some((at, o)) = current.replace((at, o)) {
+                    out.insert(at, o);
+                }
+            }
+            let o = &mut current.as_mut().expect("set").1;
             let start = origin[i] + (time[i] - origin[i] - 1) / DECISION_MS * DECISION_MS;
             if o.at.last() != Some(&start) || o.known.last() != Some(&origin[i]) {
                 o.at.push(start);
@@ -300,20 +311,22 @@ pub fn read_forecasts<E: Into<BoxError>>(
                 o.last_step.push(time[i]);
                 o.actual.push(Vec::new());
                 o.times.push(Vec::new());
-                for c in &columns {
-                    o.peaks.entry(c.clone()).or_default().push(f64::MIN);
-                }
+                o.peaks.resize_with(columns.len(), Vec::new);
+                o.peaks.iter_mut().for_each(|p| p.push(f64::MIN));
             }
             *o.last_step.last_mut().expect("pushed") = time[i];
             if actual[i].is_finite() {
                 o.actual.last_mut().expect("pushed").push(actual[i]);
                 o.times.last_mut().expect("pushed").push(time[i]);
             }
-            for (c, v) in columns.iter().zip(&values) {
-                let peak = o.peaks.get_mut(c).expect("made").last_mut().expect("pushed");
+            for (peaks, v) in o.peaks.iter_mut().zip(&values) {
+                let peak = peaks.last_mut().expect("pushed");
                 *peak = peak.max(v[i]);
             }
         }
+    }
+    if let Some((at, o)) = current {
+        out.insert(at, o);
     }
     Ok(Forecasted { by_part: out, columns, step_ms })
 }
@@ -357,8 +370,8 @@ pub fn timelines(
                     vpa.add(samples[fed].0, samples[fed].1, samples[fed].2);
                     fed += 1;
                 }
-                for c in columns {
-                    t.bases.entry(Rule::Forecast(c.clone())).or_default().push(o.peaks[c][n]);
+                for (c, peaks) in columns.iter().zip(&o.peaks) {
+                    t.bases.entry(Rule::Forecast(c.clone())).or_default().push(peaks[n]);
                 }
                 for (rule, v) in history(series, &samples, &vpa, known, resource) {
                     t.bases.entry(rule).or_default().push(v);
