@@ -19,7 +19,9 @@ use applearner_contracts::summaries::{BacktestSummary, CleanSummary, PlanSummary
 use applearner_contracts::tables::{forecasts, plan_risk, resampled as table, scores};
 use applearner_contracts::tables::{plan as pt, plan_backtest as pb, plan_comparison as pc, recommendations as rt};
 use applearner_contracts::{Method, Part, Resource};
-use applearner_pipeline::arrow::array::RecordBatch;
+use applearner_pipeline::arrow::array::{AsArray, RecordBatch};
+use applearner_pipeline::arrow::datatypes::DataType;
+use applearner_pipeline::by_key::ByKey;
 use applearner_pipeline::columns;
 use applearner_pipeline::schemars::{self, JsonSchema};
 use applearner_pipeline::{
@@ -148,7 +150,6 @@ impl Stage for Report {
         let backtest_summary = ctx.input_record(scores::NAME)?.get("summary").cloned().unwrap_or(Value::Null);
         let backtest_counts = BacktestSummary::read(backtest_summary.as_object().unwrap_or(&serde_json::Map::new()))
             .map_err(|source| ReportError::Summary { stage: "evaluate", source })?;
-        let resampled = ctx.read_table(table::NAME)?;
         let scores = read_scores(&ctx.read_table(scores::NAME)?)?;
         let mut resources: Vec<String> = scores.iter().map(|s| s.resource.clone()).collect();
         resources.sort();
@@ -167,10 +168,14 @@ impl Stage for Report {
         plans::risk_per_day(&mut doc, &ctx.read_table(plan_risk::NAME)?)?;
         let planned = plans::plan_ahead_section(&mut doc, &ctx.read_table(pt::NAME)?)?;
         doc.metrics.insert("plan".into(), plan_summary);
-        data_section(&mut doc, &resampled, &cleaned, cleaning)?;
+        // `resampled` is read twice, a batch at a time, never held: the data's coverage, then
+        // the charted series' history.
+        let keys_and_times = ctx.table_batches(table::NAME, Some(&[table::KEY, table::TIMESTAMP]), &[])?;
+        data_section(&mut doc, keys_and_times, &cleaned, cleaning)?;
         leaderboard_section(&mut doc, &scores, &resources, (backtest_summary, &backtest_counts))?;
         let forecasts = ctx.table_batches(forecasts::NAME, None, &[])?;
-        forecasts_section(&mut doc, &scores, self.params.rank_by, forecasts, &resampled, &resources)?;
+        let resampled = ctx.table_batches(table::NAME, None, &[])?;
+        forecasts_section(&mut doc, &scores, self.params.rank_by, forecasts, resampled, &resources)?;
 
         let html = doc.html.finish();
         let charts = html.matches("<figure").count();
@@ -236,7 +241,7 @@ fn model_section(doc: &mut Doc, card: &Card, title: &str) {
 /// What was read and what cleaning did.
 fn data_section(
     doc: &mut Doc,
-    resampled: &[RecordBatch],
+    resampled: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
     cleaned: &CleanSummary,
     record: Value,
 ) -> Result<(), BoxError> {
@@ -253,15 +258,16 @@ fn data_section(
 }
 
 /// Data summary lines, from the resampled table and clean.resample's summary.
-fn data_summary(resampled: &[RecordBatch], c: &CleanSummary) -> Result<Vec<(String, String)>, BoxError> {
-    let cols = Cols { batches: resampled, table: table::NAME };
-    let times = cols.ints(table::TIMESTAMP)?;
-    let keys = cols.strings(table::KEY)?;
-    let time = |ms: Option<&i64>| {
-        ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms))
+fn data_summary(
+    resampled: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
+    c: &CleanSummary,
+) -> Result<Vec<(String, String)>, BoxError> {
+    let spans = Spans::read(resampled)?;
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
             .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
     };
-    let coverage = coverage(&keys, &times);
+    let coverage = spans.coverage();
     let series = coverage.len();
     let pct = |v: Option<&f64>| v.map_or("–".to_string(), |v| format!("{:.0} %", v * 100.0));
     let mut rows = vec![
@@ -274,7 +280,7 @@ fn data_summary(resampled: &[RecordBatch], c: &CleanSummary) -> Result<Vec<(Stri
         ),
         (
             "points kept".into(),
-            format!("{} on the grid, {} of them filled across short gaps", times.len(), c.filled_points),
+            format!("{} on the grid, {} of them filled across short gaps", spans.points, c.filled_points),
         ),
         (
             "removed".into(),
@@ -288,7 +294,7 @@ fn data_summary(resampled: &[RecordBatch], c: &CleanSummary) -> Result<Vec<(Stri
                 c.constant_series_dropped
             ),
         ),
-        ("time span".into(), format!("{} to {}", time(times.iter().min()), time(times.iter().max()))),
+        ("time span".into(), spans.span.map_or_else(String::new, |(a, b)| format!("{} to {}", time(a), time(b)))),
         (
             "coverage (of each series' first-to-last span)".into(),
             format!(
@@ -317,21 +323,56 @@ fn inputs_line(c: &CleanSummary) -> String {
     )
 }
 
-/// Per series, sorted: the share of its span (first to last point) that has points; the
-/// rest are the gaps between segments.
-fn coverage(keys: &[String], times: &[i64]) -> Vec<f64> {
-    let mut spans: BTreeMap<&str, (i64, i64, usize)> = BTreeMap::new();
-    for (k, t) in keys.iter().zip(times) {
-        let e = spans.entry(k).or_insert((*t, *t, 0));
-        *e = (e.0.min(*t), e.1.max(*t), e.2 + 1);
+/// Per series of `resampled`, its first and last time and its points; the smallest step
+/// between two points of a series; all the points and their span.
+#[derive(Default)]
+struct Spans {
+    per_series: Vec<(i64, i64, usize)>,
+    step: i64,
+    points: usize,
+    span: Option<(i64, i64)>,
+}
+
+impl Spans {
+    /// A series at a time: the table is sorted by key (an error says so where it is not).
+    fn read(batches: impl Iterator<Item = Result<RecordBatch, PipelineError>>) -> Result<Spans, BoxError> {
+        let mut out = Spans { step: i64::MAX, ..Default::default() };
+        let (mut key, mut times) = (None::<String>, Vec::new());
+        for b in ByKey::new(batches, table::NAME, table::KEY).through(None) {
+            let b = b?;
+            let keys = columns::column(&b, table::NAME, table::KEY, &DataType::Utf8)?;
+            let keys = keys.as_string::<i32>();
+            for (i, t) in columns::ints(&b, table::NAME, table::TIMESTAMP)?.into_iter().enumerate() {
+                if key.as_deref() != Some(keys.value(i)) {
+                    out.close(&mut times);
+                    key = Some(keys.value(i).to_string());
+                }
+                times.push(t);
+            }
+        }
+        out.close(&mut times);
+        Ok(out)
     }
-    let step = {
-        let mut sorted: Vec<(&str, i64)> = keys.iter().map(String::as_str).zip(times.iter().copied()).collect();
-        sorted.sort();
-        sorted.windows(2).filter(|w| w[0].0 == w[1].0 && w[1].1 > w[0].1).map(|w| w[1].1 - w[0].1).min().unwrap_or(1)
-    };
-    let mut coverage: Vec<f64> =
-        spans.values().map(|(a, b, n)| *n as f64 * step as f64 / (b - a + step) as f64).collect();
-    coverage.sort_by(f64::total_cmp);
-    coverage
+
+    /// Adds one series' times.
+    fn close(&mut self, times: &mut Vec<i64>) {
+        let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else { return };
+        times.sort_unstable();
+        let step = times.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).min();
+        self.step = self.step.min(step.unwrap_or(i64::MAX));
+        self.per_series.push((first, last, times.len()));
+        self.points += times.len();
+        self.span = Some(self.span.map_or((first, last), |(a, b)| (a.min(first), b.max(last))));
+        times.clear();
+    }
+
+    /// Per series, sorted: the share of its span (first to last point) that has points; the
+    /// rest are the gaps between segments.
+    fn coverage(&self) -> Vec<f64> {
+        let step = if self.step == i64::MAX { 1 } else { self.step } as f64;
+        let mut coverage: Vec<f64> =
+            self.per_series.iter().map(|(a, b, n)| *n as f64 * step / ((b - a) as f64 + step)).collect();
+        coverage.sort_by(f64::total_cmp);
+        coverage
+    }
 }

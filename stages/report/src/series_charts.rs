@@ -1,6 +1,7 @@
 //! Forecast against actual for the best, median and worst series.
 
 use super::*;
+use applearner_pipeline::columns::column;
 
 /// Forecast against actual for the best, median and worst series.
 pub(crate) fn forecasts_section(
@@ -8,7 +9,7 @@ pub(crate) fn forecasts_section(
     scores: &[Score],
     rank_by: Resource,
     forecasts: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
-    resampled: &[RecordBatch],
+    resampled: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
     resources: &[String],
 ) -> Result<(), BoxError> {
     // Forecast vs actual for the best, median and worst series.
@@ -16,7 +17,7 @@ pub(crate) fn forecasts_section(
     doc.html.section("forecasts", "Forecast against actual", &format!("The series with the best, median and worst model MASE on {}: history, what happened, the model's point forecast and its quantile band over the test part.", rank_by.name()));
     let shown: Vec<&str> = picks.iter().map(|(_, k)| k.as_str()).collect();
     let f = ForecastRows::read(forecasts, &shown)?;
-    let usage = Usage::read(resampled)?;
+    let usage = Usage::read(resampled, &shown)?;
     for (label, key) in &picks {
         for resource in resources {
             let chart = forecast_chart(&f, &usage, key, resource, label);
@@ -83,19 +84,24 @@ impl ForecastRows {
                 .filter(|n| n.starts_with('p') && n[1..].parse::<u32>().is_ok())
                 .collect();
             let c = Cols { batches: std::slice::from_ref(&batch), table: forecasts::NAME };
-            let (part, method, key) =
-                (c.strings(forecasts::PART)?, c.strings(forecasts::METHOD)?, c.strings(forecasts::KEY)?);
-            let (resource, time) = (c.strings(forecasts::RESOURCE)?, c.ints(forecasts::TIMESTAMP)?);
-            let (actual, point) = (c.floats(forecasts::ACTUAL)?, c.floats(forecasts::FORECAST)?);
+            let text = |name| {
+                Ok::<_, BoxError>(column(&batch, forecasts::NAME, name, &DataType::Utf8)?.as_string::<i32>().clone())
+            };
+            let (part, method, key, resource) =
+                (text(forecasts::PART)?, text(forecasts::METHOD)?, text(forecasts::KEY)?, text(forecasts::RESOURCE)?);
+            let (time, actual, point) =
+                (c.ints(forecasts::TIMESTAMP)?, c.floats(forecasts::ACTUAL)?, c.floats(forecasts::FORECAST)?);
             let (lo, hi) = match (levels.first(), levels.last()) {
                 (Some(a), Some(b)) => (c.floats(a)?, c.floats(b)?),
-                _ => (vec![f64::NAN; method.len()], vec![f64::NAN; method.len()]),
+                _ => (vec![f64::NAN; batch.num_rows()], vec![f64::NAN; batch.num_rows()]),
             };
             band.get_or_insert_with(|| levels.first().zip(levels.last()).map(|(a, b)| format!("{a}–{b}")));
-            for i in 0..method.len() {
-                if part[i] == Part::Test.name() && method[i] == Method::Model.name() && shown.contains(&key[i].as_str())
+            for i in 0..batch.num_rows() {
+                if part.value(i) == Part::Test.name()
+                    && method.value(i) == Method::Model.name()
+                    && shown.contains(&key.value(i))
                 {
-                    rows.entry((key[i].clone(), resource[i].clone()))
+                    rows.entry((key.value(i).to_string(), resource.value(i).to_string()))
                         .or_default()
                         .push((time[i], actual[i], point[i], lo[i], hi[i]));
                 }
@@ -109,14 +115,21 @@ impl ForecastRows {
 struct Usage(BTreeMap<(String, String), Vec<(i64, f64)>>);
 
 impl Usage {
-    fn read(batches: &[RecordBatch]) -> Result<Usage, BoxError> {
-        let c = Cols { batches, table: table::NAME };
-        let (keys, times) = (c.strings(table::KEY)?, c.ints(table::TIMESTAMP)?);
+    /// The series `shown`, a batch at a time: the charts draw a few series of the table.
+    fn read(
+        batches: impl Iterator<Item = Result<RecordBatch, PipelineError>>,
+        shown: &[&str],
+    ) -> Result<Usage, BoxError> {
         let mut out: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        for resource in Resource::ALL.map(Resource::name) {
-            if batches.first().is_some_and(|b| b.column_by_name(resource).is_some()) {
-                for (i, v) in c.floats(resource)?.into_iter().enumerate() {
-                    out.entry((keys[i].clone(), resource.to_string())).or_default().push((times[i], v));
+        for b in batches {
+            let b = b?;
+            let keys = column(&b, table::NAME, table::KEY, &DataType::Utf8)?;
+            let (keys, times) = (keys.as_string::<i32>(), columns::ints(&b, table::NAME, table::TIMESTAMP)?);
+            for resource in Resource::ALL.map(Resource::name).into_iter().filter(|r| b.column_by_name(r).is_some()) {
+                for (i, v) in columns::floats(&b, table::NAME, resource)?.into_iter().enumerate() {
+                    if shown.contains(&keys.value(i)) {
+                        out.entry((keys.value(i).to_string(), resource.to_string())).or_default().push((times[i], v));
+                    }
                 }
             }
         }
