@@ -137,6 +137,17 @@ impl Head {
     }
 }
 
+/// Each case's replay (`None`: none for it) into `head`: made a case per core, added in the
+/// cases' order, so the sums are those of one replay after another.
+fn add_each(head: &mut Head, cases: &[Case], each: bool, replay: impl Fn(usize, &Case) -> Option<Replay> + Sync) {
+    let replays: Vec<Option<Replay>> = cases.par_iter().enumerate().map(|(i, c)| replay(i, c)).collect();
+    for (c, r) in cases.iter().zip(replays) {
+        if let Some(r) = r {
+            head.add(c.key, r, each);
+        }
+    }
+}
+
 /// The heads of a job's rows in their order, each made when a group first reaches it.
 struct Cursor<'a> {
     heads: &'a mut Vec<Head>,
@@ -381,26 +392,23 @@ impl<'a> Job<'a> {
             self.walk(group, f, rate, head, &mut r.walks);
         }
         let model: Vec<Replay> =
-            test.iter().map(|c| c.replay(&self.policy, f.calibrated.of(c.key), unit, hours)).collect();
+            test.par_iter().map(|c| c.replay(&self.policy, f.calibrated.of(c.key), unit, hours)).collect();
         let head = heads.next(Method::Model, f.variant, || f.setting.clone());
         test.iter().zip(&model).for_each(|(c, m)| head.add(c.key, *m, detail));
         if detail {
             // Per workload, the oracle at the risk the plan ran at on it: the least any plan on
             // this budget reserves for the same time above the line.
             let head = heads.next(Method::Oracle, "matched", || "foresight at the plan's risk on each workload".into());
-            for (c, m) in test.iter().zip(&model) {
-                head.add(c.key, oracle(c.timeline, &self.policy, m.risk_pct() / 100.0, unit, hours), detail);
-            }
+            add_each(head, &test, detail, |i, c| {
+                Some(oracle(c.timeline, &self.policy, model[i].risk_pct() / 100.0, unit, hours))
+            });
         }
         // What was allocated at each step, for the workloads that have this line's allocation.
         let head = heads.next(Method::Current, "allocated", || "what was allocated at each step".into());
-        for c in &test {
-            if let Some(points) =
-                self.allocation.get(c.key).and_then(|a| a.get(self.line.name)).filter(|p| !p.is_empty())
-            {
-                head.add(c.key, replay_allocated(c.timeline, points, unit, hours), detail);
-            }
-        }
+        add_each(head, &test, detail, |_, c| {
+            let points = self.allocation.get(c.key)?.get(self.line.name).filter(|p| !p.is_empty())?;
+            Some(replay_allocated(c.timeline, points, unit, hours))
+        });
         for Recommender { method, rule, k, tuned } in &f.recommenders {
             let default = heads.next(*method, "default", || factor_label(rule, *k));
             self.add_rule(default, &self.cases(group, "test", rule), &|_| *k, detail);
@@ -412,9 +420,8 @@ impl<'a> Job<'a> {
         if let Some(risk) = self.line.risk() {
             let head =
                 heads.next(Method::Oracle, "oracle", || format!("foresight, {} per day", self.policy.changes_per_day));
-            for c in self.cases(group, "test", &Rule::Recent(RECENT[0])) {
-                head.add(c.key, oracle(c.timeline, &self.policy, risk, unit, hours), detail);
-            }
+            let cases = self.cases(group, "test", &Rule::Recent(RECENT[0]));
+            add_each(head, &cases, detail, |_, c| Some(oracle(c.timeline, &self.policy, risk, unit, hours)));
         }
         if detail {
             self.curves(&mut heads, group, f);
@@ -422,10 +429,8 @@ impl<'a> Job<'a> {
     }
 
     /// Every case replayed with its multiplier, into `head`.
-    fn add_rule(&self, head: &mut Head, cases: &[Case], k: &dyn Fn(&str) -> f64, each: bool) {
-        for c in cases {
-            head.add(c.key, c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours), each);
-        }
+    fn add_rule(&self, head: &mut Head, cases: &[Case], k: &(dyn Fn(&str) -> f64 + Sync), each: bool) {
+        add_each(head, cases, each, |_, c| Some(c.replay(&self.policy, k(c.key), self.line.unit(), self.step_hours)));
     }
 
     /// The rows of every method and setting, once every group is in.
@@ -459,28 +464,45 @@ impl<'a> Job<'a> {
     /// the last refresh left it (where that was under the same rule): the test part replayed
     /// into `head` and each workload's walk.
     fn walk(&self, group: &Timelines, f: &Fitted, rate: f64, head: &mut Head, walks: &mut BTreeMap<String, Walked>) {
+        let walked: Vec<(&String, Option<(Option<Replay>, Walked)>)> =
+            group.par_iter().map(|(key, tl)| (key, self.walk_one(key, tl, f, rate))).collect();
+        for (key, (replay, walk)) in walked.into_iter().filter_map(|(k, w)| Some((k, w?))) {
+            if let Some(r) = replay {
+                head.add(key, r, true);
+            }
+            walks.insert(key.clone(), walk);
+        }
+    }
+
+    /// One workload's loop (see [`Job::walk`]): its test part replayed, where it decided
+    /// anything there, and its walk; `None` without the rule's values.
+    fn walk_one(
+        &self,
+        key: &str,
+        tl: &BTreeMap<(String, String), Timeline>,
+        f: &Fitted,
+        rate: f64,
+    ) -> Option<(Option<Replay>, Walked)> {
         let adapt = self.line.risk().filter(|_| rate > 0.0).map(|risk| Adapt { rate, risk });
         let slot = |part: &str| (self.line.resource.name().to_string(), part.to_string());
         let empty = Timeline::default();
-        for (key, tl) in group {
-            let ahead =
-                self.timelines.get(key).and_then(|t| t.get(&slot(applearner_contracts::tables::forecasts::AHEAD)));
-            let (test, ahead) = (tl.get(&slot("test")).unwrap_or(&empty), ahead.unwrap_or(&empty));
-            let joined = test.joined(ahead);
-            let Some(case) = Case::of(key, &joined, &f.rule).map(|c| c.capped(self.line)) else { continue };
-            let from = self.state.get(&(key.clone(), self.line.name.to_string())).filter(|s| s.0 == f.rule.label());
-            let from = from.map(|s| &s.1);
-            let walk = case.walk(&self.policy, f.calibrated.of(key), adapt, from);
-            let n = test.at.len();
-            if walk[..n].iter().any(Option::is_some) {
-                head.add(key, case.replay_walk(&walk[..n], self.line.unit(), self.step_hours), true);
-            }
-            let last = walk[..n].iter().flatten().last().or(from);
-            let now = walk[n..].iter().flatten().next().or(last).cloned();
-            let held = |l: &Option<Loop>| l.as_ref().or(now.as_ref()).map_or(f64::NAN, |l| l.held.value);
-            let days = per_day(&case, &walk[..n]);
-            walks.insert(key.clone(), Walked { ahead: walk[n..].iter().map(held).collect(), state: now, days });
-        }
+        let ahead = self.timelines.get(key).and_then(|t| t.get(&slot(applearner_contracts::tables::forecasts::AHEAD)));
+        let (test, ahead) = (tl.get(&slot("test")).unwrap_or(&empty), ahead.unwrap_or(&empty));
+        let joined = test.joined(ahead);
+        let case = Case::of(key, &joined, &f.rule)?.capped(self.line);
+        let from = self.state.get(&(key.to_string(), self.line.name.to_string())).filter(|s| s.0 == f.rule.label());
+        let from = from.map(|s| &s.1);
+        let walk = case.walk(&self.policy, f.calibrated.of(key), adapt, from);
+        let n = test.at.len();
+        let replay = walk[..n]
+            .iter()
+            .any(Option::is_some)
+            .then(|| case.replay_walk(&walk[..n], self.line.unit(), self.step_hours));
+        let last = walk[..n].iter().flatten().last().or(from);
+        let now = walk[n..].iter().flatten().next().or(last).cloned();
+        let held = |l: &Option<Loop>| l.as_ref().or(now.as_ref()).map_or(f64::NAN, |l| l.held.value);
+        let days = per_day(&case, &walk[..n]);
+        Some((replay, Walked { ahead: walk[n..].iter().map(held).collect(), state: now, days }))
     }
 
     /// A recommender's knob tuned on validation to `risk`: KRR's CPU percentile (the lowest
@@ -513,7 +535,7 @@ impl<'a> Job<'a> {
     /// percentiles or buffers, VPA's margins. Drawn only; nothing is chosen from them.
     fn curves(&self, heads: &mut Cursor, group: &Timelines, f: &Fitted) {
         let test = self.model_cases(group, "test", &f.rule);
-        let mut point = |method, setting: String, cases: &[Case], k: &dyn Fn(&str) -> f64| {
+        let mut point = |method, setting: String, cases: &[Case], k: &(dyn Fn(&str) -> f64 + Sync)| {
             self.add_rule(heads.next(method, "sweep", || setting), cases, k, false);
         };
         for s in [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0] {
