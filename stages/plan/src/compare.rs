@@ -257,9 +257,7 @@ impl<'a> Job<'a> {
     /// most 4×, and only where the halves have enough steps to show the target's rate).
     fn choose(&self, risk: f64) -> (Rule, Calibrated) {
         let halves = self.validation_halves();
-        let half = |h: usize, rule: &Rule| -> Vec<Case> {
-            halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
-        };
+        let half = |h: usize, rule: &Rule| self.half(&halves, h, rule);
         let mut best: Option<((bool, f64), Rule, bool, Replay)> = None;
         for (rule, own) in model_rules(self.columns, self.line.name.ends_with("limit"))
             .into_iter()
@@ -305,12 +303,24 @@ impl<'a> Job<'a> {
         (rule.clone(), per_workload(&cases, &self.policy, tightened, own))
     }
 
-    /// Each workload's validation part in two halves.
-    fn validation_halves(&self) -> Vec<(&'a str, [Timeline; 2])> {
+    /// Each workload's validation part with at least two decisions, and where its second
+    /// half begins.
+    fn validation_halves(&self) -> Vec<(&'a str, &'a Timeline, usize)> {
         let slot = (self.line.resource.name().to_string(), "validation".to_string());
         self.timelines
             .iter()
-            .filter_map(|(key, tl)| Some((key.as_str(), tl.get(&slot).filter(|t| t.at.len() >= 2)?.halves())))
+            .filter_map(|(key, tl)| {
+                tl.get(&slot).filter(|t| t.at.len() >= 2).map(|t| (key.as_str(), t, t.at.len() / 2))
+            })
+            .collect()
+    }
+
+    /// Half `h` (0 or 1) of each of `halves`, under `rule`.
+    fn half(&self, halves: &[(&'a str, &'a Timeline, usize)], h: usize, rule: &Rule) -> Vec<Case<'a>> {
+        let range = |t: &Timeline, mid: usize| if h == 0 { 0..mid } else { mid..t.at.len() };
+        halves
+            .iter()
+            .filter_map(|&(key, t, mid)| Some(Case::within(key, t, rule, range(t, mid))?.capped(self.line)))
             .collect()
     }
 
@@ -323,9 +333,7 @@ impl<'a> Job<'a> {
             return rate;
         }
         let halves = self.validation_halves();
-        let half = |h: usize| -> Vec<Case> {
-            halves.iter().filter_map(|(key, t)| Some(Case::of(key, &t[h], rule)?.capped(self.line))).collect()
-        };
+        let half = |h: usize| self.half(&halves, h, rule);
         let own = calibrated.k.values().any(|k| *k != calibrated.fleet);
         let first = per_workload(&half(0), &self.policy, risk, own);
         let mut best = (f64::MIN, f64::MAX, 0.0);

@@ -30,7 +30,7 @@ pub fn in_force_at(points: &[(i64, f64)], t: i64) -> Option<f64> {
 
 /// A workload's usage replayed against what it had allocated at each step (steps before its
 /// first allocation are left out); a change is a step whose value differs from the last.
-pub fn replay_allocated(timeline: &Timeline, points: &[(i64, f64)], unit: f64, step_hours: f64) -> Replay {
+pub fn replay_allocated(timeline: View, points: &[(i64, f64)], unit: f64, step_hours: f64) -> Replay {
     let mut out = Replay::default();
     let mut last = None;
     for (i, usage) in timeline.usage.iter().enumerate() {

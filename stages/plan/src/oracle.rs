@@ -53,7 +53,7 @@ impl Block {
 /// The oracle's replay of one workload's timeline with blocks of the policy's hold from its
 /// first decision and at most ⌊risk × steps⌋ steps above the line, floored and rounded as
 /// every plan is.
-pub fn oracle(t: &Timeline, policy: &Policy, risk: f64, unit: f64, step_hours: f64) -> Replay {
+pub fn oracle(t: View, policy: &Policy, risk: f64, unit: f64, step_hours: f64) -> Replay {
     let hold_ms = policy.hold_ms();
     let Some(&first) = t.at.first() else { return Replay::default() };
     let block_of: Vec<usize> = t.at.iter().map(|&a| ((a - first) / hold_ms) as usize).collect();

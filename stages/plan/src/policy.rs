@@ -2,7 +2,7 @@
 //! budget with hysteresis.
 
 pub use crate::recommend::DAY_MS;
-use crate::timeline::Steps;
+use crate::timeline::StepsView;
 
 /// How long a value holds at `changes_per_day`: 24 h / that.
 pub fn hold_ms(changes_per_day: u32) -> i64 {
@@ -39,7 +39,7 @@ impl Policy {
     /// followed decision `i`: where it went above the value in force, the next decision may
     /// raise it by any amount (min_change keeps small gains from causing changes, not the
     /// risk from being answered); the budget still holds.
-    pub fn apply(&self, at: &[i64], wanted: &[f64], usage: &Steps) -> (Vec<f64>, usize) {
+    pub fn apply(&self, at: &[i64], wanted: &[f64], usage: StepsView) -> (Vec<f64>, usize) {
         let mut out: Vec<f64> = Vec::with_capacity(wanted.len());
         let mut held: Option<Held> = None;
         for (i, (&t, &w)) in at.iter().zip(wanted).enumerate() {

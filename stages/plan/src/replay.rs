@@ -74,33 +74,41 @@ pub struct Loop {
     pub k: f64,
 }
 
-/// One workload's decisions to replay: its timeline, the rule's values at each decision
-/// (scaled by the factor) and the floor they never go under.
+/// One workload's decisions to replay: its timeline (or some of its decisions), the rule's
+/// values at each decision (scaled by the factor) and the floor they never go under.
 #[derive(Clone, Copy)]
 pub struct Case<'a> {
     pub key: &'a str,
-    pub timeline: &'a Timeline,
+    pub timeline: View<'a>,
     pub base: &'a [f64],
     pub floor: Option<&'a [f64]>,
     /// A limit's cap: never above `multiple` × the highest usage seen then, nor `max`.
     pub cap: Option<(&'a [f64], Cap)>,
+    /// The limit's highest usage seen at each decision, where the timeline has it.
+    seen: Option<&'a [f64]>,
 }
 
 impl<'a> Case<'a> {
     /// `rule` on `timeline`; `None` where the timeline lacks it.
     pub fn of(key: &'a str, timeline: &'a Timeline, rule: &Rule) -> Option<Case<'a>> {
+        Case::within(key, timeline, rule, 0..timeline.at.len())
+    }
+
+    /// `rule` on the decisions `r` of `timeline`.
+    pub fn within(key: &'a str, t: &'a Timeline, rule: &Rule, r: std::ops::Range<usize>) -> Option<Case<'a>> {
         let (scaled, floor) = rule.parts();
+        let values = |rule: &Rule| Some(&t.bases.get(rule)?[r.clone()]);
         let floor = match floor {
-            Some(f) => Some(timeline.bases.get(&f)?.as_slice()),
+            Some(f) => Some(values(&f)?),
             None => None,
         };
-        Some(Case { key, timeline, base: timeline.bases.get(&scaled)?, floor, cap: None })
+        let (base, seen) = (values(&scaled)?, values(&Rule::Seen));
+        Some(Case { key, timeline: t.view(r.clone()), base, floor, cap: None, seen })
     }
 
     /// The case under `line`'s cap, where it has one.
     pub fn capped(self, line: &Line) -> Case<'a> {
-        let seen = self.timeline.bases.get(&Rule::Seen).map(Vec::as_slice);
-        Case { cap: line.cap.zip(seen).map(|(cap, seen)| (seen, cap)), ..self }
+        Case { cap: line.cap.zip(self.seen).map(|(cap, seen)| (seen, cap)), ..self }
     }
 
     /// What the case asks for at decision `i` with factor `k`: the base × k, never below
@@ -191,7 +199,7 @@ impl<'a> Case<'a> {
     /// The line `policy` makes of `base × k`, replayed against the usage; `unit` is the
     /// reported unit (1 core, 1 GiB), `step_hours` the grid step.
     pub fn replay(&self, policy: &Policy, k: f64, unit: f64, step_hours: f64) -> Replay {
-        let (lines, changes) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
+        let (lines, changes) = policy.apply(&self.timeline.at, &self.held(policy, k), self.timeline.usage);
         let mut out = Replay { changes, ..Default::default() };
         for (line, usage) in lines.iter().zip(self.timeline.usage.iter()) {
             for u in usage {
@@ -203,7 +211,7 @@ impl<'a> Case<'a> {
 
     /// Only the steps above the line: what calibration searches on.
     pub fn under(&self, policy: &Policy, k: f64) -> usize {
-        let (lines, _) = policy.apply(&self.timeline.at, &self.held(policy, k), &self.timeline.usage);
+        let (lines, _) = policy.apply(&self.timeline.at, &self.held(policy, k), self.timeline.usage);
         lines.iter().zip(self.timeline.usage.iter()).map(|(l, usage)| usage.iter().filter(|u| *u > l).count()).sum()
     }
 }

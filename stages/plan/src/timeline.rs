@@ -133,22 +133,14 @@ impl Timeline {
         Timeline {
             at: cat(&self.at, &next.at),
             known: cat(&self.known, &next.known),
-            usage: self.usage.chain(&next.usage),
+            usage: self.usage.chain(next.usage.view(0..next.usage.len())),
             bases,
         }
     }
 
-    /// The first and the second half of the decisions: calibrating on one and checking on
-    /// the other shows how a calibration holds on later data.
-    pub fn halves(&self) -> [Timeline; 2] {
-        let mid = self.at.len() / 2;
-        let part = |r: std::ops::Range<usize>| Timeline {
-            at: self.at[r.clone()].to_vec(),
-            known: self.known[r.clone()].to_vec(),
-            usage: self.usage.slice(r.clone()),
-            bases: self.bases.iter().map(|(k, v)| (k.clone(), v[r.clone()].to_vec())).collect(),
-        };
-        [part(0..mid), part(mid..self.at.len())]
+    /// The decisions in `r`, as the replays read them.
+    pub fn view(&self, r: std::ops::Range<usize>) -> View<'_> {
+        View { at: &self.at[r.clone()], known: &self.known[r.clone()], usage: self.usage.view(r) }
     }
 
     /// Its vectors at their lengths: a timeline grows by a push per decision, and the plan
@@ -190,34 +182,17 @@ impl Steps {
         self.values.len()
     }
 
-    pub fn get(&self, i: usize) -> Option<&[f64]> {
-        (i < self.len()).then(|| &self[i])
-    }
-
-    pub fn times(&self, i: usize) -> &[i64] {
-        &self.times[self.steps_of(i)]
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[f64]> {
-        (0..self.len()).map(|i| &self[i])
-    }
-
-    /// The decisions in `r`.
-    pub fn slice(&self, r: std::ops::Range<usize>) -> Steps {
-        let mut out = Steps::default();
-        r.for_each(|i| out.push(&self[i], self.times(i)));
-        out
+    /// The decisions in `r`, without a copy.
+    pub fn view(&self, r: std::ops::Range<usize>) -> StepsView<'_> {
+        let start = r.start.checked_sub(1).map_or(0, |p| self.ends[p]);
+        StepsView { values: &self.values, times: &self.times, ends: &self.ends[r], start }
     }
 
     /// These decisions, then `next`'s.
-    pub fn chain(&self, next: &Steps) -> Steps {
+    pub fn chain(&self, next: StepsView) -> Steps {
         let mut out = self.clone();
         next.iter().enumerate().for_each(|(i, v)| out.push(v, next.times(i)));
         out
-    }
-
-    fn steps_of(&self, i: usize) -> std::ops::Range<usize> {
-        i.checked_sub(1).map_or(0, |p| self.ends[p])..self.ends[i]
     }
 
     fn shrink_to_fit(&mut self) {
@@ -227,7 +202,61 @@ impl Steps {
     }
 }
 
-impl std::ops::Index<usize> for Steps {
+/// Some of a timeline's decisions (all of them, or a half for calibrating on one half and
+/// checking on the other), as the replays read them: no copy.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub at: &'a [i64],
+    pub known: &'a [i64],
+    pub usage: StepsView<'a>,
+}
+
+impl View<'_> {
+    pub fn points(&self) -> usize {
+        self.usage.points()
+    }
+}
+
+/// Some decisions' steps of a [`Steps`].
+#[derive(Clone, Copy)]
+pub struct StepsView<'a> {
+    values: &'a [f64],
+    times: &'a [i64],
+    /// Where each decision's steps end in `values`.
+    ends: &'a [usize],
+    /// Where the first one's begin.
+    start: usize,
+}
+
+impl<'a> StepsView<'a> {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Steps of every decision.
+    pub fn points(&self) -> usize {
+        self.ends.last().map_or(0, |end| end - self.start)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&'a [f64]> {
+        (i < self.len()).then(|| &self.values[self.steps_of(i)])
+    }
+
+    pub fn times(&self, i: usize) -> &'a [i64] {
+        &self.times[self.steps_of(i)]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [f64]> + use<'a> {
+        let v = *self;
+        (0..self.len()).map(move |i| &v.values[v.steps_of(i)])
+    }
+
+    fn steps_of(&self, i: usize) -> std::ops::Range<usize> {
+        i.checked_sub(1).map_or(self.start, |p| self.ends[p])..self.ends[i]
+    }
+}
+
+impl std::ops::Index<usize> for StepsView<'_> {
     type Output = [f64];
 
     fn index(&self, i: usize) -> &[f64] {
