@@ -36,15 +36,15 @@ where
 
     /// The next rows whose key is at most `last` (with `None`, every row left), a batch at a
     /// time; the next range starts where this one was read to, so read it to its end.
-    pub fn through<'a>(&'a mut self, last: Option<&'a str>) -> Through<'a, I> {
-        Through { by_key: self, last, done: false }
+    pub fn through<'a>(&'a mut self, last: Option<&'a str>) -> Range<'a, I> {
+        Range { by_key: self, end: End::Through(last), keys: 0, last: None, done: false }
     }
 
     /// The rows of the next `n` (at least 1) keys, or of every key left where fewer are, a
     /// batch at a time: for a table whose ranges are not known ahead. Once read, the range's
-    /// last key ([`Keys::last_key`]) is where another table is read `through`.
-    pub fn next_keys(&mut self, n: usize) -> Keys<'_, I> {
-        Keys { by_key: self, n, keys: 0, last: None, done: false }
+    /// last key ([`Range::last_key`]) is where another table is read `through`.
+    pub fn next_keys(&mut self, n: usize) -> Range<'_, I> {
+        Range { by_key: self, end: End::Keys(n), keys: 0, last: None, done: false }
     }
 
     /// The rows left over from the last range, or the next batch of the table.
@@ -53,24 +53,6 @@ where
             Some(b) => Ok(Some(b)),
             None => self.batches.next().map(|b| self.checked(b.map_err(Into::into)?)).transpose(),
         }
-    }
-
-    /// The next batch of rows whose key is at most `last`, and whether rows past `last`
-    /// follow it.
-    fn next_within(&mut self, last: Option<&str>) -> Result<Option<(RecordBatch, bool)>, BoxError> {
-        let Some(batch) = self.next_batch()? else { return Ok(None) };
-        let keys = column(&batch, &self.table, self.key, &DataType::Utf8)?;
-        let keys = keys.as_string::<i32>();
-        let within = match last {
-            Some(last) => (0..batch.num_rows()).take_while(|&i| keys.value(i) <= last).count(),
-            None => batch.num_rows(),
-        };
-        self.taken += within;
-        if within < batch.num_rows() {
-            self.rest = Some(batch.slice(within, batch.num_rows() - within));
-            return Ok(Some((batch.slice(0, within), true)));
-        }
-        Ok(Some((batch, false)))
     }
 
     /// `batch`, once its keys are known to follow the last one read, in order.
@@ -97,71 +79,48 @@ where
     }
 }
 
+/// Where a range of keys ends: after a key (or at the table's end), or after so many keys.
+enum End<'a> {
+    Through(Option<&'a str>),
+    Keys(usize),
+}
+
 /// The batches of one range of keys, read as they are asked for.
-pub struct Through<'a, I> {
+pub struct Range<'a, I> {
     by_key: &'a mut ByKey<I>,
-    last: Option<&'a str>,
-    done: bool,
-}
-
-impl<I, E> Iterator for Through<'_, I>
-where
-    I: Iterator<Item = Result<RecordBatch, E>>,
-    E: Into<BoxError>,
-{
-    type Item = Result<RecordBatch, BoxError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            match self.by_key.next_within(self.last) {
-                Ok(Some((batch, ended))) => {
-                    self.done = ended;
-                    if batch.num_rows() > 0 {
-                        return Some(Ok(batch));
-                    }
-                }
-                Ok(None) => self.done = true,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        None
-    }
-}
-
-/// The batches of the next keys of a [`ByKey`] (see [`ByKey::next_keys`]).
-pub struct Keys<'a, I> {
-    by_key: &'a mut ByKey<I>,
-    n: usize,
+    end: End<'a>,
     keys: usize,
     last: Option<String>,
     done: bool,
 }
 
-impl<I> Keys<'_, I> {
+impl<I> Range<'_, I> {
     /// The last key read so far: the range's, once every batch is taken; `None` if no row was.
     pub fn last_key(&self) -> Option<&str> {
         self.last.as_deref()
     }
 }
 
-impl<I, E> Keys<'_, I>
+impl<I, E> Range<'_, I>
 where
     I: Iterator<Item = Result<RecordBatch, E>>,
     E: Into<BoxError>,
 {
-    /// How many of `batch`'s rows belong to the range, counting its keys.
+    /// How many of `batch`'s first rows belong to the range, counting its keys.
     fn within(&mut self, batch: &RecordBatch) -> Result<usize, BoxError> {
         let keys = column(batch, &self.by_key.table, self.by_key.key, &DataType::Utf8)?;
         let keys = keys.as_string::<i32>();
         for i in 0..batch.num_rows() {
-            if self.last.as_deref() != Some(keys.value(i)) {
-                if self.keys == self.n {
-                    return Ok(i);
-                }
-                (self.keys, self.last) = (self.keys + 1, Some(keys.value(i).to_string()));
+            let (key, new) = (keys.value(i), self.last.as_deref() != Some(keys.value(i)));
+            let past = match self.end {
+                End::Through(last) => last.is_some_and(|last| key > last),
+                End::Keys(n) => new && self.keys == n,
+            };
+            if past {
+                return Ok(i);
+            }
+            if new {
+                (self.keys, self.last) = (self.keys + 1, Some(key.to_string()));
             }
         }
         Ok(batch.num_rows())
@@ -179,7 +138,7 @@ where
     }
 }
 
-impl<I, E> Iterator for Keys<'_, I>
+impl<I, E> Iterator for Range<'_, I>
 where
     I: Iterator<Item = Result<RecordBatch, E>>,
     E: Into<BoxError>,

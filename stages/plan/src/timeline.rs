@@ -279,6 +279,32 @@ pub struct Origins {
     pub peaks: Vec<Vec<f64>>,
 }
 
+impl Origins {
+    /// One forecast row: a step of the decision its origin and time fall in (a new one where
+    /// they do not fall in the last), with its actual and each column's value.
+    fn add(&mut self, origin: i64, time: i64, actual: f64, values: impl ExactSizeIterator<Item = f64>) {
+        let start = origin + (time - origin - 1) / DECISION_MS * DECISION_MS;
+        if self.at.last() != Some(&start) || self.known.last() != Some(&origin) {
+            self.at.push(start);
+            self.known.push(origin);
+            self.last_step.push(time);
+            self.actual.push(Vec::new());
+            self.times.push(Vec::new());
+            self.peaks.resize_with(values.len(), Vec::new);
+            self.peaks.iter_mut().for_each(|p| p.push(f64::MIN));
+        }
+        *self.last_step.last_mut().expect("pushed") = time;
+        if actual.is_finite() {
+            self.actual.last_mut().expect("pushed").push(actual);
+            self.times.last_mut().expect("pushed").push(time);
+        }
+        for (peaks, v) in self.peaks.iter_mut().zip(values) {
+            let peak = peaks.last_mut().expect("pushed");
+            *peak = peak.max(v);
+        }
+    }
+}
+
 /// (key, resource, part) → its model forecasts.
 pub type ByPart = BTreeMap<(String, String, String), Origins>;
 
@@ -333,25 +359,7 @@ pub fn read_forecasts<E: Into<BoxError>>(
                 }
             }
             let o = &mut current.as_mut().expect("set").1;
-            let start = origin[i] + (time[i] - origin[i] - 1) / DECISION_MS * DECISION_MS;
-            if o.at.last() != Some(&start) || o.known.last() != Some(&origin[i]) {
-                o.at.push(start);
-                o.known.push(origin[i]);
-                o.last_step.push(time[i]);
-                o.actual.push(Vec::new());
-                o.times.push(Vec::new());
-                o.peaks.resize_with(columns.len(), Vec::new);
-                o.peaks.iter_mut().for_each(|p| p.push(f64::MIN));
-            }
-            *o.last_step.last_mut().expect("pushed") = time[i];
-            if actual[i].is_finite() {
-                o.actual.last_mut().expect("pushed").push(actual[i]);
-                o.times.last_mut().expect("pushed").push(time[i]);
-            }
-            for (peaks, v) in o.peaks.iter_mut().zip(&values) {
-                let peak = peaks.last_mut().expect("pushed");
-                *peak = peak.max(v[i]);
-            }
+            o.add(origin[i], time[i], actual[i], values.iter().map(|v| v[i]));
         }
     }
     if let Some((at, o)) = current {
