@@ -6,7 +6,10 @@
 #   cargo build --release --features cuda --bin applearner --bench stages
 #   mkdir -p gpu && cp target/release/applearner gpu/ \
 #     && cp "$(ls -t target/release/deps/stages-* | grep -v '\.d$' | head -1)" gpu/stages \
-#     && strip gpu/* && ls -l gpu        # each must be under 64 MiB to travel
+#     && strip gpu/* && zstd -19 --rm gpu/* && ls -l gpu   # each must be under 64 MiB to travel
+#
+# Stripped, `applearner` is about 229 MB; compressed, 42 MB. The script decompresses what it
+# is given.
 #
 #   benches/gpu_check.sh gpu out            # on the GPU machine
 #   DEVICE=cpu benches/gpu_check.sh BIN out # the same checks on the CPU, as it is tested here
@@ -18,8 +21,13 @@
 # trained on DEVICE for 3 epochs and backtested on the CPU), and fails unless the training
 # loss fell, the model loaded on the CPU and its forecasts are finite.
 set -euo pipefail
-bin=$(realpath "$1")
 out=$(realpath -m "$2")
+bin=$(realpath "$1")
+if [ -e "$bin/applearner.zst" ]; then
+  mkdir -p "$out/bin"
+  for f in applearner stages; do zstd -d -q -f "$bin/$f.zst" -o "$out/bin/$f" && chmod +x "$out/bin/$f"; done
+  bin="$out/bin"
+fi
 device=${DEVICE:-cuda}
 data=${DATA:-../shared/datasets/bitbrains-rnd}
 mkdir -p "$out"
