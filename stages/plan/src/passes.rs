@@ -108,7 +108,7 @@ fn prepare_group(group: Group, out: &mut Prepared, allocation: &Allocation, work
             let tested =
                 Resource::ALL.map(|r| plausible(r) && test(r).is_some_and(|o| o.actual.iter().any(|a| !a.is_empty())));
             let mut t = timelines(&key, &mut forecasts, &u, columns, &[Part::Validation.name(), forecasts::AHEAD]);
-            t.retain(|(resource, _), _| Resource::ALL.into_iter().any(|r| r.name() == resource && plausible(r)));
+            keep_plausible(&mut t, &key, &implausible);
             let scaled = workloads.get(&key).is_some_and(|w| w.hpa.is_some());
             (key.clone(), t, Seen::of(&u, allocation.get(&key), scaled), tested)
         })
@@ -132,10 +132,20 @@ pub fn test_timelines(
         .into_par_iter()
         .map(|(key, u, mut forecasts)| {
             let mut t = timelines(&key, &mut forecasts, &u, columns, &[Part::Test.name()]);
-            t.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| *k == key && r.name() == resource));
+            keep_plausible(&mut t, &key, implausible);
             (key, t)
         })
         .collect()
+}
+
+/// Leaves out the timelines of a series' values that cannot be cores or bytes: they are
+/// neither planned nor compared.
+fn keep_plausible(
+    timelines: &mut BTreeMap<(String, String), Timeline>,
+    key: &str,
+    implausible: &std::collections::BTreeSet<(String, Resource)>,
+) {
+    timelines.retain(|(resource, _), _| !implausible.iter().any(|(k, r)| k == key && r.name() == resource));
 }
 
 /// Each series of a group with its usage and forecasts.

@@ -356,8 +356,8 @@ impl Spans {
 
     /// Adds one series' times.
     fn close(&mut self, times: &mut Vec<i64>) {
-        let (Some(&first), Some(&last)) = (times.iter().min(), times.iter().max()) else { return };
         times.sort_unstable();
+        let (Some(&first), Some(&last)) = (times.first(), times.last()) else { return };
         let step = times.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).min();
         self.step = self.step.min(step.unwrap_or(i64::MAX));
         self.per_series.push((first, last, times.len()));
